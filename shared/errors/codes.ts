@@ -1,0 +1,105 @@
+/**
+ * The registry of every error Ferry reports. Codes are stable: tests and operators match on them, so a code
+ * is never reused or renumbered. The first digit is the phase family:
+ * 0 usage, 1 negotiate/preflight, 2 prepare, 3 precopy, 4 freeze, 5 final-delta, 6 restore, 7 commit,
+ * 8 rollback, 9 internal. docs/errors.md is generated from this table (`npm run docs:errors`).
+ */
+import { status } from '@grpc/grpc-js';
+
+export interface ErrorSpec {
+  readonly code: string;
+  /** One line: what happened, in the operator's words. */
+  readonly title: string;
+  /** Imperative: what the operator should do. */
+  readonly hint: string;
+  readonly retryable: boolean;
+  /** How the error travels over gRPC. */
+  readonly grpc: status;
+}
+
+const spec = (code: string, title: string, hint: string, grpc: status, retryable = false): ErrorSpec => ({
+  code,
+  title,
+  hint,
+  grpc,
+  retryable,
+});
+
+export const ERRORS = {
+  BAD_ARGUMENT: spec('FERRY-0001', 'A command-line argument is invalid', 'Run the command with --help and correct the argument.', status.INVALID_ARGUMENT),
+  BAD_ADDRESS: spec('FERRY-0002', 'An address is not HOST:PORT', 'Give the address as HOST:PORT, e.g. 10.0.0.2:7070 or [::1]:7070.', status.INVALID_ARGUMENT),
+  INSECURE_LISTEN_REFUSED: spec(
+    'FERRY-0003',
+    'The dest agent refuses to listen beyond loopback without authentication',
+    'Listen on 127.0.0.1, or name the address explicitly with --insecure-listen ADDRESS on an isolated test network.',
+    status.INVALID_ARGUMENT,
+  ),
+  NOT_ROOT: spec('FERRY-0004', 'Ferry must run as root', 'Run the agent as root: CRIU and ptrace need CAP_SYS_ADMIN and CAP_SYS_PTRACE.', status.PERMISSION_DENIED),
+
+  TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
+  TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),
+  TASK_IS_HOST_INIT: spec('FERRY-1003', 'The pid is the host init process', 'Migrate a task, not the host: start it with `ferry run -- CMD`.', status.INVALID_ARGUMENT),
+  TASK_SESSION_OUTSIDE_TREE: spec(
+    'FERRY-1004',
+    'The task cannot be carried by CRIU: its session leader is outside the tree',
+    'Start the task as its own session leader: `ferry run -- CMD` (or `setsid`).',
+    status.FAILED_PRECONDITION,
+  ),
+  TASK_PIDS_TAKEN_ON_DEST: spec(
+    'FERRY-1005',
+    'The task is not a pid-namespace root and some of its pids are in use on the dest',
+    'Start the task in its own pid namespace (`ferry run -- CMD`), so its pids cannot clash.',
+    status.FAILED_PRECONDITION,
+  ),
+  DEST_UNREACHABLE: spec('FERRY-1006', 'The dest agent cannot be reached', 'Check that `ferry dest-agent` runs on the dest and that HOST:PORT is reachable from here.', status.UNAVAILABLE, true),
+  DEST_NO_CRIU: spec('FERRY-1007', 'The dest has no working CRIU', 'On the dest, run `ferry check` and install CRIU >= 4.2 (`npm run setup` provisions one).', status.FAILED_PRECONDITION),
+  PROTOCOL_MISMATCH: spec('FERRY-1008', 'The agents share no protocol version', 'Install the same Ferry release on both hosts.', status.FAILED_PRECONDITION),
+  SOURCE_NO_CRIU: spec('FERRY-1009', 'The source has no working CRIU', 'Run `ferry check` and install CRIU >= 4.2 (`npm run setup` provisions one).', status.FAILED_PRECONDITION),
+  TASK_STOPPED: spec('FERRY-1010', 'The task is stopped (job control or a debugger)', 'Resume it (`kill -CONT PID`) or detach the debugger, then migrate.', status.FAILED_PRECONDITION),
+  PLATFORM_MISMATCH: spec('FERRY-1011', 'The hosts differ in architecture or page size', 'Migrate between hosts of the same architecture and page size.', status.FAILED_PRECONDITION),
+  TASK_IS_FERRY: spec('FERRY-1012', 'The pid is Ferry itself or one of its ancestors', 'Migrate a task that Ferry does not depend on.', status.INVALID_ARGUMENT),
+  TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
+
+  DEST_PREPARE_FAILED: spec('FERRY-2001', 'The dest could not open a session', 'Check free disk and memory on the dest (the dest agent log says which).', status.RESOURCE_EXHAUSTED),
+  SESSION_CONFLICT: spec('FERRY-2002', 'A migration with this id already exists on the dest', 'Retry: a new migration id is drawn each time.', status.ALREADY_EXISTS, true),
+
+  MEMORY_READ_FAILED: spec('FERRY-3001', "The task's memory could not be read", 'Check that nothing else ptraces the task; see the detail for the failing call.', status.INTERNAL),
+  PAGE_STREAM_FAILED: spec('FERRY-3002', 'The page stream to the dest broke', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
+  TASK_EXITED: spec('FERRY-3003', 'The task exited during the migration', 'Nothing to migrate any more; check why the task ended (its own log).', status.ABORTED),
+  PAGE_INTEGRITY: spec('FERRY-3004', 'A page arrived at the dest with a wrong hash', 'Retry; if it repeats, check memory and network hardware on both hosts.', status.DATA_LOSS, true),
+  PRECOPY_NOT_CONVERGING: spec('FERRY-3005', 'Pre-copy did not converge', 'Raise --max-rounds or the bandwidth, or migrate when the task writes less.', status.ABORTED, true),
+
+  CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),
+  FREEZE_LEASE_EXPIRED: spec('FERRY-4002', 'The freeze lasted longer than its lease; the task was resumed', 'Raise --freeze-timeout or find the slow phase in the log.', status.DEADLINE_EXCEEDED, true),
+
+  IMAGE_UPLOAD_FAILED: spec('FERRY-5001', 'CRIU images could not be sent to the dest', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
+  IMAGE_INVALID: spec('FERRY-5002', 'An image sent to the dest is invalid', 'This is a bug or a tampered peer: keep both agent logs and report it.', status.INVALID_ARGUMENT),
+
+  REBUILD_PAGE_MISSING: spec('FERRY-6001', 'The dest lacks a page the dump needs', 'This is a bug: keep both agent logs and report it; the source was resumed.', status.DATA_LOSS),
+  REBUILD_HASH_MISMATCH: spec('FERRY-6002', 'A page on the dest does not match its hash', 'Retry; if it repeats, check the dest disk under --work-dir.', status.DATA_LOSS, true),
+  CRIU_RESTORE_FAILED: spec('FERRY-6003', 'criu restore failed on the dest; the source was resumed', 'Read the quoted CRIU errors and the restore log named in the detail.', status.FAILED_PRECONDITION),
+  CRIU_RESTORE_TIMEOUT: spec('FERRY-6004', 'criu restore did not finish in time; the source was resumed', 'Raise --restore-timeout; a truncated pages image makes CRIU spin, so also check the dest log.', status.DEADLINE_EXCEEDED),
+
+  COMMIT_UNCONFIRMED: spec(
+    'FERRY-7001',
+    'The dest did not confirm the commit: the task may be running on the dest or frozen on the source',
+    'Run `ferry check --to DEST` and look for the restored task on the dest before resuming anything by hand.',
+    status.UNKNOWN,
+  ),
+  COMMIT_REJECTED: spec('FERRY-7002', 'The dest no longer holds the restored task', 'The source was resumed; retry the migration.', status.FAILED_PRECONDITION, true),
+
+  ROLLBACK_FAILED: spec('FERRY-8001', 'Rollback did not complete', 'Check the task at once: `ps -o pid,stat,cmd -g PGID`; resume it with `kill -CONT -- -PGID`.', status.INTERNAL),
+
+  INTERNAL: spec('FERRY-9001', 'Internal error', 'This is a bug: keep the agent log and report it.', status.INTERNAL),
+  CANCELLED: spec('FERRY-9002', 'The migration was interrupted and rolled back', 'Run the command again when ready.', status.CANCELLED, true),
+  SESSION_NOT_FOUND: spec('FERRY-9003', 'The dest has no session with this migration id', 'The dest agent may have restarted; retry the migration.', status.NOT_FOUND, true),
+  NATIVE_UNAVAILABLE: spec('FERRY-9004', "Ferry's native addon is not built", 'Run `npm ci` (it builds the addon with node-gyp) on this host.', status.FAILED_PRECONDITION),
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorKey = keyof typeof ERRORS;
+
+const byCode = new Map<string, ErrorKey>(Object.entries(ERRORS).map(([key, s]) => [s.code, key as ErrorKey]));
+
+export function keyForCode(code: string): ErrorKey | undefined {
+  return byCode.get(code);
+}

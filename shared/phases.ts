@@ -1,0 +1,17 @@
+/** The phases of a migration: one union used in logs, metrics, errors and the proto enum. */
+export const PHASES = [
+  'negotiate',
+  'prepare',
+  'precopy',
+  'freeze',
+  'final-delta',
+  'restore',
+  'commit',
+  'rollback',
+] as const;
+export type Phase = (typeof PHASES)[number];
+
+export type Side = 'source' | 'dest';
+
+/** What the operator most needs to know after a failure: is the task still running at the source? */
+export type SourceState = 'running' | 'frozen' | 'gone' | 'unknown';
