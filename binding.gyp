@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "ferry_native",
+      "sources": ["shared/native/addon/ferry_native.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra"],
+      "libraries": ["-lxxhash"]
+    }
+  ]
+}

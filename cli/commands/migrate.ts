@@ -1,0 +1,116 @@
+import * as grpc from '@grpc/grpc-js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { fromServiceError } from '../../shared/errors/grpc-status.js';
+import { createLogger } from '../../shared/logging/logger.js';
+import type { MigrationEventMessage } from '../../shared/transport/messages.js';
+import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
+import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
+import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
+import { migrate } from '../../source-agent/migration/migration.js';
+import { compileMigrateOptions, type CompiledMigrateOptions } from '../../source-agent/migration/options.js';
+import { intFlag, msFlag, parse } from '../args.js';
+import { EXIT } from '../exit-codes.js';
+import { ProgressView, formatSummary } from '../render.js';
+
+export const MIGRATE_HELP = `Usage: ferry migrate PID --to HOST:PORT [options]
+
+Moves the running task PID (and its whole process tree) to the dest agent at HOST:PORT: its memory is
+copied in rounds while it runs, then it is frozen briefly, dumped, restored on the dest, and the original
+is removed only after the dest confirms. On any failure before that, the original is resumed.
+
+Options:
+  --to HOST:PORT          the dest agent (required)
+  --max-rounds N          pre-copy rounds at most (default 10)
+  --max-downtime DUR      downtime budget that decides the freeze (default 300ms)
+  --freeze-timeout DUR    the source thaws the task on its own after this long frozen (default 120s)
+  --restore-timeout DUR   criu restore on the dest must finish within this (default 120s)
+  --via HOST:PORT         run the migration in a source agent daemon instead of in this process
+  --json                  progress events and the summary as JSON lines on stdout
+  -h, --help              this help
+
+Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
+3 state unknown (act now: see the message); 130 interrupted and rolled back.`;
+
+export async function migrateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      to: { type: 'string' },
+      'max-rounds': { type: 'string' },
+      'max-downtime': { type: 'string' },
+      'freeze-timeout': { type: 'string' },
+      'restore-timeout': { type: 'string' },
+      via: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    true,
+  );
+  if (values.help) {
+    console.log(MIGRATE_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1 || !/^\d+$/.test(positionals[0]!)) {
+    throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs exactly one PID', hint: 'Usage: ferry migrate PID --to HOST:PORT (see --help)' });
+  }
+  if (!values.to) throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs --to HOST:PORT', hint: 'Name the dest agent: --to 10.0.0.2:7070' });
+  const opts = compileMigrateOptions({
+    pid: Number(positionals[0]),
+    to: values.to,
+    maxRounds: intFlag('max-rounds', values['max-rounds']),
+    maxDowntimeMs: msFlag('max-downtime', values['max-downtime']),
+    freezeTimeoutMs: msFlag('freeze-timeout', values['freeze-timeout']),
+    restoreTimeoutMs: msFlag('restore-timeout', values['restore-timeout']),
+  });
+  const view = new ProgressView(process.stdout, values.json ?? false);
+  const summary = values.via ? await migrateVia(formatHostPort(parseHostPort(values.via, '--via address')), opts, view) : await migrateHere(opts, view);
+  view.finish();
+  if (values.json) console.log(JSON.stringify({ kind: 'summary', summary }));
+  else console.log(formatSummary(summary));
+  return EXIT.ok;
+}
+
+/** In this process; Ctrl-C (SIGINT/SIGTERM) rolls back before exiting. */
+async function migrateHere(opts: CompiledMigrateOptions, view: ProgressView): Promise<MigrationSummary> {
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { side: 'source' }));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await migrate(opts, { log: createLogger({ side: 'source' }), emit: (e) => view.event(e), signal: controller.signal });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** Through a source agent daemon: the migration goes on there if this CLI goes away. */
+async function migrateVia(address: string, opts: CompiledMigrateOptions, view: ProgressView): Promise<MigrationSummary> {
+  const Source = ferryProto().Source;
+  const client = new Source(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+    Migrate: (req: unknown) => grpc.ClientReadableStream<MigrationEventMessage>;
+  };
+  try {
+    const stream = client.Migrate({
+      pid: opts.pid,
+      dest: opts.to,
+      maxRounds: opts.maxRounds,
+      maxDowntimeMs: opts.maxDowntimeMs,
+      freezeTimeoutMs: opts.freezeTimeoutMs,
+      restoreTimeoutMs: opts.restoreTimeoutMs,
+    });
+    let summary: MigrationSummary | undefined;
+    try {
+      for await (const msg of stream as AsyncIterable<MigrationEventMessage>) {
+        const e = JSON.parse(msg.json) as MigrationEvent;
+        view.event(e);
+        if (e.kind === 'done') summary = e.summary;
+      }
+    } catch (e) {
+      throw fromServiceError(e, new FerryError('INTERNAL', { message: `the source agent at ${address} failed`, detail: (e as Error).message }));
+    }
+    if (!summary) throw new FerryError('INTERNAL', { message: 'the source agent ended the migration without a result' });
+    return summary;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,48 @@
+/** The `ferry` command: parse, call, render. The work happens in the agents' modules. */
+import { FerryError } from '../shared/errors/ferry-error.js';
+import { CHECK_HELP, checkCommand } from './commands/check.js';
+import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
+import { MIGRATE_HELP, migrateCommand } from './commands/migrate.js';
+import { RUN_HELP, runCommand } from './commands/run.js';
+import { SOURCE_AGENT_HELP, sourceAgentCommand } from './commands/source-agent.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { formatError } from './render.js';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string; summary: string }> = {
+  migrate: { run: migrateCommand, help: MIGRATE_HELP, summary: 'move a running task to a dest agent' },
+  run: { run: runCommand, help: RUN_HELP, summary: 'start a command as a migratable task' },
+  check: { run: checkCommand, help: CHECK_HELP, summary: 'what this host (and a dest) supports' },
+  'dest-agent': { run: destAgentCommand, help: DEST_AGENT_HELP, summary: 'receive migrations (daemon)' },
+  'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
+};
+
+const USAGE = `Usage: ferry COMMAND [options]   (ferry COMMAND --help for details)
+
+Live migration of Linux process trees between hosts.
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(14)}${c.summary}`)
+  .join('\n')}`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(USAGE);
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`ferry: unknown command "${name}"\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  const json = rest.includes('--json');
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    const fe = e instanceof FerryError ? e : new FerryError('INTERNAL', { detail: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+    if (json) console.log(JSON.stringify({ kind: 'error', error: fe.toJSON() }));
+    console.error(formatError(fe));
+    return exitCodeFor(fe);
+  }
+}

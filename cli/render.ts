@@ -1,0 +1,89 @@
+/** Renders migration progress: a redrawn status line on a TTY, plain lines otherwise, JSON lines on --json. */
+import type { MigrationEvent, MigrationSummary } from '../source-agent/migration/events.js';
+import type { FerryError, SerializedFerryError } from '../shared/errors/ferry-error.js';
+
+const MiB = 2 ** 20;
+const fmtBytes = (b: number): string => (b >= 10 * MiB ? `${(b / MiB).toFixed(0)} MiB` : b >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`);
+const fmtMs = (ms: number): string => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
+
+export function describeEvent(e: MigrationEvent): string | undefined {
+  switch (e.kind) {
+    case 'started':
+      return `migrating pid ${e.pid} (${e.tasks} process${e.tasks === 1 ? '' : 'es'}) to ${e.dest}, tracker ${e.tracker}, migration ${e.migrationId}`;
+    case 'phase':
+      return `phase: ${e.phase}`;
+    case 'round': {
+      const r = e.round;
+      return (
+        `round ${r.round}: ${r.dirtyPages} dirty of ${r.presentPages} present pages, ${fmtBytes(r.bytesSent)} in ${fmtMs(r.durationMs)}` +
+        ` (${fmtBytes(e.rateBytesPerSecond)}/s); total ${fmtBytes(e.bytesSent)}`
+      );
+    }
+    case 'decision':
+      return e.message;
+    case 'done':
+      return undefined;
+    case 'failed':
+      return undefined;
+  }
+}
+
+export function formatSummary(s: MigrationSummary): string {
+  const p = s.phases;
+  return [
+    `migrated pid ${s.pid} to ${s.dest}: restored pid ${s.restoredPid} on the dest`,
+    `  rounds      ${s.rounds.length} (${s.decision})`,
+    `  pages       ${s.presentPages} present at round 0, ${s.pagesSent} sent (${s.finalDeltaPages} in the final delta of ${s.dumpPages} dumped)`,
+    `  bytes       ${fmtBytes(s.pageBytesSent)} of pages + ${fmtBytes(s.imageBytesSent)} of images`,
+    `  total time  ${fmtMs(s.totalMs)}`,
+    `  downtime    ${fmtMs(s.downtimeMs)} (dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,
+  ].join('\n');
+}
+
+export function formatError(e: FerryError | SerializedFerryError): string {
+  const lines = [`ferry: ${e.code}: ${e.message}`];
+  if (e.detail) lines.push(`  detail: ${e.detail.split('\n').join('\n          ')}`);
+  if (e.sourceState) lines.push(`  the task on the source: ${e.sourceState}`);
+  const rb = 'rollbackErrors' in e ? e.rollbackErrors : undefined;
+  for (const r of rb ?? []) lines.push(`  rollback: ${typeof r === 'string' ? r : r.message}`);
+  lines.push(`  hint: ${e.hint}`);
+  return lines.join('\n');
+}
+
+/** The live view: one status line redrawn at most 10 times a second on a TTY; every event on its own line. */
+export class ProgressView {
+  private lastDraw = 0;
+  private status = '';
+
+  constructor(
+    private readonly out: NodeJS.WriteStream,
+    private readonly json: boolean,
+  ) {}
+
+  event(e: MigrationEvent): void {
+    if (this.json) {
+      this.out.write(JSON.stringify(e) + '\n');
+      return;
+    }
+    const text = describeEvent(e);
+    if (text === undefined) return;
+    if (!this.out.isTTY) {
+      this.out.write(text + '\n');
+      return;
+    }
+    if (e.kind === 'round') {
+      this.status = text;
+      const now = Date.now();
+      if (now - this.lastDraw >= 100) {
+        this.lastDraw = now;
+        this.out.write(`\r\x1b[2K${this.status}`);
+      }
+      return;
+    }
+    this.out.write(`\r\x1b[2K${text}\n`);
+  }
+
+  finish(): void {
+    if (!this.json && this.out.isTTY && this.status) this.out.write(`\r\x1b[2K${this.status}\n`);
+  }
+}

@@ -1,0 +1,351 @@
+/**
+ * Runs `criu dump` and `criu restore` (spawned directly, never through a shell) with an AbortSignal and a
+ * timeout. Only criu's exit code decides success: every run here logs a harmless RLIMIT_NOFILE "Error" line.
+ * On failure the error quotes the log's Error lines and names the log.
+ *
+ * Restore runs under a timeout because a short pages image makes CRIU's restorer spin for ever without a log
+ * line; on timeout or abort, criu and every process it created are killed before the call returns.
+ */
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
+import type { ErrorKey } from '../errors/codes.js';
+
+/** Error lines CRIU prints on successful runs too; they are never quoted. */
+const HARMLESS_ERRORS: readonly RegExp[] = [/rlimit: Can't setup RLIMIT_NOFILE/];
+const ERROR_LINE = /\bError \(/;
+/** The "(00.046324) " elapsed-time prefix CRIU puts on log lines at -v3 and above. */
+const TIME_PREFIX = /^\(\s*\d+\.\d+\)\s*/;
+const MAX_QUOTED = 12;
+const OUTPUT_TAIL = 4096;
+/** After SIGKILL, how long to wait for the killed processes to disappear. */
+const REAP_WAIT_MS = 5000;
+
+export type CriuLogLevel = 0 | 1 | 2 | 3 | 4;
+
+interface CommonOptions {
+  /** Path of the criu binary (from `locateCriu()`). */
+  criu: string;
+  imagesDir: string;
+  /** criu's log; made absolute here, since criu reads a relative `-o` path relative to the images dir. */
+  logFile: string;
+  /** Keep the tree stopped (SIGSTOP) after the run. Default true: Ferry resumes or kills it itself. */
+  leaveStopped?: boolean;
+  /** `--tcp-established`: carry established TCP connections. */
+  tcpEstablished?: boolean;
+  /** `--file-locks`: carry file locks (criu refuses a task holding one without it). */
+  fileLocks?: boolean;
+  /** More criu arguments, appended as given. */
+  extraArgs?: readonly string[];
+  logLevel?: CriuLogLevel;
+  signal?: AbortSignal;
+}
+
+export interface CriuDumpOptions extends CommonOptions {
+  /** Host pid of the tree's root. Ferry's tasks are setsid'd pid-namespace roots, so no --shell-job. */
+  pid: number;
+  /** No default: the caller's freeze budget normally bounds the dump through `signal`. */
+  timeoutMs?: number;
+}
+
+export interface CriuRestoreOptions extends CommonOptions {
+  /** Where criu writes the restored root's host pid; deleted first (criu fails late if it exists). */
+  pidFile: string;
+  timeoutMs: number;
+  /** Restore is always detached (-d): criu exits once the tree is restored; the pid file names the tree. */
+  detach?: true;
+}
+
+export interface CriuDumpResult {
+  durationMs: number;
+  logFile: string;
+}
+
+function commonArgs(o: CommonOptions, defaultLevel: CriuLogLevel): string[] {
+  const args = ['-D', resolve(o.imagesDir), '-o', resolve(o.logFile), `-v${o.logLevel ?? defaultLevel}`];
+  if (o.leaveStopped ?? true) args.push('--leave-stopped');
+  if (o.tcpEstablished) args.push('--tcp-established');
+  if (o.fileLocks) args.push('--file-locks');
+  return args;
+}
+
+/** The argument list of `criu dump` for these options. */
+export function criuDumpArgs(o: CriuDumpOptions): string[] {
+  if (!Number.isSafeInteger(o.pid) || o.pid <= 1) throw new RangeError(`invalid pid ${o.pid}`);
+  return ['dump', '-t', String(o.pid), ...commonArgs(o, 4), ...(o.extraArgs ?? [])];
+}
+
+/**
+ * The argument list of `criu restore` for these options. The default log level is 3, not 4: at -v4 a
+ * restorer spinning on a short pages image logs about 28 MB per second.
+ */
+export function criuRestoreArgs(o: CriuRestoreOptions): string[] {
+  return ['restore', ...commonArgs(o, 3), '-d', '--pidfile', resolve(o.pidFile), ...(o.extraArgs ?? [])];
+}
+
+/** Dumps the tree rooted at `pid`. Throws CRIU_DUMP_FAILED (phase freeze, side source) on failure. */
+export async function criuDump(o: CriuDumpOptions): Promise<CriuDumpResult> {
+  const args = criuDumpArgs(o);
+  const logFile = resolve(o.logFile);
+  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal });
+  const init: FerryErrorInit = { phase: 'freeze', side: 'source' };
+  if (run.outcome === 'aborted') throw abortError(o.signal, init, 'criu dump');
+  if (run.outcome === 'timeout' || run.code !== 0) {
+    throw await criuFailure('CRIU_DUMP_FAILED', 'criu dump', run, logFile, init);
+  }
+  return { durationMs: run.durationMs, logFile };
+}
+
+/**
+ * Restores the images in `imagesDir`, detached, and returns the restored root's host pid (read from the
+ * pid file). Throws
+ * CRIU_RESTORE_FAILED on failure and CRIU_RESTORE_TIMEOUT after `timeoutMs` (phase restore, side dest);
+ * in both the timeout and the abort case every process criu created has been killed.
+ */
+export async function criuRestore(o: CriuRestoreOptions): Promise<number> {
+  const args = criuRestoreArgs(o);
+  const logFile = resolve(o.logFile);
+  const pidFile = resolve(o.pidFile);
+  const init: FerryErrorInit = { phase: 'restore', side: 'dest' };
+  await rm(pidFile, { force: true });
+  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal, alsoKill: () => readPidFile(pidFile) });
+  if (run.outcome === 'aborted') throw abortError(o.signal, init, 'criu restore');
+  if (run.outcome === 'timeout') {
+    const lines = await readCriuLogErrors(logFile).catch(() => []);
+    throw new FerryError('CRIU_RESTORE_TIMEOUT', {
+      ...init,
+      detail: [`criu restore did not finish in ${o.timeoutMs} ms; criu and the ${run.killed.length} processes it created were killed`, ...formatQuote(lines, logFile)].join('\n'),
+    });
+  }
+  if (run.code !== 0) throw await criuFailure('CRIU_RESTORE_FAILED', 'criu restore', run, logFile, init);
+  const pid = await readPidFile(pidFile);
+  if (pid === undefined) {
+    throw new FerryError('CRIU_RESTORE_FAILED', { ...init, detail: `criu restore exited 0 but wrote no pid to ${pidFile}; log: ${logFile}` });
+  }
+  return pid;
+}
+
+async function readPidFile(path: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const pid = Number(text.trim());
+  return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined;
+}
+
+// ---- log quoting --------------------------------------------------------------------------------------
+
+/** One log line as quoted: without the elapsed-time prefix; undefined when it is not a reportable error. */
+export function quotableErrorLine(line: string): string | undefined {
+  if (!ERROR_LINE.test(line) || HARMLESS_ERRORS.some((re) => re.test(line))) return undefined;
+  return line.replace(TIME_PREFIX, '').trim();
+}
+
+/** The reportable Error lines of a criu log, in order (the harmless RLIMIT_NOFILE line left out). */
+export function criuLogErrors(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const q = quotableErrorLine(line);
+    if (q !== undefined) out.push(q);
+  }
+  return out;
+}
+
+/** Same as `criuLogErrors`, streaming the file: a failed run's log at -v4 can be large. */
+export async function readCriuLogErrors(logFile: string): Promise<string[]> {
+  const out: string[] = [];
+  const rl = createInterface({ input: createReadStream(logFile, { encoding: 'utf8' }), crlfDelay: Infinity });
+  for await (const line of rl) {
+    const q = quotableErrorLine(line);
+    if (q !== undefined) out.push(q);
+  }
+  return out;
+}
+
+/** The quote for an error's detail: at most MAX_QUOTED lines (the first ones and the last two), then the log path. */
+export function formatQuote(lines: readonly string[], logFile: string): string[] {
+  let shown: string[] = [...lines];
+  if (lines.length > MAX_QUOTED) {
+    shown = [...lines.slice(0, MAX_QUOTED - 2), `... ${lines.length - MAX_QUOTED} more Error lines ...`, ...lines.slice(-2)];
+  }
+  return [...shown.map((l) => `  ${l}`), `log: ${logFile}`];
+}
+
+async function criuFailure(key: ErrorKey, what: string, run: CriuRun, logFile: string, init: FerryErrorInit): Promise<FerryError> {
+  let lines: string[];
+  try {
+    lines = await readCriuLogErrors(logFile);
+  } catch (e) {
+    lines = [`(log unreadable: ${e instanceof Error ? e.message : String(e)})`];
+  }
+  const how =
+    run.outcome === 'timeout'
+      ? `did not finish in ${run.timeoutMs} ms and was killed`
+      : run.exitSignal
+        ? `was killed by ${run.exitSignal}`
+        : `exited with code ${run.code}`;
+  const head = `${what} ${how}${lines.length === 0 ? '; its log has no Error lines' : ':'}`;
+  const stderr = lines.length === 0 && run.stderr.trim() ? [`stderr: ${run.stderr.trim()}`] : [];
+  return new FerryError(key, { ...init, detail: [head, ...formatQuote(lines, logFile), ...stderr].join('\n') });
+}
+
+function abortError(signal: AbortSignal | undefined, init: FerryErrorInit, what: string): FerryError {
+  const reason: unknown = signal?.reason;
+  // The first cause wins: a FerryError that aborted the phase (a lease, a peer failure) is what the caller gets.
+  if (reason instanceof FerryError) return reason;
+  return new FerryError('CANCELLED', { ...init, detail: `${what} was interrupted; criu was killed`, cause: reason });
+}
+
+// ---- process handling ---------------------------------------------------------------------------------
+
+interface RunOptions {
+  timeoutMs?: number | undefined;
+  signal?: AbortSignal | undefined;
+  /** More pids to kill on timeout or abort, e.g. the restored root from the pid file. */
+  alsoKill?: () => Promise<number | undefined>;
+}
+
+interface CriuRun {
+  outcome: 'exited' | 'timeout' | 'aborted';
+  code: number | null;
+  exitSignal: NodeJS.Signals | null;
+  durationMs: number;
+  timeoutMs: number | undefined;
+  stderr: string;
+  /** Pids killed on timeout or abort (criu itself not counted). */
+  killed: number[];
+}
+
+function runCriu(criu: string, args: readonly string[], opts: RunOptions): Promise<CriuRun> {
+  const { signal, timeoutMs } = opts;
+  if (signal?.aborted) {
+    return Promise.resolve({ outcome: 'aborted', code: null, exitSignal: null, durationMs: 0, timeoutMs, stderr: '', killed: [] });
+  }
+  return new Promise<CriuRun>((resolveRun, rejectRun) => {
+    const started = performance.now();
+    const child = spawn(criu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const keepTail = (chunk: Buffer): void => {
+      stderr = (stderr + chunk.toString('utf8')).slice(-OUTPUT_TAIL);
+    };
+    child.stdout.on('data', keepTail);
+    child.stderr.on('data', keepTail);
+
+    let stopping: 'timeout' | 'aborted' | undefined;
+    let killing: Promise<number[]> = Promise.resolve([]);
+    const stop = (why: 'timeout' | 'aborted'): void => {
+      if (stopping || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      stopping = why;
+      killing = killCriuAndDescendants(child.pid, opts.alsoKill);
+    };
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => stop('timeout'), timeoutMs);
+    const onAbort = (): void => stop('aborted');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = (): void => {
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+
+    child.once('error', (e) => {
+      done();
+      rejectRun(new Error(`cannot run ${criu}: ${e.message}`, { cause: e }));
+    });
+    // 'exit', not 'close': restored tasks must never be able to keep criu's pipes open and stall us.
+    child.once('exit', (code, exitSignal) => {
+      done();
+      const durationMs = performance.now() - started;
+      child.stdout.destroy();
+      child.stderr.destroy();
+      killing.then(
+        (killed) => resolveRun({ outcome: stopping ?? 'exited', code, exitSignal, durationMs, timeoutMs, stderr, killed }),
+        rejectRun,
+      );
+    });
+  });
+}
+
+/**
+ * Kills criu and everything it started. criu is stopped first so it cannot fork more; then its descendants
+ * (and `alsoKill`'s pid with its descendants) are killed until none is left, then criu itself. Waits until the
+ * killed processes are gone (or zombies waiting for their new parent to reap them).
+ */
+async function killCriuAndDescendants(criuPid: number, alsoKill?: () => Promise<number | undefined>): Promise<number[]> {
+  signalPid(criuPid, 'SIGSTOP');
+  const killed = new Set<number>();
+  for (let pass = 0; pass < 10; pass++) {
+    const roots = [criuPid];
+    const extra = await alsoKill?.().catch(() => undefined);
+    if (extra !== undefined) roots.push(extra);
+    const found = new Set<number>();
+    for (const r of roots) for (const p of await descendants(r)) found.add(p);
+    if (extra !== undefined) found.add(extra);
+    const fresh = [...found].filter((p) => !killed.has(p));
+    if (fresh.length === 0) break;
+    for (const p of fresh) {
+      signalPid(p, 'SIGKILL');
+      killed.add(p);
+    }
+  }
+  signalPid(criuPid, 'SIGKILL');
+  await waitGone([...killed], REAP_WAIT_MS);
+  return [...killed];
+}
+
+function signalPid(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** All descendants of `pid`, from /proc/PID/task/TID/children. */
+async function descendants(pid: number): Promise<number[]> {
+  const found = new Set<number>();
+  const queue = [pid];
+  for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+    let tids: string[];
+    try {
+      tids = await readdir(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      const text = await readFile(`/proc/${p}/task/${tid}/children`, 'utf8').catch(() => '');
+      for (const word of text.split(' ')) {
+        const child = Number(word);
+        if (word.trim() && Number.isSafeInteger(child) && !found.has(child)) {
+          found.add(child);
+          queue.push(child);
+        }
+      }
+    }
+  }
+  return [...found];
+}
+
+/** Whether a pid still names a live (non-zombie) process. */
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pids: readonly number[], budgetMs: number): Promise<void> {
+  const until = Date.now() + budgetMs;
+  for (;;) {
+    const left = (await Promise.all(pids.map(alive))).some(Boolean);
+    if (!left || Date.now() > until) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

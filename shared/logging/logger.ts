@@ -1,0 +1,57 @@
+/**
+ * Structured logs: one JSON object per line on stderr, carrying side, migration id, phase and round.
+ * Never page contents. FERRY_LOG_LEVEL=debug|info|warn|error|silent (default info).
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+const ORDER: Record<LogLevel | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
+
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+  child(fields: LogFields): Logger;
+}
+
+export type LogSink = (line: string) => void;
+
+function threshold(): number {
+  const env = process.env.FERRY_LOG_LEVEL as LogLevel | 'silent' | undefined;
+  return ORDER[env && env in ORDER ? env : 'info'];
+}
+
+export function createLogger(base: LogFields, sink: LogSink = (l) => process.stderr.write(l + '\n')): Logger {
+  const min = threshold();
+  const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
+    if (ORDER[level] < min) return;
+    const record: LogFields = { ts: new Date().toISOString(), level, ...base, msg, ...fields };
+    if (fields?.err instanceof Error) record.err = describeError(fields.err);
+    sink(JSON.stringify(record));
+  };
+  return {
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+    child: (fields) => createLogger({ ...base, ...fields }, sink),
+  };
+}
+
+function describeError(e: Error): LogFields {
+  const out: LogFields = { name: e.name, message: e.message };
+  const fe = e as Error & { code?: unknown; detail?: unknown };
+  if (fe.code !== undefined) out.code = fe.code;
+  if (fe.detail !== undefined) out.detail = fe.detail;
+  if (e.stack) out.stack = e.stack;
+  return out;
+}
+
+export const silentLogger: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => silentLogger,
+};

@@ -1,0 +1,84 @@
+/**
+ * The libc calls Ferry makes through koffi. This is the only file that imports koffi: every other module
+ * sees typed functions that throw SystemCallError with the errno read right after the call.
+ *
+ * Pointers are passed as Buffers (`void *`). Structures that hold pointers (iovec, pm_scan_arg) are written
+ * by the caller as little-endian 32-bit lo/hi words, so the hot path never builds a BigInt (perf-lab §1).
+ */
+import { constants } from 'node:os';
+import koffi from 'koffi';
+import { SystemCallError } from '../errors/ferry-error.js';
+
+const libc = koffi.load('libc.so.6');
+
+const processVmReadvFn = libc.func(
+  'long process_vm_readv(int pid, void *local_iov, unsigned long liovcnt, void *remote_iov, unsigned long riovcnt, unsigned long flags)',
+);
+// ioctl is variadic in glibc; koffi needs the type of each extra argument at the call.
+const ioctlFn = libc.func('int ioctl(int fd, unsigned long request, ...)');
+
+/** Bytes of one `struct iovec` (void *base; size_t len) on 64-bit Linux. */
+export const IOVEC_BYTES = 16;
+/** IOV_MAX: more iovecs than this on either side of process_vm_readv fail with EINVAL. */
+export const IOV_MAX = 1024;
+
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(constants.errno)) {
+  // The first name wins for aliases (EAGAIN before EWOULDBLOCK in Node's table).
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
+
+/** `EFAULT` for 14; `E<number>` for a value Node does not name. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `E${errno}`;
+}
+
+/** errno values the callers branch on. */
+export const Errno = {
+  EPERM: constants.errno.EPERM,
+  ESRCH: constants.errno.ESRCH,
+  EFAULT: constants.errno.EFAULT,
+  EINVAL: constants.errno.EINVAL,
+  ENOTTY: constants.errno.ENOTTY,
+} as const;
+
+function fail(syscall: string, context?: string): never {
+  const errno = koffi.errno();
+  throw new SystemCallError(syscall, errno, errnoName(errno), context);
+}
+
+/** Converts an error thrown by node:fs (errno negative, code set) into a SystemCallError. */
+export function systemCallErrorFromNode(syscall: string, e: unknown, context?: string): SystemCallError | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const { errno, code } = e as { errno?: unknown; code?: unknown };
+  if (typeof errno !== 'number' || typeof code !== 'string') return undefined;
+  return new SystemCallError(syscall, Math.abs(errno), code, context);
+}
+
+/** The address of a Buffer's first byte as lo/hi 32-bit words, for writing into iovecs and ioctl args. */
+export interface Address {
+  lo: number;
+  hi: number;
+}
+
+export function addressOf(buf: Uint8Array): Address {
+  const a = koffi.address(buf);
+  return { lo: Number(a & 0xffffffffn), hi: Number(a >> 32n) };
+}
+
+/**
+ * process_vm_readv(2). `localIov` and `remoteIov` hold `localCount` / `remoteCount` iovecs (IOVEC_BYTES each).
+ * Returns the bytes read, which may be fewer than asked when a remote page cannot be read.
+ */
+export function processVmReadv(pid: number, localIov: Uint8Array, localCount: number, remoteIov: Uint8Array, remoteCount: number): number {
+  const n = processVmReadvFn(pid, localIov, localCount, remoteIov, remoteCount, 0) as number;
+  if (n < 0) fail('process_vm_readv', `pid ${pid}`);
+  return n;
+}
+
+/** ioctl(2) whose third argument points to `arg`. Returns the ioctl's non-negative result. */
+export function ioctlPointer(fd: number, request: number, arg: Uint8Array, context?: string): number {
+  const r = ioctlFn(fd, request, 'void *', arg) as number;
+  if (r < 0) fail('ioctl', context);
+  return r;
+}

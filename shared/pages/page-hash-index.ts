@@ -1,0 +1,51 @@
+/**
+ * Page number -> (slot, 128-bit hash). The source keeps one per task for the pages the dest holds; the dest
+ * keeps one per task for its page store, where the slot is the page's place in the store file.
+ * Page numbers (address / page size) stay below 2^45 on every 64-bit Linux, so they are exact JS numbers.
+ */
+export const HASH_BYTES = 16;
+
+export class PageHashIndex {
+  private readonly slots = new Map<number, number>();
+  private hashes = Buffer.alloc(HASH_BYTES * 1024);
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  slotOf(page: number): number | undefined {
+    return this.slots.get(page);
+  }
+
+  /** True when the index holds this page with exactly this hash. */
+  holds(page: number, hashes: Buffer, hashOffset: number): boolean {
+    const slot = this.slots.get(page);
+    if (slot === undefined) return false;
+    return this.hashes.compare(hashes, hashOffset, hashOffset + HASH_BYTES, slot * HASH_BYTES, (slot + 1) * HASH_BYTES) === 0;
+  }
+
+  /** Records the page's hash; returns its slot (new pages get the next free slot). */
+  set(page: number, hashes: Buffer, hashOffset: number): number {
+    let slot = this.slots.get(page);
+    if (slot === undefined) {
+      slot = this.slots.size;
+      this.slots.set(page, slot);
+      if ((slot + 1) * HASH_BYTES > this.hashes.length) {
+        const grown = Buffer.alloc(this.hashes.length * 2);
+        this.hashes.copy(grown);
+        this.hashes = grown;
+      }
+    }
+    hashes.copy(this.hashes, slot * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    return slot;
+  }
+
+  /** A view of the slot's hash (valid until the next set()). */
+  hashAt(slot: number): Buffer {
+    return this.hashes.subarray(slot * HASH_BYTES, (slot + 1) * HASH_BYTES);
+  }
+
+  pages(): IterableIterator<number> {
+    return this.slots.keys();
+  }
+}

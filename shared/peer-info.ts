@@ -1,0 +1,41 @@
+/** What this host offers to a peer in Negotiate: versions, platform, trackers, CRIU. */
+import { hostname, release } from 'node:os';
+import { probeCriu } from './criu/criu-binary.js';
+import { ferryVersion } from './repo-root.js';
+import type { PeerInfo } from './transport/messages.js';
+import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
+import { PAGE_SIZE } from './kernel/page-size.js';
+
+/**
+ * The protocol versions this build speaks. FERRY_TEST_PROTOCOL_VERSIONS (comma-separated) replaces them; it
+ * exists so that tests can start an agent that speaks another version, and is not meant for operators.
+ */
+export function protocolVersions(): number[] {
+  const forced = process.env.FERRY_TEST_PROTOCOL_VERSIONS;
+  if (forced) return forced.split(',').map((v) => Number(v.trim())).filter((v) => Number.isInteger(v) && v > 0);
+  return [...PROTOCOL_VERSIONS_SUPPORTED];
+}
+
+export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
+
+export async function localPeerInfo(): Promise<PeerInfo> {
+  const criu = await probeCriu();
+  return {
+    ferryVersion: ferryVersion(),
+    protocolVersions: protocolVersions(),
+    pageSize: PAGE_SIZE,
+    arch: process.arch,
+    kernel: release(),
+    hostname: hostname(),
+    trackers: ['hash'],
+    criuVersion: criu.ok ? criu.version : '',
+    criuProblem: criu.ok ? '' : criu.reason,
+    features: FEATURES,
+  };
+}
+
+/** The highest protocol version both sides speak, or 0. */
+export function chooseProtocolVersion(ours: readonly number[], theirs: readonly number[]): number {
+  const common = ours.filter((v) => theirs.includes(v));
+  return common.length === 0 ? 0 : Math.max(...common);
+}

@@ -1,0 +1,152 @@
+/**
+ * TypeScript shapes of the ferry.v1 messages as @grpc/proto-loader presents them (camelCase, uint64 as
+ * decimal strings, bytes as Buffer, enums as their names). Keep in step with proto/ferry/v1/ferry.proto.
+ */
+export type U64 = string;
+
+export interface PeerInfo {
+  ferryVersion: string;
+  protocolVersions: number[];
+  pageSize: number;
+  arch: string;
+  kernel: string;
+  hostname: string;
+  trackers: string[];
+  criuVersion: string;
+  criuProblem: string;
+  features: string[];
+}
+
+export interface NegotiateRequest {
+  source: PeerInfo;
+}
+export interface NegotiateResponse {
+  dest: PeerInfo;
+  protocolVersion: number;
+}
+
+export interface PrepareRequest {
+  migrationId: string;
+  epoch: U64;
+  protocolVersion: number;
+  requiredPids: number[];
+  expectedBytes: U64;
+  taskName: string;
+}
+export interface PrepareResponse {
+  workDir: string;
+  freeBytes: U64;
+}
+
+export interface PageBatch {
+  migrationId: string;
+  epoch: U64;
+  seq: U64;
+  round: number;
+  task: number;
+  pageNumbers: Buffer;
+  hashes: Buffer;
+  kinds: Buffer;
+  data: Buffer;
+}
+export interface PageAck {
+  seq: U64;
+  pages: number;
+  bytes: U64;
+}
+
+export interface ImageChunk {
+  migrationId: string;
+  epoch: U64;
+  name: string;
+  offset: U64;
+  data: Buffer;
+  totalSize: U64;
+}
+export interface UploadImagesResponse {
+  files: number;
+  bytes: U64;
+}
+
+export interface PagesImageManifest {
+  pagemapImage: string;
+  task: number;
+  hashes: Buffer;
+}
+export interface RestoreRequest {
+  migrationId: string;
+  epoch: U64;
+  pages: PagesImageManifest[];
+  timeoutMs: number;
+  commitLeaseMs: number;
+}
+export interface RestoreResponse {
+  restoredPid: number;
+  rebuildUs: U64;
+  restoreUs: U64;
+  pagesFromStore: U64;
+  bytesWritten: U64;
+}
+
+export interface CommitRequest {
+  migrationId: string;
+  epoch: U64;
+}
+export interface CommitResponse {
+  restoredPid: number;
+  resumedAtUnixUs: U64;
+}
+
+export interface AbortRequest {
+  migrationId: string;
+  epoch: U64;
+  reason: string;
+}
+export interface AbortResponse {
+  existed: boolean;
+  alreadyCommitted: boolean;
+  killedRestoredCopy: boolean;
+}
+
+export interface CheckRequest {
+  dest: string;
+}
+export interface CheckResponse {
+  source: PeerInfo | null;
+  dest: PeerInfo | null;
+  destProblem: string;
+  protocolVersion: number;
+}
+
+export interface MigrateRequest {
+  pid: number;
+  dest: string;
+  maxRounds: number;
+  maxDowntimeMs: number;
+  freezeTimeoutMs: number;
+  restoreTimeoutMs: number;
+}
+
+export type ProtoPhase =
+  | 'PHASE_UNSPECIFIED'
+  | 'PHASE_NEGOTIATE'
+  | 'PHASE_PREPARE'
+  | 'PHASE_PRECOPY'
+  | 'PHASE_FREEZE'
+  | 'PHASE_FINAL_DELTA'
+  | 'PHASE_RESTORE'
+  | 'PHASE_COMMIT'
+  | 'PHASE_ROLLBACK';
+
+export interface MigrationEventMessage {
+  migrationId: string;
+  phase: ProtoPhase;
+  kind: string;
+  round: number;
+  dirtyPages: U64;
+  pagesSent: U64;
+  bytesSent: U64;
+  rateBytesPerSecond: number;
+  message: string;
+  json: string;
+}

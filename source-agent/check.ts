@@ -1,0 +1,25 @@
+/** `ferry check`: what this host supports, and what the dest answers to Negotiate. Never changes anything. */
+import { FerryError } from '../shared/errors/ferry-error.js';
+import { chooseProtocolVersion, localPeerInfo } from '../shared/peer-info.js';
+import type { CheckResponse } from '../shared/transport/messages.js';
+import { DestClient } from './dest-client.js';
+import { checkPeers } from './migration/check-peers.js';
+
+export async function runCheck(dest: string | undefined, signal?: AbortSignal): Promise<CheckResponse> {
+  const source = await localPeerInfo();
+  const result: CheckResponse = { source, dest: null, destProblem: '', protocolVersion: 0 };
+  if (!dest) return result;
+  const client = new DestClient(dest);
+  try {
+    await client.connect(5_000, signal);
+    const answer = await client.negotiate({ source }, signal);
+    result.dest = answer.dest;
+    result.protocolVersion = chooseProtocolVersion(source.protocolVersions, answer.dest.protocolVersions);
+    checkPeers(source, answer);
+  } catch (e) {
+    result.destProblem = e instanceof FerryError ? `${e.code}: ${e.message}${e.detail ? ` (${e.detail})` : ''}` : String(e);
+  } finally {
+    client.close();
+  }
+  return result;
+}

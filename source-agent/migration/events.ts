@@ -1,0 +1,57 @@
+/** Progress of a migration, as snapshots: the CLI renders them, the Source service streams them. */
+import type { SerializedFerryError } from '../../shared/errors/ferry-error.js';
+import type { Phase } from '../../shared/phases.js';
+
+export interface PhaseTimes {
+  /** criu dump of the frozen tree (the freeze starts with it). */
+  dumpMs?: number;
+  /** Hashing the dump's pages and sending what the dest lacks, plus the non-page images. */
+  finalDeltaMs?: number;
+  /** Rebuild of pages images on the dest. */
+  rebuildMs?: number;
+  /** criu restore on the dest. */
+  restoreMs?: number;
+  /** Disarm the lease, Commit (the dest resumes the copy). */
+  commitMs?: number;
+}
+
+export interface RoundSummary {
+  round: number;
+  presentPages: number;
+  dirtyPages: number;
+  zeroPages: number;
+  bytesSent: number;
+  durationMs: number;
+}
+
+export interface MigrationSummary {
+  migrationId: string;
+  pid: number;
+  dest: string;
+  tracker: string;
+  tasks: number;
+  rounds: RoundSummary[];
+  decision: string;
+  /** Present pages at round 0. */
+  presentPages: number;
+  pagesSent: number;
+  pageBytesSent: number;
+  finalDeltaPages: number;
+  dumpPages: number;
+  imageBytesSent: number;
+  totalMs: number;
+  /** From the freeze (start of criu dump) to the restored copy resumed on the dest. */
+  downtimeMs: number;
+  phases: PhaseTimes;
+  restoredPid: number;
+}
+
+export type MigrationEvent =
+  | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string }
+  | { kind: 'phase'; phase: Phase }
+  | { kind: 'round'; round: RoundSummary; pagesSent: number; bytesSent: number; rateBytesPerSecond: number }
+  | { kind: 'decision'; action: 'continue' | 'freeze'; rule: string; message: string }
+  | { kind: 'done'; summary: MigrationSummary }
+  | { kind: 'failed'; error: SerializedFerryError };
+
+export type EventSink = (e: MigrationEvent) => void;

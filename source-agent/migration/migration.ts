@@ -1,0 +1,259 @@
+/**
+ * One migration, driven from the source: negotiate -> prepare -> precopy -> freeze -> final-delta -> restore
+ * -> commit. Every step that changes something registers its undo first; any failure before the commit runs
+ * them all (the original is thawed, the dest session removed) and reports the first cause.
+ *
+ * Commit order, chosen so that at every instant at most one copy can run and a crash between two steps
+ * leaves one copy that runs or one that a restart can resume:
+ *   dest: restored, stopped -> source: disarm the freeze lease -> dest: Commit (resumes the copy)
+ *   -> source: kill the frozen original.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { criuDump } from '../../shared/criu/criu-runner.js';
+import { requireCriu } from '../../shared/criu/criu-binary.js';
+import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
+import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
+import { readProcessTree } from '../../shared/kernel/process-tree.js';
+import { signalTree } from '../../shared/kernel/signal-tree.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import { localPeerInfo } from '../../shared/peer-info.js';
+import type { Phase, SourceState } from '../../shared/phases.js';
+import { decideAfterRound, transferRate, type RoundRecord } from '../../shared/policy/convergence.js';
+import { DestClient } from '../dest-client.js';
+import { FreezeLease } from '../freeze-lease.js';
+import { PageSender } from '../page-sender.js';
+import { HashTracker } from '../trackers/hash-tracker.js';
+import type { TrackedTask } from '../trackers/tracker.js';
+import type { EventSink, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
+import { sendFinalDelta } from './final-delta.js';
+import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { checkPeers } from './check-peers.js';
+import type { CompiledMigrateOptions } from './options.js';
+import { RollbackStack } from './rollback-stack.js';
+import { uploadImages } from './upload-images.js';
+import type { SourceMetrics } from '../source-metrics.js';
+
+export interface MigrationDeps {
+  log: Logger;
+  emit: EventSink;
+  signal: AbortSignal;
+  metrics?: SourceMetrics | undefined;
+}
+
+const EPOCH = '1';
+const COMMIT_ATTEMPTS = 5;
+
+export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps): Promise<MigrationSummary> {
+  const migrationId = randomUUID();
+  const log = deps.log.child({ side: 'source', migrationId });
+  const started = performance.now();
+  const rollback = new RollbackStack();
+  let phase: Phase = 'negotiate';
+  let sourceState: SourceState = 'running';
+  let client: DestClient | undefined;
+  let imagesDir: string | undefined;
+  let frozenAt: number | undefined;
+  const enter = (p: Phase): void => {
+    phase = p;
+    deps.signal.throwIfAborted();
+    log.info('phase', { phase: p });
+    deps.emit({ kind: 'phase', phase: p });
+  };
+
+  try {
+    // negotiate: everything here only reads; a refusal touches nothing.
+    const target = inspectTarget(opts.pid);
+    await requireCriu('source');
+    const local = await localPeerInfo();
+    client = new DestClient(opts.to);
+    await client.connect(opts.connectTimeoutMs, deps.signal);
+    const negotiated = await client.negotiate({ source: local }, deps.signal);
+    const protocolVersion = checkPeers(local, negotiated);
+    deps.emit({ kind: 'started', migrationId, pid: opts.pid, dest: opts.to, tasks: target.tasks.length, tracker: 'hash' });
+
+    enter('prepare');
+    const tracker = new HashTracker(PAGE_SIZE);
+    rollback.push('close the tracker', () => tracker.close());
+    const prepareRequest = {
+      migrationId,
+      epoch: EPOCH,
+      protocolVersion,
+      requiredPids: target.pidNamespaceRoot ? [] : target.tasks.map((t) => t.hostPid),
+      expectedBytes: String(estimateBytes(target)),
+      taskName: target.name,
+    };
+    await client.prepare(prepareRequest, deps.signal);
+    const c = client;
+    rollback.push('abort the dest session', async () => {
+      await c.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${phase}` });
+    });
+    const sender = new PageSender(client, { migrationId, epoch: EPOCH, windowBytes: opts.windowBytes, signal: deps.signal });
+    rollback.push('drop the page stream', () => sender.cancel());
+
+    enter('precopy');
+    const held = new Map<number, PageHashIndex>();
+    const { rounds, decision } = await precopy(target, tracker, held, sender, opts, deps);
+
+    enter('freeze');
+    sender.phase = 'freeze';
+    const frozenTree = readProcessTree(target.rootPid)?.processes ?? [];
+    const lease = new FreezeLease(opts.freezeTimeoutMs, target.rootPid, frozenTree.map((t) => t.hostPid));
+    rollback.push('thaw the original', async () => {
+      await lease.release();
+      signalTree(target.rootPid, 'SIGCONT');
+      sourceState = 'running';
+      if (frozenAt !== undefined) log.info('original thawed', { frozenMs: Math.round(performance.now() - frozenAt) });
+    });
+    await mkdir(opts.imagesRoot, { recursive: true });
+    imagesDir = await mkdtemp(join(opts.imagesRoot, `${migrationId}-`));
+    const logsDir = join(opts.imagesRoot, 'logs');
+    await mkdir(logsDir, { recursive: true });
+    frozenAt = performance.now();
+    sourceState = 'frozen';
+    await criuDump({
+      criu: await requireCriu('source'),
+      pid: target.rootPid,
+      imagesDir,
+      logFile: join(logsDir, `${migrationId}-dump.log`),
+      leaveStopped: true,
+      signal: deps.signal,
+    });
+    const phases: PhaseTimes = { dumpMs: performance.now() - frozenAt };
+
+    enter('final-delta');
+    sender.phase = 'final-delta';
+    const t0 = performance.now();
+    const finalRound = rounds.length;
+    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, PAGE_SIZE);
+    await sender.finish();
+    const uploaded = await uploadImages(client, imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
+    phases.finalDeltaMs = performance.now() - t0;
+    log.info('final delta sent', { dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
+
+    enter('restore');
+    const restored = await client.restore(
+      { migrationId, epoch: EPOCH, pages: delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: opts.freezeTimeoutMs },
+      deps.signal,
+    );
+    phases.rebuildMs = Number(restored.rebuildUs) / 1000;
+    phases.restoreMs = Number(restored.restoreUs) / 1000;
+
+    enter('commit');
+    const t1 = performance.now();
+    await lease.disarm(); // from here the guard never thaws; the decision is ours
+    rollback.drop('drop the page stream');
+    let committed: { restoredPid: number };
+    try {
+      committed = await commitWithRetry(client, migrationId, log);
+    } catch (e) {
+      if (e instanceof FerryError && e.key === 'COMMIT_UNCONFIRMED') {
+        // The dest may be running the copy: resuming the original could make two. It stays frozen.
+        rollback.drop('thaw the original');
+        rollback.drop('abort the dest session');
+      }
+      throw e;
+    }
+    // The copy runs on the dest: nothing may resume the original any more.
+    rollback.drop('thaw the original');
+    rollback.drop('abort the dest session');
+    const downtimeMs = performance.now() - frozenAt;
+    phases.commitMs = performance.now() - t1;
+    signalTree(target.rootPid, 'SIGKILL');
+    sourceState = 'gone';
+
+    const summary: MigrationSummary = {
+      migrationId,
+      pid: opts.pid,
+      dest: opts.to,
+      tracker: tracker.name,
+      tasks: frozenTree.length,
+      rounds,
+      decision,
+      presentPages: rounds[0]?.presentPages ?? 0,
+      pagesSent: sender.pagesSent,
+      pageBytesSent: sender.bytesSent,
+      finalDeltaPages: delta.sentPages,
+      dumpPages: delta.dumpPages,
+      imageBytesSent: uploaded.bytes,
+      totalMs: performance.now() - started,
+      downtimeMs,
+      phases,
+      restoredPid: committed.restoredPid,
+    };
+    deps.metrics?.recordSuccess(summary);
+    log.info('migrated', { ...summary, rounds: rounds.length });
+    deps.emit({ kind: 'done', summary });
+    await rollback.run(); // what is left are cleanups (tracker)
+    return summary;
+  } catch (e) {
+    const first = deps.signal.aborted && !(e instanceof FerryError && e.key !== 'CANCELLED')
+      ? new FerryError('CANCELLED', { phase, side: 'source', cause: e })
+      : asFerryError(e, 'INTERNAL', { phase, side: 'source' });
+    const errors = await rollback.run();
+    first.rollbackErrors.push(...errors);
+    first.sourceState = errors.length > 0 ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : sourceState;
+    log.error('migration failed', { phase, err: first, rollbackErrors: errors.map((x) => x.message), sourceState: first.sourceState });
+    deps.metrics?.recordFailure(phase);
+    deps.emit({ kind: 'failed', error: first.toJSON() });
+    throw first;
+  } finally {
+    client?.close();
+    if (imagesDir) await rm(imagesDir, { recursive: true, force: true });
+  }
+}
+
+function estimateBytes(target: TargetTree): number {
+  return target.residentBytes;
+}
+
+async function precopy(
+  target: TargetTree,
+  tracker: HashTracker,
+  held: Map<number, PageHashIndex>,
+  sender: PageSender,
+  opts: CompiledMigrateOptions,
+  deps: MigrationDeps,
+): Promise<{ rounds: RoundSummary[]; decision: string }> {
+  const history: RoundRecord[] = [];
+  const rounds: RoundSummary[] = [];
+  for (let round = 0; ; round++) {
+    deps.signal.throwIfAborted();
+    const tasks: TrackedTask[] = (readProcessTree(target.rootPid)?.processes ?? []).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
+    if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
+    const t0 = performance.now();
+    const stats = await tracker.round(tasks, round, held, (task, pages) => sender.send(task, round, pages), deps.signal);
+    await sender.flush(); // the round ends when the dest holds it: its time includes the transfer
+    const durationMs = performance.now() - t0;
+    const summary: RoundSummary = { round, presentPages: stats.presentPages, dirtyPages: stats.dirtyPages, zeroPages: stats.zeroPages, bytesSent: stats.bytesSent, durationMs };
+    rounds.push(summary);
+    history.push({ round, dirtyPages: stats.dirtyPages, bytesSent: stats.bytesSent, durationMs });
+    deps.metrics?.recordRound(summary);
+    deps.emit({ kind: 'round', round: summary, pagesSent: sender.pagesSent, bytesSent: sender.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
+    const decision = decideAfterRound(history, { maxRounds: opts.maxRounds, maxDowntimeMs: opts.maxDowntimeMs, floorPages: opts.floorPages, pageSize: PAGE_SIZE });
+    deps.emit({ kind: 'decision', action: decision.action, rule: decision.rule, message: decision.reason });
+    deps.log.info('round done', { round, ...stats, durationMs: Math.round(durationMs), decision: decision.reason });
+    if (decision.action === 'freeze') return { rounds, decision: decision.reason };
+  }
+}
+
+/**
+ * Commit is idempotent on the dest, so an unanswered Commit is retried. If it stays unanswered the outcome is
+ * unknown: the original stays frozen (never killed, never thawed) and the operator is told to look.
+ */
+async function commitWithRetry(client: DestClient, migrationId: string, log: Logger): Promise<{ restoredPid: number }> {
+  let last: unknown;
+  for (let attempt = 1; attempt <= COMMIT_ATTEMPTS; attempt++) {
+    try {
+      return await client.commit({ migrationId, epoch: EPOCH });
+    } catch (e) {
+      if (e instanceof FerryError && e.key === 'COMMIT_REJECTED') throw e; // the dest refused: safe to thaw
+      last = e;
+      log.warn('commit unanswered, retrying', { attempt, err: e });
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+  throw new FerryError('COMMIT_UNCONFIRMED', { phase: 'commit', side: 'source', sourceState: 'frozen', cause: last });
+}

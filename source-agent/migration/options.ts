@@ -1,0 +1,65 @@
+/** User options of a migration and their compiled (validated, defaulted) form, used by everything inside. */
+import { tmpdir } from 'node:os';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
+
+export interface MigrateOptions {
+  pid: number;
+  /** HOST:PORT of the dest agent. */
+  to: string;
+  maxRounds?: number | undefined;
+  maxDowntimeMs?: number | undefined;
+  /** Pages under which the dirty set is small enough to freeze at once. */
+  floorPages?: number | undefined;
+  /** Longest the task may stay frozen before the source thaws it on its own. */
+  freezeTimeoutMs?: number | undefined;
+  restoreTimeoutMs?: number | undefined;
+  /** Unacknowledged page bytes allowed in flight to the dest. */
+  windowBytes?: number | undefined;
+  /** Where the final dump's images go (tmpfs keeps the freeze short). */
+  imagesRoot?: string | undefined;
+  connectTimeoutMs?: number | undefined;
+}
+
+export interface CompiledMigrateOptions {
+  pid: number;
+  to: string;
+  maxRounds: number;
+  maxDowntimeMs: number;
+  floorPages: number;
+  freezeTimeoutMs: number;
+  restoreTimeoutMs: number;
+  windowBytes: number;
+  imagesRoot: string;
+  connectTimeoutMs: number;
+}
+
+function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    throw new FerryError('BAD_ARGUMENT', { message: `${name} must be an integer from 1 to ${max} (got ${v})` });
+  }
+  return v;
+}
+
+export function compileMigrateOptions(o: MigrateOptions): CompiledMigrateOptions {
+  if (!Number.isInteger(o.pid) || o.pid < 1 || o.pid > 4194304) {
+    throw new FerryError('BAD_ARGUMENT', { message: `PID must be a positive integer (got ${o.pid})` });
+  }
+  return {
+    pid: o.pid,
+    to: formatHostPort(parseHostPort(o.to, '--to address')),
+    maxRounds: positiveInt('--max-rounds', o.maxRounds, 10, 100),
+    maxDowntimeMs: positiveInt('--max-downtime', o.maxDowntimeMs, 300, 600_000),
+    floorPages: positiveInt('floor pages', o.floorPages, 64, 1 << 30),
+    freezeTimeoutMs: positiveInt('--freeze-timeout', o.freezeTimeoutMs, 120_000, 3_600_000),
+    restoreTimeoutMs: positiveInt('--restore-timeout', o.restoreTimeoutMs, 120_000, 3_600_000),
+    windowBytes: positiveInt('window bytes', o.windowBytes, 16 * 1024 * 1024, 1 << 30),
+    imagesRoot: o.imagesRoot ?? defaultImagesRoot(),
+    connectTimeoutMs: positiveInt('connect timeout', o.connectTimeoutMs, 5_000, 600_000),
+  };
+}
+
+function defaultImagesRoot(): string {
+  return process.env.FERRY_IMAGES_DIR ?? (process.platform === 'linux' ? '/dev/shm/ferry' : tmpdir());
+}

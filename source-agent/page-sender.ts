@@ -1,0 +1,148 @@
+/**
+ * The source end of StreamPages: batches go out while at most `windowBytes` are unacknowledged (the dest acks
+ * a batch once it is hashed and stored), and write() back-pressure is honoured with 'drain'.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { FerryError } from '../shared/errors/ferry-error.js';
+import { fromServiceError } from '../shared/errors/grpc-status.js';
+import type { Phase } from '../shared/phases.js';
+import type * as m from '../shared/transport/messages.js';
+import type { DestClient } from './dest-client.js';
+
+export interface OutgoingPages {
+  count: number;
+  pageNumbers: Buffer;
+  hashes: Buffer;
+  kinds: Buffer;
+  data: Buffer;
+}
+
+export interface PageSenderOptions {
+  migrationId: string;
+  epoch: string;
+  windowBytes: number;
+  signal: AbortSignal;
+}
+
+export class PageSender {
+  private readonly call: grpc.ClientDuplexStream<m.PageBatch, m.PageAck>;
+  private seq = 0n;
+  private inflightBytes = 0;
+  private unacked = 0;
+  private failure: FerryError | undefined;
+  private ended = false;
+  private wake: (() => void) | undefined;
+  private readonly closed: Promise<void>;
+  /** Cumulative figures for metrics and the summary. */
+  bytesSent = 0;
+  pagesSent = 0;
+  phase: Phase = 'precopy';
+
+  constructor(
+    client: DestClient,
+    private readonly opts: PageSenderOptions,
+  ) {
+    this.call = (client.raw.StreamPages as () => grpc.ClientDuplexStream<m.PageBatch, m.PageAck>)();
+    this.call.on('data', (ack: m.PageAck) => {
+      this.inflightBytes -= Number(ack.bytes) + ack.pages * 25;
+      this.unacked--;
+      this.poke();
+    });
+    this.closed = new Promise<void>((resolve) => {
+      this.call.on('error', (err: grpc.ServiceError) => {
+        this.fail(
+          fromServiceError(
+            err,
+            new FerryError('PAGE_STREAM_FAILED', { phase: this.phase, side: 'source', detail: err.details || err.message, cause: err }),
+          ),
+        );
+        resolve();
+      });
+      this.call.on('status', () => resolve());
+      this.call.on('end', () => {
+        if (this.unacked > 0) this.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.phase, side: 'source', detail: 'the dest ended the stream early' }));
+        resolve();
+      });
+    });
+    opts.signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  private readonly onAbort = (): void => {
+    this.fail(new FerryError('CANCELLED', { phase: this.phase, side: 'source' }));
+    this.call.cancel();
+  };
+
+  private fail(e: FerryError): void {
+    this.failure ??= e;
+    this.poke();
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  private async waitUntil(cond: () => boolean): Promise<void> {
+    while (!cond()) {
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  async send(task: number, round: number, pages: OutgoingPages): Promise<void> {
+    if (pages.count === 0) return;
+    if (this.failure) throw this.failure;
+    const cost = pages.data.length + pages.count * 25;
+    await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
+    this.seq++;
+    this.inflightBytes += cost;
+    this.unacked++;
+    this.bytesSent += pages.data.length;
+    this.pagesSent += pages.count;
+    const ok = this.call.write({
+      migrationId: this.opts.migrationId,
+      epoch: this.opts.epoch,
+      seq: this.seq.toString(),
+      round,
+      task,
+      pageNumbers: pages.pageNumbers,
+      hashes: pages.hashes,
+      kinds: pages.kinds,
+      data: pages.data,
+    } satisfies m.PageBatch);
+    if (!ok) {
+      let drained = false;
+      this.call.once('drain', () => {
+        drained = true;
+        this.poke();
+      });
+      await this.waitUntil(() => drained);
+    }
+  }
+
+  /** Waits until the dest has acknowledged everything sent so far. */
+  async flush(): Promise<void> {
+    await this.waitUntil(() => this.unacked === 0);
+  }
+
+  /** Ends the stream after every batch is acknowledged. */
+  async finish(): Promise<void> {
+    await this.flush();
+    if (!this.ended) {
+      this.ended = true;
+      this.call.end();
+    }
+    await this.closed;
+    this.opts.signal.removeEventListener('abort', this.onAbort);
+    if (this.failure) throw this.failure;
+  }
+
+  /** Drops the stream (rollback): nothing more is sent, pending waits fail. */
+  cancel(): void {
+    this.opts.signal.removeEventListener('abort', this.onAbort);
+    this.fail(new FerryError('CANCELLED', { phase: this.phase, side: 'source' }));
+    this.call.cancel();
+  }
+}

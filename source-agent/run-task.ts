@@ -1,0 +1,73 @@
+/**
+ * `ferry run`: starts a command the way CRIU can carry it: pid 1 of its own pid namespace (its pids cannot
+ * clash on the dest, and the restored copy can coexist with the stopped original), leader of its own session
+ * and process group (CRIU recreates the session; the group lets one SIGCONT thaw the tree), stdio on log files
+ * (a terminal or a pipe to an outside reader would not survive the move), and no inherited descriptors.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FerryError } from '../shared/errors/ferry-error.js';
+
+export interface RunTaskOptions {
+  command: string;
+  args: string[];
+  name: string;
+  logDir: string;
+}
+
+export interface RunningTask {
+  /** Host pid of the task (pid 1 in its namespace): the PID to give `ferry migrate`. */
+  pid: number;
+  /** Host pid of the `unshare` process that waits for it. */
+  launcherPid: number;
+  stdout: string;
+  stderr: string;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
+  if (!NAME.test(o.name)) throw new FerryError('BAD_ARGUMENT', { message: `--name must be letters, digits, '.', '_' or '-' (got "${o.name}")` });
+  mkdirSync(o.logDir, { recursive: true });
+  const stdout = join(o.logDir, `${o.name}.out`);
+  const stderr = join(o.logDir, `${o.name}.err`);
+  const out = openSync(stdout, 'a');
+  const err = openSync(stderr, 'a');
+  let launcherPid: number | undefined;
+  try {
+    const child = spawn('unshare', ['--pid', '--fork', 'setsid', o.command, ...o.args], {
+      detached: true,
+      stdio: ['ignore', out, err], // Node opens everything else close-on-exec: no other fd is inherited
+    });
+    launcherPid = await new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid!));
+      child.once('error', (e) => reject(new FerryError('BAD_ARGUMENT', { message: `cannot start unshare: ${e.message}` })));
+    });
+    child.unref();
+    const pid = await firstChild(launcherPid, 5_000);
+    return { pid, launcherPid, stdout, stderr };
+  } catch (e) {
+    if (launcherPid !== undefined) process.kill(launcherPid, 'SIGKILL');
+    throw e;
+  } finally {
+    closeSync(out);
+    closeSync(err);
+  }
+}
+
+/** The task is unshare's only child; it appears right after the fork. */
+async function firstChild(launcherPid: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${launcherPid}/task/${launcherPid}/children`, 'utf8').trim();
+    } catch {
+      throw new FerryError('BAD_ARGUMENT', { message: 'the command exited at once', detail: `unshare (${launcherPid}) is gone; see the task's .err log` });
+    }
+    if (text) return Number(text.split(' ')[0]);
+    if (Date.now() > deadline) throw new FerryError('INTERNAL', { message: `unshare (${launcherPid}) did not start the command within ${timeoutMs} ms` });
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

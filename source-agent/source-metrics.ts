@@ -1,0 +1,52 @@
+/** The source's Prometheus metrics (names from docs/metrics.md; base units; no pid or id labels). */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Phase } from '../shared/phases.js';
+import type { MigrationSummary, RoundSummary } from './migration/events.js';
+import { PAGE_SIZE } from '../shared/kernel/page-size.js';
+
+export class SourceMetrics {
+  private readonly migrations: Counter<'result' | 'phase'>;
+  private readonly duration: Histogram;
+  private readonly downtime: Histogram;
+  private readonly round: Gauge;
+  private readonly dirtyPages: Gauge;
+  private readonly transferRate: Gauge;
+  private readonly roundDuration: Histogram;
+  private readonly transferred: Counter<'kind'>;
+  private readonly pages: Counter<'kind'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.migrations = new Counter({ name: 'ferry_migrations_total', help: 'Migrations by result (and the phase that failed)', labelNames: ['result', 'phase'], registers });
+    this.duration = new Histogram({ name: 'ferry_migration_duration_seconds', help: 'Whole migration, negotiate to commit', buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers });
+    this.downtime = new Histogram({ name: 'ferry_downtime_seconds', help: 'Freeze to resume of the restored copy', buckets: [0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10], registers });
+    this.round = new Gauge({ name: 'ferry_precopy_round', help: 'The pre-copy round in progress (0-based)', registers });
+    this.dirtyPages = new Gauge({ name: 'ferry_dirty_pages', help: 'Pages sent in the last pre-copy round', registers });
+    this.transferRate = new Gauge({ name: 'ferry_transfer_rate_bytes_per_second', help: 'Page bytes per second in the last round', registers });
+    this.roundDuration = new Histogram({ name: 'ferry_round_duration_seconds', help: 'Pre-copy round wall time', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10], registers });
+    this.transferred = new Counter({ name: 'ferry_transferred_bytes_total', help: 'Bytes sent to the dest', labelNames: ['kind'], registers });
+    this.pages = new Counter({ name: 'ferry_pages_total', help: 'Pages handled by kind (sent, zero)', labelNames: ['kind'], registers });
+  }
+
+  recordRound(r: RoundSummary): void {
+    this.round.set(r.round);
+    this.dirtyPages.set(r.dirtyPages);
+    this.transferRate.set(r.durationMs > 0 ? (r.bytesSent * 1000) / r.durationMs : 0);
+    this.roundDuration.observe(r.durationMs / 1000);
+    this.transferred.inc({ kind: 'precopy' }, r.bytesSent);
+    this.pages.inc({ kind: 'sent' }, r.dirtyPages - r.zeroPages);
+    this.pages.inc({ kind: 'zero' }, r.zeroPages);
+  }
+
+  recordSuccess(s: MigrationSummary): void {
+    this.migrations.inc({ result: 'committed', phase: 'commit' });
+    this.duration.observe(s.totalMs / 1000);
+    this.downtime.observe(s.downtimeMs / 1000);
+    this.transferred.inc({ kind: 'final-delta' }, s.finalDeltaPages * PAGE_SIZE);
+    this.transferred.inc({ kind: 'images' }, s.imageBytesSent);
+  }
+
+  recordFailure(phase: Phase): void {
+    this.migrations.inc({ result: 'rolled-back', phase });
+  }
+}

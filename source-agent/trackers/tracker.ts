@@ -1,0 +1,37 @@
+/**
+ * A dirty-page tracker finds, each round, the pages the dest must receive: round 0 every present page, later
+ * rounds the pages written since. It reads them and hands them to the sink; what the dest holds is recorded in
+ * `held` (page -> hash), which the final delta compares the dump against.
+ */
+import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import type { OutgoingPages } from '../page-sender.js';
+
+export type TrackerName = 'hash';
+
+export interface TrackedTask {
+  hostPid: number;
+  /** The task's pid as CRIU names its images (pid in the root's pid namespace). */
+  key: number;
+}
+
+export type PageSink = (task: number, pages: OutgoingPages) => Promise<void>;
+
+export interface TrackerRoundStats {
+  /** Pages found present in the tracked memory this round. */
+  presentPages: number;
+  /** Pages sent this round (new or changed since the dest's copy). */
+  dirtyPages: number;
+  zeroPages: number;
+  /** Page bytes read from the task (the tracker's own cost). */
+  bytesRead: number;
+  /** Page data bytes sent (zero pages travel as flags). */
+  bytesSent: number;
+  /** Pages that vanished between the scan and the read (unmapped while running: normal). */
+  vanishedPages: number;
+}
+
+export interface DirtyTracker {
+  readonly name: TrackerName;
+  round(tasks: readonly TrackedTask[], round: number, held: Map<number, PageHashIndex>, sink: PageSink, signal: AbortSignal): Promise<TrackerRoundStats>;
+  close(): void;
+}

@@ -1,0 +1,105 @@
+/** Quoting CRIU's log in errors, and the command lines the runner builds. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { criuDumpArgs, criuLogErrors, criuRestoreArgs, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-runner.js';
+
+// Lines from real CRIU 4.2.1 logs on this project's test host (a dump whose ns init's session leader is
+// outside its pid namespace, -v4), cut down.
+const DUMP_LOG = `(00.000000) Version: 4.2.1 (gitid 0)
+(00.000019) Running on fc Linux 6.18.44-fc-v669 #1 SMP x86_64
+(00.037752) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.037790) Loaded kdat cache from /run/criu/criu.kdat
+(00.041901) Seized task 8137, state 1
+(00.041941) Error (criu/cr-dump.c:1528): A session leader of 8137(1) is outside of its pid namespace
+(00.042046) 8137 was stopped
+(00.042177) Unfreezing tasks into 1
+(00.042196) Error (criu/cr-dump.c:1975): Dumping FAILED.
+`;
+
+// A failed restore (pages image missing): errors from the restorer blob carry a "pie: PID:" prefix.
+const RESTORE_LOG = `(00.046324) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.051002) pie: 1: Error (criu/pie/restorer.c:1835): Can't read pages data (-9)
+(00.051010) pie: 1: Error (criu/pie/restorer.c:2253): Restorer fail 1
+(00.051300) Error (criu/cr-restore.c:1258): 18642 exited, status=1
+(00.051400) Warn  (criu/cr-restore.c:2300): something worth a warning only
+(00.051500) Error (criu/cr-restore.c:2320): Restoring FAILED.`;
+
+describe('criuLogErrors', () => {
+  it('quotes the Error lines without their time prefix, leaving out the harmless RLIMIT_NOFILE line', () => {
+    expect(criuLogErrors(DUMP_LOG)).toEqual([
+      'Error (criu/cr-dump.c:1528): A session leader of 8137(1) is outside of its pid namespace',
+      'Error (criu/cr-dump.c:1975): Dumping FAILED.',
+    ]);
+  });
+
+  it('keeps restorer (pie) errors with their prefix and ignores warnings', () => {
+    expect(criuLogErrors(RESTORE_LOG)).toEqual([
+      "pie: 1: Error (criu/pie/restorer.c:1835): Can't read pages data (-9)",
+      'pie: 1: Error (criu/pie/restorer.c:2253): Restorer fail 1',
+      'Error (criu/cr-restore.c:1258): 18642 exited, status=1',
+      'Error (criu/cr-restore.c:2320): Restoring FAILED.',
+    ]);
+  });
+
+  it('handles logs at -v2, which have no time prefix', () => {
+    const v2 = "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\nError (criu/mem.c:45): BUG at criu/mem.c:45\n";
+    expect(criuLogErrors(v2)).toEqual(['Error (criu/mem.c:45): BUG at criu/mem.c:45']);
+  });
+
+  it('a successful run quotes nothing', () => {
+    const ok = DUMP_LOG.split('\n').filter((l) => !/cr-dump\.c/.test(l)).join('\n');
+    expect(criuLogErrors(ok)).toEqual([]);
+    expect(quotableErrorLine("(00.1) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted")).toBeUndefined();
+  });
+});
+
+describe('readCriuLogErrors and formatQuote', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-criu-log-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('streams a log file to the same lines', async () => {
+    const file = join(dir, 'dump.log');
+    writeFileSync(file, DUMP_LOG);
+    expect(await readCriuLogErrors(file)).toEqual(criuLogErrors(DUMP_LOG));
+  });
+
+  it('names the log and shortens long quotes to the first lines and the last two', () => {
+    expect(formatQuote(['Error (a): one'], '/x/dump.log')).toEqual(['  Error (a): one', 'log: /x/dump.log']);
+    const many = Array.from({ length: 30 }, (_, i) => `Error (f.c:${i}): line ${i}`);
+    const q = formatQuote(many, '/x/dump.log');
+    expect(q).toHaveLength(14); // 10 first, the marker, 2 last, the log
+    expect(q[0]).toBe('  Error (f.c:0): line 0');
+    expect(q[10]).toBe('  ... 18 more Error lines ...');
+    expect(q.slice(-3)).toEqual(['  Error (f.c:28): line 28', '  Error (f.c:29): line 29', 'log: /x/dump.log']);
+  });
+});
+
+describe('criu command lines', () => {
+  it('dump: tree root, absolute paths, leave-stopped by default, no --shell-job', () => {
+    const args = criuDumpArgs({ criu: '/c', pid: 4242, imagesDir: 'rel/img', logFile: 'rel/dump.log' });
+    expect(args.slice(0, 3)).toEqual(['dump', '-t', '4242']);
+    expect(args[args.indexOf('-D') + 1]).toBe(join(process.cwd(), 'rel/img'));
+    expect(args[args.indexOf('-o') + 1]).toBe(join(process.cwd(), 'rel/dump.log'));
+    expect(args).toContain('-v4');
+    expect(args).toContain('--leave-stopped');
+    expect(args).not.toContain('--shell-job');
+    expect(args).not.toContain('--tcp-established');
+  });
+
+  it('dump: options map to flags', () => {
+    const args = criuDumpArgs({ criu: '/c', pid: 7, imagesDir: '/i', logFile: '/l', leaveStopped: false, tcpEstablished: true, fileLocks: true, extraArgs: ['--ghost-limit', '8M'] });
+    expect(args).not.toContain('--leave-stopped');
+    expect(args).toEqual(expect.arrayContaining(['--tcp-established', '--file-locks']));
+    expect(args.slice(-2)).toEqual(['--ghost-limit', '8M']);
+    expect(() => criuDumpArgs({ criu: '/c', pid: 1, imagesDir: '/i', logFile: '/l' })).toThrow(RangeError);
+  });
+
+  it('restore: detached, pidfile, leave-stopped, -v3 by default', () => {
+    const args = criuRestoreArgs({ criu: '/c', imagesDir: '/i', logFile: '/i/restore.log', pidFile: 'p.pid', timeoutMs: 1000 });
+    expect(args[0]).toBe('restore');
+    expect(args).toEqual(expect.arrayContaining(['-d', '--leave-stopped', '-v3', '-D', '/i', '-o', '/i/restore.log']));
+    expect(args[args.indexOf('--pidfile') + 1]).toBe(join(process.cwd(), 'p.pid'));
+  });
+});

@@ -1,0 +1,380 @@
+/*
+ * memtest: a workload that proves its memory survived a live migration.
+ *
+ *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]
+ *
+ * It maps N MiB of private anonymous memory and fills every page with a pattern that is a pure function
+ * of (seed, page, generation, word). A per-page generation table lives in the process's own memory, so it
+ * is migrated together with the data it describes: after a restore the process can check itself. It then
+ * rewrites pseudo-random pages of the first H MiB (default: all N) at R MiB/s in ~10 ms ticks, bumping
+ * each page's generation, which gives pre-copy a known dirty rate to chase.
+ *
+ * Control is by signal, results are files in DIR, written atomically (tmp + rename):
+ *   start    NAME.ready.json   after the fill
+ *   SIGUSR1  NAME.verify.json  every page checked against the generation table
+ *   SIGUSR2  NAME.stats.json   counters and the monotonic clock, to measure the work rate
+ *   SIGTERM  exit 0
+ * Between reports the process holds no fd besides 0/1/2, so CRIU can carry it as it is.
+ *
+ * Build: gcc -O2 -pthread -Wall -Wextra -o memtest memtest.c (no other dependencies).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TICK_NS 10000000LL /* 10 ms */
+/* After a long pause (SIGSTOP, a dump, a restore on a host whose clock is elsewhere) write at most this much
+ * time's worth of pages in one go: the rate must stay R, not burst to pay back the pause. */
+#define MAX_CATCHUP_NS 50000000LL
+#define NO_PAGE (-1LL)
+
+/* Everything below is process memory, so it is part of what a migration has to carry. */
+static const char *g_name;
+static const char *g_state_dir;
+static double g_mib;
+static double g_hot_mib;
+static double g_rate_mib;
+static uint64_t g_seed;
+static size_t g_page_size;
+static size_t g_words_per_page;
+static uint64_t g_pages;
+static uint64_t g_hot_pages;
+static uint64_t *g_mem;
+static uint32_t *g_gen;
+static uint64_t g_rng;
+static uint64_t g_writes;
+static uint64_t g_ticks;
+static uint64_t g_verifies;
+/* The page being rewritten, or NO_PAGE. A snapshot can be taken at any instruction; if it lands inside
+ * write_page, that one page legitimately holds a mix of generation g-1 and g words. The in-process check runs
+ * between writes and never sees it set; the rule is for a checker that reads a frozen image from outside. */
+static volatile int64_t g_in_progress = NO_PAGE;
+
+static volatile sig_atomic_t g_want_verify;
+static volatile sig_atomic_t g_want_stats;
+static volatile sig_atomic_t g_want_exit;
+
+static uint64_t mix64(uint64_t z) {
+  /* splitmix64's finaliser: a bijection, so distinct inputs never collide. */
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+#define GOLDEN 0x9E3779B97F4A7C15ULL
+
+/* Per-page key: differs by page (so a page copied to the wrong address is caught) and by generation (so a
+ * stale copy of the right page is caught). */
+static uint64_t page_key(uint64_t page, uint32_t gen) {
+  return mix64(mix64(g_seed ^ (page * GOLDEN)) ^ ((uint64_t)gen * 0xD1B54A32D192ED03ULL));
+}
+
+static uint64_t word_value(uint64_t key, uint64_t word) { return mix64(key + (word + 1) * GOLDEN); }
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t real_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000LL;
+}
+
+/* getpid() is the namespace pid (1 when started under unshare --pid). The reports also carry the host pid,
+ * so a driver can tell an original from its restored copy: /proc is the host's mount, so /proc/self names
+ * the host pid. It is read each time because a restore changes it. readlink opens no fd. */
+static long host_pid(void) {
+  char buf[32];
+  ssize_t n = readlink("/proc/self", buf, sizeof buf - 1);
+  if (n <= 0) return (long)getpid();
+  buf[n] = '\0';
+  return strtol(buf, NULL, 10);
+}
+
+static void write_page(uint64_t page, uint32_t gen) {
+  uint64_t *words = g_mem + page * g_words_per_page;
+  uint64_t key = page_key(page, gen);
+  /* Signal fences keep the compiler from moving these stores across each other: the order must hold at every
+   * instruction, because SIGSTOP/CRIU can freeze the task between any two of them. */
+  g_in_progress = (int64_t)page;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  g_gen[page] = gen;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  for (uint64_t w = 0; w < g_words_per_page; w++) words[w] = word_value(key, w);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  g_in_progress = NO_PAGE;
+}
+
+/* Returns the number of wrong words in the page. */
+static uint64_t check_page(uint64_t page) {
+  const uint64_t *words = g_mem + page * g_words_per_page;
+  uint32_t gen = g_gen[page];
+  uint64_t key = page_key(page, gen);
+  int torn_ok = g_in_progress == (int64_t)page;
+  uint64_t prev_key = torn_ok ? page_key(page, gen - 1) : 0;
+  uint64_t bad = 0;
+  for (uint64_t w = 0; w < g_words_per_page; w++) {
+    uint64_t v = words[w];
+    if (v == word_value(key, w)) continue;
+    if (torn_ok && v == word_value(prev_key, w)) continue;
+    bad++;
+  }
+  return bad;
+}
+
+static uint64_t next_rand(void) {
+  /* xorshift64*: the state is in process memory, so the write sequence continues across a migration. */
+  g_rng ^= g_rng >> 12;
+  g_rng ^= g_rng << 25;
+  g_rng ^= g_rng >> 27;
+  return g_rng * 0x2545F4914F6CDD1DULL;
+}
+
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Open, write, close, rename: readers never see a partial report and no fd outlives the call. */
+static void publish(const char *kind, const char *json) {
+  char path[PATH_MAX], tmp[PATH_MAX];
+  long hp = host_pid();
+  if (snprintf(path, sizeof path, "%s/%s.%s.json", g_state_dir, g_name, kind) >= (int)sizeof path ||
+      snprintf(tmp, sizeof tmp, "%s/.%s.%s.json.tmp-%ld", g_state_dir, g_name, kind, hp) >= (int)sizeof tmp) {
+    fprintf(stderr, "memtest %s: state path too long\n", g_name);
+    return;
+  }
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    fprintf(stderr, "memtest %s: open %s: %s\n", g_name, tmp, strerror(errno));
+    return;
+  }
+  int err = write_all(fd, json, strlen(json)) < 0 ? errno : 0;
+  if (close(fd) < 0 && err == 0) err = errno;
+  if (err == 0 && rename(tmp, path) < 0) err = errno;
+  if (err != 0) {
+    fprintf(stderr, "memtest %s: write %s: %s\n", g_name, path, strerror(err));
+    unlink(tmp);
+  }
+}
+
+static void do_verify(void) {
+  /* A driver accepts only a check that began after its request, so it needs the start, not just the end. */
+  int64_t started_at = real_ms();
+  int64_t t0 = mono_ns();
+  uint64_t bad_pages = 0, bad_words = 0;
+  int64_t first_bad = NO_PAGE;
+  for (uint64_t p = 0; p < g_pages; p++) {
+    uint64_t bad = check_page(p);
+    if (bad == 0) continue;
+    if (bad_pages == 0) first_bad = (int64_t)p;
+    bad_pages++;
+    bad_words += bad;
+  }
+  g_verifies++;
+  int64_t in_progress = g_in_progress;
+  char first_bad_s[24], in_progress_s[24], json[1024];
+  if (first_bad == NO_PAGE) strcpy(first_bad_s, "null");
+  else snprintf(first_bad_s, sizeof first_bad_s, "%" PRId64, first_bad);
+  if (in_progress == NO_PAGE) strcpy(in_progress_s, "null");
+  else snprintf(in_progress_s, sizeof in_progress_s, "%" PRId64, in_progress);
+  snprintf(json, sizeof json,
+           "{\"name\":\"%s\",\"pid\":%ld,\"host_pid\":%ld,\"pages\":%" PRIu64 ",\"bad_pages\":%" PRIu64
+           ",\"bad_words\":%" PRIu64 ",\"first_bad_page\":%s,\"in_progress\":%s,\"writes\":%" PRIu64
+           ",\"ticks\":%" PRIu64 ",\"verifies\":%" PRIu64 ",\"mib\":%g,\"hot_mib\":%g,\"dirty_mib_per_s\":%g"
+           ",\"seed\":\"%" PRIu64 "\",\"verify_ms\":%.3f,\"started_at_ms\":%" PRId64
+           ",\"verified_at_ms\":%" PRId64 "}\n",
+           g_name, (long)getpid(), host_pid(), g_pages, bad_pages, bad_words, first_bad_s, in_progress_s, g_writes,
+           g_ticks, g_verifies, g_mib, g_hot_mib, g_rate_mib, g_seed, (double)(mono_ns() - t0) / 1e6, started_at,
+           real_ms());
+  publish("verify", json);
+}
+
+static void do_stats(void) {
+  char json[512];
+  snprintf(json, sizeof json,
+           "{\"name\":\"%s\",\"pid\":%ld,\"host_pid\":%ld,\"writes\":%" PRIu64 ",\"ticks\":%" PRIu64
+           ",\"mono_ms\":%.3f,\"at_ms\":%" PRId64 "}\n",
+           g_name, (long)getpid(), host_pid(), g_writes, g_ticks, (double)mono_ns() / 1e6, real_ms());
+  publish("stats", json);
+}
+
+/* Handlers only set flags: the work (page checks, file writes) runs in the main loop, where no page write
+ * is half done and no lock can be held. */
+static void on_signal(int sig) {
+  if (sig == SIGUSR1) g_want_verify = 1;
+  else if (sig == SIGUSR2) g_want_stats = 1;
+  else g_want_exit = 1;
+}
+
+static void install_handlers(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  /* No SA_RESTART: a signal cuts the tick's sleep short, so a request is served at once. As pid 1 of a pid
+   * namespace, signals without a handler are dropped, which is why SIGINT and SIGHUP are caught too. */
+  int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+    if (sigaction(sigs[i], &sa, NULL) < 0) {
+      perror("memtest: sigaction");
+      exit(1);
+    }
+  }
+}
+
+static void usage(const char *msg) {
+  if (msg) fprintf(stderr, "memtest: %s\n", msg);
+  fprintf(stderr,
+          "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]\n"
+          "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
+          "  H: rewrite only the first H MiB (default N)\n");
+  exit(2);
+}
+
+static double parse_number(const char *s, const char *what) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !(v >= 0)) {
+    fprintf(stderr, "memtest: bad %s: %s\n", what, s);
+    usage(NULL);
+  }
+  return v;
+}
+
+static void parse_args(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"name", required_argument, NULL, 'n'},      {"mib", required_argument, NULL, 'm'},
+      {"dirty-mib-per-s", required_argument, NULL, 'r'}, {"state-dir", required_argument, NULL, 'd'},
+      {"seed", required_argument, NULL, 's'},      {"hot-mib", required_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  int have_rate = 0;
+  g_seed = 1;
+  g_hot_mib = -1;
+  for (;;) {
+    int c = getopt_long(argc, argv, "", opts, NULL);
+    if (c == -1) break;
+    switch (c) {
+    case 'n': g_name = optarg; break;
+    case 'm': g_mib = parse_number(optarg, "--mib"); break;
+    case 'r': g_rate_mib = parse_number(optarg, "--dirty-mib-per-s"); have_rate = 1; break;
+    case 'd': g_state_dir = optarg; break;
+    case 'h': g_hot_mib = parse_number(optarg, "--hot-mib"); break;
+    case 's': {
+      char *end;
+      errno = 0;
+      g_seed = strtoull(optarg, &end, 0);
+      if (errno != 0 || end == optarg || *end != '\0') usage("bad --seed");
+      break;
+    }
+    default: usage(NULL);
+    }
+  }
+  if (optind != argc) usage("unexpected argument");
+  if (!g_name || !g_state_dir || g_mib <= 0 || !have_rate)
+    usage("--name, --mib, --dirty-mib-per-s and --state-dir are required");
+  /* The name goes into file names and unescaped JSON in fixed buffers. */
+  static const char name_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+  size_t name_len = strlen(g_name);
+  if (name_len == 0 || name_len > 64 || g_name[0] == '.' || strspn(g_name, name_chars) != name_len)
+    usage("NAME must match [A-Za-z0-9._-]{1,64} and not start with '.'");
+  if (g_hot_mib < 0) g_hot_mib = g_mib;
+  if (g_hot_mib > g_mib) usage("--hot-mib must not exceed --mib");
+}
+
+int main(int argc, char **argv) {
+  parse_args(argc, argv);
+  /* A launcher may leak fds without O_CLOEXEC; any fd beyond 0/1/2 would be one more thing CRIU has to carry
+   * (or refuse), so drop them before anything else. */
+  close_range(3, ~0U, 0);
+  install_handlers();
+
+  g_page_size = (size_t)sysconf(_SC_PAGESIZE);
+  g_words_per_page = g_page_size / sizeof(uint64_t);
+  g_pages = (uint64_t)(g_mib * 1024 * 1024) / g_page_size;
+  g_hot_pages = (uint64_t)(g_hot_mib * 1024 * 1024) / g_page_size;
+  if (g_pages == 0) usage("--mib is smaller than one page");
+  g_rng = mix64(g_seed ^ 0x5DEECE66DULL) | 1; /* xorshift state must not be 0 */
+
+  size_t len = g_pages * g_page_size;
+  g_mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  g_gen = mmap(NULL, g_pages * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (g_mem == MAP_FAILED || g_gen == MAP_FAILED) {
+    perror("memtest: mmap");
+    return 1;
+  }
+  /* Dirty tracking is per 4 KiB page: with a huge page, one write would dirty 2 MiB and the dirty rate would
+   * no longer be R. Best effort; a kernel without THP fails this harmlessly. */
+  madvise(g_mem, len, MADV_NOHUGEPAGE);
+
+  int64_t t0 = mono_ns();
+  for (uint64_t p = 0; p < g_pages; p++) write_page(p, 0);
+  double fill_ms = (double)(mono_ns() - t0) / 1e6;
+
+  char json[512];
+  snprintf(json, sizeof json,
+           "{\"name\":\"%s\",\"pid\":%ld,\"host_pid\":%ld,\"pages\":%" PRIu64 ",\"page_size\":%zu,\"fill_ms\":%.3f"
+           ",\"mib\":%g,\"hot_mib\":%g,\"dirty_mib_per_s\":%g,\"seed\":\"%" PRIu64 "\",\"base\":\"0x%" PRIxPTR "\"}\n",
+           g_name, (long)getpid(), host_pid(), g_pages, g_page_size, fill_ms, g_mib, g_hot_mib, g_rate_mib, g_seed,
+           (uintptr_t)g_mem);
+  publish("ready", json);
+
+  double pages_per_ns = g_rate_mib * 1024.0 * 1024.0 / (double)g_page_size / 1e9;
+  double budget = 0;
+  int64_t last = mono_ns();
+  const struct timespec tick = {0, TICK_NS};
+  while (!g_want_exit) {
+    if (g_want_verify) {
+      g_want_verify = 0;
+      do_verify();
+    }
+    if (g_want_stats) {
+      g_want_stats = 0;
+      do_stats();
+    }
+    int64_t now = mono_ns();
+    int64_t dt = now - last;
+    last = now;
+    /* A restore on another host can move CLOCK_MONOTONIC either way: never go negative, never burst. */
+    if (dt < 0) dt = 0;
+    if (dt > MAX_CATCHUP_NS) dt = MAX_CATCHUP_NS;
+    if (g_hot_pages > 0) {
+      budget += pages_per_ns * (double)dt;
+      uint64_t n = (uint64_t)budget;
+      budget -= (double)n;
+      for (uint64_t i = 0; i < n; i++) {
+        uint64_t p = next_rand() % g_hot_pages;
+        write_page(p, g_gen[p] + 1);
+        g_writes++;
+      }
+    }
+    g_ticks++;
+    /* EINTR is the point (see install_handlers); CRIU restarts an interrupted sleep transparently. */
+    clock_nanosleep(CLOCK_MONOTONIC, 0, &tick, NULL);
+  }
+  return 0;
+}
