@@ -12,6 +12,7 @@ import { decodePages } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
 import { DestSession } from './session.js';
+import { faultArmed } from '../shared/fault-injection.js';
 import { rebuildPagesImage } from './image-rebuild.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
@@ -185,6 +186,7 @@ export class DestService {
       const t0 = process.hrtime.bigint();
       let pages = 0;
       let written = 0;
+      if (faultArmed('dest.corrupt-store')) await corruptOnePage(s);
       for (const manifest of req.pages) {
         if (!IMAGE_NAME.test(manifest.pagemapImage) || !s.images.has(manifest.pagemapImage)) {
           throw new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'restore', detail: `manifest names ${manifest.pagemapImage}, which was not uploaded` });
@@ -268,5 +270,20 @@ export class DestService {
   /** On shutdown: every uncommitted session is rolled back on this side. */
   async close(): Promise<void> {
     for (const s of [...this.sessions.values()]) await this.abortSession(s, 'dest agent stopping');
+  }
+}
+
+/** Fault injection: flips one byte of the first stored page, as a failing disk would. */
+async function corruptOnePage(s: DestSession): Promise<void> {
+  const store = s.stores.values().next().value;
+  if (!store) return;
+  const fh = await open(store.path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, 100);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, 100);
+  } finally {
+    await fh.close();
   }
 }

@@ -1,5 +1,7 @@
 /** criu restore of a session's images into a stopped tree, and the two ways out of that state. */
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { faultArmed } from '../shared/fault-injection.js';
 import { criuRestore } from '../shared/criu/criu-runner.js';
 import { requireCriu } from '../shared/criu/criu-binary.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
@@ -8,6 +10,7 @@ import type { DestSession } from './session.js';
 /** Restores the session's images; resolves with the host pid of the restored root, left stopped. */
 export async function restoreStopped(s: DestSession, timeoutMs: number): Promise<number> {
   const criu = await requireCriu('dest');
+  if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
   return criuRestore({
     criu,
     imagesDir: s.imagesDir,

@@ -33,7 +33,7 @@ export class FreezeLease {
       this.guard.on('close', () => resolve(out.trim()));
       this.guard.on('error', (e) => resolve(`error: ${e.message}`));
     });
-    this.guard.unref();
+    // Not unref'd: while the lease is armed the agent has a reason to live; disarm() or release() ends it.
   }
 
   /** True once the guard has thawed the tree on its own (deadline); the migration must then roll back. */

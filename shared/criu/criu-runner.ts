@@ -5,6 +5,12 @@
  *
  * Restore runs under a timeout because a short pages image makes CRIU's restorer spin for ever without a log
  * line; on timeout or abort, criu and every process it created are killed before the call returns.
+ *
+ * A dump cannot be cancelled cleanly: criu 4.2.1 ignores SIGINT during a dump (it finishes and exits 0),
+ * and a SIGKILL while its parasite is in the task leaves the task running its own code but with two extra
+ * mappings (the parasite's) and possibly a criu helper child behind (measured here). So an aborted or
+ * timed-out dump kills criu and its descendants like a restore, and the caller resumes the tree (SIGCONT
+ * to its process group) as after any failed dump: depending on when criu died the tree is running or stopped.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';

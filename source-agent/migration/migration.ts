@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { criuDump } from '../../shared/criu/criu-runner.js';
 import { requireCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
+import { injectFault, type FaultPoint } from '../../shared/fault-injection.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { signalTree } from '../../shared/kernel/signal-tree.js';
@@ -61,6 +62,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     deps.signal.throwIfAborted();
     log.info('phase', { phase: p });
     deps.emit({ kind: 'phase', phase: p });
+    injectFault(`source.${p}` as FaultPoint);
   };
 
   try {

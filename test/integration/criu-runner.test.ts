@@ -94,14 +94,22 @@ async function descendantsOf(pid: number): Promise<number[]> {
   return out;
 }
 
-/** The pid of the criu process whose command line names `dir` (criu runs from a wrapper that execs it). */
-async function findCriu(dir: string): Promise<number | undefined> {
+/** The pids of criu processes whose command line names `dir` (criu runs from a wrapper that execs it). */
+async function findCriu(dir: string): Promise<number[]> {
+  const found: number[] = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes('restore\0') && cmdline.includes(dir)) return Number(name);
+    if (/\0(dump|restore)\0/.test(cmdline) && cmdline.includes(`\0${dir}\0`) && aliveNotZombie(Number(name))) found.push(Number(name));
   }
-  return undefined;
+  return found;
+}
+
+/** criu and its descendants, as seen now. */
+async function criuTree(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const c of await findCriu(dir)) out.push(c, ...(await descendantsOf(c)));
+  return out;
 }
 
 async function expectFerryError(p: Promise<unknown>): Promise<FerryError> {
@@ -214,11 +222,7 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     // Watch criu's process tree while it runs, to check afterwards that all of it is gone.
     const watcher = (async () => {
       while (watching) {
-        const c = await findCriu(dir);
-        if (c !== undefined) {
-          seen.add(c);
-          for (const d of await descendantsOf(c)) seen.add(d);
-        }
+        for (const p of await criuTree(dir)) seen.add(p);
         await sleep(100);
       }
     })();
@@ -245,8 +249,7 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     const seen = new Set<number>();
     setTimeout(() => {
       void (async () => {
-        const c = await findCriu(dir);
-        if (c !== undefined) for (const p of [c, ...(await descendantsOf(c))]) seen.add(p);
+        for (const p of await criuTree(dir)) seen.add(p);
         ac.abort();
       })();
     }, 1000);
@@ -272,5 +275,18 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     // CRIU resumes the tree when a dump fails.
     expect(procState(task)).toMatch(/[SR]/);
     expect(readdirSync(dir).filter((n) => n.startsWith('pages-'))).toEqual([]);
+  });
+
+  it('a dump that overruns its timeout is CRIU_DUMP_FAILED; criu is gone and the task resumes with SIGCONT', async () => {
+    const task = await startTask(['sleep', '1000'], { setsid: true });
+    const dir = tmpDir();
+    // A whole dump of this task takes about 65 ms here: 5 ms stops criu early in it.
+    const e = await expectFerryError(criuDump({ criu, pid: task, imagesDir: dir, logFile: join(dir, 'dump.log'), timeoutMs: 5 }));
+    expect(e.key).toBe('CRIU_DUMP_FAILED');
+    expect(e.detail).toMatch(/criu dump did not finish in 5 ms and was killed/);
+    expect(await criuTree(dir)).toEqual([]);
+    process.kill(task, 'SIGCONT');
+    await sleep(50);
+    expect(procState(task)).toMatch(/[SR]/);
   });
 });
