@@ -41,20 +41,20 @@ export class DestService {
     const unary =
       <Req, Res>(fn: (req: Req) => Promise<Res>) =>
       (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
-        fn.call(this, call.request).then(
+        fn(call.request).then(
           (res) => cb(null, res),
           (e: unknown) => {
             this.opts.log.warn('call failed', { err: e });
-            cb(toStatus(e) as grpc.ServiceError);
+            cb(toStatus(e));
           },
         );
       };
     return {
-      Negotiate: unary(this.negotiate),
-      Prepare: unary(this.prepare),
-      Restore: unary(this.restore),
-      Commit: unary(this.commit),
-      Abort: unary(this.abort),
+      Negotiate: unary((r: m.NegotiateRequest) => this.negotiate(r)),
+      Prepare: unary((r: m.PrepareRequest) => this.prepare(r)),
+      Restore: unary((r: m.RestoreRequest) => this.restore(r)),
+      Commit: unary((r: m.CommitRequest) => this.commit(r)),
+      Abort: unary((r: m.AbortRequest) => this.abort(r)),
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatch, m.PageAck>) => {
         this.streamPages(call).catch((e: unknown) => {
           this.opts.log.warn('page stream failed', { err: e });
@@ -66,7 +66,7 @@ export class DestService {
           (res) => cb(null, res),
           (e: unknown) => {
             this.opts.log.warn('image upload failed', { err: e });
-            cb(toStatus(e) as grpc.ServiceError);
+            cb(toStatus(e));
           },
         );
       },
