@@ -63,7 +63,7 @@ for _ in $(seq 600); do [ -f "$STATE/$NAME.ready.json" ] && break; sleep 0.1; do
 echo "   pid $PID, RSS $(awk '/VmRSS/{print $2, $3}' /proc/$PID/status)"
 
 echo "== ferry migrate $PID --to 10.77.250.2:7070"
-in_src node bin/ferry.js migrate "$PID" --to 10.77.250.2:7070 2>"$STATE/source.log" | tee "$STATE/migrate.out" || true
+FERRY_LOG_LEVEL=info in_src node bin/ferry.js migrate "$PID" --to 10.77.250.2:7070 2>"$STATE/source.log" | tee "$STATE/migrate.out" || true
 RESTORED=$(sed -n 's/.*restored pid \([0-9]*\) on the dest.*/\1/p' "$STATE/migrate.out")
 [ -n "$RESTORED" ] || { echo "migration failed; source log:"; tail -20 "$STATE/source.log"; exit 1; }
 

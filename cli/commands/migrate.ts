@@ -76,7 +76,7 @@ async function migrateHere(opts: CompiledMigrateOptions, view: ProgressView): Pr
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    return await migrate(opts, { log: createLogger({ side: 'source' }), emit: (e) => view.event(e), signal: controller.signal });
+    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal });
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

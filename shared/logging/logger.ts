@@ -17,13 +17,21 @@ export interface Logger {
 
 export type LogSink = (line: string) => void;
 
-function threshold(): number {
+function threshold(fallback: LogLevel | 'silent'): number {
   const env = process.env.FERRY_LOG_LEVEL as LogLevel | 'silent' | undefined;
-  return ORDER[env && env in ORDER ? env : 'info'];
+  return ORDER[env && env in ORDER ? env : fallback];
 }
 
-export function createLogger(base: LogFields, sink: LogSink = (l) => process.stderr.write(l + '\n')): Logger {
-  const min = threshold();
+/**
+ * `defaultLevel` applies when FERRY_LOG_LEVEL is unset: daemons log at info; the CLI, which renders what
+ * the operator needs itself, stays silent unless asked.
+ */
+export function createLogger(
+  base: LogFields,
+  sink: LogSink = (l) => process.stderr.write(l + '\n'),
+  defaultLevel: LogLevel | 'silent' = 'info',
+): Logger {
+  const min = threshold(defaultLevel);
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (ORDER[level] < min) return;
     const record: LogFields = { ts: new Date().toISOString(), level, ...base, msg, ...fields };
@@ -35,7 +43,7 @@ export function createLogger(base: LogFields, sink: LogSink = (l) => process.std
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
-    child: (fields) => createLogger({ ...base, ...fields }, sink),
+    child: (fields) => createLogger({ ...base, ...fields }, sink, defaultLevel),
   };
 }
 
@@ -44,7 +52,8 @@ function describeError(e: Error): LogFields {
   const fe = e as Error & { code?: unknown; detail?: unknown };
   if (fe.code !== undefined) out.code = fe.code;
   if (fe.detail !== undefined) out.detail = fe.detail;
-  if (e.stack) out.stack = e.stack;
+  // A FerryError is expected and explained by its code; a stack only helps for the unexpected.
+  if (e.stack && e.name !== 'FerryError') out.stack = e.stack;
   return out;
 }
 

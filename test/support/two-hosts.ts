@@ -194,6 +194,8 @@ export type FerryLine =
   | MigrationEvent
   | { kind: 'summary'; summary: MigrationSummary }
   | { kind: 'error'; error: SerializedFerryError }
+  /** JSON without a kind, e.g. the dest agent's {"event":"listening",...}. */
+  | { kind: 'other'; value: Record<string, unknown> }
   | { kind: 'text'; text: string };
 
 export interface FerryResult {
@@ -309,7 +311,9 @@ export function runFerry(args: string[], opts: FerryRunOptions = {}): Promise<Fe
 function parseLine(text: string): FerryLine {
   try {
     const v = JSON.parse(text) as unknown;
-    if (v && typeof v === 'object' && typeof (v as { kind?: unknown }).kind === 'string') return v as FerryLine;
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      return typeof (v as { kind?: unknown }).kind === 'string' ? (v as FerryLine) : { kind: 'other', value: v as Record<string, unknown> };
+    }
   } catch {
     /* not JSON */
   }
@@ -413,10 +417,10 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
     return stopping;
   };
 
-  let listening: { port?: unknown; metricsPort?: unknown };
+  let listening: Record<string, unknown>;
   try {
-    const line = await run.waitForLine((l) => (l as { event?: string }).event === 'listening', opts.startTimeoutMs ?? 20_000);
-    listening = line as typeof listening;
+    const line = await run.waitForLine((l) => l.kind === 'other' && l.value.event === 'listening', opts.startTimeoutMs ?? 20_000);
+    listening = (line as Extract<FerryLine, { kind: 'other' }>).value;
   } catch (err) {
     await stop();
     const r = await run.done;
@@ -440,6 +444,24 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
     kill,
     stop,
   };
+}
+
+/** GET of an http:// URL from inside a host's network namespace (the test process lives outside them). */
+export async function httpGetIn(host: Host, url: string, timeoutMs = 10_000): Promise<string> {
+  const script = 'fetch(process.argv[1]).then(async (r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); process.stdout.write(await r.text()); })';
+  const { stdout } = await execFileAsync('nsenter', [`--net=${host.netns}`, process.execPath, '-e', script, url], {
+    timeout: timeoutMs,
+    maxBuffer: 16 << 20,
+  });
+  return stdout;
+}
+
+/** The value of one sample of a Prometheus text exposition, e.g. metricValue(text, 'x_total{result="ok"}'). */
+export function metricValue(text: string, sample: string): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+  }
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------
