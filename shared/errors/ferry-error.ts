@@ -17,8 +17,9 @@ export interface FerryErrorInit {
 export class FerryError extends Error {
   readonly key: ErrorKey;
   readonly code: string;
-  readonly phase: Phase | undefined;
-  readonly side: Side | undefined;
+  /** Filled in by the phase that saw the error when the thrower could not know it. */
+  phase: Phase | undefined;
+  side: Side | undefined;
   readonly retryable: boolean;
   sourceState: SourceState | undefined;
   readonly hint: string;

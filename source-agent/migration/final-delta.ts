@@ -11,7 +11,7 @@ import { hashPages, zeroPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
 import { PageBatcher, BATCH_PAGES } from '../page-batcher.js';
-import type { PageSender } from '../page-sender.js';
+import type { PageStream } from './ports.js';
 
 const TASK_PAGEMAP = /^pagemap-(\d+)\.img$/;
 /** Non-task pagemaps (shared memory) get keys above every pid; they have no pre-copy, so all pages go now. */
@@ -30,7 +30,7 @@ export interface FinalDeltaResult {
 export async function sendFinalDelta(
   imagesDir: string,
   held: Map<number, PageHashIndex>,
-  sender: PageSender,
+  sender: Pick<PageStream, 'send'>,
   round: number,
   pageSize: number,
 ): Promise<FinalDeltaResult> {

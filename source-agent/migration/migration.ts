@@ -11,30 +11,20 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { criuDump } from '../../shared/criu/criu-runner.js';
-import { requireCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { injectFault, type FaultPoint } from '../../shared/fault-injection.js';
-import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
-import { readProcessTree } from '../../shared/kernel/process-tree.js';
-import { signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { localPeerInfo } from '../../shared/peer-info.js';
 import type { Phase, SourceState } from '../../shared/phases.js';
 import { decideAfterRound, transferRate, type RoundRecord } from '../../shared/policy/convergence.js';
-import { DestClient } from '../dest-client.js';
-import { FreezeLease } from '../freeze-lease.js';
-import { PageSender } from '../page-sender.js';
-import { HashTracker } from '../trackers/hash-tracker.js';
-import type { TrackedTask } from '../trackers/tracker.js';
+import type { DirtyTracker, TrackedTask } from '../trackers/tracker.js';
 import type { EventSink, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
 import { sendFinalDelta } from './final-delta.js';
-import { inspectTarget, type TargetTree } from './inspect-target.js';
+import type { TargetTree } from './inspect-target.js';
 import { checkPeers } from './check-peers.js';
 import type { CompiledMigrateOptions } from './options.js';
 import { RollbackStack } from './rollback-stack.js';
-import { uploadImages } from './upload-images.js';
+import { realPorts, type DestPort, type MigrationPorts, type PageStream, type SourceHost } from './ports.js';
 import type { SourceMetrics } from '../source-metrics.js';
 
 export interface MigrationDeps {
@@ -42,6 +32,8 @@ export interface MigrationDeps {
   emit: EventSink;
   signal: AbortSignal;
   metrics?: SourceMetrics | undefined;
+  /** The world the migration acts on; tests pass fakes. */
+  ports?: MigrationPorts;
 }
 
 const EPOCH = '1';
@@ -50,11 +42,13 @@ const COMMIT_ATTEMPTS = 5;
 export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps): Promise<MigrationSummary> {
   const migrationId = randomUUID();
   const log = deps.log.child({ side: 'source', migrationId });
+  const ports = deps.ports ?? realPorts;
+  const host = ports.host;
   const started = performance.now();
   const rollback = new RollbackStack();
   let phase: Phase = 'negotiate';
   let sourceState: SourceState = 'running';
-  let client: DestClient | undefined;
+  let client: DestPort | undefined;
   let imagesDir: string | undefined;
   let frozenAt: number | undefined;
   const enter = (p: Phase): void => {
@@ -67,17 +61,16 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
 
   try {
     // negotiate: everything here only reads; a refusal touches nothing.
-    const target = inspectTarget(opts.pid);
-    await requireCriu('source');
-    const local = await localPeerInfo();
-    client = new DestClient(opts.to);
-    await client.connect(opts.connectTimeoutMs, deps.signal);
+    const target = host.inspectTarget(opts.pid);
+    await host.requireCriu();
+    const local = await host.peerInfo();
+    client = await ports.connectDest(opts.to, opts.connectTimeoutMs, deps.signal);
     const negotiated = await client.negotiate({ source: local }, deps.signal);
     const protocolVersion = checkPeers(local, negotiated);
     deps.emit({ kind: 'started', migrationId, pid: opts.pid, dest: opts.to, tasks: target.tasks.length, tracker: 'hash' });
 
     enter('prepare');
-    const tracker = new HashTracker(PAGE_SIZE);
+    const tracker = host.createTracker();
     rollback.push('close the tracker', () => tracker.close());
     const prepareRequest = {
       migrationId,
@@ -92,20 +85,20 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     rollback.push('abort the dest session', async () => {
       await c.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${phase}` });
     });
-    const sender = new PageSender(client, { migrationId, epoch: EPOCH, windowBytes: opts.windowBytes, signal: deps.signal });
+    const sender = client.openPageStream({ migrationId, epoch: EPOCH, windowBytes: opts.windowBytes, signal: deps.signal });
     rollback.push('drop the page stream', () => sender.cancel());
 
     enter('precopy');
     const held = new Map<number, PageHashIndex>();
-    const { rounds, decision } = await precopy(target, tracker, held, sender, opts, deps);
+    const { rounds, decision } = await precopy(host, target, tracker, held, sender, opts, deps);
 
     enter('freeze');
     sender.phase = 'freeze';
-    const frozenTree = readProcessTree(target.rootPid)?.processes ?? [];
-    const lease = new FreezeLease(opts.freezeTimeoutMs, target.rootPid, frozenTree.map((t) => t.hostPid));
+    const frozenTree = host.tree(target.rootPid);
+    const lease = host.armFreezeLease(opts.freezeTimeoutMs, target.rootPid, frozenTree.map((t) => t.hostPid));
     rollback.push('thaw the original', async () => {
       await lease.release();
-      signalTree(target.rootPid, 'SIGCONT');
+      host.signalTree(target.rootPid, 'SIGCONT');
       sourceState = 'running';
       if (frozenAt !== undefined) log.info('original thawed', { frozenMs: Math.round(performance.now() - frozenAt) });
     });
@@ -115,23 +108,16 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     await mkdir(logsDir, { recursive: true });
     frozenAt = performance.now();
     sourceState = 'frozen';
-    await criuDump({
-      criu: await requireCriu('source'),
-      pid: target.rootPid,
-      imagesDir,
-      logFile: join(logsDir, `${migrationId}-dump.log`),
-      leaveStopped: true,
-      signal: deps.signal,
-    });
+    await host.dump({ pid: target.rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), signal: deps.signal });
     const phases: PhaseTimes = { dumpMs: performance.now() - frozenAt };
 
     enter('final-delta');
     sender.phase = 'final-delta';
     const t0 = performance.now();
     const finalRound = rounds.length;
-    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, PAGE_SIZE);
+    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize);
     await sender.finish();
-    const uploaded = await uploadImages(client, imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
+    const uploaded = await client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
     phases.finalDeltaMs = performance.now() - t0;
     log.info('final delta sent', { dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
 
@@ -163,7 +149,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     rollback.drop('abort the dest session');
     const downtimeMs = performance.now() - frozenAt;
     phases.commitMs = performance.now() - t1;
-    signalTree(target.rootPid, 'SIGKILL');
+    host.signalTree(target.rootPid, 'SIGKILL');
     sourceState = 'gone';
 
     const summary: MigrationSummary = {
@@ -194,6 +180,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     const first = deps.signal.aborted && !(e instanceof FerryError && e.key !== 'CANCELLED')
       ? new FerryError('CANCELLED', { phase, side: 'source', cause: e })
       : asFerryError(e, 'INTERNAL', { phase, side: 'source' });
+    first.phase ??= phase;
+    first.side ??= 'source';
     const errors = await rollback.run();
     first.rollbackErrors.push(...errors);
     first.sourceState = errors.length > 0 ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : sourceState;
@@ -212,10 +200,11 @@ function estimateBytes(target: TargetTree): number {
 }
 
 async function precopy(
+  host: SourceHost,
   target: TargetTree,
-  tracker: HashTracker,
+  tracker: DirtyTracker,
   held: Map<number, PageHashIndex>,
-  sender: PageSender,
+  sender: PageStream,
   opts: CompiledMigrateOptions,
   deps: MigrationDeps,
 ): Promise<{ rounds: RoundSummary[]; decision: string }> {
@@ -223,7 +212,7 @@ async function precopy(
   const rounds: RoundSummary[] = [];
   for (let round = 0; ; round++) {
     deps.signal.throwIfAborted();
-    const tasks: TrackedTask[] = (readProcessTree(target.rootPid)?.processes ?? []).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
+    const tasks: TrackedTask[] = host.tree(target.rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
     if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
     const t0 = performance.now();
     const stats = await tracker.round(tasks, round, held, (task, pages) => sender.send(task, round, pages), deps.signal);
@@ -234,7 +223,7 @@ async function precopy(
     history.push({ round, dirtyPages: stats.dirtyPages, bytesSent: stats.bytesSent, durationMs });
     deps.metrics?.recordRound(summary);
     deps.emit({ kind: 'round', round: summary, pagesSent: sender.pagesSent, bytesSent: sender.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
-    const decision = decideAfterRound(history, { maxRounds: opts.maxRounds, maxDowntimeMs: opts.maxDowntimeMs, floorPages: opts.floorPages, pageSize: PAGE_SIZE });
+    const decision = decideAfterRound(history, { maxRounds: opts.maxRounds, maxDowntimeMs: opts.maxDowntimeMs, floorPages: opts.floorPages, pageSize: host.pageSize });
     deps.emit({ kind: 'decision', action: decision.action, rule: decision.rule, message: decision.reason });
     deps.log.info('round done', { round, ...stats, durationMs: Math.round(durationMs), decision: decision.reason });
     if (decision.action === 'freeze') return { rounds, decision: decision.reason };
@@ -245,7 +234,7 @@ async function precopy(
  * Commit is idempotent on the dest, so an unanswered Commit is retried. If it stays unanswered the outcome is
  * unknown: the original stays frozen (never killed, never thawed) and the operator is told to look.
  */
-async function commitWithRetry(client: DestClient, migrationId: string, log: Logger): Promise<{ restoredPid: number }> {
+async function commitWithRetry(client: DestPort, migrationId: string, log: Logger): Promise<{ restoredPid: number }> {
   let last: unknown;
   for (let attempt = 1; attempt <= COMMIT_ATTEMPTS; attempt++) {
     try {

@@ -14,8 +14,10 @@ import {
   describeResult,
   eventually,
   hasCriu,
+  httpGetIn,
   leftovers,
   makeTempDir,
+  metricValue,
   nsInode,
   pidsWithArgs,
   requireBuilt,
@@ -48,7 +50,7 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     stateDir = makeTempDir('ferry-e2e-state-');
     imagesRoot = makeTempDir('ferry-e2e-images-');
     hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
+    dest = await startDestAgent(hosts, { metrics: true });
     task = await startMemtest({ name: NAME, mib: MIB, dirtyMibPerSec: DIRTY_MIB_PER_S, stateDir, netns: hosts.src.netns });
     expect((await task.verify()).bad_pages).toBe(0);
 
@@ -138,7 +140,13 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     expect(leftovers(join(imagesRoot!, 'logs')).every((f) => f.endsWith('.log'))).toBe(true);
   });
 
-  it('the dest agent is still serving', () => {
+  it("the dest agent's /metrics counts the committed session and every page sent", async () => {
     expect(dest!.exited()).toBe(false);
+    expect(dest!.metricsPort).toBeGreaterThan(0);
+    const text = await httpGetIn(hosts!.dst, `http://${hosts!.dst.address}:${dest!.metricsPort}/metrics`);
+    expect(metricValue(text, 'ferry_dest_sessions_total{result="committed"}')).toBe(1);
+    expect(metricValue(text, 'ferry_dest_pages_received_total')).toBe(result.summary!.pagesSent);
+    expect(metricValue(text, 'ferry_dest_page_bytes_received_total')).toBe(result.summary!.pageBytesSent);
+    expect(metricValue(text, 'ferry_restore_seconds_count')).toBe(1);
   });
 });

@@ -1,0 +1,110 @@
+/**
+ * What a migration needs from the world, as two ports: the source host (the task, CRIU, signals) and the
+ * dest agent. migration.ts only talks to these, so its state machine runs against fakes in unit tests
+ * (test/unit/migration-state-machine.test.ts) and against the real kernel, CRIU and gRPC everywhere else.
+ */
+import { criuDump } from '../../shared/criu/criu-runner.js';
+import { requireCriu } from '../../shared/criu/criu-binary.js';
+import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
+import { readProcessTree } from '../../shared/kernel/process-tree.js';
+import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
+import { localPeerInfo } from '../../shared/peer-info.js';
+import type * as m from '../../shared/transport/messages.js';
+import { DestClient } from '../dest-client.js';
+import { FreezeLease } from '../freeze-lease.js';
+import { PageSender, type OutgoingPages, type PageSenderOptions } from '../page-sender.js';
+import { HashTracker } from '../trackers/hash-tracker.js';
+import type { DirtyTracker } from '../trackers/tracker.js';
+import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { uploadImages } from './upload-images.js';
+import type { Phase } from '../../shared/phases.js';
+
+export interface TreeMember {
+  hostPid: number;
+  /** Pid in the root's pid namespace: the key CRIU names images by. */
+  nsPid: number;
+}
+
+export interface FreezeLeasePort {
+  disarm(): Promise<void>;
+  release(): Promise<void>;
+}
+
+export interface SourceHost {
+  pageSize: number;
+  inspectTarget(pid: number): TargetTree;
+  /** The processes of the tree now; empty once the root is gone. */
+  tree(rootPid: number): TreeMember[];
+  peerInfo(): Promise<m.PeerInfo>;
+  requireCriu(): Promise<string>;
+  createTracker(): DirtyTracker;
+  armFreezeLease(deadlineMs: number, pgid: number, pids: number[]): FreezeLeasePort;
+  /** criu dump --leave-stopped of the tree into imagesDir. */
+  dump(o: { pid: number; imagesDir: string; logFile: string; signal: AbortSignal }): Promise<void>;
+  signalTree(rootPid: number, signal: TreeSignal): void;
+}
+
+export interface PageStream {
+  phase: Phase;
+  readonly bytesSent: number;
+  readonly pagesSent: number;
+  send(task: number, round: number, pages: OutgoingPages): Promise<void>;
+  flush(): Promise<void>;
+  finish(): Promise<void>;
+  cancel(): void;
+}
+
+export interface DestPort {
+  negotiate(req: m.NegotiateRequest, signal: AbortSignal): Promise<m.NegotiateResponse>;
+  prepare(req: m.PrepareRequest, signal: AbortSignal): Promise<m.PrepareResponse>;
+  openPageStream(opts: PageSenderOptions): PageStream;
+  uploadImages(imagesDir: string, ids: { migrationId: string; epoch: string }, signal: AbortSignal): Promise<{ files: number; bytes: number }>;
+  restore(req: m.RestoreRequest, signal: AbortSignal): Promise<m.RestoreResponse>;
+  commit(req: m.CommitRequest): Promise<m.CommitResponse>;
+  abort(req: m.AbortRequest): Promise<m.AbortResponse>;
+  close(): void;
+}
+
+export interface MigrationPorts {
+  host: SourceHost;
+  /** Connects to the dest agent; DEST_UNREACHABLE when it cannot within the budget. */
+  connectDest(address: string, timeoutMs: number, signal: AbortSignal): Promise<DestPort>;
+}
+
+export const realSourceHost: SourceHost = {
+  pageSize: PAGE_SIZE,
+  inspectTarget,
+  tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
+  peerInfo: localPeerInfo,
+  requireCriu: () => requireCriu('source'),
+  createTracker: () => new HashTracker(PAGE_SIZE),
+  armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
+  dump: async (o) => {
+    await criuDump({ criu: await requireCriu('source'), pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, signal: o.signal });
+  },
+  signalTree: (rootPid, sig) => {
+    signalTree(rootPid, sig);
+  },
+};
+
+export async function connectGrpcDest(address: string, timeoutMs: number, signal: AbortSignal): Promise<DestPort> {
+  const client = new DestClient(address);
+  try {
+    await client.connect(timeoutMs, signal);
+  } catch (e) {
+    client.close();
+    throw e;
+  }
+  return {
+    negotiate: (req, s) => client.negotiate(req, s),
+    prepare: (req, s) => client.prepare(req, s),
+    openPageStream: (opts) => new PageSender(client, opts),
+    uploadImages: (dir, ids, s) => uploadImages(client, dir, ids, s),
+    restore: (req, s) => client.restore(req, s),
+    commit: (req) => client.commit(req),
+    abort: (req) => client.abort(req),
+    close: () => client.close(),
+  };
+}
+
+export const realPorts: MigrationPorts = { host: realSourceHost, connectDest: connectGrpcDest };
