@@ -8,6 +8,7 @@ import { formatHostPort, isLoopback, type HostPort } from '../shared/transport/a
 import { ferryProto, SERVER_OPTIONS } from '../shared/transport/proto.js';
 import { DestService } from './dest-service.js';
 import { createDestMetrics } from './dest-metrics.js';
+import { removeLeftoverSessions } from './leftovers.js';
 
 export interface DestAgentOptions {
   listen: HostPort;
@@ -36,6 +37,7 @@ export function checkListenPolicy(listen: HostPort, insecureListen: string | und
 
 export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent> {
   checkListenPolicy(opts.listen, opts.insecureListen);
+  await removeLeftoverSessions(opts.workDir, opts.log);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry) });

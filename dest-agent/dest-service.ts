@@ -12,6 +12,7 @@ import { decodePages } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
 import { DestSession } from './session.js';
+import { recordRestored } from './leftovers.js';
 import { faultArmed } from '../shared/fault-injection.js';
 import { rebuildPagesImage } from './image-rebuild.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
@@ -202,6 +203,7 @@ export class DestService {
       const pid = await restoreStopped(s, req.timeoutMs);
       const t2 = process.hrtime.bigint();
       s.restoredPid = pid;
+      await recordRestored(s.dir, pid);
       s.state = 'restored';
       s.commitLease = setTimeout(() => {
         s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: req.commitLeaseMs });
