@@ -23,6 +23,7 @@ const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const REBUILT_IMAGE = /^pages-\d+\.img$/;
 const MAX_IMAGE_BYTES = 1024 * 1024 * 1024;
 const SESSION_ID = /^[A-Za-z0-9-]{8,64}$/;
+const COMMITTED_MEMORY_MS = 10 * 60_000;
 
 export interface DestOptions {
   workDir: string;
@@ -238,6 +239,8 @@ export class DestService {
     const resumedAtUs = BigInt(Date.now()) * 1000n;
     s.state = 'committed';
     this.committed.set(s.id, { restoredPid: s.restoredPid, resumedAtUs });
+    // Long enough for a source retrying a Commit whose reply was lost; then forgotten.
+    setTimeout(() => this.committed.delete(s.id), COMMITTED_MEMORY_MS).unref();
     this.sessions.delete(s.id);
     s.log.info('committed: restored copy resumed', { restoredPid: s.restoredPid });
     this.opts.metrics.migrations.inc({ result: 'committed' });
@@ -249,6 +252,9 @@ export class DestService {
     if (this.committed.has(req.migrationId)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
     const s = this.sessions.get(req.migrationId);
     if (!s) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
+    if (s.epoch !== BigInt(req.epoch)) {
+      throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'rollback', detail: `epoch ${req.epoch} is not ${s.epoch}` });
+    }
     const killed = await this.abortSession(s, req.reason || 'aborted by the source');
     return { existed: true, alreadyCommitted: false, killedRestoredCopy: killed };
   }

@@ -45,7 +45,13 @@ export async function rebuildPagesImage(
     throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `no pages at all for task ${manifest.task}` });
   }
 
-  const out = await open(join(imagesDir, pagesImage), 'wx');
+  let out;
+  try {
+    out = await open(join(imagesDir, pagesImage), 'wx');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw invalid(`${pagesImage} is named by two pagemaps (${manifest.pagemapImage})`);
+    throw e;
+  }
   const chunk = Buffer.allocUnsafe(CHUNK_PAGES * pageSize);
   const chunkHashes = Buffer.allocUnsafe(CHUNK_PAGES * HASH_BYTES);
   const slots = new Int32Array(CHUNK_PAGES);

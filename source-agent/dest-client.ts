@@ -20,11 +20,17 @@ export class DestClient {
   async connect(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     await new Promise<void>((resolve, reject) => {
-      this.raw.waitForReady(Date.now() + timeoutMs, (err) =>
-        err
-          ? reject(new FerryError('DEST_UNREACHABLE', { phase: 'negotiate', side: 'source', sourceState: 'running', detail: `${this.address}: ${err.message}` }))
-          : resolve(),
-      );
+      const onAbort = (): void => {
+        this.close(); // ends the wait at once; waitForReady then reports the closed channel, ignored below
+        reject(new FerryError('CANCELLED', { phase: 'negotiate', side: 'source', sourceState: 'running' }));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.raw.waitForReady(Date.now() + timeoutMs, (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (signal?.aborted) return;
+        if (err) reject(new FerryError('DEST_UNREACHABLE', { phase: 'negotiate', side: 'source', sourceState: 'running', detail: `${this.address}: ${err.message}` }));
+        else resolve();
+      });
     });
   }
 

@@ -32,8 +32,8 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
     console.log(DEST_AGENT_HELP);
     return EXIT.ok;
   }
-  const listen = parseHostPort(values.listen ?? '', '--listen address');
-  const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address') : undefined;
+  const listen = parseHostPort(values.listen ?? '', '--listen address', { allowPortZero: true });
+  const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
   requireRoot();
   const log = createLogger({ side: 'dest' });
   const agent = await startDestAgent({ listen, workDir: values['work-dir'] ?? '/var/lib/ferry/dest', insecureListen: values['insecure-listen'], metrics, log });

@@ -28,7 +28,7 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
     console.log(SOURCE_AGENT_HELP);
     return EXIT.ok;
   }
-  const listen = parseHostPort(values.listen ?? '', '--listen address');
+  const listen = parseHostPort(values.listen ?? '', '--listen address', { allowPortZero: true });
   checkListenPolicy(listen, undefined);
   requireRoot();
   const log = createLogger({ side: 'source' });
@@ -40,7 +40,7 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(formatHostPort(listen), grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
-  const metrics = values.metrics ? await serveMetrics(registry, parseHostPort(values.metrics, '--metrics address')) : undefined;
+  const metrics = values.metrics ? await serveMetrics(registry, parseHostPort(values.metrics, '--metrics address', { allowPortZero: true })) : undefined;
   console.log(JSON.stringify({ event: 'listening', address: formatHostPort({ host: listen.host, port }), port, metricsPort: metrics?.port }));
   await untilStopped();
   await service.close();

@@ -15,14 +15,16 @@ export function toStatus(e: unknown): Partial<StatusObject> {
 
 /** Rebuilds the peer's FerryError from a failed call; transport failures become `fallback`. */
 export function fromServiceError(e: unknown, fallback: FerryError): FerryError {
-  const se = e as Partial<ServiceError>;
+  const se = (e ?? {}) as Partial<ServiceError>;
   const raw = se.metadata?.get(TRAILER)[0];
   if (raw instanceof Buffer) {
     try {
       const s = JSON.parse(raw.toString('utf8')) as SerializedFerryError;
       const key = keyForCode(s.code);
       if (key) {
-        return new FerryError(key, { message: s.message, hint: s.hint, phase: s.phase, side: s.side, detail: s.detail, cause: e });
+        const fe = new FerryError(key, { message: s.message, hint: s.hint, phase: s.phase, side: s.side, sourceState: s.sourceState, detail: s.detail, cause: e });
+        fe.rollbackErrors.push(...(s.rollbackErrors ?? []).map((msg) => new Error(msg)));
+        return fe;
       }
     } catch {
       /* fall through: a malformed trailer is a transport-level failure */

@@ -130,7 +130,7 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     const original = task!.rootPid;
     // Killed by the source after the commit; a zombie is reaped by its parent (unshare) soon after.
     await eventually(() => readPidState(original) === undefined, 10_000, `the original (pid ${original}) to be gone`);
-    expect(pidsWithArgs('--name', NAME)).toEqual([result.summary!.restoredPid]);
+    expect(pidsWithArgs('memtest', '--name', NAME)).toEqual([result.summary!.restoredPid]);
   });
 
   it('leaves no session dir on the dest and no images on the source', () => {

@@ -62,11 +62,11 @@ async function expectOriginalIntact(task: MemtestHandle): Promise<void> {
 async function expectNoCopy(task: MemtestHandle): Promise<void> {
   await eventually(
     () => {
-      const pids = pidsWithArgs('--name', task.name);
+      const pids = pidsWithArgs('memtest', '--name', task.name);
       return pids.length === 1 && pids[0] === task.rootPid;
     },
     5_000,
-    `only the original (pid ${task.rootPid}) to carry --name ${task.name}; now: ${pidsWithArgs('--name', task.name).join(', ')}`,
+    () => `only the original (pid ${task.rootPid}) to carry --name ${task.name}; now: ${pidsWithArgs('memtest', '--name', task.name).join(', ')}`,
   );
 }
 
@@ -153,7 +153,9 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
     });
 
     it('(a) the dest agent killed (SIGKILL) during pre-copy: exit 1, a stable code, the original runs', async () => {
-      const victim = await startDestAgent(hosts!);
+      const workDir = makeTempDir('ferry-e2e-dest-');
+      const victim = await startDestAgent(hosts!, { workDir });
+      let successor: DestAgentHandle | undefined;
       try {
         const run = startMigrate(hosts!, big!.rootPid, victim, { env: env(), timeoutMs: 60_000 });
         await run.waitForLine(isPhase('precopy'), 30_000);
@@ -161,16 +163,25 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
         expect(run.lines.some(isPhase('freeze'))).toBe(false);
         await victim.kill('SIGKILL');
         const r = await run.done;
-        console.log(`dest killed during pre-copy: ${r.error?.code} ${r.error?.key} (${r.error?.phase}) after ${r.durationMs} ms; rounds done: ${r.lines.filter((l) => l.kind === 'round').length}`);
-        expect(r.exitCode, describeResult(r)).toBe(1);
-        expect(['FERRY-3002', 'FERRY-1006']).toContain(r.error?.code);
-        expect(r.error!.sourceState).toBe('running');
+        const rounds = r.lines.filter((l) => l.kind === 'round').length;
+        console.log(`dest killed during pre-copy: ${r.error?.code} ${r.error?.key} (phase ${r.error?.phase}) after ${r.durationMs} ms; rounds done: ${rounds}`);
+        expect(r.error, describeResult(r)).toBeDefined();
+        expect(['FERRY-3002', 'FERRY-1006']).toContain(r.error!.code);
         expect(r.error!.retryable).toBe(true);
         await expectOriginalIntact(big!);
         await expectNoCopy(big!);
         expect(leftovers(imagesRoot!)).toEqual([]);
+        // The dead agent could not clean up; the next agent on the same work dir does.
+        expect(victim.leftovers()).toHaveLength(1);
+        successor = await startDestAgent(hosts!, { workDir });
+        expect(successor.leftovers()).toEqual([]);
+        // Last: the exit code says whether the source runs (1) or must be looked at (3).
+        expect(r.error!.sourceState, describeResult(r)).toBe('running');
+        expect(r.exitCode, describeResult(r)).toBe(1);
       } finally {
         await victim.stop();
+        await successor?.stop();
+        rmSync(workDir, { recursive: true, force: true });
       }
     }, 90_000);
 

@@ -12,7 +12,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { SerializedFerryError } from '../../shared/errors/ferry-error.js';
@@ -228,7 +228,8 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
   const started = Date.now();
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...opts.env },
+    // The CLI is silent by default; its log (on stderr) is what explains a failed expectation.
+    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: FerryLine[] = [];
@@ -488,15 +489,16 @@ export function nsInode(path: string): number {
   return statSync(path).ino;
 }
 
-/** Host pids of live (non-zombie) processes whose argv contains `flag value` as two consecutive words. */
-export function pidsWithArgs(flag: string, value: string): number[] {
+/** Host pids of live (non-zombie) processes running `program` (the basename of argv[0]) whose argv contains
+ * `flag value` as two consecutive words. The program matters: a launcher (unshare, nsenter) carries the same words. */
+export function pidsWithArgs(program: string, flag: string, value: string): number[] {
   const found: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
       const i = argv.indexOf(flag);
-      if (i >= 0 && argv[i + 1] === value) found.push(Number(entry));
+      if (basename(argv[0] ?? '') === program && i >= 0 && argv[i + 1] === value) found.push(Number(entry));
     } catch {
       /* gone meanwhile */
     }
@@ -505,10 +507,10 @@ export function pidsWithArgs(flag: string, value: string): number[] {
 }
 
 /** Polls until cond() holds; throws naming `what` after timeoutMs. */
-export async function eventually(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function eventually(cond: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
 }

@@ -203,10 +203,8 @@ describe('FerryError over gRPC', () => {
     expect(got.detail).toBeUndefined();
   });
 
-  // Bug: fromServiceError (shared/errors/grpc-status.ts) rebuilds the error without `sourceState` (and without
-  // `rollbackErrors`), although the trailer carries both. `ferry migrate --via` then exits 1 ("the source
-  // runs") for a failure whose rollback failed (sourceState unknown, exit 3). Flip to `it` once fixed.
-  it.fails('keeps the state of the task on the source (known bug: dropped by fromServiceError)', () => {
+  // `ferry migrate --via` depends on this: a failure whose rollback failed must still exit 3 ("act now").
+  it('keeps the state of the task on the source and the rollback errors', () => {
     const sent = new FerryError('CRIU_RESTORE_FAILED', { phase: 'restore', side: 'source', sourceState: 'unknown' });
     sent.rollbackErrors.push(new Error('thaw failed'));
     const got = roundTrip(sent);

@@ -85,7 +85,6 @@ describe('addresses', () => {
   it.each([
     { text: '127.0.0.1:7070', host: '127.0.0.1', port: 7070, back: '127.0.0.1:7070' },
     { text: 'dest.example:1', host: 'dest.example', port: 1, back: 'dest.example:1' },
-    { text: 'localhost:0', host: 'localhost', port: 0, back: 'localhost:0' },
     { text: '[::1]:7070', host: '::1', port: 7070, back: '[::1]:7070' },
     { text: '[fd00::2]:65535', host: 'fd00::2', port: 65535, back: '[fd00::2]:65535' },
     { text: '[::ffff:10.0.0.2]:80', host: '::ffff:10.0.0.2', port: 80, back: '[::ffff:10.0.0.2]:80' },
@@ -94,7 +93,12 @@ describe('addresses', () => {
     expect(formatHostPort({ host, port })).toBe(back);
   });
 
-  it.each(['', '7070', ':7070', 'host', 'host:', 'host:port', 'host:65536', 'host:-1', '::1:7070', '[::1]', '[::1]7070', '[zz::1]:80', 'a b:80', 'host:70 70', ' host:80'])(
+  it('takes port 0 only for a listen address', () => {
+    expect(parseHostPort('localhost:0', '--listen address', { allowPortZero: true })).toEqual({ host: 'localhost', port: 0 });
+    expectFerryError(() => parseHostPort('localhost:0', '--to address'), 'BAD_ADDRESS');
+  });
+
+  it.each(['[.]:80', '[:]:80', 'a/b@c:80', '', '7070', ':7070', 'host', 'host:', 'host:port', 'host:65536', 'host:-1', '::1:7070', '[::1]', '[::1]7070', '[zz::1]:80', 'a b:80', 'host:70 70', ' host:80'])(
     'refuses %j with BAD_ADDRESS',
     (text) => {
       const e = expectFerryError(() => parseHostPort(text, '--to address'), 'BAD_ADDRESS');
