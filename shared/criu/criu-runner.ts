@@ -6,9 +6,9 @@
  * Restore runs under a timeout because a short pages image makes CRIU's restorer spin for ever without a log
  * line; on timeout or abort, criu and every process it created are killed before the call returns.
  *
- * A dump cannot be cancelled cleanly: criu 4.2.1 ignores SIGINT during a dump (it finishes and exits 0),
- * and a SIGKILL while its parasite is in the task leaves the task running its own code but with two extra
- * mappings (the parasite's) and possibly a criu helper child behind (measured here). So an aborted or
+ * A dump cannot be cancelled cleanly: criu 4.2.1 does not stop a dump on SIGINT (3 of 3 tries here finished
+ * and exited 0), and a SIGKILL while its parasite is in the task leaves the task running its own code but with
+ * two extra mappings (the parasite's) and possibly a criu helper child behind (measured here). So an aborted or
  * timed-out dump kills criu and its descendants like a restore, and the caller resumes the tree (SIGCONT
  * to its process group) as after any failed dump: depending on when criu died the tree is running or stopped.
  */
@@ -17,7 +17,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
+import { asFerryError, FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
 import type { ErrorKey } from '../errors/codes.js';
 
 /** Error lines CRIU prints on successful runs too; they are never quoted. */
@@ -102,8 +102,10 @@ export function criuRestoreArgs(o: CriuRestoreOptions): string[] {
 export async function criuDump(o: CriuDumpOptions): Promise<CriuDumpResult> {
   const args = criuDumpArgs(o);
   const logFile = resolve(o.logFile);
-  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal });
   const init: FerryErrorInit = { phase: 'freeze', side: 'source' };
+  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal }).catch((e: unknown) => {
+    throw asFerryError(e, 'CRIU_DUMP_FAILED', init);
+  });
   if (run.outcome === 'aborted') throw abortError(o.signal, init, 'criu dump');
   if (run.outcome === 'timeout' || run.code !== 0) {
     throw await criuFailure('CRIU_DUMP_FAILED', 'criu dump', run, logFile, init);
@@ -118,10 +120,10 @@ export async function criuDump(o: CriuDumpOptions): Promise<CriuDumpResult> {
 }
 
 /**
- * Restores the images in `imagesDir`, detached, and returns the restored root's host pid (read from the
- * pid file). Throws
- * CRIU_RESTORE_FAILED on failure and CRIU_RESTORE_TIMEOUT after `timeoutMs` (phase restore, side dest);
- * in both the timeout and the abort case every process criu created has been killed.
+ * Restores the images in `imagesDir`, detached, and returns the restored root's host pid (from the pid file);
+ * with `leaveStopped` (the default) the whole tree is stopped when this returns. Throws CRIU_RESTORE_FAILED on
+ * failure and CRIU_RESTORE_TIMEOUT after `timeoutMs` (phase restore, side dest); after a timeout or an abort
+ * every process criu created has been killed.
  */
 export async function criuRestore(o: CriuRestoreOptions): Promise<number> {
   const args = criuRestoreArgs(o);
@@ -129,7 +131,9 @@ export async function criuRestore(o: CriuRestoreOptions): Promise<number> {
   const pidFile = resolve(o.pidFile);
   const init: FerryErrorInit = { phase: 'restore', side: 'dest' };
   await rm(pidFile, { force: true });
-  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal, alsoKill: () => readPidFile(pidFile) });
+  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal, alsoKill: () => readPidFile(pidFile) }).catch((e: unknown) => {
+    throw asFerryError(e, 'CRIU_RESTORE_FAILED', init);
+  });
   if (run.outcome === 'aborted') throw abortError(o.signal, init, 'criu restore');
   if (run.outcome === 'timeout') {
     const lines = await readCriuLogErrors(logFile).catch(() => []);

@@ -1,9 +1,11 @@
-/** Quoting CRIU's log in errors, and the command lines the runner builds. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+/** Quoting CRIU's log in errors, the command lines the runner builds, and finding the criu binary. */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { criuDumpArgs, criuLogErrors, criuRestoreArgs, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-runner.js';
+import { criuDump, criuDumpArgs, criuLogErrors, criuRestore, criuRestoreArgs, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-runner.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { findRepoRoot, parseCriuVersion, probeCriu, versionAtLeast } from '../../shared/criu/criu-binary.js';
 
 // Lines from real CRIU 4.2.1 logs on this project's test host (a dump whose ns init's session leader is
 // outside its pid namespace, -v4), cut down.
@@ -101,5 +103,63 @@ describe('criu command lines', () => {
     expect(args[0]).toBe('restore');
     expect(args).toEqual(expect.arrayContaining(['-d', '--leave-stopped', '-v3', '-D', '/i', '-o', '/i/restore.log']));
     expect(args[args.indexOf('--pidfile') + 1]).toBe(join(process.cwd(), 'p.pid'));
+  });
+});
+
+describe('criu runner without criu', () => {
+  it('a criu binary that cannot be started is CRIU_DUMP_FAILED / CRIU_RESTORE_FAILED, not a bare error', async () => {
+    const missing = '/nonexistent/criu';
+    await expect(criuDump({ criu: missing, pid: 4242, imagesDir: '/tmp', logFile: '/tmp/x.log' })).rejects.toSatisfy(
+      (e: unknown) => e instanceof FerryError && e.key === 'CRIU_DUMP_FAILED' && /cannot run \/nonexistent\/criu/.test(e.detail ?? ''),
+    );
+    const pidFile = join(mkdtempSync(join(tmpdir(), 'ferry-criu-pid-')), 'r.pid');
+    await expect(criuRestore({ criu: missing, imagesDir: '/tmp', logFile: '/tmp/x.log', pidFile, timeoutMs: 1000 })).rejects.toSatisfy(
+      (e: unknown) => e instanceof FerryError && e.key === 'CRIU_RESTORE_FAILED',
+    );
+    rmSync(dirname(pidFile), { recursive: true });
+  });
+
+  it('an already aborted signal never starts criu: CANCELLED, or the FerryError that aborted it', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await expect(criuDump({ criu: '/nonexistent/criu', pid: 4242, imagesDir: '/tmp', logFile: '/tmp/x.log', signal: ac.signal })).rejects.toSatisfy(
+      (e: unknown) => e instanceof FerryError && e.key === 'CANCELLED',
+    );
+    const lease = new AbortController();
+    const why = new FerryError('FREEZE_LEASE_EXPIRED');
+    lease.abort(why);
+    await expect(criuDump({ criu: '/nonexistent/criu', pid: 4242, imagesDir: '/tmp', logFile: '/tmp/x.log', signal: lease.signal })).rejects.toBe(why);
+  });
+});
+
+describe('criu binary', () => {
+  it('parses `criu --version`', () => {
+    expect(parseCriuVersion('Version: 4.2.1\n')).toEqual({ major: 4, minor: 2, patch: 1, text: '4.2.1' });
+    expect(parseCriuVersion('Version: 4.2\nGitID: v4.2-12-gabc\n')).toEqual({ major: 4, minor: 2, patch: 0, text: '4.2' });
+    expect(parseCriuVersion('criu: command not found')).toBeUndefined();
+    expect(versionAtLeast(parseCriuVersion('Version: 4.1.1')!, { major: 4, minor: 2 })).toBe(false);
+    expect(versionAtLeast(parseCriuVersion('Version: 5.0')!, { major: 4, minor: 2 })).toBe(true);
+  });
+
+  it('finds the repository root from this file and from a nested directory', () => {
+    const root = findRepoRoot();
+    expect(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))).toMatchObject({ name: 'ferry' });
+    expect(findRepoRoot(join(root, 'dist', 'shared', 'criu'))).toBe(root);
+  });
+
+  it('probe never throws: a criu that does not run, and a bad FERRY_CRIU, are reasons', async () => {
+    const bad = await probeCriu({ criu: '/nonexistent/criu' });
+    expect(bad).toMatchObject({ ok: false });
+    if (!bad.ok) expect(bad.reason).toMatch(/\/nonexistent\/criu does not run/);
+    const saved = process.env.FERRY_CRIU;
+    process.env.FERRY_CRIU = '/bin/false';
+    try {
+      const viaEnv = await probeCriu();
+      expect(viaEnv).toMatchObject({ ok: false });
+      if (!viaEnv.ok) expect(viaEnv.reason).toMatch(/FERRY_CRIU=\/bin\/false is not a working criu/);
+    } finally {
+      if (saved === undefined) delete process.env.FERRY_CRIU;
+      else process.env.FERRY_CRIU = saved;
+    }
   });
 });
