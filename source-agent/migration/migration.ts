@@ -108,7 +108,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     await mkdir(logsDir, { recursive: true });
     frozenAt = performance.now();
     sourceState = 'frozen';
-    await host.dump({ pid: target.rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), signal: deps.signal });
+    await host.dump({ pid: target.rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), timeoutMs: opts.freezeTimeoutMs });
     const phases: PhaseTimes = { dumpMs: performance.now() - frozenAt };
 
     enter('final-delta');

@@ -39,8 +39,11 @@ export interface SourceHost {
   requireCriu(): Promise<string>;
   createTracker(): DirtyTracker;
   armFreezeLease(deadlineMs: number, pgid: number, pids: number[]): FreezeLeasePort;
-  /** criu dump --leave-stopped of the tree into imagesDir. */
-  dump(o: { pid: number; imagesDir: string; logFile: string; signal: AbortSignal }): Promise<void>;
+  /**
+   * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
+   * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
+   */
+  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number }): Promise<void>;
   signalTree(rootPid: number, signal: TreeSignal): void;
 }
 
@@ -80,7 +83,7 @@ export const realSourceHost: SourceHost = {
   createTracker: () => new HashTracker(PAGE_SIZE),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
-    await criuDump({ criu: await requireCriu('source'), pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, signal: o.signal });
+    await criuDump({ criu: await requireCriu('source'), pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs });
   },
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);
