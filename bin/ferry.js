@@ -2,4 +2,6 @@
 // The installed entry point: runs the compiled CLI (npm run build writes dist/).
 import { main } from '../dist/cli/main.js';
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// Exit as soon as the command is done: a gRPC channel may otherwise linger until its keepalive fires.
+process.stdout.write('', () => process.exit(code));

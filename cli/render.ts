@@ -16,7 +16,8 @@ export function describeEvent(e: MigrationEvent): string | undefined {
       const r = e.round;
       return (
         `round ${r.round}: ${r.dirtyPages} dirty of ${r.presentPages} present pages, ${fmtBytes(r.bytesSent)} in ${fmtMs(r.durationMs)}` +
-        ` (${fmtBytes(e.rateBytesPerSecond)}/s); total ${fmtBytes(e.bytesSent)}`
+        ` (${fmtBytes(e.rateBytesPerSecond)}/s); total ${fmtBytes(e.bytesSent)}` +
+        (r.throttlePercent > 0 ? `; task throttled to ${100 - r.throttlePercent} %` : '')
       );
     }
     case 'decision':
@@ -36,6 +37,7 @@ export function formatSummary(s: MigrationSummary): string {
     `  pages       ${s.presentPages} present at round 0, ${s.pagesSent} sent (${s.finalDeltaPages} in the final delta of ${s.dumpPages} dumped)`,
     `  bytes       ${fmtBytes(s.pageBytesSent)} of pages + ${fmtBytes(s.imageBytesSent)} of images`,
     `  total time  ${fmtMs(s.totalMs)}`,
+    ...(s.throttle ? [`  throttle    up to ${s.throttle.maxPercent} % of the task's CPU taken (${s.throttle.method}), released at the freeze`] : []),
     `  downtime    ${fmtMs(s.downtimeMs)} (dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,
   ].join('\n');
 }

@@ -129,12 +129,14 @@ export class DestService {
       const seq = BigInt(raw.seq);
       if (seq <= lastSeq) throw new FerryError('PAGE_INTEGRITY', { side: 'dest', detail: `batch ${seq} after ${lastSeq}` });
       lastSeq = seq;
+      const t0 = process.hrtime.bigint();
       const batch = decodePages(raw, s.pageSize);
       const store = await s.store(raw.task);
       await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch);
       this.opts.metrics.pagesReceived.inc(batch.count);
       this.opts.metrics.bytesReceived.inc(batch.data.length);
-      if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length) })) {
+      const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
+      if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length), storeUs })) {
         await new Promise((resolve) => call.once('drain', resolve));
       }
     }

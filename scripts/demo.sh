@@ -49,7 +49,8 @@ in_src() { nsenter --net=/run/netns/$SRC "$@"; }
 in_dst() { nsenter --net=/run/netns/$DST "$@"; }
 
 echo "== dest agent on 10.77.250.2:7070 (host B)"
-in_dst node bin/ferry.js dest-agent --listen 10.77.250.2:7070 --insecure-listen 10.77.250.2 \
+# nsenter execs node, so $! is the agent itself (a shell function in the background would be a subshell).
+nsenter --net=/run/netns/$DST node bin/ferry.js dest-agent --listen 10.77.250.2:7070 --insecure-listen 10.77.250.2 \
   --work-dir "$STATE/dest" --metrics 10.77.250.2:9470 >"$STATE/dest.out" 2>"$STATE/dest.log" &
 DEST_PID=$!
 for _ in $(seq 100); do grep -q listening "$STATE/dest.out" 2>/dev/null && break; sleep 0.1; done

@@ -8,6 +8,7 @@ import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
 import type { DestClient } from './dest-client.js';
+import type { TokenBucket } from './token-bucket.js';
 
 export interface OutgoingPages {
   count: number;
@@ -22,6 +23,8 @@ export interface PageSenderOptions {
   epoch: string;
   windowBytes: number;
   signal: AbortSignal;
+  /** Caps pre-copy traffic only: the final delta, sent while the task is frozen, goes at full speed. */
+  bandwidth?: TokenBucket | undefined;
 }
 
 export class PageSender {
@@ -36,6 +39,9 @@ export class PageSender {
   /** Cumulative figures for metrics and the summary. */
   bytesSent = 0;
   pagesSent = 0;
+  /** What storing cost the dest, from its acks (the cost model's store rate). */
+  storedBytes = 0;
+  storeMicros = 0;
   phase: Phase = 'precopy';
 
   constructor(
@@ -45,6 +51,8 @@ export class PageSender {
     this.call = (client.raw.StreamPages as () => grpc.ClientDuplexStream<m.PageBatch, m.PageAck>)();
     this.call.on('data', (ack: m.PageAck) => {
       this.inflightBytes -= Number(ack.bytes) + ack.pages * 25;
+      this.storedBytes += Number(ack.bytes);
+      this.storeMicros += Number(ack.storeUs);
       this.unacked--;
       this.poke();
     });
@@ -95,6 +103,7 @@ export class PageSender {
     if (pages.count === 0) return;
     if (this.failure) throw this.failure;
     const cost = pages.data.length + pages.count * 25;
+    if (this.opts.bandwidth && this.phase === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
     await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
     this.seq++;
     this.inflightBytes += cost;

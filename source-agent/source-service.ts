@@ -47,6 +47,9 @@ export class SourceService {
       maxDowntimeMs: r.maxDowntimeMs || undefined,
       freezeTimeoutMs: r.freezeTimeoutMs || undefined,
       restoreTimeoutMs: r.restoreTimeoutMs || undefined,
+      bandwidthBytesPerSecond: r.bandwidthBytesPerSecond || undefined,
+      onNoConverge: (r.onNoConverge || undefined) as 'freeze' | 'throttle' | 'abort' | undefined,
+      noPrecopy: r.noPrecopy,
     });
     const controller = new AbortController();
     this.running.add(controller);

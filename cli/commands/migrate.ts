@@ -8,7 +8,7 @@ import { formatHostPort, parseHostPort } from '../../shared/transport/address.js
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/migration.js';
 import { compileMigrateOptions, type CompiledMigrateOptions } from '../../source-agent/migration/options.js';
-import { intFlag, msFlag, parse } from '../args.js';
+import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { ProgressView, formatSummary } from '../render.js';
 
@@ -24,6 +24,10 @@ Options:
   --max-downtime DUR      downtime budget that decides the freeze (default 300ms)
   --freeze-timeout DUR    the source thaws the task on its own after this long frozen (default 120s)
   --restore-timeout DUR   criu restore on the dest must finish within this (default 120s)
+  --bandwidth RATE        cap pre-copy traffic, e.g. 200mbit or 25MiB (the final delta is never capped)
+  --on-no-converge ACTION when pre-copy does not converge: throttle (default: take CPU from the task,
+                          20 % then +10 % per round), freeze (freeze anyway) or abort (leave it running)
+  --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --via HOST:PORT         run the migration in a source agent daemon instead of in this process
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
@@ -42,6 +46,9 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'restore-timeout': { type: 'string' },
       via: { type: 'string' },
       json: { type: 'boolean' },
+      bandwidth: { type: 'string' },
+      'on-no-converge': { type: 'string' },
+      'no-precopy': { type: 'boolean' },
     },
     true,
   );
@@ -60,6 +67,9 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     maxDowntimeMs: msFlag('max-downtime', values['max-downtime']),
     freezeTimeoutMs: msFlag('freeze-timeout', values['freeze-timeout']),
     restoreTimeoutMs: msFlag('restore-timeout', values['restore-timeout']),
+    bandwidthBytesPerSecond: rateFlag('bandwidth', values.bandwidth),
+    onNoConverge: values['on-no-converge'] as CompiledMigrateOptions['onNoConverge'] | undefined,
+    noPrecopy: values['no-precopy'],
   });
   const view = new ProgressView(process.stdout, values.json ?? false);
   const summary = values.via ? await migrateVia(formatHostPort(parseHostPort(values.via, '--via address')), opts, view) : await migrateHere(opts, view);
@@ -97,6 +107,9 @@ async function migrateVia(address: string, opts: CompiledMigrateOptions, view: P
       maxDowntimeMs: opts.maxDowntimeMs,
       freezeTimeoutMs: opts.freezeTimeoutMs,
       restoreTimeoutMs: opts.restoreTimeoutMs,
+      bandwidthBytesPerSecond: opts.bandwidthBytesPerSecond ?? 0,
+      onNoConverge: opts.onNoConverge,
+      noPrecopy: opts.noPrecopy,
     });
     let summary: MigrationSummary | undefined;
     try {

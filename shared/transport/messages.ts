@@ -53,6 +53,7 @@ export interface PageAck {
   seq: U64;
   pages: number;
   bytes: U64;
+  storeUs: U64;
 }
 
 export interface ImageChunk {
@@ -125,6 +126,9 @@ export interface MigrateRequest {
   maxDowntimeMs: number;
   freezeTimeoutMs: number;
   restoreTimeoutMs: number;
+  bandwidthBytesPerSecond: number;
+  onNoConverge: string;
+  noPrecopy: boolean;
 }
 
 export type ProtoPhase =

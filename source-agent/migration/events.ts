@@ -22,6 +22,10 @@ export interface RoundSummary {
   zeroPages: number;
   bytesSent: number;
   durationMs: number;
+  /** The part of the round spent sending, not reading (the policy's transfer-rate samples). */
+  transferMs: number;
+  /** Share of the task's CPU taken away by auto-converge during this round. */
+  throttlePercent: number;
 }
 
 export interface MigrationSummary {
@@ -44,13 +48,25 @@ export interface MigrationSummary {
   downtimeMs: number;
   phases: PhaseTimes;
   restoredPid: number;
+  /** Auto-converge, when it throttled the task: how, and how hard at most. */
+  throttle: { method: string; maxPercent: number } | undefined;
 }
 
 export type MigrationEvent =
   | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string }
   | { kind: 'phase'; phase: Phase }
   | { kind: 'round'; round: RoundSummary; pagesSent: number; bytesSent: number; rateBytesPerSecond: number }
-  | { kind: 'decision'; action: 'continue' | 'freeze'; rule: string; message: string }
+  | {
+      kind: 'decision';
+      action: 'continue' | 'freeze' | 'throttle' | 'abort';
+      rule: string;
+      message: string;
+      expectedDowntimeMs: number | undefined;
+      dirtyRateBytesPerSecond: number | undefined;
+      transferRateBytesPerSecond: number | undefined;
+      fixedCostMs: number;
+      throttlePercent: number;
+    }
   | { kind: 'done'; summary: MigrationSummary }
   | { kind: 'failed'; error: SerializedFerryError };
 

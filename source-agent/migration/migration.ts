@@ -16,7 +16,9 @@ import { injectFault, type FaultPoint } from '../../shared/fault-injection.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { Phase, SourceState } from '../../shared/phases.js';
-import { decideAfterRound, transferRate, type RoundRecord } from '../../shared/policy/convergence.js';
+import { DEFAULT_THROTTLE, decideAfterRound, transferRate, type ConvergencePolicy, type RoundRecord } from '../../shared/policy/convergence.js';
+import { fixedCost, loadCostSamples, recordCostSample } from '../cost-model.js';
+import { TokenBucket } from '../token-bucket.js';
 import type { DirtyTracker, TrackedTask } from '../trackers/tracker.js';
 import type { EventSink, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
 import { sendFinalDelta } from './final-delta.js';
@@ -24,7 +26,7 @@ import type { TargetTree } from './inspect-target.js';
 import { checkPeers } from './check-peers.js';
 import type { CompiledMigrateOptions } from './options.js';
 import { RollbackStack } from './rollback-stack.js';
-import { realPorts, type DestPort, type MigrationPorts, type PageStream, type SourceHost } from './ports.js';
+import { realPorts, type DestPort, type MigrationPorts, type PageStream, type SourceHost, type ThrottlePort } from './ports.js';
 import type { SourceMetrics } from '../source-metrics.js';
 
 export interface MigrationDeps {
@@ -82,15 +84,29 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     };
     await client.prepare(prepareRequest, deps.signal);
     const c = client;
-    rollback.push('abort the dest session', async () => {
-      await c.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${phase}` });
+    // A dest that is gone cannot be told; its commit lease and its start-up cleanup remove the session.
+    rollback.push(
+      'abort the dest session',
+      async () => {
+        await c.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${phase}` });
+      },
+      'dest',
+    );
+    const sender = client.openPageStream({
+      migrationId,
+      epoch: EPOCH,
+      windowBytes: opts.windowBytes,
+      signal: deps.signal,
+      bandwidth: opts.bandwidthBytesPerSecond ? new TokenBucket(opts.bandwidthBytesPerSecond) : undefined,
     });
-    const sender = client.openPageStream({ migrationId, epoch: EPOCH, windowBytes: opts.windowBytes, signal: deps.signal });
-    rollback.push('drop the page stream', () => sender.cancel());
+    rollback.push('drop the page stream', () => sender.cancel(), 'dest');
 
     enter('precopy');
     const held = new Map<number, PageHashIndex>();
-    const { rounds, decision } = await precopy(host, target, tracker, held, sender, opts, deps);
+    const precopied = opts.noPrecopy
+      ? { rounds: [], decision: 'pre-copy off (stop-and-copy): freezing at once', throttle: undefined }
+      : await precopy(host, { target, dest: opts.to }, tracker, held, sender, opts, deps);
+    const { rounds, decision } = precopied;
 
     enter('freeze');
     sender.phase = 'freeze';
@@ -170,7 +186,9 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       downtimeMs,
       phases,
       restoredPid: committed.restoredPid,
+      throttle: precopied.throttle,
     };
+    await recordFixedCost(opts.to, summary, rounds, delta.sentBytes, log);
     deps.metrics?.recordSuccess(summary);
     log.info('migrated', { ...summary, rounds: rounds.length });
     deps.emit({ kind: 'done', summary });
@@ -184,7 +202,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     first.side ??= 'source';
     const errors = await rollback.run();
     first.rollbackErrors.push(...errors);
-    first.sourceState = errors.length > 0 ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : sourceState;
+    // Only a failed step on this side (the thaw) leaves the task's state unknown.
+    first.sourceState = errors.some((x) => x.side === 'source') ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : sourceState;
     log.error('migration failed', { phase, err: first, rollbackErrors: errors.map((x) => x.message), sourceState: first.sourceState });
     deps.metrics?.recordFailure(phase);
     deps.emit({ kind: 'failed', error: first.toJSON() });
@@ -199,34 +218,111 @@ function estimateBytes(target: TargetTree): number {
   return target.residentBytes;
 }
 
+/** Teaches the cost model: this freeze's cost without the transfer of the final delta's pages. */
+async function recordFixedCost(dest: string, s: MigrationSummary, rounds: RoundSummary[], deltaBytes: number, log: Logger): Promise<void> {
+  const rate = transferRate(rounds.map((r) => ({ ...r, transferMs: r.transferMs })));
+  const transferMs = rate ? (deltaBytes * 1000) / rate : 0;
+  try {
+    await recordCostSample(dest, { residentBytes: s.dumpPages * 4096, fixedMs: Math.max(0, s.downtimeMs - transferMs), at: new Date().toISOString() });
+  } catch (e) {
+    log.warn('could not record the cost model sample', { err: e }); // the migration itself succeeded
+  }
+}
+
+interface PrecopyResult {
+  rounds: RoundSummary[];
+  decision: string;
+  throttle: { method: string; maxPercent: number } | undefined;
+}
+
+/**
+ * precopy: rounds while the task runs, until the policy says freeze (or abort). Auto-converge throttling
+ * starts here and is always released before this returns or throws: the freeze must find the task unthrottled.
+ */
 async function precopy(
   host: SourceHost,
-  target: TargetTree,
+  migration: { target: TargetTree; dest: string },
   tracker: DirtyTracker,
   held: Map<number, PageHashIndex>,
   sender: PageStream,
   opts: CompiledMigrateOptions,
   deps: MigrationDeps,
-): Promise<{ rounds: RoundSummary[]; decision: string }> {
+): Promise<PrecopyResult> {
   const history: RoundRecord[] = [];
   const rounds: RoundSummary[] = [];
-  for (let round = 0; ; round++) {
-    deps.signal.throwIfAborted();
-    const tasks: TrackedTask[] = host.tree(target.rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
-    if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
-    const t0 = performance.now();
-    const stats = await tracker.round(tasks, round, held, (task, pages) => sender.send(task, round, pages), deps.signal);
-    await sender.flush(); // the round ends when the dest holds it: its time includes the transfer
-    const durationMs = performance.now() - t0;
-    const summary: RoundSummary = { round, presentPages: stats.presentPages, dirtyPages: stats.dirtyPages, zeroPages: stats.zeroPages, bytesSent: stats.bytesSent, durationMs };
-    rounds.push(summary);
-    history.push({ round, dirtyPages: stats.dirtyPages, bytesSent: stats.bytesSent, durationMs });
-    deps.metrics?.recordRound(summary);
-    deps.emit({ kind: 'round', round: summary, pagesSent: sender.pagesSent, bytesSent: sender.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
-    const decision = decideAfterRound(history, { maxRounds: opts.maxRounds, maxDowntimeMs: opts.maxDowntimeMs, floorPages: opts.floorPages, pageSize: host.pageSize });
-    deps.emit({ kind: 'decision', action: decision.action, rule: decision.rule, message: decision.reason });
-    deps.log.info('round done', { round, ...stats, durationMs: Math.round(durationMs), decision: decision.reason });
-    if (decision.action === 'freeze') return { rounds, decision: decision.reason };
+  const samples = await loadCostSamples(migration.dest);
+  const policy: ConvergencePolicy = {
+    maxRounds: opts.maxRounds,
+    maxDowntimeMs: opts.maxDowntimeMs,
+    floorPages: opts.floorPages,
+    pageSize: host.pageSize,
+    onNoConverge: opts.onNoConverge,
+    ...DEFAULT_THROTTLE,
+  };
+  let throttle: ThrottlePort | undefined;
+  let maxThrottle = 0;
+  let readMs = 0;
+  let readBytes = 0;
+  try {
+    for (let round = 0; ; round++) {
+      deps.signal.throwIfAborted();
+      const tasks: TrackedTask[] = host.tree(migration.target.rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
+      if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
+      const t0 = performance.now();
+      const stats = await tracker.round(tasks, round, held, (task, pages) => sender.send(task, round, pages), deps.signal);
+      await sender.flush(); // the round ends when the dest holds it: its time includes the transfer
+      const durationMs = performance.now() - t0;
+      readMs += stats.readMs;
+      readBytes += stats.bytesRead;
+      const summary: RoundSummary = {
+        round,
+        presentPages: stats.presentPages,
+        dirtyPages: stats.dirtyPages,
+        zeroPages: stats.zeroPages,
+        bytesSent: stats.bytesSent,
+        durationMs,
+        transferMs: Math.max(1, durationMs - stats.readMs),
+        throttlePercent: throttle?.percent ?? 0,
+      };
+      rounds.push(summary);
+      history.push(summary);
+      deps.metrics?.recordRound(summary);
+      deps.emit({ kind: 'round', round: summary, pagesSent: sender.pagesSent, bytesSent: sender.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
+
+      const residentBytes = stats.presentPages * host.pageSize;
+      const cost = fixedCost(samples, residentBytes, {
+        readBytesPerSecond: readMs > 0 ? (readBytes * 1000) / readMs : undefined,
+        storeBytesPerSecond: sender.storeMicros > 0 ? (sender.storedBytes * 1e6) / sender.storeMicros : undefined,
+      });
+      const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0 }, policy);
+      deps.emit({
+        kind: 'decision',
+        action: decision.action,
+        rule: decision.rule,
+        message: decision.reason,
+        expectedDowntimeMs: decision.expectedDowntimeMs,
+        dirtyRateBytesPerSecond: decision.dirtyRateBytesPerSecond,
+        transferRateBytesPerSecond: decision.transferRateBytesPerSecond,
+        fixedCostMs: cost.ms,
+        throttlePercent: decision.throttlePercent,
+      });
+      deps.log.info('round done', { round, ...stats, durationMs: Math.round(durationMs), decision: decision.reason });
+      switch (decision.action) {
+        case 'continue':
+          break;
+        case 'throttle':
+          throttle ??= await host.createThrottle(migration.target.rootPid);
+          await throttle.set(decision.throttlePercent);
+          maxThrottle = Math.max(maxThrottle, decision.throttlePercent);
+          break;
+        case 'abort':
+          throw new FerryError('PRECOPY_NOT_CONVERGING', { phase: 'precopy', side: 'source', sourceState: 'running', detail: decision.reason });
+        case 'freeze':
+          return { rounds, decision: decision.reason, throttle: throttle ? { method: throttle.method, maxPercent: maxThrottle } : undefined };
+      }
+    }
+  } finally {
+    await throttle?.release();
   }
 }
 

@@ -1,6 +1,7 @@
 /** User options of a migration and their compiled (validated, defaulted) form, used by everything inside. */
 import { tmpdir } from 'node:os';
 import { FerryError } from '../../shared/errors/ferry-error.js';
+import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 
 export interface MigrateOptions {
@@ -19,6 +20,11 @@ export interface MigrateOptions {
   /** Where the final dump's images go (tmpfs keeps the freeze short). */
   imagesRoot?: string | undefined;
   connectTimeoutMs?: number | undefined;
+  /** Cap on pre-copy traffic, bytes per second; undefined = no cap. */
+  bandwidthBytesPerSecond?: number | undefined;
+  onNoConverge?: NoConvergeAction | undefined;
+  /** Stop-and-copy: no pre-copy rounds, the final delta carries every page. */
+  noPrecopy?: boolean | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -32,6 +38,9 @@ export interface CompiledMigrateOptions {
   windowBytes: number;
   imagesRoot: string;
   connectTimeoutMs: number;
+  bandwidthBytesPerSecond: number | undefined;
+  onNoConverge: NoConvergeAction;
+  noPrecopy: boolean;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -57,9 +66,25 @@ export function compileMigrateOptions(o: MigrateOptions): CompiledMigrateOptions
     windowBytes: positiveInt('window bytes', o.windowBytes, 16 * 1024 * 1024, 1 << 30),
     imagesRoot: o.imagesRoot ?? defaultImagesRoot(),
     connectTimeoutMs: positiveInt('connect timeout', o.connectTimeoutMs, 5_000, 600_000),
+    bandwidthBytesPerSecond: bandwidth(o.bandwidthBytesPerSecond),
+    onNoConverge: noConvergeAction(o.onNoConverge),
+    noPrecopy: o.noPrecopy ?? false,
   };
 }
 
 function defaultImagesRoot(): string {
   return process.env.FERRY_IMAGES_DIR ?? (process.platform === 'linux' ? '/dev/shm/ferry' : tmpdir());
+}
+
+/** At least 1 MB/s: below that a migration of any real task would take hours. */
+function bandwidth(v: number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isFinite(v) || v < 1e6) throw new FerryError('BAD_ARGUMENT', { message: `--bandwidth must be at least 1 MB/s (got ${v} bytes/s)` });
+  return v;
+}
+
+function noConvergeAction(v: string | undefined): NoConvergeAction {
+  if (v === undefined) return 'throttle';
+  if (v === 'freeze' || v === 'throttle' || v === 'abort') return v;
+  throw new FerryError('BAD_ARGUMENT', { message: `--on-no-converge must be freeze, throttle or abort (got "${v}")` });
 }

@@ -15,6 +15,7 @@ import { FreezeLease } from '../freeze-lease.js';
 import { PageSender, type OutgoingPages, type PageSenderOptions } from '../page-sender.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker } from '../trackers/tracker.js';
+import { createTaskThrottle } from '../throttle/task-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
 import { uploadImages } from './upload-images.js';
 import type { Phase } from '../../shared/phases.js';
@@ -27,6 +28,14 @@ export interface TreeMember {
 
 export interface FreezeLeasePort {
   disarm(): Promise<void>;
+  release(): Promise<void>;
+}
+
+export interface ThrottlePort {
+  readonly method: string;
+  readonly percent: number;
+  set(percent: number): Promise<void>;
+  /** Back to how the task was; never throws. */
   release(): Promise<void>;
 }
 
@@ -45,12 +54,17 @@ export interface SourceHost {
    */
   dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number }): Promise<void>;
   signalTree(rootPid: number, signal: TreeSignal): void;
+  /** Auto-converge: takes CPU from the tree (its own cgroup when it has one, else SIGSTOP/SIGCONT cycling). */
+  createThrottle(rootPid: number): Promise<ThrottlePort>;
 }
 
 export interface PageStream {
   phase: Phase;
   readonly bytesSent: number;
   readonly pagesSent: number;
+  /** Bytes the dest acknowledged, and the time it spent storing them. */
+  readonly storedBytes: number;
+  readonly storeMicros: number;
   send(task: number, round: number, pages: OutgoingPages): Promise<void>;
   flush(): Promise<void>;
   finish(): Promise<void>;
@@ -88,6 +102,7 @@ export const realSourceHost: SourceHost = {
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);
   },
+  createThrottle: (rootPid) => createTaskThrottle(rootPid),
 };
 
 export async function connectGrpcDest(address: string, timeoutMs: number, signal: AbortSignal): Promise<DestPort> {

@@ -6,13 +6,19 @@
 export interface UndoStep {
   what: string;
   undo: () => Promise<void> | void;
+  /** Where the step acts: a failed source step leaves the task's state unknown, a failed dest step does not. */
+  side: 'source' | 'dest';
+}
+
+export interface RollbackError extends Error {
+  side: 'source' | 'dest';
 }
 
 export class RollbackStack {
   private steps: UndoStep[] = [];
 
-  push(what: string, undo: UndoStep['undo']): void {
-    this.steps.push({ what, undo });
+  push(what: string, undo: UndoStep['undo'], side: UndoStep['side'] = 'source'): void {
+    this.steps.push({ what, undo, side });
   }
 
   /** Removes a step whose effect became permanent (e.g. the freeze once the dest copy runs). */
@@ -24,14 +30,16 @@ export class RollbackStack {
     return this.steps.map((s) => s.what);
   }
 
-  async run(): Promise<Error[]> {
-    const errors: Error[] = [];
+  async run(): Promise<RollbackError[]> {
+    const errors: RollbackError[] = [];
     while (this.steps.length > 0) {
       const step = this.steps.pop()!;
       try {
         await step.undo();
       } catch (e) {
-        errors.push(new Error(`rollback step "${step.what}" failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+        const err = new Error(`rollback step "${step.what}" failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e }) as RollbackError;
+        err.side = step.side;
+        errors.push(err);
       }
     }
     return errors;

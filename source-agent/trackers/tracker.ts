@@ -22,8 +22,9 @@ export interface TrackerRoundStats {
   /** Pages sent this round (new or changed since the dest's copy). */
   dirtyPages: number;
   zeroPages: number;
-  /** Page bytes read from the task (the tracker's own cost). */
+  /** Page bytes read from the task (the tracker's own cost), and the time reading and hashing them took. */
   bytesRead: number;
+  readMs: number;
   /** Page data bytes sent (zero pages travel as flags). */
   bytesSent: number;
   /** Pages that vanished between the scan and the read (unmapped while running: normal). */

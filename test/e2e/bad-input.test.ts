@@ -2,8 +2,9 @@
  * End to end: what `ferry migrate` (and `ferry dest-agent`) refuse, with which code and exit code, and that a
  * refusal touches nothing: the target keeps running (never stopped), the dest opens no session.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRun, hasCommand, isRoot } from '../support/requirements.js';
 import {
@@ -27,6 +28,7 @@ const runnable =
   canRun('e2e refusals', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('tc'), hasCommand('gcc'), hasCommand('unshare'), hasCommand('setsid')) &&
   canRun('e2e refusals (CRIU)', hasCriu());
 
+const execFileAsync = promisify(execFile);
 const NAME = `e2e-bad-${process.pid}`;
 
 function expectRefused(r: FerryResult, code: string, exitCode = 2): void {
@@ -44,8 +46,8 @@ function expectUntouched(pid: number): void {
   expect(readPidState(pid), `pid ${pid}`).toMatch(/^[RSDI]$/);
 }
 
-/** Spawns a helper process; resolves with the pid of the process that ends up running `sleep`. */
 interface Sleeper {
+  /** The process that runs `sleep`: the launcher itself, or its first child. */
   pid: number;
   child: ChildProcess;
 }
@@ -72,6 +74,7 @@ function sessionOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
 }
 
+/** Spawns argv; resolves once `sleep` runs (exec done) in the launcher or, with viaChild, in its first child. */
 async function startSleeper(argv: string[], opts: { detached: boolean; viaChild: boolean }): Promise<Sleeper> {
   const child = spawn(argv[0]!, argv.slice(1), { detached: opts.detached, stdio: 'ignore' });
   child.unref();
@@ -240,6 +243,12 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
         rmSync(workDir, { recursive: true, force: true });
       }
     });
+  });
+
+  it('the src link can be shaped (tbf), inside the src host only', async () => {
+    await hosts!.shape('1gbit');
+    const { stdout } = await execFileAsync('nsenter', [`--net=${hosts!.src.netns}`, 'tc', 'qdisc', 'show', 'dev', hosts!.src.link]);
+    expect(stdout).toMatch(/qdisc tbf .*rate 1Gbit/);
   });
 
   it('after all refusals the workload is intact and no dest holds a session', async () => {

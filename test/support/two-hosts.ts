@@ -55,9 +55,17 @@ export interface TwoHosts {
 
 let created = 0;
 const live = new Set<string>();
+let stateDir: string | undefined;
+
+/** One state dir per test process for the agents' own files, removed at exit. */
+function testStateDir(): string {
+  stateDir ??= makeTempDir('ferry-e2e-statedir-');
+  return stateDir;
+}
 
 // Last resort for a run that ends without its afterAll (an exception in a hook, a worker shut down early).
 process.once('exit', () => {
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   for (const name of live) {
     try {
       execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
@@ -185,7 +193,7 @@ export interface FerryRunOptions {
   host?: Host;
   /** Added to (and overriding) this process's environment. */
   env?: Record<string, string>;
-  /** SIGTERM (ferry rolls back) after this long, SIGKILL 10 s later. Default 60 s. */
+  /** SIGTERM (ferry rolls back) after this long, SIGKILL 10 s later. Default 60 s; 0 = no limit. */
   timeoutMs?: number;
 }
 
@@ -229,7 +237,8 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_ROOT,
     // The CLI is silent by default; its log (on stderr) is what explains a failed expectation.
-    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info', ...opts.env },
+    // FERRY_STATE_DIR: the source's learned cost model stays in this test run, not in /var/lib/ferry.
+    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info', FERRY_STATE_DIR: testStateDir(), ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: FerryLine[] = [];
@@ -241,9 +250,9 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
   const wakeAll = (): void => {
     for (const w of [...waiters]) w();
   };
-  child.stdout!.setEncoding('utf8');
-  child.stderr!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
     stdout += chunk;
     partial += chunk;
     let nl: number;
@@ -255,16 +264,19 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
     }
     wakeAll();
   });
-  child.stderr!.on('data', (chunk: string) => (stderr += chunk));
+  child.stderr.on('data', (chunk: string) => (stderr += chunk));
 
   let timedOut = false;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   let killTimer: NodeJS.Timeout | undefined;
-  const termTimer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGTERM');
-    killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  }, timeoutMs);
+  const termTimer =
+    timeoutMs > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGTERM');
+          killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        }, timeoutMs)
+      : undefined;
 
   const done = new Promise<FerryResult>((resolve) => {
     child.once('error', (err) => {
@@ -396,7 +408,8 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
   const dst = hosts.dst;
   const args = ['dest-agent', '--listen', `${dst.address}:0`, '--insecure-listen', dst.address, '--work-dir', workDir];
   if (opts.metrics) args.push('--metrics', `${dst.address}:0`);
-  const run = startFerry(args, { host: dst, env: opts.env, timeoutMs: 3_600_000 });
+  // A daemon: no time limit; stop() (afterAll) ends it.
+  const run = startFerry(args, { host: dst, env: opts.env, timeoutMs: 0 });
   let exited = false;
   void run.done.then(() => (exited = true));
 

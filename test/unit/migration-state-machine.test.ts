@@ -64,7 +64,7 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
         if (round === 0) opts.abortDuringPrecopy?.abort();
         await sink(1, onePage(0x1000, round + 1));
         // Round 0 sends one page; the next one finds nothing new, so the floor rule freezes.
-        return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
+        return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
       },
       close: () => log.push('tracker.close'),
     }),
@@ -93,12 +93,15 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
     },
     signalTree: (_pid, sig) => log.push(`signal.${sig}`),
+    createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),
   };
   let finalDeltaPages = 0;
   const stream: PageStream = {
     phase: 'precopy',
     bytesSent: 0,
     pagesSent: 0,
+    storedBytes: 0,
+    storeMicros: 0,
     send: (_task, _round, pages) => {
       if (stream.phase === 'final-delta') {
         boom('final-delta');

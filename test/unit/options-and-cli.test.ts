@@ -28,6 +28,9 @@ describe('compileMigrateOptions', () => {
       windowBytes: 16 * 1024 * 1024,
       imagesRoot: '/tmp/ferry-images',
       connectTimeoutMs: 5_000,
+      bandwidthBytesPerSecond: undefined,
+      onNoConverge: 'throttle',
+      noPrecopy: false,
     });
   });
 
@@ -194,8 +197,8 @@ describe('rendering', () => {
     tracker: 'hash',
     tasks: 3,
     rounds: [
-      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, durationMs: 2500 },
-      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, durationMs: 40 },
+      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, durationMs: 2500, transferMs: 2400, throttlePercent: 0 },
+      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, durationMs: 40, transferMs: 30, throttlePercent: 0 },
     ],
     decision: 'freezing: the dirty set (4.7 MiB) sends in ~47 ms <= 300 ms budget',
     presentPages: 65536,
@@ -208,6 +211,7 @@ describe('rendering', () => {
     downtimeMs: 187.4,
     phases: { dumpMs: 60, finalDeltaMs: 30, rebuildMs: 20, restoreMs: 70, commitMs: 7.4 },
     restoredPid: 777,
+    throttle: undefined,
   };
 
   it('formatSummary shows the key figures', () => {
@@ -248,7 +252,20 @@ describe('rendering', () => {
         { kind: 'round', round, pagesSent: 66736, bytesSent: 269 * 2 ** 20, rateBytesPerSecond: 110 * 2 ** 20 },
         ['round 1', '1200 dirty of 65600 present', '4.7 MiB in 40 ms', '110 MiB/s', 'total 269 MiB'],
       ],
-      [{ kind: 'decision', action: 'freeze', rule: 'budget', message: summary.decision }, [summary.decision]],
+      [
+        {
+          kind: 'decision',
+          action: 'freeze',
+          rule: 'budget',
+          message: summary.decision,
+          expectedDowntimeMs: 250,
+          dirtyRateBytesPerSecond: 1,
+          transferRateBytesPerSecond: 2,
+          fixedCostMs: 200,
+          throttlePercent: 0,
+        },
+        [summary.decision],
+      ],
     ];
     for (const [event, pieces] of lines) {
       const text = describeEvent(event);

@@ -1,0 +1,86 @@
+/**
+ * The fixed cost of a freeze (dump, final images, rebuild, restore, resume: everything but sending the final
+ * dirty pages), which the convergence policy adds to the transfer time of the dirty set.
+ *
+ * Learned: after each migration the source records (resident bytes, fixed cost) per dest in
+ * $FERRY_STATE_DIR/source/cost-model.json and fits cost = a + b * bytes over the last samples. With no
+ * history yet it is estimated from this migration's own measurements: the dump costs about what reading the
+ * memory cost the tracker, the rebuild and the restore about what storing it cost the dest (each writes the
+ * task's memory once).
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { FixedCost } from '../shared/policy/convergence.js';
+
+export interface CostSample {
+  residentBytes: number;
+  fixedMs: number;
+  at: string;
+}
+
+type CostFile = Record<string, CostSample[]>;
+
+const KEEP = 10;
+
+export function costModelPath(): string {
+  return join(process.env.FERRY_STATE_DIR ?? '/var/lib/ferry', 'source', 'cost-model.json');
+}
+
+async function load(path: string): Promise<CostFile> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as CostFile;
+  } catch {
+    return {}; // no history yet, or unreadable: learn again
+  }
+}
+
+export async function loadCostSamples(dest: string, path = costModelPath()): Promise<CostSample[]> {
+  return (await load(path))[dest] ?? [];
+}
+
+export async function recordCostSample(dest: string, sample: CostSample, path = costModelPath()): Promise<void> {
+  const all = await load(path);
+  all[dest] = [...(all[dest] ?? []), sample].slice(-KEEP);
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(`${path}.tmp`, JSON.stringify(all, null, 1));
+  await rename(`${path}.tmp`, path);
+}
+
+/** Least squares of fixedMs = a + b * bytes; proportional (a = 0) when the sizes do not differ enough. */
+export function fitFixedCost(samples: readonly CostSample[], residentBytes: number): number | undefined {
+  if (samples.length === 0) return undefined;
+  const n = samples.length;
+  const mx = samples.reduce((s, x) => s + x.residentBytes, 0) / n;
+  const my = samples.reduce((s, x) => s + x.fixedMs, 0) / n;
+  const sxx = samples.reduce((s, x) => s + (x.residentBytes - mx) ** 2, 0);
+  const spread = Math.sqrt(sxx / n);
+  if (n >= 2 && spread > 0.2 * mx) {
+    const b = samples.reduce((s, x) => s + (x.residentBytes - mx) * (x.fixedMs - my), 0) / sxx;
+    const a = my - b * mx;
+    const fitted = a + b * residentBytes;
+    if (b >= 0 && fitted > 0) return fitted;
+  }
+  const perByte = samples.map((x) => x.fixedMs / Math.max(1, x.residentBytes)).sort((p, q) => p - q);
+  return perByte[Math.floor(perByte.length / 2)]! * residentBytes;
+}
+
+export interface MeasuredRates {
+  /** Bytes per second the tracker read the task's memory at (source side). */
+  readBytesPerSecond: number | undefined;
+  /** Bytes per second the dest stored pages at. */
+  storeBytesPerSecond: number | undefined;
+}
+
+export function fixedCost(samples: readonly CostSample[], residentBytes: number, rates: MeasuredRates): FixedCost {
+  const learned = fitFixedCost(samples, residentBytes);
+  if (learned !== undefined) {
+    return { ms: learned, source: `learned from ${samples.length} earlier migration${samples.length === 1 ? '' : 's'} to this dest` };
+  }
+  const read = rates.readBytesPerSecond;
+  const store = rates.storeBytesPerSecond;
+  if (read && store) {
+    return { ms: (residentBytes * 1000) / read + (2 * residentBytes * 1000) / store, source: "estimated from this migration's read and store rates" };
+  }
+  // Nothing measured yet (round 0 not done): a conservative 1 s per GiB, replaced after the first round.
+  return { ms: residentBytes / 2 ** 30 * 1000, source: 'provisional, before any measurement' };
+}
