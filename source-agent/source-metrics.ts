@@ -14,6 +14,10 @@ export class SourceMetrics {
   private readonly roundDuration: Histogram;
   private readonly transferred: Counter<'kind'>;
   private readonly pages: Counter<'kind'>;
+  private readonly expectedDowntime: Gauge;
+  private readonly dirtyRate: Gauge;
+  private readonly remaining: Gauge;
+  private readonly throttle: Gauge;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -25,6 +29,10 @@ export class SourceMetrics {
     this.transferRate = new Gauge({ name: 'ferry_transfer_rate_bytes_per_second', help: 'Page bytes per second in the last round', registers });
     this.roundDuration = new Histogram({ name: 'ferry_round_duration_seconds', help: 'Pre-copy round wall time', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10], registers });
     this.transferred = new Counter({ name: 'ferry_transferred_bytes_total', help: 'Bytes sent to the dest', labelNames: ['kind'], registers });
+    this.expectedDowntime = new Gauge({ name: 'ferry_expected_downtime_seconds', help: 'Expected downtime if frozen now (dirty set / rate + fixed cost)', registers });
+    this.dirtyRate = new Gauge({ name: 'ferry_dirty_rate_bytes_per_second', help: 'Bytes the task wrote per second during the last round', registers });
+    this.remaining = new Gauge({ name: 'ferry_remaining_bytes', help: 'Dirty bytes still to send after the last round', registers });
+    this.throttle = new Gauge({ name: 'ferry_throttle_ratio', help: 'Share of the task CPU taken away by auto-converge (0..1)', registers });
     this.pages = new Counter({ name: 'ferry_pages_total', help: 'Pages handled by kind (sent, zero)', labelNames: ['kind'], registers });
   }
 
@@ -38,7 +46,16 @@ export class SourceMetrics {
     this.pages.inc({ kind: 'zero' }, r.zeroPages);
   }
 
+  recordDecision(d: { expectedDowntimeMs: number | undefined; dirtyRateBytesPerSecond: number | undefined; throttlePercent: number }, dirtyBytes: number): void {
+    if (d.expectedDowntimeMs !== undefined) this.expectedDowntime.set(d.expectedDowntimeMs / 1000);
+    if (d.dirtyRateBytesPerSecond !== undefined) this.dirtyRate.set(d.dirtyRateBytesPerSecond);
+    this.remaining.set(dirtyBytes);
+    this.throttle.set(d.throttlePercent / 100);
+  }
+
   recordSuccess(s: MigrationSummary): void {
+    this.throttle.set(0);
+    this.remaining.set(0);
     this.migrations.inc({ result: 'committed', phase: 'commit' });
     this.duration.observe(s.totalMs / 1000);
     this.downtime.observe(s.downtimeMs / 1000);
@@ -47,6 +64,7 @@ export class SourceMetrics {
   }
 
   recordFailure(phase: Phase): void {
+    this.throttle.set(0);
     this.migrations.inc({ result: 'rolled-back', phase });
   }
 }

@@ -306,6 +306,7 @@ async function precopy(
         fixedCostMs: cost.ms,
         throttlePercent: decision.throttlePercent,
       });
+      deps.metrics?.recordDecision(decision, stats.dirtyPages * host.pageSize);
       deps.log.info('round done', { round, ...stats, durationMs: Math.round(durationMs), decision: decision.reason });
       switch (decision.action) {
         case 'continue':
