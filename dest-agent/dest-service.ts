@@ -14,7 +14,7 @@ import type * as m from '../shared/transport/messages.js';
 import { DestSession } from './session.js';
 import { recordRestored } from './leftovers.js';
 import { faultArmed } from '../shared/fault-injection.js';
-import { rebuildPagesImage } from './image-rebuild.js';
+import { buildParentChain } from './image-chain.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
 
@@ -188,20 +188,14 @@ export class DestService {
     s.state = 'restoring';
     try {
       const t0 = process.hrtime.bigint();
-      let pages = 0;
-      let written = 0;
       if (faultArmed('dest.corrupt-store')) await corruptOnePage(s);
       for (const manifest of req.pages) {
         if (!IMAGE_NAME.test(manifest.pagemapImage) || !s.images.has(manifest.pagemapImage)) {
           throw new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'restore', detail: `manifest names ${manifest.pagemapImage}, which was not uploaded` });
         }
-        const r = await rebuildPagesImage(s.imagesDir, manifest, s.stores.get(manifest.task), s.pageSize);
-        pages += r.pages;
-        written += r.bytes;
       }
-      // The page store is no longer needed: free its disk before CRIU allocates the task's memory.
-      for (const st of s.stores.values()) await st.close();
-      s.stores.clear();
+      const chain = await buildParentChain(s.imagesDir, s.chainDir, req.pages, s.stores, s.pageSize);
+      s.stores.clear(); // closed by the chain build; their files now belong to the chain
       const t1 = process.hrtime.bigint();
       const pid = await restoreStopped(s, req.timeoutMs);
       const t2 = process.hrtime.bigint();
@@ -214,13 +208,13 @@ export class DestService {
       }, req.commitLeaseMs || 120_000);
       s.commitLease.unref();
       this.opts.metrics.restoreSeconds.observe(Number(t2 - t1) / 1e9);
-      s.log.info('restored, stopped', { restoredPid: pid, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
+      s.log.info('restored, stopped', { restoredPid: pid, levels: chain.levels, pages: chain.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
       return {
         restoredPid: pid,
         rebuildUs: String((t1 - t0) / 1000n),
         restoreUs: String((t2 - t1) / 1000n),
-        pagesFromStore: String(pages),
-        bytesWritten: String(written),
+        pagesFromStore: String(chain.pages),
+        bytesWritten: '0', // the store became the images: nothing was copied
       };
     } catch (e) {
       s.state = 'receiving';
@@ -286,8 +280,9 @@ export class DestService {
 /** Fault injection: flips one byte of the first stored page, as a failing disk would. */
 async function corruptOnePage(s: DestSession): Promise<void> {
   const store = s.stores.values().next().value;
-  if (!store) return;
-  const fh = await open(store.path, 'r+');
+  const level = store?.levels[0];
+  if (!level) return;
+  const fh = await open(level.path, 'r+');
   try {
     const b = Buffer.alloc(1);
     await fh.read(b, 0, 1, 100);

@@ -17,6 +17,8 @@ export class DestSession {
   readonly stores = new Map<number, TaskPageStore>();
   readonly imagesDir: string;
   readonly storeDir: string;
+  /** The parent-image chain CRIU restores the pages from (built from the store at the freeze). */
+  readonly chainDir: string;
   /** CRIU logs outlive the session: a failed restore must stay diagnosable after the rollback. */
   readonly logDir: string;
   restoredPid: number | undefined;
@@ -33,6 +35,7 @@ export class DestSession {
   ) {
     this.imagesDir = join(dir, 'images');
     this.storeDir = join(dir, 'pages');
+    this.chainDir = join(dir, 'chain');
     this.logDir = join(dir, '..', 'logs');
   }
 

@@ -86,7 +86,8 @@ async function prepared(): Promise<{ id: string; dir: string }> {
   return { id: req.migrationId, dir: res.workDir };
 }
 
-const storePath = (dir: string, task = TASK): string => join(dir, 'pages', `task-${task}.pages`);
+// One level file while the pages arrive in address order (see dest-agent/page-store.ts).
+const storePath = (dir: string, task = TASK): string => join(dir, 'pages', `task-${task}.L0.pages`);
 
 /** A page whose bytes name it: two pages never share content. */
 function content(page: number): Buffer {

@@ -1,0 +1,152 @@
+/**
+ * Turns the page store into CRIU images without copying a page. CRIU restores pages flagged PE_PARENT from
+ * the images in the `parent` directory (the mechanism of its pre-dump chains), following `parent` links
+ * level by level. The store's level files are already in CRIU's pages-image order (see page-store.ts), so:
+ *   chain/L0 ... chain/Ln   one directory per store level: the level file renamed to pages-<i>.img, and a
+ *                           pagemap that marks the level's own pages PE_PRESENT and every page of a lower
+ *                           level PE_PARENT (so that a lookup falls through to where the page lives)
+ *   images/                 the dump's pagemap rewritten with every page PE_PARENT, an empty pages image,
+ *                           and `parent` -> chain/Ln
+ * Before that, every page the dump holds must be in the store with exactly the dump's hash, and every stored
+ * page is read back and hashed: CRIU itself checks none of this.
+ */
+import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../shared/errors/ferry-error.js';
+import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
+import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT, type Pagemap, type PagemapEntry } from '../shared/criu/pagemap-image.js';
+import type { TaskPageStore } from './page-store.js';
+
+export interface PagesManifest {
+  pagemapImage: string;
+  task: number;
+  /** XXH3-128 of each PRESENT page in pagemap order. */
+  hashes: Buffer;
+}
+
+export interface ChainResult {
+  levels: number;
+  /** Pages the dump references, all served from the store. */
+  pages: number;
+  /** Pages read back and hashed. */
+  verifiedPages: number;
+}
+
+type Entry = Pick<PagemapEntry, 'vaddr' | 'nrPages' | 'flags'>;
+
+const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
+
+/** Checks that the store holds every page of the dump's pagemap with the dump's hash. */
+function checkReferences(name: string, pm: Pagemap, m: PagesManifest, store: TaskPageStore | undefined): number {
+  let k = 0;
+  for (const e of pm.entries) {
+    if ((e.flags & PE_PRESENT) === 0) {
+      // Ferry's dumps carry every page; a lazy-only or parent entry would come from a dump Ferry did not make.
+      throw invalid(`${name}: entry at ${e.vaddr.toString(16)} has flags ${e.flags}, not PRESENT`);
+    }
+    for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
+      if ((k + 1) * HASH_BYTES > m.hashes.length) throw invalid(`${name}: more present pages than the ${m.hashes.length / HASH_BYTES} hashes`);
+      if (!store || store.index.slotOf(p) === undefined) {
+        throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p} was never received` });
+      }
+      if (!store.index.holds(p, m.hashes, k * HASH_BYTES)) {
+        throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p}: the stored version is not the dumped one` });
+      }
+    }
+  }
+  if (k * HASH_BYTES !== m.hashes.length) throw invalid(`${name}: ${k} present pages but ${m.hashes.length / HASH_BYTES} hashes`);
+  return k;
+}
+
+/** Runs of consecutive pages with one flag, as pagemap entries. `pages` ascending, `present[i]` its flag. */
+function entriesOf(pages: Float64Array, present: Uint8Array, pageSize: number): Entry[] {
+  const out: Entry[] = [];
+  for (let i = 0; i < pages.length; ) {
+    let j = i + 1;
+    while (j < pages.length && pages[j] === pages[j - 1]! + 1 && present[j] === present[i]) j++;
+    out.push({ vaddr: BigInt(pages[i]!) * BigInt(pageSize), nrPages: j - i, flags: present[i] ? PE_PRESENT : PE_PARENT });
+    i = j;
+  }
+  return out;
+}
+
+/** The pagemap of chain level k for one store: its own pages present, every lower level's pages parent. */
+function levelEntries(store: TaskPageStore | undefined, k: number, pageSize: number): Entry[] {
+  if (!store) return [];
+  const levels = store.levels.slice(0, k + 1);
+  const total = levels.reduce((n, l) => n + l.pages, 0);
+  const own = store.levels[k];
+  // Pages of level k keep their file order (ascending); all pages are merged by address.
+  const pages = new Float64Array(total);
+  const order = new Uint32Array(total);
+  let n = 0;
+  for (const l of levels) for (let s = l.firstSlot; s < l.firstSlot + l.pages; s++) pages[n++] = store.slotPage(s);
+  for (let i = 0; i < total; i++) order[i] = i;
+  order.sort((a, b) => pages[a]! - pages[b]!);
+  const sorted = new Float64Array(total);
+  const present = new Uint8Array(total);
+  const ownStart = own ? total - own.pages : total;
+  for (let i = 0; i < total; i++) {
+    sorted[i] = pages[order[i]!]!;
+    present[i] = order[i]! >= ownStart ? 1 : 0;
+  }
+  return entriesOf(sorted, present, pageSize);
+}
+
+export async function buildParentChain(
+  imagesDir: string,
+  chainDir: string,
+  manifests: readonly PagesManifest[],
+  stores: ReadonlyMap<number, TaskPageStore>,
+  pageSize: number,
+): Promise<ChainResult> {
+  const pagemaps: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined }[] = [];
+  let pages = 0;
+  for (const m of manifests) {
+    const pm = decodePagemap(await readFile(join(imagesDir, m.pagemapImage)), m.pagemapImage);
+    const store = stores.get(m.task);
+    pages += checkReferences(m.pagemapImage, pm, m, store);
+    pagemaps.push({ m, pm, store });
+  }
+  if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');
+
+  let verifiedPages = 0;
+  for (const store of stores.values()) {
+    await store.verify();
+    verifiedPages += store.index.size;
+    await store.close();
+  }
+
+  const levels = Math.max(1, ...pagemaps.map((x) => x.store?.levels.length ?? 0));
+  for (let k = 0; k < levels; k++) {
+    const dir = join(chainDir, `L${k}`);
+    await mkdir(dir, { recursive: true });
+    if (k > 0) await symlink(`../L${k - 1}`, join(dir, 'parent'));
+    for (const [i, { m, store }] of pagemaps.entries()) {
+      const pagesId = i + 1;
+      await writeFile(join(dir, m.pagemapImage), encodePagemap({ pagesId, entries: levelEntries(store, Math.min(k, (store?.levels.length ?? 1) - 1), pageSize) }));
+      const level = store?.levels[k];
+      if (level) await rename(level.path, join(dir, `pages-${pagesId}.img`));
+      else await writeFile(join(dir, `pages-${pagesId}.img`), Buffer.alloc(0));
+    }
+  }
+  // A store with fewer levels than the chain: its higher levels must still resolve every page downwards.
+  for (const [i, { m, store }] of pagemaps.entries()) {
+    const own = store?.levels.length ?? 0;
+    for (let k = Math.max(own, 1); k < levels; k++) {
+      const all = levelEntries(store, own - 1, pageSize).map((e) => ({ ...e, flags: PE_PARENT }));
+      await writeFile(join(chainDir, `L${k}`, m.pagemapImage), encodePagemap({ pagesId: i + 1, entries: all }));
+    }
+  }
+
+  for (const { m, pm } of pagemaps) {
+    const entries = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nrPages, flags: (e.flags & ~(PE_PRESENT | PE_LAZY)) | PE_PARENT }));
+    await writeFile(join(imagesDir, m.pagemapImage), encodePagemap({ pagesId: pm.pagesId, entries }));
+    await writeFile(join(imagesDir, `pages-${pm.pagesId}.img`), Buffer.alloc(0), { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'EEXIST') throw invalid(`pages-${pm.pagesId}.img already exists`);
+      throw e;
+    });
+  }
+  await symlink(join(chainDir, `L${levels - 1}`), join(imagesDir, 'parent'));
+  return { levels, pages, verifiedPages };
+}
