@@ -20,7 +20,7 @@ import type { TaskPageStore } from './page-store.js';
 export interface PagesManifest {
   pagemapImage: string;
   task: number;
-  /** XXH3-128 of each PRESENT page in pagemap order. */
+  /** XXH3-128 of each page of the pagemap (present or lazy), in pagemap order. */
   hashes: Buffer;
 }
 
@@ -40,9 +40,9 @@ const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', 
 function checkReferences(name: string, pm: Pagemap, m: PagesManifest, store: TaskPageStore | undefined): number {
   let k = 0;
   for (const e of pm.entries) {
-    if ((e.flags & PE_PRESENT) === 0) {
-      // Ferry's dumps carry every page; a lazy-only or parent entry would come from a dump Ferry did not make.
-      throw invalid(`${name}: entry at ${e.vaddr.toString(16)} has flags ${e.flags}, not PRESENT`);
+    if ((e.flags & (PE_PRESENT | PE_LAZY)) === 0) {
+      // Ferry's dumps are full or lazy; a parent-only entry would come from a dump Ferry did not make.
+      throw invalid(`${name}: entry at ${e.vaddr.toString(16)} has flags ${e.flags}, neither present nor lazy`);
     }
     for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
       if ((k + 1) * HASH_BYTES > m.hashes.length) throw invalid(`${name}: more present pages than the ${m.hashes.length / HASH_BYTES} hashes`);

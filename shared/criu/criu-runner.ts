@@ -34,7 +34,7 @@ const REAP_WAIT_MS = 5000;
  * takes effect when each task next runs (after 2 of 30 dumps here, and after restores too; it stopped within
  * a millisecond). The caller is promised a stopped tree, so wait for it.
  */
-const STOP_WAIT_MS = 2000;
+export const STOP_WAIT_MS = 2000;
 
 export type CriuLogLevel = 0 | 1 | 2 | 3 | 4;
 
@@ -381,7 +381,7 @@ async function alive(pid: number): Promise<boolean> {
 }
 
 /** Waits until every thread of `root` and of its descendants is stopped; returns the tids still running. */
-async function waitTreeStopped(root: number, budgetMs: number): Promise<number[]> {
+export async function waitTreeStopped(root: number, budgetMs: number): Promise<number[]> {
   const until = Date.now() + budgetMs;
   for (;;) {
     const running: number[] = [];

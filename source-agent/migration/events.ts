@@ -48,6 +48,10 @@ export interface MigrationSummary {
   downtimeMs: number;
   phases: PhaseTimes;
   restoredPid: number;
+  /** 'lazy': CRIU wrote no memory, the final delta was read from the stopped task; 'full': a plain dump. */
+  dumpKind: 'lazy' | 'full';
+  /** Pages the final delta read from the stopped task (lazy dump). */
+  finalDeltaTaskPages: number;
   /** Auto-converge, when it throttled the task: how, and how hard at most. */
   throttle: { method: string; maxPercent: number } | undefined;
 }

@@ -1,12 +1,14 @@
 /**
  * final-delta: the dump's pages that the dest does not hold yet, then every other image verbatim.
- * Each page of every pages-<id>.img is hashed; a page is sent only when the dest's copy (known by hash on the
- * source) differs. The hashes of all dumped pages form the manifest the dest checks its rebuild against.
+ * The pages are those of the dump's pagemaps, in pagemap order: PRESENT entries have their bytes in
+ * pages-<id>.img; LAZY-only entries (a lazy dump leaves anonymous memory out) are read from the stopped task.
+ * Every page is hashed; a page is sent only when the dest's copy (known by hash on the source) differs. The
+ * hashes of all dumped pages form the manifest the dest checks the images against.
  */
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { decodePagemap, isPresent } from '../../shared/criu/pagemap-image.js';
+import { decodePagemap, PE_LAZY, PE_PRESENT, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
 import { hashPages, zeroPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
@@ -19,12 +21,53 @@ const OTHER_PAGEMAP = /^pagemap-.+\.img$/;
 const OTHER_KEY_BASE = 0x80000000;
 export const PAGES_IMAGE = /^pages-\d+\.img$/;
 
+/** Reads `count` pages from `firstPage` of the stopped task whose images carry key `task`. */
+export type TaskPageReader = (task: number, firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
+
 export interface FinalDeltaResult {
   manifests: PagesImageManifest[];
   dumpPages: number;
+  /** Pages read from the stopped task (the lazy part of the dump). */
+  taskPages: number;
   sentPages: number;
   sentBytes: number;
   zeroPages: number;
+}
+
+const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'final-delta', side: 'source', detail });
+
+/** The bytes of every page the pagemap names, in its order, a chunk (<= BATCH_PAGES) at a time. */
+async function* dumpedPages(
+  entries: readonly PagemapEntry[],
+  pagesFile: FileHandle | undefined,
+  readTask: (firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>,
+  pageSize: number,
+  chunk: Buffer,
+): AsyncGenerator<{ pages: Float64Array; data: Buffer; fromTask: boolean }> {
+  let fileOffset = 0;
+  for (const e of entries) {
+    if ((e.flags & PE_PRESENT) !== 0) {
+      for (let done = 0; done < e.nrPages; ) {
+        const n = Math.min(BATCH_PAGES, e.nrPages - done);
+        const { bytesRead } = await pagesFile!.read(chunk, 0, n * pageSize, fileOffset);
+        if (bytesRead !== n * pageSize) throw invalid(`pages image: short read at ${fileOffset}`);
+        fileOffset += n * pageSize;
+        const pages = new Float64Array(n);
+        for (let i = 0; i < n; i++) pages[i] = e.firstPage + done + i;
+        yield { pages, data: chunk.subarray(0, n * pageSize), fromTask: false };
+        done += n;
+      }
+    } else if ((e.flags & PE_LAZY) !== 0) {
+      for (const c of readTask(e.firstPage, e.nrPages)) {
+        if (c.unreadable.length > 0) {
+          throw new FerryError('MEMORY_READ_FAILED', { phase: 'final-delta', side: 'source', detail: `pages ${c.unreadable.slice(0, 5).join(', ')} of the stopped task cannot be read` });
+        }
+        yield { pages: c.pages, data: c.data, fromTask: true };
+      }
+    } else {
+      throw invalid(`pagemap entry at ${e.vaddr.toString(16)} has flags ${e.flags}: neither present nor lazy`);
+    }
+  }
 }
 
 export async function sendFinalDelta(
@@ -33,58 +76,50 @@ export async function sendFinalDelta(
   sender: Pick<PageStream, 'send'>,
   round: number,
   pageSize: number,
+  readTask: TaskPageReader,
 ): Promise<FinalDeltaResult> {
   const names = (await readdir(imagesDir)).sort();
-  const result: FinalDeltaResult = { manifests: [], dumpPages: 0, sentPages: 0, sentBytes: 0, zeroPages: 0 };
+  const result: FinalDeltaResult = { manifests: [], dumpPages: 0, taskPages: 0, sentPages: 0, sentBytes: 0, zeroPages: 0 };
   let otherKey = OTHER_KEY_BASE;
   const chunk = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
   const zeros = new Uint8Array(BATCH_PAGES);
+  const chunkHashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
   for (const name of names) {
     if (!OTHER_PAGEMAP.test(name)) continue;
-    const task = TASK_PAGEMAP.test(name) ? Number(TASK_PAGEMAP.exec(name)![1]) : otherKey++;
+    const taskMatch = TASK_PAGEMAP.exec(name);
+    const task = taskMatch ? Number(taskMatch[1]) : otherKey++;
     const pagemap = decodePagemap(await readFile(join(imagesDir, name)), name);
-    const present = pagemap.entries.filter(isPresent);
-    const total = present.reduce((n, e) => n + e.nrPages, 0);
-    const pagesPath = join(imagesDir, `pages-${pagemap.pagesId}.img`);
-    const size = total === 0 ? 0 : (await stat(pagesPath)).size;
-    if (size !== total * pageSize) {
-      throw new FerryError('IMAGE_INVALID', { phase: 'final-delta', side: 'source', detail: `${pagesPath}: ${size} bytes for ${total} present pages` });
-    }
+    const entries = pagemap.entries;
+    const total = entries.reduce((n, e) => n + e.nrPages, 0);
+    const presentPages = entries.filter((e) => (e.flags & PE_PRESENT) !== 0).reduce((n, e) => n + e.nrPages, 0);
     const hashes = Buffer.allocUnsafe(total * HASH_BYTES);
     const index = held.get(task) ?? new PageHashIndex();
     held.set(task, index);
     const batcher = new PageBatcher(pageSize, (pages) => sender.send(task, round, pages));
-    if (total > 0) {
-      const file = await open(pagesPath, 'r');
-      try {
-        let done = 0;
-        // Pages in the file follow the PRESENT entries in order; walk both together, a chunk at a time.
-        const pageList = new Float64Array(BATCH_PAGES);
-        let inChunk = 0;
-        const processChunk = async (): Promise<void> => {
-          const { bytesRead } = await file.read(chunk, 0, inChunk * pageSize, done * pageSize);
-          if (bytesRead !== inChunk * pageSize) throw new FerryError('IMAGE_INVALID', { phase: 'final-delta', side: 'source', detail: `${pagesPath}: short read` });
-          hashPages(chunk, inChunk, pageSize, hashes.subarray(done * HASH_BYTES));
-          zeroPages(chunk, inChunk, pageSize, zeros);
-          for (let i = 0; i < inChunk; i++) {
-            const h = (done + i) * HASH_BYTES;
-            if (index.holds(pageList[i]!, hashes, h)) continue;
-            await batcher.add(pageList[i]!, hashes, h, chunk, i * pageSize, zeros[i] === 1);
-            index.set(pageList[i]!, hashes, h);
-          }
-          done += inChunk;
-          inChunk = 0;
-        };
-        for (const e of present) {
-          for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++) {
-            pageList[inChunk++] = p;
-            if (inChunk === BATCH_PAGES) await processChunk();
-          }
-        }
-        if (inChunk > 0) await processChunk();
-      } finally {
-        await file.close();
+    const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
+    try {
+      if (pagesFile && (await pagesFile.stat()).size !== presentPages * pageSize) {
+        throw invalid(`pages-${pagemap.pagesId}.img does not hold the ${presentPages} present pages of ${name}`);
       }
+      if (!taskMatch && presentPages !== total) throw invalid(`${name}: lazy pages outside a task`);
+      let done = 0;
+      for await (const c of dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk)) {
+        const n = c.pages.length;
+        hashPages(c.data, n, pageSize, chunkHashes);
+        chunkHashes.copy(hashes, done * HASH_BYTES, 0, n * HASH_BYTES);
+        zeroPages(c.data, n, pageSize, zeros);
+        for (let i = 0; i < n; i++) {
+          const h = (done + i) * HASH_BYTES;
+          if (index.holds(c.pages[i]!, hashes, h)) continue;
+          await batcher.add(c.pages[i]!, hashes, h, c.data, i * pageSize, zeros[i] === 1);
+          index.set(c.pages[i]!, hashes, h);
+        }
+        if (c.fromTask) result.taskPages += n;
+        done += n;
+      }
+      if (done !== total) throw invalid(`${name}: read ${done} of ${total} pages`);
+    } finally {
+      await pagesFile?.close();
     }
     await batcher.flush();
     result.manifests.push({ pagemapImage: name, task, hashes });

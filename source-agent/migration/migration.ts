@@ -124,18 +124,24 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     await mkdir(logsDir, { recursive: true });
     frozenAt = performance.now();
     sourceState = 'frozen';
-    await host.dump({ pid: target.rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), timeoutMs: opts.freezeTimeoutMs });
+    const dumpKind = await host.dump({ pid: target.rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), timeoutMs: opts.freezeTimeoutMs });
     const phases: PhaseTimes = { dumpMs: performance.now() - frozenAt };
 
     enter('final-delta');
     sender.phase = 'final-delta';
     const t0 = performance.now();
     const finalRound = rounds.length;
-    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize);
+    const hostPidOf = new Map(frozenTree.map((t) => [t.nsPid, t.hostPid]));
+    const readTask = (task: number, first: number, count: number): ReturnType<SourceHost['readPages']> => {
+      const pid = hostPidOf.get(task);
+      if (pid === undefined) throw new FerryError('TASK_TREE_CHANGING', { phase: 'final-delta', side: 'source', detail: `the dump has task ${task}, which was not in the tree at the freeze` });
+      return host.readPages(pid, first, count);
+    };
+    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize, readTask);
     await sender.finish();
     const uploaded = await client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
     phases.finalDeltaMs = performance.now() - t0;
-    log.info('final delta sent', { dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
+    log.info('final delta sent', { dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
 
     enter('restore');
     const restored = await client.restore(
@@ -187,6 +193,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       phases,
       restoredPid: committed.restoredPid,
       throttle: precopied.throttle,
+      dumpKind,
+      finalDeltaTaskPages: delta.taskPages,
     };
     await recordFixedCost(opts.to, summary, rounds, delta.sentBytes, log);
     deps.metrics?.recordSuccess(summary);

@@ -17,6 +17,10 @@ import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker } from '../trackers/tracker.js';
 import { createTaskThrottle } from '../throttle/task-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
+import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
+
+const memoryReader = new ProcessMemoryReader();
 import { uploadImages } from './upload-images.js';
 import type { Phase } from '../../shared/phases.js';
 
@@ -39,6 +43,12 @@ export interface ThrottlePort {
   release(): Promise<void>;
 }
 
+/**
+ * 'lazy': the images hold no anonymous memory (PE_LAZY entries): the final delta reads it from the stopped
+ * task. 'full': every page is in the pages images (kernels without userfaultfd).
+ */
+export type DumpKind = 'lazy' | 'full';
+
 export interface SourceHost {
   pageSize: number;
   inspectTarget(pid: number): TargetTree;
@@ -52,7 +62,9 @@ export interface SourceHost {
    * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
    * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
    */
-  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number }): Promise<void>;
+  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number }): Promise<DumpKind>;
+  /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
+  readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
   /** Auto-converge: takes CPU from the tree (its own cgroup when it has one, else SIGSTOP/SIGCONT cycling). */
   createThrottle(rootPid: number): Promise<ThrottlePort>;
@@ -97,8 +109,17 @@ export const realSourceHost: SourceHost = {
   createTracker: () => new HashTracker(PAGE_SIZE),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
-    await criuDump({ criu: await requireCriu('source'), pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs });
+    const criu = await requireCriu('source');
+    if (process.env.FERRY_DUMP !== 'full' && (await lazyDumpSupported(criu))) {
+      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs });
+      // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
+      await dump.finish();
+      return 'lazy';
+    }
+    await criuDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs });
+    return 'full';
   },
+  readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);
   },

@@ -150,3 +150,42 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     expect(metricValue(text, 'ferry_restore_seconds_count')).toBe(1);
   });
 });
+
+describe.skipIf(!runnable)('stop-and-copy and the plain-dump fallback', () => {
+  let hosts: TwoHosts | undefined;
+  let dest: DestAgentHandle | undefined;
+  let stateDir: string | undefined;
+  const tasks: MemtestHandle[] = [];
+
+  beforeAll(async () => {
+    requireBuilt();
+    stateDir = makeTempDir('ferry-e2e-state-');
+    hosts = await createTwoHosts();
+    dest = await startDestAgent(hosts);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const t of tasks) await t.stop();
+    await dest?.stop();
+    await hosts?.destroy();
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['lazy', {}],
+    ['full', { FERRY_DUMP: 'full' }],
+  ] as const)('--no-precopy with a %s dump: every page travels in the final delta and the copy verifies', async (kind, env) => {
+    const task = await startMemtest({ name: `${NAME}-snc-${kind}`, mib: 32, dirtyMibPerSec: 4, stateDir: stateDir!, netns: hosts!.src.netns });
+    tasks.push(task);
+    const r = await runMigrate(hosts!, task.rootPid, dest, { args: ['--no-precopy'], env, timeoutMs: 60_000 });
+    expect(r.exitCode, describeResult(r)).toBe(0);
+    const s = r.summary!;
+    task.adopt(s.restoredPid);
+    expect(s.rounds).toEqual([]);
+    expect(s.dumpKind).toBe(kind);
+    expect(s.finalDeltaPages).toBe(s.dumpPages);
+    expect(s.finalDeltaTaskPages > 0).toBe(kind === 'lazy');
+    expect((await task.verify(s.restoredPid)).bad_pages).toBe(0);
+    expect(dest!.leftovers()).toEqual([]);
+  }, 90_000);
+});

@@ -91,6 +91,10 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
       await writeFile(join(imagesDir, 'pages-1.img'), Buffer.concat([Buffer.alloc(PAGE, 9), Buffer.alloc(PAGE, 7)]));
       await writeFile(join(imagesDir, 'pstree.img'), Buffer.alloc(10));
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
+      return 'full' as const;
+    },
+    readPages: () => {
+      throw new Error('a full dump needs no reads from the task');
     },
     signalTree: (_pid, sig) => log.push(`signal.${sig}`),
     createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),

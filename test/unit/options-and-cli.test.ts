@@ -212,6 +212,8 @@ describe('rendering', () => {
     phases: { dumpMs: 60, finalDeltaMs: 30, rebuildMs: 20, restoreMs: 70, commitMs: 7.4 },
     restoredPid: 777,
     throttle: undefined,
+    dumpKind: 'lazy',
+    finalDeltaTaskPages: 0,
   };
 
   it('formatSummary shows the key figures', () => {
