@@ -14,7 +14,7 @@ import type * as m from '../shared/transport/messages.js';
 import { DestSession } from './session.js';
 import { recordRestored } from './leftovers.js';
 import { faultArmed } from '../shared/fault-injection.js';
-import { buildParentChain } from './image-chain.js';
+import { buildParentChain, verifyStores } from './image-chain.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
 
@@ -195,12 +195,19 @@ export class DestService {
         }
       }
       const chain = await buildParentChain(s.imagesDir, s.chainDir, req.pages, s.stores, s.pageSize);
-      s.stores.clear(); // closed by the chain build; their files now belong to the chain
+      const stores = [...s.stores.values()];
+      s.stores.clear(); // their files now belong to the chain
       const t1 = process.hrtime.bigint();
-      const pid = await restoreStopped(s, req.timeoutMs);
+      // Reading the store back runs beside CRIU: the copy stays stopped, and a bad page aborts it below.
+      const [restored, verified] = await Promise.allSettled([restoreStopped(s, req.timeoutMs), verifyStores(stores)]);
+      if (restored.status === 'fulfilled') {
+        s.restoredPid = restored.value;
+        await recordRestored(s.dir, restored.value);
+      }
+      if (verified.status === 'rejected') throw verified.reason; // the catch below removes the restored copy
+      if (restored.status === 'rejected') throw restored.reason;
+      const pid = restored.value;
       const t2 = process.hrtime.bigint();
-      s.restoredPid = pid;
-      await recordRestored(s.dir, pid);
       s.state = 'restored';
       s.commitLease = setTimeout(() => {
         s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: req.commitLeaseMs });

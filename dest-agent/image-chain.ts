@@ -7,8 +7,9 @@
  *                           level PE_PARENT (so that a lookup falls through to where the page lives)
  *   images/                 the dump's pagemap rewritten with every page PE_PARENT, an empty pages image,
  *                           and `parent` -> chain/Ln
- * Before that, every page the dump holds must be in the store with exactly the dump's hash, and every stored
- * page is read back and hashed: CRIU itself checks none of this.
+ * Before that, every page the dump holds must be in the store with exactly the dump's hash. The bytes on disk
+ * are read back and hashed by verifyStores(), which may run while CRIU restores (the restored copy stays
+ * stopped until commit, so a bad page found then still means a rollback, never a wrong task running).
  */
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,8 +29,20 @@ export interface ChainResult {
   levels: number;
   /** Pages the dump references, all served from the store. */
   pages: number;
-  /** Pages read back and hashed. */
-  verifiedPages: number;
+}
+
+/** Reads every stored page back and checks its hash, then closes the stores. Returns the pages checked. */
+export async function verifyStores(stores: Iterable<TaskPageStore>): Promise<number> {
+  let verified = 0;
+  try {
+    for (const store of stores) {
+      await store.verify();
+      verified += store.index.size;
+    }
+  } finally {
+    for (const store of stores) await store.close();
+  }
+  return verified;
 }
 
 type Entry = Pick<PagemapEntry, 'vaddr' | 'nrPages' | 'flags'>;
@@ -110,13 +123,7 @@ export async function buildParentChain(
   }
   if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');
 
-  let verifiedPages = 0;
-  for (const store of stores.values()) {
-    await store.verify();
-    verifiedPages += store.index.size;
-    await store.close();
-  }
-
+  // The level files are renamed below; open handles stay valid, so verifyStores() can still read them.
   const levels = Math.max(1, ...pagemaps.map((x) => x.store?.levels.length ?? 0));
   for (let k = 0; k < levels; k++) {
     const dir = join(chainDir, `L${k}`);
@@ -148,5 +155,5 @@ export async function buildParentChain(
     });
   }
   await symlink(join(chainDir, `L${levels - 1}`), join(imagesDir, 'parent'));
-  return { levels, pages, verifiedPages };
+  return { levels, pages };
 }
