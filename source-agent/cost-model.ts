@@ -4,9 +4,9 @@
  *
  * Learned: after each migration the source records (resident bytes, fixed cost) per dest in
  * $FERRY_STATE_DIR/source/cost-model.json and fits cost = a + b * bytes over the last samples. With no
- * history yet it is estimated from this migration's own measurements: the dump costs about what reading the
- * memory cost the tracker, the rebuild and the restore about what storing it cost the dest (each writes the
- * task's memory once).
+ * history yet it is estimated from this migration's own measurements: the lazy dump and the final delta each
+ * walk the task's memory about as fast as the tracker reads it, and the restore writes it into fresh memory
+ * about as fast as the dest stores pages (the dest's own read-back runs beside the restore).
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -79,7 +79,7 @@ export function fixedCost(samples: readonly CostSample[], residentBytes: number,
   const read = rates.readBytesPerSecond;
   const store = rates.storeBytesPerSecond;
   if (read && store) {
-    return { ms: (residentBytes * 1000) / read + (2 * residentBytes * 1000) / store, source: "estimated from this migration's read and store rates" };
+    return { ms: (2 * residentBytes * 1000) / read + (residentBytes * 1000) / store, source: "estimated from this migration's read and store rates" };
   }
   // Nothing measured yet (round 0 not done): a conservative 1 s per GiB, replaced after the first round.
   return { ms: residentBytes / 2 ** 30 * 1000, source: 'provisional, before any measurement' };
