@@ -9,7 +9,7 @@ const fmtMs = (ms: number): string => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)}
 export function describeEvent(e: MigrationEvent): string | undefined {
   switch (e.kind) {
     case 'started':
-      return `migrating pid ${e.pid} (${e.tasks} process${e.tasks === 1 ? '' : 'es'}) to ${e.dest}, tracker ${e.tracker}, migration ${e.migrationId}`;
+      return `migrating pid ${e.pid} (${e.tasks} process${e.tasks === 1 ? '' : 'es'}) to ${e.dest}, migration ${e.migrationId}\n${e.trackerNote}`;
     case 'phase':
       return `phase: ${e.phase}`;
     case 'round': {

@@ -5,6 +5,7 @@ import { ferryVersion } from './repo-root.js';
 import type { PeerInfo } from './transport/messages.js';
 import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
 import { PAGE_SIZE } from './kernel/page-size.js';
+import { trackerAvailability } from '../source-agent/trackers/choose-tracker.js';
 
 /**
  * The protocol versions this build speaks. FERRY_TEST_PROTOCOL_VERSIONS (comma-separated) replaces them; it
@@ -27,7 +28,7 @@ export async function localPeerInfo(): Promise<PeerInfo> {
     arch: process.arch,
     kernel: release(),
     hostname: hostname(),
-    trackers: ['hash'],
+    trackers: (await trackerAvailability()).filter((t) => t.ok).map((t) => t.name),
     criuVersion: criu.ok ? criu.version : '',
     criuProblem: criu.ok ? '' : criu.reason,
     features: FEATURES,

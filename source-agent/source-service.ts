@@ -50,6 +50,7 @@ export class SourceService {
       bandwidthBytesPerSecond: r.bandwidthBytesPerSecond || undefined,
       onNoConverge: (r.onNoConverge || undefined) as 'freeze' | 'throttle' | 'abort' | undefined,
       noPrecopy: r.noPrecopy,
+      tracker: r.tracker || undefined,
     });
     const controller = new AbortController();
     this.running.add(controller);

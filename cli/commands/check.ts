@@ -1,6 +1,7 @@
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import type { PeerInfo } from '../../shared/transport/messages.js';
 import { runCheck } from '../../source-agent/check.js';
+import { trackerAvailability } from '../../source-agent/trackers/choose-tracker.js';
 import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 
@@ -15,7 +16,7 @@ function describe(side: string, p: PeerInfo): string[] {
     `${side}: ${p.hostname} (ferry ${p.ferryVersion}, protocol ${p.protocolVersions.join(',')})`,
     `  kernel     ${p.kernel} ${p.arch}, page size ${p.pageSize}`,
     `  criu       ${p.criuVersion ? `${p.criuVersion} ok` : `MISSING: ${p.criuProblem}`}`,
-    `  trackers   ${p.trackers.join(', ')} (soft-dirty and uffd-wp are not built yet)`,
+    `  trackers   ${p.trackers.join(', ') || 'none'}`,
   ];
 }
 
@@ -27,11 +28,13 @@ export async function checkCommand(argv: string[]): Promise<number> {
   }
   const to = values.to ? formatHostPort(parseHostPort(values.to, '--to address')) : undefined;
   const r = await runCheck(to);
+  const trackers = await trackerAvailability();
   const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem));
   if (values.json) {
-    console.log(JSON.stringify({ ok, ...r }));
+    console.log(JSON.stringify({ ok, ...r, trackers }));
   } else {
     const lines = describe('source', r.source!);
+    for (const t of trackers) lines.push(`    ${t.name.padEnd(11)}${t.ok ? 'yes' : 'no '}  ${t.reason}`);
     if (to) {
       if (r.dest) lines.push(...describe(`dest ${to}`, r.dest));
       lines.push(r.destProblem ? `migration to ${to}: NOT POSSIBLE: ${r.destProblem}` : `migration to ${to}: possible (protocol ${r.protocolVersion})`);

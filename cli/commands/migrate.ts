@@ -28,6 +28,7 @@ Options:
   --on-no-converge ACTION when pre-copy does not converge: throttle (default: take CPU from the task,
                           20 % then +10 % per round), freeze (freeze anyway) or abort (leave it running)
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
+  --tracker KIND          auto (default: uffd-wp when this kernel can, else hash), uffd-wp or hash
   --via HOST:PORT         run the migration in a source agent daemon instead of in this process
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
@@ -49,6 +50,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       bandwidth: { type: 'string' },
       'on-no-converge': { type: 'string' },
       'no-precopy': { type: 'boolean' },
+      tracker: { type: 'string' },
     },
     true,
   );
@@ -70,6 +72,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     bandwidthBytesPerSecond: rateFlag('bandwidth', values.bandwidth),
     onNoConverge: values['on-no-converge'] as CompiledMigrateOptions['onNoConverge'] | undefined,
     noPrecopy: values['no-precopy'],
+    tracker: values.tracker,
   });
   const view = new ProgressView(process.stdout, values.json ?? false);
   const summary = values.via ? await migrateVia(formatHostPort(parseHostPort(values.via, '--via address')), opts, view) : await migrateHere(opts, view);
@@ -110,6 +113,7 @@ async function migrateVia(address: string, opts: CompiledMigrateOptions, view: P
       bandwidthBytesPerSecond: opts.bandwidthBytesPerSecond ?? 0,
       onNoConverge: opts.onNoConverge,
       noPrecopy: opts.noPrecopy,
+      tracker: opts.tracker,
     });
     let summary: MigrationSummary | undefined;
     try {

@@ -58,6 +58,12 @@ export const ERRORS = {
   TASK_STOPPED: spec('FERRY-1010', 'The task is stopped (job control or a debugger)', 'Resume it (`kill -CONT PID`) or detach the debugger, then migrate.', status.FAILED_PRECONDITION),
   PLATFORM_MISMATCH: spec('FERRY-1011', 'The hosts differ in architecture or page size', 'Migrate between hosts of the same architecture and page size.', status.FAILED_PRECONDITION),
   TASK_IS_FERRY: spec('FERRY-1012', 'The pid is Ferry itself or one of its ancestors', 'Migrate a task that Ferry does not depend on.', status.INVALID_ARGUMENT),
+  TRACKER_UNAVAILABLE: spec(
+    'FERRY-1014',
+    'The requested dirty-page tracker cannot run on this host',
+    'Run `ferry check` to see which trackers work here and why; use --tracker auto to take the best available.',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   DEST_PREPARE_FAILED: spec('FERRY-2001', 'The dest could not open a session', 'Check free disk and memory on the dest (the dest agent log says which).', status.RESOURCE_EXHAUSTED),
@@ -67,6 +73,12 @@ export const ERRORS = {
   PAGE_STREAM_FAILED: spec('FERRY-3002', 'The page stream to the dest broke', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
   TASK_EXITED: spec('FERRY-3003', 'The task exited during the migration', 'Nothing to migrate any more; check why the task ended (its own log).', status.ABORTED),
   PAGE_INTEGRITY: spec('FERRY-3004', 'A page arrived at the dest with a wrong hash', 'Retry; if it repeats, check memory and network hardware on both hosts.', status.DATA_LOSS, true),
+  UFFD_INJECTION_FAILED: spec(
+    'FERRY-3006',
+    'A userfaultfd could not be created inside the task',
+    'Check that nothing else ptraces the task and that seccomp allows userfaultfd in it; or use --tracker hash.',
+    status.FAILED_PRECONDITION,
+  ),
   PRECOPY_NOT_CONVERGING: spec('FERRY-3005', 'Pre-copy did not converge', 'Raise --max-rounds or the bandwidth, or migrate when the task writes less.', status.ABORTED, true),
 
   CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),

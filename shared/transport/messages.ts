@@ -129,6 +129,7 @@ export interface MigrateRequest {
   bandwidthBytesPerSecond: number;
   onNoConverge: string;
   noPrecopy: boolean;
+  tracker: string;
 }
 
 export type ProtoPhase =

@@ -21,6 +21,8 @@ export interface RoundSummary {
   dirtyPages: number;
   zeroPages: number;
   bytesSent: number;
+  /** Page bytes the tracker read from the task this round (all present memory for hash; written pages for uffd-wp). */
+  bytesRead: number;
   durationMs: number;
   /** The part of the round spent sending, not reading (the policy's transfer-rate samples). */
   transferMs: number;
@@ -57,7 +59,7 @@ export interface MigrationSummary {
 }
 
 export type MigrationEvent =
-  | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string }
+  | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string; trackerNote: string }
   | { kind: 'phase'; phase: Phase }
   | { kind: 'round'; round: RoundSummary; pagesSent: number; bytesSent: number; rateBytesPerSecond: number }
   | {

@@ -69,10 +69,12 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     client = await ports.connectDest(opts.to, opts.connectTimeoutMs, deps.signal);
     const negotiated = await client.negotiate({ source: local }, deps.signal);
     const protocolVersion = checkPeers(local, negotiated);
-    deps.emit({ kind: 'started', migrationId, pid: opts.pid, dest: opts.to, tasks: target.tasks.length, tracker: 'hash' });
+    const chosen = await host.chooseTracker(opts.tracker);
+    log.info('tracker', { tracker: chosen.name, note: chosen.note });
+    deps.emit({ kind: 'started', migrationId, pid: opts.pid, dest: opts.to, tasks: target.tasks.length, tracker: chosen.name, trackerNote: chosen.note });
 
     enter('prepare');
-    const tracker = host.createTracker();
+    const tracker = host.createTracker(chosen.name);
     rollback.push('close the tracker', () => tracker.close());
     const prepareRequest = {
       migrationId,
@@ -288,6 +290,7 @@ async function precopy(
         dirtyPages: stats.dirtyPages,
         zeroPages: stats.zeroPages,
         bytesSent: stats.bytesSent,
+        bytesRead: stats.bytesRead,
         durationMs,
         transferMs: Math.max(1, durationMs - stats.readMs),
         throttlePercent: throttle?.percent ?? 0,

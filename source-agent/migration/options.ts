@@ -2,6 +2,7 @@
 import { tmpdir } from 'node:os';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
+import type { TrackerChoice } from '../trackers/tracker.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 
 export interface MigrateOptions {
@@ -25,6 +26,7 @@ export interface MigrateOptions {
   onNoConverge?: NoConvergeAction | undefined;
   /** Stop-and-copy: no pre-copy rounds, the final delta carries every page. */
   noPrecopy?: boolean | undefined;
+  tracker?: string | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -41,6 +43,7 @@ export interface CompiledMigrateOptions {
   bandwidthBytesPerSecond: number | undefined;
   onNoConverge: NoConvergeAction;
   noPrecopy: boolean;
+  tracker: TrackerChoice;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -69,6 +72,7 @@ export function compileMigrateOptions(o: MigrateOptions): CompiledMigrateOptions
     bandwidthBytesPerSecond: bandwidth(o.bandwidthBytesPerSecond),
     onNoConverge: noConvergeAction(o.onNoConverge),
     noPrecopy: o.noPrecopy ?? false,
+    tracker: trackerChoice(o.tracker),
   };
 }
 
@@ -87,4 +91,10 @@ function noConvergeAction(v: string | undefined): NoConvergeAction {
   if (v === undefined) return 'throttle';
   if (v === 'freeze' || v === 'throttle' || v === 'abort') return v;
   throw new FerryError('BAD_ARGUMENT', { message: `--on-no-converge must be freeze, throttle or abort (got "${v}")` });
+}
+
+function trackerChoice(v: string | undefined): TrackerChoice {
+  if (v === undefined) return 'auto';
+  if (v === 'auto' || v === 'uffd-wp' || v === 'hash') return v;
+  throw new FerryError('BAD_ARGUMENT', { message: `--tracker must be auto, uffd-wp or hash (got "${v}")`, hint: 'soft-dirty is not built yet; auto picks the best tracker this kernel supports.' });
 }

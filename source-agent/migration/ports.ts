@@ -14,7 +14,9 @@ import { DestClient } from '../dest-client.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { PageSender, type OutgoingPages, type PageSenderOptions } from '../page-sender.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
-import type { DirtyTracker } from '../trackers/tracker.js';
+import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
+import { chooseTracker } from '../trackers/choose-tracker.js';
+import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/task-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
@@ -56,7 +58,9 @@ export interface SourceHost {
   tree(rootPid: number): TreeMember[];
   peerInfo(): Promise<m.PeerInfo>;
   requireCriu(): Promise<string>;
-  createTracker(): DirtyTracker;
+  /** Resolves --tracker (auto probes the kernel) without touching the task. */
+  chooseTracker(choice: TrackerChoice): Promise<{ name: TrackerName; note: string }>;
+  createTracker(name: TrackerName): DirtyTracker;
   armFreezeLease(deadlineMs: number, pgid: number, pids: number[]): FreezeLeasePort;
   /**
    * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
@@ -106,7 +110,8 @@ export const realSourceHost: SourceHost = {
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
   peerInfo: localPeerInfo,
   requireCriu: () => requireCriu('source'),
-  createTracker: () => new HashTracker(PAGE_SIZE),
+  chooseTracker,
+  createTracker: (name) => (name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
     const criu = await requireCriu('source');

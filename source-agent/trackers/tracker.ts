@@ -6,7 +6,9 @@
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { OutgoingPages } from '../page-sender.js';
 
-export type TrackerName = 'hash';
+export type TrackerName = 'hash' | 'uffd-wp';
+/** What the operator asks for: `auto` takes the best this kernel can do. */
+export type TrackerChoice = TrackerName | 'auto';
 
 export interface TrackedTask {
   hostPid: number;

@@ -57,6 +57,7 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
     tree: () => [{ hostPid: 4242, nsPid: 1 }],
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
+    chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => ({
       name: 'hash',
       round: async (_tasks, round, _held, sink) => {

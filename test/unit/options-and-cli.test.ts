@@ -197,8 +197,8 @@ describe('rendering', () => {
     tracker: 'hash',
     tasks: 3,
     rounds: [
-      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, durationMs: 2500, transferMs: 2400, throttlePercent: 0 },
-      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, durationMs: 40, transferMs: 30, throttlePercent: 0 },
+      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, bytesRead: 264 * 2 ** 20, durationMs: 2500, transferMs: 2400, throttlePercent: 0 },
+      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, bytesRead: 256 * 2 ** 20, durationMs: 40, transferMs: 30, throttlePercent: 0 },
     ],
     decision: 'freezing: the dirty set (4.7 MiB) sends in ~47 ms <= 300 ms budget',
     presentPages: 65536,
@@ -247,8 +247,8 @@ describe('rendering', () => {
   it('describeEvent says what happened', () => {
     const round = summary.rounds[1]!;
     const lines: [MigrationEvent, string[]][] = [
-      [{ kind: 'started', migrationId: 'm-1', pid: 4242, dest: '10.0.0.2:7070', tasks: 3, tracker: 'hash' }, ['pid 4242', '3 processes', '10.0.0.2:7070', 'hash', 'm-1']],
-      [{ kind: 'started', migrationId: 'm-1', pid: 1, dest: 'd:1', tasks: 1, tracker: 'hash' }, ['(1 process)']],
+      [{ kind: 'started', migrationId: 'm-1', pid: 4242, dest: '10.0.0.2:7070', tasks: 3, tracker: 'hash', trackerNote: 'hash tracker (as asked)' }, ['pid 4242', '3 processes', '10.0.0.2:7070', 'hash', 'm-1']],
+      [{ kind: 'started', migrationId: 'm-1', pid: 1, dest: 'd:1', tasks: 1, tracker: 'hash', trackerNote: 'hash tracker (as asked)' }, ['(1 process)']],
       [{ kind: 'phase', phase: 'final-delta' }, ['phase: final-delta']],
       [
         { kind: 'round', round, pagesSent: 66736, bytesSent: 269 * 2 ** 20, rateBytesPerSecond: 110 * 2 ** 20 },
