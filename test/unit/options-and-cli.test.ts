@@ -31,6 +31,7 @@ describe('compileMigrateOptions', () => {
       bandwidthBytesPerSecond: undefined,
       onNoConverge: 'throttle',
       noPrecopy: false,
+      tracker: 'auto',
     });
   });
 
