@@ -85,6 +85,12 @@ export const ERRORS = {
   FREEZE_LEASE_EXPIRED: spec('FERRY-4002', 'The freeze lasted longer than its lease; the task was resumed', 'Raise --freeze-timeout or find the slow phase in the log.', status.DEADLINE_EXCEEDED, true),
 
   IMAGE_UPLOAD_FAILED: spec('FERRY-5001', 'CRIU images could not be sent to the dest', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
+  TRACKER_MISSED_PAGE: spec(
+    'FERRY-5003',
+    'A page changed that the tracker did not report; the migration was rolled back',
+    'Keep the agent logs and report it; migrate with --tracker hash meanwhile.',
+    status.DATA_LOSS,
+  ),
   IMAGE_INVALID: spec('FERRY-5002', 'An image sent to the dest is invalid', 'This is a bug or a tampered peer: keep both agent logs and report it.', status.INVALID_ARGUMENT),
 
   REBUILD_PAGE_MISSING: spec('FERRY-6001', 'The dest lacks a page the dump needs', 'This is a bug: keep both agent logs and report it; the source was resumed.', status.DATA_LOSS),

@@ -13,6 +13,7 @@ import { hashPages, zeroPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
 import { PageBatcher, BATCH_PAGES } from '../page-batcher.js';
+import type { PageRuns } from '../../shared/kernel/pagemap.js';
 import type { PageStream } from './ports.js';
 
 const TASK_PAGEMAP = /^pagemap-(\d+)\.img$/;
@@ -27,6 +28,8 @@ export type TaskPageReader = (task: number, firstPage: number, count: number) =>
 export interface FinalDeltaResult {
   manifests: PagesImageManifest[];
   dumpPages: number;
+  /** Pages taken as the dest holds them because the tracker saw no write: checked by verifyDumpedPages. */
+  trustedPages: number;
   /** Pages read from the stopped task (the lazy part of the dump). */
   taskPages: number;
   sentPages: number;
@@ -36,14 +39,47 @@ export interface FinalDeltaResult {
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'final-delta', side: 'source', detail });
 
-/** The bytes of every page the pagemap names, in its order, a chunk (<= BATCH_PAGES) at a time. */
+type DumpedChunk =
+  | { kind: 'read'; pages: Float64Array; data: Buffer; fromTask: boolean }
+  /** Pages the tracker says are unchanged since the dest got them: not read, their hash is the held one. */
+  | { kind: 'held'; pages: Float64Array };
+
+/**
+ * Splits a lazy entry into runs to read and runs the dest already holds unchanged (`changed` from the tracker;
+ * a page the dest does not hold is always read).
+ */
+function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHashIndex): Generator<{ read: boolean; first: number; count: number }> {
+  if (!changed) {
+    yield { read: true, first: e.firstPage, count: e.nrPages };
+    return;
+  }
+  let r = 0;
+  let runStart = e.firstPage;
+  let runRead: boolean | undefined;
+  for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++) {
+    while (r < changed.starts.length && changed.starts[r]! + changed.counts[r]! <= p) r++;
+    const written = r < changed.starts.length && changed.starts[r]! <= p;
+    const read = written || held.slotOf(p) === undefined;
+    if (runRead === undefined) runRead = read;
+    else if (read !== runRead) {
+      yield { read: runRead, first: runStart, count: p - runStart };
+      runStart = p;
+      runRead = read;
+    }
+  }
+  if (runRead !== undefined) yield { read: runRead, first: runStart, count: e.firstPage + e.nrPages - runStart };
+}
+
+/** The pages the pagemap names, in its order, a chunk (<= BATCH_PAGES) at a time. */
 async function* dumpedPages(
   entries: readonly PagemapEntry[],
   pagesFile: FileHandle | undefined,
   readTask: (firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>,
   pageSize: number,
   chunk: Buffer,
-): AsyncGenerator<{ pages: Float64Array; data: Buffer; fromTask: boolean }> {
+  changed: PageRuns | undefined,
+  held: PageHashIndex,
+): AsyncGenerator<DumpedChunk> {
   let fileOffset = 0;
   for (const e of entries) {
     if ((e.flags & PE_PRESENT) !== 0) {
@@ -54,15 +90,26 @@ async function* dumpedPages(
         fileOffset += n * pageSize;
         const pages = new Float64Array(n);
         for (let i = 0; i < n; i++) pages[i] = e.firstPage + done + i;
-        yield { pages, data: chunk.subarray(0, n * pageSize), fromTask: false };
+        yield { kind: 'read', pages, data: chunk.subarray(0, n * pageSize), fromTask: false };
         done += n;
       }
     } else if ((e.flags & PE_LAZY) !== 0) {
-      for (const c of readTask(e.firstPage, e.nrPages)) {
-        if (c.unreadable.length > 0) {
-          throw new FerryError('MEMORY_READ_FAILED', { phase: 'final-delta', side: 'source', detail: `pages ${c.unreadable.slice(0, 5).join(', ')} of the stopped task cannot be read` });
+      for (const run of lazyRuns(e, changed, held)) {
+        if (!run.read) {
+          for (let done = 0; done < run.count; done += BATCH_PAGES) {
+            const n = Math.min(BATCH_PAGES, run.count - done);
+            const pages = new Float64Array(n);
+            for (let i = 0; i < n; i++) pages[i] = run.first + done + i;
+            yield { kind: 'held', pages };
+          }
+          continue;
         }
-        yield { pages: c.pages, data: c.data, fromTask: true };
+        for (const c of readTask(run.first, run.count)) {
+          if (c.unreadable.length > 0) {
+            throw new FerryError('MEMORY_READ_FAILED', { phase: 'final-delta', side: 'source', detail: `pages ${c.unreadable.slice(0, 5).join(', ')} of the stopped task cannot be read` });
+          }
+          yield { kind: 'read', pages: c.pages, data: c.data, fromTask: true };
+        }
       }
     } else {
       throw invalid(`pagemap entry at ${e.vaddr.toString(16)} has flags ${e.flags}: neither present nor lazy`);
@@ -77,9 +124,10 @@ export async function sendFinalDelta(
   round: number,
   pageSize: number,
   readTask: TaskPageReader,
+  changed?: Map<number, PageRuns>,
 ): Promise<FinalDeltaResult> {
   const names = (await readdir(imagesDir)).sort();
-  const result: FinalDeltaResult = { manifests: [], dumpPages: 0, taskPages: 0, sentPages: 0, sentBytes: 0, zeroPages: 0 };
+  const result: FinalDeltaResult = { manifests: [], dumpPages: 0, trustedPages: 0, taskPages: 0, sentPages: 0, sentBytes: 0, zeroPages: 0 };
   let otherKey = OTHER_KEY_BASE;
   const chunk = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
   const zeros = new Uint8Array(BATCH_PAGES);
@@ -103,8 +151,15 @@ export async function sendFinalDelta(
       }
       if (!taskMatch && presentPages !== total) throw invalid(`${name}: lazy pages outside a task`);
       let done = 0;
-      for await (const c of dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk)) {
+      const taskChanged = changed?.get(task);
+      for await (const c of dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk, taskChanged, index)) {
         const n = c.pages.length;
+        if (c.kind === 'held') {
+          for (let i = 0; i < n; i++) index.hashAt(index.slotOf(c.pages[i]!)!).copy(hashes, (done + i) * HASH_BYTES);
+          result.trustedPages += n;
+          done += n;
+          continue;
+        }
         hashPages(c.data, n, pageSize, chunkHashes);
         chunkHashes.copy(hashes, done * HASH_BYTES, 0, n * HASH_BYTES);
         zeroPages(c.data, n, pageSize, zeros);
@@ -129,4 +184,43 @@ export async function sendFinalDelta(
     result.zeroPages += batcher.zeroPages;
   }
   return result;
+}
+
+/**
+ * The check behind a tracker's word: reads every dumped page again (stopped task or pages image), hashes it
+ * and compares it with the manifest. Runs beside the dest's restore; a difference means the tracker missed a
+ * write, and the migration rolls back (TRACKER_MISSED_PAGE) before anything is committed.
+ */
+export async function verifyDumpedPages(
+  imagesDir: string,
+  manifests: readonly PagesImageManifest[],
+  pageSize: number,
+  readTask: TaskPageReader,
+): Promise<number> {
+  const chunk = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
+  const got = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+  let checked = 0;
+  for (const m of manifests) {
+    const pagemap = decodePagemap(await readFile(join(imagesDir, m.pagemapImage)), m.pagemapImage);
+    const presentPages = pagemap.entries.filter((e) => (e.flags & PE_PRESENT) !== 0).reduce((n, e) => n + e.nrPages, 0);
+    const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
+    try {
+      let done = 0;
+      for await (const c of dumpedPages(pagemap.entries, pagesFile, (first, count) => readTask(m.task, first, count), pageSize, chunk, undefined, new PageHashIndex())) {
+        if (c.kind !== 'read') continue; // unreachable without `changed`: every page is read
+        const n = c.pages.length;
+        hashPages(c.data, n, pageSize, got);
+        for (let i = 0; i < n; i++) {
+          if (got.compare(m.hashes, (done + i) * HASH_BYTES, (done + i + 1) * HASH_BYTES, i * HASH_BYTES, (i + 1) * HASH_BYTES) !== 0) {
+            throw new FerryError('TRACKER_MISSED_PAGE', { phase: 'final-delta', side: 'source', detail: `task ${m.task} page ${c.pages[i]}: its bytes differ from what the dest holds` });
+          }
+        }
+        done += n;
+      }
+      checked += done;
+    } finally {
+      await pagesFile?.close();
+    }
+  }
+  return checked;
 }

@@ -21,7 +21,7 @@ import { fixedCost, loadCostSamples, recordCostSample } from '../cost-model.js';
 import { TokenBucket } from '../token-bucket.js';
 import type { DirtyTracker, TrackedTask } from '../trackers/tracker.js';
 import type { EventSink, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
-import { sendFinalDelta } from './final-delta.js';
+import { sendFinalDelta, verifyDumpedPages } from './final-delta.js';
 import type { TargetTree } from './inspect-target.js';
 import { checkPeers } from './check-peers.js';
 import type { CompiledMigrateOptions } from './options.js';
@@ -139,17 +139,26 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       if (pid === undefined) throw new FerryError('TASK_TREE_CHANGING', { phase: 'final-delta', side: 'source', detail: `the dump has task ${task}, which was not in the tree at the freeze` });
       return host.readPages(pid, first, count);
     };
-    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize, readTask);
+    // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
+    const changed = dumpKind === 'lazy' ? tracker.changedSinceLastRound?.(frozenTree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
+    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize, readTask, changed);
     await sender.finish();
     const uploaded = await client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
     phases.finalDeltaMs = performance.now() - t0;
     log.info('final delta sent', { dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
 
     enter('restore');
-    const restored = await client.restore(
+    const restoring = client.restore(
       { migrationId, epoch: EPOCH, pages: delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: opts.freezeTimeoutMs },
       deps.signal,
     );
+    const checking = delta.trustedPages > 0 ? verifyDumpedPages(imagesDir, delta.manifests, host.pageSize, readTask) : Promise.resolve(0);
+    const [restoredResult, checked] = await Promise.allSettled([restoring, checking]);
+    // A missed write outranks whatever the restore did: the rollback removes the dest's copy either way.
+    if (checked.status === 'rejected') throw checked.reason;
+    if (restoredResult.status === 'rejected') throw restoredResult.reason;
+    const restored = restoredResult.value;
+    if (checked.value > 0) log.info('tracker checked', { pages: checked.value, trustedPages: delta.trustedPages });
     phases.rebuildMs = Number(restored.rebuildUs) / 1000;
     phases.restoreMs = Number(restored.restoreUs) / 1000;
 

@@ -3,6 +3,7 @@
  * rounds the pages written since. It reads them and hands them to the sink; what the dest holds is recorded in
  * `held` (page -> hash), which the final delta compares the dump against.
  */
+import type { PageRuns } from '../../shared/kernel/pagemap.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { OutgoingPages } from '../page-sender.js';
 
@@ -35,6 +36,12 @@ export interface TrackerRoundStats {
 
 export interface DirtyTracker {
   readonly name: TrackerName;
+  /**
+   * After the freeze: per task key, the pages that may differ from what the dest holds (written since the
+   * last round, or never seen). Undefined when the tracker cannot tell (hash): then every page is read.
+   * The final delta reads only these; a full read-back check still runs beside the restore.
+   */
+  changedSinceLastRound?(tasks: readonly TrackedTask[]): Map<number, PageRuns>;
   round(tasks: readonly TrackedTask[], round: number, held: Map<number, PageHashIndex>, sink: PageSink, signal: AbortSignal): Promise<TrackerRoundStats>;
   close(): void;
 }

@@ -8,11 +8,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
+import { encodePagemap, PE_LAZY, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import type * as m from '../../shared/transport/messages.js';
 import { hashPages } from '../../shared/native/addon.js';
+import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import { PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
 import type { MigrationEvent } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/migration.js';
@@ -60,10 +61,16 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => ({
       name: 'hash',
-      round: async (_tasks, round, _held, sink) => {
+      round: async (_tasks, round, held, sink) => {
         boom('precopy');
         if (round === 0) opts.abortDuringPrecopy?.abort();
-        await sink(1, onePage(0x1000, round + 1));
+        if (round === 0) {
+          // Like a real tracker: what it sends is what the dest holds from now on.
+          const page = onePage(0x1000, 1);
+          await sink(1, page);
+          if (!held.has(1)) held.set(1, new PageHashIndex());
+          held.get(1)!.set(0x1000, page.hashes, 0);
+        }
         // Round 0 sends one page; the next one finds nothing new, so the floor rule freezes.
         return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
       },
@@ -245,5 +252,58 @@ describe('migration state machine', () => {
     expect(w.log).toContain('dest.abort');
     expect(w.log).not.toContain('signal.SIGKILL');
     expect(w.log).not.toContain('dump');
+  });
+});
+
+describe('a lazy dump with an exact tracker', () => {
+  /**
+   * The tracker says nothing changed since round 0, so the final delta takes page 0x1000 as the dest holds it;
+   * the read-back beside the restore finds the task's page differs (a missed write) and the migration rolls back.
+   */
+  async function runLazy(taskFill: number) {
+    const w = world();
+    const tracker = w.ports.host.createTracker('uffd-wp');
+    const lazyHost: SourceHost = {
+      ...w.ports.host,
+      createTracker: () => ({ ...tracker, name: 'uffd-wp', changedSinceLastRound: () => new Map([[1, { starts: [], counts: [] }]]) }),
+      dump: async ({ imagesDir }) => {
+        w.log.push('dump');
+        await writeFile(join(imagesDir, 'pagemap-1.img'), encodePagemap({ pagesId: 1, entries: [{ vaddr: 0x1000n * 4096n, nrPages: 1, flags: PE_LAZY }] }));
+        await writeFile(join(imagesDir, 'pstree.img'), Buffer.alloc(10));
+        await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
+        return 'lazy' as const;
+      },
+      readPages: (_pid, first, count) => {
+        w.log.push(`read ${first}+${count}`);
+        const pages = new Float64Array(count).map((_, i) => first + i);
+        return [{ data: Buffer.alloc(count * PAGE, taskFill), pages, unreadable: [] }];
+      },
+    };
+    const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1 });
+    const ports: MigrationPorts = { ...w.ports, host: lazyHost };
+    const result = await migrate(opts, { log: silentLogger, emit: () => undefined, signal: new AbortController().signal, ports }).then(
+      (summary) => ({ summary, error: undefined }),
+      (e: unknown) => ({ summary: undefined, error: e as FerryError }),
+    );
+    return { ...result, log: w.log };
+  }
+
+  it('reads no unchanged page during the freeze, and commits when the read-back agrees', async () => {
+    const r = await runLazy(1); // round 0 sent the page with fill 1: unchanged
+    expect(r.error).toBeUndefined();
+    expect(r.summary!.finalDeltaTaskPages).toBe(0);
+    expect(r.summary!.finalDeltaPages).toBe(0);
+    // The only read of the task after the dump is the check beside the restore, and it comes after Restore started.
+    expect(r.log.filter((x) => x.startsWith('read'))).toEqual(['read 4096+1']);
+  });
+
+  it('rolls back with TRACKER_MISSED_PAGE when the task holds a write the tracker did not report', async () => {
+    const r = await runLazy(9);
+    expect(r.error?.key).toBe('TRACKER_MISSED_PAGE');
+    expect(r.error?.sourceState).toBe('running');
+    expect(r.log).toContain('dest.abort');
+    expect(r.log).toContain('signal.SIGCONT');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(r.log).not.toContain('dest.commit');
   });
 });

@@ -106,18 +106,7 @@ export class UffdWpTracker implements DirtyTracker {
     signal: AbortSignal,
   ): Promise<TrackerRoundStats> {
     const stats: TrackerRoundStats = { presentPages: 0, dirtyPages: 0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0 };
-    const detail: UffdWpRoundDetail = {
-      processes: 0,
-      injected: 0,
-      injectMs: 0,
-      maxStoppedMs: 0,
-      registeredVmas: 0,
-      newlyRegisteredVmas: 0,
-      wholeVmas: 0,
-      reportedPages: 0,
-      candidatePages: 0,
-      scanMs: 0,
-    };
+    const detail = emptyDetail();
     this.lastRound = detail;
     // Processes that left the tree (exited, or reparented away) are dropped.
     const wanted = new Set(tasks.map((t) => t.hostPid));
@@ -143,6 +132,20 @@ export class UffdWpTracker implements DirtyTracker {
       }
     }
     return stats;
+  }
+
+  changedSinceLastRound(tasks: readonly TrackedTask[]): Map<number, PageRuns> {
+    const out = new Map<number, PageRuns>();
+    const detail = { ...(this.lastRound ?? emptyDetail()) };
+    const stats: TrackerRoundStats = { presentPages: 0, dirtyPages: 0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0 };
+    for (const task of tasks) {
+      // Only processes tracked in pre-copy: injecting into the frozen tree now is neither possible nor needed
+      // (a process without an entry has every page read).
+      if (!this.states.has(task.hostPid)) continue;
+      const candidates = this.findCandidates(task.hostPid, detail, stats);
+      if (candidates) out.set(task.key, candidates);
+    }
+    return out;
   }
 
   /** Registers, scans and reads presence for one process; the runs to read, or undefined when it is gone. */
@@ -354,4 +357,19 @@ export class UffdWpTracker implements DirtyTracker {
   close(): void {
     for (const pid of [...this.states.keys()]) this.drop(pid);
   }
+}
+
+function emptyDetail(): UffdWpRoundDetail {
+  return {
+    processes: 0,
+    injected: 0,
+    injectMs: 0,
+    maxStoppedMs: 0,
+    registeredVmas: 0,
+    newlyRegisteredVmas: 0,
+    wholeVmas: 0,
+    reportedPages: 0,
+    candidatePages: 0,
+    scanMs: 0,
+  };
 }
