@@ -141,9 +141,12 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     };
     // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
     const changed = dumpKind === 'lazy' ? tracker.changedSinceLastRound?.(frozenTree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
+    const tScan = performance.now();
     const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize, readTask, changed);
-    await sender.finish();
-    const uploaded = await client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal);
+    const tPages = performance.now();
+    // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
+    const [, uploaded] = await Promise.all([sender.finish(), client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal)]);
+    log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
     phases.finalDeltaMs = performance.now() - t0;
     log.info('final delta sent', { dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: uploaded.files, imageBytes: uploaded.bytes });
 
