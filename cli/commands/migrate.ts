@@ -28,7 +28,8 @@ Options:
   --on-no-converge ACTION when pre-copy does not converge: throttle (default: take CPU from the task,
                           20 % then +10 % per round), freeze (freeze anyway) or abort (leave it running)
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
-  --tracker KIND          auto (default: uffd-wp when this kernel can, else hash), uffd-wp or hash
+  --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
+                          soft-dirty, uffd-wp or hash
   --via HOST:PORT         run the migration in a source agent daemon instead of in this process
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help

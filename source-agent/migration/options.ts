@@ -95,6 +95,6 @@ function noConvergeAction(v: string | undefined): NoConvergeAction {
 
 function trackerChoice(v: string | undefined): TrackerChoice {
   if (v === undefined) return 'auto';
-  if (v === 'auto' || v === 'uffd-wp' || v === 'hash') return v;
-  throw new FerryError('BAD_ARGUMENT', { message: `--tracker must be auto, uffd-wp or hash (got "${v}")`, hint: 'soft-dirty is not built yet; auto picks the best tracker this kernel supports.' });
+  if (v === 'auto' || v === 'soft-dirty' || v === 'uffd-wp' || v === 'hash') return v;
+  throw new FerryError('BAD_ARGUMENT', { message: `--tracker must be auto, soft-dirty, uffd-wp or hash (got "${v}")`, hint: 'auto picks the best tracker this kernel supports.' });
 }

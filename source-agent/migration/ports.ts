@@ -16,6 +16,7 @@ import { PageSender, type OutgoingPages, type PageSenderOptions } from '../page-
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
 import { chooseTracker } from '../trackers/choose-tracker.js';
+import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/task-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
@@ -111,7 +112,7 @@ export const realSourceHost: SourceHost = {
   peerInfo: localPeerInfo,
   requireCriu: () => requireCriu('source'),
   chooseTracker,
-  createTracker: (name) => (name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
+  createTracker: (name) => (name === 'soft-dirty' ? new SoftDirtyTracker(PAGE_SIZE) : name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
     const criu = await requireCriu('source');

@@ -6,25 +6,20 @@
  */
 import { SystemCallError } from '../../shared/errors/ferry-error.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { hashPages, zeroPages } from '../../shared/native/addon.js';
 import { PagemapReader } from '../../shared/kernel/pagemap.js';
 import { dumpableVmas, readMaps } from '../../shared/kernel/proc-maps.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
-import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { PageBatcher } from '../page-batcher.js';
+import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import { ChangedPageSender, emptyRoundStats } from './page-sender-loop.js';
 import type { DirtyTracker, PageSink, TrackedTask, TrackerRoundStats } from './tracker.js';
 
 export class HashTracker implements DirtyTracker {
   readonly name = 'hash' as const;
-  private readonly reader: ProcessMemoryReader;
-  private readonly hashes: Buffer;
-  private readonly zeros: Uint8Array;
+  private readonly sender: ChangedPageSender;
   private readonly pagemaps = new Map<number, PagemapReader>();
 
   constructor(private readonly pageSize: number) {
-    this.reader = new ProcessMemoryReader();
-    this.hashes = Buffer.allocUnsafe(this.reader.chunkPages * HASH_BYTES);
-    this.zeros = new Uint8Array(this.reader.chunkPages);
+    this.sender = new ChangedPageSender(new ProcessMemoryReader(), pageSize);
   }
 
   async round(
@@ -34,38 +29,15 @@ export class HashTracker implements DirtyTracker {
     sink: PageSink,
     signal: AbortSignal,
   ): Promise<TrackerRoundStats> {
-    const stats: TrackerRoundStats = { presentPages: 0, dirtyPages: 0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0 };
+    const stats = emptyRoundStats();
     for (const task of tasks) {
       const maps = readMaps(task.hostPid);
       if (!maps) continue; // exited since the tree was read: CRIU will not dump it either
       let index = held.get(task.key);
       if (!index) held.set(task.key, (index = new PageHashIndex()));
       const runs = this.pagemap(task.hostPid).presentRuns(dumpableVmas(maps));
-      const batcher = new PageBatcher(this.pageSize, (pages) => sink(task.key, pages));
       try {
-        const chunks = this.reader.chunks(task.hostPid, runs, signal);
-        for (;;) {
-          // Reading and hashing is the tracker's own cost (the cost model's read rate); sending is not.
-          const t0 = performance.now();
-          const next = chunks.next();
-          if (next.done) break;
-          const chunk = next.value;
-          const n = chunk.data.length / this.pageSize;
-          stats.presentPages += n;
-          stats.vanishedPages += chunk.unreadable.length;
-          stats.bytesRead += chunk.data.length;
-          hashPages(chunk.data, n, this.pageSize, this.hashes);
-          zeroPages(chunk.data, n, this.pageSize, this.zeros);
-          stats.readMs += performance.now() - t0;
-          for (let i = 0; i < n; i++) {
-            const page = chunk.pages[i]!;
-            if (index.holds(page, this.hashes, i * HASH_BYTES)) continue;
-            // add() copies the page out of the reader's buffer before the next chunk overwrites it.
-            await batcher.add(page, this.hashes, i * HASH_BYTES, chunk.data, i * this.pageSize, this.zeros[i] === 1);
-            index.set(page, this.hashes, i * HASH_BYTES);
-          }
-        }
-        await batcher.flush();
+        await this.sender.send(task, runs, index, sink, signal, stats, true);
       } catch (e) {
         if (e instanceof SystemCallError && e.errnoName === 'ESRCH') continue; // the task exited mid-round
         if (e instanceof SystemCallError) {
@@ -73,9 +45,6 @@ export class HashTracker implements DirtyTracker {
         }
         throw e;
       }
-      stats.dirtyPages += batcher.pages;
-      stats.zeroPages += batcher.zeroPages;
-      stats.bytesSent += batcher.bytes;
     }
     return stats;
   }

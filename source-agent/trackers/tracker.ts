@@ -7,7 +7,7 @@ import type { PageRuns } from '../../shared/kernel/pagemap.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { OutgoingPages } from '../page-sender.js';
 
-export type TrackerName = 'hash' | 'uffd-wp';
+export type TrackerName = 'hash' | 'uffd-wp' | 'soft-dirty';
 /** What the operator asks for: `auto` takes the best this kernel can do. */
 export type TrackerChoice = TrackerName | 'auto';
 

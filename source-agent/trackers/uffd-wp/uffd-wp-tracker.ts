@@ -17,7 +17,6 @@
  * is reported next round.
  */
 import { FerryError, SystemCallError, isFerryError } from '../../../shared/errors/ferry-error.js';
-import { hashPages, zeroPages } from '../../../shared/native/addon.js';
 import { PagemapReader, appendRun, emptyRuns, runsPageCount, type PageRuns } from '../../../shared/kernel/pagemap.js';
 import { WrittenPagesScanner, intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written.js';
 import { dumpableVmas, isSpecialArea, readMaps, type Vma } from '../../../shared/kernel/proc-maps.js';
@@ -25,8 +24,8 @@ import { ProcessMemoryReader } from '../../../shared/kernel/process-memory.js';
 import { readStat } from '../../../shared/kernel/proc-status.js';
 import { uffdApi, uffdRegisterWp, uffdUnregister } from '../../../shared/kernel/userfaultfd.js';
 import { closeFd } from '../../../shared/native/ptrace.js';
-import { HASH_BYTES, PageHashIndex } from '../../../shared/pages/page-hash-index.js';
-import { PageBatcher } from '../../page-batcher.js';
+import { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
+import { ChangedPageSender, emptyRoundStats } from '../page-sender-loop.js';
 import type { DirtyTracker, PageSink, TrackedTask, TrackerRoundStats } from '../tracker.js';
 import { injectUserfaultfd, type InjectOptions } from './inject.js';
 import { probeUffdWp, wantedUffdFeatures, type ProbeResult } from './probe.js';
@@ -77,8 +76,7 @@ function appendAll(out: PageRuns, runs: PageRuns): void {
 export class UffdWpTracker implements DirtyTracker {
   readonly name = 'uffd-wp' as const;
   private readonly reader: ProcessMemoryReader;
-  private readonly hashes: Buffer;
-  private readonly zeros: Uint8Array;
+  private readonly sender: ChangedPageSender;
   private readonly states = new Map<number, ProcessState>();
   private reopening = false;
   /** Details of the last round. */
@@ -89,8 +87,7 @@ export class UffdWpTracker implements DirtyTracker {
     private readonly injectOptions: InjectOptions = {},
   ) {
     this.reader = new ProcessMemoryReader();
-    this.hashes = Buffer.allocUnsafe(this.reader.chunkPages * HASH_BYTES);
-    this.zeros = new Uint8Array(this.reader.chunkPages);
+    this.sender = new ChangedPageSender(this.reader, pageSize);
   }
 
   /** Whether this host can run the tracker: a real uffd + PAGEMAP_SCAN test on a scratch mapping of the agent. */
@@ -105,7 +102,7 @@ export class UffdWpTracker implements DirtyTracker {
     sink: PageSink,
     signal: AbortSignal,
   ): Promise<TrackerRoundStats> {
-    const stats: TrackerRoundStats = { presentPages: 0, dirtyPages: 0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0 };
+    const stats = emptyRoundStats();
     const detail = emptyDetail();
     this.lastRound = detail;
     // Processes that left the tree (exited, or reparented away) are dropped.
@@ -137,7 +134,7 @@ export class UffdWpTracker implements DirtyTracker {
   changedSinceLastRound(tasks: readonly TrackedTask[]): Map<number, PageRuns> {
     const out = new Map<number, PageRuns>();
     const detail = { ...(this.lastRound ?? emptyDetail()) };
-    const stats: TrackerRoundStats = { presentPages: 0, dirtyPages: 0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0 };
+    const stats = emptyRoundStats();
     for (const task of tasks) {
       // Only processes tracked in pre-copy: injecting into the frozen tree now is neither possible nor needed
       // (a process without an entry has every page read).
@@ -299,32 +296,8 @@ export class UffdWpTracker implements DirtyTracker {
     }
   }
 
-  private async sendPages(task: TrackedTask, runs: PageRuns, index: PageHashIndex, sink: PageSink, signal: AbortSignal, stats: TrackerRoundStats): Promise<void> {
-    const batcher = new PageBatcher(this.pageSize, (pages) => sink(task.key, pages));
-    const chunks = this.reader.chunks(task.hostPid, runs, signal);
-    for (;;) {
-      // Reading and hashing is the tracker's own cost (the cost model's read rate); sending is not.
-      const t0 = performance.now();
-      const next = chunks.next();
-      if (next.done) break;
-      const chunk = next.value;
-      const n = chunk.data.length / this.pageSize;
-      stats.vanishedPages += chunk.unreadable.length;
-      stats.bytesRead += chunk.data.length;
-      hashPages(chunk.data, n, this.pageSize, this.hashes);
-      zeroPages(chunk.data, n, this.pageSize, this.zeros);
-      stats.readMs += performance.now() - t0;
-      for (let i = 0; i < n; i++) {
-        const page = chunk.pages[i]!;
-        if (index.holds(page, this.hashes, i * HASH_BYTES)) continue; // written with the same bytes
-        await batcher.add(page, this.hashes, i * HASH_BYTES, chunk.data, i * this.pageSize, this.zeros[i] === 1);
-        index.set(page, this.hashes, i * HASH_BYTES);
-      }
-    }
-    await batcher.flush();
-    stats.dirtyPages += batcher.pages;
-    stats.zeroPages += batcher.zeroPages;
-    stats.bytesSent += batcher.bytes;
+  private sendPages(task: TrackedTask, runs: PageRuns, index: PageHashIndex, sink: PageSink, signal: AbortSignal, stats: TrackerRoundStats): Promise<void> {
+    return this.sender.send(task, runs, index, sink, signal, stats);
   }
 
   /**

@@ -1,0 +1,259 @@
+/**
+ * Soft-dirty in /proc/PID/pagemap: bit 55 of an entry is set when the page was written (or faulted in, moved by
+ * mremap, or lies in an area created or grown) since the last `echo 4 > /proc/PID/clear_refs`. A swapped-out
+ * page keeps its bit in the swap entry, and a written transparent huge page marks all its 4 KiB entries.
+ *
+ * Two methods, same answer, as in shared/kernel/pagemap.ts (whose PAGEMAP_SCAN reader is fixed to the presence
+ * query, hence this file's own ioctl):
+ * - 'scan': PAGEMAP_SCAN (Linux >= 6.7) asking for PAGE_IS_SOFT_DIRTY pages that are present or swapped;
+ * - 'pread': 8-byte entries decoded from the high 32-bit words, giving presence and soft-dirty in one pass.
+ */
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { SystemCallError } from '../../../shared/errors/ferry-error.js';
+import { Errno, addressOf, errnoName, ioctlPointer, systemCallErrorFromNode, type Address } from '../../../shared/native/libc.js';
+import { PagemapReader, appendRun, emptyRuns, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
+import { pageAddressHi, pageAddressLo, pageOfAddress, type Vma } from '../../../shared/kernel/proc-maps.js';
+
+// pagemap entry bits, as seen in the high 32-bit word of each 64-bit entry.
+const PM_PRESENT_HI = 1 << 31; // bit 63
+const PM_SWAP_HI = 1 << 30; // bit 62
+const PM_FILE_HI = 1 << 29; // bit 61
+const PM_GUARD_HI = 1 << 26; // bit 58 (Linux >= 6.15)
+export const PM_SOFT_DIRTY_HI = 1 << 23; // bit 55
+
+/** Presence (CRIU's page rule, as pagemap.ts applies it) and soft-dirty of one entry's high word. */
+function counts(hi: number): boolean {
+  return (hi & (PM_PRESENT_HI | PM_SWAP_HI)) !== 0 && (hi & (PM_FILE_HI | PM_GUARD_HI)) === 0;
+}
+
+/**
+ * Decodes pagemap entries (8 bytes each, the first for page `firstPage`): appends to `present` the pages that hold
+ * dumpable data and to `dirty` those of them that are soft-dirty. Only the high words are read: no BigInt.
+ */
+export function decodeSoftDirtyEntries(buf: Uint8Array, firstPage: number, present: PageRuns, dirty: PageRuns): void {
+  const n = Math.floor(buf.byteLength / 8);
+  // A Uint32Array view needs 4-byte alignment; an unaligned Buffer is copied first.
+  const bytes = buf.byteOffset % 4 === 0 ? buf : new Uint8Array(buf.subarray(0, n * 8));
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n * 2);
+  let presentStart = -1;
+  let dirtyStart = -1;
+  for (let i = 0; i < n; i++) {
+    const hi = words[2 * i + 1] ?? 0;
+    const isPresent = counts(hi);
+    const isDirty = isPresent && (hi & PM_SOFT_DIRTY_HI) !== 0;
+    if (isPresent) {
+      if (presentStart < 0) presentStart = i;
+    } else if (presentStart >= 0) {
+      appendRun(present, firstPage + presentStart, i - presentStart);
+      presentStart = -1;
+    }
+    if (isDirty) {
+      if (dirtyStart < 0) dirtyStart = i;
+    } else if (dirtyStart >= 0) {
+      appendRun(dirty, firstPage + dirtyStart, i - dirtyStart);
+      dirtyStart = -1;
+    }
+  }
+  if (presentStart >= 0) appendRun(present, firstPage + presentStart, n - presentStart);
+  if (dirtyStart >= 0) appendRun(dirty, firstPage + dirtyStart, n - dirtyStart);
+}
+
+/** The pages in `a` that are not in `b` (both ascending, non-overlapping), as runs. */
+export function subtractRuns(a: PageRuns, b: PageRuns): PageRuns {
+  const out = emptyRuns();
+  let j = 0;
+  for (let i = 0; i < a.starts.length; i++) {
+    let start = a.starts[i]!;
+    const end = start + a.counts[i]!;
+    while (j < b.starts.length && b.starts[j]! + b.counts[j]! <= start) j++;
+    let k = j;
+    while (start < end && k < b.starts.length && b.starts[k]! < end) {
+      const bStart = b.starts[k]!;
+      const bEnd = bStart + b.counts[k]!;
+      if (bStart > start) appendRun(out, start, bStart - start);
+      start = Math.max(start, bEnd);
+      k++;
+    }
+    if (start < end) appendRun(out, start, end - start);
+  }
+  return out;
+}
+
+/** The page ranges of `vmas` as runs (adjacent areas merged). */
+export function vmaRuns(vmas: readonly Vma[]): PageRuns {
+  const out = emptyRuns();
+  for (const v of vmas) appendRun(out, v.startPage, v.endPage - v.startPage);
+  return out;
+}
+
+// PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg), 96 bytes; struct page_region is 24 bytes.
+const PAGEMAP_SCAN = 0xc0606610;
+const PM_SCAN_ARG_BYTES = 96;
+const PAGE_REGION_BYTES = 24;
+const PAGE_IS_FILE = 1 << 2;
+const PAGE_IS_PRESENT = 1 << 3;
+const PAGE_IS_SWAPPED = 1 << 4;
+export const PAGE_IS_SOFT_DIRTY = 1 << 7;
+const SCAN_REGIONS = 4096;
+const BLOCK_ENTRIES = 8192;
+
+/** Which method this process uses when none is forced: decided by the first scan. */
+let scanWorks: boolean | undefined;
+
+export interface SoftDirtyScan {
+  /** Pages holding dumpable data (present or swapped, not page cache). */
+  present: PageRuns;
+  /** The soft-dirty ones among them. */
+  dirty: PageRuns;
+  method: PagemapMethod;
+}
+
+/** An open /proc/PID/pagemap for soft-dirty queries. close() when done. */
+export class SoftDirtyPagemap {
+  private fd: number;
+  private readonly presence: PagemapReader | undefined;
+  private arg: Buffer | undefined;
+  private vec: Buffer | undefined;
+  private vecAddress: Address | undefined;
+  private block: Buffer | undefined;
+
+  constructor(
+    readonly pid: number,
+    private readonly forced?: PagemapMethod,
+    path = `/proc/${pid}/pagemap`,
+  ) {
+    try {
+      this.fd = openSync(path, 'r');
+    } catch (e) {
+      throw systemCallErrorFromNode('open', e, path) ?? e;
+    }
+    // The presence query of the scan method is pagemap.ts's own; with pread one pass gives both.
+    if (forced !== 'pread' && scanWorks !== false) this.presence = new PagemapReader(pid, forced ? { method: forced } : {});
+  }
+
+  /** Presence and soft-dirty of `vmas` (sorted as maps lists them). */
+  scan(vmas: readonly Vma[]): SoftDirtyScan {
+    if (this.fd < 0) throw new Error('SoftDirtyPagemap is closed');
+    const dirty = emptyRuns();
+    if (this.presence && this.forced !== 'pread' && scanWorks !== false) {
+      if (this.scanAll(vmas, dirty)) return { present: this.presence.presentRuns(vmas), dirty, method: 'scan' };
+      if (this.forced === 'scan') throw new SystemCallError('ioctl', Errno.ENOTTY, errnoName(Errno.ENOTTY), 'this kernel has no PAGEMAP_SCAN');
+    }
+    const present = emptyRuns();
+    for (const [start, end] of spans(vmas)) this.preadSpan(start, end, present, dirty);
+    return { present, dirty, method: 'pread' };
+  }
+
+  close(): void {
+    this.presence?.close();
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /** PAGEMAP_SCAN for soft-dirty pages; false (and `dirty` empty) when the kernel has no such ioctl. */
+  private scanAll(vmas: readonly Vma[], dirty: PageRuns): boolean {
+    for (const [start, end] of spans(vmas)) {
+      try {
+        this.scanSpan(start, end, dirty);
+        scanWorks = true;
+      } catch (e) {
+        const unsupported = e instanceof SystemCallError && (e.errno === Errno.ENOTTY || e.errno === Errno.EINVAL);
+        if (!unsupported || scanWorks === true) throw e;
+        scanWorks = false;
+        dirty.starts.length = 0;
+        dirty.counts.length = 0;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private scanSpan(start: number, end: number, out: PageRuns): void {
+    if (!this.arg || !this.vec || !this.vecAddress) {
+      this.arg = Buffer.alloc(PM_SCAN_ARG_BYTES);
+      this.vec = Buffer.alloc(SCAN_REGIONS * PAGE_REGION_BYTES);
+      this.vecAddress = addressOf(this.vec);
+    }
+    const arg = new DataView(this.arg.buffer, this.arg.byteOffset, PM_SCAN_ARG_BYTES);
+    const vec = new DataView(this.vec.buffer, this.vec.byteOffset, this.vec.byteLength);
+    let cursor = start;
+    while (cursor < end) {
+      this.arg.fill(0);
+      arg.setUint32(0, PM_SCAN_ARG_BYTES, true); // size; flags (8) = 0: report only
+      arg.setUint32(16, pageAddressLo(cursor), true); // start
+      arg.setUint32(20, pageAddressHi(cursor), true);
+      arg.setUint32(24, pageAddressLo(end), true); // end
+      arg.setUint32(28, pageAddressHi(end), true);
+      arg.setUint32(40, this.vecAddress.lo, true); // vec
+      arg.setUint32(44, this.vecAddress.hi, true);
+      arg.setUint32(48, SCAN_REGIONS, true); // vec_len
+      arg.setUint32(64, PAGE_IS_FILE, true); // category_inverted: not a page-cache page ...
+      arg.setUint32(72, PAGE_IS_FILE | PAGE_IS_SOFT_DIRTY, true); // category_mask: ... and soft-dirty
+      arg.setUint32(80, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, true); // category_anyof_mask
+      arg.setUint32(88, PAGE_IS_SOFT_DIRTY, true); // return_mask
+      const regions = ioctlPointer(this.fd, PAGEMAP_SCAN, this.arg, `PAGEMAP_SCAN(soft-dirty) /proc/${this.pid}/pagemap`);
+      for (let i = 0; i < regions; i++) {
+        const o = i * PAGE_REGION_BYTES;
+        const first = pageOfAddress(vec.getUint32(o, true), vec.getUint32(o + 4, true));
+        appendRun(out, first, pageOfAddress(vec.getUint32(o + 8, true), vec.getUint32(o + 12, true)) - first);
+      }
+      const walkEnd = pageOfAddress(arg.getUint32(32, true), arg.getUint32(36, true));
+      if (walkEnd <= cursor) throw new Error(`PAGEMAP_SCAN made no progress at page ${cursor} of pid ${this.pid}`);
+      cursor = walkEnd;
+    }
+  }
+
+  private preadSpan(start: number, end: number, present: PageRuns, dirty: PageRuns): void {
+    this.block ??= Buffer.alloc(BLOCK_ENTRIES * 8);
+    for (let page = start; page < end; ) {
+      const entries = Math.min(BLOCK_ENTRIES, end - page);
+      let got: number;
+      try {
+        got = readSync(this.fd, this.block, 0, entries * 8, page * 8);
+      } catch (e) {
+        throw systemCallErrorFromNode('pread', e, `/proc/${this.pid}/pagemap`) ?? e;
+      }
+      if (got < 8) throw new SystemCallError('pread', Errno.ESRCH, errnoName(Errno.ESRCH), `/proc/${this.pid}/pagemap: task exited`);
+      const decoded = Math.floor(got / 8);
+      decodeSoftDirtyEntries(this.block.subarray(0, decoded * 8), page, present, dirty);
+      page += decoded;
+    }
+  }
+}
+
+/** Merges areas that touch into spans. */
+function spans(vmas: readonly Vma[]): [number, number][] {
+  const result: [number, number][] = [];
+  for (const v of vmas) {
+    const last = result[result.length - 1];
+    if (last && last[1] === v.startPage) last[1] = v.endPage;
+    else if (v.endPage > v.startPage) result.push([v.startPage, v.endPage]);
+  }
+  return result;
+}
+
+/**
+ * Starts a new soft-dirty period for a process: `echo 4 > /proc/PID/clear_refs`. False when the process is gone.
+ */
+export function clearSoftDirty(pid: number | 'self'): boolean {
+  const path = `/proc/${pid}/clear_refs`;
+  let fd: number;
+  try {
+    fd = openSync(path, 'w');
+  } catch (e) {
+    const err = systemCallErrorFromNode('open', e, path);
+    if (err?.errnoName === 'ENOENT' || err?.errnoName === 'ESRCH') return false;
+    throw err ?? e;
+  }
+  try {
+    writeSync(fd, '4');
+    return true;
+  } catch (e) {
+    const err = systemCallErrorFromNode('write', e, path);
+    if (err?.errnoName === 'ESRCH') return false;
+    throw err ?? e;
+  } finally {
+    closeSync(fd);
+  }
+}
