@@ -18,7 +18,10 @@
  *        abort:    stop, leave the task untouched and running ("no-converge")
  *        throttle: take CPU from the task (QEMU's auto-converge: 20 %, +10 % per round, up to the cap) and go
  *                  on ("throttle"); once the cap is reached and it still does not converge, freeze
- *                  ("throttle-exhausted"). max-rounds alone does not throttle: the rounds are spent.
+ *                  ("throttle-exhausted"). max-rounds alone does not throttle: the rounds are spent. When even
+ *                  the cap would leave the task dirtying faster than the link carries, throttling only
+ *                  slows the task for nothing: freeze at once ("throttle-futile").
+ *   Whatever the state: once pre-copy has sent 4x the task's memory, freeze ("byte-budget").
  *   otherwise                                                             -> another round ("continue")
  */
 export interface RoundRecord {
@@ -58,6 +61,8 @@ export interface FixedCost {
 
 export interface PolicyState {
   history: readonly RoundRecord[];
+  /** The task's present memory at the last round, for the byte budget. */
+  residentBytes?: number | undefined;
   fixedCost: FixedCost;
   /** Share of the task's CPU currently taken away by auto-converge. */
   throttlePercent: number;
@@ -70,6 +75,8 @@ export type ConvergenceRule =
   | 'no-converge'
   | 'throttle'
   | 'throttle-exhausted'
+  | 'throttle-futile'
+  | 'byte-budget'
   | 'continue';
 
 export interface Decision {
@@ -88,6 +95,7 @@ const MIN_RATE_SAMPLE_BYTES = 4 * 1024 * 1024;
 const SMOOTHING = 0.5;
 const GROWTH_LIMIT = 1.1;
 const POOR_SHRINK = 0.5;
+const BYTE_BUDGET_FACTOR = 4;
 const SMALL_DELTA_SHARE = 0.1;
 
 /** Bytes per second, smoothed (EWMA) over rounds that moved enough data; undefined before any such round. */
@@ -159,6 +167,11 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
     }
   }
 
+  const sent = history.reduce((n, r) => n + r.bytesSent, 0);
+  if (state.residentBytes && sent >= BYTE_BUDGET_FACTOR * state.residentBytes) {
+    return decide('freeze', 'byte-budget', `freezing: pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
+  }
+
   const notConverging = ((): string | undefined => {
     if (prev && dRate !== undefined && rate !== undefined && dRate > rate) return `dirty rate ${rateText(dRate)} > link ${rateText(rate)}`;
     if (prev && history.length >= 3 && last.dirtyPages > prev.dirtyPages * GROWTH_LIMIT) {
@@ -182,6 +195,17 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
     case 'freeze':
       return decide('freeze', 'no-converge', `freezing anyway: not converging (${why})`);
     case 'throttle': {
+      if (dRate !== undefined && rate !== undefined && state.throttlePercent < policy.throttleMaxPercent) {
+        // The rate the task would still write at under the heaviest throttle.
+        const atCap = (dRate * (100 - policy.throttleMaxPercent)) / (100 - state.throttlePercent);
+        if (atCap >= rate) {
+          return decide(
+            'freeze',
+            'throttle-futile',
+            `freezing: even at ${policy.throttleMaxPercent} % throttle the task would write ${rateText(atCap)} > link ${rateText(rate)} (${why})`,
+          );
+        }
+      }
       const hardLimit = history.length >= 2 * policy.maxRounds;
       if (notConverging && !hardLimit && state.throttlePercent < policy.throttleMaxPercent) {
         const next =

@@ -317,7 +317,7 @@ async function precopy(
         readBytesPerSecond: readMs > 0 ? (readBytes * 1000) / readMs : undefined,
         storeBytesPerSecond: sender.storeMicros > 0 ? (sender.storedBytes * 1e6) / sender.storeMicros : undefined,
       });
-      const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0 }, policy);
+      const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0, residentBytes }, policy);
       deps.emit({
         kind: 'decision',
         action: decision.action,

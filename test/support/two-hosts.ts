@@ -57,9 +57,20 @@ let created = 0;
 const live = new Set<string>();
 let stateDir: string | undefined;
 
-/** One state dir per test process for the agents' own files, removed at exit. */
+const STATE_DIR_PREFIX = 'ferry-e2e-statedir-';
+
+/**
+ * One state dir per test process for the agents' own files. vitest's workers do not always run exit hooks,
+ * so the dir carries the pid and every new one removes those of processes that are gone.
+ */
 function testStateDir(): string {
-  stateDir ??= makeTempDir('ferry-e2e-statedir-');
+  if (stateDir) return stateDir;
+  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  for (const name of readdirSync(base)) {
+    const pid = Number(/^ferry-e2e-statedir-(\d+)-/.exec(name)?.[1]);
+    if (pid && !existsSync(`/proc/${pid}`)) rmSync(join(base, name), { recursive: true, force: true });
+  }
+  stateDir = makeTempDir(`${STATE_DIR_PREFIX}${process.pid}-`);
   return stateDir;
 }
 

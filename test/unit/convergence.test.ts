@@ -50,7 +50,8 @@ describe('convergence policy', () => {
     { name: 'slowly converging ends within budget', dirty: [65536, 40000, 20000, 5000], action: 'freeze', rule: 'budget' },
     { name: 'the fixed cost exceeds the budget: freeze once the delta is small next to it', dirty: [65536, 4000], cost: costly, action: 'freeze', rule: 'small-delta' },
     { name: 'the fixed cost exceeds the budget, delta still large: continue', dirty: [65536, 30000], cost: costly, action: 'continue', rule: 'continue' },
-    { name: 'diverging: dirty rate above the link -> throttle (default)', dirty: [65536, 200000], link: 10, action: 'throttle', rule: 'throttle' },
+    { name: 'diverging: dirty rate above the link -> throttle (default)', dirty: [65536, 70000], link: 10, action: 'throttle', rule: 'throttle' },
+    { name: 'diverging so fast that even the throttle cap cannot help -> freeze now', dirty: [65536, 700000], link: 10, action: 'freeze', rule: 'throttle-futile' },
     { name: 'diverging with --on-no-converge abort', dirty: [65536, 200000], link: 10, policy: { onNoConverge: 'abort' }, action: 'abort', rule: 'no-converge' },
     { name: 'diverging with --on-no-converge freeze', dirty: [65536, 200000], link: 10, policy: { onNoConverge: 'freeze' }, action: 'freeze', rule: 'no-converge' },
     { name: 'growing dirty set (> 10 %) from round 2', dirty: [65536, 20000, 23000], action: 'throttle', rule: 'throttle' },
@@ -71,7 +72,7 @@ describe('convergence policy', () => {
   }
 
   it('throttles like QEMU: 20 %, then +10 % per round, capped', () => {
-    const h = rounds([65536, 200000], 10);
+    const h = rounds([65536, 70000], 10);
     expect(decide(h).throttlePercent).toBe(20);
     expect(decide(h, { throttle: 20 }).throttlePercent).toBe(30);
     expect(decide(h, { throttle: 85 }).throttlePercent).toBe(90);
@@ -81,8 +82,14 @@ describe('convergence policy', () => {
     const budget = decide(rounds([65536, 2000]));
     expect(budget.reason).toMatch(/expected downtime \d+ ms <= 300 ms/);
     expect(budget.reason).toContain('learned from 2 earlier migrations');
-    const throttle = decide(rounds([65536, 200000], 10));
+    const throttle = decide(rounds([65536, 70000], 10));
     expect(throttle.reason).toMatch(/throttling task to 80 % of its CPU: dirty rate [\d.]+ MiB\/s > link [\d.]+ MiB\/s/);
+  });
+
+  it('freezes once pre-copy has sent 4x the task memory (byte budget)', () => {
+    const h = rounds([65536, 60000, 60000, 60000, 60000]);
+    const d = decideAfterRound({ history: h, fixedCost: cheap, throttlePercent: 0, residentBytes: 65536 * PAGE }, policy);
+    expect(d.rule).toBe('byte-budget');
   });
 
   it('expected downtime = dirty bytes / transfer rate + fixed cost', () => {

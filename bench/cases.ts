@@ -1,0 +1,150 @@
+/**
+ * What the benchmark measures: the links, the cases (link, RSS, dirty rate) and the three ways of moving a task,
+ * plus a rough time model used to print an estimate at start and to fit the repetitions into the time budget.
+ */
+
+export type LinkId = '1gbit' | '100mbit' | 'unshaped';
+
+export interface Link {
+  id: LinkId;
+  label: string;
+  /** `tc ... tbf rate` on the src's egress; undefined = no qdisc (the raw veth). */
+  tbfRate: string | undefined;
+  /** Payload rate a single TCP stream gets (notes/criu-lab.md §5), for the time model only. */
+  bytesPerSec: number;
+}
+
+export const LINKS: Record<LinkId, Link> = {
+  '1gbit': { id: '1gbit', label: '1 Gbit/s', tbfRate: '1gbit', bytesPerSec: 117e6 },
+  '100mbit': { id: '100mbit', label: '100 Mbit/s', tbfRate: '100mbit', bytesPerSec: 11.7e6 },
+  // The veth carries ~4 Gbit/s in one stream here; what limits a migration there is CPU (hashing, CRIU, tar).
+  unshaped: { id: 'unshaped', label: 'unshaped veth', tbfRate: undefined, bytesPerSec: 300e6 },
+};
+
+export interface BenchCase {
+  /** e.g. `1gbit-256m-d8`: stable, used in the JSON and to find a case's runs. */
+  id: string;
+  link: Link;
+  mib: number;
+  dirtyMibPerSec: number;
+  /** Only with --large. */
+  large: boolean;
+}
+
+export type MethodId = 'ferry-live' | 'ferry-stop-copy' | 'criu-stop-copy';
+
+export interface Method {
+  id: MethodId;
+  label: string;
+  /** Extra `ferry migrate` flags (none for plain CRIU). */
+  ferryFlags: readonly string[];
+  /** Is this a stop-and-copy (the task is frozen for the whole transfer)? */
+  stopAndCopy: boolean;
+}
+
+export const METHODS: readonly Method[] = [
+  // Throttle rather than freeze with a large dirty set when pre-copy cannot converge (the 128 MiB/s cases).
+  { id: 'ferry-live', label: 'Ferry pre-copy', ferryFlags: ['--on-no-converge', 'throttle'], stopAndCopy: false },
+  { id: 'ferry-stop-copy', label: 'Ferry stop-and-copy', ferryFlags: ['--no-precopy'], stopAndCopy: true },
+  { id: 'criu-stop-copy', label: 'plain CRIU', ferryFlags: [], stopAndCopy: true },
+];
+
+export function methodById(id: MethodId): Method {
+  const m = METHODS.find((x) => x.id === id);
+  if (!m) throw new Error(`unknown method ${id}`);
+  return m;
+}
+
+function makeCase(link: LinkId, mib: number, dirtyMibPerSec: number, large = false): BenchCase {
+  const size = mib % 1024 === 0 ? `${mib / 1024}g` : `${mib}m`;
+  return { id: `${link}-${size}-d${dirtyMibPerSec}`, link: LINKS[link], mib, dirtyMibPerSec, large };
+}
+
+/** The matrix of issue 3, cheapest first within each link. The order is also the order of a repetition. */
+export function fullCases(large: boolean): BenchCase[] {
+  const cases: BenchCase[] = [];
+  for (const mib of [256, 1024]) for (const d of [0, 8, 32, 128]) cases.push(makeCase('1gbit', mib, d));
+  for (const mib of [256, 1024]) cases.push(makeCase('unshaped', mib, 8));
+  for (const d of [0, 8, 128]) cases.push(makeCase('100mbit', 256, d));
+  if (large) cases.push(makeCase('1gbit', 4096, 8, true));
+  return cases;
+}
+
+export function quickCases(): BenchCase[] {
+  return [makeCase('1gbit', 256, 8)];
+}
+
+export function formatMib(mib: number): string {
+  return mib % 1024 === 0 ? `${mib / 1024} GiB` : `${mib} MiB`;
+}
+
+/** Can pre-copy catch up with the writes without help? (The dirty rate against the link's payload rate.) */
+export function converges(c: Pick<BenchCase, 'dirtyMibPerSec' | 'link'>): boolean {
+  return c.dirtyMibPerSec * 2 ** 20 < 0.8 * c.link.bytesPerSec;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Time model (seconds), calibrated on this VM class (2 vCPU, first touch slow); the runner rescales it by
+// what it measures as it goes.
+
+/** Start (fill), the 2 s idle window, verify, stop: the same for every method. */
+function fixedSeconds(c: BenchCase): number {
+  return 3.7 + c.mib / 1000;
+}
+
+export function estimateRunSeconds(c: BenchCase, method: MethodId): number {
+  const transfer = (c.mib * 2 ** 20 * 1.02) / c.link.bytesPerSec;
+  // Ferry's freeze: dump, final delta, rebuild and restore all touch the whole image (~8 s per GiB here).
+  const ferryFreeze = 0.3 + c.mib / 130;
+  switch (method) {
+    case 'ferry-live': {
+      const ratio = (c.dirtyMibPerSec * 2 ** 20) / c.link.bytesPerSec;
+      // Converging: later rounds carry what was written meanwhile (fitted: 1 + 1.5 x dirty/link rate of round 0).
+      // Not converging: rounds until the throttle is exhausted, each re-sending most of the memory.
+      const precopy = converges(c) ? transfer * (1 + 1.5 * ratio) : transfer * (c.link.id === '100mbit' ? 12 : 7);
+      return fixedSeconds(c) + 1 + precopy + ferryFreeze;
+    }
+    case 'ferry-stop-copy':
+      return fixedSeconds(c) + 1 + transfer + ferryFreeze;
+    case 'criu-stop-copy':
+      return fixedSeconds(c) + transfer + 0.3 + c.mib / 500;
+  }
+}
+
+export function estimateCaseSeconds(c: BenchCase, methods: readonly MethodId[]): number {
+  return methods.reduce((s, m) => s + estimateRunSeconds(c, m), 0);
+}
+
+/** Cases the targets are computed on: their extra repetitions come first. */
+export const PRIORITY_CASES: readonly string[] = ['1gbit-256m-d8', '1gbit-1g-d8', '1gbit-256m-d0', '1gbit-1g-d0'];
+
+/**
+ * Repetitions per case within budgetS: every case at least once (or as many times as `done` says it ran);
+ * then the remaining repetitions of the priority cases; then, repetition by repetition, the other cases,
+ * cheapest first, as long as the estimate fits. With `done`, budgetS is the time left and only the runs
+ * still to do count against it.
+ */
+export function planRepetitions(
+  cases: readonly BenchCase[],
+  seconds: readonly number[],
+  reps: number,
+  budgetS: number,
+  done?: ReadonlyMap<string, number>,
+): Map<string, number> {
+  const plan = new Map(cases.map((c) => [c.id, done ? (done.get(c.id) ?? 0) : 1]));
+  let total = done ? 0 : seconds.reduce((a, b) => a + b, 0);
+  const items = cases.map((c, i) => ({ c, s: seconds[i]! }));
+  const priority = items.filter((x) => PRIORITY_CASES.includes(x.c.id)).sort((a, b) => PRIORITY_CASES.indexOf(a.c.id) - PRIORITY_CASES.indexOf(b.c.id));
+  const others = items.filter((x) => !PRIORITY_CASES.includes(x.c.id)).sort((a, b) => a.s - b.s);
+  for (const group of [priority, others]) {
+    for (let r = 1; r <= reps; r++) {
+      for (const { c, s } of group) {
+        if (plan.get(c.id) === r - 1 && total + s <= budgetS) {
+          plan.set(c.id, r);
+          total += s;
+        }
+      }
+    }
+  }
+  return plan;
+}
