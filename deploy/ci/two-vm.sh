@@ -395,6 +395,17 @@ for (const a of args) {
 }
 writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
 for (const [k, m] of Object.entries(report.migrations)) console.log(`${k}: ${JSON.stringify(m)}`);
+// The point of soft-dirty: after round 0 a round reads only the pages written since the last one, never all.
+const sd = report.migrations['soft-dirty'];
+if (sd && !sd.error) {
+  const later = sd.pagesReadPerRound.slice(1);
+  const bad = later.filter((n) => n >= sd.presentPages);
+  if (later.length === 0 || bad.length > 0) {
+    console.log(`FAIL: soft-dirty rounds after round 0 must read fewer pages than the ${sd.presentPages} present: ${later.join(', ')}`);
+    process.exit(1);
+  }
+  console.log(`soft-dirty read ${later.join(', ')} pages in rounds 1.., of ${sd.presentPages} present`);
+}
 JS
 }
 
