@@ -150,7 +150,7 @@ export class PagemapReader {
     const out = emptyRuns();
     const method = this.forced ?? (scanSupport === 'none' ? 'pread' : 'scan');
     if (method === 'scan') {
-      if (this.scanAll(spans(vmas), out)) {
+      if (this.scanAll(vmaSpans(vmas), out)) {
         this.lastMethod = 'scan';
         return out;
       }
@@ -158,7 +158,7 @@ export class PagemapReader {
         throw new SystemCallError('ioctl', Errno.ENOTTY, errnoName(Errno.ENOTTY), 'this kernel has no PAGEMAP_SCAN');
       }
     }
-    for (const [start, end] of spans(vmas)) this.preadSpan(start, end, out);
+    for (const [start, end] of vmaSpans(vmas)) this.preadSpan(start, end, out);
     this.lastMethod = 'pread';
     return out;
   }
@@ -259,7 +259,7 @@ export class PagemapReader {
 }
 
 /** Merges areas that touch (one ioctl or pread loop for a whole stretch of adjacent areas). */
-function spans(vmas: readonly Vma[]): [number, number][] {
+export function vmaSpans(vmas: readonly Vma[]): [number, number][] {
   const result: [number, number][] = [];
   for (const v of vmas) {
     const last = result[result.length - 1];

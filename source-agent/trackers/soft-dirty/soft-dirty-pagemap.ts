@@ -11,7 +11,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { SystemCallError } from '../../../shared/errors/ferry-error.js';
 import { Errno, addressOf, errnoName, ioctlPointer, systemCallErrorFromNode, type Address } from '../../../shared/native/libc.js';
-import { PagemapReader, appendRun, emptyRuns, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
+import { PagemapReader, appendRun, emptyRuns, vmaSpans, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
 import { pageAddressHi, pageAddressLo, pageOfAddress, type Vma } from '../../../shared/kernel/proc-maps.js';
 
 // pagemap entry bits, as seen in the high 32-bit word of each 64-bit entry.
@@ -140,7 +140,7 @@ export class SoftDirtyPagemap {
       if (this.forced === 'scan') throw new SystemCallError('ioctl', Errno.ENOTTY, errnoName(Errno.ENOTTY), 'this kernel has no PAGEMAP_SCAN');
     }
     const present = emptyRuns();
-    for (const [start, end] of spans(vmas)) this.preadSpan(start, end, present, dirty);
+    for (const [start, end] of vmaSpans(vmas)) this.preadSpan(start, end, present, dirty);
     return { present, dirty, method: 'pread' };
   }
 
@@ -153,7 +153,7 @@ export class SoftDirtyPagemap {
 
   /** PAGEMAP_SCAN for soft-dirty pages; false (and `dirty` empty) when the kernel has no such ioctl. */
   private scanAll(vmas: readonly Vma[], dirty: PageRuns): boolean {
-    for (const [start, end] of spans(vmas)) {
+    for (const [start, end] of vmaSpans(vmas)) {
       try {
         this.scanSpan(start, end, dirty);
         scanWorks = true;
@@ -222,16 +222,6 @@ export class SoftDirtyPagemap {
   }
 }
 
-/** Merges areas that touch into spans. */
-function spans(vmas: readonly Vma[]): [number, number][] {
-  const result: [number, number][] = [];
-  for (const v of vmas) {
-    const last = result[result.length - 1];
-    if (last && last[1] === v.startPage) last[1] = v.endPage;
-    else if (v.endPage > v.startPage) result.push([v.startPage, v.endPage]);
-  }
-  return result;
-}
 
 /**
  * Starts a new soft-dirty period for a process: `echo 4 > /proc/PID/clear_refs`. False when the process is gone.
