@@ -74,6 +74,8 @@ kernel() {  # -> $CACHE/kernel/{KVER,vmlinux or vmlinuz,root/}
     deb=$(ls "$K"/dl/linux-image-*.deb)
   fi
   dpkg-deb -x "$deb" "$K/root"
+  # Kernels of merged-/usr releases (trixie on) keep their modules under usr/lib.
+  if [ ! -d "$K/root/lib/modules" ] && [ -d "$K/root/usr/lib/modules" ]; then mkdir -p "$K/root/lib"; mv "$K/root/usr/lib/modules" "$K/root/lib/modules"; fi
   local kver; kver=$(ls "$K/root/lib/modules")
   grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "$K/root/boot/config-$kver" || die "kernel $kver has no CONFIG_MEM_SOFT_DIRTY"
   depmod -b "$K/root" "$kver"
