@@ -6,30 +6,19 @@
  *
  * The first scan of a newly registered range reports every page that has a PTE without the WP bit (all its
  * present pages, plus empty PTEs inside existing page tables) and arms them: that is the "send it whole" a new
- * VMA needs (uffd-lab §2.4). pagemap.ts holds the report-only scan; the pm_scan_arg layout is the same.
+ * VMA needs (uffd-lab §2.4). The ioctl itself is pagemap-scan.ts's.
  */
 import { closeSync, openSync } from 'node:fs';
-import { addressOf, ioctlPointer, systemCallErrorFromNode, type Address } from '../native/libc.js';
+import { systemCallErrorFromNode } from '../native/libc.js';
+import { PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING, PagemapScanCall } from './pagemap-scan.js';
 import { appendRun, emptyRuns, type PageRuns } from './pagemap.js';
-import { pageAddressHi, pageAddressLo, pageOfAddress } from './proc-maps.js';
 
-const PAGEMAP_SCAN = 0xc0606610; // _IOWR('f', 16, struct pm_scan_arg), 96 bytes
-const PM_SCAN_ARG_BYTES = 96;
-const PAGE_REGION_BYTES = 24;
-export const PM_SCAN_WP_MATCHING = 1;
-export const PM_SCAN_CHECK_WPASYNC = 2;
-export const PAGE_IS_WRITTEN = 2;
-/** Regions per ioctl; the walk resumes at walk_end while the vector comes back full. */
-const SCAN_REGIONS = 4096;
+export { PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING } from './pagemap-scan.js';
 
 /** An open /proc/PID/pagemap used for write-protecting scans. close() when done. */
 export class WrittenPagesScanner {
   private fd: number;
-  private readonly arg = Buffer.alloc(PM_SCAN_ARG_BYTES);
-  private readonly vec = Buffer.alloc(SCAN_REGIONS * PAGE_REGION_BYTES);
-  private readonly vecAddress: Address;
-  /** ioctl calls made by this scanner (tests and stats). */
-  calls = 0;
+  private readonly call: PagemapScanCall;
 
   constructor(
     readonly pid: number,
@@ -40,7 +29,7 @@ export class WrittenPagesScanner {
     } catch (e) {
       throw systemCallErrorFromNode('open', e, path) ?? e;
     }
-    this.vecAddress = addressOf(this.vec);
+    this.call = new PagemapScanCall(this.fd, pid, 'WP');
   }
 
   /**
@@ -49,35 +38,19 @@ export class WrittenPagesScanner {
    */
   scan(startPage: number, endPage: number, out: PageRuns): void {
     if (this.fd < 0) throw new Error('WrittenPagesScanner is closed');
-    const arg = new DataView(this.arg.buffer, this.arg.byteOffset, PM_SCAN_ARG_BYTES);
-    const vec = new DataView(this.vec.buffer, this.vec.byteOffset, this.vec.byteLength);
-    let cursor = startPage;
-    while (cursor < endPage) {
-      this.arg.fill(0);
-      arg.setUint32(0, PM_SCAN_ARG_BYTES, true); // size
-      arg.setUint32(8, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, true); // flags
-      arg.setUint32(16, pageAddressLo(cursor), true); // start
-      arg.setUint32(20, pageAddressHi(cursor), true);
-      arg.setUint32(24, pageAddressLo(endPage), true); // end
-      arg.setUint32(28, pageAddressHi(endPage), true);
-      arg.setUint32(40, this.vecAddress.lo, true); // vec
-      arg.setUint32(44, this.vecAddress.hi, true);
-      arg.setUint32(48, SCAN_REGIONS, true); // vec_len
-      arg.setUint32(72, PAGE_IS_WRITTEN, true); // category_mask
-      arg.setUint32(88, PAGE_IS_WRITTEN, true); // return_mask
-      const regions = ioctlPointer(this.fd, PAGEMAP_SCAN, this.arg, `PAGEMAP_SCAN(WP) /proc/${this.pid}/pagemap`);
-      this.calls++;
-      for (let i = 0; i < regions; i++) {
-        const o = i * PAGE_REGION_BYTES;
-        const first = pageOfAddress(vec.getUint32(o, true), vec.getUint32(o + 4, true));
-        const end = pageOfAddress(vec.getUint32(o + 8, true), vec.getUint32(o + 12, true));
-        appendRun(out, first, end - first);
-      }
-      const walkEnd = pageOfAddress(arg.getUint32(32, true), arg.getUint32(36, true));
-      if (walkEnd <= cursor) throw new Error(`PAGEMAP_SCAN made no progress at page ${cursor} of pid ${this.pid}`);
-      cursor = walkEnd;
-    }
+    this.call.scan(
+      startPage,
+      endPage,
+      { flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, categoryMask: PAGE_IS_WRITTEN, returnMask: PAGE_IS_WRITTEN },
+      (first, stop) => appendRun(out, first, stop - first),
+    );
   }
+
+  /** ioctl calls made by this scanner (tests and stats). */
+  get calls(): number {
+    return this.call.calls;
+  }
+
 
   close(): void {
     if (this.fd < 0) return;

@@ -8,13 +8,14 @@
  *
  * Two methods, same answer:
  * - 'scan': the PAGEMAP_SCAN ioctl (Linux >= 6.7), run-length encoded by the kernel (perf-lab §2: ~3.6 ms/GiB);
- * - 'pread': 8-byte entries read in blocks of BLOCK_ENTRIES and decoded from the high 32-bit words only.
+ * - 'pread': 8-byte entries read in blocks (pagemap-scan.ts) and decoded from the high 32-bit words only.
  * Support for 'scan' is probed on first use and remembered for the process.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { SystemCallError } from '../errors/ferry-error.js';
-import { Errno, addressOf, errnoName, ioctlPointer, systemCallErrorFromNode, type Address } from '../native/libc.js';
-import { pageAddressHi, pageAddressLo, pageOfAddress, type Vma } from './proc-maps.js';
+import { Errno, errnoName, systemCallErrorFromNode } from '../native/libc.js';
+import { PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PagemapScanCall, pagemapBlock, preadPagemap } from './pagemap-scan.js';
+import type { Vma } from './proc-maps.js';
 
 /**
  * Runs of pages, ascending and non-overlapping: run i is pages [starts[i], starts[i] + counts[i]).
@@ -79,33 +80,6 @@ export function decodePagemapEntries(buf: Uint8Array, firstPage: number, out: Pa
   if (runStart >= 0) appendRun(out, firstPage + runStart, n - runStart);
 }
 
-// PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg) with sizeof(struct pm_scan_arg) == 96.
-const PAGEMAP_SCAN = 0xc0606610;
-const PM_SCAN_ARG_BYTES = 96;
-const PAGE_REGION_BYTES = 24; // struct page_region { u64 start, end, categories; }
-const PAGE_IS_FILE = 1 << 2;
-const PAGE_IS_PRESENT = 1 << 3;
-const PAGE_IS_SWAPPED = 1 << 4;
-const PAGE_IS_GUARD = 1 << 8; // Linux >= 6.15; older kernels reject unknown categories with EINVAL
-/** Regions returned per ioctl; a fragmented area takes several calls (the walk resumes at walk_end). */
-const SCAN_REGIONS = 4096;
-/** pagemap entries per pread: 64 KiB, well above the 4096 entries below which syscall cost dominates. */
-const BLOCK_ENTRIES = 8192;
-
-function writeAddress(view: DataView, offset: number, page: number): void {
-  view.setUint32(offset, pageAddressLo(page), true);
-  view.setUint32(offset + 4, pageAddressHi(page), true);
-}
-
-function readPage(view: DataView, offset: number): number {
-  return pageOfAddress(view.getUint32(offset, true), view.getUint32(offset + 4, true));
-}
-
-function writeU64(view: DataView, offset: number, value: number): void {
-  view.setUint32(offset, value % 2 ** 32, true);
-  view.setUint32(offset + 4, Math.floor(value / 2 ** 32), true);
-}
-
 /** What PAGEMAP_SCAN support looks like on this kernel; undefined until the first scan. */
 type ScanSupport = 'full' | 'no-guard' | 'none';
 let scanSupport: ScanSupport | undefined;
@@ -125,9 +99,7 @@ export interface PagemapReaderOptions {
 export class PagemapReader {
   private fd: number;
   private readonly forced: PagemapMethod | undefined;
-  private scanArg: Buffer | undefined;
-  private scanVec: Buffer | undefined;
-  private scanVecAddress: Address | undefined;
+  private scanner: PagemapScanCall | undefined;
   private block: Buffer | undefined;
   /** The method the last presentRuns() used. */
   lastMethod: PagemapMethod | undefined;
@@ -202,60 +174,19 @@ export class PagemapReader {
   }
 
   private scanSpan(start: number, end: number, out: PageRuns, withGuard: boolean): void {
-    if (!this.scanArg || !this.scanVec || !this.scanVecAddress) {
-      this.scanArg = Buffer.alloc(PM_SCAN_ARG_BYTES);
-      this.scanVec = Buffer.alloc(SCAN_REGIONS * PAGE_REGION_BYTES);
-      this.scanVecAddress = addressOf(this.scanVec);
-    }
-    const arg = new DataView(this.scanArg.buffer, this.scanArg.byteOffset, PM_SCAN_ARG_BYTES);
-    const vec = new DataView(this.scanVec.buffer, this.scanVec.byteOffset, this.scanVec.byteLength);
+    this.scanner ??= new PagemapScanCall(this.fd, this.pid, 'presence');
+    // Page-cache pages (and guard markers, which look like swap) are absent from every reported page.
     const excluded = PAGE_IS_FILE | (withGuard ? PAGE_IS_GUARD : 0);
-    let cursor = start;
-    while (cursor < end) {
-      this.scanArg.fill(0);
-      writeU64(arg, 0, PM_SCAN_ARG_BYTES); // size
-      // flags (8) = 0: report only, no write-protect
-      writeAddress(arg, 16, cursor); // start
-      writeAddress(arg, 24, end); // end
-      // walk_end (32) is set by the kernel
-      arg.setUint32(40, this.scanVecAddress.lo, true); // vec
-      arg.setUint32(44, this.scanVecAddress.hi, true);
-      writeU64(arg, 48, SCAN_REGIONS); // vec_len
-      // max_pages (56) = 0: no limit
-      writeU64(arg, 64, excluded); // category_inverted: the excluded categories must be absent ...
-      writeU64(arg, 72, excluded); // category_mask: ... on every reported page
-      writeU64(arg, 80, PAGE_IS_PRESENT | PAGE_IS_SWAPPED); // category_anyof_mask
-      writeU64(arg, 88, PAGE_IS_PRESENT | PAGE_IS_SWAPPED); // return_mask
-      const regions = ioctlPointer(this.fd, PAGEMAP_SCAN, this.scanArg, `PAGEMAP_SCAN /proc/${this.pid}/pagemap`);
-      for (let i = 0; i < regions; i++) {
-        const first = readPage(vec, i * PAGE_REGION_BYTES);
-        appendRun(out, first, readPage(vec, i * PAGE_REGION_BYTES + 8) - first);
-      }
-      const walkEnd = readPage(arg, 32);
-      // The walk stops early only when vec fills up, which always moves walk_end forward.
-      if (walkEnd <= cursor) throw new Error(`PAGEMAP_SCAN made no progress at page ${cursor} of pid ${this.pid}`);
-      cursor = walkEnd;
-    }
+    const wanted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    this.scanner.scan(start, end, { categoryInverted: excluded, categoryMask: excluded, categoryAnyofMask: wanted, returnMask: wanted }, (first, stop) =>
+      appendRun(out, first, stop - first),
+    );
   }
 
   private preadSpan(start: number, end: number, out: PageRuns): void {
-    this.block ??= Buffer.alloc(BLOCK_ENTRIES * 8);
-    for (let page = start; page < end; ) {
-      const entries = Math.min(BLOCK_ENTRIES, end - page);
-      let got: number;
-      try {
-        // Offsets are page * 8 < 2^48: exact as a number.
-        got = readSync(this.fd, this.block, 0, entries * 8, page * 8);
-      } catch (e) {
-        throw systemCallErrorFromNode('pread', e, `/proc/${this.pid}/pagemap`) ?? e;
-      }
-      // pagemap reports holes as zero entries, so a short read only happens once the task's mm is gone.
-      if (got < 8) throw new SystemCallError('pread', Errno.ESRCH, errnoName(Errno.ESRCH), `/proc/${this.pid}/pagemap: task exited`);
-      const decoded = Math.floor(got / 8);
-      decodePagemapEntries(this.block.subarray(0, decoded * 8), page, out);
-      page += decoded;
-    }
+    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodePagemapEntries(entries, first, out));
   }
+
 }
 
 /** Merges areas that touch (one ioctl or pread loop for a whole stretch of adjacent areas). */

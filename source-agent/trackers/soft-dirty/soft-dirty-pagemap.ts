@@ -8,11 +8,20 @@
  * - 'scan': PAGEMAP_SCAN (Linux >= 6.7) asking for PAGE_IS_SOFT_DIRTY pages that are present or swapped;
  * - 'pread': 8-byte entries decoded from the high 32-bit words, giving presence and soft-dirty in one pass.
  */
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { SystemCallError } from '../../../shared/errors/ferry-error.js';
-import { Errno, addressOf, errnoName, ioctlPointer, systemCallErrorFromNode, type Address } from '../../../shared/native/libc.js';
+import { Errno, errnoName, systemCallErrorFromNode } from '../../../shared/native/libc.js';
 import { PagemapReader, appendRun, emptyRuns, vmaSpans, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
-import { pageAddressHi, pageAddressLo, pageOfAddress, type Vma } from '../../../shared/kernel/proc-maps.js';
+import {
+  PAGE_IS_FILE,
+  PAGE_IS_PRESENT,
+  PAGE_IS_SOFT_DIRTY,
+  PAGE_IS_SWAPPED,
+  PagemapScanCall,
+  pagemapBlock,
+  preadPagemap,
+} from '../../../shared/kernel/pagemap-scan.js';
+import type { Vma } from '../../../shared/kernel/proc-maps.js';
 
 // pagemap entry bits, as seen in the high 32-bit word of each 64-bit entry.
 const PM_PRESENT_HI = 1 << 31; // bit 63
@@ -86,16 +95,6 @@ export function vmaRuns(vmas: readonly Vma[]): PageRuns {
   return out;
 }
 
-// PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg), 96 bytes; struct page_region is 24 bytes.
-const PAGEMAP_SCAN = 0xc0606610;
-const PM_SCAN_ARG_BYTES = 96;
-const PAGE_REGION_BYTES = 24;
-const PAGE_IS_FILE = 1 << 2;
-const PAGE_IS_PRESENT = 1 << 3;
-const PAGE_IS_SWAPPED = 1 << 4;
-export const PAGE_IS_SOFT_DIRTY = 1 << 7;
-const SCAN_REGIONS = 4096;
-const BLOCK_ENTRIES = 8192;
 
 /** Which method this process uses when none is forced: decided by the first scan. */
 let scanWorks: boolean | undefined;
@@ -112,9 +111,7 @@ export interface SoftDirtyScan {
 export class SoftDirtyPagemap {
   private fd: number;
   private readonly presence: PagemapReader | undefined;
-  private arg: Buffer | undefined;
-  private vec: Buffer | undefined;
-  private vecAddress: Address | undefined;
+  private scanner: PagemapScanCall | undefined;
   private block: Buffer | undefined;
 
   constructor(
@@ -170,56 +167,20 @@ export class SoftDirtyPagemap {
   }
 
   private scanSpan(start: number, end: number, out: PageRuns): void {
-    if (!this.arg || !this.vec || !this.vecAddress) {
-      this.arg = Buffer.alloc(PM_SCAN_ARG_BYTES);
-      this.vec = Buffer.alloc(SCAN_REGIONS * PAGE_REGION_BYTES);
-      this.vecAddress = addressOf(this.vec);
-    }
-    const arg = new DataView(this.arg.buffer, this.arg.byteOffset, PM_SCAN_ARG_BYTES);
-    const vec = new DataView(this.vec.buffer, this.vec.byteOffset, this.vec.byteLength);
-    let cursor = start;
-    while (cursor < end) {
-      this.arg.fill(0);
-      arg.setUint32(0, PM_SCAN_ARG_BYTES, true); // size; flags (8) = 0: report only
-      arg.setUint32(16, pageAddressLo(cursor), true); // start
-      arg.setUint32(20, pageAddressHi(cursor), true);
-      arg.setUint32(24, pageAddressLo(end), true); // end
-      arg.setUint32(28, pageAddressHi(end), true);
-      arg.setUint32(40, this.vecAddress.lo, true); // vec
-      arg.setUint32(44, this.vecAddress.hi, true);
-      arg.setUint32(48, SCAN_REGIONS, true); // vec_len
-      arg.setUint32(64, PAGE_IS_FILE, true); // category_inverted: not a page-cache page ...
-      arg.setUint32(72, PAGE_IS_FILE | PAGE_IS_SOFT_DIRTY, true); // category_mask: ... and soft-dirty
-      arg.setUint32(80, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, true); // category_anyof_mask
-      arg.setUint32(88, PAGE_IS_SOFT_DIRTY, true); // return_mask
-      const regions = ioctlPointer(this.fd, PAGEMAP_SCAN, this.arg, `PAGEMAP_SCAN(soft-dirty) /proc/${this.pid}/pagemap`);
-      for (let i = 0; i < regions; i++) {
-        const o = i * PAGE_REGION_BYTES;
-        const first = pageOfAddress(vec.getUint32(o, true), vec.getUint32(o + 4, true));
-        appendRun(out, first, pageOfAddress(vec.getUint32(o + 8, true), vec.getUint32(o + 12, true)) - first);
-      }
-      const walkEnd = pageOfAddress(arg.getUint32(32, true), arg.getUint32(36, true));
-      if (walkEnd <= cursor) throw new Error(`PAGEMAP_SCAN made no progress at page ${cursor} of pid ${this.pid}`);
-      cursor = walkEnd;
-    }
+    this.scanner ??= new PagemapScanCall(this.fd, this.pid, 'soft-dirty');
+    // Not a page-cache page, soft-dirty, and present or swapped.
+    this.scanner.scan(
+      start,
+      end,
+      { categoryInverted: PAGE_IS_FILE, categoryMask: PAGE_IS_FILE | PAGE_IS_SOFT_DIRTY, categoryAnyofMask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED, returnMask: PAGE_IS_SOFT_DIRTY },
+      (first, stop) => appendRun(out, first, stop - first),
+    );
   }
 
   private preadSpan(start: number, end: number, present: PageRuns, dirty: PageRuns): void {
-    this.block ??= Buffer.alloc(BLOCK_ENTRIES * 8);
-    for (let page = start; page < end; ) {
-      const entries = Math.min(BLOCK_ENTRIES, end - page);
-      let got: number;
-      try {
-        got = readSync(this.fd, this.block, 0, entries * 8, page * 8);
-      } catch (e) {
-        throw systemCallErrorFromNode('pread', e, `/proc/${this.pid}/pagemap`) ?? e;
-      }
-      if (got < 8) throw new SystemCallError('pread', Errno.ESRCH, errnoName(Errno.ESRCH), `/proc/${this.pid}/pagemap: task exited`);
-      const decoded = Math.floor(got / 8);
-      decodeSoftDirtyEntries(this.block.subarray(0, decoded * 8), page, present, dirty);
-      page += decoded;
-    }
+    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodeSoftDirtyEntries(entries, first, present, dirty));
   }
+
 }
 
 
