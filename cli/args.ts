@@ -1,7 +1,7 @@
 /** Flag parsing shared by the commands: node's parseArgs, with every mistake turned into BAD_ARGUMENT. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { FerryError } from '../shared/errors/ferry-error.js';
-import { parseRate } from '../source-agent/token-bucket.js';
+import { parseRate } from '../shared/config/units.js';
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
   try {

@@ -1,10 +1,11 @@
 /** Starts the dest agent: the Dest gRPC service on HOST:PORT, and /metrics when asked. */
 import * as grpc from '@grpc/grpc-js';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { serveMetrics, type MetricsServer } from '../shared/metrics/metrics-server.js';
-import { formatHostPort, isLoopback, type HostPort } from '../shared/transport/address.js';
+import { formatHostPort, type HostPort } from '../shared/transport/address.js';
+import { serverCredentials } from '../shared/transport/credentials.js';
+import { checkListenPolicy } from '../shared/transport/listen-policy.js';
 import { ferryProto, SERVER_OPTIONS } from '../shared/transport/proto.js';
 import { DestService } from './dest-service.js';
 import { createDestMetrics } from './dest-metrics.js';
@@ -26,15 +27,6 @@ export interface DestAgent {
   close(): Promise<void>;
 }
 
-/** Refuses, before anything starts, a listener beyond loopback that the operator did not name. */
-export function checkListenPolicy(listen: HostPort, insecureListen: string | undefined): void {
-  if (isLoopback(listen.host)) return;
-  if (insecureListen !== undefined && insecureListen === listen.host) return;
-  throw new FerryError('INSECURE_LISTEN_REFUSED', {
-    detail: `asked to listen on ${formatHostPort(listen)}${insecureListen ? ` but --insecure-listen names ${insecureListen}` : ''}`,
-  });
-}
-
 export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent> {
   checkListenPolicy(opts.listen, opts.insecureListen);
   await removeLeftoverSessions(opts.workDir, opts.log);
@@ -44,7 +36,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   const server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(formatHostPort(opts.listen), grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(formatHostPort(opts.listen), serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
   });
   let metrics: MetricsServer | undefined;
   if (opts.metrics) metrics = await serveMetrics(registry, opts.metrics);

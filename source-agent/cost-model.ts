@@ -3,14 +3,15 @@
  * dirty pages), which the convergence policy adds to the transfer time of the dirty set.
  *
  * Learned: after each migration the source records (resident bytes, fixed cost) per dest in
- * $FERRY_STATE_DIR/source/cost-model.json and fits cost = a + b * bytes over the last samples. With no
+ * the state dir's source/cost-model.json (config: --state-dir / $FERRY_STATE_DIR) and fits cost = a + b * bytes over the last samples. With no
  * history yet it is estimated from this migration's own measurements: the lazy dump and the final delta each
  * walk the task's memory about as fast as the tracker reads it, and the restore writes it into fresh memory
  * about as fast as the dest stores pages (the dest's own read-back runs beside the restore).
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { FixedCost } from '../shared/policy/convergence.js';
+import type { Logger } from '../shared/logging/logger.js';
+import { transferRate, type FixedCost, type RoundRecord } from '../shared/policy/convergence.js';
 
 export interface CostSample {
   residentBytes: number;
@@ -22,8 +23,8 @@ type CostFile = Record<string, CostSample[]>;
 
 const KEEP = 10;
 
-export function costModelPath(): string {
-  return join(process.env.FERRY_STATE_DIR ?? '/var/lib/ferry', 'source', 'cost-model.json');
+export function costModelPath(stateDir: string): string {
+  return join(stateDir, 'source', 'cost-model.json');
 }
 
 async function load(path: string): Promise<CostFile> {
@@ -34,11 +35,11 @@ async function load(path: string): Promise<CostFile> {
   }
 }
 
-export async function loadCostSamples(dest: string, path = costModelPath()): Promise<CostSample[]> {
+export async function loadCostSamples(dest: string, path: string): Promise<CostSample[]> {
   return (await load(path))[dest] ?? [];
 }
 
-export async function recordCostSample(dest: string, sample: CostSample, path = costModelPath()): Promise<void> {
+export async function recordCostSample(dest: string, sample: CostSample, path: string): Promise<void> {
   const all = await load(path);
   all[dest] = [...(all[dest] ?? []), sample].slice(-KEEP);
   await mkdir(dirname(path), { recursive: true });
@@ -83,4 +84,20 @@ export function fixedCost(samples: readonly CostSample[], residentBytes: number,
   }
   // Nothing measured yet (round 0 not done): a conservative 1 s per GiB, replaced after the first round.
   return { ms: residentBytes / 2 ** 30 * 1000, source: 'provisional, before any measurement' };
+}
+
+/** Teaches the model after a migration: its freeze's cost without the transfer of the final delta's pages. */
+export async function learnFixedCost(
+  path: string,
+  dest: string,
+  m: { rounds: readonly RoundRecord[]; residentBytes: number; downtimeMs: number; finalDeltaBytes: number },
+  log: Logger,
+): Promise<void> {
+  const rate = transferRate(m.rounds);
+  const transferMs = rate ? (m.finalDeltaBytes * 1000) / rate : 0;
+  try {
+    await recordCostSample(dest, { residentBytes: m.residentBytes, fixedMs: Math.max(0, m.downtimeMs - transferMs), at: new Date().toISOString() }, path);
+  } catch (e) {
+    log.warn('could not record the cost model sample', { err: e }); // the migration itself succeeded
+  }
 }

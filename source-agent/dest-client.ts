@@ -4,6 +4,7 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
+import { clientCredentials } from '../shared/transport/credentials.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../shared/transport/proto.js';
 
 type UnaryMethod = 'Negotiate' | 'Prepare' | 'Restore' | 'Commit' | 'Abort';
@@ -13,7 +14,7 @@ export class DestClient {
 
   constructor(readonly address: string) {
     const Dest = ferryProto().Dest;
-    this.raw = new Dest(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as DestClient['raw'];
+    this.raw = new Dest(address, clientCredentials(), CHANNEL_OPTIONS) as DestClient['raw'];
   }
 
   /** Waits until the channel is connected; DEST_UNREACHABLE if it is not within the budget. */

@@ -23,6 +23,8 @@ export interface PageSenderOptions {
   epoch: string;
   windowBytes: number;
   signal: AbortSignal;
+  /** The migration's phase now (owned by the orchestrator): errors name it, and only pre-copy is capped. */
+  phase: () => Phase;
   /** Caps pre-copy traffic only: the final delta, sent while the task is frozen, goes at full speed. */
   bandwidth?: TokenBucket | undefined;
 }
@@ -42,7 +44,6 @@ export class PageSender {
   /** What storing cost the dest, from its acks (the cost model's store rate). */
   storedBytes = 0;
   storeMicros = 0;
-  phase: Phase = 'precopy';
 
   constructor(
     client: DestClient,
@@ -61,14 +62,14 @@ export class PageSender {
         this.fail(
           fromServiceError(
             err,
-            new FerryError('PAGE_STREAM_FAILED', { phase: this.phase, side: 'source', detail: err.details || err.message, cause: err }),
+            new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: err.details || err.message, cause: err }),
           ),
         );
         resolve();
       });
       this.call.on('status', () => resolve());
       this.call.on('end', () => {
-        if (this.unacked > 0) this.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.phase, side: 'source', detail: 'the dest ended the stream early' }));
+        if (this.unacked > 0) this.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: 'the dest ended the stream early' }));
         resolve();
       });
     });
@@ -76,7 +77,7 @@ export class PageSender {
   }
 
   private readonly onAbort = (): void => {
-    this.fail(new FerryError('CANCELLED', { phase: this.phase, side: 'source' }));
+    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   };
 
@@ -103,7 +104,7 @@ export class PageSender {
     if (pages.count === 0) return;
     if (this.failure) throw this.failure;
     const cost = pages.data.length + pages.count * 25;
-    if (this.opts.bandwidth && this.phase === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
+    if (this.opts.bandwidth && this.opts.phase() === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
     await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
     this.seq++;
     this.inflightBytes += cost;
@@ -151,7 +152,7 @@ export class PageSender {
   /** Drops the stream (rollback): nothing more is sent, pending waits fail. */
   cancel(): void {
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    this.fail(new FerryError('CANCELLED', { phase: this.phase, side: 'source' }));
+    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   }
 }

@@ -1,8 +1,7 @@
 /** The source's Prometheus metrics (names from docs/metrics.md; base units; no pid or id labels). */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Phase } from '../shared/phases.js';
-import type { MigrationSummary, RoundSummary } from './migration/events.js';
-import { PAGE_SIZE } from '../shared/kernel/page-size.js';
+import type { EventSink, MigrationSummary, RoundSummary } from './migration/events.js';
 
 export class SourceMetrics {
   private readonly migrations: Counter<'result' | 'phase'>;
@@ -19,7 +18,10 @@ export class SourceMetrics {
   private readonly remaining: Gauge;
   private readonly throttle: Gauge;
 
-  constructor(registry: Registry) {
+  constructor(
+    registry: Registry,
+    private readonly pageSize: number,
+  ) {
     const registers = [registry];
     this.migrations = new Counter({ name: 'ferry_migrations_total', help: 'Migrations by result (and the phase that failed)', labelNames: ['result', 'phase'], registers });
     this.duration = new Histogram({ name: 'ferry_migration_duration_seconds', help: 'Whole migration, negotiate to commit', buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers });
@@ -36,7 +38,23 @@ export class SourceMetrics {
     this.pages = new Counter({ name: 'ferry_pages_total', help: 'Pages handled by kind (sent, zero)', labelNames: ['kind'], registers });
   }
 
-  recordRound(r: RoundSummary): void {
+  /** Subscribes to a migration's announcements (see migration/announcer.ts). */
+  readonly listener: EventSink = (e) => {
+    switch (e.kind) {
+      case 'round':
+        return this.recordRound(e.round);
+      case 'decision':
+        return this.recordDecision(e);
+      case 'done':
+        return this.recordSuccess(e.summary);
+      case 'failed':
+        return this.recordFailure(e.phase);
+      default:
+        return;
+    }
+  };
+
+  private recordRound(r: RoundSummary): void {
     this.round.set(r.round);
     this.dirtyPages.set(r.dirtyPages);
     this.transferRate.set(r.durationMs > 0 ? (r.bytesSent * 1000) / r.durationMs : 0);
@@ -46,24 +64,24 @@ export class SourceMetrics {
     this.pages.inc({ kind: 'zero' }, r.zeroPages);
   }
 
-  recordDecision(d: { expectedDowntimeMs: number | undefined; dirtyRateBytesPerSecond: number | undefined; throttlePercent: number }, dirtyBytes: number): void {
+  private recordDecision(d: { expectedDowntimeMs: number | undefined; dirtyRateBytesPerSecond: number | undefined; throttlePercent: number; remainingBytes: number }): void {
     if (d.expectedDowntimeMs !== undefined) this.expectedDowntime.set(d.expectedDowntimeMs / 1000);
     if (d.dirtyRateBytesPerSecond !== undefined) this.dirtyRate.set(d.dirtyRateBytesPerSecond);
-    this.remaining.set(dirtyBytes);
+    this.remaining.set(d.remainingBytes);
     this.throttle.set(d.throttlePercent / 100);
   }
 
-  recordSuccess(s: MigrationSummary): void {
+  private recordSuccess(s: MigrationSummary): void {
     this.throttle.set(0);
     this.remaining.set(0);
     this.migrations.inc({ result: 'committed', phase: 'commit' });
     this.duration.observe(s.totalMs / 1000);
     this.downtime.observe(s.downtimeMs / 1000);
-    this.transferred.inc({ kind: 'final-delta' }, s.finalDeltaPages * PAGE_SIZE);
+    this.transferred.inc({ kind: 'final-delta' }, s.finalDeltaPages * this.pageSize);
     this.transferred.inc({ kind: 'images' }, s.imageBytesSent);
   }
 
-  recordFailure(phase: Phase): void {
+  private recordFailure(phase: Phase): void {
     this.throttle.set(0);
     this.migrations.inc({ result: 'rolled-back', phase });
   }

@@ -7,14 +7,14 @@ import * as grpc from '@grpc/grpc-js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
-import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage, ProtoPhase } from '../shared/transport/messages.js';
+import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage } from '../shared/transport/messages.js';
 import { runCheck } from './check.js';
+import { compileMigrateOptions } from './config/migrate-options.js';
+import { fromMigrateRequest } from './config/migrate-request.js';
+import { toEventMessage } from './migration/event-message.js';
 import type { MigrationEvent } from './migration/events.js';
-import { migrate } from './migration/migration.js';
-import { compileMigrateOptions } from './migration/options.js';
+import { migrate } from './migration/orchestrator.js';
 import type { SourceMetrics } from './source-metrics.js';
-
-const protoPhase = (p: Phase): ProtoPhase => `PHASE_${p.toUpperCase().replace('-', '_')}` as ProtoPhase;
 
 export class SourceService {
   private readonly running = new Set<AbortController>();
@@ -39,19 +39,7 @@ export class SourceService {
   }
 
   private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>): Promise<void> {
-    const r = call.request;
-    const opts = compileMigrateOptions({
-      pid: r.pid,
-      to: r.dest,
-      maxRounds: r.maxRounds || undefined,
-      maxDowntimeMs: r.maxDowntimeMs || undefined,
-      freezeTimeoutMs: r.freezeTimeoutMs || undefined,
-      restoreTimeoutMs: r.restoreTimeoutMs || undefined,
-      bandwidthBytesPerSecond: r.bandwidthBytesPerSecond || undefined,
-      onNoConverge: (r.onNoConverge || undefined) as 'freeze' | 'throttle' | 'abort' | undefined,
-      noPrecopy: r.noPrecopy,
-      tracker: r.tracker || undefined,
-    });
+    const opts = compileMigrateOptions(fromMigrateRequest(call.request));
     const controller = new AbortController();
     this.running.add(controller);
     let phase: Phase = 'negotiate';
@@ -60,18 +48,7 @@ export class SourceService {
       if (e.kind === 'phase') phase = e.phase;
       if (e.kind === 'started') migrationId = e.migrationId;
       if (call.cancelled) return; // the caller left; the migration goes on
-      call.write({
-        migrationId,
-        phase: protoPhase(phase),
-        kind: e.kind,
-        round: e.kind === 'round' ? e.round.round : 0,
-        dirtyPages: e.kind === 'round' ? String(e.round.dirtyPages) : '0',
-        pagesSent: e.kind === 'round' ? String(e.pagesSent) : '0',
-        bytesSent: e.kind === 'round' ? String(e.bytesSent) : '0',
-        rateBytesPerSecond: e.kind === 'round' ? e.rateBytesPerSecond : 0,
-        message: e.kind === 'decision' ? e.message : '',
-        json: JSON.stringify(e),
-      });
+      call.write(toEventMessage(migrationId, phase, e));
     };
     try {
       await migrate(opts, { log: this.log, emit, signal: controller.signal, metrics: this.metrics });

@@ -1,13 +1,17 @@
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { createLogger } from '../../shared/logging/logger.js';
-import type { MigrationEventMessage } from '../../shared/transport/messages.js';
+import type { NoConvergeAction } from '../../shared/policy/convergence.js';
+import { clientCredentials } from '../../shared/transport/credentials.js';
+import type { MigrateRequest, MigrationEventMessage } from '../../shared/transport/messages.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
-import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
-import { migrate } from '../../source-agent/migration/migration.js';
-import { compileMigrateOptions, type CompiledMigrateOptions } from '../../source-agent/migration/options.js';
+import { compileMigrateOptions, type CompiledMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
+import { toMigrateRequest } from '../../source-agent/config/migrate-request.js';
+import { fromEventMessage } from '../../source-agent/migration/event-message.js';
+import type { MigrationSummary } from '../../source-agent/migration/events.js';
+import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { ProgressView, formatSummary } from '../render.js';
@@ -63,7 +67,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs exactly one PID', hint: 'Usage: ferry migrate PID --to HOST:PORT (see --help)' });
   }
   if (!values.to) throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs --to HOST:PORT', hint: 'Name the dest agent: --to 10.0.0.2:7070' });
-  const opts = compileMigrateOptions({
+  // The flags as given: compiled once, where the migration runs (here, or in the source agent with --via).
+  const options: MigrateOptions = {
     pid: Number(positionals[0]),
     to: values.to,
     maxRounds: intFlag('max-rounds', values['max-rounds']),
@@ -71,12 +76,14 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     freezeTimeoutMs: msFlag('freeze-timeout', values['freeze-timeout']),
     restoreTimeoutMs: msFlag('restore-timeout', values['restore-timeout']),
     bandwidthBytesPerSecond: rateFlag('bandwidth', values.bandwidth),
-    onNoConverge: values['on-no-converge'] as CompiledMigrateOptions['onNoConverge'] | undefined,
+    onNoConverge: values['on-no-converge'] as NoConvergeAction | undefined,
     noPrecopy: values['no-precopy'],
     tracker: values.tracker,
-  });
+  };
+  const via = values.via ? formatHostPort(parseHostPort(values.via, '--via address')) : undefined;
+  const opts = via ? undefined : compileMigrateOptions(options);
   const view = new ProgressView(process.stdout, values.json ?? false);
-  const summary = values.via ? await migrateVia(formatHostPort(parseHostPort(values.via, '--via address')), opts, view) : await migrateHere(opts, view);
+  const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, view);
   view.finish();
   if (values.json) console.log(JSON.stringify({ kind: 'summary', summary }));
   else console.log(formatSummary(summary));
@@ -98,32 +105,22 @@ async function migrateHere(opts: CompiledMigrateOptions, view: ProgressView): Pr
 }
 
 /** Through a source agent daemon: the migration goes on there if this CLI goes away. */
-async function migrateVia(address: string, opts: CompiledMigrateOptions, view: ProgressView): Promise<MigrationSummary> {
+async function migrateVia(address: string, request: MigrateRequest, view: ProgressView): Promise<MigrationSummary> {
   const Source = ferryProto().Source;
-  const client = new Source(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-    Migrate: (req: unknown) => grpc.ClientReadableStream<MigrationEventMessage>;
+  const client = new Source(address, clientCredentials(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+    Migrate: (req: MigrateRequest) => grpc.ClientReadableStream<MigrationEventMessage>;
   };
   try {
-    const stream = client.Migrate({
-      pid: opts.pid,
-      dest: opts.to,
-      maxRounds: opts.maxRounds,
-      maxDowntimeMs: opts.maxDowntimeMs,
-      freezeTimeoutMs: opts.freezeTimeoutMs,
-      restoreTimeoutMs: opts.restoreTimeoutMs,
-      bandwidthBytesPerSecond: opts.bandwidthBytesPerSecond ?? 0,
-      onNoConverge: opts.onNoConverge,
-      noPrecopy: opts.noPrecopy,
-      tracker: opts.tracker,
-    });
+    const stream = client.Migrate(request);
     let summary: MigrationSummary | undefined;
     try {
       for await (const msg of stream as AsyncIterable<MigrationEventMessage>) {
-        const e = JSON.parse(msg.json) as MigrationEvent;
+        const e = fromEventMessage(msg);
         view.event(e);
         if (e.kind === 'done') summary = e.summary;
       }
     } catch (e) {
+      if (e instanceof FerryError) throw e;
       throw fromServiceError(e, new FerryError('INTERNAL', { message: `the source agent at ${address} failed`, detail: (e as Error).message }));
     }
     if (!summary) throw new FerryError('INTERNAL', { message: 'the source agent ended the migration without a result' });

@@ -1,12 +1,6 @@
-import * as grpc from '@grpc/grpc-js';
-import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createLogger } from '../../shared/logging/logger.js';
-import { serveMetrics } from '../../shared/metrics/metrics-server.js';
-import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
-import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
-import { SourceMetrics } from '../../source-agent/source-metrics.js';
-import { SourceService } from '../../source-agent/source-service.js';
-import { checkListenPolicy } from '../../dest-agent/dest-agent.js';
+import { parseHostPort } from '../../shared/transport/address.js';
+import { startSourceAgent } from '../../source-agent/source-agent.js';
 import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { requireRoot, untilStopped } from './daemon.js';
@@ -29,22 +23,12 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   const listen = parseHostPort(values.listen ?? '', '--listen address', { allowPortZero: true });
-  checkListenPolicy(listen, undefined);
+  const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
   requireRoot();
-  const log = createLogger({ side: 'source' });
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  const service = new SourceService(log, new SourceMetrics(registry));
-  const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(ferryProto().Source.service, service.handlers());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(formatHostPort(listen), grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-  );
-  const metrics = values.metrics ? await serveMetrics(registry, parseHostPort(values.metrics, '--metrics address', { allowPortZero: true })) : undefined;
-  console.log(JSON.stringify({ event: 'listening', address: formatHostPort({ host: listen.host, port }), port, metricsPort: metrics?.port }));
+  const agent = await startSourceAgent({ listen, metrics, log: createLogger({ side: 'source' }) });
+  // One parseable line on stdout for scripts and tests: where the agent listens.
+  console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort }));
   await untilStopped();
-  await service.close();
-  await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-  await metrics?.close();
+  await agent.close();
   return EXIT.ok;
 }

@@ -143,6 +143,82 @@ export type ProtoPhase =
   | 'PHASE_COMMIT'
   | 'PHASE_ROLLBACK';
 
+export interface MigrationStartedMessage {
+  pid: number;
+  dest: string;
+  tasks: number;
+  tracker: string;
+  trackerNote: string;
+}
+
+export interface RoundSummaryMessage {
+  round: number;
+  presentPages: U64;
+  dirtyPages: U64;
+  zeroPages: U64;
+  bytesSent: U64;
+  bytesRead: U64;
+  durationMs: number;
+  transferMs: number;
+  throttlePercent: number;
+}
+
+/** proto3 `optional` fields: absent when unset. */
+export interface ConvergenceDecisionMessage {
+  action: string;
+  rule: string;
+  expectedDowntimeMs?: number;
+  dirtyRateBytesPerSecond?: number;
+  transferRateBytesPerSecond?: number;
+  fixedCostMs: number;
+  throttlePercent: number;
+  remainingBytes: U64;
+}
+
+export interface PhaseTimesMessage {
+  dumpMs?: number;
+  finalDeltaMs?: number;
+  rebuildMs?: number;
+  restoreMs?: number;
+  commitMs?: number;
+}
+
+export interface MigrationSummaryMessage {
+  migrationId: string;
+  pid: number;
+  dest: string;
+  tracker: string;
+  tasks: number;
+  rounds: RoundSummaryMessage[];
+  decision: string;
+  presentPages: U64;
+  pagesSent: U64;
+  pageBytesSent: U64;
+  finalDeltaPages: U64;
+  dumpPages: U64;
+  imageBytesSent: U64;
+  totalMs: number;
+  downtimeMs: number;
+  phases: PhaseTimesMessage | null;
+  restoredPid: number;
+  dumpKind: string;
+  finalDeltaTaskPages: U64;
+  throttle: { method: string; maxPercent: number } | null;
+}
+
+export interface ErrorInfoMessage {
+  code: string;
+  key: string;
+  message: string;
+  hint: string;
+  phase: ProtoPhase;
+  side: string;
+  retryable: boolean;
+  sourceState: string;
+  detail: string;
+  rollbackErrors: string[];
+}
+
 export interface MigrationEventMessage {
   migrationId: string;
   phase: ProtoPhase;
@@ -153,5 +229,11 @@ export interface MigrationEventMessage {
   bytesSent: U64;
   rateBytesPerSecond: number;
   message: string;
-  json: string;
+  /** Which member of the `detail` oneof is set (proto-loader's `oneofs: true`). */
+  detail?: 'started' | 'roundSummary' | 'decision' | 'summary' | 'error';
+  started?: MigrationStartedMessage | null;
+  roundSummary?: RoundSummaryMessage | null;
+  decision?: ConvergenceDecisionMessage | null;
+  summary?: MigrationSummaryMessage | null;
+  error?: ErrorInfoMessage | null;
 }

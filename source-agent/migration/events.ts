@@ -72,8 +72,12 @@ export type MigrationEvent =
       transferRateBytesPerSecond: number | undefined;
       fixedCostMs: number;
       throttlePercent: number;
+      /** Bytes the last round found dirty: what is still to send if the task froze now. */
+      remainingBytes: number;
     }
   | { kind: 'done'; summary: MigrationSummary }
-  | { kind: 'failed'; error: SerializedFerryError };
+  /** `phase` is where the migration failed (the error may name a narrower one). */
+  | { kind: 'failed'; phase: Phase; error: SerializedFerryError };
 
+/** Receives every event of a migration, in order (the CLI's view, the Source service's stream, logs, metrics). */
 export type EventSink = (e: MigrationEvent) => void;

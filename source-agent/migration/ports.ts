@@ -26,6 +26,7 @@ import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 const memoryReader = new ProcessMemoryReader();
 import { uploadImages } from './upload-images.js';
 import type { Phase } from '../../shared/phases.js';
+import type { DumpMode } from '../config/environment.js';
 
 export interface TreeMember {
   hostPid: number;
@@ -67,7 +68,7 @@ export interface SourceHost {
    * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
    * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
    */
-  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number }): Promise<DumpKind>;
+  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number; mode: DumpMode }): Promise<DumpKind>;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
   readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
@@ -76,7 +77,6 @@ export interface SourceHost {
 }
 
 export interface PageStream {
-  phase: Phase;
   readonly bytesSent: number;
   readonly pagesSent: number;
   /** Bytes the dest acknowledged, and the time it spent storing them. */
@@ -116,7 +116,7 @@ export const realSourceHost: SourceHost = {
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
     const criu = await requireCriu('source');
-    if (process.env.FERRY_DUMP !== 'full' && (await lazyDumpSupported(criu))) {
+    if (o.mode !== 'full' && (await lazyDumpSupported(criu))) {
       const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs });
       // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
       await dump.finish();

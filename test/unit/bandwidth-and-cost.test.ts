@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fitFixedCost, fixedCost, loadCostSamples, recordCostSample, type CostSample } from '../../source-agent/cost-model.js';
-import { TokenBucket, parseRate } from '../../source-agent/token-bucket.js';
+import { parseRate } from '../../shared/config/units.js';
+import { TokenBucket } from '../../source-agent/token-bucket.js';
 
 const GiB = 2 ** 30;
 const sample = (gib: number, ms: number): CostSample => ({ residentBytes: gib * GiB, fixedMs: ms, at: 'x' });

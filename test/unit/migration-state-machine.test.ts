@@ -16,8 +16,8 @@ import { hashPages } from '../../shared/native/addon.js';
 import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import { PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
 import type { MigrationEvent } from '../../source-agent/migration/events.js';
-import { migrate } from '../../source-agent/migration/migration.js';
-import { compileMigrateOptions } from '../../source-agent/migration/options.js';
+import { migrate } from '../../source-agent/migration/orchestrator.js';
+import { compileMigrateOptions } from '../../source-agent/config/migrate-options.js';
 import type { DestPort, MigrationPorts, PageStream, SourceHost } from '../../source-agent/migration/ports.js';
 import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 
@@ -108,14 +108,14 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
     createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),
   };
   let finalDeltaPages = 0;
+  let phaseNow: () => string = () => 'negotiate';
   const stream: PageStream = {
-    phase: 'precopy',
     bytesSent: 0,
     pagesSent: 0,
     storedBytes: 0,
     storeMicros: 0,
     send: (_task, _round, pages) => {
-      if (stream.phase === 'final-delta') {
+      if (phaseNow() === 'final-delta') {
         boom('final-delta');
         finalDeltaPages += pages.count;
       }
@@ -136,7 +136,10 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
       boom('prepare');
       return Promise.resolve({ workDir: '/x', freeBytes: '1' });
     },
-    openPageStream: () => stream,
+    openPageStream: (o) => {
+      phaseNow = o.phase;
+      return stream;
+    },
     uploadImages: (_dir, _ids) => {
       log.push('dest.upload');
       boom('upload');

@@ -2,11 +2,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { intFlag, msFlag, parse } from '../../cli/args.js';
 import { describeEvent, formatError, formatSummary } from '../../cli/render.js';
-import { checkListenPolicy } from '../../dest-agent/dest-agent.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, isLoopback, parseHostPort } from '../../shared/transport/address.js';
+import { checkListenPolicy } from '../../shared/transport/listen-policy.js';
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
-import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/migration/options.js';
+import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { RollbackStack } from '../../source-agent/migration/rollback-stack.js';
 import { expectFerryError } from './ferry-error-expect.js';
 
@@ -17,6 +17,8 @@ describe('compileMigrateOptions', () => {
 
   it('fills in the defaults', () => {
     vi.stubEnv('FERRY_IMAGES_DIR', '/tmp/ferry-images');
+    vi.stubEnv('FERRY_STATE_DIR', undefined);
+    vi.stubEnv('FERRY_DUMP', undefined);
     expect(compileMigrateOptions({ pid: 42, to: '10.0.0.2:7070' })).toEqual({
       pid: 42,
       to: '10.0.0.2:7070',
@@ -32,7 +34,17 @@ describe('compileMigrateOptions', () => {
       onNoConverge: 'throttle',
       noPrecopy: false,
       tracker: 'auto',
+      dumpMode: 'auto',
+      costModelPath: '/var/lib/ferry/source/cost-model.json',
     });
+  });
+
+  it('reads the environment once, at compile time, and refuses what it cannot mean', () => {
+    vi.stubEnv('FERRY_STATE_DIR', '/srv/ferry');
+    vi.stubEnv('FERRY_DUMP', 'full');
+    expect(compileMigrateOptions({ pid: 42, to: 'h:1' })).toMatchObject({ dumpMode: 'full', costModelPath: '/srv/ferry/source/cost-model.json' });
+    vi.stubEnv('FERRY_DUMP', 'lazy-please');
+    expectFerryError(() => compileMigrateOptions({ pid: 42, to: 'h:1' }), 'BAD_ARGUMENT');
   });
 
   it('puts the images on tmpfs by default on Linux', () => {
@@ -266,6 +278,7 @@ describe('rendering', () => {
           transferRateBytesPerSecond: 2,
           fixedCostMs: 200,
           throttlePercent: 0,
+          remainingBytes: 4096,
         },
         [summary.decision],
       ],
@@ -275,7 +288,7 @@ describe('rendering', () => {
       for (const p of pieces) expect(text, event.kind).toContain(p);
     }
     expect(describeEvent({ kind: 'done', summary })).toBeUndefined();
-    expect(describeEvent({ kind: 'failed', error: new FerryError('INTERNAL').toJSON() })).toBeUndefined();
+    expect(describeEvent({ kind: 'failed', phase: 'precopy', error: new FerryError('INTERNAL').toJSON() })).toBeUndefined();
   });
 
   it('formatError shows code, message, detail, source state, rollback errors and hint', () => {
@@ -344,20 +357,21 @@ describe('RollbackStack', () => {
     expect(errors[1]!.cause).toBe(cause);
   });
 
-  it('drop removes a step that became permanent', async () => {
+  it('a released handle removes its step that became permanent, and only that one', async () => {
     const ran: string[] = [];
     const rb = new RollbackStack();
-    for (const what of ['tracker', 'session', 'thaw']) {
+    const handles = ['tracker', 'session', 'thaw', 'thaw'].map((what, i) =>
       rb.push(what, () => {
-        ran.push(what);
-      });
-    }
-    rb.drop('thaw');
-    rb.drop('session');
-    rb.drop('not registered');
-    expect(rb.pending).toEqual(['tracker']);
+        ran.push(`${what}${i}`);
+      }),
+    );
+    handles[2]!.release();
+    handles[1]!.release();
+    handles[1]!.release(); // twice is harmless
+    expect(rb.pending).toEqual(['tracker', 'thaw']);
     await rb.run();
-    expect(ran).toEqual(['tracker']);
+    // Two steps with the same words are still two steps: releasing one leaves the other.
+    expect(ran).toEqual(['thaw3', 'tracker0']);
   });
 
   it('runs each step once: a second run has nothing to do', async () => {

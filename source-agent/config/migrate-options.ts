@@ -1,9 +1,14 @@
-/** User options of a migration and their compiled (validated, defaulted) form, used by everything inside. */
-import { tmpdir } from 'node:os';
+/**
+ * User options of a migration and their compiled (validated, defaulted) form, used by everything inside.
+ * Flags (the CLI), the Migrate request (the source agent) and the environment meet here once: the options
+ * are compiled where the migration runs, and nothing after that reads a flag or an environment variable.
+ */
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import type { TrackerChoice } from '../trackers/tracker.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
+import { costModelPath } from '../cost-model.js';
+import { readSourceEnvironment, type DumpMode, type SourceEnvironment } from './environment.js';
 
 export interface MigrateOptions {
   pid: number;
@@ -18,7 +23,7 @@ export interface MigrateOptions {
   restoreTimeoutMs?: number | undefined;
   /** Unacknowledged page bytes allowed in flight to the dest. */
   windowBytes?: number | undefined;
-  /** Where the final dump's images go (tmpfs keeps the freeze short). */
+  /** Where the final dump's images go (tmpfs keeps the freeze short); default $FERRY_IMAGES_DIR. */
   imagesRoot?: string | undefined;
   connectTimeoutMs?: number | undefined;
   /** Cap on pre-copy traffic, bytes per second; undefined = no cap. */
@@ -44,6 +49,9 @@ export interface CompiledMigrateOptions {
   onNoConverge: NoConvergeAction;
   noPrecopy: boolean;
   tracker: TrackerChoice;
+  dumpMode: DumpMode;
+  /** Where the learned cost model lives (under $FERRY_STATE_DIR). */
+  costModelPath: string;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -54,7 +62,7 @@ function positiveInt(name: string, v: number | undefined, dflt: number, max: num
   return v;
 }
 
-export function compileMigrateOptions(o: MigrateOptions): CompiledMigrateOptions {
+export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment = readSourceEnvironment()): CompiledMigrateOptions {
   if (!Number.isInteger(o.pid) || o.pid < 1 || o.pid > 4194304) {
     throw new FerryError('BAD_ARGUMENT', { message: `PID must be a positive integer (got ${o.pid})` });
   }
@@ -67,17 +75,15 @@ export function compileMigrateOptions(o: MigrateOptions): CompiledMigrateOptions
     freezeTimeoutMs: positiveInt('--freeze-timeout', o.freezeTimeoutMs, 120_000, 3_600_000),
     restoreTimeoutMs: positiveInt('--restore-timeout', o.restoreTimeoutMs, 120_000, 3_600_000),
     windowBytes: positiveInt('window bytes', o.windowBytes, 16 * 1024 * 1024, 1 << 30),
-    imagesRoot: o.imagesRoot ?? defaultImagesRoot(),
+    imagesRoot: o.imagesRoot ?? env.imagesRoot,
     connectTimeoutMs: positiveInt('connect timeout', o.connectTimeoutMs, 5_000, 600_000),
     bandwidthBytesPerSecond: bandwidth(o.bandwidthBytesPerSecond),
     onNoConverge: noConvergeAction(o.onNoConverge),
     noPrecopy: o.noPrecopy ?? false,
     tracker: trackerChoice(o.tracker),
+    dumpMode: env.dumpMode,
+    costModelPath: costModelPath(env.stateDir),
   };
-}
-
-function defaultImagesRoot(): string {
-  return process.env.FERRY_IMAGES_DIR ?? (process.platform === 'linux' ? '/dev/shm/ferry' : tmpdir());
 }
 
 /** At least 1 MB/s: below that a migration of any real task would take hours. */

@@ -1,0 +1,158 @@
+/**
+ * One migration, driven from the source. The whole state machine is here; each phase's work is in phases/.
+ *
+ *   negotiate -> prepare -> precopy -> freeze -> final-delta -> restore -> commit -> (migrated)
+ *        \__________\__________\_________\____________\____________\_________\___-> rollback (failed)
+ *
+ * Every step that changes something registers its undo on the rollback stack before the next step; any
+ * failure runs them all (the original is thawed, the dest session removed) and reports the first cause with
+ * the phase it happened in. From the commit on, the steps that could make a second copy are released by
+ * handle (see phases/commit.ts). Every transition and every piece of progress is announced in one place
+ * (MigrationAnnouncer): the caller's view, the logs and the metrics subscribe there.
+ */
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
+import { injectFault, type FaultPoint } from '../../shared/fault-injection.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import type { Phase } from '../../shared/phases.js';
+import { learnFixedCost } from '../cost-model.js';
+import type { SourceMetrics } from '../source-metrics.js';
+import { MigrationAnnouncer, logEvents } from './announcer.js';
+import type { EventSink, MigrationSummary } from './events.js';
+import type { MigrationContext } from './migration-context.js';
+import type { CompiledMigrateOptions } from '../config/migrate-options.js';
+import { commit } from './phases/commit.js';
+import { finalDelta } from './phases/final-delta.js';
+import { freeze } from './phases/freeze.js';
+import { negotiate } from './phases/negotiate.js';
+import { precopy } from './phases/precopy.js';
+import { prepare } from './phases/prepare.js';
+import { restore } from './phases/restore.js';
+import { realPorts, type DestPort, type MigrationPorts } from './ports.js';
+import { RollbackStack } from './rollback-stack.js';
+
+export interface MigrationDeps {
+  log: Logger;
+  emit: EventSink;
+  signal: AbortSignal;
+  metrics?: SourceMetrics | undefined;
+  /** The world the migration acts on; tests pass fakes. */
+  ports?: MigrationPorts;
+}
+
+/**
+ * The legal moves forward. A failure in any phase leaves the machine in that phase (the report and the metrics
+ * name it) and runs the rollback; 'rollback' itself is the phase of the undo calls, never entered here.
+ */
+const NEXT: Readonly<Record<Phase, Phase | undefined>> = {
+  negotiate: 'prepare',
+  prepare: 'precopy',
+  precopy: 'freeze',
+  freeze: 'final-delta',
+  'final-delta': 'restore',
+  restore: 'commit',
+  commit: undefined,
+  rollback: undefined,
+};
+
+export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps): Promise<MigrationSummary> {
+  const migrationId = randomUUID();
+  const log = deps.log.child({ side: 'source', migrationId });
+  const ports = deps.ports ?? realPorts;
+  const started = performance.now();
+  const announcer = new MigrationAnnouncer(log);
+  announcer.subscribe(logEvents(log));
+  if (deps.metrics) announcer.subscribe(deps.metrics.listener);
+  announcer.subscribe(deps.emit);
+  const state = { phase: 'negotiate' as Phase };
+  const ctx: MigrationContext = {
+    migrationId,
+    opts,
+    host: ports.host,
+    log,
+    signal: deps.signal,
+    rollback: new RollbackStack(),
+    announcer,
+    get phase() {
+      return state.phase;
+    },
+    sourceState: 'running',
+  };
+  const enter = (next: Phase): void => {
+    if (NEXT[state.phase] !== next) throw new FerryError('INTERNAL', { phase: state.phase, side: 'source', detail: `illegal transition ${state.phase} -> ${next}` });
+    state.phase = next;
+    deps.signal.throwIfAborted();
+    announcer.announce({ kind: 'phase', phase: next });
+    injectFault(`source.${next}` as FaultPoint);
+  };
+  let dest: DestPort | undefined;
+  let imagesDir: string | undefined;
+
+  try {
+    const negotiated = await negotiate(ctx, ports.connectDest);
+    dest = negotiated.dest;
+    enter('prepare');
+    const prepared = await prepare(ctx, negotiated);
+    enter('precopy');
+    const precopied = await precopy(ctx, negotiated, prepared);
+    enter('freeze');
+    const frozen = await freeze(ctx, negotiated, (dir) => (imagesDir = dir));
+    enter('final-delta');
+    const sent = await finalDelta(ctx, negotiated, prepared, precopied, frozen);
+    enter('restore');
+    const restored = await restore(ctx, negotiated, frozen, sent);
+    enter('commit');
+    const committed = await commit(ctx, negotiated, prepared, frozen);
+
+    const { rounds } = precopied;
+    const summary: MigrationSummary = {
+      migrationId,
+      pid: opts.pid,
+      dest: opts.to,
+      tracker: prepared.tracker.name,
+      tasks: frozen.tree.length,
+      rounds,
+      decision: precopied.decision,
+      presentPages: rounds[0]?.presentPages ?? 0,
+      pagesSent: prepared.stream.pagesSent,
+      pageBytesSent: prepared.stream.bytesSent,
+      finalDeltaPages: sent.delta.sentPages,
+      dumpPages: sent.delta.dumpPages,
+      imageBytesSent: sent.images.bytes,
+      totalMs: performance.now() - started,
+      downtimeMs: committed.downtimeMs,
+      phases: { dumpMs: frozen.dumpMs, finalDeltaMs: sent.finalDeltaMs, rebuildMs: restored.rebuildMs, restoreMs: restored.restoreMs, commitMs: committed.commitMs },
+      restoredPid: committed.restoredPid,
+      throttle: precopied.throttle,
+      dumpKind: frozen.dumpKind,
+      finalDeltaTaskPages: sent.delta.taskPages,
+    };
+    await learnFixedCost(
+      opts.costModelPath,
+      opts.to,
+      { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
+      log,
+    );
+    announcer.announce({ kind: 'done', summary });
+    await ctx.rollback.run(); // what is left are cleanups (tracker)
+    return summary;
+  } catch (e) {
+    const phase = state.phase;
+    const first =
+      deps.signal.aborted && !(e instanceof FerryError && e.key !== 'CANCELLED')
+        ? new FerryError('CANCELLED', { phase, side: 'source', cause: e })
+        : asFerryError(e, 'INTERNAL', { phase, side: 'source' });
+    first.phase ??= phase;
+    first.side ??= 'source';
+    const errors = await ctx.rollback.run();
+    first.rollbackErrors.push(...errors);
+    // Only a failed step on this side (the thaw) leaves the task's state unknown.
+    first.sourceState = errors.some((x) => x.side === 'source') ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : ctx.sourceState;
+    announcer.announce({ kind: 'failed', phase, error: first.toJSON() });
+    throw first;
+  } finally {
+    dest?.close();
+    if (imagesDir) await rm(imagesDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * final-delta: with the task stopped, the dumped pages the dest lacks (with exact write tracking, only the
+ * pages written since the last round are read), then the non-page images; Restore waits for both.
+ */
+import { FerryError } from '../../../shared/errors/ferry-error.js';
+import { sendFinalDelta, type FinalDeltaResult, type TaskPageReader } from '../final-delta.js';
+import { EPOCH, type MigrationContext } from '../migration-context.js';
+import type { Frozen } from './freeze.js';
+import type { Negotiated } from './negotiate.js';
+import type { Prepared } from './prepare.js';
+import type { Precopied } from './precopy.js';
+
+export interface DeltaSent {
+  delta: FinalDeltaResult;
+  images: { files: number; bytes: number };
+  /** Reads pages of the frozen tree by the task keys the images use (the check beside the restore too). */
+  readTask: TaskPageReader;
+  finalDeltaMs: number;
+}
+
+export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepared, pre: Precopied, f: Frozen): Promise<DeltaSent> {
+  const { host, log } = ctx;
+  const t0 = performance.now();
+  const hostPidOf = new Map(f.tree.map((t) => [t.nsPid, t.hostPid]));
+  const readTask: TaskPageReader = (task, first, count) => {
+    const pid = hostPidOf.get(task);
+    if (pid === undefined) throw new FerryError('TASK_TREE_CHANGING', { phase: 'final-delta', side: 'source', detail: `the dump has task ${task}, which was not in the tree at the freeze` });
+    return host.readPages(pid, first, count);
+  };
+  // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
+  const changed = f.dumpKind === 'lazy' ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
+  const tScan = performance.now();
+  const delta = await sendFinalDelta(f.imagesDir, pre.held, p.stream, pre.rounds.length, host.pageSize, readTask, changed);
+  const tPages = performance.now();
+  // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
+  const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: EPOCH }, ctx.signal)]);
+  log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
+  log.info('final delta sent', { dumpKind: f.dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
+  return { delta, images, readTask, finalDeltaMs: performance.now() - t0 };
+}

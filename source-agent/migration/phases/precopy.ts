@@ -1,0 +1,107 @@
+/**
+ * precopy: rounds while the task runs, until the policy says freeze (or abort). Auto-converge throttling
+ * starts here and is always released before this returns or throws: the freeze must find the task unthrottled.
+ */
+import { FerryError } from '../../../shared/errors/ferry-error.js';
+import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
+import { DEFAULT_THROTTLE, decideAfterRound, transferRate, type ConvergencePolicy, type RoundRecord } from '../../../shared/policy/convergence.js';
+import { fixedCost, loadCostSamples } from '../../cost-model.js';
+import type { TrackedTask } from '../../trackers/tracker.js';
+import type { RoundSummary } from '../events.js';
+import type { MigrationContext } from '../migration-context.js';
+import type { ThrottlePort } from '../ports.js';
+import type { Negotiated } from './negotiate.js';
+import type { Prepared } from './prepare.js';
+
+export interface Precopied {
+  rounds: RoundSummary[];
+  /** Why the freeze came, in words. */
+  decision: string;
+  throttle: { method: string; maxPercent: number } | undefined;
+  /** What the dest holds, per task key: page -> hash. The final delta sends only what differs. */
+  held: Map<number, PageHashIndex>;
+}
+
+export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared): Promise<Precopied> {
+  const held = new Map<number, PageHashIndex>();
+  if (ctx.opts.noPrecopy) return { rounds: [], decision: 'pre-copy off (stop-and-copy): freezing at once', throttle: undefined, held };
+  const { host, opts, signal, announcer } = ctx;
+  const { tracker, stream } = p;
+  const rootPid = n.target.rootPid;
+  const history: RoundRecord[] = [];
+  const rounds: RoundSummary[] = [];
+  const samples = await loadCostSamples(opts.to, opts.costModelPath);
+  const policy: ConvergencePolicy = {
+    maxRounds: opts.maxRounds,
+    maxDowntimeMs: opts.maxDowntimeMs,
+    floorPages: opts.floorPages,
+    pageSize: host.pageSize,
+    onNoConverge: opts.onNoConverge,
+    ...DEFAULT_THROTTLE,
+  };
+  let throttle: ThrottlePort | undefined;
+  let maxThrottle = 0;
+  let readMs = 0;
+  let readBytes = 0;
+  try {
+    for (let round = 0; ; round++) {
+      signal.throwIfAborted();
+      const tasks: TrackedTask[] = host.tree(rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
+      if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
+      const t0 = performance.now();
+      const stats = await tracker.round(tasks, round, held, (task, pages) => stream.send(task, round, pages), signal);
+      await stream.flush(); // the round ends when the dest holds it: its time includes the transfer
+      const durationMs = performance.now() - t0;
+      readMs += stats.readMs;
+      readBytes += stats.bytesRead;
+      const summary: RoundSummary = {
+        round,
+        presentPages: stats.presentPages,
+        dirtyPages: stats.dirtyPages,
+        zeroPages: stats.zeroPages,
+        bytesSent: stats.bytesSent,
+        bytesRead: stats.bytesRead,
+        durationMs,
+        transferMs: Math.max(1, durationMs - stats.readMs),
+        throttlePercent: throttle?.percent ?? 0,
+      };
+      rounds.push(summary);
+      history.push(summary);
+      announcer.announce({ kind: 'round', round: summary, pagesSent: stream.pagesSent, bytesSent: stream.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
+
+      const residentBytes = stats.presentPages * host.pageSize;
+      const cost = fixedCost(samples, residentBytes, {
+        readBytesPerSecond: readMs > 0 ? (readBytes * 1000) / readMs : undefined,
+        storeBytesPerSecond: stream.storeMicros > 0 ? (stream.storedBytes * 1e6) / stream.storeMicros : undefined,
+      });
+      const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0, residentBytes }, policy);
+      announcer.announce({
+        kind: 'decision',
+        action: decision.action,
+        rule: decision.rule,
+        message: decision.reason,
+        expectedDowntimeMs: decision.expectedDowntimeMs,
+        dirtyRateBytesPerSecond: decision.dirtyRateBytesPerSecond,
+        transferRateBytesPerSecond: decision.transferRateBytesPerSecond,
+        fixedCostMs: cost.ms,
+        throttlePercent: decision.throttlePercent,
+        remainingBytes: stats.dirtyPages * host.pageSize,
+      });
+      switch (decision.action) {
+        case 'continue':
+          break;
+        case 'throttle':
+          throttle ??= await host.createThrottle(rootPid);
+          await throttle.set(decision.throttlePercent);
+          maxThrottle = Math.max(maxThrottle, decision.throttlePercent);
+          break;
+        case 'abort':
+          throw new FerryError('PRECOPY_NOT_CONVERGING', { phase: 'precopy', side: 'source', sourceState: 'running', detail: decision.reason });
+        case 'freeze':
+          return { rounds, decision: decision.reason, throttle: throttle ? { method: throttle.method, maxPercent: maxThrottle } : undefined, held };
+      }
+    }
+  } finally {
+    await throttle?.release();
+  }
+}

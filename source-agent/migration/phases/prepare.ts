@@ -1,0 +1,56 @@
+/**
+ * prepare: the tracker is created (for uffd-wp this is when the task is first touched), the dest opens a
+ * session and a page store, and the page stream opens. Each registers its undo before the next step.
+ */
+import { TokenBucket } from '../../token-bucket.js';
+import type { DirtyTracker } from '../../trackers/tracker.js';
+import { EPOCH, type MigrationContext } from '../migration-context.js';
+import type { PageStream } from '../ports.js';
+import type { UndoHandle } from '../rollback-stack.js';
+import type { Negotiated } from './negotiate.js';
+
+export interface Prepared {
+  tracker: DirtyTracker;
+  stream: PageStream;
+  /** Released once the dest runs the copy: from then on nothing may abort its session. */
+  abortDestSession: UndoHandle;
+  /** Released once every page is acknowledged: the stream ended on its own. */
+  dropStream: UndoHandle;
+}
+
+export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Prepared> {
+  const { opts, rollback, migrationId, signal } = ctx;
+  const tracker = ctx.host.createTracker(n.tracker.name);
+  rollback.push('close the tracker', () => tracker.close());
+  const target = n.target;
+  await n.dest.prepare(
+    {
+      migrationId,
+      epoch: EPOCH,
+      protocolVersion: n.protocolVersion,
+      // A pid-namespace root brings its own pids; any other tree needs its host pids free on the dest.
+      requiredPids: target.pidNamespaceRoot ? [] : target.tasks.map((t) => t.hostPid),
+      expectedBytes: String(target.residentBytes),
+      taskName: target.name,
+    },
+    signal,
+  );
+  // A dest that is gone cannot be told; its commit lease and its start-up cleanup remove the session.
+  const abortDestSession = rollback.push(
+    'abort the dest session',
+    async () => {
+      await n.dest.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${ctx.phase}` });
+    },
+    'dest',
+  );
+  const stream = n.dest.openPageStream({
+    migrationId,
+    epoch: EPOCH,
+    windowBytes: opts.windowBytes,
+    signal,
+    phase: () => ctx.phase,
+    bandwidth: opts.bandwidthBytesPerSecond ? new TokenBucket(opts.bandwidthBytesPerSecond) : undefined,
+  });
+  const dropStream = rollback.push('drop the page stream', () => stream.cancel(), 'dest');
+  return { tracker, stream, abortDestSession, dropStream };
+}
