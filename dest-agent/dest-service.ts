@@ -1,8 +1,7 @@
 /** The Dest gRPC service: sessions, page stream, image upload, restore, commit, abort. */
 import * as grpc from '@grpc/grpc-js';
 import { existsSync, statfsSync } from 'node:fs';
-import { open, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
@@ -11,32 +10,38 @@ import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePages } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
-import { DestSession } from './session.js';
-import { recordRestored } from './leftovers.js';
 import { faultArmed } from '../shared/fault-injection.js';
-import { buildParentChain, verifyStores } from './image-chain.js';
+import type { DestSession } from './session.js';
+import { SessionRegistry } from './session-registry.js';
+import { logTransition } from './session-log.js';
+import { recordRestored } from './leftovers.js';
+import { corruptOnePage } from './corrupt-store.js';
+import { ImageChainPageSource } from './image-chain.js';
+import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
 
-const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-/** The dest writes pages-*.img itself from its page store; a peer may never send one. */
-const REBUILT_IMAGE = /^pages-\d+\.img$/;
-const MAX_IMAGE_BYTES = 1024 * 1024 * 1024;
 const SESSION_ID = /^[A-Za-z0-9-]{8,64}$/;
-const COMMITTED_MEMORY_MS = 10 * 60_000;
 
 export interface DestOptions {
   workDir: string;
   log: Logger;
   metrics: DestMetrics;
+  /** What criu restore reads the pages from; the store-backed parent-image chain unless told. */
+  pageSource?: RestorePageSourceFactory;
 }
 
 export class DestService {
-  private readonly sessions = new Map<string, DestSession>();
-  /** Sessions that committed, kept so that a repeated Commit (after a lost reply) still succeeds. */
-  private readonly committed = new Map<string, { restoredPid: number; resumedAtUs: bigint }>();
+  private readonly sessions = new SessionRegistry();
+  private readonly pageSource: RestorePageSourceFactory;
 
-  constructor(private readonly opts: DestOptions) {}
+  constructor(private readonly opts: DestOptions) {
+    this.pageSource = opts.pageSource ?? ((s) => new ImageChainPageSource(s));
+    this.sessions.subscribe(logTransition);
+    this.sessions.subscribe(({ to }) => {
+      if (to === 'committed' || to === 'aborted') opts.metrics.migrations.inc({ result: to });
+    });
+  }
 
   /** The grpc-js handler table. Every handler maps its error to a status with the Ferry code in a trailer. */
   handlers(): grpc.UntypedServiceImplementation {
@@ -106,17 +111,15 @@ export class DestService {
         detail: `${this.opts.workDir} has ${free} bytes free, the migration needs about ${needed}`,
       });
     }
-    const session = await DestSession.create(this.opts.workDir, req.migrationId, BigInt(req.epoch), PAGE_SIZE, this.opts.log.child({ migrationId: req.migrationId }));
-    this.sessions.set(req.migrationId, session);
-    session.log.info('session prepared', { task: req.taskName, expectedBytes: req.expectedBytes, dir: session.dir });
+    const session = await this.sessions.open({
+      workDir: this.opts.workDir,
+      id: req.migrationId,
+      epoch: BigInt(req.epoch),
+      pageSize: PAGE_SIZE,
+      log: this.opts.log.child({ migrationId: req.migrationId }),
+      fields: { task: req.taskName, expectedBytes: req.expectedBytes },
+    });
     return { workDir: session.dir, freeBytes: free.toString() };
-  }
-
-  private session(id: string, epoch: string, phase: 'precopy' | 'final-delta' | 'restore' | 'commit'): DestSession {
-    const s = this.sessions.get(id);
-    if (!s) throw new FerryError('SESSION_NOT_FOUND', { side: 'dest', phase, detail: `migration ${id}` });
-    if (s.epoch !== BigInt(epoch)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase, detail: `epoch ${epoch} is not ${s.epoch}` });
-    return s;
   }
 
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatch, m.PageAck>): Promise<void> {
@@ -124,8 +127,8 @@ export class DestService {
     let lastSeq = -1n;
     // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
     for await (const raw of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatch>) {
-      const s = this.session(raw.migrationId, raw.epoch, 'precopy');
-      if (s.state !== 'receiving') throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'precopy', detail: `session is ${s.state}` });
+      const s = this.sessions.lookup(raw.migrationId, raw.epoch, 'precopy');
+      s.expect('receiving', 'precopy');
       const seq = BigInt(raw.seq);
       if (seq <= lastSeq) throw new FerryError('PAGE_INTEGRITY', { side: 'dest', detail: `batch ${seq} after ${lastSeq}` });
       lastSeq = seq;
@@ -147,59 +150,28 @@ export class DestService {
     let files = 0;
     let bytes = 0;
     for await (const chunk of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>) {
-      const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta');
-      if (s.state !== 'receiving') throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'final-delta', detail: `session is ${s.state}` });
-      const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'final-delta', detail });
-      if (!IMAGE_NAME.test(chunk.name) || REBUILT_IMAGE.test(chunk.name)) throw invalid(`image name not allowed: ${JSON.stringify(chunk.name)}`);
-      const total = Number(chunk.totalSize);
-      const offset = Number(chunk.offset);
-      if (!(total >= 0 && total <= MAX_IMAGE_BYTES)) throw invalid(`${chunk.name}: size ${chunk.totalSize} out of bounds`);
-      let seen = s.images.get(chunk.name);
-      if (!seen) {
-        if (offset !== 0) throw invalid(`${chunk.name}: first chunk at offset ${offset}`);
-        seen = { written: 0, total };
-        s.images.set(chunk.name, seen);
-        files++;
-      }
-      if (offset !== seen.written || total !== seen.total || offset + chunk.data.length > total) {
-        throw invalid(`${chunk.name}: chunk at ${offset}+${chunk.data.length} does not continue ${seen.written}/${seen.total}`);
-      }
-      const fh = await open(join(s.imagesDir, chunk.name), offset === 0 ? 'w' : 'r+');
-      try {
-        await fh.write(chunk.data, 0, chunk.data.length, offset);
-      } finally {
-        await fh.close();
-      }
-      seen.written += chunk.data.length;
+      const s = this.sessions.lookup(chunk.migrationId, chunk.epoch, 'final-delta');
+      s.expect('receiving', 'final-delta');
+      if (await s.images.write(chunk)) files++;
       bytes += chunk.data.length;
     }
     return { files, bytes: String(bytes) };
   }
 
   async restore(req: m.RestoreRequest): Promise<m.RestoreResponse> {
-    const s = this.session(req.migrationId, req.epoch, 'restore');
-    if (s.state !== 'receiving') throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'restore', detail: `session is ${s.state}` });
-    for (const [name, seen] of s.images) {
-      if (seen.written !== seen.total) throw new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'restore', detail: `${name}: ${seen.written} of ${seen.total} bytes` });
-    }
-    if (!s.images.has('inventory.img') || !s.images.has('pstree.img')) {
-      throw new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'restore', detail: 'inventory.img or pstree.img missing' });
-    }
-    s.state = 'restoring';
+    const s = this.sessions.lookup(req.migrationId, req.epoch, 'restore');
+    s.expect('receiving', 'restore');
+    s.images.checkComplete();
+    s.transition('restoring', { manifests: req.pages.length });
     try {
       const t0 = process.hrtime.bigint();
-      if (faultArmed('dest.corrupt-store')) await corruptOnePage(s);
-      for (const manifest of req.pages) {
-        if (!IMAGE_NAME.test(manifest.pagemapImage) || !s.images.has(manifest.pagemapImage)) {
-          throw new FerryError('IMAGE_INVALID', { side: 'dest', phase: 'restore', detail: `manifest names ${manifest.pagemapImage}, which was not uploaded` });
-        }
-      }
-      const chain = await buildParentChain(s.imagesDir, s.chainDir, req.pages, s.stores, s.pageSize);
-      const stores = [...s.stores.values()];
-      s.stores.clear(); // their files now belong to the chain
+      if (faultArmed('dest.corrupt-store')) await corruptOnePage(s.stores.values());
+      for (const manifest of req.pages) s.images.checkUploaded(manifest.pagemapImage);
+      const source = this.pageSource(s);
+      const pages = await source.prepare(req.pages);
       const t1 = process.hrtime.bigint();
-      // Reading the store back runs beside CRIU: the copy stays stopped, and a bad page aborts it below.
-      const [restored, verified] = await Promise.allSettled([restoreStopped(s, req.timeoutMs), verifyStores(stores)]);
+      // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
+      const [restored, verified] = await Promise.allSettled([restoreStopped(s, req.timeoutMs), source.verify()]);
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;
         await recordRestored(s.dir, restored.value);
@@ -208,51 +180,44 @@ export class DestService {
       if (restored.status === 'rejected') throw restored.reason;
       const pid = restored.value;
       const t2 = process.hrtime.bigint();
-      s.state = 'restored';
+      s.transition('restored', { restoredPid: pid, levels: pages.levels, pages: pages.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
       s.commitLease = setTimeout(() => {
         s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: req.commitLeaseMs });
         this.abortSession(s, 'commit lease expired').catch((e: unknown) => s.log.error('lease abort failed', { err: e }));
       }, req.commitLeaseMs || 120_000);
       s.commitLease.unref();
       this.opts.metrics.restoreSeconds.observe(Number(t2 - t1) / 1e9);
-      s.log.info('restored, stopped', { restoredPid: pid, levels: chain.levels, pages: chain.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
       return {
         restoredPid: pid,
         rebuildUs: String((t1 - t0) / 1000n),
         restoreUs: String((t2 - t1) / 1000n),
-        pagesFromStore: String(chain.pages),
+        pagesFromStore: String(pages.pages),
         bytesWritten: '0', // the store became the images: nothing was copied
       };
     } catch (e) {
-      s.state = 'receiving';
       await this.abortSession(s, 'restore failed');
       throw e;
     }
   }
 
   async commit(req: m.CommitRequest): Promise<m.CommitResponse> {
-    const done = this.committed.get(req.migrationId);
+    const done = this.sessions.committedSession(req.migrationId);
     if (done) return { restoredPid: done.restoredPid, resumedAtUnixUs: done.resumedAtUs.toString() };
-    const s = this.session(req.migrationId, req.epoch, 'commit');
-    if (s.state !== 'restored' || s.restoredPid === undefined) {
-      throw new FerryError('COMMIT_REJECTED', { side: 'dest', phase: 'commit', detail: `session is ${s.state}` });
-    }
+    const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit');
+    s.expect('restored', 'commit', 'COMMIT_REJECTED');
+    const restoredPid = s.restoredPid;
+    if (restoredPid === undefined) throw new FerryError('INTERNAL', { side: 'dest', phase: 'commit', detail: 'a restored session without a restored pid' });
     clearTimeout(s.commitLease);
-    resumeTree(s.restoredPid);
+    resumeTree(restoredPid);
     const resumedAtUs = BigInt(Date.now()) * 1000n;
-    s.state = 'committed';
-    this.committed.set(s.id, { restoredPid: s.restoredPid, resumedAtUs });
-    // Long enough for a source retrying a Commit whose reply was lost; then forgotten.
-    setTimeout(() => this.committed.delete(s.id), COMMITTED_MEMORY_MS).unref();
-    this.sessions.delete(s.id);
-    s.log.info('committed: restored copy resumed', { restoredPid: s.restoredPid });
-    this.opts.metrics.migrations.inc({ result: 'committed' });
+    s.transition('committed', { restoredPid });
+    this.sessions.rememberCommitted(s, { restoredPid, resumedAtUs });
     await s.removeFiles();
-    return { restoredPid: s.restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
+    return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
   }
 
   async abort(req: m.AbortRequest): Promise<m.AbortResponse> {
-    if (this.committed.has(req.migrationId)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
+    if (this.sessions.committedSession(req.migrationId)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
     const s = this.sessions.get(req.migrationId);
     if (!s) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
     if (s.epoch !== BigInt(req.epoch)) {
@@ -262,7 +227,10 @@ export class DestService {
     return { existed: true, alreadyCommitted: false, killedRestoredCopy: killed };
   }
 
-  /** Kills an uncommitted restored copy and removes the session's files. Never touches a committed one. */
+  /**
+   * Kills an uncommitted restored copy and removes the session's files. Never touches a committed one. A
+   * session an Abort ended while its restore ran comes here again from the restore: its copy is killed then.
+   */
   private async abortSession(s: DestSession, reason: string): Promise<boolean> {
     if (s.state === 'committed') return false;
     let killed = false;
@@ -270,32 +238,14 @@ export class DestService {
       killTree(s.restoredPid);
       killed = true;
     }
-    s.state = 'aborted';
-    this.sessions.delete(s.id);
+    if (s.state !== 'aborted') s.transition('aborted', { reason, killedRestoredCopy: killed });
+    this.sessions.remove(s);
     await s.removeFiles();
-    s.log.info('session aborted', { reason, killedRestoredCopy: killed });
-    this.opts.metrics.migrations.inc({ result: 'aborted' });
     return killed;
   }
 
   /** On shutdown: every uncommitted session is rolled back on this side. */
   async close(): Promise<void> {
-    for (const s of [...this.sessions.values()]) await this.abortSession(s, 'dest agent stopping');
-  }
-}
-
-/** Fault injection: flips one byte of the first stored page, as a failing disk would. */
-async function corruptOnePage(s: DestSession): Promise<void> {
-  const store = s.stores.values().next().value;
-  const level = store?.levels[0];
-  if (!level) return;
-  const fh = await open(level.path, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, 100);
-    b[0] = b[0]! ^ 0xff;
-    await fh.write(b, 0, 1, 100);
-  } finally {
-    await fh.close();
+    for (const s of this.sessions.all()) await this.abortSession(s, 'dest agent stopping');
   }
 }

@@ -8,8 +8,9 @@
  *   images/                 the dump's pagemap rewritten with every page PE_PARENT, an empty pages image,
  *                           and `parent` -> chain/Ln
  * Before that, every page the dump holds must be in the store with exactly the dump's hash. The bytes on disk
- * are read back and hashed by verifyStores(), which may run while CRIU restores (the restored copy stays
+ * are read back and hashed by verify(), which may run while CRIU restores (the restored copy stays
  * stopped until commit, so a bad page found then still means a rollback, never a wrong task running).
+ * This is the RestorePageSource (restore-page-source.ts) the dest restores from.
  */
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,32 +18,35 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT, type Pagemap, type PagemapEntry } from '../shared/criu/pagemap-image.js';
 import type { TaskPageStore } from './page-store.js';
+import type { PageSourceSession, PagesManifest, PreparedPages, RestorePageSource } from './restore-page-source.js';
 
-export interface PagesManifest {
-  pagemapImage: string;
-  task: number;
-  /** XXH3-128 of each page of the pagemap (present or lazy), in pagemap order. */
-  hashes: Buffer;
-}
+/** The session's images restore from `<session>/chain`, made of its stores' level files. */
+export class ImageChainPageSource implements RestorePageSource {
+  private taken: TaskPageStore[] = [];
 
-export interface ChainResult {
-  levels: number;
-  /** Pages the dump references, all served from the store. */
-  pages: number;
-}
+  constructor(private readonly session: PageSourceSession) {}
 
-/** Reads every stored page back and checks its hash, then closes the stores. Returns the pages checked. */
-export async function verifyStores(stores: Iterable<TaskPageStore>): Promise<number> {
-  let verified = 0;
-  try {
-    for (const store of stores) {
-      await store.verify();
-      verified += store.index.size;
-    }
-  } finally {
-    for (const store of stores) await store.close();
+  async prepare(manifests: readonly PagesManifest[]): Promise<PreparedPages> {
+    const s = this.session;
+    const chain = await buildParentChain(s.imagesDir, join(s.dir, 'chain'), manifests, s.stores, s.pageSize);
+    this.taken = [...s.stores.values()];
+    s.stores.clear(); // their files now belong to the chain
+    return chain;
   }
-  return verified;
+
+  /** Reads every stored page back and checks its hash, then closes the stores. */
+  async verify(): Promise<number> {
+    let verified = 0;
+    try {
+      for (const store of this.taken) {
+        await store.verify();
+        verified += store.index.size;
+      }
+    } finally {
+      for (const store of this.taken) await store.close();
+    }
+    return verified;
+  }
 }
 
 type Entry = Pick<PagemapEntry, 'vaddr' | 'nrPages' | 'flags'>;
@@ -106,13 +110,13 @@ function levelEntries(store: TaskPageStore | undefined, k: number, pageSize: num
   return entriesOf(sorted, present, pageSize);
 }
 
-export async function buildParentChain(
+async function buildParentChain(
   imagesDir: string,
   chainDir: string,
   manifests: readonly PagesManifest[],
   stores: ReadonlyMap<number, TaskPageStore>,
   pageSize: number,
-): Promise<ChainResult> {
+): Promise<PreparedPages> {
   const pagemaps: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined }[] = [];
   let pages = 0;
   for (const m of manifests) {
@@ -123,7 +127,7 @@ export async function buildParentChain(
   }
   if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');
 
-  // The level files are renamed below; open handles stay valid, so verifyStores() can still read them.
+  // The level files are renamed below; open handles stay valid, so verify() can still read them.
   const levels = Math.max(1, ...pagemaps.map((x) => x.store?.levels.length ?? 0));
   for (let k = 0; k < levels; k++) {
     const dir = join(chainDir, `L${k}`);

@@ -13,6 +13,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DestService } from '../../dest-agent/dest-service.js';
 import { createDestMetrics, type DestMetrics } from '../../dest-agent/dest-metrics.js';
+import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
@@ -296,6 +297,20 @@ describe('Restore, Commit and Abort', () => {
     await expectFerryRejection(client.restore({ migrationId: id, epoch: EPOCH, pages: [], timeoutMs: 1000, commitLeaseMs: 1000 }), 'IMAGE_INVALID');
     expect(existsSync(dir)).toBe(true);
     await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test done' });
+  });
+
+  it('a restore the page source refuses goes to aborted: the session and its files are gone', async () => {
+    const { id, dir } = await prepared();
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal });
+    await sender.send(TASK, 0, handBatch([1, 2]));
+    await sender.finish();
+    // The dump names page 3, which never arrived: the store-backed chain refuses it before CRIU runs.
+    const pagemap = encodePagemap({ pagesId: 1, entries: [{ vaddr: 3n * 4096n, nrPages: 1, flags: PE_PRESENT }] });
+    await upload([chunk(id, 'inventory.img', Buffer.from('i')), chunk(id, 'pstree.img', Buffer.from('p')), chunk(id, 'pagemap-1.img', pagemap)]);
+    const pages = [{ pagemapImage: 'pagemap-1.img', task: TASK, hashes: Buffer.alloc(HASH_BYTES) }];
+    await expectFerryRejection(client.restore({ migrationId: id, epoch: EPOCH, pages, timeoutMs: 1000, commitLeaseMs: 1000 }), 'REBUILD_PAGE_MISSING');
+    expect(existsSync(dir)).toBe(false);
+    expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: false, alreadyCommitted: false, killedRestoredCopy: false });
   });
 
   it('refuses to commit a session that is not restored', async () => {

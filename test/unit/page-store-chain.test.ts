@@ -11,8 +11,10 @@ import { decodePagemap, encodePagemap, PE_PARENT, PE_PRESENT } from '../../share
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import { decodePages, PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type DecodedPages } from '../../shared/transport/page-batch.js';
-import { buildParentChain, verifyStores, type PagesManifest } from '../../dest-agent/image-chain.js';
+import { corruptOnePage } from '../../dest-agent/corrupt-store.js';
+import { ImageChainPageSource } from '../../dest-agent/image-chain.js';
 import { TaskPageStore } from '../../dest-agent/page-store.js';
+import type { PagesManifest } from '../../dest-agent/restore-page-source.js';
 import { expectFerryRejection } from './ferry-error-expect.js';
 
 // CRIU's pagemap images count in 4 KiB pages whatever the host: the store is tested at that size.
@@ -108,6 +110,12 @@ afterEach(async () => {
 
 const scratch = Buffer.alloc(1024 * HASH_BYTES);
 
+/** The page source of a session whose one task's pages are in `st`; its stores map is returned to watch the hand-over. */
+function chainOf(st: TaskPageStore): { source: ImageChainPageSource; stores: Map<number, TaskPageStore> } {
+  const stores = new Map([[TASK, st]]);
+  return { source: new ImageChainPageSource({ dir, imagesDir, pageSize: PAGE, stores }), stores };
+}
+
 describe('page store levels', () => {
   it('keeps ascending pages in one level and overwrites a page sent again in place', async () => {
     const st = await TaskPageStore.open(storeDir, TASK, PAGE);
@@ -163,9 +171,11 @@ describe('parent-image chain', () => {
     const versions = new Map<number, Page>([[101, data(101, 2)], [103, zero(103)]]);
     // 102 is not in the dump (freed): it stays in the store, unreferenced.
     const m = await dump(imagesDir, [[7, 1], [40, 2], [100, 2], [103, 1], [500, 1]], versions);
-    const r = await buildParentChain(imagesDir, chainDir, [m], new Map([[TASK, st]]), PAGE);
+    const { source, stores } = chainOf(st);
+    const r = await source.prepare([m]);
     expect(r).toEqual({ levels: 3, pages: 7 });
-    expect(await verifyStores([st])).toBe(8); // the renamed level files are still read through open handles
+    expect(stores.size).toBe(0); // the chain owns the store files now
+    expect(await source.verify()).toBe(8); // the renamed level files are still read through open handles
     for (const p of [7, 40, 41, 100, 101, 103, 500]) {
       expect(await readThroughChain(imagesDir, p), `page ${p}`).toEqual(bytesOf(versions.get(p) ?? data(p)));
     }
@@ -181,9 +191,11 @@ describe('parent-image chain', () => {
     const st = await TaskPageStore.open(storeDir, TASK, PAGE);
     await st.put(batch([data(1), data(2)]), scratch);
     const missing = await dump(imagesDir, [[1, 3]], new Map());
-    await expectFerryRejection(buildParentChain(imagesDir, chainDir, [missing], new Map([[TASK, st]]), PAGE), 'REBUILD_PAGE_MISSING');
+    const { source, stores } = chainOf(st);
+    await expectFerryRejection(source.prepare([missing]), 'REBUILD_PAGE_MISSING');
     const stale = await dump(imagesDir, [[1, 2]], new Map([[2, data(2, 9)]]));
-    await expectFerryRejection(buildParentChain(imagesDir, chainDir, [stale], new Map([[TASK, st]]), PAGE), 'REBUILD_HASH_MISMATCH');
+    await expectFerryRejection(source.prepare([stale]), 'REBUILD_HASH_MISMATCH');
+    expect(stores.get(TASK)).toBe(st); // refused: the session keeps its store
     await st.close();
   });
 
@@ -192,18 +204,30 @@ describe('parent-image chain', () => {
     await st.put(batch([data(1), data(2)]), scratch);
     const m = await dump(imagesDir, [[1, 2]], new Map());
     const short = { ...m, hashes: m.hashes.subarray(0, HASH_BYTES) };
-    await expectFerryRejection(buildParentChain(imagesDir, chainDir, [short], new Map([[TASK, st]]), PAGE), 'IMAGE_INVALID');
+    await expectFerryRejection(chainOf(st).source.prepare([short]), 'IMAGE_INVALID');
     await st.close();
   });
 
-  it('verifyStores finds a store damaged on disk after the chain was built from it', async () => {
+  it('verify() finds a store damaged on disk after the chain was built from it', async () => {
     const st = await TaskPageStore.open(storeDir, TASK, PAGE);
     await st.put(batch([data(1), data(2)]), scratch);
     const fh = await open(st.levels[0]!.path, 'r+');
     await fh.write(Buffer.from([1]), 0, 1, 5);
     await fh.close();
     const m = await dump(imagesDir, [[1, 2]], new Map());
-    await buildParentChain(imagesDir, chainDir, [m], new Map([[TASK, st]]), PAGE);
-    await expectFerryRejection(verifyStores([st]), 'REBUILD_HASH_MISMATCH');
+    const { source } = chainOf(st);
+    await source.prepare([m]);
+    await expectFerryRejection(source.verify(), 'REBUILD_HASH_MISMATCH');
+  });
+
+  it('the dest.corrupt-store damage passes the manifest check and is caught by verify()', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE);
+    await st.put(batch([data(1), data(2)]), scratch);
+    await corruptOnePage([st]);
+    expect((await readFile(st.levels[0]!.path)).subarray(0, PAGE)).not.toEqual(content(1));
+    const m = await dump(imagesDir, [[1, 2]], new Map());
+    const { source } = chainOf(st);
+    expect(await source.prepare([m])).toEqual({ levels: 1, pages: 2 });
+    await expectFerryRejection(source.verify(), 'REBUILD_HASH_MISMATCH');
   });
 });

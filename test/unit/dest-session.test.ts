@@ -1,0 +1,128 @@
+/**
+ * The dest session's state table (every legal move accepted and announced, every other refused with its
+ * code) and the session registry (lookup by id and epoch, the committed sessions remembered for a while).
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DestSession, type DestSessionState, type DestSessionTransition } from '../../dest-agent/session.js';
+import { SessionRegistry } from '../../dest-agent/session-registry.js';
+import { silentLogger } from '../../shared/logging/logger.js';
+import { expectFerryError } from './ferry-error-expect.js';
+
+const STATES: readonly DestSessionState[] = ['receiving', 'restoring', 'restored', 'committed', 'aborted'];
+const LEGAL = new Set(['receiving>restoring', 'restoring>restored', 'restored>committed', 'receiving>aborted', 'restoring>aborted', 'restored>aborted']);
+/** The legal moves that lead from a new session to each state. */
+const PATH_TO: Readonly<Record<DestSessionState, readonly DestSessionState[]>> = {
+  receiving: [],
+  restoring: ['restoring'],
+  restored: ['restoring', 'restored'],
+  committed: ['restoring', 'restored', 'committed'],
+  aborted: ['aborted'],
+};
+
+let workDir: string;
+beforeEach(async () => {
+  workDir = await mkdtemp(join(tmpdir(), 'ferry-unit-session-'));
+});
+afterEach(async () => {
+  await rm(workDir, { recursive: true, force: true });
+});
+
+async function sessionIn(state: DestSessionState, heard: DestSessionTransition[] = []): Promise<DestSession> {
+  const s = await DestSession.create({ workDir, id: `sess-${state}`, epoch: 1n, pageSize: 4096, log: silentLogger, onTransition: (t) => heard.push(t) });
+  for (const to of PATH_TO[state]) s.transition(to);
+  return s;
+}
+
+describe('dest session transitions', () => {
+  it('announces the opening in receiving', async () => {
+    const heard: DestSessionTransition[] = [];
+    const s = await DestSession.create({ workDir, id: 'sess-open', epoch: 1n, pageSize: 4096, log: silentLogger, onTransition: (t) => heard.push(t), fields: { task: 'x' } });
+    expect(s.state).toBe('receiving');
+    expect(heard).toEqual([{ session: s, from: undefined, to: 'receiving', fields: { task: 'x' } }]);
+    expect(existsSync(s.imagesDir) && existsSync(s.storeDir)).toBe(true);
+  });
+
+  for (const from of STATES) {
+    for (const to of STATES) {
+      const legal = LEGAL.has(`${from}>${to}`);
+      it(`${legal ? 'accepts' : 'refuses'} ${from} -> ${to}`, async () => {
+        const heard: DestSessionTransition[] = [];
+        const s = await sessionIn(from, heard);
+        heard.length = 0;
+        if (legal) {
+          s.transition(to, { reason: 'test' });
+          expect(s.state).toBe(to);
+          expect(heard).toEqual([{ session: s, from, to, fields: { reason: 'test' } }]);
+        } else {
+          const e = expectFerryError(() => s.transition(to), 'SESSION_CONFLICT');
+          expect(e.side).toBe('dest');
+          expect(s.state).toBe(from);
+          expect(heard).toEqual([]);
+        }
+      });
+    }
+  }
+
+  it('expect() passes in the named state and refuses any other with SESSION_CONFLICT or the code given', async () => {
+    const s = await sessionIn('restoring');
+    s.expect('restoring', 'restore');
+    const e = expectFerryError(() => s.expect('receiving', 'precopy'), 'SESSION_CONFLICT');
+    expect(e).toMatchObject({ side: 'dest', phase: 'precopy', detail: 'session is restoring' });
+    expect(expectFerryError(() => s.expect('restored', 'commit', 'COMMIT_REJECTED'), 'COMMIT_REJECTED').phase).toBe('commit');
+  });
+});
+
+describe('session registry', () => {
+  const open = (r: SessionRegistry, id: string, epoch = 1n): Promise<DestSession> => r.open({ workDir, id, epoch, pageSize: 4096, log: silentLogger });
+
+  it('finds a session by id and epoch, refusing an unknown id and another epoch', async () => {
+    const r = new SessionRegistry();
+    const s = await open(r, 'sess-lookup', 3n);
+    expect(r.get('sess-lookup')).toBe(s);
+    expect(r.lookup('sess-lookup', '3', 'precopy')).toBe(s);
+    expect(expectFerryError(() => r.lookup('sess-other', '3', 'restore'), 'SESSION_NOT_FOUND').phase).toBe('restore');
+    expect(expectFerryError(() => r.lookup('sess-lookup', '4', 'commit'), 'SESSION_CONFLICT').phase).toBe('commit');
+    r.remove(s);
+    expect(r.get('sess-lookup')).toBeUndefined();
+    expectFerryError(() => r.lookup('sess-lookup', '3', 'precopy'), 'SESSION_NOT_FOUND');
+  });
+
+  it('tells every subscriber of every transition until it unsubscribes', async () => {
+    const r = new SessionRegistry();
+    const a: string[] = [];
+    const b: string[] = [];
+    r.subscribe((t) => a.push(`${t.session.id}:${t.to}`));
+    const stop = r.subscribe((t) => b.push(`${t.session.id}:${t.to}`));
+    const s = await open(r, 'sess-heard');
+    s.transition('restoring');
+    stop();
+    s.transition('aborted');
+    expect(a).toEqual(['sess-heard:receiving', 'sess-heard:restoring', 'sess-heard:aborted']);
+    expect(b).toEqual(['sess-heard:receiving', 'sess-heard:restoring']);
+  });
+
+  it('remembers a committed session apart from the live ones, then forgets it', async () => {
+    const r = new SessionRegistry(20);
+    const s = await open(r, 'sess-done');
+    r.rememberCommitted(s, { restoredPid: 42, resumedAtUs: 7n });
+    expect(r.get('sess-done')).toBeUndefined();
+    expect(r.all()).toEqual([]);
+    expect(r.committedSession('sess-done')).toEqual({ restoredPid: 42, resumedAtUs: 7n });
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(r.committedSession('sess-done')).toBeUndefined();
+  });
+
+  it('removing an old session leaves a new one of the same id in place', async () => {
+    const r = new SessionRegistry();
+    const old = await open(r, 'sess-again');
+    r.remove(old);
+    const again = await open(r, 'sess-again', 2n);
+    r.remove(old);
+    expect(r.get('sess-again')).toBe(again);
+    expect(r.all()).toEqual([again]);
+  });
+});
