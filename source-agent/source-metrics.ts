@@ -1,7 +1,7 @@
 /** The source's Prometheus metrics (names from docs/metrics.md; base units; no pid or id labels). */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Phase } from '../shared/phases.js';
-import type { EventSink, MigrationSummary, RoundSummary } from './migration/events.js';
+import type { MigrationEvent, MigrationSummary, RoundSummary } from './migration/events.js';
 
 export class SourceMetrics {
   private readonly migrations: Counter<'result' | 'phase'>;
@@ -39,7 +39,7 @@ export class SourceMetrics {
   }
 
   /** Subscribes to a migration's announcements (see migration/announcer.ts). */
-  readonly listener: EventSink = (e) => {
+  observe(e: MigrationEvent): void {
     switch (e.kind) {
       case 'round':
         return this.recordRound(e.round);
@@ -52,7 +52,7 @@ export class SourceMetrics {
       default:
         return;
     }
-  };
+  }
 
   private recordRound(r: RoundSummary): void {
     this.round.set(r.round);

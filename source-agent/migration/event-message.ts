@@ -5,7 +5,7 @@
  */
 import { FerryError, type SerializedFerryError } from '../../shared/errors/ferry-error.js';
 import { keyForCode } from '../../shared/errors/codes.js';
-import { PHASES, type Phase, type Side, type SourceState } from '../../shared/phases.js';
+import { PHASES, type Phase, type SourceState } from '../../shared/phases.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { MigrationEvent, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
 
@@ -201,7 +201,7 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
 
 /** Only the phases that ran: an unset proto3 optional stays absent, and so does an undefined time. */
 function phaseTimes(p: PhaseTimes | m.PhaseTimesMessage): PhaseTimes {
-  return Object.fromEntries(Object.entries(p).filter(([, v]) => typeof v === 'number')) as PhaseTimes;
+  return Object.fromEntries(Object.entries(p).filter(([, v]) => typeof v === 'number'));
 }
 
 function errorToMessage(e: SerializedFerryError): m.ErrorInfoMessage {
@@ -222,7 +222,7 @@ function errorToMessage(e: SerializedFerryError): m.ErrorInfoMessage {
 function errorFromMessage(e: m.ErrorInfoMessage): SerializedFerryError {
   const key = keyForCode(e.code);
   if (!key) throw malformed(`error code ${e.code}`);
-  const side = e.side === 'source' || e.side === 'dest' ? (e.side as Side) : undefined;
+  const side = e.side === 'source' || e.side === 'dest' ? e.side : undefined;
   const states: readonly string[] = ['running', 'frozen', 'gone', 'unknown'];
   return {
     code: e.code,

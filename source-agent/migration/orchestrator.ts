@@ -63,7 +63,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   const started = performance.now();
   const announcer = new MigrationAnnouncer(log);
   announcer.subscribe(logEvents(log));
-  if (deps.metrics) announcer.subscribe(deps.metrics.listener);
+  const metrics = deps.metrics;
+  if (metrics) announcer.subscribe((e) => metrics.observe(e));
   announcer.subscribe(deps.emit);
   const state = { phase: 'negotiate' as Phase };
   const ctx: MigrationContext = {
@@ -90,7 +91,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   let imagesDir: string | undefined;
 
   try {
-    const negotiated = await negotiate(ctx, ports.connectDest);
+    const negotiated = await negotiate(ctx, ports);
     dest = negotiated.dest;
     enter('prepare');
     const prepared = await prepare(ctx, negotiated);

@@ -25,7 +25,6 @@ import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 
 const memoryReader = new ProcessMemoryReader();
 import { uploadImages } from './upload-images.js';
-import type { Phase } from '../../shared/phases.js';
 import type { DumpMode } from '../config/environment.js';
 
 export interface TreeMember {

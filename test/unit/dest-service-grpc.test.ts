@@ -22,6 +22,7 @@ import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import { PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber } from '../../shared/transport/page-batch.js';
+import { serverCredentials } from '../../shared/transport/credentials.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 import { PageBatcher } from '../../source-agent/page-batcher.js';
@@ -44,7 +45,7 @@ beforeAll(async () => {
   server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync('127.0.0.1:0', serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
   });
   client = new DestClient(`127.0.0.1:${port}`);
   await client.connect(5_000);
@@ -191,7 +192,7 @@ describe('StreamPages', () => {
   it('stores every page under a 64 KiB window, acknowledging before more is sent', async () => {
     const { id, dir } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal });
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     const before = await pagesReceived();
     let sentPages = 0;
     let windowKept = true;
@@ -234,7 +235,7 @@ describe('StreamPages', () => {
   it('fails the stream with PAGE_INTEGRITY when a page does not match its hash, storing none of its batch', async () => {
     const { id, dir } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal });
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2]));
     await sender.flush();
     await sender.send(TASK, 0, handBatch([3, 4, 5], { breakHashOf: 4 }));
@@ -248,7 +249,7 @@ describe('StreamPages', () => {
   });
 
   it('refuses pages for a session it does not know', async () => {
-    const sender = new PageSender(client, { migrationId: randomUUID(), epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal });
+    const sender = new PageSender(client, { migrationId: randomUUID(), epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1]));
     await expectFerryRejection(sender.finish(), 'SESSION_NOT_FOUND');
   });
@@ -256,7 +257,7 @@ describe('StreamPages', () => {
   it('a cancelled sender rejects with CANCELLED', async () => {
     const { id } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal });
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1]));
     controller.abort();
     await expectFerryRejection(sender.finish(), 'CANCELLED');
@@ -301,7 +302,7 @@ describe('Restore, Commit and Abort', () => {
 
   it('a restore the page source refuses goes to aborted: the session and its files are gone', async () => {
     const { id, dir } = await prepared();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal });
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2]));
     await sender.finish();
     // The dump names page 3, which never arrived: the store-backed chain refuses it before CRIU runs.
@@ -327,7 +328,7 @@ describe('Restore, Commit and Abort', () => {
 
   it('aborts once, removes the session directory, and says so when asked again', async () => {
     const { id, dir } = await prepared();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal });
+    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2, 3]));
     await sender.finish();
     expect(existsSync(storePath(dir))).toBe(true);

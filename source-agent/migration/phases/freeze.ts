@@ -28,19 +28,19 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const rootPid = n.target.rootPid;
   const tree = host.tree(rootPid);
   const lease = host.armFreezeLease(opts.freezeTimeoutMs, rootPid, tree.map((t) => t.hostPid));
-  let frozenAt: number | undefined;
+  const frozen: { at?: number } = {};
   const thaw = ctx.rollback.push('thaw the original', async () => {
     await lease.release();
     host.signalTree(rootPid, 'SIGCONT');
     ctx.sourceState = 'running';
-    if (frozenAt !== undefined) ctx.log.info('original thawed', { frozenMs: Math.round(performance.now() - frozenAt) });
+    if (frozen.at !== undefined) ctx.log.info('original thawed', { frozenMs: Math.round(performance.now() - frozen.at) });
   });
   await mkdir(opts.imagesRoot, { recursive: true });
   const imagesDir = await mkdtemp(join(opts.imagesRoot, `${migrationId}-`));
   onImagesDir(imagesDir);
   const logsDir = join(opts.imagesRoot, 'logs');
   await mkdir(logsDir, { recursive: true });
-  frozenAt = performance.now();
+  const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
   const dumpKind = await host.dump({ pid: rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), timeoutMs: opts.freezeTimeoutMs, mode: opts.dumpMode });
   return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt };

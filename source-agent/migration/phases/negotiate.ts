@@ -16,12 +16,12 @@ export interface Negotiated {
 }
 
 /** On success the caller owns `dest` and must close it; on failure it is closed here. */
-export async function negotiate(ctx: MigrationContext, connectDest: MigrationPorts['connectDest']): Promise<Negotiated> {
+export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): Promise<Negotiated> {
   const { host, opts, signal } = ctx;
   const target = host.inspectTarget(opts.pid);
   await host.requireCriu();
   const local = await host.peerInfo();
-  const dest = await connectDest(opts.to, opts.connectTimeoutMs, signal);
+  const dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
   try {
     const answer = await dest.negotiate({ source: local }, signal);
     const protocolVersion = checkPeers(local, answer);
