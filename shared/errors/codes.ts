@@ -106,8 +106,6 @@ export const ERRORS = {
   ),
   COMMIT_REJECTED: spec('FERRY-7002', 'The dest no longer holds the restored task', 'The source was resumed; retry the migration.', status.FAILED_PRECONDITION, true),
 
-  ROLLBACK_FAILED: spec('FERRY-8001', 'Rollback did not complete', 'Check the task at once: `ps -o pid,stat,cmd -g PGID`; resume it with `kill -CONT -- -PGID`.', status.INTERNAL),
-
   INTERNAL: spec('FERRY-9001', 'Internal error', 'This is a bug: keep the agent log and report it.', status.INTERNAL),
   CANCELLED: spec('FERRY-9002', 'The migration was interrupted and rolled back', 'Run the command again when ready.', status.CANCELLED, true),
   SESSION_NOT_FOUND: spec('FERRY-9003', 'The dest has no session with this migration id', 'The dest agent may have restarted; retry the migration.', status.NOT_FOUND, true),
@@ -115,6 +113,13 @@ export const ERRORS = {
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorKey = keyof typeof ERRORS;
+
+/**
+ * Codes that were published and then withdrawn: never given to another error. FERRY-8001 (ROLLBACK_FAILED)
+ * was never raised: a failed undo step is attached to the first cause, which keeps its own code, and the
+ * source state `unknown` (exit 3) tells the operator to check the task.
+ */
+export const RETIRED_CODES: readonly string[] = ['FERRY-8001'];
 
 const byCode = new Map<string, ErrorKey>(Object.entries(ERRORS).map(([key, s]) => [s.code, key as ErrorKey]));
 

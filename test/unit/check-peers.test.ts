@@ -38,6 +38,8 @@ describe('checkPeers', () => {
     { name: 'dest without CRIU and no reason given', dest: { criuVersion: '' }, key: 'DEST_NO_CRIU', detail: 'criu not found' },
     { name: 'different architecture', dest: { arch: 'arm64' }, key: 'PLATFORM_MISMATCH', detail: 'dest is arm64' },
     { name: 'different page size', dest: { pageSize: 16384 }, key: 'PLATFORM_MISMATCH', detail: '16384 on the dest' },
+    { name: 'dest without the zero-page flag', dest: { features: ['page-hash-xxh3-128'] }, key: 'PROTOCOL_MISMATCH', detail: 'lacks zero-page-flag' },
+    { name: 'dest with another page hash', dest: { features: ['page-hash-sha256', 'zero-page-flag'] }, key: 'PROTOCOL_MISMATCH', detail: 'lacks page-hash-xxh3-128' },
   ];
 
   it.each(refusals)('$name -> $key', ({ source, dest, version, key, detail }) => {
@@ -54,8 +56,8 @@ describe('checkPeers', () => {
     expectFerryError(() => checkPeers(peer(), answer({ criuVersion: '', arch: 'arm64' })), 'DEST_NO_CRIU');
   });
 
-  it('ignores differences that do not matter: kernel, hostname, trackers, features', () => {
-    expect(checkPeers(peer(), answer({ kernel: '5.10.0', trackers: [], features: [] }))).toBe(1);
+  it('ignores differences that do not matter: kernel, hostname, trackers, features it does not need', () => {
+    expect(checkPeers(peer(), answer({ kernel: '5.10.0', trackers: [], features: ['zero-page-flag', 'page-hash-xxh3-128', 'from-the-future'] }))).toBe(1);
   });
 });
 

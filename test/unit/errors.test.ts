@@ -2,7 +2,7 @@
 import { Metadata, status, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { EXIT, exitCodeFor } from '../../cli/exit-codes.js';
-import { ERRORS, keyForCode, type ErrorKey } from '../../shared/errors/codes.js';
+import { ERRORS, RETIRED_CODES, keyForCode, type ErrorKey } from '../../shared/errors/codes.js';
 import { asFerryError, FerryError, isFerryError, SystemCallError, type SerializedFerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError, isUnavailable, toStatus } from '../../shared/errors/grpc-status.js';
 import { PHASES } from '../../shared/phases.js';
@@ -72,12 +72,13 @@ describe('the registry', () => {
       REBUILD_HASH_MISMATCH: 'FERRY-6002',
       COMMIT_UNCONFIRMED: 'FERRY-7001',
       COMMIT_REJECTED: 'FERRY-7002',
-      ROLLBACK_FAILED: 'FERRY-8001',
       INTERNAL: 'FERRY-9001',
       CANCELLED: 'FERRY-9002',
       SESSION_NOT_FOUND: 'FERRY-9003',
     };
     for (const [key, code] of Object.entries(published)) expect(ERRORS[key as ErrorKey].code, key).toBe(code);
+    // A withdrawn code is never handed to another error.
+    for (const s of Object.values(ERRORS)) expect(RETIRED_CODES).not.toContain(s.code);
   });
 
   it('does not know codes outside the registry', () => {
@@ -266,7 +267,6 @@ describe('exitCodeFor', () => {
     { name: 'an interruption rolled back is 130', error: new FerryError('CANCELLED', { phase: 'precopy', sourceState: 'running' }), want: EXIT.interrupted },
     { name: 'an interruption whose rollback failed is unknown', error: new FerryError('CANCELLED', { phase: 'freeze', sourceState: 'unknown' }), want: EXIT.unknown },
     { name: 'an unconfirmed commit is unknown', error: new FerryError('COMMIT_UNCONFIRMED', { phase: 'commit', sourceState: 'frozen' }), want: EXIT.unknown },
-    { name: 'a failed rollback is unknown', error: new FerryError('ROLLBACK_FAILED', { phase: 'rollback' }), want: EXIT.unknown },
     { name: 'any error with the source state unknown', error: new FerryError('CRIU_RESTORE_FAILED', { phase: 'restore', sourceState: 'unknown' }), want: EXIT.unknown },
     { name: 'even a usage-family error with the source state unknown', error: new FerryError('BAD_ARGUMENT', { sourceState: 'unknown' }), want: EXIT.unknown },
     { name: 'a prepare failure', error: new FerryError('DEST_PREPARE_FAILED', { phase: 'prepare', sourceState: 'running' }), want: EXIT.failed },

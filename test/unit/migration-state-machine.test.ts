@@ -34,7 +34,7 @@ const peer: m.PeerInfo = {
   trackers: ['hash'],
   criuVersion: '4.2.1',
   criuProblem: '',
-  features: [],
+  features: ['page-hash-xxh3-128', 'zero-page-flag'],
 };
 
 function onePage(page: number, fill: number) {
