@@ -119,17 +119,18 @@ export interface CheckResponse {
   protocolVersion: number;
 }
 
+/** proto3 `optional` options: absent when not given. */
 export interface MigrateRequest {
   pid: number;
   dest: string;
-  maxRounds: number;
-  maxDowntimeMs: number;
-  freezeTimeoutMs: number;
-  restoreTimeoutMs: number;
-  bandwidthBytesPerSecond: number;
-  onNoConverge: string;
-  noPrecopy: boolean;
-  tracker: string;
+  maxRounds?: number | undefined;
+  maxDowntimeMs?: number | undefined;
+  freezeTimeoutMs?: number | undefined;
+  restoreTimeoutMs?: number | undefined;
+  bandwidthBytesPerSecond?: number | undefined;
+  onNoConverge?: string | undefined;
+  noPrecopy?: boolean | undefined;
+  tracker?: string | undefined;
 }
 
 export type ProtoPhase =

@@ -1,24 +1,26 @@
 /**
  * MigrateOptions <-> the ferry.v1 MigrateRequest: `ferry migrate --via` sends the operator's options as they
  * were given, and the source agent compiles them once, with its own environment, where the migration runs.
- * Zero on the wire means "not given" (proto3 scalars), so the defaults are the agent's.
+ * Every option is a proto3 `optional`: one not given stays absent (the agent's default applies), and a given
+ * value, even 0, reaches the compile, which refuses it like the flag.
  */
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import type { MigrateRequest } from '../../shared/transport/messages.js';
 import type { MigrateOptions } from './migrate-options.js';
 
+/** An undefined option is left out of the encoded message (protobufjs skips it). */
 export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
   return {
     pid: o.pid,
     dest: o.to,
-    maxRounds: o.maxRounds ?? 0,
-    maxDowntimeMs: o.maxDowntimeMs ?? 0,
-    freezeTimeoutMs: o.freezeTimeoutMs ?? 0,
-    restoreTimeoutMs: o.restoreTimeoutMs ?? 0,
-    bandwidthBytesPerSecond: o.bandwidthBytesPerSecond ?? 0,
-    onNoConverge: o.onNoConverge ?? '',
-    noPrecopy: o.noPrecopy ?? false,
-    tracker: o.tracker ?? '',
+    maxRounds: o.maxRounds,
+    maxDowntimeMs: o.maxDowntimeMs,
+    freezeTimeoutMs: o.freezeTimeoutMs,
+    restoreTimeoutMs: o.restoreTimeoutMs,
+    bandwidthBytesPerSecond: o.bandwidthBytesPerSecond,
+    onNoConverge: o.onNoConverge,
+    noPrecopy: o.noPrecopy,
+    tracker: o.tracker,
   };
 }
 
@@ -27,14 +29,14 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
   return {
     pid: r.pid,
     to: r.dest,
-    maxRounds: r.maxRounds || undefined,
-    maxDowntimeMs: r.maxDowntimeMs || undefined,
-    freezeTimeoutMs: r.freezeTimeoutMs || undefined,
-    restoreTimeoutMs: r.restoreTimeoutMs || undefined,
-    bandwidthBytesPerSecond: r.bandwidthBytesPerSecond || undefined,
+    maxRounds: r.maxRounds,
+    maxDowntimeMs: r.maxDowntimeMs,
+    freezeTimeoutMs: r.freezeTimeoutMs,
+    restoreTimeoutMs: r.restoreTimeoutMs,
+    bandwidthBytesPerSecond: r.bandwidthBytesPerSecond,
     // Any other string is refused by the compile, with the flag's own message.
-    onNoConverge: (r.onNoConverge || undefined) as NoConvergeAction | undefined,
+    onNoConverge: r.onNoConverge as NoConvergeAction | undefined,
     noPrecopy: r.noPrecopy,
-    tracker: r.tracker || undefined,
+    tracker: r.tracker,
   };
 }

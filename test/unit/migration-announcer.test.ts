@@ -1,0 +1,75 @@
+/** The one place a migration announces itself: every listener hears every event, in order, and none can break it. */
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { createLogger } from '../../shared/logging/logger.js';
+import { MigrationAnnouncer, logEvents } from '../../source-agent/migration/announcer.js';
+import type { MigrationEvent } from '../../source-agent/migration/events.js';
+import { SourceMetrics } from '../../source-agent/source-metrics.js';
+
+const round = { round: 0, presentPages: 100, dirtyPages: 100, zeroPages: 10, bytesSent: 90 * 4096, bytesRead: 100 * 4096, durationMs: 50, transferMs: 40, throttlePercent: 0 };
+const decision: MigrationEvent = {
+  kind: 'decision',
+  action: 'throttle',
+  rule: 'not-converging',
+  message: 'throttling',
+  expectedDowntimeMs: 400,
+  dirtyRateBytesPerSecond: 5e6,
+  transferRateBytesPerSecond: 1e7,
+  fixedCostMs: 100,
+  throttlePercent: 30,
+  remainingBytes: 100 * 4096,
+};
+
+async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const metric = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+  const value = (metric?.values as { value: number; labels: Record<string, string> }[] | undefined)?.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  return value?.value;
+}
+
+describe('MigrationAnnouncer', () => {
+  it('tells every listener every event in order; a listener that throws is logged and skipped', () => {
+    const lines: string[] = [];
+    const announcer = new MigrationAnnouncer(createLogger({}, (l) => lines.push(l), 'debug'));
+    const heard: string[][] = [[], []];
+    announcer.subscribe((e) => heard[0]!.push(e.kind));
+    announcer.subscribe(() => {
+      throw new Error('broken dashboard');
+    });
+    announcer.subscribe((e) => heard[1]!.push(e.kind));
+    announcer.announce({ kind: 'phase', phase: 'prepare' });
+    announcer.announce(decision);
+    expect(heard).toEqual([
+      ['phase', 'decision'],
+      ['phase', 'decision'],
+    ]);
+    expect(lines.filter((l) => l.includes('a migration listener failed'))).toHaveLength(2);
+  });
+
+  it('logs each event once, with its phase and never page contents', () => {
+    const lines: string[] = [];
+    const log = logEvents(createLogger({ side: 'source' }, (l) => lines.push(l), 'info'));
+    log({ kind: 'phase', phase: 'freeze' });
+    log({ kind: 'failed', phase: 'restore', error: new FerryError('CRIU_RESTORE_FAILED', { phase: 'restore' }).toJSON() });
+    const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.map((r) => [r.msg, r.phase])).toEqual([
+      ['phase', 'freeze'],
+      ['migration failed', 'restore'],
+    ]);
+  });
+
+  it('drives the metrics: rounds, decisions and the outcome, labelled by the failed phase', async () => {
+    const registry = new Registry();
+    const metrics = new SourceMetrics(registry, 4096);
+    const announcer = new MigrationAnnouncer(createLogger({}, () => undefined));
+    announcer.subscribe((e) => metrics.observe(e));
+    announcer.announce({ kind: 'round', round, pagesSent: 100, bytesSent: 90 * 4096, rateBytesPerSecond: 1e7 });
+    announcer.announce(decision);
+    expect(await metricValue(registry, 'ferry_pages_total', { kind: 'zero' })).toBe(10);
+    expect(await metricValue(registry, 'ferry_remaining_bytes')).toBe(100 * 4096);
+    expect(await metricValue(registry, 'ferry_throttle_ratio')).toBeCloseTo(0.3);
+    announcer.announce({ kind: 'failed', phase: 'precopy', error: new FerryError('PAGE_STREAM_FAILED').toJSON() });
+    expect(await metricValue(registry, 'ferry_migrations_total', { result: 'rolled-back', phase: 'precopy' })).toBe(1);
+    expect(await metricValue(registry, 'ferry_throttle_ratio')).toBe(0);
+  });
+});
