@@ -38,8 +38,8 @@ export function signalTree(rootPid: number, signal: TreeSignal): number {
 }
 
 /**
- * SIGKILLs the root and every process under it, one by one (a tree whose group is not its own), and waits
- * up to `budgetMs` until they are gone or zombies; returns their pids.
+ * SIGKILLs the root and every process found under it, each by pid (not the group), and waits up to
+ * `budgetMs` until they are gone or zombies; returns their pids.
  */
 export async function killTreeAndWait(rootPid: number, budgetMs: number): Promise<number[]> {
   const pids = treePids(rootPid);

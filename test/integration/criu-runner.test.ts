@@ -168,7 +168,7 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     expect(procState(original)).toBe('T');
     const pm = decodePagemap(readFileSync(join(baseDump, 'pagemap-1.img')));
     checkPagesImageSize(pm, statSync(join(baseDump, `pages-${pm.pagesId}.img`)).size);
-    // One task: one pstree record. Ferry does not decode pstree or stats (the fixtures' framing tests cover them).
+    // One task, one pstree record; CRIU's own stats are written (Ferry decodes neither).
     expect(readImageOf(readFileSync(join(baseDump, 'pstree.img')), 'PSTREE')).toHaveLength(1);
     expect(readImageOf(readFileSync(join(baseDump, 'stats-dump')), 'STATS')).toHaveLength(1);
   });
