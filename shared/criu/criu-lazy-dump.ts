@@ -15,7 +15,9 @@ import { execFile, spawn } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { resolve } from 'node:path';
 import { FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
-import { formatQuote, readCriuLogErrors, STOP_WAIT_MS, waitTreeStopped } from './criu-runner.js';
+import { waitTreeStopped } from '../kernel/process-wait.js';
+import { formatQuote, readCriuLogErrors } from './criu-log.js';
+import { STOP_WAIT_MS } from './criu-runner.js';
 
 export interface LazyDumpOptions {
   criu: string;

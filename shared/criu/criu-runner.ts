@@ -13,19 +13,14 @@
  * to its process group) as after any failed dump: depending on when criu died the tree is running or stopped.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream } from 'node:fs';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { asFerryError, FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
 import type { ErrorKey } from '../errors/codes.js';
+import { waitGone, waitTreeStopped } from '../kernel/process-wait.js';
+import { killTreeAndWait, signalProcess, treePids } from '../kernel/signal-tree.js';
+import { formatQuote, readCriuLogErrors } from './criu-log.js';
 
-/** Error lines CRIU prints on successful runs too; they are never quoted. */
-const HARMLESS_ERRORS: readonly RegExp[] = [/rlimit: Can't setup RLIMIT_NOFILE/];
-const ERROR_LINE = /\bError \(/;
-/** The "(00.046324) " elapsed-time prefix CRIU puts on log lines at -v3 and above. */
-const TIME_PREFIX = /^\(\s*\d+\.\d+\)\s*/;
-const MAX_QUOTED = 12;
 const OUTPUT_TAIL = 4096;
 /** After SIGKILL, how long to wait for the killed processes to disappear. */
 const REAP_WAIT_MS = 5000;
@@ -150,7 +145,7 @@ export async function criuRestore(o: CriuRestoreOptions): Promise<number> {
   if (o.leaveStopped ?? true) {
     const running = await waitTreeStopped(pid, STOP_WAIT_MS);
     if (running.length > 0) {
-      const killed = await killTree(pid);
+      const killed = await killTreeAndWait(pid, REAP_WAIT_MS);
       throw new FerryError('CRIU_RESTORE_FAILED', {
         ...init,
         detail: `criu restore exited 0 but tasks ${running.join(', ')} did not stop within ${STOP_WAIT_MS} ms; the ${killed.length} restored processes were killed; log: ${logFile}`,
@@ -169,44 +164,6 @@ async function readPidFile(path: string): Promise<number | undefined> {
   }
   const pid = Number(text.trim());
   return Number.isSafeInteger(pid) && pid > 1 ? pid : undefined;
-}
-
-// ---- log quoting --------------------------------------------------------------------------------------
-
-/** One log line as quoted: without the elapsed-time prefix; undefined when it is not a reportable error. */
-export function quotableErrorLine(line: string): string | undefined {
-  if (!ERROR_LINE.test(line) || HARMLESS_ERRORS.some((re) => re.test(line))) return undefined;
-  return line.replace(TIME_PREFIX, '').trim();
-}
-
-/** The reportable Error lines of a criu log, in order (the harmless RLIMIT_NOFILE line left out). */
-export function criuLogErrors(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const q = quotableErrorLine(line);
-    if (q !== undefined) out.push(q);
-  }
-  return out;
-}
-
-/** Same as `criuLogErrors`, streaming the file: a failed run's log at -v4 can be large. */
-export async function readCriuLogErrors(logFile: string): Promise<string[]> {
-  const out: string[] = [];
-  const rl = createInterface({ input: createReadStream(logFile, { encoding: 'utf8' }), crlfDelay: Infinity });
-  for await (const line of rl) {
-    const q = quotableErrorLine(line);
-    if (q !== undefined) out.push(q);
-  }
-  return out;
-}
-
-/** The quote for an error's detail: at most MAX_QUOTED lines (the first ones and the last two), then the log path. */
-export function formatQuote(lines: readonly string[], logFile: string): string[] {
-  let shown: string[] = [...lines];
-  if (lines.length > MAX_QUOTED) {
-    shown = [...lines.slice(0, MAX_QUOTED - 2), `... ${lines.length - MAX_QUOTED} more Error lines ...`, ...lines.slice(-2)];
-  }
-  return [...shown.map((l) => `  ${l}`), `log: ${logFile}`];
 }
 
 async function criuFailure(key: ErrorKey, what: string, run: CriuRun, logFile: string, init: FerryErrorInit): Promise<FerryError> {
@@ -308,108 +265,23 @@ function runCriu(criu: string, args: readonly string[], opts: RunOptions): Promi
  * killed processes are gone (or zombies waiting for their new parent to reap them).
  */
 async function killCriuAndDescendants(criuPid: number, alsoKill?: () => Promise<number | undefined>): Promise<number[]> {
-  signalPid(criuPid, 'SIGSTOP');
+  signalProcess(criuPid, 'SIGSTOP');
   const killed = new Set<number>();
   for (let pass = 0; pass < 10; pass++) {
     const roots = [criuPid];
     const extra = await alsoKill?.().catch(() => undefined);
     if (extra !== undefined) roots.push(extra);
     const found = new Set<number>();
-    for (const r of roots) for (const p of await descendants(r)) found.add(p);
-    if (extra !== undefined) found.add(extra);
+    // The extra root is killed with its tree even when it cannot be walked (treePids gives it first).
+    for (const r of roots) for (const p of treePids(r)) if (p !== criuPid) found.add(p);
     const fresh = [...found].filter((p) => !killed.has(p));
     if (fresh.length === 0) break;
     for (const p of fresh) {
-      signalPid(p, 'SIGKILL');
+      signalProcess(p, 'SIGKILL');
       killed.add(p);
     }
   }
-  signalPid(criuPid, 'SIGKILL');
+  signalProcess(criuPid, 'SIGKILL');
   await waitGone([...killed], REAP_WAIT_MS);
   return [...killed];
-}
-
-function signalPid(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    /* already gone */
-  }
-}
-
-/** All descendants of `pid`, from /proc/PID/task/TID/children. */
-async function descendants(pid: number): Promise<number[]> {
-  const found = new Set<number>();
-  const queue = [pid];
-  for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
-    let tids: string[];
-    try {
-      tids = await readdir(`/proc/${p}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of tids) {
-      const text = await readFile(`/proc/${p}/task/${tid}/children`, 'utf8').catch(() => '');
-      for (const word of text.split(' ')) {
-        const child = Number(word);
-        if (word.trim() && Number.isSafeInteger(child) && !found.has(child)) {
-          found.add(child);
-          queue.push(child);
-        }
-      }
-    }
-  }
-  return [...found];
-}
-
-/** The state letter of /proc/PID[/task/TID]/stat (R, S, T, t, Z, ...), undefined when gone. */
-async function procState(path: string): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`${path}/stat`, 'utf8');
-    const end = stat.lastIndexOf(')');
-    return stat.slice(end + 2, end + 3);
-  } catch {
-    return undefined;
-  }
-}
-
-const gone = (state: string | undefined): boolean => state === undefined || state === 'Z' || state === 'X';
-
-/** Whether a pid still names a live (non-zombie) process. */
-async function alive(pid: number): Promise<boolean> {
-  return !gone(await procState(`/proc/${pid}`));
-}
-
-/** Waits until every thread of `root` and of its descendants is stopped; returns the tids still running. */
-export async function waitTreeStopped(root: number, budgetMs: number): Promise<number[]> {
-  const until = Date.now() + budgetMs;
-  for (;;) {
-    const running: number[] = [];
-    for (const pid of [root, ...(await descendants(root))]) {
-      const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
-      for (const tid of tids) {
-        const state = await procState(`/proc/${pid}/task/${tid}`);
-        if (!gone(state) && state !== 'T' && state !== 't') running.push(Number(tid));
-      }
-    }
-    if (running.length === 0 || Date.now() > until) return running;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Kills a tree that is not criu's (a restored tree after criu exited): its root and all descendants. */
-async function killTree(root: number): Promise<number[]> {
-  const pids = [root, ...(await descendants(root))];
-  for (const p of pids) signalPid(p, 'SIGKILL');
-  await waitGone(pids, REAP_WAIT_MS);
-  return pids;
-}
-
-async function waitGone(pids: readonly number[], budgetMs: number): Promise<void> {
-  const until = Date.now() + budgetMs;
-  for (;;) {
-    const left = (await Promise.all(pids.map(alive))).some(Boolean);
-    if (!left || Date.now() > until) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }

@@ -124,16 +124,6 @@ export class WireReader {
     return out;
   }
 
-  /** A repeated uint32, in either encoding: one varint per occurrence, or packed in one LEN field. */
-  repeatedUint32(wireType: WireType, into: number[]): void {
-    if (wireType !== WireType.LEN) {
-      into.push(this.uint32(wireType));
-      return;
-    }
-    const packed = new WireReader(this.bytes(wireType));
-    while (!packed.done) into.push(packed.uint32(WireType.VARINT));
-  }
-
   /** Skips a field this codec does not use (unknown fields are allowed: CRIU adds fields over time). */
   skip(wireType: WireType): void {
     switch (wireType) {
@@ -189,12 +179,6 @@ export class WireWriter {
     this.pushVarint(value.length);
     this.flush();
     this.chunks.push(value);
-    return this;
-  }
-
-  /** A repeated uint32 written as one varint per value (proto2's default, what CRIU writes). */
-  repeatedUint32(field: number, values: readonly number[]): this {
-    for (const v of values) this.uint(field, v);
     return this;
   }
 

@@ -1,5 +1,5 @@
 /** FerryError <-> gRPC status: the status code from the registry, the whole error in a binary trailer. */
-import { Metadata, status, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { Metadata, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { ERRORS, keyForCode } from './codes.js';
 import { FerryError, type SerializedFerryError } from './ferry-error.js';
 
@@ -31,9 +31,4 @@ export function fromServiceError(e: unknown, fallback: FerryError): FerryError {
     }
   }
   return fallback;
-}
-
-export function isUnavailable(e: unknown): boolean {
-  const code = (e as Partial<ServiceError>).code;
-  return code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED;
 }

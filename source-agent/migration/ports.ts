@@ -18,7 +18,7 @@ import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/track
 import { chooseTracker } from '../trackers/choose-tracker.js';
 import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
-import { createTaskThrottle } from '../throttle/task-throttle.js';
+import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';

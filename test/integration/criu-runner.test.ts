@@ -11,8 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeCriu, type CriuProbe } from '../../shared/criu/criu-binary.js';
 import { criuDump, criuRestore } from '../../shared/criu/criu-runner.js';
 import { checkPagesImageSize, decodePagemap } from '../../shared/criu/pagemap-image.js';
-import { decodePstree } from '../../shared/criu/pstree-image.js';
-import { decodeDumpStats, decodeRestoreStats } from '../../shared/criu/stats-image.js';
+import { readImageOf } from '../../shared/criu/image-file.js';
 import { FerryError, isFerryError } from '../../shared/errors/ferry-error.js';
 import { canRun, hasCommand, isRoot, type Requirement } from '../support/requirements.js';
 
@@ -169,10 +168,9 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     expect(procState(original)).toBe('T');
     const pm = decodePagemap(readFileSync(join(baseDump, 'pagemap-1.img')));
     checkPagesImageSize(pm, statSync(join(baseDump, `pages-${pm.pagesId}.img`)).size);
-    expect(decodePstree(readFileSync(join(baseDump, 'pstree.img')))).toEqual([{ pid: 1, ppid: 0, pgid: 1, sid: 1, threads: [1] }]);
-    const stats = decodeDumpStats(readFileSync(join(baseDump, 'stats-dump')));
-    console.info(`criu's own dump stats: frozen ${stats.frozenTimeUs} µs, ${stats.pagesWritten} pages written`);
-    expect(stats.pagesWritten).toBe(statSync(join(baseDump, `pages-${pm.pagesId}.img`)).size / 4096);
+    // One task, one pstree record; CRIU's own stats are written (Ferry decodes neither).
+    expect(readImageOf(readFileSync(join(baseDump, 'pstree.img')), 'PSTREE')).toHaveLength(1);
+    expect(readImageOf(readFileSync(join(baseDump, 'stats-dump')), 'STATS')).toHaveLength(1);
   });
 
   it('restores next to the stopped original; the restored copy runs after SIGCONT', async () => {
@@ -188,7 +186,7 @@ describe.skipIf(!runnable)('criu runner (real CRIU)', () => {
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toBe('sleep\x001000\x00');
     expect(procState(pid)).toBe('T');
     expect(procState(original)).toBe('T');
-    expect(decodeRestoreStats(readFileSync(join(dir, 'stats-restore'))).restoreTimeUs).toBeGreaterThan(0);
+    expect(readImageOf(readFileSync(join(dir, 'stats-restore')), 'STATS')).toHaveLength(1);
 
     process.kill(pid, 'SIGCONT');
     let state = procState(pid);

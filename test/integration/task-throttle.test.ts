@@ -10,7 +10,9 @@ import { join, posix } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../shared/kernel/proc-status.js';
-import { createTaskThrottle, parseCgroupMounts, type TaskThrottle } from '../../source-agent/throttle/task-throttle.js';
+import { parseCgroupMounts } from '../../shared/kernel/cgroups.js';
+import { createTaskThrottle } from '../../source-agent/throttle/choose-throttle.js';
+import type { TaskThrottle } from '../../source-agent/throttle/task-throttle.js';
 import { canRun, hasCommand, isRoot, type Requirement } from '../support/requirements.js';
 
 const COUNTER_C = `
@@ -214,7 +216,7 @@ describe.skipIf(!canRun('task throttle: duty cycle', hasCommand('cc'), hasComman
     async () => {
       const c = await startCounter();
       const script = join(work, 'agent.ts');
-      const module = join(process.cwd(), 'source-agent', 'throttle', 'task-throttle.ts');
+      const module = join(process.cwd(), 'source-agent', 'throttle', 'choose-throttle.ts');
       writeFileSync(
         script,
         `import { createTaskThrottle } from ${JSON.stringify(module)};

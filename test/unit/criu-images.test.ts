@@ -15,8 +15,6 @@ import {
   presentRanges,
   type Pagemap,
 } from '../../shared/criu/pagemap-image.js';
-import { decodePstree, encodePstree } from '../../shared/criu/pstree-image.js';
-import { decodeDumpStats, decodeRestoreStats, decodeStats } from '../../shared/criu/stats-image.js';
 import { WireError, WireReader, WireType, WireWriter } from '../../shared/criu/protobuf-wire.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/criu/', import.meta.url));
@@ -208,7 +206,7 @@ describe('broken images give IMAGE_INVALID with a clear detail', () => {
 
   it('the wrong image', () => {
     expect(imageInvalid(() => decodePagemap(fixture('single', 'pstree.img'))).detail).toMatch(/magic PSTREE where PAGEMAP was expected/);
-    expect(imageInvalid(() => decodePstree(real)).detail).toMatch(/magic PAGEMAP where PSTREE was expected/);
+    expect(imageInvalid(() => readImageOf(real, 'PSTREE', 'pstree.img')).detail).toMatch(/magic PAGEMAP where PSTREE was expected/);
   });
 
   it('a known magic behind the wrong header', () => {
@@ -229,79 +227,6 @@ describe('broken images give IMAGE_INVALID with a clear detail', () => {
 
   it('pagemap without a head', () => {
     expect(imageInvalid(() => decodePagemap(writeImage(CRIU_MAGIC.PAGEMAP, []))).detail).toMatch(/no pagemap head/);
-  });
-});
-
-describe('pstree', () => {
-  it('single task: pid 1, root of its session and group', () => {
-    expect(decodePstree(fixture('single', 'pstree.img'))).toEqual([{ pid: 1, ppid: 0, pgid: 1, sid: 1, threads: [1] }]);
-  });
-
-  it('tree of 3 tasks: ns pids 1, 2, 3, all in session 1 and group 1', () => {
-    const tree = decodePstree(fixture('tree', 'pstree.img'));
-    expect(tree.map((t) => t.pid)).toEqual([1, 2, 3]);
-    expect(tree.map((t) => t.ppid)).toEqual([0, 1, 1]);
-    expect(tree.map((t) => t.sid)).toEqual([1, 1, 1]);
-    expect(tree.map((t) => t.pgid)).toEqual([1, 1, 1]);
-    expect(tree.map((t) => t.threads)).toEqual([[1], [2], [3]]);
-  });
-
-  it('threads: one task listing its 4 thread ids, one core image per thread', () => {
-    expect(decodePstree(fixture('threads', 'pstree.img'))).toEqual([{ pid: 1, ppid: 0, pgid: 1, sid: 1, threads: [1, 2, 3, 4] }]);
-    const cores = readdirSync(`${FIXTURES}threads`).filter((n) => /^core-\d+\.img$/.test(n));
-    expect(cores.sort()).toEqual(['core-1.img', 'core-2.img', 'core-3.img', 'core-4.img']);
-  });
-
-  it.each(DUMPS)('%s: re-encodes byte for byte', (dump) => {
-    const buf = fixture(dump, 'pstree.img');
-    expect(encodePstree(decodePstree(buf)).equals(buf)).toBe(true);
-  });
-
-  it('accepts packed threads and refuses an entry without a sid', () => {
-    const packed = new WireWriter().uint(1, 5).uint(2, 1).uint(3, 1).uint(4, 1).bytes(5, Uint8Array.from([5, 6, 0x80, 0x01])).finish();
-    expect(decodePstree(writeImage(CRIU_MAGIC.PSTREE, [packed]))[0]!.threads).toEqual([5, 6, 128]);
-    const noSid = new WireWriter().uint(1, 5).uint(2, 1).uint(3, 1).finish();
-    expect(imageInvalid(() => decodePstree(writeImage(CRIU_MAGIC.PSTREE, [noSid]))).detail).toMatch(/lacks one of/);
-  });
-});
-
-describe('stats', () => {
-  it.each(DUMPS)('%s: dump stats are sane (times in µs, pages written = the pages images)', (dump) => {
-    const s = decodeDumpStats(fixture(dump, 'stats-dump'));
-    const files = manifest(dump).files;
-    const pagesBytes = Object.entries(files)
-      .filter(([n]) => /^pages-\d+\.img$/.test(n))
-      .reduce((sum, [, size]) => sum + size, 0);
-    expect(s.pagesWritten * 4096).toBe(pagesBytes);
-    expect(s.pagesScanned).toBeGreaterThanOrEqual(s.pagesWritten);
-    expect(s.pagesSkippedParent).toBe(0);
-    expect(s.pagesLazy).toBe(0);
-    expect(s.freezingTimeUs).toBeGreaterThan(0);
-    expect(s.frozenTimeUs).toBeGreaterThan(s.memdumpTimeUs);
-    expect(s.memdumpTimeUs).toBeGreaterThanOrEqual(s.memwriteTimeUs);
-    expect(s.frozenTimeUs).toBeLessThan(10_000_000);
-    expect(s.pagePipes).toBeGreaterThan(0);
-    expect(s.shpagesWritten).toBe(0);
-  });
-
-  it.each(DUMPS)('%s: restore stats are sane', (dump) => {
-    const d = decodeDumpStats(fixture(dump, 'stats-dump'));
-    const r = decodeRestoreStats(fixture(dump, 'stats-restore'));
-    expect(r.restoreTimeUs).toBeGreaterThan(0);
-    expect(r.restoreTimeUs).toBeLessThan(10_000_000);
-    // Children share their parent's pages copy-on-write: restored + skipped-cow = written.
-    expect(r.pagesRestored! + r.pagesSkippedCow).toBe(d.pagesWritten);
-  });
-
-  it('a file holds one part only; asking for the other is IMAGE_INVALID', () => {
-    expect(Object.keys(decodeStats(fixture('single', 'stats-dump')))).toEqual(['dump']);
-    expect(imageInvalid(() => decodeRestoreStats(fixture('single', 'stats-dump'))).detail).toMatch(/no restore statistics/);
-  });
-
-  it('refuses dump stats missing a required field', () => {
-    const inner = new WireWriter().uint(1, 5).uint(2, 6).finish();
-    const img = writeImage(CRIU_MAGIC.STATS, [new WireWriter().bytes(1, inner).finish()]);
-    expect(imageInvalid(() => decodeDumpStats(img)).detail).toMatch(/missing memdumpTimeUs/);
   });
 });
 

@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { criuDump, criuDumpArgs, criuLogErrors, criuRestore, criuRestoreArgs, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-runner.js';
+import { criuLogErrors, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-log.js';
+import { criuDump, criuDumpArgs, criuRestore, criuRestoreArgs } from '../../shared/criu/criu-runner.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { findRepoRoot, parseCriuVersion, probeCriu, versionAtLeast } from '../../shared/criu/criu-binary.js';
 

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { EXIT, exitCodeFor } from '../../cli/exit-codes.js';
 import { ERRORS, RETIRED_CODES, keyForCode, type ErrorKey } from '../../shared/errors/codes.js';
 import { asFerryError, FerryError, isFerryError, SystemCallError, type SerializedFerryError } from '../../shared/errors/ferry-error.js';
-import { fromServiceError, isUnavailable, toStatus } from '../../shared/errors/grpc-status.js';
+import { fromServiceError, toStatus } from '../../shared/errors/grpc-status.js';
 import { PHASES } from '../../shared/phases.js';
 
 const KEYS = Object.keys(ERRORS) as ErrorKey[];
@@ -245,13 +245,6 @@ describe('FerryError over gRPC', () => {
     expect(fromServiceError({ ...bare, metadata: unknown }, fallback)).toBe(fallback);
 
     expect(fromServiceError(new Error('not even a gRPC error'), fallback)).toBe(fallback);
-  });
-
-  it('isUnavailable is true for UNAVAILABLE and DEADLINE_EXCEEDED only', () => {
-    expect(isUnavailable({ code: status.UNAVAILABLE })).toBe(true);
-    expect(isUnavailable({ code: status.DEADLINE_EXCEEDED })).toBe(true);
-    expect(isUnavailable({ code: status.INTERNAL })).toBe(false);
-    expect(isUnavailable(new Error('x'))).toBe(false);
   });
 });
 
