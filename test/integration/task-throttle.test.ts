@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { parseCgroupMounts } from '../../shared/kernel/cgroups.js';
 import { createTaskThrottle } from '../../source-agent/throttle/choose-throttle.js';
@@ -114,9 +114,14 @@ beforeAll(() => {
   execFileSync('cc', ['-O1', '-o', counterBin, join(work, 'counter.c')]);
 });
 
-afterAll(async () => {
-  for (const t of throttles) await t.release(); // never throws
-  for (const c of children) {
+/**
+ * Every counter a test started leaves with that test, even when an assertion failed before its own cleanup:
+ * throttles released (never throws), processes back in the root cgroup (so the test cgroups are empty for the
+ * next test), killed and reaped.
+ */
+async function removeChildren(): Promise<void> {
+  for (const t of throttles.splice(0)) await t.release();
+  for (const c of children.splice(0)) {
     for (const procs of rootProcsFiles) {
       try {
         if (c.pid !== undefined) writeFileSync(procs, String(c.pid));
@@ -124,8 +129,18 @@ afterAll(async () => {
         /* exited */
       }
     }
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (c.exitCode === null && c.signalCode === null) {
+      const exited = new Promise((resolve) => c.once('exit', resolve));
+      c.kill('SIGKILL');
+      await exited;
+    }
   }
+}
+
+afterEach(removeChildren);
+
+afterAll(async () => {
+  await removeChildren();
   for (const dir of [...cgroupDirs].reverse()) {
     try {
       rmdirSync(dir);
