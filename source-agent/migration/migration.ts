@@ -142,7 +142,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
     const changed = dumpKind === 'lazy' ? tracker.changedSinceLastRound?.(frozenTree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
     const tScan = performance.now();
-    const delta = await sendFinalDelta(imagesDir, held, sender, finalRound, host.pageSize, readTask, changed);
+    const delta = await sendFinalDelta(imagesDir, held, (task, batch) => sender.send(task, finalRound, batch), host.pageSize, readTask, changed);
     const tPages = performance.now();
     // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
     const [, uploaded] = await Promise.all([sender.finish(), client.uploadImages(imagesDir, { migrationId, epoch: EPOCH }, deps.signal)]);
@@ -291,7 +291,7 @@ async function precopy(
       const tasks: TrackedTask[] = host.tree(migration.target.rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
       if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
       const t0 = performance.now();
-      const stats = await tracker.round(tasks, round, held, (task, pages) => sender.send(task, round, pages), deps.signal);
+      const stats = await tracker.round(tasks, held, (task, batch) => sender.send(task, round, batch), deps.signal);
       await sender.flush(); // the round ends when the dest holds it: its time includes the transfer
       const durationMs = performance.now() - t0;
       readMs += stats.readMs;
