@@ -1,6 +1,7 @@
 /**
- * The page stream over gRPC, the source end of StreamPages: batches go out while at most `windowBytes` are unacknowledged (the dest acks
- * a batch once it is hashed and stored), and write() back-pressure is honoured with 'drain'.
+ * The migration's page stream (PageStream in migration/ports.ts) over gRPC, the source end of StreamPages:
+ * batches go out while at most `windowBytes` are unacknowledged (the dest acks a batch once it is hashed and
+ * stored), and write() back-pressure is honoured with 'drain'.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../shared/errors/ferry-error.js';

@@ -59,7 +59,7 @@ export class PageBatchEncoder {
   private data: Buffer;
   private count = 0;
   private dataBytes = 0;
-  /** Pages emitted or pending, the zero ones among them, and the data bytes emitted. */
+  /** Pages added (emitted or pending), the zero ones among them, and the data bytes emitted. */
   pages = 0;
   zeroPages = 0;
   bytes = 0;
