@@ -7,7 +7,7 @@ import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { chooseProtocolVersion, localPeerInfo, protocolVersions } from '../shared/peer-info.js';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
-import { decodePages } from '../shared/transport/page-batch.js';
+import { decodePageBatch } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
 import { faultArmed } from '../shared/fault-injection.js';
@@ -62,7 +62,7 @@ export class DestService {
       Restore: unary((r: m.RestoreRequest) => this.restore(r)),
       Commit: unary((r: m.CommitRequest) => this.commit(r)),
       Abort: unary((r: m.AbortRequest) => this.abort(r)),
-      StreamPages: (call: grpc.ServerDuplexStream<m.PageBatch, m.PageAck>) => {
+      StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
         this.streamPages(call).catch((e: unknown) => {
           this.opts.log.warn('page stream failed', { err: e });
           call.emit('error', toStatus(e));
@@ -122,18 +122,18 @@ export class DestService {
     return { workDir: session.dir, freeBytes: free.toString() };
   }
 
-  async streamPages(call: grpc.ServerDuplexStream<m.PageBatch, m.PageAck>): Promise<void> {
+  async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>): Promise<void> {
     const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
     let lastSeq = -1n;
     // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
-    for await (const raw of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatch>) {
+    for await (const raw of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>) {
       const s = this.sessions.lookup(raw.migrationId, raw.epoch, 'precopy');
       s.expect('receiving', 'precopy');
       const seq = BigInt(raw.seq);
       if (seq <= lastSeq) throw new FerryError('PAGE_INTEGRITY', { side: 'dest', detail: `batch ${seq} after ${lastSeq}` });
       lastSeq = seq;
       const t0 = process.hrtime.bigint();
-      const batch = decodePages(raw, s.pageSize);
+      const batch = decodePageBatch(raw, s.pageSize);
       const store = await s.store(raw.task);
       await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch);
       this.opts.metrics.pagesReceived.inc(batch.count);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { hashPages } from '../shared/native/addon.js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { PageHashIndex, HASH_BYTES } from '../shared/pages/page-hash-index.js';
-import { readPageNumber, type DecodedPages } from '../shared/transport/page-batch.js';
+import { readPageNumber, type DecodedPageBatch } from '../shared/transport/page-batch.js';
 
 export interface StoreLevel {
   path: string;
@@ -77,7 +77,7 @@ export class TaskPageStore {
    * Checks every page of the batch against its hash, then stores it. Throws PAGE_INTEGRITY on the first
    * mismatch, before anything of the batch is stored.
    */
-  async put(batch: DecodedPages, scratchHashes: Buffer): Promise<void> {
+  async put(batch: DecodedPageBatch, scratchHashes: Buffer): Promise<void> {
     verifyBatchHashes(batch, this.pageSize, scratchHashes);
     // Consecutive slots of one level become one positioned writev.
     let runLevel: StoreLevel | undefined;
@@ -165,7 +165,7 @@ export function zeroPageHash(pageSize: number): Buffer {
   return h;
 }
 
-function verifyBatchHashes(batch: DecodedPages, pageSize: number, scratch: Buffer): void {
+function verifyBatchHashes(batch: DecodedPageBatch, pageSize: number, scratch: Buffer): void {
   const dataPages = batch.data.length / pageSize;
   if (scratch.length < dataPages * HASH_BYTES) throw new Error('scratch hash buffer too small');
   if (dataPages > 0) hashPages(batch.data, dataPages, pageSize, scratch);

@@ -2,6 +2,8 @@
  * TypeScript shapes of the ferry.v1 messages as @grpc/proto-loader presents them (camelCase, uint64 as
  * decimal strings, bytes as Buffer, enums as their names). Keep in step with proto/ferry/v1/ferry.proto.
  */
+import type { PageBatch } from './page-batch.js';
+
 export type U64 = string;
 
 export interface PeerInfo {
@@ -38,16 +40,13 @@ export interface PrepareResponse {
   freeBytes: U64;
 }
 
-export interface PageBatch {
+/** The PageBatch message: which stream, round and task, then the batch itself (page-batch.ts). */
+export interface PageBatchMessage extends PageBatch {
   migrationId: string;
   epoch: U64;
   seq: U64;
   round: number;
   task: number;
-  pageNumbers: Buffer;
-  hashes: Buffer;
-  kinds: Buffer;
-  data: Buffer;
 }
 export interface PageAck {
   seq: U64;

@@ -1,6 +1,7 @@
 /**
- * The page-batch wire layout (see PageBatch in ferry.proto): page numbers as u64 LE, 16-byte hashes, one kind
- * byte per page, and the bytes of the non-zero pages back to back. Encoding never goes through BigInt.
+ * The page batch and its codec, both ends side by side (see PageBatch in ferry.proto): page numbers as u64 LE,
+ * 16-byte hashes, one kind byte per page, and the bytes of the non-zero pages back to back. The source encodes
+ * (PageBatchEncoder), the dest decodes (decodePageBatch). Encoding never goes through BigInt.
  */
 import { FerryError } from '../errors/ferry-error.js';
 import { HASH_BYTES } from '../pages/page-hash-index.js';
@@ -8,9 +9,30 @@ import { HASH_BYTES } from '../pages/page-hash-index.js';
 export const PAGE_KIND_DATA = 0;
 export const PAGE_KIND_ZERO = 1;
 
+/** Pages per batch: with 4 KiB pages about 1 MiB of data, well under the max message size. */
+export const BATCH_PAGES = 256;
+
+/** Wire bytes each page costs besides its data: page number, hash, kind. */
+export const PAGE_ENTRY_BYTES = 8 + HASH_BYTES + 1;
+
 /** 5-level paging caps user addresses at 2^57; with 4 KiB pages no valid page number reaches 2^45. */
 const MAX_PAGE_NUMBER_HI_WORD = 2 ** 13;
 const TWO_32 = 2 ** 32;
+
+/** One task's pages as they travel: the page fields of the PageBatch message. */
+export interface PageBatch {
+  pageNumbers: Buffer;
+  hashes: Buffer;
+  kinds: Buffer;
+  data: Buffer;
+}
+
+/** A batch whose layout was checked on arrival. */
+export interface DecodedPageBatch extends PageBatch {
+  count: number;
+  /** Offset in `data` of each page, or -1 for a zero page. */
+  dataOffsets: Int32Array;
+}
 
 export function writePageNumber(buf: Buffer, index: number, page: number): void {
   buf.writeUInt32LE(page % TWO_32, index * 8);
@@ -21,26 +43,78 @@ export function readPageNumber(buf: Buffer, index: number): number {
   return buf.readUInt32LE(index * 8 + 4) * TWO_32 + buf.readUInt32LE(index * 8);
 }
 
-export interface DecodedPages {
-  count: number;
-  pageNumbers: Buffer;
-  hashes: Buffer;
-  kinds: Buffer;
-  data: Buffer;
-  /** Offset in `data` of each page, or -1 for a zero page. */
-  dataOffsets: Int32Array;
+/** Pages in a batch (one page number of 8 bytes each). */
+export function batchPageCount(batch: PageBatch): number {
+  return batch.pageNumbers.length / 8;
+}
+
+/**
+ * Collects one task's pages into batches of at most BATCH_PAGES and hands each full batch to `emit`; flush()
+ * emits the rest. Zero pages travel as a flag without their bytes.
+ */
+export class PageBatchEncoder {
+  private pageNumbers = Buffer.allocUnsafe(BATCH_PAGES * 8);
+  private hashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+  private kinds = Buffer.allocUnsafe(BATCH_PAGES);
+  private data: Buffer;
+  private count = 0;
+  private dataBytes = 0;
+  /** Pages added (emitted or pending), the zero ones among them, and the data bytes emitted. */
+  pages = 0;
+  zeroPages = 0;
+  bytes = 0;
+
+  constructor(
+    private readonly pageSize: number,
+    private readonly emit: (batch: PageBatch) => Promise<void>,
+  ) {
+    this.data = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
+  }
+
+  /** Copies the page (hash and, unless zero, bytes) in: the caller may reuse its buffers once this returns. */
+  async add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> {
+    writePageNumber(this.pageNumbers, this.count, page);
+    hashes.copy(this.hashes, this.count * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    if (isZero) {
+      this.kinds[this.count] = PAGE_KIND_ZERO;
+      this.zeroPages++;
+    } else {
+      this.kinds[this.count] = PAGE_KIND_DATA;
+      src.copy(this.data, this.dataBytes, srcOffset, srcOffset + this.pageSize);
+      this.dataBytes += this.pageSize;
+    }
+    this.count++;
+    this.pages++;
+    if (this.count === BATCH_PAGES) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.count === 0) return;
+    const batch: PageBatch = {
+      pageNumbers: this.pageNumbers.subarray(0, this.count * 8),
+      hashes: this.hashes.subarray(0, this.count * HASH_BYTES),
+      kinds: this.kinds.subarray(0, this.count),
+      data: this.data.subarray(0, this.dataBytes),
+    };
+    this.bytes += this.dataBytes;
+    // The sent buffers belong to the stream from now on: the next batch gets fresh ones.
+    this.pageNumbers = Buffer.allocUnsafe(BATCH_PAGES * 8);
+    this.hashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+    this.kinds = Buffer.allocUnsafe(BATCH_PAGES);
+    this.data = Buffer.allocUnsafe(BATCH_PAGES * this.pageSize);
+    this.count = 0;
+    this.dataBytes = 0;
+    await this.emit(batch);
+  }
 }
 
 /** Validates a received batch's layout; a malformed batch is rejected whole (IMAGE_INVALID is for images). */
-export function decodePages(
-  b: { pageNumbers: Buffer; hashes: Buffer; kinds: Buffer; data: Buffer },
-  pageSize: number,
-): DecodedPages {
+export function decodePageBatch(b: PageBatch, pageSize: number): DecodedPageBatch {
   const fail = (why: string): never => {
     throw new FerryError('PAGE_INTEGRITY', { message: `Malformed page batch: ${why}`, phase: 'precopy', side: 'dest' });
   };
   if (b.pageNumbers.length % 8 !== 0) fail('page_numbers is not a multiple of 8 bytes');
-  const count = b.pageNumbers.length / 8;
+  const count = batchPageCount(b);
   if (b.hashes.length !== count * HASH_BYTES) fail(`${b.hashes.length} hash bytes for ${count} pages`);
   if (b.kinds.length !== count) fail(`${b.kinds.length} kinds for ${count} pages`);
   const dataOffsets = new Int32Array(count);

@@ -9,12 +9,12 @@ import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { decodePagemap, PE_LAZY, PE_PRESENT, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
-import { hashPages, zeroPages } from '../../shared/native/addon.js';
+import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
-import { PageBatcher, BATCH_PAGES } from '../page-batcher.js';
+import { BATCH_PAGES } from '../../shared/transport/page-batch.js';
 import type { PageRuns } from '../../shared/kernel/pagemap.js';
-import type { PageStream } from './ports.js';
+import { emptyPipelineStats, heldIndex, PagePipeline, type BatchSink } from '../pages/page-pipeline.js';
 
 const TASK_PAGEMAP = /^pagemap-(\d+)\.img$/;
 /** Non-task pagemaps (shared memory) get keys above every pid; they have no pre-copy, so all pages go now. */
@@ -117,21 +117,23 @@ async function* dumpedPages(
   }
 }
 
+/** Sends what the dest lacks of the dump to `sink`, and builds the manifest of every dumped page's hash. */
 export async function sendFinalDelta(
   imagesDir: string,
   held: Map<number, PageHashIndex>,
-  sender: Pick<PageStream, 'send'>,
-  round: number,
+  sink: BatchSink,
   pageSize: number,
   readTask: TaskPageReader,
   changed?: Map<number, PageRuns>,
 ): Promise<FinalDeltaResult> {
   const names = (await readdir(imagesDir)).sort();
-  const result: FinalDeltaResult = { manifests: [], dumpPages: 0, trustedPages: 0, taskPages: 0, sentPages: 0, sentBytes: 0, zeroPages: 0 };
+  const manifests: PagesImageManifest[] = [];
+  let dumpPages = 0;
+  let taskPages = 0;
   let otherKey = OTHER_KEY_BASE;
   const chunk = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
-  const zeros = new Uint8Array(BATCH_PAGES);
-  const chunkHashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+  const pipeline = new PagePipeline(pageSize);
+  const sent = emptyPipelineStats();
   for (const name of names) {
     if (!OTHER_PAGEMAP.test(name)) continue;
     const taskMatch = TASK_PAGEMAP.exec(name);
@@ -141,9 +143,7 @@ export async function sendFinalDelta(
     const total = entries.reduce((n, e) => n + e.nrPages, 0);
     const presentPages = entries.filter((e) => (e.flags & PE_PRESENT) !== 0).reduce((n, e) => n + e.nrPages, 0);
     const hashes = Buffer.allocUnsafe(total * HASH_BYTES);
-    const index = held.get(task) ?? new PageHashIndex();
-    held.set(task, index);
-    const batcher = new PageBatcher(pageSize, (pages) => sender.send(task, round, pages));
+    const index = heldIndex(held, task);
     const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
     try {
       if (pagesFile && (await pagesFile.stat()).size !== presentPages * pageSize) {
@@ -151,39 +151,20 @@ export async function sendFinalDelta(
       }
       if (!taskMatch && presentPages !== total) throw invalid(`${name}: lazy pages outside a task`);
       let done = 0;
-      const taskChanged = changed?.get(task);
-      for await (const c of dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk, taskChanged, index)) {
-        const n = c.pages.length;
-        if (c.kind === 'held') {
-          for (let i = 0; i < n; i++) index.hashAt(index.slotOf(c.pages[i]!)!).copy(hashes, (done + i) * HASH_BYTES);
-          result.trustedPages += n;
-          done += n;
-          continue;
-        }
-        hashPages(c.data, n, pageSize, chunkHashes);
-        chunkHashes.copy(hashes, done * HASH_BYTES, 0, n * HASH_BYTES);
-        zeroPages(c.data, n, pageSize, zeros);
-        for (let i = 0; i < n; i++) {
-          const h = (done + i) * HASH_BYTES;
-          if (index.holds(c.pages[i]!, hashes, h)) continue;
-          await batcher.add(c.pages[i]!, hashes, h, c.data, i * pageSize, zeros[i] === 1);
-          index.set(c.pages[i]!, hashes, h);
-        }
-        if (c.fromTask) result.taskPages += n;
-        done += n;
-      }
+      const chunks = dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk, changed?.get(task), index);
+      await pipeline.send(task, chunks, held, sink, sent, (c, chunkHashes) => {
+        chunkHashes.copy(hashes, done * HASH_BYTES);
+        if (c.kind === 'read' && c.fromTask) taskPages += c.pages.length;
+        done += c.pages.length;
+      });
       if (done !== total) throw invalid(`${name}: read ${done} of ${total} pages`);
     } finally {
       await pagesFile?.close();
     }
-    await batcher.flush();
-    result.manifests.push({ pagemapImage: name, task, hashes });
-    result.dumpPages += total;
-    result.sentPages += batcher.pages;
-    result.sentBytes += batcher.bytes;
-    result.zeroPages += batcher.zeroPages;
+    manifests.push({ pagemapImage: name, task, hashes });
+    dumpPages += total;
   }
-  return result;
+  return { manifests, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
 }
 
 /**

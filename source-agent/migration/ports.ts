@@ -10,9 +10,10 @@ import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
 import { localPeerInfo } from '../../shared/peer-info.js';
 import type * as m from '../../shared/transport/messages.js';
+import type { PageBatch } from '../../shared/transport/page-batch.js';
 import { DestClient } from '../dest-client.js';
 import { FreezeLease } from '../freeze-lease.js';
-import { PageSender, type OutgoingPages, type PageSenderOptions } from '../page-sender.js';
+import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
 import { chooseTracker } from '../trackers/choose-tracker.js';
@@ -81,7 +82,7 @@ export interface PageStream {
   /** Bytes the dest acknowledged, and the time it spent storing them. */
   readonly storedBytes: number;
   readonly storeMicros: number;
-  send(task: number, round: number, pages: OutgoingPages): Promise<void>;
+  send(task: number, round: number, batch: PageBatch): Promise<void>;
   flush(): Promise<void>;
   finish(): Promise<void>;
   cancel(): void;
@@ -90,7 +91,7 @@ export interface PageStream {
 export interface DestPort {
   negotiate(req: m.NegotiateRequest, signal: AbortSignal): Promise<m.NegotiateResponse>;
   prepare(req: m.PrepareRequest, signal: AbortSignal): Promise<m.PrepareResponse>;
-  openPageStream(opts: PageSenderOptions): PageStream;
+  openPageStream(opts: PageStreamOptions): PageStream;
   uploadImages(imagesDir: string, ids: { migrationId: string; epoch: string }, signal: AbortSignal): Promise<{ files: number; bytes: number }>;
   restore(req: m.RestoreRequest, signal: AbortSignal): Promise<m.RestoreResponse>;
   commit(req: m.CommitRequest): Promise<m.CommitResponse>;
@@ -142,7 +143,7 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
   return {
     negotiate: (req, s) => client.negotiate(req, s),
     prepare: (req, s) => client.prepare(req, s),
-    openPageStream: (opts) => new PageSender(client, opts),
+    openPageStream: (opts) => new GrpcPageStream(client, opts),
     uploadImages: (dir, ids, s) => uploadImages(client, dir, ids, s),
     restore: (req, s) => client.restore(req, s),
     commit: (req) => client.commit(req),

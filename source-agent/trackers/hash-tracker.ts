@@ -1,57 +1,45 @@
 /**
  * The hash tracker: works on any kernel. Each round reads every present page of the memory CRIU dumps
- * (pagemap or PAGEMAP_SCAN for presence, batched process_vm_readv for the bytes), hashes it (XXH3-128,
- * native batch) and sends the pages whose hash differs from the dest's copy. The page is read once: the
- * bytes sent are exactly the bytes hashed, so the source's record of the dest never drifts.
+ * (pagemap or PAGEMAP_SCAN for presence, batched process_vm_readv for the bytes) and runs it through the page
+ * pipeline, which sends the pages whose hash differs from the dest's copy.
  */
-import { SystemCallError } from '../../shared/errors/ferry-error.js';
-import { FerryError } from '../../shared/errors/ferry-error.js';
-import { PagemapReader } from '../../shared/kernel/pagemap.js';
-import { dumpableVmas, readMaps } from '../../shared/kernel/proc-maps.js';
-import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
-import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { ChangedPageSender, emptyRoundStats } from './page-sender-loop.js';
-import type { DirtyTracker, PageSink, TrackedTask, TrackerRoundStats } from './tracker.js';
+import { dumpableVmas } from '../../shared/kernel/proc-maps.js';
+import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import { emptyPipelineStats, PagePipeline, type BatchSink } from '../pages/page-pipeline.js';
+import { rethrowUnlessExited, roundStats, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from './tracker.js';
+import { realTrackerKernel, type PresenceReader, type TrackerKernel } from './tracker-kernel.js';
 
 export class HashTracker implements DirtyTracker {
   readonly name = 'hash' as const;
-  private readonly sender: ChangedPageSender;
-  private readonly pagemaps = new Map<number, PagemapReader>();
+  private readonly pipeline: PagePipeline;
+  private readonly pagemaps = new Map<number, PresenceReader>();
 
-  constructor(private readonly pageSize: number) {
-    this.sender = new ChangedPageSender(new ProcessMemoryReader(), pageSize);
+  constructor(
+    pageSize: number,
+    private readonly kernel: TrackerKernel = realTrackerKernel(),
+  ) {
+    this.pipeline = new PagePipeline(pageSize);
   }
 
-  async round(
-    tasks: readonly TrackedTask[],
-    _round: number,
-    held: Map<number, PageHashIndex>,
-    sink: PageSink,
-    signal: AbortSignal,
-  ): Promise<TrackerRoundStats> {
-    const stats = emptyRoundStats();
+  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats> {
+    const pass = emptyPipelineStats();
     for (const task of tasks) {
-      const maps = readMaps(task.hostPid);
+      const maps = this.kernel.maps(task.hostPid);
       if (!maps) continue; // exited since the tree was read: CRIU will not dump it either
-      let index = held.get(task.key);
-      if (!index) held.set(task.key, (index = new PageHashIndex()));
       const runs = this.pagemap(task.hostPid).presentRuns(dumpableVmas(maps));
       try {
-        await this.sender.send(task, runs, index, sink, signal, stats, true);
+        await this.pipeline.send(task.key, this.kernel.readPages(task.hostPid, runs, signal), held, sink, pass);
       } catch (e) {
-        if (e instanceof SystemCallError && e.errnoName === 'ESRCH') continue; // the task exited mid-round
-        if (e instanceof SystemCallError) {
-          throw new FerryError('MEMORY_READ_FAILED', { phase: 'precopy', side: 'source', sourceState: 'running', detail: e.message, cause: e });
-        }
-        throw e;
+        rethrowUnlessExited(e); // the task exited mid-round
       }
     }
-    return stats;
+    // Every present page is read: the pages read are the present ones.
+    return roundStats(pass.readPages, pass);
   }
 
-  private pagemap(pid: number): PagemapReader {
+  private pagemap(pid: number): PresenceReader {
     let r = this.pagemaps.get(pid);
-    if (!r) this.pagemaps.set(pid, (r = new PagemapReader(pid)));
+    if (!r) this.pagemaps.set(pid, (r = this.kernel.openPresence(pid)));
     return r;
   }
 

@@ -1,11 +1,12 @@
 /**
  * A dirty-page tracker finds, each round, the pages the dest must receive: round 0 every present page, later
- * rounds the pages written since. It reads them and hands them to the sink; what the dest holds is recorded in
- * `held` (page -> hash), which the final delta compares the dump against.
+ * rounds the pages written since. It reads them and runs them through the page pipeline; what the dest holds is
+ * recorded in `held` (page -> hash), which the final delta compares the dump against.
  */
+import { FerryError, SystemCallError, isFerryError } from '../../shared/errors/ferry-error.js';
 import type { PageRuns } from '../../shared/kernel/pagemap.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import type { OutgoingPages } from '../page-sender.js';
+import type { BatchSink, PipelineStats } from '../pages/page-pipeline.js';
 
 export type TrackerName = 'hash' | 'uffd-wp' | 'soft-dirty';
 /** What the operator asks for: `auto` takes the best this kernel can do. */
@@ -16,8 +17,6 @@ export interface TrackedTask {
   /** The task's pid as CRIU names its images (pid in the root's pid namespace). */
   key: number;
 }
-
-export type PageSink = (task: number, pages: OutgoingPages) => Promise<void>;
 
 export interface TrackerRoundStats {
   /** Pages found present in the tracked memory this round. */
@@ -42,6 +41,32 @@ export interface DirtyTracker {
    * The final delta reads only these; a full read-back check still runs beside the restore.
    */
   changedSinceLastRound?(tasks: readonly TrackedTask[]): Map<number, PageRuns>;
-  round(tasks: readonly TrackedTask[], round: number, held: Map<number, PageHashIndex>, sink: PageSink, signal: AbortSignal): Promise<TrackerRoundStats>;
+  round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats>;
   close(): void;
+}
+
+/** The round's figures: the present pages the tracker found, the rest from its passes through the pipeline. */
+export function roundStats(presentPages: number, pass: PipelineStats): TrackerRoundStats {
+  return {
+    presentPages,
+    dirtyPages: pass.sentPages,
+    zeroPages: pass.zeroPages,
+    bytesRead: pass.bytesRead,
+    readMs: pass.readMs,
+    bytesSent: pass.sentBytes,
+    vanishedPages: pass.vanishedPages,
+  };
+}
+
+/**
+ * What a failed look at one task means for the round. Returns when the task exited mid-round (ESRCH, or
+ * TASK_EXITED from an injection): skip it, CRIU will not dump it either. Any other failed system call is
+ * MEMORY_READ_FAILED; anything else is rethrown as it is.
+ */
+export function rethrowUnlessExited(e: unknown): void {
+  if (isFerryError(e, 'TASK_EXITED') || (e instanceof SystemCallError && e.errnoName === 'ESRCH')) return;
+  if (e instanceof SystemCallError) {
+    throw new FerryError('MEMORY_READ_FAILED', { phase: 'precopy', side: 'source', sourceState: 'running', detail: e.message, cause: e });
+  }
+  throw e;
 }

@@ -21,8 +21,7 @@ import { UFFD_FEATURE_WP_ASYNC, uffdApi } from '../../shared/kernel/userfaultfd.
 import { PAGE_HASH_BYTES, hashPages } from '../../shared/native/addon.js';
 import { closeFd } from '../../shared/native/ptrace.js';
 import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { readPageNumber } from '../../shared/transport/page-batch.js';
-import type { OutgoingPages } from '../../source-agent/page-sender.js';
+import { batchPageCount, readPageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
 import { HashTracker } from '../../source-agent/trackers/hash-tracker.js';
 import type { TrackedTask, TrackerRoundStats } from '../../source-agent/trackers/tracker.js';
 import { injectUserfaultfd } from '../../source-agent/trackers/uffd-wp/inject.js';
@@ -183,14 +182,14 @@ function tasksOf(rootPid: number): TrackedTask[] {
 }
 
 /** A sink that records the page numbers sent, per task. */
-function recordingSink(): { sent: Map<number, Set<number>>; sink: (task: number, pages: OutgoingPages) => Promise<void> } {
+function recordingSink(): { sent: Map<number, Set<number>>; sink: (task: number, batch: PageBatch) => Promise<void> } {
   const sent = new Map<number, Set<number>>();
   return {
     sent,
-    sink: (task, pages) => {
+    sink: (task, batch) => {
       let s = sent.get(task);
       if (!s) sent.set(task, (s = new Set()));
-      for (let i = 0; i < pages.count; i++) s.add(readPageNumber(pages.pageNumbers, i));
+      for (let i = 0; i < batchPageCount(batch); i++) s.add(readPageNumber(batch.pageNumbers, i));
       return Promise.resolve();
     },
   };
@@ -297,7 +296,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
     try {
       // Round 0: every present page is sent.
       const r0 = recordingSink();
-      const s0 = await tracker.round(tasksOf(pid), 0, held, r0.sink, signal);
+      const s0 = await tracker.round(tasksOf(pid), held, r0.sink, signal);
       const d0 = tracker.lastRound!;
       console.log(`uffd round 0: present=${s0.presentPages} sent=${s0.dirtyPages} reported=${d0.reportedPages} vmas=${d0.registeredVmas} inject=${d0.injectMs.toFixed(2)}ms stopped=${d0.maxStoppedMs.toFixed(2)}ms`);
       expect(s0.dirtyPages).toBe(s0.presentPages);
@@ -316,7 +315,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
         for (const p of written) expect(await target.ask(`w ${p}`)).toBe('ok');
         const rec = recordingSink();
         const t0 = performance.now();
-        const s = await tracker.round(tasksOf(pid), round, held, rec.sink, signal);
+        const s = await tracker.round(tasksOf(pid), held, rec.sink, signal);
         const ms = performance.now() - t0;
         const d = tracker.lastRound!;
         const sent = rec.sent.get(pid) ?? new Set<number>();
@@ -338,7 +337,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
       await freeze(pid);
       try {
         const rec = recordingSink();
-        await tracker.round(tasksOf(pid), 4, held, rec.sink, signal);
+        await tracker.round(tasksOf(pid), held, rec.sink, signal);
         const v = verifyHeld(pid, held.get(pid)!);
         console.log(`uffd frozen check (C): checked=${v.checked} missed=${v.missed} zeroUnsent=${v.zeroUnsent}`);
         expect(v.missed).toBe(0);
@@ -349,15 +348,15 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
       // The same target under the hash tracker: the cost of one round with the same number of written pages.
       const hash = new HashTracker(PAGE_SIZE);
       const hashHeld = new Map<number, PageHashIndex>();
-      await hash.round(tasksOf(pid), 0, hashHeld, recordingSink().sink, signal);
+      await hash.round(tasksOf(pid), hashHeld, recordingSink().sink, signal);
       for (let k = 0; k < 500; k++) await target.ask(`w ${(k * 61) % REGION_PAGES}`);
       let t0 = performance.now();
-      const hs: TrackerRoundStats = await hash.round(tasksOf(pid), 1, hashHeld, recordingSink().sink, signal);
+      const hs: TrackerRoundStats = await hash.round(tasksOf(pid), hashHeld, recordingSink().sink, signal);
       const hashMs = performance.now() - t0;
       hash.close();
       for (let k = 0; k < 500; k++) await target.ask(`w ${(k * 67) % REGION_PAGES}`);
       t0 = performance.now();
-      const us = await tracker.round(tasksOf(pid), 5, held, recordingSink().sink, signal);
+      const us = await tracker.round(tasksOf(pid), held, recordingSink().sink, signal);
       const uffdMs = performance.now() - t0;
       console.log(
         `round cost, 128 MiB target, 500 pages written: hash ${hashMs.toFixed(1)} ms, ${hs.bytesRead} B read, sent ${hs.dirtyPages}; ` +
@@ -390,13 +389,13 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
     let missedTotal = 0;
     let overTotal = 0;
     try {
-      await tracker.round(tasksOf(pid), 0, held, recordingSink().sink, signal);
+      await tracker.round(tasksOf(pid), held, recordingSink().sink, signal);
       for (let round = 1; round <= 6; round++) {
         await new Promise((r) => setTimeout(r, 150));
         await freeze(pid);
         try {
           const rec = recordingSink();
-          const s = await tracker.round(tasksOf(pid), round, held, rec.sink, signal);
+          const s = await tracker.round(tasksOf(pid), held, rec.sink, signal);
           const d = tracker.lastRound!;
           const v = verifyHeld(pid, held.get(pid)!);
           changedTotal += s.dirtyPages;
@@ -464,7 +463,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
       expect((caught as FerryError).code).toBe('FERRY-1010');
       console.log(`stopped target refused: ${(caught as FerryError).message} (${(caught as FerryError).detail})`);
       const tracker = new UffdWpTracker(PAGE_SIZE);
-      await expect(tracker.round(tasksOf(pid), 0, new Map(), recordingSink().sink, signal)).rejects.toMatchObject({ code: 'FERRY-1010' });
+      await expect(tracker.round(tasksOf(pid), new Map(), recordingSink().sink, signal)).rejects.toMatchObject({ code: 'FERRY-1010' });
       tracker.close();
       expect(readStat(pid)?.state).toBe('T');
     } finally {
@@ -481,7 +480,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
     const held = new Map<number, PageHashIndex>();
     let childPid = 0;
     try {
-      await tracker.round(tasksOf(pid), 0, held, recordingSink().sink, signal);
+      await tracker.round(tasksOf(pid), held, recordingSink().sink, signal);
       expect(tracker.trackedPids()).toEqual([pid]);
       const line = await target.ask('fork');
       childPid = Number(/^child (\d+)$/.exec(line)![1]);
@@ -491,7 +490,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
       expect(uwAreas(childPid)).toBe(0);
       const childFds = fdList(childPid);
       const rec = recordingSink();
-      const s = await tracker.round(tasksOf(pid), 1, held, rec.sink, signal);
+      const s = await tracker.round(tasksOf(pid), held, rec.sink, signal);
       expect(tracker.trackedPids().sort()).toEqual([pid, childPid].sort());
       const childSent = rec.sent.get(childPid)?.size ?? 0;
       console.log(`fork: child ${childPid} joined at round 1 with ${childSent} pages sent (round total ${s.dirtyPages})`);
@@ -501,7 +500,7 @@ describe.runIf(runAll)('uffd-wp tracker', () => {
       // An exited child is dropped at the next round.
       process.kill(childPid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 100));
-      await tracker.round(tasksOf(pid), 2, held, recordingSink().sink, signal);
+      await tracker.round(tasksOf(pid), held, recordingSink().sink, signal);
       expect(tracker.trackedPids()).toEqual([pid]);
     } finally {
       tracker.close();

@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import type { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { readPageNumber } from '../../shared/transport/page-batch.js';
+import { batchPageCount, readPageNumber } from '../../shared/transport/page-batch.js';
 import type { DirtyTracker, TrackedTask, TrackerRoundStats } from '../../source-agent/trackers/tracker.js';
 
 export interface ContractCheck {
@@ -90,7 +90,6 @@ export async function runTrackerContract(tracker: DirtyTracker, targetBinary: st
   const extraPids: number[] = [];
   const held = new Map<number, PageHashIndex>();
   const signal = new AbortController().signal;
-  let round = 0;
   try {
     const target = new Target(child);
     const ready = /^ready ([0-9a-f]+)$/.exec(await target.next());
@@ -103,10 +102,10 @@ export async function runTrackerContract(tracker: DirtyTracker, targetBinary: st
     /** One round over the target's tree; the pages sent, per task key. */
     const doRound = async (tasks = tasksOf(pid)): Promise<{ sent: Map<number, Set<number>>; stats: TrackerRoundStats }> => {
       const sent = new Map<number, Set<number>>();
-      const stats = await tracker.round(tasks, round++, held, (task, pages) => {
+      const stats = await tracker.round(tasks, held, (task, batch) => {
         let s = sent.get(task);
         if (!s) sent.set(task, (s = new Set()));
-        for (let i = 0; i < pages.count; i++) s.add(readPageNumber(pages.pageNumbers, i));
+        for (let i = 0; i < batchPageCount(batch); i++) s.add(readPageNumber(batch.pageNumbers, i));
         return Promise.resolve();
       }, signal);
       const mine = sent.get(pid) ?? new Set<number>();

@@ -1,5 +1,5 @@
 /**
- * The Dest service over a real gRPC server on 127.0.0.1:0, driven by the source's DestClient and PageSender:
+ * The Dest service over a real gRPC server on 127.0.0.1:0, driven by the source's DestClient and GrpcPageStream:
  * Ferry codes travel over the wire, pages are acknowledged under a credit window and stored, bad input is
  * refused. Nothing here needs root or CRIU (Negotiate probes CRIU, and either answer is fine).
  */
@@ -21,12 +21,11 @@ import { silentLogger } from '../../shared/logging/logger.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
-import { PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber } from '../../shared/transport/page-batch.js';
+import { batchPageCount, PAGE_KIND_DATA, PAGE_KIND_ZERO, PageBatchEncoder, writePageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
 import { serverCredentials } from '../../shared/transport/credentials.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
-import { PageBatcher } from '../../source-agent/page-batcher.js';
-import { PageSender, type OutgoingPages } from '../../source-agent/page-sender.js';
+import { GrpcPageStream } from '../../source-agent/grpc-page-stream.js';
 import { expectFerryRejection } from './ferry-error-expect.js';
 
 const EPOCH = '1';
@@ -99,7 +98,7 @@ function content(page: number): Buffer {
 }
 
 /** One small batch built by hand, with correct hashes unless told otherwise. */
-function handBatch(pages: readonly number[], opts: { zero?: ReadonlySet<number>; breakHashOf?: number } = {}): OutgoingPages {
+function handBatch(pages: readonly number[], opts: { zero?: ReadonlySet<number>; breakHashOf?: number } = {}): PageBatch {
   const zero = opts.zero ?? new Set<number>();
   const pageNumbers = Buffer.alloc(pages.length * 8);
   pages.forEach((p, i) => writePageNumber(pageNumbers, i, p));
@@ -109,7 +108,6 @@ function handBatch(pages: readonly number[], opts: { zero?: ReadonlySet<number>;
   const broken = opts.breakHashOf === undefined ? -1 : pages.indexOf(opts.breakHashOf);
   if (broken >= 0) hashes[broken * HASH_BYTES]! ^= 0x80;
   return {
-    count: pages.length,
     pageNumbers,
     hashes,
     kinds: Buffer.from(pages.map((p) => (zero.has(p) ? PAGE_KIND_ZERO : PAGE_KIND_DATA))),
@@ -192,28 +190,28 @@ describe('StreamPages', () => {
   it('stores every page under a 64 KiB window, acknowledging before more is sent', async () => {
     const { id, dir } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     const before = await pagesReceived();
     let sentPages = 0;
     let windowKept = true;
-    const send = async (pages: OutgoingPages): Promise<void> => {
-      await sender.send(TASK, 0, pages);
-      sentPages += pages.count;
+    const send = async (batch: PageBatch): Promise<void> => {
+      await sender.send(TASK, 0, batch);
+      sentPages += batchPageCount(batch);
       // A batch larger than the window goes alone: once send returns, everything before it was acknowledged.
-      if (pages.data.length > 64 * 1024 && (await pagesReceived()) - before < sentPages - pages.count) windowKept = false;
+      if (batch.data.length > 64 * 1024 && (await pagesReceived()) - before < sentPages - batchPageCount(batch)) windowKept = false;
     };
 
-    // Full batches of 256 pages (1 MiB, far over the window) through the batcher, one zero page in 8 ...
-    const batcher = new PageBatcher(PAGE_SIZE, send);
+    // Full batches of 256 pages (1 MiB, far over the window) through the encoder, one zero page in 8 ...
+    const encoder = new PageBatchEncoder(PAGE_SIZE, send);
     const total = 1000;
     const hash = Buffer.alloc(HASH_BYTES);
     for (let p = 0; p < total; p++) {
       const isZero = p % 8 === 0;
       const bytes = isZero ? Buffer.alloc(PAGE_SIZE) : content(p);
       hashPages(bytes, 1, PAGE_SIZE, hash);
-      await batcher.add(p, hash, 0, bytes, 0, isZero);
+      await encoder.add(p, hash, 0, bytes, 0, isZero);
     }
-    await batcher.flush();
+    await encoder.flush();
     // ... and small batches (16 KiB) of which several fit the window at once.
     for (let p = total; p < total + 64; p += 4) await send(handBatch([p, p + 1, p + 2, p + 3]));
     await sender.finish();
@@ -235,7 +233,7 @@ describe('StreamPages', () => {
   it('fails the stream with PAGE_INTEGRITY when a page does not match its hash, storing none of its batch', async () => {
     const { id, dir } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2]));
     await sender.flush();
     await sender.send(TASK, 0, handBatch([3, 4, 5], { breakHashOf: 4 }));
@@ -249,7 +247,7 @@ describe('StreamPages', () => {
   });
 
   it('refuses pages for a session it does not know', async () => {
-    const sender = new PageSender(client, { migrationId: randomUUID(), epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: randomUUID(), epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1]));
     await expectFerryRejection(sender.finish(), 'SESSION_NOT_FOUND');
   });
@@ -257,7 +255,7 @@ describe('StreamPages', () => {
   it('a cancelled sender rejects with CANCELLED', async () => {
     const { id } = await prepared();
     const controller = new AbortController();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: controller.signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1]));
     controller.abort();
     await expectFerryRejection(sender.finish(), 'CANCELLED');
@@ -302,7 +300,7 @@ describe('Restore, Commit and Abort', () => {
 
   it('a restore the page source refuses goes to aborted: the session and its files are gone', async () => {
     const { id, dir } = await prepared();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2]));
     await sender.finish();
     // The dump names page 3, which never arrived: the store-backed chain refuses it before CRIU runs.
@@ -328,7 +326,7 @@ describe('Restore, Commit and Abort', () => {
 
   it('aborts once, removes the session directory, and says so when asked again', async () => {
     const { id, dir } = await prepared();
-    const sender = new PageSender(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1, 2, 3]));
     await sender.finish();
     expect(existsSync(storePath(dir))).toBe(true);

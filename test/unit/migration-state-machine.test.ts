@@ -14,7 +14,7 @@ import { silentLogger } from '../../shared/logging/logger.js';
 import type * as m from '../../shared/transport/messages.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
+import { batchPageCount, PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
 import type { MigrationEvent } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { compileMigrateOptions } from '../../source-agent/config/migrate-options.js';
@@ -43,7 +43,7 @@ function onePage(page: number, fill: number) {
   hashPages(data, 1, PAGE, hashes);
   const pageNumbers = Buffer.alloc(8);
   writePageNumber(pageNumbers, 0, page);
-  return { count: 1, pageNumbers, hashes, kinds: Buffer.from([PAGE_KIND_DATA]), data };
+  return { pageNumbers, hashes, kinds: Buffer.from([PAGE_KIND_DATA]), data };
 }
 
 /** A world of fakes that records every effect, in order, and fails where told. */
@@ -59,23 +59,27 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
-    createTracker: (): DirtyTracker => ({
-      name: 'hash',
-      round: async (_tasks, round, held, sink) => {
-        boom('precopy');
-        if (round === 0) opts.abortDuringPrecopy?.abort();
-        if (round === 0) {
-          // Like a real tracker: what it sends is what the dest holds from now on.
-          const page = onePage(0x1000, 1);
-          await sink(1, page);
-          if (!held.has(1)) held.set(1, new PageHashIndex());
-          held.get(1)!.set(0x1000, page.hashes, 0);
-        }
-        // Round 0 sends one page; the next one finds nothing new, so the floor rule freezes.
-        return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
-      },
-      close: () => log.push('tracker.close'),
-    }),
+    createTracker: (): DirtyTracker => {
+      let rounds = 0;
+      return {
+        name: 'hash',
+        round: async (_tasks, held, sink) => {
+          const round = rounds++;
+          boom('precopy');
+          if (round === 0) opts.abortDuringPrecopy?.abort();
+          if (round === 0) {
+            // Like a real tracker: what it sends is what the dest holds from now on.
+            const page = onePage(0x1000, 1);
+            await sink(1, page);
+            if (!held.has(1)) held.set(1, new PageHashIndex());
+            held.get(1)!.set(0x1000, page.hashes, 0);
+          }
+          // Round 0 sends one page; the next one finds nothing new, so the floor rule freezes.
+          return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
+        },
+        close: () => log.push('tracker.close'),
+      };
+    },
     armFreezeLease: () => {
       log.push('lease.arm');
       return {
@@ -114,12 +118,12 @@ function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = 
     pagesSent: 0,
     storedBytes: 0,
     storeMicros: 0,
-    send: (_task, _round, pages) => {
+    send: (_task, _round, batch) => {
       if (phaseNow() === 'final-delta') {
         boom('final-delta');
-        finalDeltaPages += pages.count;
+        finalDeltaPages += batchPageCount(batch);
       }
-      (stream as { pagesSent: number }).pagesSent += pages.count;
+      (stream as { pagesSent: number }).pagesSent += batchPageCount(batch);
       return Promise.resolve();
     },
     flush: () => Promise.resolve(),

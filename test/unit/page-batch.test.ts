@@ -1,9 +1,17 @@
-/** Page batches: the wire layout, its validation, the page -> hash index, and the source's batcher. */
+/** Page batches: the wire layout, its validation, the page -> hash index, and the source's encoder. */
 import { describe, expect, it } from 'vitest';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
-import { decodePages, PAGE_KIND_DATA, PAGE_KIND_ZERO, readPageNumber, writePageNumber } from '../../shared/transport/page-batch.js';
-import { BATCH_PAGES, PageBatcher } from '../../source-agent/page-batcher.js';
-import type { OutgoingPages } from '../../source-agent/page-sender.js';
+import {
+  BATCH_PAGES,
+  batchPageCount,
+  decodePageBatch,
+  PAGE_KIND_DATA,
+  PAGE_KIND_ZERO,
+  PageBatchEncoder,
+  readPageNumber,
+  writePageNumber,
+  type PageBatch,
+} from '../../shared/transport/page-batch.js';
 import { expectFerryError } from './ferry-error-expect.js';
 
 const PAGE = 4096;
@@ -64,11 +72,11 @@ describe('page numbers on the wire', () => {
   });
 });
 
-describe('decodePages', () => {
+describe('decodePageBatch', () => {
   it('accepts a well-formed batch and locates each page in the data', () => {
     const pages = [5, 2 ** 44, 7, 9];
     const raw = rawBatch(pages, new Set([7]));
-    const d = decodePages(raw, PAGE);
+    const d = decodePageBatch(raw, PAGE);
     expect(d.count).toBe(4);
     expect([...d.dataOffsets]).toEqual([0, PAGE, -1, 2 * PAGE]);
     expect(pages.map((_, i) => readPageNumber(d.pageNumbers, i))).toEqual(pages);
@@ -76,12 +84,12 @@ describe('decodePages', () => {
   });
 
   it('accepts an empty batch', () => {
-    const d = decodePages(rawBatch([]), PAGE);
+    const d = decodePageBatch(rawBatch([]), PAGE);
     expect(d.count).toBe(0);
   });
 
   it('accepts a batch of zero pages only, with no data', () => {
-    const d = decodePages(rawBatch([1, 2], new Set([1, 2])), PAGE);
+    const d = decodePageBatch(rawBatch([1, 2], new Set([1, 2])), PAGE);
     expect([...d.dataOffsets]).toEqual([-1, -1]);
     expect(d.data.length).toBe(0);
   });
@@ -117,19 +125,19 @@ describe('decodePages', () => {
   ];
 
   it.each(malformed)('rejects $name with PAGE_INTEGRITY', ({ damage }) => {
-    expect(() => decodePages(good(), PAGE)).not.toThrow();
-    const e = expectFerryError(() => decodePages(damage(good()), PAGE), 'PAGE_INTEGRITY');
+    expect(() => decodePageBatch(good(), PAGE)).not.toThrow();
+    const e = expectFerryError(() => decodePageBatch(damage(good()), PAGE), 'PAGE_INTEGRITY');
     expect(e.side).toBe('dest');
   });
 
   it('accepts the highest page number, 2^45 - 1', () => {
-    expect(readPageNumber(decodePages(rawBatch([2 ** 45 - 1]), PAGE).pageNumbers, 0)).toBe(2 ** 45 - 1);
+    expect(readPageNumber(decodePageBatch(rawBatch([2 ** 45 - 1]), PAGE).pageNumbers, 0)).toBe(2 ** 45 - 1);
   });
 
   it('honours the page size it is given', () => {
     const raw = rawBatch([1, 2]);
-    expect(decodePages({ ...raw, data: raw.data.subarray(0, PAGE) }, PAGE / 2).dataOffsets[1]).toBe(PAGE / 2);
-    expectFerryError(() => decodePages(raw, 2 * PAGE), 'PAGE_INTEGRITY');
+    expect(decodePageBatch({ ...raw, data: raw.data.subarray(0, PAGE) }, PAGE / 2).dataOffsets[1]).toBe(PAGE / 2);
+    expectFerryError(() => decodePageBatch(raw, 2 * PAGE), 'PAGE_INTEGRITY');
   });
 });
 
@@ -194,12 +202,12 @@ describe('PageHashIndex', () => {
   });
 });
 
-describe('PageBatcher', () => {
+describe('PageBatchEncoder', () => {
   /** Adds pages 0..n-1 (every `zeroEvery`-th a zero page) and records what was emitted, copied at emit time. */
-  async function batchPages(n: number, zeroEvery = 0): Promise<{ batcher: PageBatcher; emitted: OutgoingPages[]; copies: OutgoingPages[] }> {
-    const emitted: OutgoingPages[] = [];
-    const copies: OutgoingPages[] = [];
-    const batcher = new PageBatcher(PAGE, (b) => {
+  async function batchPages(n: number, zeroEvery = 0): Promise<{ encoder: PageBatchEncoder; emitted: PageBatch[]; copies: PageBatch[] }> {
+    const emitted: PageBatch[] = [];
+    const copies: PageBatch[] = [];
+    const encoder = new PageBatchEncoder(PAGE, (b) => {
       emitted.push(b);
       copies.push({ ...b, pageNumbers: Buffer.from(b.pageNumbers), hashes: Buffer.from(b.hashes), kinds: Buffer.from(b.kinds), data: Buffer.from(b.data) });
       return Promise.resolve();
@@ -211,15 +219,15 @@ describe('PageBatcher', () => {
       const isZero = zeroEvery > 0 && p % zeroEvery === 0;
       pageBytes(p).copy(src, PAGE);
       fakeHash(p).copy(hashes, 2 * HASH_BYTES);
-      await batcher.add(p, hashes, 2 * HASH_BYTES, src, PAGE, isZero);
+      await encoder.add(p, hashes, 2 * HASH_BYTES, src, PAGE, isZero);
     }
-    return { batcher, emitted, copies };
+    return { encoder, emitted, copies };
   }
 
-  function check(b: OutgoingPages, first: number, zeroEvery: number): void {
-    const d = decodePages(b, PAGE);
-    expect(d.count).toBe(b.count);
-    for (let i = 0; i < b.count; i++) {
+  function check(b: PageBatch, first: number, zeroEvery: number): void {
+    const d = decodePageBatch(b, PAGE);
+    expect(d.count).toBe(batchPageCount(b));
+    for (let i = 0; i < batchPageCount(b); i++) {
       const p = first + i;
       expect(readPageNumber(b.pageNumbers, i)).toBe(p);
       expect(b.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES).equals(fakeHash(p))).toBe(true);
@@ -232,50 +240,50 @@ describe('PageBatcher', () => {
   }
 
   it('emits full batches of 256 pages as they fill, and the rest on flush', async () => {
-    const { batcher, emitted } = await batchPages(600);
+    const { encoder, emitted } = await batchPages(600);
     expect(BATCH_PAGES).toBe(256);
-    expect(emitted.map((b) => b.count)).toEqual([256, 256]);
-    await batcher.flush();
-    expect(emitted.map((b) => b.count)).toEqual([256, 256, 88]);
+    expect(emitted.map((b) => batchPageCount(b))).toEqual([256, 256]);
+    await encoder.flush();
+    expect(emitted.map((b) => batchPageCount(b))).toEqual([256, 256, 88]);
     let first = 0;
     for (const b of emitted) {
-      expect(b.count).toBeLessThanOrEqual(BATCH_PAGES);
-      expect(b.data.length).toBe(b.count * PAGE);
+      expect(batchPageCount(b)).toBeLessThanOrEqual(BATCH_PAGES);
+      expect(b.data.length).toBe(batchPageCount(b) * PAGE);
       check(b, first, 0);
-      first += b.count;
+      first += batchPageCount(b);
     }
-    expect(batcher.pages).toBe(600);
-    expect(batcher.zeroPages).toBe(0);
-    expect(batcher.bytes).toBe(600 * PAGE);
+    expect(encoder.pages).toBe(600);
+    expect(encoder.zeroPages).toBe(0);
+    expect(encoder.bytes).toBe(600 * PAGE);
   });
 
   it('sends zero pages as a flag without their bytes', async () => {
-    const { batcher, emitted } = await batchPages(300, 3);
-    await batcher.flush();
-    expect(emitted.map((b) => b.count)).toEqual([256, 44]);
+    const { encoder, emitted } = await batchPages(300, 3);
+    await encoder.flush();
+    expect(emitted.map((b) => batchPageCount(b))).toEqual([256, 44]);
     const zeros = Math.ceil(300 / 3);
-    expect(batcher.zeroPages).toBe(zeros);
-    expect(batcher.bytes).toBe((300 - zeros) * PAGE);
+    expect(encoder.zeroPages).toBe(zeros);
+    expect(encoder.bytes).toBe((300 - zeros) * PAGE);
     expect(emitted.reduce((n, b) => n + b.data.length, 0)).toBe((300 - zeros) * PAGE);
     check(emitted[0]!, 0, 3);
     check(emitted[1]!, 256, 3);
   });
 
   it('emits nothing on flush when empty, and nothing twice', async () => {
-    const { batcher, emitted } = await batchPages(256);
+    const { encoder, emitted } = await batchPages(256);
     expect(emitted).toHaveLength(1);
-    await batcher.flush();
-    await batcher.flush();
+    await encoder.flush();
+    await encoder.flush();
     expect(emitted).toHaveLength(1);
   });
 
   it('never overwrites the buffers of a batch it emitted', async () => {
-    const { batcher, emitted, copies } = await batchPages(1000, 5);
-    await batcher.flush();
+    const { encoder, emitted, copies } = await batchPages(1000, 5);
+    await encoder.flush();
     expect(emitted).toHaveLength(4);
     emitted.forEach((b, i) => {
       const c = copies[i]!;
-      expect(b.count).toBe(c.count);
+      expect(batchPageCount(b)).toBe(batchPageCount(c));
       expect(b.pageNumbers.equals(c.pageNumbers)).toBe(true);
       expect(b.hashes.equals(c.hashes)).toBe(true);
       expect(b.kinds.equals(c.kinds)).toBe(true);
@@ -286,15 +294,15 @@ describe('PageBatcher', () => {
   it('waits for the sender before taking more pages (back-pressure)', async () => {
     let release!: () => void;
     let emits = 0;
-    const batcher = new PageBatcher(PAGE, () => {
+    const encoder = new PageBatchEncoder(PAGE, () => {
       emits++;
       return new Promise<void>((resolve) => (release = resolve));
     });
     const src = pageBytes(1);
     const hash = fakeHash(1);
-    for (let p = 0; p < BATCH_PAGES - 1; p++) await batcher.add(p, hash, 0, src, 0, false);
+    for (let p = 0; p < BATCH_PAGES - 1; p++) await encoder.add(p, hash, 0, src, 0, false);
     let done = false;
-    const last = batcher.add(BATCH_PAGES - 1, hash, 0, src, 0, false).then(() => (done = true));
+    const last = encoder.add(BATCH_PAGES - 1, hash, 0, src, 0, false).then(() => (done = true));
     await new Promise((r) => setImmediate(r));
     expect(emits).toBe(1);
     expect(done).toBe(false);

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { decodePagemap, encodePagemap, PE_PARENT, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
-import { decodePages, PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type DecodedPages } from '../../shared/transport/page-batch.js';
+import { decodePageBatch, PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type DecodedPageBatch } from '../../shared/transport/page-batch.js';
 import { corruptOnePage } from '../../dest-agent/corrupt-store.js';
 import { ImageChainPageSource } from '../../dest-agent/image-chain.js';
 import { TaskPageStore } from '../../dest-agent/page-store.js';
@@ -45,13 +45,13 @@ const zero = (page: number): Page => ({ page, bytes: undefined });
 const bytesOf = (p: Page): Buffer => p.bytes ?? Buffer.alloc(PAGE);
 
 /** A decoded batch with correct hashes (computed by the native addon, as the source does). */
-function batch(pages: readonly Page[]): DecodedPages {
+function batch(pages: readonly Page[]): DecodedPageBatch {
   const pageNumbers = Buffer.alloc(pages.length * 8);
   pages.forEach((p, i) => writePageNumber(pageNumbers, i, p.page));
   const hashes = Buffer.alloc(pages.length * HASH_BYTES);
   const all = Buffer.concat(pages.map(bytesOf));
   if (pages.length > 0) hashPages(all, pages.length, PAGE, hashes);
-  return decodePages(
+  return decodePageBatch(
     {
       pageNumbers,
       hashes,

@@ -49,7 +49,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
       const tasks: TrackedTask[] = host.tree(rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
       if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
       const t0 = performance.now();
-      const stats = await tracker.round(tasks, round, held, (task, pages) => stream.send(task, round, pages), signal);
+      const stats = await tracker.round(tasks, held, (task, batch) => stream.send(task, round, batch), signal);
       await stream.flush(); // the round ends when the dest holds it: its time includes the transfer
       const durationMs = performance.now() - t0;
       readMs += stats.readMs;

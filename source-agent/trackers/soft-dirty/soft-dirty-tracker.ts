@@ -13,17 +13,15 @@
  * Pages whose hash equals the dest's copy are not sent, exactly like the hash tracker. A page written after the
  * clear is marked again and read next round (or by changedSinceLastRound after the freeze).
  */
-import { FerryError, SystemCallError } from '../../../shared/errors/ferry-error.js';
+import { SystemCallError } from '../../../shared/errors/ferry-error.js';
 import { runsPageCount, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
 import { intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written.js';
-import { dumpableVmas, readMaps, type Vma } from '../../../shared/kernel/proc-maps.js';
-import { ProcessMemoryReader } from '../../../shared/kernel/process-memory.js';
-import { readStat } from '../../../shared/kernel/proc-status.js';
-import { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
-import { ChangedPageSender, emptyRoundStats } from '../page-sender-loop.js';
-import type { DirtyTracker, PageSink, TrackedTask, TrackerRoundStats } from '../tracker.js';
-import { pauseProcesses } from './pause-processes.js';
-import { SoftDirtyPagemap, clearSoftDirty, subtractRuns, vmaRuns, type SoftDirtyScan } from './soft-dirty-pagemap.js';
+import { dumpableVmas, type Vma } from '../../../shared/kernel/proc-maps.js';
+import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
+import { emptyPipelineStats, PagePipeline, type BatchSink } from '../../pages/page-pipeline.js';
+import { rethrowUnlessExited, roundStats, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
+import { realSoftDirtyKernel, type SoftDirtyKernel, type SoftDirtyReader } from './soft-dirty-kernel.js';
+import { subtractRuns, vmaRuns, type SoftDirtyScan } from './soft-dirty-pagemap.js';
 import { probeSoftDirty, type SoftDirtyProbeResult } from './probe.js';
 
 /** What the last round did, beyond TrackerRoundStats (tests, bench, logs). */
@@ -66,18 +64,17 @@ export interface SoftDirtyTrackerOptions {
 
 export class SoftDirtyTracker implements DirtyTracker {
   readonly name = 'soft-dirty' as const;
-  private readonly reader: ProcessMemoryReader;
-  private readonly sender: ChangedPageSender;
+  private readonly pipeline: PagePipeline;
   private readonly states = new Map<number, ProcessState>();
   /** Details of the last round. */
   lastRound: SoftDirtyRoundDetail | undefined;
 
   constructor(
-    private readonly pageSize: number,
+    pageSize: number,
     private readonly options: SoftDirtyTrackerOptions = {},
+    private readonly kernel: SoftDirtyKernel = realSoftDirtyKernel(),
   ) {
-    this.reader = new ProcessMemoryReader();
-    this.sender = new ChangedPageSender(this.reader, pageSize);
+    this.pipeline = new PagePipeline(pageSize);
   }
 
   /** Whether this host can run the tracker: a real write and scan on a scratch mapping of the agent. */
@@ -85,14 +82,9 @@ export class SoftDirtyTracker implements DirtyTracker {
     return Promise.resolve(probeSoftDirty());
   }
 
-  async round(
-    tasks: readonly TrackedTask[],
-    _round: number,
-    held: Map<number, PageHashIndex>,
-    sink: PageSink,
-    signal: AbortSignal,
-  ): Promise<TrackerRoundStats> {
-    const stats = emptyRoundStats();
+  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats> {
+    const pass = emptyPipelineStats();
+    let presentPages = 0;
     const detail = emptyDetail();
     this.lastRound = detail;
     const wanted = new Set(tasks.map((t) => t.hostPid));
@@ -100,8 +92,8 @@ export class SoftDirtyTracker implements DirtyTracker {
 
     const plans: Plan[] = [];
     for (const task of tasks) {
-      const stat = readStat(task.hostPid);
-      const maps = stat && stat.state !== 'Z' && stat.state !== 'X' ? readMaps(task.hostPid) : undefined;
+      const stat = this.kernel.stat(task.hostPid);
+      const maps = stat && stat.state !== 'Z' && stat.state !== 'X' ? this.kernel.maps(task.hostPid) : undefined;
       if (!stat || !maps) {
         this.states.delete(task.hostPid); // exited: CRIU will not dump it either
         continue;
@@ -121,7 +113,7 @@ export class SoftDirtyTracker implements DirtyTracker {
         continue;
       }
       detail.processes++;
-      stats.presentPages += runsPageCount(scan.present);
+      presentPages += runsPageCount(scan.present);
       const covered = vmaRuns(plan.vmas);
       let candidates: PageRuns;
       if (plan.known) {
@@ -135,22 +127,14 @@ export class SoftDirtyTracker implements DirtyTracker {
       }
       this.states.set(task.hostPid, { startTime: plan.startTime, covered });
       detail.candidatePages += runsPageCount(candidates);
-      let index = held.get(task.key);
-      if (!index) held.set(task.key, (index = new PageHashIndex()));
       try {
-        await this.sendPages(task, candidates, index, sink, signal, stats);
+        await this.pipeline.send(task.key, this.kernel.readPages(task.hostPid, candidates, signal), held, sink, pass);
       } catch (e) {
-        if (e instanceof SystemCallError && e.errnoName === 'ESRCH') {
-          this.states.delete(task.hostPid);
-          continue; // the task exited mid-round
-        }
-        if (e instanceof SystemCallError) {
-          throw new FerryError('MEMORY_READ_FAILED', { phase: 'precopy', side: 'source', sourceState: 'running', detail: e.message, cause: e });
-        }
-        throw e;
+        rethrowUnlessExited(e);
+        this.states.delete(task.hostPid); // the task exited mid-round
       }
     }
-    return stats;
+    return roundStats(presentPages, pass);
   }
 
   /**
@@ -162,12 +146,12 @@ export class SoftDirtyTracker implements DirtyTracker {
     const out = new Map<number, PageRuns>();
     for (const task of tasks) {
       const known = this.states.get(task.hostPid);
-      const stat = readStat(task.hostPid);
+      const stat = this.kernel.stat(task.hostPid);
       if (!known || !stat || stat.startTime !== known.startTime) continue;
-      const maps = readMaps(task.hostPid);
+      const maps = this.kernel.maps(task.hostPid);
       if (!maps) continue;
       const vmas = dumpableVmas(maps);
-      const pagemap = new SoftDirtyPagemap(task.hostPid, this.options.method);
+      const pagemap = this.kernel.openSoftDirty(task.hostPid, this.options.method);
       try {
         const scan = pagemap.scan(vmas);
         out.set(task.key, unionRuns(scan.dirty, subtractRuns(vmaRuns(vmas), known.covered)));
@@ -182,16 +166,16 @@ export class SoftDirtyTracker implements DirtyTracker {
 
   /** Holds the tree still, and per process reads presence and soft-dirty and clears; sets `plan.scan`. */
   private scanAndClear(plans: Plan[], detail: SoftDirtyRoundDetail): void {
-    const paused = pauseProcesses(plans.map((p) => p.task.hostPid));
+    const paused = this.kernel.pause(plans.map((p) => p.task.hostPid));
     const t0 = performance.now();
     try {
       for (const plan of plans) {
-        let pagemap: SoftDirtyPagemap | undefined;
+        let pagemap: SoftDirtyReader | undefined;
         try {
-          pagemap = new SoftDirtyPagemap(plan.task.hostPid, this.options.method);
+          pagemap = this.kernel.openSoftDirty(plan.task.hostPid, this.options.method);
           const scan = pagemap.scan(plan.vmas);
           detail.method = scan.method;
-          if (clearSoftDirty(plan.task.hostPid)) plan.scan = scan;
+          if (this.kernel.clearSoftDirty(plan.task.hostPid)) plan.scan = scan;
         } catch (e) {
           // Gone between the maps and the scan (ENOENT on open, ESRCH on read): CRIU will not dump it either.
           if (!(e instanceof SystemCallError && (e.errnoName === 'ESRCH' || e.errnoName === 'ENOENT'))) throw e;
@@ -205,10 +189,6 @@ export class SoftDirtyTracker implements DirtyTracker {
       detail.pausedMs = paused.stopMs + detail.scanMs;
       detail.lateStops = paused.late.length;
     }
-  }
-
-  private sendPages(task: TrackedTask, runs: PageRuns, index: PageHashIndex, sink: PageSink, signal: AbortSignal, stats: TrackerRoundStats): Promise<void> {
-    return this.sender.send(task, runs, index, sink, signal, stats);
   }
 
   /** Pids currently tracked (tests). */

@@ -16,19 +16,16 @@
  * Reading after the scan is race-free while the task runs: a page written after its re-protect faults again and
  * is reported next round.
  */
-import { FerryError, SystemCallError, isFerryError } from '../../../shared/errors/ferry-error.js';
-import { PagemapReader, appendRun, emptyRuns, runsPageCount, type PageRuns } from '../../../shared/kernel/pagemap.js';
-import { WrittenPagesScanner, intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written.js';
-import { dumpableVmas, isSpecialArea, readMaps, type Vma } from '../../../shared/kernel/proc-maps.js';
-import { ProcessMemoryReader } from '../../../shared/kernel/process-memory.js';
-import { readStat } from '../../../shared/kernel/proc-status.js';
-import { uffdApi, uffdRegisterWp, uffdUnregister } from '../../../shared/kernel/userfaultfd.js';
-import { closeFd } from '../../../shared/native/ptrace.js';
-import { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
-import { ChangedPageSender, emptyRoundStats } from '../page-sender-loop.js';
-import type { DirtyTracker, PageSink, TrackedTask, TrackerRoundStats } from '../tracker.js';
-import { injectUserfaultfd, type InjectOptions } from './inject.js';
-import { probeUffdWp, wantedUffdFeatures, type ProbeResult } from './probe.js';
+import { SystemCallError } from '../../../shared/errors/ferry-error.js';
+import { appendRun, emptyRuns, runsPageCount, type PageRuns } from '../../../shared/kernel/pagemap.js';
+import { intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written.js';
+import { dumpableVmas, isSpecialArea, type Vma } from '../../../shared/kernel/proc-maps.js';
+import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
+import { emptyPipelineStats, PagePipeline, type BatchSink } from '../../pages/page-pipeline.js';
+import { rethrowUnlessExited, roundStats, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
+import type { PresenceReader } from '../tracker-kernel.js';
+import { probeUffdWp, type ProbeResult } from './probe.js';
+import { realUffdWpKernel, type UffdWpKernel, type WrittenScanner } from './uffd-wp-kernel.js';
 
 /** What the last round did, beyond TrackerRoundStats (tests, bench, logs). */
 export interface UffdWpRoundDetail {
@@ -53,8 +50,8 @@ interface ProcessState {
   pid: number;
   startTime: number;
   fd: number;
-  scanner: WrittenPagesScanner;
-  pagemap: PagemapReader;
+  scanner: WrittenScanner;
+  pagemap: PresenceReader;
   /** Areas registered, by `start:end`. */
   registered: Set<string>;
   /** Areas the kernel refused to register (read whole each round), with the reason. */
@@ -75,19 +72,17 @@ function appendAll(out: PageRuns, runs: PageRuns): void {
 
 export class UffdWpTracker implements DirtyTracker {
   readonly name = 'uffd-wp' as const;
-  private readonly reader: ProcessMemoryReader;
-  private readonly sender: ChangedPageSender;
+  private readonly pipeline: PagePipeline;
   private readonly states = new Map<number, ProcessState>();
   private reopening = false;
   /** Details of the last round. */
   lastRound: UffdWpRoundDetail | undefined;
 
   constructor(
-    private readonly pageSize: number,
-    private readonly injectOptions: InjectOptions = {},
+    pageSize: number,
+    private readonly kernel: UffdWpKernel = realUffdWpKernel(),
   ) {
-    this.reader = new ProcessMemoryReader();
-    this.sender = new ChangedPageSender(this.reader, pageSize);
+    this.pipeline = new PagePipeline(pageSize);
   }
 
   /** Whether this host can run the tracker: a real uffd + PAGEMAP_SCAN test on a scratch mapping of the agent. */
@@ -95,14 +90,9 @@ export class UffdWpTracker implements DirtyTracker {
     return Promise.resolve(probeUffdWp());
   }
 
-  async round(
-    tasks: readonly TrackedTask[],
-    _round: number,
-    held: Map<number, PageHashIndex>,
-    sink: PageSink,
-    signal: AbortSignal,
-  ): Promise<TrackerRoundStats> {
-    const stats = emptyRoundStats();
+  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats> {
+    const pass = emptyPipelineStats();
+    const found = { presentPages: 0 };
     const detail = emptyDetail();
     this.lastRound = detail;
     // Processes that left the tree (exited, or reparented away) are dropped.
@@ -111,51 +101,43 @@ export class UffdWpTracker implements DirtyTracker {
 
     for (const task of tasks) {
       signal.throwIfAborted();
-      let index = held.get(task.key);
-      if (!index) held.set(task.key, (index = new PageHashIndex()));
       try {
-        const candidates = this.findCandidates(task.hostPid, detail, stats);
+        const candidates = this.findCandidates(task.hostPid, detail, found);
         if (!candidates) continue; // exited: CRIU will not dump it either
-        await this.sendPages(task, candidates, index, sink, signal, stats);
+        await this.pipeline.send(task.key, this.kernel.readPages(task.hostPid, candidates, signal), held, sink, pass);
       } catch (e) {
-        if (isFerryError(e, 'TASK_EXITED') || errnoOf(e) === 'ESRCH') {
-          this.drop(task.hostPid);
-          continue; // the task exited mid-round
-        }
-        if (e instanceof SystemCallError) {
-          throw new FerryError('MEMORY_READ_FAILED', { phase: 'precopy', side: 'source', sourceState: 'running', detail: e.message, cause: e });
-        }
-        throw e;
+        rethrowUnlessExited(e);
+        this.drop(task.hostPid); // the task exited mid-round
       }
     }
-    return stats;
+    return roundStats(found.presentPages, pass);
   }
 
   changedSinceLastRound(tasks: readonly TrackedTask[]): Map<number, PageRuns> {
     const out = new Map<number, PageRuns>();
     const detail = { ...(this.lastRound ?? emptyDetail()) };
-    const stats = emptyRoundStats();
+    const found = { presentPages: 0 };
     for (const task of tasks) {
       // Only processes tracked in pre-copy: injecting into the frozen tree now is neither possible nor needed
       // (a process without an entry has every page read).
       if (!this.states.has(task.hostPid)) continue;
-      const candidates = this.findCandidates(task.hostPid, detail, stats);
+      const candidates = this.findCandidates(task.hostPid, detail, found);
       if (candidates) out.set(task.key, candidates);
     }
     return out;
   }
 
   /** Registers, scans and reads presence for one process; the runs to read, or undefined when it is gone. */
-  private findCandidates(pid: number, detail: UffdWpRoundDetail, stats: TrackerRoundStats): PageRuns | undefined {
+  private findCandidates(pid: number, detail: UffdWpRoundDetail, found: { presentPages: number }): PageRuns | undefined {
     let state = this.states.get(pid);
-    const stat = readStat(pid);
+    const stat = this.kernel.stat(pid);
     if (!stat || stat.state === 'Z' || stat.state === 'X') {
       this.drop(pid);
       return undefined;
     }
     if (state && state.startTime !== stat.startTime) this.drop(pid); // the pid was reused
     state = this.states.get(pid);
-    const maps = readMaps(pid);
+    const maps = this.kernel.maps(pid);
     if (!maps) {
       this.drop(pid);
       return undefined;
@@ -174,7 +156,7 @@ export class UffdWpTracker implements DirtyTracker {
       }
       if (!state.registered.has(key)) {
         const refused = this.register(state, vma);
-        if (refused === 'exec') return this.reopen(pid, stat.startTime, detail, stats);
+        if (refused === 'exec') return this.reopen(pid, stat.startTime, detail, found);
         if (refused) {
           state.unregistrable.set(key, refused);
           appendRun(whole, vma.startPage, vma.endPage - vma.startPage);
@@ -183,7 +165,7 @@ export class UffdWpTracker implements DirtyTracker {
         detail.newlyRegisteredVmas++;
       }
       const scanned = this.scanVma(state, vma);
-      if (scanned === 'exec') return this.reopen(pid, stat.startTime, detail, stats);
+      if (scanned === 'exec') return this.reopen(pid, stat.startTime, detail, found);
       if (scanned) appendAll(written, scanned);
       else appendRun(whole, vma.startPage, vma.endPage - vma.startPage);
     }
@@ -197,7 +179,7 @@ export class UffdWpTracker implements DirtyTracker {
     // Presence after the scan: a page written before the scan and still there is present now.
     const present = state.pagemap.presentRuns(vmas);
     detail.scanMs += performance.now() - t0;
-    stats.presentPages += runsPageCount(present);
+    found.presentPages += runsPageCount(present);
     let candidates: PageRuns;
     if (!state.baselineSent) {
       candidates = present;
@@ -212,7 +194,7 @@ export class UffdWpTracker implements DirtyTracker {
   /** UFFDIO_REGISTER(WP) of one area: undefined on success, 'exec' when the uffd's mm is gone, else why not. */
   private register(state: ProcessState, vma: Vma): string | undefined {
     try {
-      uffdRegisterWp(state.fd, vma.startPage, vma.endPage);
+      this.kernel.registerWp(state.fd, vma.startPage, vma.endPage);
       state.registered.add(vmaKey(vma));
       return undefined;
     } catch (e) {
@@ -254,20 +236,20 @@ export class UffdWpTracker implements DirtyTracker {
   /** Injects into the process, sets the uffd up and opens its pagemap twice (scan, presence). */
   private open(pid: number, startTime: number, detail: UffdWpRoundDetail): ProcessState {
     const t0 = performance.now();
-    const injected = injectUserfaultfd(pid, this.injectOptions);
+    const injected = this.kernel.injectUffd(pid);
     detail.injected++;
     detail.injectMs += performance.now() - t0;
     detail.maxStoppedMs = Math.max(detail.maxStoppedMs, injected.stoppedMs);
-    let scanner: WrittenPagesScanner | undefined;
+    let scanner: WrittenScanner | undefined;
     try {
-      uffdApi(injected.fd, wantedUffdFeatures());
-      scanner = new WrittenPagesScanner(pid);
+      this.kernel.enableWpAsync(injected.fd);
+      scanner = this.kernel.openWrittenScanner(pid);
       const state: ProcessState = {
         pid,
         startTime,
         fd: injected.fd,
         scanner,
-        pagemap: new PagemapReader(pid),
+        pagemap: this.kernel.openPresence(pid),
         registered: new Set(),
         unregistrable: new Map(),
         baselineSent: false,
@@ -276,28 +258,24 @@ export class UffdWpTracker implements DirtyTracker {
       return state;
     } catch (e) {
       scanner?.close();
-      closeFd(injected.fd);
+      this.kernel.closeFd(injected.fd);
       throw e;
     }
   }
 
   /** After an exec the uffd and the pagemap fds refer to the old mm: start over with the new one. */
-  private reopen(pid: number, startTime: number, detail: UffdWpRoundDetail, stats: TrackerRoundStats): PageRuns | undefined {
+  private reopen(pid: number, startTime: number, detail: UffdWpRoundDetail, found: { presentPages: number }): PageRuns | undefined {
     this.drop(pid);
     // A fresh uffd whose mm is gone too means the process is exiting: treat it as gone.
-    if (this.reopening || !readStat(pid)) return undefined;
+    if (this.reopening || !this.kernel.stat(pid)) return undefined;
     this.reopening = true;
     try {
       this.open(pid, startTime, detail);
       detail.processes--; // counted again below
-      return this.findCandidates(pid, detail, stats);
+      return this.findCandidates(pid, detail, found);
     } finally {
       this.reopening = false;
     }
-  }
-
-  private sendPages(task: TrackedTask, runs: PageRuns, index: PageHashIndex, sink: PageSink, signal: AbortSignal, stats: TrackerRoundStats): Promise<void> {
-    return this.sender.send(task, runs, index, sink, signal, stats);
   }
 
   /**
@@ -308,18 +286,18 @@ export class UffdWpTracker implements DirtyTracker {
     const state = this.states.get(pid);
     if (!state) return;
     this.states.delete(pid);
-    const maps = readMaps(pid) ?? [];
+    const maps = this.kernel.maps(pid) ?? [];
     for (const vma of maps) {
       if (isSpecialArea(vma) || vma.endPage <= vma.startPage) continue;
       try {
-        uffdUnregister(state.fd, vma.startPage, vma.endPage);
+        this.kernel.unregister(state.fd, vma.startPage, vma.endPage);
       } catch {
         // Not registrable (EINVAL) or gone (ESRCH): nothing to clear; the close below releases the rest.
       }
     }
     state.scanner.close();
     state.pagemap.close();
-    closeFd(state.fd);
+    this.kernel.closeFd(state.fd);
   }
 
   /** Pids currently tracked (tests). */

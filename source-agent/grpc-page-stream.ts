@@ -1,24 +1,18 @@
 /**
- * The source end of StreamPages: batches go out while at most `windowBytes` are unacknowledged (the dest acks
- * a batch once it is hashed and stored), and write() back-pressure is honoured with 'drain'.
+ * The migration's page stream (PageStream in migration/ports.ts) over gRPC, the source end of StreamPages:
+ * batches go out while at most `windowBytes` are unacknowledged (the dest acks a batch once it is hashed and
+ * stored), and write() back-pressure is honoured with 'drain'.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
+import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
 import type { DestClient } from './dest-client.js';
 import type { TokenBucket } from './token-bucket.js';
 
-export interface OutgoingPages {
-  count: number;
-  pageNumbers: Buffer;
-  hashes: Buffer;
-  kinds: Buffer;
-  data: Buffer;
-}
-
-export interface PageSenderOptions {
+export interface PageStreamOptions {
   migrationId: string;
   epoch: string;
   windowBytes: number;
@@ -29,8 +23,8 @@ export interface PageSenderOptions {
   bandwidth?: TokenBucket | undefined;
 }
 
-export class PageSender {
-  private readonly call: grpc.ClientDuplexStream<m.PageBatch, m.PageAck>;
+export class GrpcPageStream {
+  private readonly call: grpc.ClientDuplexStream<m.PageBatchMessage, m.PageAck>;
   private seq = 0n;
   private inflightBytes = 0;
   private unacked = 0;
@@ -47,11 +41,11 @@ export class PageSender {
 
   constructor(
     client: DestClient,
-    private readonly opts: PageSenderOptions,
+    private readonly opts: PageStreamOptions,
   ) {
-    this.call = (client.raw.StreamPages as () => grpc.ClientDuplexStream<m.PageBatch, m.PageAck>)();
+    this.call = (client.raw.StreamPages as () => grpc.ClientDuplexStream<m.PageBatchMessage, m.PageAck>)();
     this.call.on('data', (ack: m.PageAck) => {
-      this.inflightBytes -= Number(ack.bytes) + ack.pages * 25;
+      this.inflightBytes -= Number(ack.bytes) + ack.pages * PAGE_ENTRY_BYTES;
       this.storedBytes += Number(ack.bytes);
       this.storeMicros += Number(ack.storeUs);
       this.unacked--;
@@ -100,28 +94,29 @@ export class PageSender {
     if (this.failure) throw this.failure;
   }
 
-  async send(task: number, round: number, pages: OutgoingPages): Promise<void> {
-    if (pages.count === 0) return;
+  async send(task: number, round: number, batch: PageBatch): Promise<void> {
+    const pages = batchPageCount(batch);
+    if (pages === 0) return;
     if (this.failure) throw this.failure;
-    const cost = pages.data.length + pages.count * 25;
+    const cost = batch.data.length + pages * PAGE_ENTRY_BYTES;
     if (this.opts.bandwidth && this.opts.phase() === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
     await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
     this.seq++;
     this.inflightBytes += cost;
     this.unacked++;
-    this.bytesSent += pages.data.length;
-    this.pagesSent += pages.count;
+    this.bytesSent += batch.data.length;
+    this.pagesSent += pages;
     const ok = this.call.write({
       migrationId: this.opts.migrationId,
       epoch: this.opts.epoch,
       seq: this.seq.toString(),
       round,
       task,
-      pageNumbers: pages.pageNumbers,
-      hashes: pages.hashes,
-      kinds: pages.kinds,
-      data: pages.data,
-    } satisfies m.PageBatch);
+      pageNumbers: batch.pageNumbers,
+      hashes: batch.hashes,
+      kinds: batch.kinds,
+      data: batch.data,
+    } satisfies m.PageBatchMessage);
     if (!ok) {
       let drained = false;
       this.call.once('drain', () => {
