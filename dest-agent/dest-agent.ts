@@ -18,6 +18,8 @@ export interface DestAgentOptions {
   insecureListen?: string | undefined;
   metrics?: HostPort | undefined;
   log: Logger;
+  /** The trackers this host could run as a source (Negotiate reports them); the CLI wires the source's probes. */
+  trackers?: () => Promise<readonly string[]>;
 }
 
 export interface DestAgent {
@@ -32,7 +34,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   await removeLeftoverSessions(opts.workDir, opts.log);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry) });
+  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers });
   const server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {

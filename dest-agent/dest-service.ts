@@ -29,6 +29,8 @@ export interface DestOptions {
   metrics: DestMetrics;
   /** What criu restore reads the pages from; the store-backed parent-image chain unless told. */
   pageSource?: RestorePageSourceFactory;
+  /** The trackers this host could run as a source, for Negotiate (`ferry check` shows them); none unless told. */
+  trackers?: () => Promise<readonly string[]>;
 }
 
 export class DestService {
@@ -81,7 +83,7 @@ export class DestService {
   }
 
   async negotiate(req: m.NegotiateRequest): Promise<m.NegotiateResponse> {
-    const dest = await localPeerInfo();
+    const dest = await localPeerInfo((await this.opts.trackers?.()) ?? []);
     return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };
   }
 

@@ -4,13 +4,11 @@
  */
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { IMAGE_NAME, PAGES_IMAGE } from '../shared/criu/image-names.js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
 
-const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-/** The dest writes pages-*.img itself from its page store; a peer may never send one. */
-const REBUILT_IMAGE = /^pages-\d+\.img$/;
 const MAX_IMAGE_BYTES = 1024 * 1024 * 1024;
 /** Without these CRIU cannot even start a restore. */
 const REQUIRED_IMAGES = ['inventory.img', 'pstree.img'];
@@ -25,7 +23,8 @@ export class UploadedImages {
 
   /** Writes one chunk; returns true when it opened a new file. IMAGE_INVALID for a bad name or a gap. */
   async write(chunk: m.ImageChunk): Promise<boolean> {
-    if (!IMAGE_NAME.test(chunk.name) || REBUILT_IMAGE.test(chunk.name)) throw invalid('final-delta', `image name not allowed: ${JSON.stringify(chunk.name)}`);
+    // The dest writes pages-*.img itself from its page store; a peer may never send one.
+    if (!IMAGE_NAME.test(chunk.name) || PAGES_IMAGE.test(chunk.name)) throw invalid('final-delta', `image name not allowed: ${JSON.stringify(chunk.name)}`);
     const total = Number(chunk.totalSize);
     const offset = Number(chunk.offset);
     if (!(total >= 0 && total <= MAX_IMAGE_BYTES)) throw invalid('final-delta', `${chunk.name}: size ${chunk.totalSize} out of bounds`);

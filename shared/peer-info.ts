@@ -5,7 +5,6 @@ import { ferryVersion } from './repo-root.js';
 import type { PeerInfo } from './transport/messages.js';
 import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
 import { PAGE_SIZE } from './kernel/page-size.js';
-import { trackerAvailability } from '../source-agent/trackers/choose-tracker.js';
 
 /**
  * The protocol versions this build speaks. FERRY_TEST_PROTOCOL_VERSIONS (comma-separated) replaces them; it
@@ -19,7 +18,11 @@ export function protocolVersions(): number[] {
 
 export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
 
-export async function localPeerInfo(): Promise<PeerInfo> {
+/**
+ * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own
+ * probes; the dest agent gets them from whoever starts it), so that this layer knows no tracker.
+ */
+export async function localPeerInfo(trackers: readonly string[]): Promise<PeerInfo> {
   const criu = await probeCriu();
   return {
     ferryVersion: ferryVersion(),
@@ -28,7 +31,7 @@ export async function localPeerInfo(): Promise<PeerInfo> {
     arch: process.arch,
     kernel: release(),
     hostname: hostname(),
-    trackers: (await trackerAvailability()).filter((t) => t.ok).map((t) => t.name),
+    trackers: [...trackers],
     criuVersion: criu.ok ? criu.version : '',
     criuProblem: criu.ok ? '' : criu.reason,
     features: FEATURES,

@@ -4,9 +4,10 @@ import { chooseProtocolVersion, localPeerInfo } from '../shared/peer-info.js';
 import type { CheckResponse } from '../shared/transport/messages.js';
 import { DestClient } from './dest-client.js';
 import { checkPeers } from './migration/check-peers.js';
+import { availableTrackers } from './trackers/choose-tracker.js';
 
 export async function runCheck(dest: string | undefined, signal?: AbortSignal): Promise<CheckResponse> {
-  const source = await localPeerInfo();
+  const source = await localPeerInfo(await availableTrackers());
   const result: CheckResponse = { source, dest: null, destProblem: '', protocolVersion: 0 };
   if (!dest) return result;
   const client = new DestClient(dest);

@@ -51,7 +51,7 @@ export class SourceService {
       call.write(toEventMessage(migrationId, phase, e));
     };
     try {
-      await migrate(opts, { log: this.log, emit, signal: controller.signal, metrics: this.metrics });
+      await migrate(opts, { log: this.log, emit, signal: controller.signal, listeners: [(e) => this.metrics.observe(e)] });
       if (!call.cancelled) call.end();
     } finally {
       this.running.delete(controller);

@@ -1,5 +1,6 @@
 import { startDestAgent } from '../../dest-agent/dest-agent.js';
 import { createLogger } from '../../shared/logging/logger.js';
+import { availableTrackers } from '../../source-agent/trackers/choose-tracker.js';
 import { parseHostPort } from '../../shared/transport/address.js';
 import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
@@ -36,7 +37,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
   requireRoot();
   const log = createLogger({ side: 'dest' });
-  const agent = await startDestAgent({ listen, workDir: values['work-dir'] ?? '/var/lib/ferry/dest', insecureListen: values['insecure-listen'], metrics, log });
+  const agent = await startDestAgent({ listen, workDir: values['work-dir'] ?? '/var/lib/ferry/dest', insecureListen: values['insecure-listen'], metrics, log, trackers: availableTrackers });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort }));
   await untilStopped();

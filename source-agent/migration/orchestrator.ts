@@ -17,7 +17,6 @@ import { injectFault, type FaultPoint } from '../../shared/fault-injection.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { Phase } from '../../shared/phases.js';
 import { learnFixedCost } from '../cost-model.js';
-import type { SourceMetrics } from '../source-metrics.js';
 import { MigrationAnnouncer, logEvents } from './announcer.js';
 import type { EventSink, MigrationSummary } from './events.js';
 import type { MigrationContext } from './migration-context.js';
@@ -34,9 +33,11 @@ import { RollbackStack } from './rollback-stack.js';
 
 export interface MigrationDeps {
   log: Logger;
+  /** The caller's view of the migration (the CLI's progress, the Source service's stream). */
   emit: EventSink;
   signal: AbortSignal;
-  metrics?: SourceMetrics | undefined;
+  /** More subscribers to every event: the agent's metrics today, the journal later. */
+  listeners?: readonly EventSink[];
   /** The world the migration acts on; tests pass fakes. */
   ports?: MigrationPorts;
 }
@@ -63,8 +64,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   const started = performance.now();
   const announcer = new MigrationAnnouncer(log);
   announcer.subscribe(logEvents(log));
-  const metrics = deps.metrics;
-  if (metrics) announcer.subscribe((e) => metrics.observe(e));
+  for (const listener of deps.listeners ?? []) announcer.subscribe(listener);
   announcer.subscribe(deps.emit);
   const state = { phase: 'negotiate' as Phase };
   const ctx: MigrationContext = {

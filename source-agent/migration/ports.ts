@@ -16,17 +16,17 @@ import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
-import { chooseTracker } from '../trackers/choose-tracker.js';
+import { availableTrackers, chooseTracker } from '../trackers/choose-tracker.js';
 import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
+import { uploadImages } from '../grpc-image-upload.js';
+import type { DumpMode } from '../config/environment.js';
 
 const memoryReader = new ProcessMemoryReader();
-import { uploadImages } from './upload-images.js';
-import type { DumpMode } from '../config/environment.js';
 
 export interface TreeMember {
   hostPid: number;
@@ -109,7 +109,7 @@ export const realSourceHost: SourceHost = {
   pageSize: PAGE_SIZE,
   inspectTarget,
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
-  peerInfo: localPeerInfo,
+  peerInfo: async () => localPeerInfo(await availableTrackers()),
   requireCriu: () => requireCriu('source'),
   chooseTracker,
   createTracker: (name) => (name === 'soft-dirty' ? new SoftDirtyTracker(PAGE_SIZE) : name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),

@@ -26,6 +26,11 @@ export async function trackerAvailability(): Promise<TrackerAvailability[]> {
   ];
 }
 
+/** The names of the trackers that work on this host, for Negotiate and `ferry check`. */
+export async function availableTrackers(): Promise<TrackerName[]> {
+  return (await trackerAvailability()).filter((t) => t.ok).map((t) => t.name);
+}
+
 function unavailable(name: TrackerName, reason: string): FerryError {
   return new FerryError('TRACKER_UNAVAILABLE', { phase: 'negotiate', side: 'source', sourceState: 'running', detail: `${name}: ${reason}` });
 }

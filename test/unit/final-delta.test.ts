@@ -12,7 +12,7 @@ import type { PageRuns } from '../../shared/kernel/pagemap.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import { decodePageBatch, readPageNumber } from '../../shared/transport/page-batch.js';
-import { sendFinalDelta, verifyDumpedPages, type TaskPageReader } from '../../source-agent/migration/final-delta.js';
+import { sendFinalDelta, verifyDumpedPages, type TaskPageReader } from '../../source-agent/pages/final-delta-pages.js';
 import type { BatchSink } from '../../source-agent/pages/page-pipeline.js';
 import { expectFerryRejection } from './ferry-error-expect.js';
 

@@ -3,7 +3,7 @@
  * pages written since the last round are read), then the non-page images; Restore waits for both.
  */
 import { FerryError } from '../../../shared/errors/ferry-error.js';
-import { sendFinalDelta, type FinalDeltaResult, type TaskPageReader } from '../final-delta.js';
+import { sendFinalDelta, type FinalDeltaResult, type TaskPageReader } from '../../pages/final-delta-pages.js';
 import { EPOCH, type MigrationContext } from '../migration-context.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';

@@ -3,7 +3,7 @@
  * tracker's word decided what was sent, every dumped page is read back and compared (a missed write rolls back).
  */
 import type { MigrationContext } from '../migration-context.js';
-import { verifyDumpedPages } from '../final-delta.js';
+import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
 import { EPOCH } from '../migration-context.js';
 import type { DeltaSent } from './final-delta.js';
 import type { Frozen } from './freeze.js';

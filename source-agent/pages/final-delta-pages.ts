@@ -8,19 +8,17 @@
 import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
+import { ANY_PAGEMAP, TASK_PAGEMAP } from '../../shared/criu/image-names.js';
 import { decodePagemap, PE_LAZY, PE_PRESENT, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
 import { BATCH_PAGES } from '../../shared/transport/page-batch.js';
 import type { PageRuns } from '../../shared/kernel/pagemap.js';
-import { emptyPipelineStats, heldIndex, PagePipeline, type BatchSink } from '../pages/page-pipeline.js';
+import { emptyPipelineStats, heldIndex, PagePipeline, type BatchSink } from './page-pipeline.js';
 
-const TASK_PAGEMAP = /^pagemap-(\d+)\.img$/;
 /** Non-task pagemaps (shared memory) get keys above every pid; they have no pre-copy, so all pages go now. */
-const OTHER_PAGEMAP = /^pagemap-.+\.img$/;
 const OTHER_KEY_BASE = 0x80000000;
-export const PAGES_IMAGE = /^pages-\d+\.img$/;
 
 /** Reads `count` pages from `firstPage` of the stopped task whose images carry key `task`. */
 export type TaskPageReader = (task: number, firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
@@ -135,7 +133,7 @@ export async function sendFinalDelta(
   const pipeline = new PagePipeline(pageSize);
   const sent = emptyPipelineStats();
   for (const name of names) {
-    if (!OTHER_PAGEMAP.test(name)) continue;
+    if (!ANY_PAGEMAP.test(name)) continue;
     const taskMatch = TASK_PAGEMAP.exec(name);
     const task = taskMatch ? Number(taskMatch[1]) : otherKey++;
     const pagemap = decodePagemap(await readFile(join(imagesDir, name)), name);

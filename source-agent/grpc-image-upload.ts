@@ -2,11 +2,11 @@
 import type * as grpc from '@grpc/grpc-js';
 import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FerryError } from '../../shared/errors/ferry-error.js';
-import { fromServiceError } from '../../shared/errors/grpc-status.js';
-import type * as m from '../../shared/transport/messages.js';
-import type { DestClient } from '../dest-client.js';
-import { PAGES_IMAGE } from './final-delta.js';
+import { FerryError } from '../shared/errors/ferry-error.js';
+import { fromServiceError } from '../shared/errors/grpc-status.js';
+import type * as m from '../shared/transport/messages.js';
+import type { DestClient } from './dest-client.js';
+import { PAGES_IMAGE } from '../shared/criu/image-names.js';
 
 const CHUNK = 1024 * 1024;
 
