@@ -1,9 +1,9 @@
 /**
- * One `ferry migrate PID --to DEST --json [flags]` inside the src host (test/support/two-hosts.ts), turned into
+ * One `ferry migrate PID --to DEST --json [flags]` inside the src host (testbed/two-hosts.ts), turned into
  * a MethodOutcome. For the live method the task's work rate is sampled while the pre-copy rounds run.
  */
-import { describeResult, startMigrate, type DestAgentHandle, type FerryLine, type TwoHosts } from '../test/support/two-hosts.js';
-import type { MemtestHandle } from '../test/workloads/memtest.js';
+import { describeResult, startMigrate, type DestAgentHandle, type FerryLine, type TwoHosts } from '../testbed/two-hosts.js';
+import type { MemtestHandle } from '../testbed/workloads/memtest.js';
 import type { Method } from './cases.js';
 import type { MethodOutcome } from './results.js';
 import { PrecopySampler } from './work-rate.js';

@@ -3,7 +3,7 @@
  * direction only carries acknowledgements) and a byte pipe across it (tcp-pipe.js, entered with nsenter), used
  * by the plain-CRIU copy and by a short throughput check of each shaping.
  */
-import type { TwoHosts } from '../test/support/two-hosts.js';
+import type { TwoHosts } from '../testbed/two-hosts.js';
 import type { Link, LinkId } from './cases.js';
 import { runChecked, runCommand, startCommand, tailLines, type CommandOptions } from './proc.js';
 import type { LinkCheck } from './results.js';

@@ -1,7 +1,7 @@
 /** The machine a benchmark ran on, for the report (read-only probes: uname, /proc, criu --version, git). */
 import { readFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
-import { REPO_ROOT } from '../test/support/two-hosts.js';
+import { REPO_ROOT } from '../testbed/two-hosts.js';
 import { runCommand } from './proc.js';
 import type { MachineInfo } from './results.js';
 

@@ -6,8 +6,8 @@
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { eventually, makeTempDir, pidsWithArgs, tail, type DestAgentHandle, type TwoHosts } from '../test/support/two-hosts.js';
-import { startMemtest, type MemtestHandle } from '../test/workloads/memtest.js';
+import { eventually, makeTempDir, pidsWithArgs, tail, type DestAgentHandle, type TwoHosts } from '../testbed/two-hosts.js';
+import { startMemtest, type MemtestHandle } from '../testbed/workloads/memtest.js';
 import type { BenchCase, Method } from './cases.js';
 import { ferryMigrate, FerryRunError } from './ferry-runs.js';
 import { plainCriuStopAndCopy } from './plain-criu.js';

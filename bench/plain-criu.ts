@@ -7,8 +7,8 @@
  */
 import { readFile, rm, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TwoHosts } from '../test/support/two-hosts.js';
-import type { MemtestHandle } from '../test/workloads/memtest.js';
+import type { TwoHosts } from '../testbed/two-hosts.js';
+import type { MemtestHandle } from '../testbed/workloads/memtest.js';
 import { startReceiver, runSender } from './link.js';
 import { runCommand, tailLines, type CommandOptions } from './proc.js';
 import type { MethodOutcome } from './results.js';

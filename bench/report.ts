@@ -143,9 +143,9 @@ export function markdownReport(file: BenchFile, svgName: string): string {
   out.push('');
   out.push(
     [
-      '- Two "hosts": network namespaces joined by a veth pair (test/support/two-hosts.ts). The link is shaped on the source\'s egress with',
+      '- Two "hosts": network namespaces joined by a veth pair (testbed/two-hosts.ts). The link is shaped on the source\'s egress with',
       '  `tc qdisc ... tbf rate R burst 1mb latency 50ms` (1 Gbit/s, 100 Mbit/s), or left as the raw veth ("unshaped").',
-      '- The task is `test/workloads/memtest.c`: RSS as listed, rewriting random pages at the dirty rate; a fresh task for every run.',
+      '- The task is `testbed/workloads/memtest.c`: RSS as listed, rewriting random pages at the dirty rate; a fresh task for every run.',
       '- Methods, interleaved within each repetition (the order rotates):',
       '  - **Ferry pre-copy**: `ferry migrate PID --to DEST --json --on-no-converge throttle` (defaults otherwise: 300 ms downtime budget, 10 rounds).',
       '  - **Ferry stop-and-copy**: `ferry migrate ... --no-precopy`: frozen at once, the final delta carries every page.',

@@ -7,7 +7,7 @@
  * a stopped task at once) is simply tried again at the next period: a throttled task must show in the rate.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { MemtestHandle, StatsReport } from '../test/workloads/memtest.js';
+import type { MemtestHandle, StatsReport } from '../testbed/workloads/memtest.js';
 
 const PERIOD_MS = 500;
 /** A pre-copy shorter than this between its first and last sample gives no rate. */

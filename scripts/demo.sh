@@ -17,7 +17,7 @@ done
 
 bash scripts/setup.sh
 mkdir -p build/workloads
-gcc -O2 -pthread -o build/workloads/memtest test/workloads/memtest.c
+gcc -O2 -pthread -o build/workloads/memtest testbed/workloads/memtest.c
 
 SRC=ferry-demo-src DST=ferry-demo-dst
 STATE=$(mktemp -d /tmp/ferry-demo.XXXXXX)

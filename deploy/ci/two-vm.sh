@@ -178,14 +178,14 @@ build() {
 payload() {  # RUN/share/ferry.tar: what /opt/ferry holds in the guests
   local R=$1
   (cd "$ROOT" && timeout 300 npx tsc -p tsconfig.build.json) || die "npm run build failed"
-  [ -x "$ROOT/build/workloads/memtest" ] && [ "$ROOT/build/workloads/memtest" -nt "$ROOT/test/workloads/memtest.c" ] ||
-    { mkdir -p "$ROOT/build/workloads"; gcc -O2 -pthread -o "$ROOT/build/workloads/memtest" "$ROOT/test/workloads/memtest.c"; }
+  [ -x "$ROOT/build/workloads/memtest" ] && [ "$ROOT/build/workloads/memtest" -nt "$ROOT/testbed/workloads/memtest.c" ] ||
+    { mkdir -p "$ROOT/build/workloads"; gcc -O2 -pthread -o "$ROOT/build/workloads/memtest" "$ROOT/testbed/workloads/memtest.c"; }
   # The in-guest checks (fixture capture and the soft-dirty contract) compiled with their imports.
   local tsc=$R/tsconfig.vm.json
   printf '{"extends":"%s/tsconfig.json","compilerOptions":{"typeRoots":["%s/node_modules/@types"],"outDir":"%s/stage/vmjs","rootDir":"%s","noEmit":false,"sourceMap":false},"include":[],"files":["%s/test/vm/soft-dirty-in-vm.ts"]}\n' "$ROOT" "$ROOT" "$R" "$ROOT" "$ROOT" > "$tsc"
   (cd "$ROOT" && timeout 300 npx tsc -p "$tsc") || die "compiling test/vm/soft-dirty-in-vm.ts failed"
   gcc -O2 -static -o "$R/share/pagemap-capture" "$ROOT/test/vm/pagemap-capture.c" || die "gcc pagemap-capture.c failed"
-  gcc -O2 -static -o "$R/share/tracker-target" "$ROOT/test/workloads/tracker-target.c" || die "gcc tracker-target.c failed"
+  gcc -O2 -static -o "$R/share/tracker-target" "$ROOT/testbed/workloads/tracker-target.c" || die "gcc tracker-target.c failed"
   local deps; deps=$(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null | sed -n "s|^$ROOT/||p" | grep '^node_modules/')
   # shellcheck disable=SC2086
   tar -C "$ROOT" -cf "$R/share/ferry.tar" package.json bin dist proto scripts build/Release/ferry_native.node build/workloads/memtest $deps

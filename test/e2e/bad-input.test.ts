@@ -6,7 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
@@ -21,8 +21,8 @@ import {
   type DestAgentHandle,
   type FerryResult,
   type TwoHosts,
-} from '../support/two-hosts.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../workloads/memtest.js';
+} from '../../testbed/two-hosts.js';
+import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
 const runnable =
   canRun('e2e refusals', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('tc'), hasCommand('gcc'), hasCommand('unshare'), hasCommand('setsid')) &&

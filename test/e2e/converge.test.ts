@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationEvent } from '../../source-agent/migration/events.js';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
@@ -20,8 +20,8 @@ import {
   type DestAgentHandle,
   type FerryLine,
   type TwoHosts,
-} from '../support/two-hosts.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../workloads/memtest.js';
+} from '../../testbed/two-hosts.js';
+import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
 const runnable =
   canRun('e2e convergence', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('tc'), hasCommand('gcc'), hasCommand('unshare')) &&

@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
@@ -26,8 +26,8 @@ import {
   type DestAgentHandle,
   type FerryResult,
   type TwoHosts,
-} from '../support/two-hosts.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../workloads/memtest.js';
+} from '../../testbed/two-hosts.js';
+import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
 const MIB = 128;
 const DIRTY_MIB_PER_S = 16;

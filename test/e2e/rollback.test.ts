@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
@@ -23,8 +23,8 @@ import {
   type FerryLine,
   type FerryResult,
   type TwoHosts,
-} from '../support/two-hosts.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../workloads/memtest.js';
+} from '../../testbed/two-hosts.js';
+import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
 const runnable =
   canRun('e2e rollback', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('tc'), hasCommand('gcc'), hasCommand('unshare')) &&

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
-import { canRun, hasCommand, isRoot, type Requirement } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot, type Requirement } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
@@ -20,8 +20,8 @@ import {
   startDestAgent,
   type DestAgentHandle,
   type TwoHosts,
-} from '../support/two-hosts.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../workloads/memtest.js';
+} from '../../testbed/two-hosts.js';
+import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
 const probe = await UffdWpTracker.probe();
 const uffd: Requirement = { ok: probe.ok, reason: `needs uffd-wp on this kernel (${probe.ok ? '' : probe.reason})` };

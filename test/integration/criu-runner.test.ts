@@ -13,7 +13,7 @@ import { criuDump, criuRestore } from '../../shared/criu/criu-runner.js';
 import { checkPagesImageSize, decodePagemap } from '../../shared/criu/pagemap-image.js';
 import { readImageOf } from '../../shared/criu/image-file.js';
 import { FerryError, isFerryError } from '../../shared/errors/ferry-error.js';
-import { canRun, hasCommand, isRoot, type Requirement } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot, type Requirement } from '../../testbed/requirements.js';
 
 const host = [isRoot(), hasCommand('unshare'), hasCommand('setsid')];
 const probe: CriuProbe | undefined = host.every((r) => r.ok) ? await probeCriu() : undefined;

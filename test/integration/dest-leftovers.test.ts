@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { recordRestored, removeLeftoverSessions } from '../../dest-agent/leftovers.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { silentLogger } from '../../shared/logging/logger.js';
-import { waitFor } from '../workloads/memtest.js';
+import { waitFor } from '../../testbed/workloads/memtest.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];

@@ -16,7 +16,7 @@ import { dumpableVmas, readMaps, type Vma } from '../../shared/kernel/proc-maps.
 import { isPidNamespaceRoot, readStatus } from '../../shared/kernel/proc-status.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { PAGE_HASH_BYTES, hashPages, pageHash, zeroPages } from '../../shared/native/addon.js';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 // Region layout (pages): filled with the pattern, except a hole never touched and a run written with zeros.
 const REGION_PAGES = 65536; // 256 MiB

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   buildMemtest,
   readPidState,
@@ -29,7 +29,7 @@ import {
   waitFor,
   writeProcessMemory,
   type MemtestHandle,
-} from '../workloads/memtest.js';
+} from '../../testbed/workloads/memtest.js';
 
 const execFileAsync = promisify(execFile);
 

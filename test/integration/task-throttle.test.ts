@@ -13,7 +13,7 @@ import { readStat } from '../../shared/kernel/proc-status.js';
 import { parseCgroupMounts } from '../../shared/kernel/cgroups.js';
 import { createTaskThrottle } from '../../source-agent/throttle/choose-throttle.js';
 import type { TaskThrottle } from '../../source-agent/throttle/task-throttle.js';
-import { canRun, hasCommand, isRoot, type Requirement } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot, type Requirement } from '../../testbed/requirements.js';
 
 const COUNTER_C = `
 #include <fcntl.h>

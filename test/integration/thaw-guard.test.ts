@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { ThawGuard } from '../../shared/kernel/thaw-guard.js';
 import { FreezeLease } from '../../source-agent/freeze-lease.js';
-import { canRun, hasCommand } from '../support/requirements.js';
+import { canRun, hasCommand } from '../../testbed/requirements.js';
 
 const started: number[] = [];
 

@@ -14,9 +14,9 @@ import { SoftDirtyTracker } from '../../source-agent/trackers/soft-dirty/soft-di
 import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { buildTrackerTarget, runTrackerContract } from '../support/tracker-contract.js';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
-const SOURCE = fileURLToPath(new URL('../workloads/tracker-target.c', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../../testbed/workloads/tracker-target.c', import.meta.url));
 const runnable = canRun('tracker contract', isRoot(), hasCommand('gcc'));
 
 const softDirty = await SoftDirtyTracker.probe();

@@ -26,7 +26,7 @@ import { HashTracker } from '../../source-agent/trackers/hash-tracker.js';
 import type { TrackedTask, TrackerRoundStats } from '../../source-agent/trackers/tracker.js';
 import { injectUserfaultfd } from '../../source-agent/trackers/uffd-wp/inject.js';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
-import { canRun, hasCommand, isRoot } from '../support/requirements.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const TARGET_C = String.raw`
 #define _GNU_SOURCE

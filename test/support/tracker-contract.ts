@@ -1,6 +1,6 @@
 /**
  * The tracker contract: the same scenarios and checks for every DirtyTracker, against a real task
- * (test/workloads/tracker-target.c). Framework-free, so that vitest runs it on the host
+ * (testbed/workloads/tracker-target.c). Framework-free, so that vitest runs it on the host
  * (test/integration/tracker-contract.test.ts) and the two-VM harness runs it in a guest whose kernel has
  * soft-dirty (test/vm/soft-dirty-in-vm.ts).
  *

@@ -15,13 +15,13 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { SerializedFerryError } from '../../shared/errors/ferry-error.js';
-import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
+import type { SerializedFerryError } from '../shared/errors/ferry-error.js';
+import type { MigrationEvent, MigrationSummary } from '../source-agent/migration/events.js';
 import type { Requirement } from './requirements.js';
 
 const execFileAsync = promisify(execFile);
 
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 const FERRY_BIN = join(REPO_ROOT, 'bin', 'ferry.js');
 const DIST_MAIN = join(REPO_ROOT, 'dist', 'cli', 'main.js');
 const NETNS_DIR = '/run/netns';
