@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../cli/main.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
-import { expectFerryRejection } from '../unit/ferry-error-expect.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 let agent: SourceAgent | undefined;
 beforeAll(async () => {

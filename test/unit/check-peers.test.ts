@@ -4,7 +4,7 @@ import type { ErrorKey } from '../../shared/errors/codes.js';
 import { chooseProtocolVersion, protocolVersions } from '../../shared/peer-info.js';
 import type { NegotiateResponse, PeerInfo } from '../../shared/transport/messages.js';
 import { checkPeers } from '../../source-agent/migration/check-peers.js';
-import { expectFerryError } from './ferry-error-expect.js';
+import { expectFerryError } from '../support/ferry-error-expect.js';
 
 const peer = (over: Partial<PeerInfo> = {}): PeerInfo => ({
   ferryVersion: '0.1.0',

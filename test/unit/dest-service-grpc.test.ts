@@ -26,7 +26,7 @@ import { serverCredentials } from '../../shared/transport/credentials.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 import { GrpcPageStream } from '../../source-agent/grpc-page-stream.js';
-import { expectFerryRejection } from './ferry-error-expect.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 const EPOCH = '1';
 const TASK = 1;

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DestSession, type DestSessionState, type DestSessionTransition } from '../../dest-agent/session.js';
 import { SessionRegistry } from '../../dest-agent/session-registry.js';
 import { silentLogger } from '../../shared/logging/logger.js';
-import { expectFerryError } from './ferry-error-expect.js';
+import { expectFerryError } from '../support/ferry-error-expect.js';
 
 const STATES: readonly DestSessionState[] = ['receiving', 'restoring', 'restored', 'committed', 'aborted'];
 const LEGAL = new Set(['receiving>restoring', 'restoring>restored', 'restored>committed', 'receiving>aborted', 'restoring>aborted', 'restored>aborted']);

@@ -14,7 +14,7 @@ import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js
 import { decodePageBatch, readPageNumber } from '../../shared/transport/page-batch.js';
 import { sendFinalDelta, verifyDumpedPages, type TaskPageReader } from '../../source-agent/pages/final-delta-pages.js';
 import type { BatchSink } from '../../source-agent/pages/page-pipeline.js';
-import { expectFerryRejection } from './ferry-error-expect.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 // CRIU's pagemap images count in 4 KiB pages.
 const PAGE = 4096;

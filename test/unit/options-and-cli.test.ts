@@ -8,7 +8,7 @@ import { checkListenPolicy } from '../../shared/transport/listen-policy.js';
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
 import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { RollbackStack } from '../../source-agent/migration/rollback-stack.js';
-import { expectFerryError } from './ferry-error-expect.js';
+import { expectFerryError } from '../support/ferry-error-expect.js';
 
 describe('compileMigrateOptions', () => {
   afterEach(() => {

@@ -12,7 +12,7 @@ import {
   writePageNumber,
   type PageBatch,
 } from '../../shared/transport/page-batch.js';
-import { expectFerryError } from './ferry-error-expect.js';
+import { expectFerryError } from '../support/ferry-error-expect.js';
 
 const PAGE = 4096;
 

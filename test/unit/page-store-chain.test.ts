@@ -15,7 +15,7 @@ import { corruptOnePage } from '../../dest-agent/corrupt-store.js';
 import { ImageChainPageSource } from '../../dest-agent/image-chain.js';
 import { TaskPageStore } from '../../dest-agent/page-store.js';
 import type { PagesManifest } from '../../dest-agent/restore-page-source.js';
-import { expectFerryRejection } from './ferry-error-expect.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 // CRIU's pagemap images count in 4 KiB pages whatever the host: the store is tested at that size.
 const PAGE = 4096;

@@ -11,7 +11,7 @@ import type { MigrateOptions } from '../../source-agent/config/migrate-options.j
 import { fromMigrateRequest, toMigrateRequest } from '../../source-agent/config/migrate-request.js';
 import { fromEventMessage, toEventMessage } from '../../source-agent/migration/event-message.js';
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
-import { expectFerryError } from './ferry-error-expect.js';
+import { expectFerryError } from '../support/ferry-error-expect.js';
 
 interface WireMethod {
   requestSerialize(v: unknown): Buffer;

@@ -14,7 +14,7 @@ import { SoftDirtyTracker } from '../../source-agent/trackers/soft-dirty/soft-di
 import type { DirtyTracker, TrackedTask } from '../../source-agent/trackers/tracker.js';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { FakeKernel, type FakeProcess } from '../fakes/fake-kernel.js';
-import { expectFerryRejection } from './ferry-error-expect.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 const PAGE = 4096;
 /** Page numbers of the areas the scenarios map. */

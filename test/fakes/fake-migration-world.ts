@@ -1,0 +1,171 @@
+/**
+ * A fake world for the source's state machine: a SourceHost and a DestPort that record every effect, in
+ * order, and fail where told (test/unit/migration-state-machine.test.ts drives a migration through it).
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import type * as m from '../../shared/transport/messages.js';
+import { hashPages } from '../../shared/native/addon.js';
+import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import { batchPageCount, PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
+import type { DestPort, MigrationPorts, PageStream, SourceHost } from '../../source-agent/migration/ports.js';
+import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
+
+export const PAGE = 4096;
+/** Where the world fails, when told. */
+export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-rejected';
+
+const peer: m.PeerInfo = {
+  ferryVersion: 't',
+  protocolVersions: [1],
+  pageSize: PAGE,
+  arch: process.arch,
+  kernel: 'k',
+  hostname: 'h',
+  trackers: ['hash'],
+  criuVersion: '4.2.1',
+  criuProblem: '',
+  features: ['page-hash-xxh3-128', 'zero-page-flag'],
+};
+
+function onePage(page: number, fill: number) {
+  const data = Buffer.alloc(PAGE, fill);
+  const hashes = Buffer.alloc(16);
+  hashPages(data, 1, PAGE, hashes);
+  const pageNumbers = Buffer.alloc(8);
+  writePageNumber(pageNumbers, 0, page);
+  return { pageNumbers, hashes, kinds: Buffer.from([PAGE_KIND_DATA]), data };
+}
+
+/** A world of fakes that records every effect, in order, and fails where told. */
+export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = {}) {
+  const log: string[] = [];
+  const boom = (where: Failure): void => {
+    if (fail === where) throw new FerryError('INTERNAL', { message: `fake failure at ${where}` });
+  };
+  const host: SourceHost = {
+    pageSize: PAGE,
+    inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE }),
+    tree: () => [{ hostPid: 4242, nsPid: 1 }],
+    peerInfo: () => Promise.resolve(peer),
+    requireCriu: () => Promise.resolve('/fake/criu'),
+    chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
+    createTracker: (): DirtyTracker => {
+      let rounds = 0;
+      return {
+        name: 'hash',
+        round: async (_tasks, held, sink) => {
+          const round = rounds++;
+          boom('precopy');
+          if (round === 0) opts.abortDuringPrecopy?.abort();
+          if (round === 0) {
+            // Like a real tracker: what it sends is what the dest holds from now on.
+            const page = onePage(0x1000, 1);
+            await sink(1, page);
+            if (!held.has(1)) held.set(1, new PageHashIndex());
+            held.get(1)!.set(0x1000, page.hashes, 0);
+          }
+          // Round 0 sends one page; the next one finds nothing new, so the floor rule freezes.
+          return { presentPages: 1, dirtyPages: round === 0 ? 1 : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? PAGE : 0, vanishedPages: 0 };
+        },
+        close: () => log.push('tracker.close'),
+      };
+    },
+    armFreezeLease: () => {
+      log.push('lease.arm');
+      return {
+        disarm: () => {
+          log.push('lease.disarm');
+          if (fail === 'disarm') return Promise.reject(new FerryError('FREEZE_LEASE_EXPIRED'));
+          return Promise.resolve();
+        },
+        release: () => {
+          log.push('lease.release');
+          return Promise.resolve();
+        },
+      };
+    },
+    dump: async ({ imagesDir }) => {
+      log.push('dump');
+      boom('dump');
+      // A real-format image set: one task, two present pages (0x1000 changed since pre-copy, 0x2000 new).
+      const pagemap = encodePagemap({ pagesId: 1, entries: [{ vaddr: 0x1000n * 4096n, nrPages: 2, flags: PE_PRESENT }] });
+      await writeFile(join(imagesDir, 'pagemap-1.img'), pagemap);
+      await writeFile(join(imagesDir, 'pages-1.img'), Buffer.concat([Buffer.alloc(PAGE, 9), Buffer.alloc(PAGE, 7)]));
+      await writeFile(join(imagesDir, 'pstree.img'), Buffer.alloc(10));
+      await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
+      return 'full' as const;
+    },
+    readPages: () => {
+      throw new Error('a full dump needs no reads from the task');
+    },
+    signalTree: (_pid, sig) => log.push(`signal.${sig}`),
+    createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),
+  };
+  let finalDeltaPages = 0;
+  let phaseNow: () => string = () => 'negotiate';
+  const stream: PageStream = {
+    bytesSent: 0,
+    pagesSent: 0,
+    storedBytes: 0,
+    storeMicros: 0,
+    send: (_task, _round, batch) => {
+      if (phaseNow() === 'final-delta') {
+        boom('final-delta');
+        finalDeltaPages += batchPageCount(batch);
+      }
+      (stream as { pagesSent: number }).pagesSent += batchPageCount(batch);
+      return Promise.resolve();
+    },
+    flush: () => Promise.resolve(),
+    finish: () => Promise.resolve(),
+    cancel: () => log.push('stream.cancel'),
+  };
+  const dest: DestPort = {
+    negotiate: () => {
+      boom('negotiate');
+      return Promise.resolve({ dest: peer, protocolVersion: 1 });
+    },
+    prepare: () => {
+      log.push('dest.prepare');
+      boom('prepare');
+      return Promise.resolve({ workDir: '/x', freeBytes: '1' });
+    },
+    openPageStream: (o) => {
+      phaseNow = o.phase;
+      return stream;
+    },
+    uploadImages: (_dir, _ids) => {
+      log.push('dest.upload');
+      boom('upload');
+      return Promise.resolve({ files: 2, bytes: 20 });
+    },
+    restore: (req) => {
+      log.push(`dest.restore(${req.pages.map((p) => p.pagemapImage).join()})`);
+      boom('restore');
+      return Promise.resolve({ restoredPid: 777, rebuildUs: '1000', restoreUs: '2000', pagesFromStore: '2', bytesWritten: '8192' });
+    },
+    commit: () => {
+      log.push('dest.commit');
+      if (fail === 'commit-unanswered') return Promise.reject(new FerryError('DEST_UNREACHABLE'));
+      if (fail === 'commit-rejected') return Promise.reject(new FerryError('COMMIT_REJECTED'));
+      return Promise.resolve({ restoredPid: 777, resumedAtUnixUs: '1' });
+    },
+    abort: () => {
+      log.push('dest.abort');
+      return Promise.resolve({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
+    },
+    close: () => log.push('dest.close'),
+  };
+  const ports: MigrationPorts = {
+    host,
+    connectDest: () => {
+      boom('connect');
+      return Promise.resolve(dest);
+    },
+  };
+  return { log, ports, finalDeltaPages: () => finalDeltaPages };
+}
+
