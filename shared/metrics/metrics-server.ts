@@ -1,14 +1,14 @@
 /** Serves a prom-client registry at /metrics for Prometheus. */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import type { HostPort } from '../transport/address.js';
 
 export interface MetricsServer {
   port: number;
   close(): Promise<void>;
 }
 
-export async function serveMetrics(registry: Registry, at: HostPort): Promise<MetricsServer> {
+/** `at` is a HOST:PORT already parsed (shared/transport/address.ts); port 0 picks a free one. */
+export async function serveMetrics(registry: Registry, at: { host: string; port: number }): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end('not found: try /metrics\n');
