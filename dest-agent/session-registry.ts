@@ -8,7 +8,6 @@
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
 import { PeerSlots } from './peer-slots.js';
-import type { PeerKey } from './peer-key.js';
 import { DestSession, type DestSessionInit, type DestSessionListener, type DestSessionTransition } from './session.js';
 
 /** Long enough for a source retrying a Commit whose reply was lost; then forgotten. */
