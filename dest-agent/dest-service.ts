@@ -44,6 +44,11 @@ import { openWorkDir } from './work-dir.js';
 /** When the source leaves a duration unset (0). */
 const DEFAULT_RESTORE_TIMEOUT_MS = 120_000;
 const DEFAULT_COMMIT_LEASE_MS = 120_000;
+/**
+ * Negotiate answers from one probe for this long: probing runs `criu check` and the tracker probes, and any
+ * peer may call Negotiate, so a flood of them must not become a flood of processes.
+ */
+const PEER_INFO_TTL_MS = 5_000;
 
 export interface DestOptions {
   workDir: string;
@@ -64,6 +69,7 @@ export class DestService {
   private readonly files: LevelFilePool;
   private readonly pageSource: RestorePageSourceFactory;
   private workDirReady: Promise<void> | undefined;
+  private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
 
   constructor(private readonly opts: DestOptions) {
     this.limits = compileDestLimits(opts.limits);
@@ -116,7 +122,11 @@ export class DestService {
 
   async negotiate(req: m.NegotiateRequest): Promise<m.NegotiateResponse> {
     checkPeerInfo(req.source);
-    const dest = await localPeerInfo((await this.opts.trackers?.()) ?? []);
+    const now = Date.now();
+    if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
+      this.peerInfo = { at: now, info: this.opts.trackers ? this.opts.trackers().then((t) => localPeerInfo(t)) : localPeerInfo([]) };
+    }
+    const dest = await this.peerInfo.info;
     return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };
   }
 

@@ -34,11 +34,11 @@ export interface DestUnderTest {
   close(): Promise<void>;
 }
 
-/** A Dest service in a fresh work dir; `over` adds options (limits, a logger). */
-export async function startDest(over: Partial<Omit<DestOptions, 'workDir' | 'metrics'>> = {}): Promise<DestUnderTest> {
-  const workDir = await mkdtemp(join(tmpdir(), 'ferry-unit-dest-'));
+/** A Dest service in a fresh work dir (or `over.workDir`, which close() removes too); `over` adds options (limits, a logger). */
+export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}): Promise<DestUnderTest> {
+  const workDir = over.workDir ?? (await mkdtemp(join(tmpdir(), 'ferry-unit-dest-')));
   const metrics = createDestMetrics(new Registry());
-  const service = new DestService({ workDir, log: silentLogger, metrics, ...over });
+  const service = new DestService({ log: silentLogger, metrics, ...over, workDir });
   const server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {
