@@ -37,16 +37,17 @@ export class SourceService {
       Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => {
         this.check(call.request, log).then(
           (r) => cb(null, r),
-          (e: unknown) => cb(this.refused(log, 'Check', e)),
+          (e: unknown) => cb(this.failed(log, 'Check', e)),
         );
       },
       Migrate: (call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>) => {
-        this.migrate(call, caller, log).catch((e: unknown) => call.emit('error', this.refused(log, 'Migrate', e)));
+        this.migrate(call, caller, log).catch((e: unknown) => call.emit('error', this.failed(log, 'Migrate', e)));
       },
     };
   }
 
-  private refused(log: Logger, call: string, e: unknown): grpc.ServiceError {
+  /** The status of a failed call; refusals of the caller are logged here (the agent's audit trail). */
+  private failed(log: Logger, call: string, e: unknown): grpc.ServiceError {
     if (e instanceof FerryError && (e.key === 'CALLER_NOT_PERMITTED' || e.key === 'DEST_NOT_ALLOWED')) log.warn(`${call} refused`, { err: e });
     return toStatus(e) as grpc.ServiceError;
   }
@@ -75,7 +76,7 @@ export class SourceService {
     const listeners: EventSink[] = [(e) => this.metrics.observe(e)];
     if (caller.uid !== 0) listeners.push(reauthorizeOnProgress(caller, opts.pid, controller, log));
     try {
-      await migrate(opts, { log: this.log, emit, signal: controller.signal, listeners });
+      await migrate(opts, { log, emit, signal: controller.signal, listeners });
       if (!call.cancelled) call.end();
     } catch (e) {
       throw permissionLostError(controller.signal, e);
