@@ -3,10 +3,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
-import { clientCredentials } from '../../shared/transport/credentials.js';
 import type { MigrateRequest, MigrationEventMessage } from '../../shared/transport/messages.js';
-import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
-import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { compileMigrateOptions, type CompiledMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { toMigrateRequest } from '../../source-agent/config/migrate-request.js';
 import { fromEventMessage } from '../../source-agent/migration/event-message.js';
@@ -14,6 +11,7 @@ import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
+import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { ProgressView, formatSummary } from '../render.js';
 
 export const MIGRATE_HELP = `Usage: ferry migrate PID --to HOST:PORT [options]
@@ -34,7 +32,8 @@ Options:
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
-  --via HOST:PORT         run the migration in a source agent daemon instead of in this process
+  --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
+                          e.g. /run/ferry/source.sock) instead of in this process
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
 
@@ -80,7 +79,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     noPrecopy: values['no-precopy'],
     tracker: values.tracker,
   };
-  const via = values.via ? formatHostPort(parseHostPort(values.via, '--via address')) : undefined;
+  const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const opts = via ? undefined : compileMigrateOptions(options);
   const view = new ProgressView(process.stdout, values.json ?? false);
   const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, view);
@@ -105,23 +104,26 @@ async function migrateHere(opts: CompiledMigrateOptions, view: ProgressView): Pr
 }
 
 /** Through a source agent daemon: the migration goes on there if this CLI goes away. */
-async function migrateVia(address: string, request: MigrateRequest, view: ProgressView): Promise<MigrationSummary> {
-  const Source = ferryProto().Source;
-  const client = new Source(address, clientCredentials(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
-    Migrate: (req: MigrateRequest) => grpc.ClientReadableStream<MigrationEventMessage>;
-  };
+async function migrateVia(socket: SourceAgentSocket, request: MigrateRequest, view: ProgressView): Promise<MigrationSummary> {
+  const client = sourceClient<{ Migrate: (req: MigrateRequest) => grpc.ClientReadableStream<MigrationEventMessage> }>(socket);
   try {
     const stream = client.Migrate(request);
     let summary: MigrationSummary | undefined;
+    let started = false;
     try {
       for await (const msg of stream as AsyncIterable<MigrationEventMessage>) {
+        started = true;
         const e = fromEventMessage(msg);
         view.event(e);
         if (e.kind === 'done') summary = e.summary;
       }
     } catch (e) {
       if (e instanceof FerryError) throw e;
-      throw fromServiceError(e, new FerryError('INTERNAL', { message: `the source agent at ${address} failed`, detail: (e as Error).message }));
+      // Before the first event the call never reached the agent; after it, the agent failed mid-migration.
+      const fallback = started
+        ? new FerryError('INTERNAL', { message: `the source agent on ${socket.path} failed`, detail: (e as Error).message })
+        : connectionError(socket, e);
+      throw fromServiceError(e, fallback);
     }
     if (!summary) throw new FerryError('INTERNAL', { message: 'the source agent ended the migration without a result' });
     return summary;
