@@ -1,10 +1,14 @@
-/** The Dest gRPC service: sessions, page stream, image upload, restore, commit, abort. */
+/**
+ * The Dest gRPC service: sessions, page stream, image upload, restore, commit, abort. Every field a peer
+ * sends is checked against its bound (request-bounds.ts) before it is used, every call against the session's
+ * epoch (session-registry.ts), and what a peer may hold open against the agent's limits (dest-limits.ts).
+ */
 import * as grpc from '@grpc/grpc-js';
 import { existsSync, statfsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
+import type { Phase } from '../shared/phases.js';
 import { chooseProtocolVersion, localPeerInfo, protocolVersions } from '../shared/peer-info.js';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePageBatch } from '../shared/transport/page-batch.js';
@@ -20,8 +24,31 @@ import { ImageChainPageSource } from './image-chain.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
+import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
+import { LevelFilePool } from './level-file-pool.js';
+import { peerKey, type PeerKey } from './peer-key.js';
+import { PeerSlots } from './peer-slots.js';
+import {
+  checkAbortReason,
+  checkBatchSize,
+  checkManifests,
+  checkMigrationId,
+  checkPeerInfo,
+  checkPrepareRequest,
+  durationMs,
+} from './request-bounds.js';
+import { SessionBudget } from './session-budget.js';
+import { StreamIdle } from './stream-idle.js';
+import { openWorkDir } from './work-dir.js';
 
-const SESSION_ID = /^[A-Za-z0-9-]{8,64}$/;
+/** When the source leaves a duration unset (0). */
+const DEFAULT_RESTORE_TIMEOUT_MS = 120_000;
+const DEFAULT_COMMIT_LEASE_MS = 120_000;
+/**
+ * Negotiate answers from one probe for this long: probing runs `criu check` and the tracker probes, and any
+ * peer may call Negotiate, so a flood of them must not become a flood of processes.
+ */
+const PEER_INFO_TTL_MS = 5_000;
 
 export interface DestOptions {
   workDir: string;
@@ -31,13 +58,24 @@ export interface DestOptions {
   pageSource?: RestorePageSourceFactory;
   /** The trackers this host could run as a source, for Negotiate (`ferry check` shows them); none unless told. */
   trackers?: () => Promise<readonly string[]>;
+  /** The agent's bounds; DEFAULT_DEST_LIMITS for whatever is not given. */
+  limits?: Partial<DestLimits>;
 }
 
 export class DestService {
-  private readonly sessions = new SessionRegistry();
+  private readonly limits: DestLimits;
+  private readonly sessions: SessionRegistry;
+  private readonly streams: PeerSlots;
+  private readonly files: LevelFilePool;
   private readonly pageSource: RestorePageSourceFactory;
+  private workDirReady: Promise<void> | undefined;
+  private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
 
   constructor(private readonly opts: DestOptions) {
+    this.limits = compileDestLimits(opts.limits);
+    this.sessions = new SessionRegistry(undefined, this.limits);
+    this.streams = new PeerSlots('streams', this.limits.maxStreams, this.limits.maxStreamsPerPeer, 'DEST_TOO_MANY_STREAMS');
+    this.files = new LevelFilePool(this.limits.maxOpenLevelFiles);
     this.pageSource = opts.pageSource ?? ((s) => new ImageChainPageSource(s));
     this.sessions.subscribe(logTransition);
     this.sessions.subscribe(({ to }) => {
@@ -48,9 +86,9 @@ export class DestService {
   /** The grpc-js handler table. Every handler maps its error to a status with the Ferry code in a trailer. */
   handlers(): grpc.UntypedServiceImplementation {
     const unary =
-      <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+      <Req, Res>(fn: (req: Req, peer: PeerKey) => Promise<Res>) =>
       (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
-        fn(call.request).then(
+        fn(call.request, peerKey(call)).then(
           (res) => cb(null, res),
           (e: unknown) => {
             this.opts.log.warn('call failed', { err: e });
@@ -60,18 +98,18 @@ export class DestService {
       };
     return {
       Negotiate: unary((r: m.NegotiateRequest) => this.negotiate(r)),
-      Prepare: unary((r: m.PrepareRequest) => this.prepare(r)),
+      Prepare: unary((r: m.PrepareRequest, peer) => this.prepare(r, peer)),
       Restore: unary((r: m.RestoreRequest) => this.restore(r)),
       Commit: unary((r: m.CommitRequest) => this.commit(r)),
       Abort: unary((r: m.AbortRequest) => this.abort(r)),
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
-        this.streamPages(call).catch((e: unknown) => {
+        this.streamPages(call, peerKey(call)).catch((e: unknown) => {
           this.opts.log.warn('page stream failed', { err: e });
           call.emit('error', toStatus(e));
         });
       },
       UploadImages: (call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, cb: grpc.sendUnaryData<m.UploadImagesResponse>) => {
-        this.uploadImages(call).then(
+        this.uploadImages(call, peerKey(call)).then(
           (res) => cb(null, res),
           (e: unknown) => {
             this.opts.log.warn('image upload failed', { err: e });
@@ -83,85 +121,129 @@ export class DestService {
   }
 
   async negotiate(req: m.NegotiateRequest): Promise<m.NegotiateResponse> {
-    const dest = await localPeerInfo((await this.opts.trackers?.()) ?? []);
+    checkPeerInfo(req.source);
+    const now = Date.now();
+    if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
+      this.peerInfo = { at: now, info: this.opts.trackers ? this.opts.trackers().then((t) => localPeerInfo(t)) : localPeerInfo([]) };
+    }
+    const dest = await this.peerInfo.info;
     return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };
   }
 
-  async prepare(req: m.PrepareRequest): Promise<m.PrepareResponse> {
-    if (!SESSION_ID.test(req.migrationId)) throw new FerryError('BAD_ARGUMENT', { side: 'dest', phase: 'prepare', detail: 'malformed migration id' });
+  async prepare(req: m.PrepareRequest, peer: PeerKey = 'local'): Promise<m.PrepareResponse> {
+    const epoch = checkPrepareRequest(req);
     if (!protocolVersions().includes(req.protocolVersion)) {
       throw new FerryError('PROTOCOL_MISMATCH', { side: 'dest', phase: 'prepare', detail: `version ${req.protocolVersion} is not spoken here` });
     }
-    const taken = req.requiredPids.filter((pid) => existsSync(`/proc/${pid}`));
-    if (taken.length > 0) {
-      throw new FerryError('TASK_PIDS_TAKEN_ON_DEST', { side: 'dest', phase: 'prepare', detail: `pids in use on the dest: ${taken.slice(0, 20).join(', ')}` });
-    }
     const existing = this.sessions.get(req.migrationId);
     if (existing) {
-      if (existing.epoch === BigInt(req.epoch) && existing.state === 'receiving') return { workDir: existing.dir, freeBytes: '0' };
+      if (existing.epoch === epoch && existing.state === 'receiving') {
+        existing.touch();
+        return { workDir: existing.dir, freeBytes: '0' };
+      }
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
     }
-    await mkdir(this.opts.workDir, { recursive: true });
+    if (this.sessions.isCommitted(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare', detail: 'this migration id committed here' });
+    // Which pids are taken stays in this log: an answer naming them would let any peer probe this host's pids.
+    const taken = req.requiredPids.filter((pid) => existsSync(`/proc/${pid}`));
+    if (taken.length > 0) {
+      this.opts.log.warn('prepare refused: required pids in use here', { migrationId: req.migrationId, pids: taken });
+      throw new FerryError('TASK_PIDS_TAKEN_ON_DEST', { side: 'dest', phase: 'prepare', detail: 'some of the required pids are in use on the dest (its log names them)' });
+    }
+    this.workDirReady ??= openWorkDir(this.opts.workDir).catch((e: unknown) => {
+      this.workDirReady = undefined;
+      throw e;
+    });
+    await this.workDirReady;
     const fs = statfsSync(this.opts.workDir);
     const free = BigInt(fs.bavail) * BigInt(fs.bsize);
-    // The store and the rebuilt pages image each hold the task's memory once.
-    const needed = BigInt(req.expectedBytes) * 2n;
-    if (free < needed) {
+    // Each session may still fill what its own budget allows: a new one fits beside all of them, or not at all.
+    const reserved = this.sessions.all().reduce((n, s) => n + BigInt(s.budget.remainingBytes), 0n);
+    const quota = sessionQuotaBytes(this.limits, BigInt(req.expectedBytes));
+    if (free < quota + reserved) {
       throw new FerryError('DEST_PREPARE_FAILED', {
         side: 'dest',
         phase: 'prepare',
-        detail: `${this.opts.workDir} has ${free} bytes free, the migration needs about ${needed}`,
+        detail: `${this.opts.workDir} has ${free} bytes free, ${reserved} of them held for open sessions; the migration may need ${quota}`,
       });
     }
     const session = await this.sessions.open({
       workDir: this.opts.workDir,
       id: req.migrationId,
-      epoch: BigInt(req.epoch),
+      epoch,
       pageSize: PAGE_SIZE,
       log: this.opts.log.child({ migrationId: req.migrationId }),
-      fields: { task: req.taskName, expectedBytes: req.expectedBytes },
+      fields: { task: req.taskName, expectedBytes: req.expectedBytes, peer },
+      peer,
+      budget: new SessionBudget(Number(quota), PAGE_SIZE),
+      files: this.files,
+      maxStoreLevels: this.limits.maxStoreLevels,
+    });
+    session.expireWhenIdle(this.limits.sessionIdleMs, () => {
+      session.log.warn('session idle: aborting it', { idleMs: this.limits.sessionIdleMs });
+      this.abortSession(session, 'idle').catch((e: unknown) => session.log.error('idle abort failed', { err: e }));
     });
     return { workDir: session.dir, freeBytes: free.toString() };
   }
 
-  async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>): Promise<void> {
-    const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
-    let lastSeq = -1n;
-    // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
-    for await (const raw of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>) {
-      const s = this.sessions.lookup(raw.migrationId, raw.epoch, 'precopy');
-      s.expect('receiving', 'precopy');
-      const seq = BigInt(raw.seq);
-      if (seq <= lastSeq) throw new FerryError('PAGE_INTEGRITY', { side: 'dest', detail: `batch ${seq} after ${lastSeq}` });
-      lastSeq = seq;
-      const t0 = process.hrtime.bigint();
-      const batch = decodePageBatch(raw, s.pageSize);
-      const store = await s.store(raw.task);
-      await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch);
-      this.opts.metrics.pagesReceived.inc(batch.count);
-      this.opts.metrics.bytesReceived.inc(batch.data.length);
-      const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
-      if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length), storeUs })) {
-        await new Promise((resolve) => call.once('drain', resolve));
-      }
-    }
-    call.end();
+  /** A live session for a call: its id well-formed, its epoch the session's. */
+  private session(migrationId: string, epoch: string, phase: Phase): DestSession {
+    checkMigrationId(migrationId, phase);
+    return this.sessions.lookup(migrationId, epoch, phase);
   }
 
-  async uploadImages(call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>): Promise<m.UploadImagesResponse> {
-    let files = 0;
-    let bytes = 0;
-    for await (const chunk of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>) {
-      const s = this.sessions.lookup(chunk.migrationId, chunk.epoch, 'final-delta');
-      s.expect('receiving', 'final-delta');
-      if (await s.images.write(chunk)) files++;
-      bytes += chunk.data.length;
+  async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
+    const release = this.streams.acquire(peer, 'precopy');
+    try {
+      const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy');
+      const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
+      let lastSeq = -1n;
+      // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
+      for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
+        const s = this.session(raw.migrationId, raw.epoch, 'precopy');
+        s.expect('receiving', 'precopy');
+        const seq = BigInt(raw.seq);
+        if (seq <= lastSeq) throw new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} after ${lastSeq}` });
+        lastSeq = seq;
+        checkBatchSize(raw);
+        const t0 = process.hrtime.bigint();
+        const batch = decodePageBatch(raw, s.pageSize);
+        const store = s.store(raw.task);
+        await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch);
+        this.opts.metrics.pagesReceived.inc(batch.count);
+        this.opts.metrics.bytesReceived.inc(batch.data.length);
+        const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
+        if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length), storeUs })) await idle.drained(call);
+      }
+      call.end();
+    } finally {
+      release();
     }
-    return { files, bytes: String(bytes) };
+  }
+
+  async uploadImages(call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, peer: PeerKey = 'local'): Promise<m.UploadImagesResponse> {
+    const release = this.streams.acquire(peer, 'final-delta');
+    try {
+      const idle = new StreamIdle(this.limits.streamIdleMs, 'final-delta');
+      let files = 0;
+      let bytes = 0;
+      for await (const chunk of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>)) {
+        const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta');
+        s.expect('receiving', 'final-delta');
+        if (await s.images.write(chunk)) files++;
+        bytes += chunk.data.length;
+      }
+      return { files, bytes: String(bytes) };
+    } finally {
+      release();
+    }
   }
 
   async restore(req: m.RestoreRequest): Promise<m.RestoreResponse> {
-    const s = this.sessions.lookup(req.migrationId, req.epoch, 'restore');
+    const s = this.session(req.migrationId, req.epoch, 'restore');
+    checkManifests(req.pages);
+    const timeoutMs = durationMs('timeout_ms', req.timeoutMs, DEFAULT_RESTORE_TIMEOUT_MS, 'restore');
+    const commitLeaseMs = durationMs('commit_lease_ms', req.commitLeaseMs, DEFAULT_COMMIT_LEASE_MS, 'restore');
     s.expect('receiving', 'restore');
     s.images.checkComplete();
     s.transition('restoring', { manifests: req.pages.length });
@@ -173,7 +255,7 @@ export class DestService {
       const pages = await source.prepare(req.pages);
       const t1 = process.hrtime.bigint();
       // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
-      const [restored, verified] = await Promise.allSettled([restoreStopped(s, req.timeoutMs), source.verify()]);
+      const [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs), source.verify()]);
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;
         await recordRestored(s.dir, restored.value);
@@ -184,9 +266,9 @@ export class DestService {
       const t2 = process.hrtime.bigint();
       s.transition('restored', { restoredPid: pid, levels: pages.levels, pages: pages.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
       s.commitLease = setTimeout(() => {
-        s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: req.commitLeaseMs });
+        s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: commitLeaseMs });
         this.abortSession(s, 'commit lease expired').catch((e: unknown) => s.log.error('lease abort failed', { err: e }));
-      }, req.commitLeaseMs || 120_000);
+      }, commitLeaseMs);
       s.commitLease.unref();
       this.opts.metrics.restoreSeconds.observe(Number(t2 - t1) / 1e9);
       return {
@@ -203,7 +285,8 @@ export class DestService {
   }
 
   async commit(req: m.CommitRequest): Promise<m.CommitResponse> {
-    const done = this.sessions.committedSession(req.migrationId);
+    checkMigrationId(req.migrationId, 'commit');
+    const done = this.sessions.committedSession(req.migrationId, req.epoch, 'commit');
     if (done) return { restoredPid: done.restoredPid, resumedAtUnixUs: done.resumedAtUs.toString() };
     const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit');
     s.expect('restored', 'commit', 'COMMIT_REJECTED');
@@ -219,12 +302,11 @@ export class DestService {
   }
 
   async abort(req: m.AbortRequest): Promise<m.AbortResponse> {
-    if (this.sessions.committedSession(req.migrationId)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
-    const s = this.sessions.get(req.migrationId);
-    if (!s) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
-    if (s.epoch !== BigInt(req.epoch)) {
-      throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'rollback', detail: `epoch ${req.epoch} is not ${s.epoch}` });
-    }
+    checkMigrationId(req.migrationId, 'rollback');
+    checkAbortReason(req.reason);
+    if (this.sessions.committedSession(req.migrationId, req.epoch, 'rollback')) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
+    if (!this.sessions.get(req.migrationId)) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
+    const s = this.sessions.lookup(req.migrationId, req.epoch, 'rollback');
     const killed = await this.abortSession(s, req.reason || 'aborted by the source');
     return { existed: true, alreadyCommitted: false, killedRestoredCopy: killed };
   }

@@ -117,6 +117,8 @@ async function buildParentChain(
   stores: ReadonlyMap<number, TaskPageStore>,
   pageSize: number,
 ): Promise<PreparedPages> {
+  // Each store's levels become one chain's files: a task named twice would have them moved twice.
+  if (new Set(manifests.map((m) => m.task)).size !== manifests.length) throw invalid('two manifests name the same task');
   const pagemaps: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined }[] = [];
   let pages = 0;
   for (const m of manifests) {
@@ -127,7 +129,8 @@ async function buildParentChain(
   }
   if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');
 
-  // The level files are renamed below; open handles stay valid, so verify() can still read them.
+  // The level files are renamed below: their open files are closed first, and verify() reopens them at their new paths.
+  for (const { store } of pagemaps) await store?.closeFiles();
   const levels = Math.max(1, ...pagemaps.map((x) => x.store?.levels.length ?? 0));
   for (let k = 0; k < levels; k++) {
     const dir = join(chainDir, `L${k}`);
@@ -137,7 +140,11 @@ async function buildParentChain(
       const pagesId = i + 1;
       await writeFile(join(dir, m.pagemapImage), encodePagemap({ pagesId, entries: levelEntries(store, Math.min(k, (store?.levels.length ?? 1) - 1), pageSize) }));
       const level = store?.levels[k];
-      if (level) await rename(level.path, join(dir, `pages-${pagesId}.img`));
+      if (level) {
+        const moved = join(dir, `pages-${pagesId}.img`);
+        await rename(level.path, moved);
+        level.path = moved;
+      }
       else await writeFile(join(dir, `pages-${pagesId}.img`), Buffer.alloc(0));
     }
   }

@@ -8,43 +8,80 @@
  * order); a new page below the last one appended starts a new level. So every level file is ordered like a
  * CRIU pages image, and at the freeze nothing has to be copied: the levels become a parent-image chain.
  * Every page's hash was checked on arrival; verify() checks the bytes on disk again before CRIU sees them.
+ *
+ * Bounded: a zero page is a hole in its level file (CRIU reads zeros there; no disk is spent), the levels
+ * of a task are capped (PAGE_STORE_LIMIT: pages in descending order would make one level each), the level
+ * files are opened through the agent's LevelFilePool (few descriptors whatever the levels), and every new
+ * slot and byte is taken from the session's budget before the batch is stored.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hashPages } from '../shared/native/addon.js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { PageHashIndex, HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import { readPageNumber, type DecodedPageBatch } from '../shared/transport/page-batch.js';
+import { DEFAULT_DEST_LIMITS } from './dest-limits.js';
+import { LevelFilePool } from './level-file-pool.js';
+import { SessionBudget } from './session-budget.js';
 
 export interface StoreLevel {
+  /** Where the file is now: the image chain moves it (and says so here). */
   path: string;
-  file: FileHandle;
   /** Slots [firstSlot, firstSlot + pages) live in this level, at (slot - firstSlot) * pageSize. */
   firstSlot: number;
   pages: number;
   /** Highest page number in the level: a new page must be above it to join. */
   lastPage: number;
+  /** The file's length: a trailing hole is made by extending it, so that every slot reads back. */
+  fileBytes: number;
+}
+
+export interface TaskPageStoreOptions {
+  /** The agent's open level files; a store of its own (8 files) unless told. */
+  files?: LevelFilePool;
+  /** The session's budget; none unless told. */
+  budget?: SessionBudget;
+  maxLevels?: number;
 }
 
 const VERIFY_CHUNK_PAGES = 256;
+/** Consecutive slots of one level go in one positioned writev of at most this many pages. */
+const WRITEV_PAGES = 1024;
 
 export class TaskPageStore {
   readonly index = new PageHashIndex();
   readonly levels: StoreLevel[] = [];
   /** Page number of every slot (the inverse of the index), for verify() and the chain's pagemaps. */
   private pageOfSlot = new Float64Array(1024);
+  /** 1 once a slot's bytes were written: a zero page on a slot never written stays a hole. */
+  private written = new Uint8Array(1024);
   private readonly zeroPage: Buffer;
+  private readonly files: LevelFilePool;
+  private readonly budget: SessionBudget;
+  private readonly maxLevels: number;
+  /** put() and close() run one at a time: two streams of one session never interleave their writes. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
 
   private constructor(
     readonly task: number,
     private readonly dir: string,
     private readonly pageSize: number,
+    opts: TaskPageStoreOptions,
   ) {
     this.zeroPage = Buffer.alloc(pageSize);
+    this.files = opts.files ?? new LevelFilePool(8);
+    this.budget = opts.budget ?? SessionBudget.unlimited(pageSize);
+    this.maxLevels = opts.maxLevels ?? DEFAULT_DEST_LIMITS.maxStoreLevels;
   }
 
-  static open(dir: string, task: number, pageSize: number): Promise<TaskPageStore> {
-    return Promise.resolve(new TaskPageStore(task, dir, pageSize));
+  static open(dir: string, task: number, pageSize: number, opts: TaskPageStoreOptions = {}): Promise<TaskPageStore> {
+    return Promise.resolve(TaskPageStore.create(dir, task, pageSize, opts));
+  }
+
+  /** As open(), at once: nothing is touched on disk before the first page. */
+  static create(dir: string, task: number, pageSize: number, opts: TaskPageStoreOptions = {}): TaskPageStore {
+    return new TaskPageStore(task, dir, pageSize, opts);
   }
 
   slotPage(slot: number): number {
@@ -57,9 +94,21 @@ export class TaskPageStore {
     return k;
   }
 
+  /** Runs `fn` on a level's file, opened through the pool. */
+  useFile<T>(level: StoreLevel, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
+    return this.files.use(level.path, fn);
+  }
+
   private async newLevel(firstSlot: number): Promise<StoreLevel> {
+    if (this.levels.length >= this.maxLevels) {
+      throw new FerryError('PAGE_STORE_LIMIT', {
+        side: 'dest',
+        detail: `task ${this.task}: a new page below the last one would make level ${this.levels.length + 1}, the store allows ${this.maxLevels}`,
+      });
+    }
     const path = join(this.dir, `task-${this.task}.L${this.levels.length}.pages`);
-    const level: StoreLevel = { path, file: await open(path, 'w+'), firstSlot, pages: 0, lastPage: -1 };
+    await this.files.create(path);
+    const level: StoreLevel = { path, firstSlot, pages: 0, lastPage: -1, fileBytes: 0 };
     this.levels.push(level);
     return level;
   }
@@ -69,31 +118,54 @@ export class TaskPageStore {
       const grown = new Float64Array(this.pageOfSlot.length * 2);
       grown.set(this.pageOfSlot);
       this.pageOfSlot = grown;
+      const writtenGrown = new Uint8Array(grown.length);
+      writtenGrown.set(this.written);
+      this.written = writtenGrown;
     }
     this.pageOfSlot[slot] = page;
   }
 
   /**
-   * Checks every page of the batch against its hash, then stores it. Throws PAGE_INTEGRITY on the first
-   * mismatch, before anything of the batch is stored.
+   * Checks every page of the batch against its hash and against the session's budget, then stores it.
+   * Throws PAGE_INTEGRITY on the first mismatch, SESSION_QUOTA_EXCEEDED past the budget, before anything of
+   * the batch is stored.
    */
-  async put(batch: DecodedPageBatch, scratchHashes: Buffer): Promise<void> {
+  put(batch: DecodedPageBatch, scratchHashes: Buffer): Promise<void> {
+    const run = this.queue.then(() => this.putNow(batch, scratchHashes));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async putNow(batch: DecodedPageBatch, scratchHashes: Buffer): Promise<void> {
+    if (this.closed) throw new FerryError('SESSION_CONFLICT', { side: 'dest', detail: `task ${this.task}: the store is closed` });
     verifyBatchHashes(batch, this.pageSize, scratchHashes);
-    // Consecutive slots of one level become one positioned writev.
+    this.admit(batch);
+    // Consecutive slots of one level become one positioned writev; a zero page on a slot never written is skipped.
     let runLevel: StoreLevel | undefined;
     let runSlot = -1;
     let buffers: Buffer[] = [];
     const flush = async (): Promise<void> => {
-      if (runLevel && buffers.length > 0) await runLevel.file.writev(buffers, (runSlot - runLevel.firstSlot) * this.pageSize);
+      const level = runLevel;
+      if (level && buffers.length > 0) {
+        const at = (runSlot - level.firstSlot) * this.pageSize;
+        const bufs = buffers;
+        await this.useFile(level, (fh) => fh.writev(bufs, at));
+        level.fileBytes = Math.max(level.fileBytes, at + bufs.length * this.pageSize);
+      }
       buffers = [];
     };
+    const touched = new Set<StoreLevel>();
     for (let i = 0; i < batch.count; i++) {
       const page = readPageNumber(batch.pageNumbers, i);
       let slot = this.index.slotOf(page);
       let level: StoreLevel;
       if (slot === undefined) {
         let top = this.levels[this.levels.length - 1];
-        if (!top || page <= top.lastPage) top = await this.newLevel(this.index.size);
+        if (!top || page <= top.lastPage) {
+          await flush();
+          runLevel = undefined;
+          top = await this.newLevel(this.index.size);
+        }
         slot = this.index.set(page, batch.hashes, i * HASH_BYTES);
         this.rememberSlot(slot, page);
         top.pages++;
@@ -103,9 +175,12 @@ export class TaskPageStore {
         this.index.set(page, batch.hashes, i * HASH_BYTES);
         level = this.levels[this.levelOfSlot(slot)]!;
       }
+      touched.add(level);
       const off = batch.dataOffsets[i]!;
+      if (off < 0 && this.written[slot] === 0) continue; // a hole reads as zeros
+      this.written[slot] = 1;
       const bytes = off < 0 ? this.zeroPage : batch.data.subarray(off, off + this.pageSize);
-      if (level === runLevel && slot === runSlot + buffers.length && buffers.length < 1024) {
+      if (level === runLevel && slot === runSlot + buffers.length && buffers.length < WRITEV_PAGES) {
         buffers.push(bytes);
       } else {
         await flush();
@@ -115,6 +190,51 @@ export class TaskPageStore {
       }
     }
     await flush();
+    // A trailing zero page is a hole at the end: the file is extended so that it reads back.
+    for (const level of touched) {
+      const length = level.pages * this.pageSize;
+      if (level.fileBytes < length) {
+        await this.useFile(level, (fh) => fh.truncate(length));
+        level.fileBytes = length;
+      }
+    }
+  }
+
+  /**
+   * Refuses a batch that would need more levels than allowed (PAGE_STORE_LIMIT), and takes its new slots and
+   * the bytes it newly writes to disk from the budget (SESSION_QUOTA_EXCEEDED): both before anything is stored.
+   */
+  private admit(batch: DecodedPageBatch): void {
+    let newSlots = 0;
+    let newBytes = 0;
+    let levels = this.levels.length;
+    let lastPage = this.levels[levels - 1]?.lastPage ?? Infinity;
+    /** New pages of this batch -> whether their bytes were counted already (a page may come twice). */
+    const fresh = new Map<number, boolean>();
+    for (let i = 0; i < batch.count; i++) {
+      const page = readPageNumber(batch.pageNumbers, i);
+      const slot = this.index.slotOf(page);
+      const isData = batch.dataOffsets[i]! >= 0;
+      if (slot === undefined) {
+        const counted = fresh.get(page);
+        if (counted === undefined) {
+          newSlots++;
+          if (levels === 0 || page <= lastPage) levels++;
+          lastPage = page;
+        }
+        if (isData && counted !== true) newBytes += this.pageSize;
+        fresh.set(page, counted === true || isData);
+      } else if (isData && this.written[slot] === 0) {
+        newBytes += this.pageSize;
+      }
+    }
+    if (levels > this.maxLevels) {
+      throw new FerryError('PAGE_STORE_LIMIT', {
+        side: 'dest',
+        detail: `task ${this.task}: the batch's new pages below the last ones would make ${levels} levels, the store allows ${this.maxLevels}`,
+      });
+    }
+    this.budget.takePages(newSlots, newBytes, 'precopy');
   }
 
   /**
@@ -125,30 +245,43 @@ export class TaskPageStore {
     const chunk = Buffer.allocUnsafe(VERIFY_CHUNK_PAGES * this.pageSize);
     const hashes = Buffer.allocUnsafe(VERIFY_CHUNK_PAGES * HASH_BYTES);
     for (const level of this.levels) {
-      for (let done = 0; done < level.pages; ) {
-        const n = Math.min(VERIFY_CHUNK_PAGES, level.pages - done);
-        const { bytesRead } = await level.file.read(chunk, 0, n * this.pageSize, done * this.pageSize);
-        if (bytesRead !== n * this.pageSize) {
-          throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${level.path}: short read at page ${done}` });
-        }
-        hashPages(chunk, n, this.pageSize, hashes);
-        for (let i = 0; i < n; i++) {
-          const slot = level.firstSlot + done + i;
-          if (this.index.hashAt(slot).compare(hashes, i * HASH_BYTES, (i + 1) * HASH_BYTES) !== 0) {
-            throw new FerryError('REBUILD_HASH_MISMATCH', {
-              phase: 'restore',
-              side: 'dest',
-              detail: `task ${this.task} page ${this.pageOfSlot[slot]}: stored bytes do not match their hash (${level.path})`,
-            });
+      await this.useFile(level, async (file) => {
+        for (let done = 0; done < level.pages; ) {
+          const n = Math.min(VERIFY_CHUNK_PAGES, level.pages - done);
+          const { bytesRead } = await file.read(chunk, 0, n * this.pageSize, done * this.pageSize);
+          if (bytesRead !== n * this.pageSize) {
+            throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${level.path}: short read at page ${done}` });
           }
+          hashPages(chunk, n, this.pageSize, hashes);
+          for (let i = 0; i < n; i++) {
+            const slot = level.firstSlot + done + i;
+            if (this.index.hashAt(slot).compare(hashes, i * HASH_BYTES, (i + 1) * HASH_BYTES) !== 0) {
+              throw new FerryError('REBUILD_HASH_MISMATCH', {
+                phase: 'restore',
+                side: 'dest',
+                detail: `task ${this.task} page ${this.pageOfSlot[slot]}: stored bytes do not match their hash (${level.path})`,
+              });
+            }
+          }
+          done += n;
         }
-        done += n;
-      }
+      });
     }
   }
 
+  /** Closes the level files (before they are moved; a later use reopens them at their new path). */
+  closeFiles(): Promise<void> {
+    const run = this.queue.then(async () => {
+      for (const level of this.levels) await this.files.forget(level.path);
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Waits for a put in progress, then closes the files; nothing more is stored. */
   async close(): Promise<void> {
-    for (const level of this.levels) await level.file.close().catch(() => undefined);
+    this.closed = true;
+    await this.closeFiles();
   }
 }
 

@@ -19,8 +19,13 @@ import type { ErrorKey } from '../shared/errors/codes.js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { LogFields, Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
+import { LevelFilePool } from './level-file-pool.js';
 import { TaskPageStore } from './page-store.js';
+import type { PeerKey } from './peer-key.js';
+import { MAX_TASKS } from './request-bounds.js';
+import { SessionBudget } from './session-budget.js';
 import { UploadedImages } from './uploaded-images.js';
+import { LOGS_DIR, markSessionDir } from './work-dir.js';
 
 export type DestSessionState = 'receiving' | 'restoring' | 'restored' | 'committed' | 'aborted';
 
@@ -62,6 +67,14 @@ export interface DestSessionInit {
   onTransition: DestSessionListener;
   /** Announced with the opening (the request's task name, expected bytes). */
   fields?: LogFields;
+  /** Who opened it (peer-key.ts), for the per-peer bounds. */
+  peer?: PeerKey;
+  /** What it may hold (session-budget.ts); no bound unless told. */
+  budget?: SessionBudget;
+  /** The agent's level files; the session's own (8 files) unless told. */
+  files?: LevelFilePool;
+  /** Store levels per task. */
+  maxStoreLevels?: number;
 }
 
 export class DestSession {
@@ -75,6 +88,12 @@ export class DestSession {
   readonly images: UploadedImages;
   restoredPid: number | undefined;
   commitLease: NodeJS.Timeout | undefined;
+  readonly peer: PeerKey;
+  readonly budget: SessionBudget;
+  private readonly files: LevelFilePool;
+  private readonly maxStoreLevels: number | undefined;
+  /** Aborts a session that hears nothing while it receives (expireWhenIdle); refreshed by touch(). */
+  private idle: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly id: string,
@@ -83,20 +102,42 @@ export class DestSession {
     readonly pageSize: number,
     readonly log: Logger,
     private readonly onTransition: DestSessionListener,
+    init: DestSessionInit,
   ) {
     this.imagesDir = join(dir, 'images');
     this.storeDir = join(dir, 'pages');
-    this.logDir = join(dir, '..', 'logs');
-    this.images = new UploadedImages(this.imagesDir);
+    this.logDir = join(dir, '..', LOGS_DIR);
+    this.peer = init.peer ?? 'local';
+    this.budget = init.budget ?? SessionBudget.unlimited(init.pageSize);
+    this.files = init.files ?? new LevelFilePool(8);
+    this.maxStoreLevels = init.maxStoreLevels;
+    this.images = new UploadedImages(this.imagesDir, this.budget);
   }
 
   static async create(init: DestSessionInit): Promise<DestSession> {
-    const s = new DestSession(init.id, init.epoch, join(init.workDir, init.id), init.pageSize, init.log, init.onTransition);
+    const s = new DestSession(init.id, init.epoch, join(init.workDir, init.id), init.pageSize, init.log, init.onTransition, init);
+    await mkdir(s.dir, { recursive: true });
+    await markSessionDir(s.dir, s.id);
     await mkdir(s.imagesDir, { recursive: true });
     await mkdir(s.storeDir, { recursive: true });
     await mkdir(s.logDir, { recursive: true });
     s.onTransition({ session: s, from: undefined, to: s.current, fields: init.fields ?? {} });
     return s;
+  }
+
+  /**
+   * While the session receives, `onIdle` runs once no call reached it for `ms` (touch() restarts the wait).
+   * Leaving `receiving` ends the wait: a restore has its timeout, a restored copy its commit lease.
+   */
+  expireWhenIdle(ms: number, onIdle: () => void): void {
+    clearTimeout(this.idle);
+    this.idle = setTimeout(onIdle, ms);
+    this.idle.unref();
+  }
+
+  /** A call reached the session. */
+  touch(): void {
+    this.idle?.refresh();
   }
 
   get state(): DestSessionState {
@@ -110,6 +151,7 @@ export class DestSession {
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: PHASE_OF[to], detail: `session ${this.id} cannot go from ${from} to ${to}` });
     }
     this.current = to;
+    if (to !== 'receiving') clearTimeout(this.idle);
     this.onTransition({ session: this, from, to, fields });
   }
 
@@ -118,10 +160,14 @@ export class DestSession {
     if (this.current !== state) throw new FerryError(code, { side: 'dest', phase, detail: `session is ${this.current}` });
   }
 
-  async store(task: number): Promise<TaskPageStore> {
+  /** The task's page store, opened on its first page; PAGE_STORE_LIMIT past MAX_TASKS tasks. */
+  store(task: number): TaskPageStore {
     let st = this.stores.get(task);
     if (!st) {
-      st = await TaskPageStore.open(this.storeDir, task, this.pageSize);
+      if (this.stores.size >= MAX_TASKS) {
+        throw new FerryError('PAGE_STORE_LIMIT', { side: 'dest', phase: 'precopy', detail: `pages for more than ${MAX_TASKS} tasks` });
+      }
+      st = TaskPageStore.create(this.storeDir, task, this.pageSize, { files: this.files, budget: this.budget, maxLevels: this.maxStoreLevels });
       this.stores.set(task, st);
     }
     return st;
@@ -130,6 +176,7 @@ export class DestSession {
   /** Closes the stores and deletes everything on disk (images, pages, logs stay only in the agent log). */
   async removeFiles(): Promise<void> {
     clearTimeout(this.commitLease);
+    clearTimeout(this.idle);
     for (const st of this.stores.values()) await st.close().catch(() => undefined);
     this.stores.clear();
     await rm(this.dir, { recursive: true, force: true });

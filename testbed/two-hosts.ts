@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { WORK_DIR_MARKER } from '../dest-agent/work-dir.js';
 import type { SerializedFerryError } from '../shared/errors/ferry-error.js';
 import type { MigrationEvent, MigrationSummary } from '../source-agent/migration/events.js';
 import type { Requirement } from './requirements.js';
@@ -492,10 +493,10 @@ export function metricValue(text: string, sample: string): number | undefined {
 // ---------------------------------------------------------------------------------------------------------
 // What a test checks for afterwards
 
-/** Entries of dir other than logs/ (a migration's session dir on the dest, its images dir on the source). */
+/** Entries of dir other than logs/ and the work dir's marker (a migration's session dir on the dest, its images dir on the source). */
 export function leftovers(dir: string): string[] {
   try {
-    return readdirSync(dir).filter((e) => e !== 'logs');
+    return readdirSync(dir).filter((e) => e !== 'logs' && e !== WORK_DIR_MARKER);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;

@@ -35,6 +35,18 @@ export const ERRORS = {
     status.INVALID_ARGUMENT,
   ),
   NOT_ROOT: spec('FERRY-0004', 'Ferry must run as root', 'Run the agent as root: CRIU and ptrace need CAP_SYS_ADMIN and CAP_SYS_PTRACE.', status.PERMISSION_DENIED),
+  WORK_DIR_FOREIGN: spec(
+    'FERRY-0005',
+    'The work dir holds files Ferry did not make',
+    'Give --work-dir an empty or new directory of its own (Ferry marks it with .ferry-work-dir); never a shared one such as /var/lib.',
+    status.FAILED_PRECONDITION,
+  ),
+  METRICS_WILDCARD_REFUSED: spec(
+    'FERRY-0006',
+    'The metrics server refuses to listen on every interface',
+    'Give --metrics one address (127.0.0.1:PORT, or the address your Prometheus scrapes), not 0.0.0.0 or [::].',
+    status.INVALID_ARGUMENT,
+  ),
   // The source agent's Unix socket and who may drive it (0020-0029).
   SOURCE_SOCKET_IN_USE: spec(
     'FERRY-0020',
@@ -106,6 +118,19 @@ export const ERRORS = {
 
   DEST_PREPARE_FAILED: spec('FERRY-2001', 'The dest could not open a session', 'Check free disk and memory on the dest (the dest agent log says which).', status.RESOURCE_EXHAUSTED),
   SESSION_CONFLICT: spec('FERRY-2002', 'A migration with this id already exists on the dest', 'Retry: a new migration id is drawn each time.', status.ALREADY_EXISTS, true),
+  SESSION_EPOCH_MISMATCH: spec(
+    'FERRY-2003',
+    "The call's epoch is not the one of the dest session",
+    'Another source may be driving this migration id: check both agent logs; a retry draws a new id and epoch.',
+    status.FAILED_PRECONDITION,
+  ),
+  DEST_TOO_MANY_SESSIONS: spec(
+    'FERRY-2004',
+    'The dest has as many open sessions as it allows (in all, or for this peer)',
+    'Retry once running migrations end; idle sessions expire on their own (see the dest agent log).',
+    status.RESOURCE_EXHAUSTED,
+    true,
+  ),
 
   MEMORY_READ_FAILED: spec('FERRY-3001', "The task's memory could not be read", 'Check that nothing else ptraces the task; see the detail for the failing call.', status.INTERNAL),
   PAGE_STREAM_FAILED: spec('FERRY-3002', 'The page stream to the dest broke', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
@@ -118,6 +143,25 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
   ),
   PRECOPY_NOT_CONVERGING: spec('FERRY-3005', 'Pre-copy did not converge', 'Raise --max-rounds or the bandwidth, or migrate when the task writes less.', status.ABORTED, true),
+  PAGE_SEQ_OUT_OF_ORDER: spec(
+    'FERRY-3007',
+    'A page batch repeated or went back in its stream\'s sequence',
+    'This is a bug or a tampered peer: keep both agent logs and report it.',
+    status.INVALID_ARGUMENT,
+  ),
+  SESSION_QUOTA_EXCEEDED: spec(
+    'FERRY-3008',
+    'The migration sent the dest more than it announced at prepare',
+    'Retry; if the task grew much since the migration began, retry when its memory is steadier.',
+    status.RESOURCE_EXHAUSTED,
+    true,
+  ),
+  PAGE_STORE_LIMIT: spec(
+    'FERRY-3009',
+    "The pages arrived in an order or spread the dest's store does not hold (too many levels or tasks)",
+    'This is a bug or a tampered peer: a source sends each round in address order; keep both agent logs and report it.',
+    status.RESOURCE_EXHAUSTED,
+  ),
 
   CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),
   FREEZE_LEASE_EXPIRED: spec('FERRY-4002', 'The freeze lasted longer than its lease; the task was resumed', 'Raise --freeze-timeout or find the slow phase in the log.', status.DEADLINE_EXCEEDED, true),
@@ -148,6 +192,26 @@ export const ERRORS = {
   CANCELLED: spec('FERRY-9002', 'The migration was interrupted and rolled back', 'Run the command again when ready.', status.CANCELLED, true),
   SESSION_NOT_FOUND: spec('FERRY-9003', 'The dest has no session with this migration id', 'The dest agent may have restarted; retry the migration.', status.NOT_FOUND, true),
   NATIVE_UNAVAILABLE: spec('FERRY-9004', "Ferry's native addon is not built", 'Run `npm ci` (it builds the addon with node-gyp) on this host.', status.FAILED_PRECONDITION),
+  REQUEST_INVALID: spec(
+    'FERRY-9005',
+    "A peer's request is malformed or exceeds one of the agent's bounds",
+    'This is a bug or a tampered peer: keep both agent logs and report it (the detail names the field and its bound).',
+    status.INVALID_ARGUMENT,
+  ),
+  DEST_TOO_MANY_STREAMS: spec(
+    'FERRY-9006',
+    'The dest has as many open streams as it allows (in all, or for this peer)',
+    'Retry once running migrations end; idle streams are closed on their own.',
+    status.RESOURCE_EXHAUSTED,
+    true,
+  ),
+  STREAM_IDLE_TIMEOUT: spec(
+    'FERRY-9007',
+    'A stream to the dest stayed idle longer than the dest allows',
+    'Check the source agent and the network; retry the migration.',
+    status.DEADLINE_EXCEEDED,
+    true,
+  ),
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorKey = keyof typeof ERRORS;

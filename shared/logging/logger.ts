@@ -1,7 +1,11 @@
 /**
  * Structured logs: one JSON object per line on stderr, carrying side, migration id, phase and round.
  * Never page contents. FERRY_LOG_LEVEL=debug|info|warn|error|silent (default info).
+ * Every string is cut to 1 KiB (a stack to 4 KiB) and every list to 64 entries: a peer's 100,000-character
+ * name or 2,000,000 pids must not become the agent's log.
  */
+import { MAX_DETAIL_BYTES, truncateText } from '../bounded-text.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
 
@@ -36,7 +40,7 @@ export function createLogger(
     if (ORDER[level] < min) return;
     const record: LogFields = { ts: new Date().toISOString(), level, ...base, msg, ...fields };
     if (fields?.err instanceof Error) record.err = describeError(fields.err);
-    sink(JSON.stringify(record));
+    sink(JSON.stringify(record, bounded));
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -45,6 +49,17 @@ export function createLogger(
     error: (m, f) => emit('error', m, f),
     child: (fields) => createLogger({ ...base, ...fields }, sink, defaultLevel),
   };
+}
+
+const MAX_STACK_BYTES = 4 * MAX_DETAIL_BYTES;
+const MAX_LIST_ENTRIES = 64;
+
+/** The JSON replacer that keeps a line bounded (and a bigint printable). */
+function bounded(key: string, value: unknown): unknown {
+  if (typeof value === 'string') return truncateText(value, key === 'stack' ? MAX_STACK_BYTES : MAX_DETAIL_BYTES);
+  if (typeof value === 'bigint') return value.toString();
+  if (Array.isArray(value) && value.length > MAX_LIST_ENTRIES) return [...value.slice(0, MAX_LIST_ENTRIES), `... ${value.length - MAX_LIST_ENTRIES} more`];
+  return value;
 }
 
 function describeError(e: Error): LogFields {

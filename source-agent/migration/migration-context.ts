@@ -1,4 +1,5 @@
 /** What every phase of one migration shares: its identity, options, the world it acts on, and its undo stack. */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { Phase, SourceState } from '../../shared/phases.js';
 import type { MigrationAnnouncer } from './announcer.js';
@@ -6,11 +7,22 @@ import type { CompiledMigrateOptions } from '../config/migrate-options.js';
 import type { SourceHost } from './ports.js';
 import type { RollbackStack } from './rollback-stack.js';
 
-/** The dest session's epoch: one per migration until a restarted source can resume one (a later issue). */
-export const EPOCH = '1';
+/**
+ * The dest session's epoch: 64 random bits drawn once per migration (never 0, proto3's "unset"). Every call
+ * of the migration carries it and the dest refuses any other, so a peer that guessed or saw the migration id
+ * still cannot drive or abort its session.
+ */
+export function drawEpoch(): string {
+  for (;;) {
+    const e = randomBytes(8).readBigUInt64LE();
+    if (e !== 0n) return e.toString();
+  }
+}
 
 export interface MigrationContext {
   readonly migrationId: string;
+  /** The dest session's epoch (drawEpoch), as the proto's uint64 in decimal. */
+  readonly epoch: string;
   readonly opts: CompiledMigrateOptions;
   readonly host: SourceHost;
   readonly log: Logger;

@@ -19,7 +19,7 @@ import type { Phase } from '../../shared/phases.js';
 import { learnFixedCost } from '../cost-model.js';
 import { MigrationAnnouncer, logEvents } from './announcer.js';
 import type { EventSink, MigrationSummary } from './events.js';
-import type { MigrationContext } from './migration-context.js';
+import { drawEpoch, type MigrationContext } from './migration-context.js';
 import type { CompiledMigrateOptions } from '../config/migrate-options.js';
 import { commit } from './phases/commit.js';
 import { finalDelta } from './phases/final-delta.js';
@@ -69,6 +69,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   const state = { phase: 'negotiate' as Phase };
   const ctx: MigrationContext = {
     migrationId,
+    epoch: drawEpoch(),
     opts,
     host: ports.host,
     log,

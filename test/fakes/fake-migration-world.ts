@@ -123,37 +123,45 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     finish: () => Promise.resolve(),
     cancel: () => log.push('stream.cancel'),
   };
+  /** The epoch of every Dest call, in order: one migration must use one epoch throughout. */
+  const epochs: string[] = [];
   const dest: DestPort = {
     negotiate: () => {
       boom('negotiate');
       return Promise.resolve({ dest: peer, protocolVersion: 1 });
     },
-    prepare: () => {
+    prepare: (req) => {
+      epochs.push(req.epoch);
       log.push('dest.prepare');
       boom('prepare');
       return Promise.resolve({ workDir: '/x', freeBytes: '1' });
     },
     openPageStream: (o) => {
+      epochs.push(o.epoch);
       phaseNow = o.phase;
       return stream;
     },
-    uploadImages: (_dir, _ids) => {
+    uploadImages: (_dir, ids) => {
+      epochs.push(ids.epoch);
       log.push('dest.upload');
       boom('upload');
       return Promise.resolve({ files: 2, bytes: 20 });
     },
     restore: (req) => {
+      epochs.push(req.epoch);
       log.push(`dest.restore(${req.pages.map((p) => p.pagemapImage).join()})`);
       boom('restore');
       return Promise.resolve({ restoredPid: 777, rebuildUs: '1000', restoreUs: '2000', pagesFromStore: '2', bytesWritten: '8192' });
     },
-    commit: () => {
+    commit: (req) => {
+      epochs.push(req.epoch);
       log.push('dest.commit');
       if (fail === 'commit-unanswered') return Promise.reject(new FerryError('DEST_UNREACHABLE'));
       if (fail === 'commit-rejected') return Promise.reject(new FerryError('COMMIT_REJECTED'));
       return Promise.resolve({ restoredPid: 777, resumedAtUnixUs: '1' });
     },
-    abort: () => {
+    abort: (req) => {
+      epochs.push(req.epoch);
       log.push('dest.abort');
       return Promise.resolve({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
     },
@@ -166,6 +174,6 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       return Promise.resolve(dest);
     },
   };
-  return { log, ports, finalDeltaPages: () => finalDeltaPages };
+  return { log, ports, finalDeltaPages: () => finalDeltaPages, epochs };
 }
 

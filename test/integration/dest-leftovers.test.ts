@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { recordRestored, removeLeftoverSessions } from '../../dest-agent/leftovers.js';
+import { markSessionDir } from '../../dest-agent/work-dir.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
@@ -25,20 +26,27 @@ async function stoppedSleeper(): Promise<number> {
   return c.pid!;
 }
 
+/** A session dir as the dest makes one (named by its migration id and marked with it). */
+async function sessionDir(work: string, id: string): Promise<string> {
+  const dir = join(work, id);
+  await mkdir(dir);
+  await markSessionDir(dir, id);
+  return dir;
+}
+
 describe('dest agent start-up cleanup', () => {
   it('kills an uncommitted restored copy left by a dead agent and removes every session dir', async () => {
     const work = await mkdtemp(join(tmpdir(), 'ferry-left-'));
     dirs.push(work);
     const pid = await stoppedSleeper();
-    await mkdir(join(work, 'sess-a'));
-    await recordRestored(join(work, 'sess-a'), pid);
-    await mkdir(join(work, 'sess-b')); // received pages only, no restore yet
+    await recordRestored(await sessionDir(work, 'sess-aaaa'), pid);
+    await sessionDir(work, 'sess-bbbb'); // received pages only, no restore yet
     await mkdir(join(work, 'logs'));
     await writeFile(join(work, 'logs', 'x-restore.log'), 'kept');
     expect(await removeLeftoverSessions(work, silentLogger)).toBe(2);
     await waitFor(() => readStat(pid) === undefined || readStat(pid)?.state === 'Z', 5_000, 'left-over copy killed');
-    expect(existsSync(join(work, 'sess-a'))).toBe(false);
-    expect(existsSync(join(work, 'sess-b'))).toBe(false);
+    expect(existsSync(join(work, 'sess-aaaa'))).toBe(false);
+    expect(existsSync(join(work, 'sess-bbbb'))).toBe(false);
     expect(existsSync(join(work, 'logs', 'x-restore.log'))).toBe(true);
   });
 
@@ -46,8 +54,7 @@ describe('dest agent start-up cleanup', () => {
     const work = await mkdtemp(join(tmpdir(), 'ferry-left-'));
     dirs.push(work);
     const pid = await stoppedSleeper();
-    await mkdir(join(work, 'sess'));
-    await writeFile(join(work, 'sess', 'restored.json'), JSON.stringify({ pid, startTime: 1 }));
+    await writeFile(join(await sessionDir(work, 'sess-cccc'), 'restored.json'), JSON.stringify({ pid, startTime: 1 }));
     await removeLeftoverSessions(work, silentLogger);
     expect(readStat(pid)?.state).toBe('T');
   });

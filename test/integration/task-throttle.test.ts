@@ -49,8 +49,10 @@ interface Counter {
   child: ChildProcess;
 }
 
+/** The counter's count; 0 until its first write has landed (the file exists, still empty, just after it opens it). */
 function readCount(file: string): number {
-  return Number(readFileSync(file).readBigUInt64LE(0));
+  const b = readFileSync(file);
+  return b.length < 8 ? 0 : Number(b.readBigUInt64LE(0));
 }
 
 async function startCounter(): Promise<Counter> {

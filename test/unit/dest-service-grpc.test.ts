@@ -3,81 +3,35 @@
  * Ferry codes travel over the wire, pages are acknowledged under a credit window and stored, bad input is
  * refused. Nothing here needs root or CRIU (Negotiate probes CRIU, and either answer is fine).
  */
-import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DestService } from '../../dest-agent/dest-service.js';
-import { createDestMetrics, type DestMetrics } from '../../dest-agent/dest-metrics.js';
 import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
-import { FerryError } from '../../shared/errors/ferry-error.js';
-import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
-import { silentLogger } from '../../shared/logging/logger.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
-import { batchPageCount, PAGE_KIND_DATA, PAGE_KIND_ZERO, PageBatchEncoder, writePageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
-import { serverCredentials } from '../../shared/transport/credentials.js';
-import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
-import { DestClient } from '../../source-agent/dest-client.js';
+import { batchPageCount, PageBatchEncoder, type PageBatch } from '../../shared/transport/page-batch.js';
+import type { DestClient } from '../../source-agent/dest-client.js';
 import { GrpcPageStream } from '../../source-agent/grpc-page-stream.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
+import { chunk, content, EPOCH, handBatch, prepareRequest, sourcePeer as source, startDest, upload as uploadTo, type DestUnderTest } from '../support/dest-grpc.js';
 
-const EPOCH = '1';
 const TASK = 1;
 
+let dest: DestUnderTest;
 let workDir: string;
-let server: grpc.Server;
-let service: DestService;
-let metrics: DestMetrics;
 let client: DestClient;
 
 beforeAll(async () => {
-  workDir = await mkdtemp(join(tmpdir(), 'ferry-unit-dest-'));
-  metrics = createDestMetrics(new Registry());
-  service = new DestService({ workDir, log: silentLogger, metrics });
-  server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(ferryProto().Dest.service, service.handlers());
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-  client = new DestClient(`127.0.0.1:${port}`);
-  await client.connect(5_000);
+  dest = await startDest();
+  ({ workDir, client } = dest);
 });
 
 afterAll(async () => {
-  client?.close();
-  await service?.close();
-  if (server) await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-});
-
-const source = (protocolVersions: number[]): m.PeerInfo => ({
-  ferryVersion: '0.1.0',
-  protocolVersions,
-  pageSize: PAGE_SIZE,
-  arch: process.arch,
-  kernel: 'test',
-  hostname: 'unit-test',
-  trackers: ['hash'],
-  criuVersion: '',
-  criuProblem: 'not probed in this test',
-  features: [],
-});
-
-const prepareRequest = (over: Partial<m.PrepareRequest> = {}): m.PrepareRequest => ({
-  migrationId: randomUUID(),
-  epoch: EPOCH,
-  protocolVersion: 1,
-  requiredPids: [],
-  expectedBytes: '0',
-  taskName: 'unit-test',
-  ...over,
+  await dest?.close();
 });
 
 /** A fresh session on the dest; returns its id and directory. */
@@ -90,52 +44,9 @@ async function prepared(): Promise<{ id: string; dir: string }> {
 // One level file while the pages arrive in address order (see dest-agent/page-store.ts).
 const storePath = (dir: string, task = TASK): string => join(dir, 'pages', `task-${task}.L0.pages`);
 
-/** A page whose bytes name it: two pages never share content. */
-function content(page: number): Buffer {
-  const b = Buffer.alloc(PAGE_SIZE, page & 0xff);
-  b.writeDoubleLE(page, 0);
-  return b;
-}
+const pagesReceived = async (): Promise<number> => (await dest.metrics.pagesReceived.get()).values[0]?.value ?? 0;
 
-/** One small batch built by hand, with correct hashes unless told otherwise. */
-function handBatch(pages: readonly number[], opts: { zero?: ReadonlySet<number>; breakHashOf?: number } = {}): PageBatch {
-  const zero = opts.zero ?? new Set<number>();
-  const pageNumbers = Buffer.alloc(pages.length * 8);
-  pages.forEach((p, i) => writePageNumber(pageNumbers, i, p));
-  const bytes = pages.map((p) => (zero.has(p) ? Buffer.alloc(PAGE_SIZE) : content(p)));
-  const hashes = Buffer.alloc(pages.length * HASH_BYTES);
-  hashPages(Buffer.concat(bytes), pages.length, PAGE_SIZE, hashes);
-  const broken = opts.breakHashOf === undefined ? -1 : pages.indexOf(opts.breakHashOf);
-  if (broken >= 0) hashes[broken * HASH_BYTES]! ^= 0x80;
-  return {
-    pageNumbers,
-    hashes,
-    kinds: Buffer.from(pages.map((p) => (zero.has(p) ? PAGE_KIND_ZERO : PAGE_KIND_DATA))),
-    data: Buffer.concat(bytes.filter((_, i) => !zero.has(pages[i]!))),
-  };
-}
-
-const pagesReceived = async (): Promise<number> => (await metrics.pagesReceived.get()).values[0]?.value ?? 0;
-
-/** Client-streams image chunks to UploadImages, the way source-agent/migration/upload-images.ts does. */
-function upload(chunks: readonly Omit<m.ImageChunk, 'epoch'>[]): Promise<m.UploadImagesResponse> {
-  return new Promise((resolve, reject) => {
-    const call = (client.raw.UploadImages as (cb: grpc.requestCallback<m.UploadImagesResponse>) => grpc.ClientWritableStream<m.ImageChunk>)((err, res) => {
-      if (err) reject(fromServiceError(err, new FerryError('IMAGE_UPLOAD_FAILED', { detail: err.message, cause: err })));
-      else resolve(res!);
-    });
-    for (const c of chunks) call.write({ ...c, epoch: EPOCH });
-    call.end();
-  });
-}
-
-const chunk = (migrationId: string, name: string, data: Buffer, offset = 0, totalSize = data.length): Omit<m.ImageChunk, 'epoch'> => ({
-  migrationId,
-  name,
-  data,
-  offset: String(offset),
-  totalSize: String(totalSize),
-});
+const upload = (chunks: readonly Omit<m.ImageChunk, 'epoch'>[]): Promise<m.UploadImagesResponse> => uploadTo(client, chunks);
 
 describe('Negotiate', () => {
   it('answers the highest version both sides speak, and 0 when there is none', async () => {
@@ -173,11 +84,12 @@ describe('Prepare', () => {
     await expectFerryRejection(client.prepare(prepareRequest({ protocolVersion: 99 })), 'PROTOCOL_MISMATCH');
   });
 
-  it('refuses pids in use on the dest (this very process), with the code carried over gRPC', async () => {
+  it('refuses pids in use on the dest (this very process), with the code carried over gRPC, never naming them', async () => {
     const req = prepareRequest({ requiredPids: [process.pid] });
     const e = await expectFerryRejection(client.prepare(req), 'TASK_PIDS_TAKEN_ON_DEST');
     expect(e).toMatchObject({ side: 'dest', phase: 'prepare' });
-    expect(e.detail).toContain(String(process.pid));
+    // Issue 9: the answer naming the taken pids let any peer probe which pids exist here (the dest's log names them).
+    expect(JSON.stringify(e.toJSON())).not.toContain(String(process.pid));
     expect(existsSync(join(workDir, req.migrationId))).toBe(false);
   });
 

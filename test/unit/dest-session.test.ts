@@ -81,14 +81,16 @@ describe('session registry', () => {
 
   it('finds a session by id and epoch, refusing an unknown id and another epoch', async () => {
     const r = new SessionRegistry();
-    const s = await open(r, 'sess-lookup', 3n);
+    const s = await open(r, 'sess-lookup', 987654321n);
     expect(r.get('sess-lookup')).toBe(s);
-    expect(r.lookup('sess-lookup', '3', 'precopy')).toBe(s);
-    expect(expectFerryError(() => r.lookup('sess-other', '3', 'restore'), 'SESSION_NOT_FOUND').phase).toBe('restore');
-    expect(expectFerryError(() => r.lookup('sess-lookup', '4', 'commit'), 'SESSION_CONFLICT').phase).toBe('commit');
+    expect(r.lookup('sess-lookup', '987654321', 'precopy')).toBe(s);
+    expect(expectFerryError(() => r.lookup('sess-other', '987654321', 'restore'), 'SESSION_NOT_FOUND').phase).toBe('restore');
+    const wrong = expectFerryError(() => r.lookup('sess-lookup', '4', 'commit'), 'SESSION_EPOCH_MISMATCH');
+    expect(wrong.phase).toBe('commit');
+    expect(JSON.stringify(wrong.toJSON())).not.toContain('987654321'); // the session's epoch is never told
     r.remove(s);
     expect(r.get('sess-lookup')).toBeUndefined();
-    expectFerryError(() => r.lookup('sess-lookup', '3', 'precopy'), 'SESSION_NOT_FOUND');
+    expectFerryError(() => r.lookup('sess-lookup', '987654321', 'precopy'), 'SESSION_NOT_FOUND');
   });
 
   it('tells every subscriber of every transition until it unsubscribes', async () => {
@@ -111,9 +113,12 @@ describe('session registry', () => {
     r.rememberCommitted(s, { restoredPid: 42, resumedAtUs: 7n });
     expect(r.get('sess-done')).toBeUndefined();
     expect(r.all()).toEqual([]);
-    expect(r.committedSession('sess-done')).toEqual({ restoredPid: 42, resumedAtUs: 7n });
+    expect(r.committedSession('sess-done', '1', 'commit')).toEqual({ epoch: 1n, restoredPid: 42, resumedAtUs: 7n });
+    // A committed session is still its epoch's alone: another gets no answer, nor the epoch.
+    const e = expectFerryError(() => r.committedSession('sess-done', '2', 'rollback'), 'SESSION_EPOCH_MISMATCH');
+    expect(e.detail ?? '').not.toContain('1');
     await new Promise((resolve) => setTimeout(resolve, 60));
-    expect(r.committedSession('sess-done')).toBeUndefined();
+    expect(r.committedSession('sess-done', '1', 'commit')).toBeUndefined();
   });
 
   it('removing an old session leaves a new one of the same id in place', async () => {

@@ -53,6 +53,19 @@ describe('migration state machine', () => {
     expect(r.events.at(-1)?.kind).toBe('done');
   });
 
+  it('draws a random 64-bit epoch per migration and sends it on every Dest call (issue 9)', async () => {
+    const a = await run();
+    const b = await run();
+    for (const r of [a, b]) {
+      expect(r.epochs.length).toBeGreaterThanOrEqual(5); // prepare, stream, upload, restore, commit
+      expect(new Set(r.epochs).size).toBe(1);
+      const e = BigInt(r.epochs[0]!);
+      expect(e > 0n && e < 2n ** 64n).toBe(true);
+    }
+    expect(a.epochs[0]).not.toBe(b.epochs[0]);
+    expect(a.epochs[0]).not.toBe('1');
+  });
+
   const cases: { fail: Failure; phase: string; frozen: boolean; prepared: boolean }[] = [
     { fail: 'connect', phase: 'negotiate', frozen: false, prepared: false },
     { fail: 'negotiate', phase: 'negotiate', frozen: false, prepared: false },

@@ -13,7 +13,9 @@ import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import { decodePageBatch, PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type DecodedPageBatch } from '../../shared/transport/page-batch.js';
 import { corruptOnePage } from '../../dest-agent/corrupt-store.js';
 import { ImageChainPageSource } from '../../dest-agent/image-chain.js';
+import { LevelFilePool } from '../../dest-agent/level-file-pool.js';
 import { TaskPageStore } from '../../dest-agent/page-store.js';
+import { SessionBudget } from '../../dest-agent/session-budget.js';
 import type { PagesManifest } from '../../dest-agent/restore-page-source.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -141,6 +143,37 @@ describe('page store levels', () => {
     await st.close();
   });
 
+  it('keeps zero pages as holes (issue 9): no disk for them, zeros when read, a trailing one extends the file', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE);
+    await st.put(batch([zero(1), zero(2), data(3), zero(4)]), scratch);
+    const path = st.levels[0]!.path;
+    expect((await stat(path)).size).toBe(4 * PAGE);
+    expect((await stat(path)).blocks * 512).toBeLessThanOrEqual(PAGE); // the one data page
+    const file = await readFile(path);
+    expect(file.subarray(0, PAGE)).toEqual(Buffer.alloc(PAGE));
+    expect(file.subarray(3 * PAGE)).toEqual(Buffer.alloc(PAGE));
+    // A page that was data and became zero is written as zeros; a hole that became data is filled.
+    await st.put(batch([zero(3), data(4)]), scratch);
+    const again = await readFile(path);
+    expect(again.subarray(2 * PAGE, 3 * PAGE)).toEqual(Buffer.alloc(PAGE));
+    expect(again.subarray(3 * PAGE)).toEqual(content(4));
+    await st.verify();
+    await st.close();
+  });
+
+  it('refuses more levels than allowed (PAGE_STORE_LIMIT) and more pages than the budget (SESSION_QUOTA_EXCEEDED), storing nothing of that batch', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE, { maxLevels: 2, budget: new SessionBudget(4 * PAGE, PAGE) });
+    await st.put(batch([data(10)]), scratch);
+    await expectFerryRejection(st.put(batch([data(9), data(8)]), scratch), 'PAGE_STORE_LIMIT');
+    expect(st.levels.length).toBe(1);
+    expect(st.index.size).toBe(1);
+    await st.put(batch([data(9), data(11)]), scratch); // level 1
+    await expectFerryRejection(st.put(batch([data(12), data(13)]), scratch), 'SESSION_QUOTA_EXCEEDED');
+    expect(st.index.size).toBe(3);
+    await st.put(batch([data(12)]), scratch);
+    await st.close();
+  });
+
   it('refuses a batch with one bad hash entirely', async () => {
     const st = await TaskPageStore.open(storeDir, TASK, PAGE);
     const b = batch([data(1), data(2)]);
@@ -175,7 +208,7 @@ describe('parent-image chain', () => {
     const r = await source.prepare([m]);
     expect(r).toEqual({ levels: 3, pages: 7 });
     expect(stores.size).toBe(0); // the chain owns the store files now
-    expect(await source.verify()).toBe(8); // the renamed level files are still read through open handles
+    expect(await source.verify()).toBe(8); // the renamed level files are read at their new paths
     for (const p of [7, 40, 41, 100, 101, 103, 500]) {
       expect(await readThroughChain(imagesDir, p), `page ${p}`).toEqual(bytesOf(versions.get(p) ?? data(p)));
     }
@@ -185,6 +218,21 @@ describe('parent-image chain', () => {
     expect(await readlink(join(imagesDir, 'parent'))).toBe(join(chainDir, 'L2'));
     expect((await lstat(join(chainDir, 'L1', 'parent'))).isSymbolicLink()).toBe(true);
     expect((await stat(join(chainDir, 'L0', 'pages-1.img'))).size).toBe(4 * PAGE); // renamed, not copied
+  });
+
+  it('builds and verifies the chain through a pool of one open file: levels are reopened at their new paths', async () => {
+    const files = new LevelFilePool(1);
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE, { files });
+    for (let p = 50; p > 40; p--) await st.put(batch([data(p), zero(p + 100)]), scratch); // ten levels
+    expect(st.levels.length).toBe(10);
+    expect(files.openFiles).toBeLessThanOrEqual(1);
+    const m = await dump(imagesDir, [[41, 10], [141, 10]], new Map(Array.from({ length: 10 }, (_, i) => [141 + i, zero(141 + i)] as const)));
+    const { source } = chainOf(st);
+    expect(await source.prepare([m])).toEqual({ levels: 10, pages: 20 });
+    expect(await source.verify()).toBe(20);
+    for (const p of [41, 45, 50]) expect(await readThroughChain(imagesDir, p)).toEqual(content(p));
+    for (const p of [141, 150]) expect(await readThroughChain(imagesDir, p)).toEqual(Buffer.alloc(PAGE));
+    expect(files.openFiles).toBe(0);
   });
 
   it('refuses a dump page the store lacks, or holds in another version', async () => {

@@ -6,7 +6,7 @@
  */
 import { FerryError } from '../../../shared/errors/ferry-error.js';
 import type { Logger } from '../../../shared/logging/logger.js';
-import { EPOCH, type MigrationContext } from '../migration-context.js';
+import type { MigrationContext } from '../migration-context.js';
 import type { DestPort } from '../ports.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
@@ -27,7 +27,7 @@ export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, 
   p.dropStream.release();
   let restoredPid: number;
   try {
-    ({ restoredPid } = await commitWithRetry(n.dest, ctx.migrationId, ctx.log));
+    ({ restoredPid } = await commitWithRetry(n.dest, ctx.migrationId, ctx.epoch, ctx.log));
   } catch (e) {
     if (e instanceof FerryError && e.key === 'COMMIT_UNCONFIRMED') {
       // The dest may be running the copy: resuming the original could make two. It stays frozen.
@@ -45,11 +45,11 @@ export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, 
   return { restoredPid, downtimeMs: done - f.frozenAt, commitMs: done - t0 };
 }
 
-async function commitWithRetry(dest: DestPort, migrationId: string, log: Logger): Promise<{ restoredPid: number }> {
+async function commitWithRetry(dest: DestPort, migrationId: string, epoch: string, log: Logger): Promise<{ restoredPid: number }> {
   let last: unknown;
   for (let attempt = 1; attempt <= COMMIT_ATTEMPTS; attempt++) {
     try {
-      return await dest.commit({ migrationId, epoch: EPOCH });
+      return await dest.commit({ migrationId, epoch });
     } catch (e) {
       if (e instanceof FerryError && e.key === 'COMMIT_REJECTED') throw e; // the dest refused: safe to thaw
       last = e;

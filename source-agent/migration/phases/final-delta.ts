@@ -4,7 +4,7 @@
  */
 import { FerryError } from '../../../shared/errors/ferry-error.js';
 import { sendFinalDelta, type FinalDeltaResult, type TaskPageReader } from '../../pages/final-delta-pages.js';
-import { EPOCH, type MigrationContext } from '../migration-context.js';
+import type { MigrationContext } from '../migration-context.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
 import type { Prepared } from './prepare.js';
@@ -34,7 +34,7 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed);
   const tPages = performance.now();
   // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
-  const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: EPOCH }, ctx.signal)]);
+  const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);
   log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
   log.info('final delta sent', { dumpKind: f.dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
   return { delta, images, readTask, finalDeltaMs: performance.now() - t0 };

@@ -4,7 +4,7 @@
  */
 import { TokenBucket } from '../../token-bucket.js';
 import type { DirtyTracker } from '../../trackers/tracker.js';
-import { EPOCH, type MigrationContext } from '../migration-context.js';
+import type { MigrationContext } from '../migration-context.js';
 import type { PageStream } from '../ports.js';
 import type { UndoHandle } from '../rollback-stack.js';
 import type { Negotiated } from './negotiate.js';
@@ -19,14 +19,14 @@ export interface Prepared {
 }
 
 export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Prepared> {
-  const { opts, rollback, migrationId, signal } = ctx;
+  const { opts, rollback, migrationId, epoch, signal } = ctx;
   const tracker = ctx.host.createTracker(n.tracker.name);
   rollback.push('close the tracker', () => tracker.close());
   const target = n.target;
   await n.dest.prepare(
     {
       migrationId,
-      epoch: EPOCH,
+      epoch,
       protocolVersion: n.protocolVersion,
       // A pid-namespace root brings its own pids; any other tree needs its host pids free on the dest.
       requiredPids: target.pidNamespaceRoot ? [] : target.tasks.map((t) => t.hostPid),
@@ -39,13 +39,13 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
   const abortDestSession = rollback.push(
     'abort the dest session',
     async () => {
-      await n.dest.abort({ migrationId, epoch: EPOCH, reason: `rollback after ${ctx.phase}` });
+      await n.dest.abort({ migrationId, epoch, reason: `rollback after ${ctx.phase}` });
     },
     'dest',
   );
   const stream = n.dest.openPageStream({
     migrationId,
-    epoch: EPOCH,
+    epoch,
     windowBytes: opts.windowBytes,
     signal,
     phase: () => ctx.phase,

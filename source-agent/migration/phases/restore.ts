@@ -4,7 +4,6 @@
  */
 import type { MigrationContext } from '../migration-context.js';
 import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
-import { EPOCH } from '../migration-context.js';
 import type { DeltaSent } from './final-delta.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
@@ -18,7 +17,7 @@ export interface Restored {
 export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d: DeltaSent): Promise<Restored> {
   const { opts } = ctx;
   const restoring = n.dest.restore(
-    { migrationId: ctx.migrationId, epoch: EPOCH, pages: d.delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: opts.freezeTimeoutMs },
+    { migrationId: ctx.migrationId, epoch: ctx.epoch, pages: d.delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: opts.freezeTimeoutMs },
     ctx.signal,
   );
   const checking = d.delta.trustedPages > 0 ? verifyDumpedPages(f.imagesDir, d.delta.manifests, ctx.host.pageSize, d.readTask) : Promise.resolve(0);
