@@ -5,6 +5,7 @@ import { describeEvent, formatError, formatSummary } from '../../cli/render.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, isLoopback, parseHostPort } from '../../shared/transport/address.js';
 import { checkListenPolicy } from '../../shared/transport/listen-policy.js';
+import { INSECURE_LOOPBACK, type TransportSecurity } from '../../shared/transport/transport-security.js';
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
 import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { RollbackStack } from '../../source-agent/migration/rollback-stack.js';
@@ -139,19 +140,18 @@ describe('addresses', () => {
 });
 
 describe('checkListenPolicy', () => {
-  it.each(['127.0.0.1', '::1', 'localhost'])('lets %s listen', (host) => {
+  const tls = { kind: 'tls' } as TransportSecurity; // the policy reads only the kind
+  it.each(['127.0.0.1', '::1', 'localhost'])('lets %s listen, in plaintext too', (host) => {
     expect(() => checkListenPolicy({ host, port: 7070 }, undefined)).not.toThrow();
+    expect(() => checkListenPolicy({ host, port: 7070 }, INSECURE_LOOPBACK)).not.toThrow();
   });
 
-  it.each(['0.0.0.0', '10.0.0.2', '::'])('refuses %s unless it is named', (host) => {
+  it.each(['0.0.0.0', '10.0.0.2', '::'])('refuses plaintext on %s without --insecure-any-address; TLS listens anywhere', (host) => {
     const e = expectFerryError(() => checkListenPolicy({ host, port: 7070 }, undefined), 'INSECURE_LISTEN_REFUSED');
     expect(e.detail).toContain(formatHostPort({ host, port: 7070 }));
-    expect(() => checkListenPolicy({ host, port: 7070 }, host)).not.toThrow();
-  });
-
-  it('refuses when another address is named', () => {
-    const e = expectFerryError(() => checkListenPolicy({ host: '0.0.0.0', port: 7070 }, '10.0.0.2'), 'INSECURE_LISTEN_REFUSED');
-    expect(e.detail).toContain('10.0.0.2');
+    expectFerryError(() => checkListenPolicy({ host, port: 7070 }, INSECURE_LOOPBACK), 'INSECURE_LISTEN_REFUSED');
+    expect(() => checkListenPolicy({ host, port: 7070 }, { kind: 'insecure', anyAddress: true })).not.toThrow();
+    expect(() => checkListenPolicy({ host, port: 7070 }, tls)).not.toThrow();
   });
 });
 
