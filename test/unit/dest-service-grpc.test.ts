@@ -24,6 +24,7 @@ import type * as m from '../../shared/transport/messages.js';
 import { batchPageCount, PAGE_KIND_DATA, PAGE_KIND_ZERO, PageBatchEncoder, writePageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
 import { serverCredentials } from '../../shared/transport/credentials.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
+import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 import { GrpcPageStream } from '../../source-agent/grpc-page-stream.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
@@ -44,9 +45,9 @@ beforeAll(async () => {
   server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync('127.0.0.1:0', serverCredentials(INSECURE_LOOPBACK), (err, p) => (err ? reject(err) : resolve(p)));
   });
-  client = new DestClient(`127.0.0.1:${port}`);
+  client = new DestClient(`127.0.0.1:${port}`, INSECURE_LOOPBACK); // the service's logic; TLS: test/integration/mutual-tls.test.ts
   await client.connect(5_000);
 });
 
