@@ -23,7 +23,7 @@ interface TlsFlagValues {
   'tls-cert'?: string | undefined;
   'tls-key'?: string | undefined;
   'tls-ca'?: string | undefined;
-  'allow-peer'?: string[] | undefined;
+  'allow-peer'?: readonly string[] | undefined;
   insecure?: boolean | undefined;
   'insecure-any-address'?: boolean | undefined;
   'insecure-listen'?: string | undefined;

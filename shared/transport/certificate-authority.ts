@@ -134,7 +134,7 @@ export async function issueHostCertificate(o: IssueOptions): Promise<IssuedCerti
     throw new FerryError('BAD_ARGUMENT', { message: `--host "${o.host}" is not a host name`, hint: 'Use letters, digits, dots, dashes and underscores: it becomes spiffe://TD/ferry/HOST.' });
   }
   const dns = (o.dnsNames ?? []).map((n) => n.toLowerCase());
-  const bad = dns.find((n) => !isDnsName(n)) ?? (o.ipAddresses ?? []).find((a) => isIP(a) === 0);
+  const bad = dns.find((n) => !isDnsName(n) || isIP(n) !== 0) ?? (o.ipAddresses ?? []).find((a) => isIP(a) === 0);
   if (bad !== undefined) throw new FerryError('BAD_ARGUMENT', { message: `"${bad}" is not a ${dns.includes(bad) ? 'DNS name (use --ip for an address)' : 'IP address'}` });
   const ca = caPaths(o.dir);
   const trustDomain = trustDomainOfCa(ca.cert);

@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -285,6 +285,37 @@ describe.runIf(runnable)('mutual TLS: the source refuses the wrong dest', () => 
     } finally {
       client.close();
     }
+  });
+});
+
+describe.runIf(runnable)('ferry certs', () => {
+  it('makes a CA and host certificates with strict modes, the SPIFFE ID and the SANs; refuses a second CA in the same dir', async () => {
+    const dir = join(base, 'certs-cli');
+    const { main } = await import('../../cli/main.js');
+    const quiet = { log: console.log };
+    console.log = () => undefined;
+    try {
+      expect(await main(['certs', 'init', '--dir', dir, '--trust-domain', 'cli.test'])).toBe(0);
+      expect(await main(['certs', 'issue', '--dir', dir, '--host', 'b', '--dns', 'b.cli.test', '--ip', '10.0.0.2'])).toBe(0);
+      const errors: string[] = [];
+      const err = console.error;
+      console.error = (l: unknown) => void errors.push(String(l));
+      try {
+        expect(await main(['certs', 'init', '--dir', dir, '--trust-domain', 'cli.test'])).toBe(2);
+        expect(await main(['certs', 'issue', '--dir', dir, '--host', '../b'])).toBe(2);
+        expect(await main(['certs', 'issue', '--dir', dir, '--host', 'c', '--dns', '10.0.0.3'])).toBe(2);
+      } finally {
+        console.error = err;
+      }
+      expect(errors.every((e) => e.startsWith('ferry: FERRY-0001'))).toBe(true);
+    } finally {
+      console.log = quiet.log;
+    }
+    const mode = (p: string): number => statSync(p).mode & 0o777;
+    expect([mode(dir), mode(join(dir, 'ca.key')), mode(join(dir, 'hosts/b/key.pem')), mode(join(dir, 'hosts/b/cert.pem'))]).toEqual([0o700, 0o600, 0o600, 0o644]);
+    const sec = compileTransportSecurity({ certFile: join(dir, 'hosts/b/cert.pem'), keyFile: join(dir, 'hosts/b/key.pem'), caFile: join(dir, 'hosts/b/ca.pem') }, ['client', 'server']);
+    expect(sec.kind === 'tls' && sec.material.identity).toEqual({ spiffe: { id: 'spiffe://cli.test/ferry/b', trustDomain: 'cli.test', host: 'b' }, dnsNames: ['b', 'b.cli.test'], ipAddresses: ['10.0.0.2'] });
+    expect(sec.kind === 'tls' && sec.allowList.toString()).toBe('spiffe://cli.test/ferry/*'); // the default: its own trust domain
   });
 });
 

@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { intFlag, msFlag, parse } from '../../cli/args.js';
 import { describeEvent, formatError, formatSummary } from '../../cli/render.js';
+import { transportSecurityFromFlags } from '../../cli/tls-flags.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, isLoopback, parseHostPort } from '../../shared/transport/address.js';
 import { checkListenPolicy } from '../../shared/transport/listen-policy.js';
@@ -152,6 +153,30 @@ describe('checkListenPolicy', () => {
     expectFerryError(() => checkListenPolicy({ host, port: 7070 }, INSECURE_LOOPBACK), 'INSECURE_LISTEN_REFUSED');
     expect(() => checkListenPolicy({ host, port: 7070 }, { kind: 'insecure', anyAddress: true })).not.toThrow();
     expect(() => checkListenPolicy({ host, port: 7070 }, tls)).not.toThrow();
+  });
+});
+
+describe('transport security flags', () => {
+  it.each([
+    [{ 'insecure-listen': '10.0.0.2' }, 'BAD_ARGUMENT', 'the old flag: refused with a pointer to the new ones'],
+    [{ insecure: true, 'tls-cert': '/x.pem' }, 'BAD_ARGUMENT', 'plaintext and TLS at once'],
+    [{ insecure: true, 'allow-peer': ['spiffe://td/ferry/a'] }, 'BAD_ARGUMENT', 'an allow-list without authentication'],
+    [{ 'insecure-any-address': true }, 'BAD_ARGUMENT', 'plaintext never implied'],
+    [{ 'allow-peer': ['not an id'], 'tls-cert': '/nonexistent' }, 'TLS_FILES_MISSING', 'the files are read first'],
+  ] as const)('%j: %s (%s)', (values, key, _why) => {
+    let thrown: unknown;
+    try {
+      transportSecurityFromFlags(values, ['server']);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(FerryError);
+    expect((thrown as FerryError).key).toBe(key);
+  });
+
+  it('--insecure alone is plaintext on loopback', () => {
+    expect(transportSecurityFromFlags({ insecure: true }, ['client'])).toEqual(INSECURE_LOOPBACK);
+    expect(transportSecurityFromFlags({ insecure: true, 'insecure-any-address': true }, ['server'])).toEqual({ kind: 'insecure', anyAddress: true });
   });
 });
 
