@@ -31,7 +31,8 @@ interface TlsFlagValues {
 
 export function tlsHelp(peer: 'source' | 'dest', listens: boolean): string {
   const lines = [
-    'Transport security (mutual TLS unless --insecure; files default to $FERRY_TLS_DIR/{cert,key,ca}.pem, FERRY_TLS_DIR=/etc/ferry/tls):',
+    'Transport security: mutual TLS unless --insecure. The files default to /etc/ferry/tls/{cert,key,ca}.pem',
+    '($FERRY_TLS_DIR names another directory):',
     "  --tls-cert FILE         this host's certificate (`ferry certs issue` makes one)",
     "  --tls-key FILE          its private key (mode 0600)",
     '  --tls-ca FILE           the CA that issued the agents\' certificates',

@@ -127,6 +127,16 @@ async function expectRefusedEverywhere(d: RunningDest, call: () => Promise<unkno
   expect(readdirSync(d.workDir).sort()).toEqual(files);
 }
 
+/** A Prepare from a raw client presenting `cert` (or none), refused by `d` with `key` everywhere. */
+async function expectRawPrepareRefused(d: RunningDest, cert: IssuedCertificate | undefined, key: ErrorKey, code: string): Promise<void> {
+  const client = rawClient(d.agent.address, sslCreds(certs.dest!, cert));
+  try {
+    await expectRefusedEverywhere(d, () => rawCall(client, 'Prepare', prepareRequest()), key, code);
+  } finally {
+    client.close();
+  }
+}
+
 beforeAll(async () => {
   if (!runnable) return;
   base = mkdtempSync(join(tmpdir(), 'ferry-tls-test-'));
@@ -176,30 +186,15 @@ describe.runIf(runnable)('mutual TLS: the dest refuses the wrong source', () => 
   });
 
   it('no client certificate: CERT_REFUSED_BY_PEER, nothing written', async () => {
-    const client = rawClient(dest.agent.address, sslCreds(certs.dest!));
-    try {
-      await expectRefusedEverywhere(dest, () => rawCall(client, 'Prepare', prepareRequest()), 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
-    } finally {
-      client.close();
-    }
+    await expectRawPrepareRefused(dest, undefined, 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
   });
 
   it("another CA's certificate (naming an allowed identity): CERT_REFUSED_BY_PEER, nothing written", async () => {
-    const client = rawClient(dest.agent.address, sslCreds(certs.dest!, certs.forged));
-    try {
-      await expectRefusedEverywhere(dest, () => rawCall(client, 'Prepare', prepareRequest()), 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
-    } finally {
-      client.close();
-    }
+    await expectRawPrepareRefused(dest, certs.forged, 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
   });
 
   it('an expired certificate: refused by the dest (CERT_REFUSED_BY_PEER), and by the source before it dials (TLS_CONFIG_INVALID)', async () => {
-    const client = rawClient(dest.agent.address, sslCreds(certs.dest!, certs.expiredSource));
-    try {
-      await expectRefusedEverywhere(dest, () => rawCall(client, 'Prepare', prepareRequest()), 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
-    } finally {
-      client.close();
-    }
+    await expectRawPrepareRefused(dest, certs.expiredSource, 'CERT_REFUSED_BY_PEER', 'FERRY-1103');
     const e = expectFerryError(() => tls(certs.expiredSource!, ['client']), 'TLS_CONFIG_INVALID');
     expect(e.detail).toMatch(/expired/);
   });
@@ -216,12 +211,7 @@ describe.runIf(runnable)('mutual TLS: the dest refuses the wrong source', () => 
   });
 
   it('a certificate with two URI SANs: PEER_IDENTITY_INVALID on the dest, TLS_CONFIG_INVALID on the source', async () => {
-    const client = rawClient(dest.agent.address, sslCreds(certs.dest!, certs.twoUris));
-    try {
-      await expectRefusedEverywhere(dest, () => rawCall(client, 'Prepare', prepareRequest()), 'PEER_IDENTITY_INVALID', 'FERRY-1105');
-    } finally {
-      client.close();
-    }
+    await expectRawPrepareRefused(dest, certs.twoUris, 'PEER_IDENTITY_INVALID', 'FERRY-1105');
     expectFerryError(() => tls(certs.twoUris!, ['client']), 'TLS_CONFIG_INVALID');
   });
 
