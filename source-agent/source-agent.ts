@@ -1,39 +1,74 @@
 /**
- * Starts the source agent: the Source gRPC service (Check, Migrate) on a loopback HOST:PORT, and /metrics
- * when asked. Migrations run under the agent's own signal: closing the agent rolls back what is in flight.
+ * Starts the source agent: the Source gRPC service (Check, Migrate) on a Unix socket that only root (mode
+ * 0600), or root and one group (0660), can connect to; each call is authorized for the connection's caller
+ * (SO_PEERCRED) and only to the dests on the allow-list. /metrics on loopback when asked. Migrations run
+ * under the agent's own signal: closing the agent rolls back what is in flight.
+ *
+ * There is no TCP listener: a caller on another host would need mutual TLS and an identity to authorize,
+ * which is a later mode, not a loopback port that any local user can reach.
  */
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import type { Logger } from '../shared/logging/logger.js';
+import { serveMetrics, type MetricsServer } from '../shared/metrics/metrics-server.js';
 import type { HostPort } from '../shared/transport/address.js';
-import { startAgentServer, type AgentServer } from '../shared/transport/agent-server.js';
 import { checkListenPolicy } from '../shared/transport/listen-policy.js';
 import { ferryProto } from '../shared/transport/proto.js';
+import { startUnixSocketServer } from '../shared/transport/unix-socket-server.js';
+import { DestAllowList } from './dest-allow-list.js';
 import { SourceMetrics } from './source-metrics.js';
 import { SourceService } from './source-service.js';
 
+export const DEFAULT_SOURCE_SOCKET = '/run/ferry/source.sock';
+
 export interface SourceAgentOptions {
-  listen: HostPort;
+  /** Path of the Unix socket (default DEFAULT_SOURCE_SOCKET). */
+  socket?: string | undefined;
+  /** Group that may connect besides root (socket mode 0660); undefined = root only (0600). */
+  socketGid?: number | undefined;
+  /** HOST:PORT of every dest a migration or a check may go to; none = refuse them all. */
+  allowDests: readonly string[];
   metrics?: HostPort | undefined;
   log: Logger;
 }
 
-export type SourceAgent = AgentServer;
+export interface SourceAgent {
+  /** The absolute path of the socket. */
+  socket: string;
+  metricsPort: number | undefined;
+  close(): Promise<void>;
+}
 
 export async function startSourceAgent(opts: SourceAgentOptions): Promise<SourceAgent> {
-  // Loopback only, whatever is asked: this agent can freeze any process of the host.
-  checkListenPolicy(opts.listen, undefined);
+  const allowDests = new DestAllowList(opts.allowDests);
+  // Loopback only: the metrics name the tasks and dests of this host.
+  if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE));
-  const agent = await startAgentServer({
+  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests);
+  const server = await startUnixSocketServer({
+    path: opts.socket ?? DEFAULT_SOURCE_SOCKET,
+    gid: opts.socketGid,
     service: ferryProto().Source.service,
-    handlers: service.handlers(),
-    listen: opts.listen,
-    registry,
-    metrics: opts.metrics,
-    closeService: () => service.close(),
+    handlersFor: (caller) => service.handlers(caller),
+    log: opts.log,
   });
-  opts.log.info('source agent listening', { address: agent.address, metricsPort: agent.metricsPort });
-  return agent;
+  let metrics: MetricsServer | undefined;
+  try {
+    if (opts.metrics) metrics = await serveMetrics(registry, opts.metrics);
+  } catch (e) {
+    server.close();
+    throw e;
+  }
+  if (allowDests.size === 0) opts.log.warn('no --allow-dest given: every Migrate, and every Check with a dest, will be refused');
+  opts.log.info('source agent listening', { socket: server.path, socketGid: opts.socketGid, allowDests: opts.allowDests, metricsPort: metrics?.port });
+  return {
+    socket: server.path,
+    metricsPort: metrics?.port,
+    close: async () => {
+      await service.close();
+      server.close();
+      await metrics?.close();
+    },
+  };
 }

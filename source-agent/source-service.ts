@@ -1,18 +1,23 @@
 /**
- * The Source gRPC service of `ferry source-agent`: Check, and Migrate with its progress stream. A migration
- * runs under the agent's own signal, not the caller's: if the CLI goes away the migration still finishes or
- * rolls back.
+ * The Source gRPC service of `ferry source-agent`: Check, and Migrate with its progress stream, for one caller
+ * (the peer of one connection). Each call is authorized before anything is touched: the dest must be on the
+ * agent's allow-list, and the caller must be allowed to migrate the whole tree (caller-permission.ts). A
+ * migration runs under the agent's own signal, not the caller's: if the CLI goes away the migration still
+ * finishes or rolls back.
  */
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
+import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
 import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage } from '../shared/transport/messages.js';
+import { authorizeMigration, permissionLostError, reauthorizeOnProgress, type Caller } from './caller-permission.js';
 import { runCheck } from './check.js';
 import { compileMigrateOptions } from './config/migrate-options.js';
 import { fromMigrateRequest } from './config/migrate-request.js';
+import type { DestAllowList } from './dest-allow-list.js';
 import { toEventMessage } from './migration/event-message.js';
-import type { MigrationEvent } from './migration/events.js';
+import type { EventSink, MigrationEvent } from './migration/events.js';
 import { migrate } from './migration/orchestrator.js';
 import type { SourceMetrics } from './source-metrics.js';
 
@@ -22,24 +27,42 @@ export class SourceService {
   constructor(
     private readonly log: Logger,
     private readonly metrics: SourceMetrics,
+    private readonly allowDests: DestAllowList,
   ) {}
 
-  handlers(): grpc.UntypedServiceImplementation {
+  /** The handlers of one connection, whose every call comes from `caller`. */
+  handlers(caller: Caller): grpc.UntypedServiceImplementation {
+    const log = this.log.child({ callerUid: caller.uid, callerPid: caller.pid });
     return {
       Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => {
-        runCheck(call.request.dest || undefined).then(
+        this.check(call.request, log).then(
           (r) => cb(null, r),
-          (e: unknown) => cb(toStatus(e) as grpc.ServiceError),
+          (e: unknown) => cb(this.failed(log, 'Check', e)),
         );
       },
       Migrate: (call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>) => {
-        this.migrate(call).catch((e: unknown) => call.emit('error', toStatus(e)));
+        this.migrate(call, caller, log).catch((e: unknown) => call.emit('error', this.failed(log, 'Migrate', e)));
       },
     };
   }
 
-  private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>): Promise<void> {
+  /** The status of a failed call; refusals of the caller are logged here (the agent's audit trail). */
+  private failed(log: Logger, call: string, e: unknown): grpc.ServiceError {
+    if (e instanceof FerryError && (e.key === 'CALLER_NOT_PERMITTED' || e.key === 'DEST_NOT_ALLOWED')) log.warn(`${call} refused`, { err: e });
+    return toStatus(e) as grpc.ServiceError;
+  }
+
+  private async check(request: CheckRequest, log: Logger): Promise<CheckResponse> {
+    const dest = request.dest ? this.allowDests.check(request.dest, 'Check') : undefined;
+    log.info('Check', { dest });
+    return runCheck(dest);
+  }
+
+  private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>, caller: Caller, log: Logger): Promise<void> {
     const opts = compileMigrateOptions(fromMigrateRequest(call.request));
+    this.allowDests.check(opts.to, 'Migrate');
+    authorizeMigration(caller, opts.pid);
+    log.info('Migrate', { pid: opts.pid, dest: opts.to });
     const controller = new AbortController();
     this.running.add(controller);
     let phase: Phase = 'negotiate';
@@ -50,9 +73,13 @@ export class SourceService {
       if (call.cancelled) return; // the caller left; the migration goes on
       call.write(toEventMessage(migrationId, phase, e));
     };
+    const listeners: EventSink[] = [(e) => this.metrics.observe(e)];
+    if (caller.uid !== 0) listeners.push(reauthorizeOnProgress(caller, opts.pid, controller, log));
     try {
-      await migrate(opts, { log: this.log, emit, signal: controller.signal, listeners: [(e) => this.metrics.observe(e)] });
+      await migrate(opts, { log, emit, signal: controller.signal, listeners });
       if (!call.cancelled) call.end();
+    } catch (e) {
+      throw permissionLostError(controller.signal, e);
     } finally {
       this.running.delete(controller);
     }

@@ -3,11 +3,8 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
-import { clientCredentials } from '../../shared/transport/credentials.js';
-import { INSECURE_LOOPBACK, type TransportSecurity } from '../../shared/transport/transport-security.js';
+import type { TransportSecurity } from '../../shared/transport/transport-security.js';
 import type { MigrateRequest, MigrationEventMessage } from '../../shared/transport/messages.js';
-import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
-import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { compileMigrateOptions, type CompiledMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { toMigrateRequest } from '../../source-agent/config/migrate-request.js';
 import { fromEventMessage } from '../../source-agent/migration/event-message.js';
@@ -16,6 +13,7 @@ import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { grpcPorts } from '../../source-agent/migration/ports.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
+import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { ProgressView, formatSummary } from '../render.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
@@ -37,7 +35,8 @@ Options:
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
-  --via HOST:PORT         run the migration in a source agent daemon instead of in this process
+  --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
+                          e.g. /run/ferry/source.sock) instead of in this process
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
 
@@ -87,7 +86,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     noPrecopy: values['no-precopy'],
     tracker: values.tracker,
   };
-  const via = values.via ? formatHostPort(parseHostPort(values.via, '--via address')) : undefined;
+  const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);
   if (via && tlsGiven) {
     throw new FerryError('BAD_ARGUMENT', { message: 'the TLS flags apply to an in-process migration only', hint: 'With --via the source agent dials the dest with its own certificate: drop --tls-*, --allow-peer and --insecure.' });
@@ -120,24 +119,26 @@ async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecu
 }
 
 /** Through a source agent daemon: the migration goes on there if this CLI goes away. */
-async function migrateVia(address: string, request: MigrateRequest, view: ProgressView): Promise<MigrationSummary> {
-  const Source = ferryProto().Source;
-  // The source agent listens on loopback only (plaintext there; its own caller check is the daemon's).
-  const client = new Source(address, clientCredentials(INSECURE_LOOPBACK, parseHostPort(address)).credentials, CHANNEL_OPTIONS) as unknown as grpc.Client & {
-    Migrate: (req: MigrateRequest) => grpc.ClientReadableStream<MigrationEventMessage>;
-  };
+async function migrateVia(socket: SourceAgentSocket, request: MigrateRequest, view: ProgressView): Promise<MigrationSummary> {
+  const client = sourceClient<{ Migrate: (req: MigrateRequest) => grpc.ClientReadableStream<MigrationEventMessage> }>(socket);
   try {
     const stream = client.Migrate(request);
     let summary: MigrationSummary | undefined;
+    let started = false;
     try {
       for await (const msg of stream as AsyncIterable<MigrationEventMessage>) {
+        started = true;
         const e = fromEventMessage(msg);
         view.event(e);
         if (e.kind === 'done') summary = e.summary;
       }
     } catch (e) {
       if (e instanceof FerryError) throw e;
-      throw fromServiceError(e, new FerryError('INTERNAL', { message: `the source agent at ${address} failed`, detail: (e as Error).message }));
+      // Before the first event the call never reached the agent; after it, the agent failed mid-migration.
+      const fallback = started
+        ? new FerryError('INTERNAL', { message: `the source agent on ${socket.path} failed`, detail: (e as Error).message })
+        : connectionError(socket, e);
+      throw fromServiceError(e, fallback);
     }
     if (!summary) throw new FerryError('INTERNAL', { message: 'the source agent ended the migration without a result' });
     return summary;

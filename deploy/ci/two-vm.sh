@@ -439,7 +439,10 @@ collect_and_down() {
     mkdir -p "$RESULTS/$n"; cp -r "$RUN/$n/ctl/out/." "$RESULTS/$n/" 2>/dev/null || true
     cp "$RUN/$n/console.log" "$RUN/$n/qemu.err" "$RESULTS/$n/" 2>/dev/null || true
   done
-  if [ -d "$RESULTS/a/fixtures" ]; then mkdir -p "$ROOT/test/fixtures/soft-dirty"; cp "$RESULTS/a/fixtures/"* "$ROOT/test/fixtures/soft-dirty/"; fi
+  # A run never edits the checkout: fresh pagemap captures stay in the results unless asked for.
+  if [ -d "$RESULTS/a/fixtures" ] && [ "${FERRY_VM_UPDATE_FIXTURES:-}" = 1 ]; then
+    mkdir -p "$ROOT/test/fixtures/soft-dirty"; cp "$RESULTS/a/fixtures/"* "$ROOT/test/fixtures/soft-dirty/"
+  fi
   rm -rf "$RUN"
   log "teardown $(secs_since "$t0") s; results in $RESULTS; total ${TOTAL_S:-$(secs_since "$T_START")} s; rc=$rc"
   exit $rc

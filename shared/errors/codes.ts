@@ -35,6 +35,44 @@ export const ERRORS = {
     status.INVALID_ARGUMENT,
   ),
   NOT_ROOT: spec('FERRY-0004', 'Ferry must run as root', 'Run the agent as root: CRIU and ptrace need CAP_SYS_ADMIN and CAP_SYS_PTRACE.', status.PERMISSION_DENIED),
+  // The source agent's Unix socket and who may drive it (0020-0029).
+  SOURCE_SOCKET_IN_USE: spec(
+    'FERRY-0020',
+    'Another source agent answers on this socket',
+    'Stop the other agent (`systemctl stop ferry-source-agent`) or give this one another --socket PATH.',
+    status.FAILED_PRECONDITION,
+  ),
+  SOURCE_SOCKET_UNSAFE: spec(
+    'FERRY-0021',
+    'The source agent will not use this socket path',
+    'Give --socket a path in a directory owned by root and writable by root only; Ferry never removes a file that is not a socket.',
+    status.FAILED_PRECONDITION,
+  ),
+  SOURCE_AGENT_UNREACHABLE: spec(
+    'FERRY-0022',
+    'No source agent answers on this socket',
+    'Start the agent (`systemctl start ferry-source-agent`, or `ferry source-agent --socket PATH`) and give --via the path of its socket.',
+    status.UNAVAILABLE,
+    true,
+  ),
+  SOURCE_AGENT_ACCESS_DENIED: spec(
+    'FERRY-0023',
+    "You may not connect to the source agent's socket",
+    "Run as root, or ask the operator to add your user to the agent's --socket-group (then log in again).",
+    status.PERMISSION_DENIED,
+  ),
+  CALLER_NOT_PERMITTED: spec(
+    'FERRY-0024',
+    'You may not migrate this process',
+    'Migrate a process tree of your own (every uid and gid of each of its processes yours), or ask root to.',
+    status.PERMISSION_DENIED,
+  ),
+  DEST_NOT_ALLOWED: spec(
+    'FERRY-0025',
+    'The source agent does not migrate to this dest',
+    "Name a dest on the agent's --allow-dest list, or ask its operator to add this HOST:PORT.",
+    status.PERMISSION_DENIED,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),

@@ -16,6 +16,8 @@ const processVmReadvFn = libc.func(
 );
 // ioctl is variadic in glibc; koffi needs the type of each extra argument at the call.
 const ioctlFn = libc.func('int ioctl(int fd, unsigned long request, ...)');
+// optlen is a socklen_t * (u32), passed as a 4-byte Buffer that the call updates.
+const getsockoptFn = libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)');
 
 /** Bytes of one `struct iovec` (void *base; size_t len) on 64-bit Linux. */
 export const IOVEC_BYTES = 16;
@@ -40,6 +42,7 @@ export const Errno = {
   EFAULT: constants.errno.EFAULT,
   EINVAL: constants.errno.EINVAL,
   ENOTTY: constants.errno.ENOTTY,
+  ERANGE: constants.errno.ERANGE,
 } as const;
 
 function fail(syscall: string, context?: string): never {
@@ -81,4 +84,20 @@ export function ioctlPointer(fd: number, request: number, arg: Uint8Array, conte
   const r = ioctlFn(fd, request, 'void *', arg) as number;
   if (r < 0) fail('ioctl', context);
   return r;
+}
+
+/** getsockopt(2)'s levels and names Ferry reads (asm-generic values: x86-64 and arm64). */
+export const SOL_SOCKET = 1;
+export const SO_PEERCRED = 17;
+export const SO_PEERGROUPS = 59;
+
+/**
+ * getsockopt(2) into `out`; returns the bytes the kernel wrote. A buffer too small for SO_PEERGROUPS fails
+ * with ERANGE: callers retry with room for NGROUPS_MAX.
+ */
+export function getsockopt(fd: number, level: number, optname: number, out: Uint8Array): number {
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(out.byteLength);
+  if ((getsockoptFn(fd, level, optname, out, len) as number) < 0) fail('getsockopt', `fd ${fd} option ${optname}`);
+  return len.readUInt32LE();
 }

@@ -1,19 +1,41 @@
 /**
- * `ferry migrate --via` against a real source agent on loopback: the options travel as given and are compiled
- * by the agent, whose refusals come back with their codes and exit codes as if the CLI had run the migration.
+ * `ferry migrate --via` against a real source agent on its Unix socket (the CLI in this process, as root):
+ * the options travel as given and are compiled by the agent, whose refusals come back with their codes and
+ * exit codes as if the CLI had run the migration; the dest allow-list holds for Migrate and Check.
  */
+import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../cli/main.js';
+import { fromServiceError } from '../../shared/errors/grpc-status.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { silentLogger } from '../../shared/logging/logger.js';
+import type { CheckResponse } from '../../shared/transport/messages.js';
+import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
+import { createTestPki } from '../../testbed/test-pki.js';
+import { canRun, isRoot } from '../../testbed/requirements.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
+const ALLOWED = '127.0.0.1:1';
+let dir = '';
 let agent: SourceAgent | undefined;
+const root = canRun('source agent', isRoot());
+
 beforeAll(async () => {
-  agent = await startSourceAgent({ listen: { host: '127.0.0.1', port: 0 }, log: silentLogger });
+  if (!root) return;
+  dir = mkdtempSync(join(tmpdir(), 'ferry-src-'));
+  // The agent dials dests over mutual TLS with the default files: give it a certificate of its own.
+  const pki = await createTestPki(dir);
+  vi.stubEnv('FERRY_TLS_DIR', dirname((await pki.issue('source')).certFile));
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], log: silentLogger });
 });
 afterAll(async () => {
   await agent?.close();
+  vi.unstubAllEnvs();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Runs the CLI in this process and returns its exit code and the error line of --json. */
@@ -31,18 +53,63 @@ async function ferry(argv: string[]): Promise<{ code: number; error: { code: str
   }
 }
 
-describe('source agent', () => {
+/** Check over the agent's socket, as a raw client would call it. */
+function check(dest: string): Promise<CheckResponse> {
+  const Source = ferryProto().Source;
+  const client = new Source(`unix:${agent!.socket}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
+    Check: (r: object, o: object, cb: (e: grpc.ServiceError | null, r: CheckResponse) => void) => void;
+  };
+  return new Promise((done, fail) =>
+    client.Check({ dest }, { deadline: Date.now() + 20_000 }, (e, r) => {
+      client.close();
+      if (e) fail(fromServiceError(e, new FerryError('INTERNAL', { detail: e.message })));
+      else done(r);
+    }),
+  );
+}
+
+describe.skipIf(!root)('source agent', () => {
   it('compiles the options itself: a flag out of range is refused there, exit 2', async () => {
-    const r = await ferry(['migrate', '4242', '--to', '127.0.0.1:1', '--max-rounds', '0', '--via', agent!.address, '--json']);
+    const r = await ferry(['migrate', '4242', '--to', ALLOWED, '--max-rounds', '0', '--via', agent!.socket, '--json']);
     expect(r).toMatchObject({ code: 2, error: { code: 'FERRY-0001', key: 'BAD_ARGUMENT' } });
   });
 
   it('refuses an unknown pid before touching anything, exit 2', async () => {
-    const r = await ferry(['migrate', '4194303', '--to', '127.0.0.1:1', '--via', agent!.address, '--json']);
+    const r = await ferry(['migrate', '4194303', '--to', ALLOWED, '--via', agent!.socket, '--json']);
     expect(r).toMatchObject({ code: 2, error: { code: 'FERRY-1001', key: 'TASK_NOT_FOUND' } });
   });
 
-  it('listens on loopback only', async () => {
-    await expectFerryRejection(startSourceAgent({ listen: { host: '10.77.0.1', port: 0 }, log: silentLogger }), 'INSECURE_LISTEN_REFUSED');
+  it('refuses a Migrate to a dest not on its --allow-dest list, even for root, exit 2', async () => {
+    const r = await ferry(['migrate', String(process.pid), '--to', '127.0.0.1:2', '--via', agent!.socket, '--json']);
+    expect(r).toMatchObject({ code: 2, error: { code: 'FERRY-0025', key: 'DEST_NOT_ALLOWED' } });
+  });
+
+  it('refuses a Check of a dest not on the list, and checks one that is', async () => {
+    await expectFerryRejection(check('127.0.0.1:2'), 'DEST_NOT_ALLOWED');
+    const r = await check(ALLOWED);
+    expect(r.source?.hostname).toBeTruthy();
+    expect(r.destProblem).toMatch(/FERRY-1006/); // nothing listens there: the agent tried, as allowed
+  });
+
+  it('--via takes a socket path: HOST:PORT is refused with a hint, exit 2', async () => {
+    const r = await ferry(['migrate', '4242', '--to', ALLOWED, '--via', '127.0.0.1:7071', '--json']);
+    expect(r).toMatchObject({ code: 2, error: { key: 'BAD_ARGUMENT' } });
+  });
+
+  it('says so when no agent answers on the path, exit 1', async () => {
+    const r = await ferry(['migrate', '4242', '--to', ALLOWED, '--via', join(dir, 'nobody-here.sock'), '--json']);
+    expect(r).toMatchObject({ code: 1, error: { code: 'FERRY-0022', key: 'SOURCE_AGENT_UNREACHABLE' } });
+  });
+
+  it('no longer listens on TCP: --listen is refused with a hint, exit 2', async () => {
+    const r = await ferry(['source-agent', '--listen', '127.0.0.1:7071', '--json']);
+    expect(r).toMatchObject({ code: 2, error: { key: 'BAD_ARGUMENT' } });
+  });
+
+  it('serves /metrics on loopback only', async () => {
+    await expectFerryRejection(
+      startSourceAgent({ socket: join(dir, 'm.sock'), allowDests: [], metrics: { host: '10.77.0.1', port: 0 }, log: silentLogger }),
+      'INSECURE_LISTEN_REFUSED',
+    );
   });
 });
