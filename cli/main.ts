@@ -1,5 +1,6 @@
 /** The `ferry` command: parse, call, render. The work happens in the agents' modules. */
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { CERTS_HELP, certsCommand } from './commands/certs.js';
 import { CHECK_HELP, checkCommand } from './commands/check.js';
 import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
 import { MIGRATE_HELP, migrateCommand } from './commands/migrate.js';
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   check: { run: checkCommand, help: CHECK_HELP, summary: 'what this host (and a dest) supports' },
   'dest-agent': { run: destAgentCommand, help: DEST_AGENT_HELP, summary: 'receive migrations (daemon)' },
   'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
+  certs: { run: certsCommand, help: CERTS_HELP, summary: 'make the CA and host certificates of mutual TLS' },
 };
 
 const USAGE = `Usage: ferry COMMAND [options]   (ferry COMMAND --help for details)

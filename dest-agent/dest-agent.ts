@@ -5,18 +5,21 @@ import { checkMetricsAddress } from '../shared/metrics/metrics-server.js';
 import type { HostPort } from '../shared/transport/address.js';
 import { startAgentServer, type AgentServer } from '../shared/transport/agent-server.js';
 import { checkListenPolicy } from '../shared/transport/listen-policy.js';
+import { describeIdentity } from '../shared/transport/peer-identity.js';
 import { ferryProto } from '../shared/transport/proto.js';
+import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { DestService } from './dest-service.js';
 import type { DestLimits } from './dest-limits.js';
 import { createDestMetrics } from './dest-metrics.js';
 import { removeLeftoverSessions } from './leftovers.js';
+import { authorizeSource } from './source-authorization.js';
 import { openWorkDir } from './work-dir.js';
 
 export interface DestAgentOptions {
   listen: HostPort;
   workDir: string;
-  /** Non-loopback listen address the operator named explicitly: plaintext, unauthenticated, for test networks. */
-  insecureListen?: string | undefined;
+  /** Mutual TLS with the sources' allow-list (the CLI's default), or plaintext when asked for (--insecure). */
+  security: TransportSecurity;
   metrics?: HostPort | undefined;
   log: Logger;
   /** The trackers this host could run as a source (Negotiate reports them); the CLI wires the source's probes. */
@@ -28,7 +31,7 @@ export interface DestAgentOptions {
 export type DestAgent = AgentServer;
 
 export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent> {
-  checkListenPolicy(opts.listen, opts.insecureListen);
+  checkListenPolicy(opts.listen, opts.security);
   if (opts.metrics) checkMetricsAddress(opts.metrics);
   // Before anything is removed: a directory Ferry did not make is refused whole.
   await openWorkDir(opts.workDir);
@@ -43,11 +46,25 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
     registry,
     metrics: opts.metrics,
     closeService: () => service.close(),
+    security: opts.security,
+    authorizePeer: authorizeSource(opts.log),
+    side: 'dest',
+    log: opts.log,
   });
-  opts.log.warn(
-    `NO AUTHENTICATION: the dest agent on ${agent.address} restores whatever a peer sends, as root. ` +
-      'Only loopback or an explicitly named test address is allowed until mutual TLS lands.',
-  );
+  const security = opts.security;
+  if (security.kind === 'insecure') {
+    opts.log.warn(
+      `PLAINTEXT (--insecure), NO AUTHENTICATION: the dest agent on ${agent.address} restores whatever any peer that reaches it sends, as root. ` +
+        'Use this only on loopback or an isolated test network; drop --insecure to require mutual TLS.',
+    );
+  } else {
+    opts.log.info('mutual TLS', {
+      identity: describeIdentity(security.material.identity),
+      allowedSources: security.allowList.toString(),
+      certificate: security.files.certFile,
+      notAfter: security.material.notAfter.toISOString(),
+    });
+  }
   opts.log.info('dest agent listening', { address: agent.address, workDir: opts.workDir, metricsPort: agent.metricsPort });
   return agent;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: two "hosts" on this machine (network namespaces joined by a veth pair, 10.77.250.1 and .2),
 # a dest agent on one, a memory-verifying workload on the other (256 MiB, rewriting 16 MiB/s), one
-# `ferry migrate`, then the restored copy checks every byte of its memory. Everything is removed at the end.
+# `ferry migrate` over mutual TLS (a throwaway CA and a certificate per host, made with `ferry certs`), then
+# the restored copy checks every byte of its memory. Everything is removed at the end.
 # Options: --mib N (default 256), --dirty MIB_PER_S (default 16), --rate RATE (shape the link, e.g. 1gbit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ DEST_PID= RESTORED=
 cleanup() {
   status=$?
   if [ $status -ne 0 ]; then
-    rm -rf /tmp/ferry-demo-failed; cp -r "$STATE" /tmp/ferry-demo-failed 2>/dev/null || true
+    rm -rf /tmp/ferry-demo-failed; cp -r "$STATE" /tmp/ferry-demo-failed 2>/dev/null || true; rm -rf /tmp/ferry-demo-failed/pki
     echo "demo FAILED; logs kept in /tmp/ferry-demo-failed (source.log, dest.log)" >&2
   fi
   [ -n "$RESTORED" ] && kill -9 "$RESTORED" 2>/dev/null || true
@@ -48,10 +49,19 @@ ip -n $SRC link set fdemo-src up; ip -n $DST link set fdemo-dst up
 in_src() { nsenter --net=/run/netns/$SRC "$@"; }
 in_dst() { nsenter --net=/run/netns/$DST "$@"; }
 
-echo "== dest agent on 10.77.250.2:7070 (host B)"
+echo "== certificates: a CA for the trust domain demo.ferry, one certificate each for host-a and host-b"
+PKI=$STATE/pki
+node bin/ferry.js certs init --dir "$PKI" --trust-domain demo.ferry >/dev/null
+node bin/ferry.js certs issue --dir "$PKI" --host host-a --ip 10.77.250.1 >/dev/null
+node bin/ferry.js certs issue --dir "$PKI" --host host-b --ip 10.77.250.2 >/dev/null
+tls_of() { echo "--tls-cert $PKI/hosts/$1/cert.pem --tls-key $PKI/hosts/$1/key.pem --tls-ca $PKI/hosts/$1/ca.pem"; }
+
+echo "== dest agent on 10.77.250.2:7070 (host B), accepting host-a only"
 # nsenter execs node, so $! is the agent itself (a shell function in the background would be a subshell).
-nsenter --net=/run/netns/$DST node bin/ferry.js dest-agent --listen 10.77.250.2:7070 --insecure-listen 10.77.250.2 \
-  --work-dir "$STATE/dest" --metrics 10.77.250.2:9470 >"$STATE/dest.out" 2>"$STATE/dest.log" &
+# shellcheck disable=SC2046
+nsenter --net=/run/netns/$DST node bin/ferry.js dest-agent --listen 10.77.250.2:7070 $(tls_of host-b) \
+  --allow-peer spiffe://demo.ferry/ferry/host-a --work-dir "$STATE/dest" --metrics 10.77.250.2:9470 \
+  >"$STATE/dest.out" 2>"$STATE/dest.log" &
 DEST_PID=$!
 for _ in $(seq 100); do grep -q listening "$STATE/dest.out" 2>/dev/null && break; sleep 0.1; done
 grep -q listening "$STATE/dest.out" || { cat "$STATE/dest.log"; exit 1; }
@@ -63,8 +73,10 @@ PID=$(in_src node bin/ferry.js run --name "$NAME" --log-dir "$STATE/logs" -- \
 for _ in $(seq 600); do [ -f "$STATE/$NAME.ready.json" ] && break; sleep 0.1; done
 echo "   pid $PID, RSS $(awk '/VmRSS/{print $2, $3}' /proc/$PID/status)"
 
-echo "== ferry migrate $PID --to 10.77.250.2:7070"
-FERRY_LOG_LEVEL=info in_src node bin/ferry.js migrate "$PID" --to 10.77.250.2:7070 2>"$STATE/source.log" | tee "$STATE/migrate.out" || true
+echo "== ferry migrate $PID --to 10.77.250.2:7070 (mutual TLS: host-a to host-b)"
+# shellcheck disable=SC2046
+FERRY_LOG_LEVEL=info in_src node bin/ferry.js migrate "$PID" --to 10.77.250.2:7070 $(tls_of host-a) \
+  --allow-peer spiffe://demo.ferry/ferry/host-b 2>"$STATE/source.log" | tee "$STATE/migrate.out" || true
 RESTORED=$(sed -n 's/.*restored pid \([0-9]*\) on the dest.*/\1/p' "$STATE/migrate.out")
 [ -n "$RESTORED" ] || { echo "migration failed; source log:"; tail -20 "$STATE/source.log"; exit 1; }
 

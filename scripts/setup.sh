@@ -9,9 +9,9 @@ log() { echo "setup: $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root: CRIU, ptrace and network namespaces need it"; exit 1; }
 
 # gcc/make/python3: the native addon and the test workload; libxxhash-dev: page hashing;
-# iproute2 + util-linux: network-namespace hosts, nsenter and unshare.
+# iproute2 + util-linux: network-namespace hosts, nsenter and unshare; openssl: `ferry certs` (mutual TLS).
 need=()
-for pkg in gcc make python3 libxxhash-dev iproute2 util-linux; do
+for pkg in gcc make python3 libxxhash-dev iproute2 util-linux openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,15 +2,17 @@
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { chooseProtocolVersion, localPeerInfo } from '../shared/peer-info.js';
 import type { CheckResponse } from '../shared/transport/messages.js';
+import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { DestClient } from './dest-client.js';
 import { checkPeers } from './migration/check-peers.js';
 import { availableTrackers } from './trackers/choose-tracker.js';
 
-export async function runCheck(dest: string | undefined, signal?: AbortSignal): Promise<CheckResponse> {
+/** `security` absent: TLS from the default files (see DestClient). */
+export async function runCheck(dest: string | undefined, signal?: AbortSignal, security?: TransportSecurity): Promise<CheckResponse> {
   const source = await localPeerInfo(await availableTrackers());
   const result: CheckResponse = { source, dest: null, destProblem: '', protocolVersion: 0 };
   if (!dest) return result;
-  const client = new DestClient(dest);
+  const client = new DestClient(dest, security);
   try {
     await client.connect(5_000, signal);
     const answer = await client.negotiate({ source }, signal);

@@ -1,38 +1,73 @@
-/** The source's typed client for the Dest service: deadlines on every unary call, an AbortSignal on all. */
+/**
+ * The source's typed client for the Dest service: deadlines on every unary call, an AbortSignal on all. The
+ * channel is mutual TLS unless the security says plaintext; the dest must present a certificate valid for the
+ * address dialed and naming an identity on this host's allow-list (shared/transport/credentials.ts).
+ */
 import * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
+import { parseHostPort, type HostPort } from '../shared/transport/address.js';
 import type * as m from '../shared/transport/messages.js';
 import { clientCredentials } from '../shared/transport/credentials.js';
+import { diagnoseHandshake } from '../shared/transport/handshake-diagnosis.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../shared/transport/proto.js';
+import { defaultClientSecurity, type TransportSecurity } from '../shared/transport/transport-security.js';
 
 type UnaryMethod = 'Negotiate' | 'Prepare' | 'Restore' | 'Commit' | 'Abort';
 
 export class DestClient {
   readonly raw: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-  constructor(readonly address: string) {
+  private readonly target: HostPort;
+
+  /** `security` defaults to TLS from the default files (FERRY_TLS_DIR, else /etc/ferry/tls). */
+  constructor(
+    readonly address: string,
+    private readonly security: TransportSecurity = defaultClientSecurity(),
+  ) {
+    this.target = parseHostPort(address, 'dest address');
+    const transport = clientCredentials(security, this.target);
     const Dest = ferryProto().Dest;
-    this.raw = new Dest(address, clientCredentials(), CHANNEL_OPTIONS) as DestClient['raw'];
+    this.raw = new Dest(address, transport.credentials, { ...CHANNEL_OPTIONS, ...transport.options }) as DestClient['raw'];
   }
 
-  /** Waits until the channel is connected; DEST_UNREACHABLE if it is not within the budget. */
+  /**
+   * Waits until the channel is connected; DEST_UNREACHABLE if it is not within the budget. The first failed
+   * attempt is explained by one handshake of our own (handshake-diagnosis.ts): a refused certificate or a
+   * plaintext/TLS mismatch is reported at once with its code instead of retried until the deadline.
+   */
   async connect(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        this.close(); // ends the wait at once; waitForReady then reports the closed channel, ignored below
-        reject(new FerryError('CANCELLED', { phase: 'negotiate', side: 'source', sourceState: 'running' }));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.raw.waitForReady(Date.now() + timeoutMs, (err) => {
-        signal?.removeEventListener('abort', onAbort);
-        if (signal?.aborted) return;
-        if (err) reject(new FerryError('DEST_UNREACHABLE', { phase: 'negotiate', side: 'source', sourceState: 'running', detail: `${this.address}: ${err.message}` }));
-        else resolve();
-      });
-    });
+    const deadline = Date.now() + timeoutMs;
+    const channel = this.raw.getChannel();
+    const cancelled = (): FerryError => new FerryError('CANCELLED', { phase: 'negotiate', side: 'source', sourceState: 'running' });
+    const onAbort = (): void => this.close(); // the channel shuts down: the wait below ends at once
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      let diagnosed = false;
+      let lastError = 'no connection within the budget';
+      for (let state = channel.getConnectivityState(true); state !== grpc.connectivityState.READY; state = channel.getConnectivityState(true)) {
+        if (signal?.aborted) throw cancelled();
+        if (state === grpc.connectivityState.TRANSIENT_FAILURE && !diagnosed) {
+          diagnosed = true;
+          const why = await diagnoseHandshake(this.target, this.security, Math.max(1, Math.min(3_000, deadline - Date.now()))).catch(() => undefined);
+          if (signal?.aborted) throw cancelled();
+          if (why) {
+            why.sourceState = 'running';
+            throw why;
+          }
+          lastError = 'the connection failed (TCP: is the dest agent listening there?)';
+        }
+        if (state === grpc.connectivityState.SHUTDOWN || Date.now() >= deadline) {
+          throw new FerryError('DEST_UNREACHABLE', { phase: 'negotiate', side: 'source', sourceState: 'running', detail: `${this.address}: ${lastError}` });
+        }
+        const from = state;
+        await new Promise<void>((resolve) => channel.watchConnectivityState(from, deadline, () => resolve()));
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   unary<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {

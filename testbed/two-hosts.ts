@@ -8,6 +8,10 @@
  *
  * Isolation: the veth is created with both ends inside our namespaces (it never exists in the host's network
  * namespace), nothing is routed beyond them, so no test traffic can leave them.
+ *
+ * Mutual TLS, as in production: each pair of hosts gets its own CA (test-pki.ts) and a certificate per host
+ * (spiffe://e2e.ferry.test/ferry/src|dst, with the host's address as IP SAN), in the test run's state dir; a
+ * ferry started in a host finds its files through FERRY_TLS_DIR, and the dest agent allows only the src.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -19,6 +23,7 @@ import { WORK_DIR_MARKER } from '../dest-agent/work-dir.js';
 import type { SerializedFerryError } from '../shared/errors/ferry-error.js';
 import type { MigrationEvent, MigrationSummary } from '../source-agent/migration/events.js';
 import type { Requirement } from './requirements.js';
+import { createTestPki } from './test-pki.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -39,6 +44,10 @@ export interface Host {
   readonly link: string;
   /** Its IPv4 address, without the prefix length. */
   readonly address: string;
+  /** cert.pem, key.pem and ca.pem of this host: FERRY_TLS_DIR of every ferry started in it. */
+  readonly tlsDir: string;
+  /** Its certificate's identity, spiffe://e2e.ferry.test/ferry/src|dst (what --allow-peer names). */
+  readonly identity: string;
 }
 
 export interface TwoHosts {
@@ -137,20 +146,30 @@ export async function createTwoHosts(): Promise<TwoHosts> {
   sweepStale();
   const k = created++;
   const subnet = ((process.pid * 7 + k) % 250) + 1;
-  const host = (role: 'src' | 'dst'): Host => {
+  const address = (role: 'src' | 'dst'): string => `10.77.${subnet}.${role === 'src' ? 1 : 2}`;
+  const pki = await createTestPki(testStateDir(), 'e2e.ferry.test');
+  const host = async (role: 'src' | 'dst'): Promise<Host> => {
     const name = `ferry-t${process.pid}-${k}-${role}`;
+    const cert = await pki.issue(role, { ipAddresses: [address(role)] });
     return {
       role,
       name,
       netns: join(NETNS_DIR, name),
       link: `fy${process.pid}x${k}${role[0]}`,
-      address: `10.77.${subnet}.${role === 'src' ? 1 : 2}`,
+      address: address(role),
+      tlsDir: join(cert.certFile, '..'),
+      identity: cert.identity!,
     };
   };
-  const src = host('src');
-  const dst = host('dst');
-  for (const h of [src, dst]) {
-    if (h.link.length > 15) throw new Error(`link name ${h.link} is longer than 15 characters`);
+  let src: Host, dst: Host;
+  try {
+    [src, dst] = [await host('src'), await host('dst')];
+    for (const h of [src, dst]) {
+      if (h.link.length > 15) throw new Error(`link name ${h.link} is longer than 15 characters`);
+    }
+  } catch (err) {
+    pki.remove();
+    throw err;
   }
 
   let destroyed: Promise<void> | undefined;
@@ -158,6 +177,7 @@ export async function createTwoHosts(): Promise<TwoHosts> {
     destroyed ??= (async () => {
       const errors: unknown[] = [];
       for (const h of [src, dst]) await deleteNetns(h.name).catch((e: unknown) => errors.push(e));
+      pki.remove();
       if (errors.length > 0) throw errors[0];
     })();
     return destroyed;
@@ -250,7 +270,14 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
     cwd: REPO_ROOT,
     // The CLI is silent by default; its log (on stderr) is what explains a failed expectation.
     // FERRY_STATE_DIR: the source's learned cost model stays in this test run, not in /var/lib/ferry.
-    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info', FERRY_STATE_DIR: testStateDir(), ...opts.env },
+    // FERRY_TLS_DIR: the host's own certificate, as /etc/ferry/tls would hold it.
+    env: {
+      ...process.env,
+      FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info',
+      FERRY_STATE_DIR: testStateDir(),
+      ...(opts.host ? { FERRY_TLS_DIR: opts.host.tlsDir } : {}),
+      ...opts.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: FerryLine[] = [];
@@ -391,6 +418,8 @@ export interface DestAgentOptions {
   env?: Record<string, string>;
   /** Also serve /metrics on the dst address (port picked by the agent). */
   metrics?: boolean;
+  /** The sources it accepts (--allow-peer); default the src host's identity. */
+  allowPeers?: string[];
   startTimeoutMs?: number;
 }
 
@@ -413,12 +442,13 @@ export interface DestAgentHandle {
   stop(): Promise<void>;
 }
 
-/** `ferry dest-agent --listen DST:0 --insecure-listen DST` inside the dst host; resolves once it listens. */
+/** `ferry dest-agent --listen DST:0 --allow-peer SRC-ID` inside the dst host (mutual TLS); resolves once it listens. */
 export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {}): Promise<DestAgentHandle> {
   const ownWorkDir = opts.workDir === undefined;
   const workDir = opts.workDir ?? makeTempDir('ferry-e2e-dest-');
   const dst = hosts.dst;
-  const args = ['dest-agent', '--listen', `${dst.address}:0`, '--insecure-listen', dst.address, '--work-dir', workDir];
+  const args = ['dest-agent', '--listen', `${dst.address}:0`, '--work-dir', workDir];
+  for (const peer of opts.allowPeers ?? [hosts.src.identity]) args.push('--allow-peer', peer);
   if (opts.metrics) args.push('--metrics', `${dst.address}:0`);
   // A daemon: no time limit; stop() (afterAll) ends it.
   const run = startFerry(args, { host: dst, env: opts.env, timeoutMs: 0 });

@@ -4,12 +4,15 @@ import { runCheck } from '../../source-agent/check.js';
 import { trackerAvailability } from '../../source-agent/trackers/choose-tracker.js';
 import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
+import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
-export const CHECK_HELP = `Usage: ferry check [--to HOST:PORT] [--json]
+export const CHECK_HELP = `Usage: ferry check [--to HOST:PORT [TLS options]] [--json]
 
 Reports what this host supports (CRIU, trackers, kernel, page size) and, with --to, what the dest agent
-there supports and whether a migration between the two can run. Changes nothing.
-Exit code 0 when everything needed is there, 1 otherwise.`;
+there supports and whether a migration between the two can run (over mutual TLS, as a migration would).
+Changes nothing. Exit code 0 when everything needed is there, 1 otherwise.
+
+${tlsHelp('dest', false)}`;
 
 function describe(side: string, p: PeerInfo): string[] {
   return [
@@ -21,13 +24,16 @@ function describe(side: string, p: PeerInfo): string[] {
 }
 
 export async function checkCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { to: { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = parse(argv, { to: { type: 'string' }, json: { type: 'boolean' }, ...TLS_FLAGS });
   if (values.help) {
     console.log(CHECK_HELP);
     return EXIT.ok;
   }
   const to = values.to ? formatHostPort(parseHostPort(values.to, '--to address')) : undefined;
-  const r = await runCheck(to);
+  // Only a check with --to dials anything: without it the TLS files are not needed.
+  const security = to ? transportSecurityFromFlags(values, ['client']) : undefined;
+  if (security) warnIfPlaintext(security);
+  const r = await runCheck(to, undefined, security);
   const trackers = await trackerAvailability();
   const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem));
   if (values.json) {

@@ -3,16 +3,19 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
+import type { TransportSecurity } from '../../shared/transport/transport-security.js';
 import type { MigrateRequest, MigrationEventMessage } from '../../shared/transport/messages.js';
 import { compileMigrateOptions, type CompiledMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { toMigrateRequest } from '../../source-agent/config/migrate-request.js';
 import { fromEventMessage } from '../../source-agent/migration/event-message.js';
 import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
+import { grpcPorts } from '../../source-agent/migration/ports.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { ProgressView, formatSummary } from '../render.js';
+import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
 export const MIGRATE_HELP = `Usage: ferry migrate PID --to HOST:PORT [options]
 
@@ -37,6 +40,9 @@ Options:
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
 
+${tlsHelp('dest', false)}
+  (In-process only: with --via the source agent dials the dest with its own certificate.)
+
 Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
 3 state unknown (act now: see the message); 130 interrupted and rolled back.`;
 
@@ -55,6 +61,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'on-no-converge': { type: 'string' },
       'no-precopy': { type: 'boolean' },
       tracker: { type: 'string' },
+      ...TLS_FLAGS,
     },
     true,
   );
@@ -80,9 +87,16 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     tracker: values.tracker,
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
+  const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);
+  if (via && tlsGiven) {
+    throw new FerryError('BAD_ARGUMENT', { message: 'the TLS flags apply to an in-process migration only', hint: 'With --via the source agent dials the dest with its own certificate: drop --tls-*, --allow-peer and --insecure.' });
+  }
   const opts = via ? undefined : compileMigrateOptions(options);
+  // The CLI dials the dest itself: its certificate is a TLS client's.
+  const security = via ? undefined : transportSecurityFromFlags(values, ['client']);
+  if (security) warnIfPlaintext(security);
   const view = new ProgressView(process.stdout, values.json ?? false);
-  const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, view);
+  const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, security!, view);
   view.finish();
   if (values.json) console.log(JSON.stringify({ kind: 'summary', summary }));
   else console.log(formatSummary(summary));
@@ -90,13 +104,14 @@ export async function migrateCommand(argv: string[]): Promise<number> {
 }
 
 /** In this process; Ctrl-C (SIGINT/SIGTERM) rolls back before exiting. */
-async function migrateHere(opts: CompiledMigrateOptions, view: ProgressView): Promise<MigrationSummary> {
+async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecurity, view: ProgressView): Promise<MigrationSummary> {
   const controller = new AbortController();
   const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { side: 'source' }));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal });
+    const ports = grpcPorts(security);
+    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal, ports });
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -10,7 +10,9 @@
 # production node_modules, the addon, the memtest workload) travels as a tarball on a read-only 9p share and is
 # unpacked to /opt/ferry on both guests: CRIU restores by path, so paths match on both sides.
 # Network: a QEMU stream netdev over a unix socket between the two QEMU processes, addresses 10.79.0.1/.2. No
-# host network device, no port, no user-mode NIC.
+# host network device, no port, no user-mode NIC. The agents speak mutual TLS: a throwaway CA and one certificate
+# per guest are made here with `ferry certs` (trust domain vm.ferry), each guest gets only its own key (in its
+# own mailbox), installed at /etc/ferry/tls, the agents' default.
 # Control: a 9p "mailbox" per guest; the guest runs req/ID.sh and writes out/ID.{out,err,rc}; a virtio-serial
 # port (a host FIFO) wakes it, so an idle guest costs no host CPU.
 #
@@ -192,6 +194,15 @@ payload() {  # RUN/share/ferry.tar: what /opt/ferry holds in the guests
   tar -C "$R/stage" -rf "$R/share/ferry.tar" --transform 's|^vmjs|.vm|' vmjs
 }
 
+certs() {  # certs RUN: the CA (stays on this host) and each guest's certificate in that guest's mailbox
+  local R=$1 n ip
+  node "$ROOT/bin/ferry.js" certs init --dir "$R/pki" --trust-domain vm.ferry >/dev/null || die "ferry certs init failed"
+  for n in a b; do
+    ip=$IP_A; [ $n = b ] && ip=$IP_B
+    node "$ROOT/bin/ferry.js" certs issue --dir "$R/pki" --host $n --ip $ip --out "$R/$n/ctl/tls" >/dev/null || die "ferry certs issue $n failed"
+  done
+}
+
 # ------------------------------------------------------------------------------------------------ VMs
 ACCEL=
 accel() {
@@ -275,6 +286,7 @@ set -e
 mkdir -p $G_FERRY $G_STATE/state $G_STATE/logs
 tar -C $G_FERRY -xf /share/ferry.tar
 printf '#!/bin/sh\nexec node $G_FERRY/bin/ferry.js "\$@"\n' > /usr/local/bin/ferry; chmod 755 /usr/local/bin/ferry
+mkdir -p /etc/ferry/tls; chmod 700 /etc/ferry/tls; cp /ctl/tls/cert.pem /ctl/tls/key.pem /ctl/tls/ca.pem /etc/ferry/tls/; chmod 600 /etc/ferry/tls/key.pem
 uname -r; node --version; \$FERRY_CRIU --version | head -1
 EOF
 }
@@ -290,7 +302,7 @@ for i in \$(seq 600); do [ -s $G_STATE/state/$name.ready.json ] && break; sleep 
 sleep 2
 t0=\$(cut -d' ' -f1 /proc/uptime)
 set +e
-ferry migrate \$PID --to $IP_B:7070 --tracker $tracker --json > /ctl/out/migrate-$tracker.jsonl
+ferry migrate \$PID --to $IP_B:7070 --allow-peer spiffe://vm.ferry/ferry/b --tracker $tracker --json > /ctl/out/migrate-$tracker.jsonl
 rc=\$?
 echo "migrate rc=\$rc in \$(awk -v a=\$t0 -v b=\$(cut -d' ' -f1 /proc/uptime) 'BEGIN{print b-a}') s" >&2
 cp -r /dev/shm/ferry/logs /ctl/out/source-criu-logs-$tracker 2>/dev/null
@@ -333,7 +345,7 @@ run() {
   RUN=$(mktemp -d /tmp/ferry-two-vm.XXXXXX)
   trap 'collect_and_down' EXIT; trap 'exit 130' INT TERM
   mkdir -p "$RUN/share" "$RUN/stage"
-  t0=$(date +%s.%N); payload "$RUN"; local payload_s; payload_s=$(secs_since "$t0")
+  t0=$(date +%s.%N); payload "$RUN"; certs "$RUN"; local payload_s; payload_s=$(secs_since "$t0")
   accel
   t0=$(date +%s.%N)
   vm_start "$RUN" a $IP_A 52:54:00:79:00:01 server   # a listens on the netdev socket: it must start first
@@ -347,7 +359,7 @@ run() {
   vm_wait "$RUN" b "$jb" 120 >&2 || die "unpacking Ferry on b failed"
   log "Ferry unpacked on both guests in $(secs_since "$t0") s"
   vm_spawn "$RUN" b "$GUEST_ENV
-exec ferry dest-agent --listen $IP_B:7070 --insecure-listen $IP_B --work-dir $G_STATE/dest" > "$RUN/dest.job"
+exec ferry dest-agent --listen $IP_B:7070 --allow-peer spiffe://vm.ferry/ferry/a --work-dir $G_STATE/dest" > "$RUN/dest.job"
   t0=$(date +%s.%N)
   vm_exec "$RUN" a "$STEP_TIMEOUT" "$(capture_script)" >&2 || rc=1
   log "fixtures + soft-dirty contract in the guest: rc=$rc in $(secs_since "$t0") s"

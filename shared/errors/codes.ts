@@ -30,8 +30,8 @@ export const ERRORS = {
   BAD_ADDRESS: spec('FERRY-0002', 'An address is not HOST:PORT', 'Give the address as HOST:PORT, e.g. 10.0.0.2:7070 or [::1]:7070.', status.INVALID_ARGUMENT),
   INSECURE_LISTEN_REFUSED: spec(
     'FERRY-0003',
-    'The dest agent refuses to listen beyond loopback without authentication',
-    'Listen on 127.0.0.1, or name the address explicitly with --insecure-listen ADDRESS on an isolated test network.',
+    'A plaintext (--insecure) listener beyond loopback was refused',
+    'Run with TLS (the default: see --tls-cert), or listen on 127.0.0.1; on an isolated test network only, add --insecure-any-address to --insecure.',
     status.INVALID_ARGUMENT,
   ),
   NOT_ROOT: spec('FERRY-0004', 'Ferry must run as root', 'Run the agent as root: CRIU and ptrace need CAP_SYS_ADMIN and CAP_SYS_PTRACE.', status.PERMISSION_DENIED),
@@ -115,6 +115,68 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
   ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
+
+  // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.
+  TLS_FILES_MISSING: spec(
+    'FERRY-1101',
+    'A TLS certificate, key or CA file cannot be read',
+    'Make them with `ferry certs init` and `ferry certs issue` (README, Security) and name them with --tls-cert, --tls-key and --tls-ca (default /etc/ferry/tls/{cert,key,ca}.pem, or $FERRY_TLS_DIR); only on loopback, --insecure runs without.',
+    status.FAILED_PRECONDITION,
+  ),
+  TLS_CONFIG_INVALID: spec(
+    'FERRY-1102',
+    "This host's TLS certificate, key or CA cannot be used",
+    'Issue a new certificate for this host with `ferry certs issue` (the detail says what is wrong with this one) from the CA named by --tls-ca.',
+    status.FAILED_PRECONDITION,
+  ),
+  CERT_REFUSED_BY_PEER: spec(
+    'FERRY-1103',
+    "The peer refused this host's certificate: none was presented or its CA did not verify it",
+    "Give this host a certificate issued by the peer's CA and valid now (`ferry certs issue`), named by --tls-cert and --tls-key.",
+    status.UNAUTHENTICATED,
+  ),
+  PEER_NOT_ALLOWED: spec(
+    'FERRY-1104',
+    "The peer's identity is not on this agent's allow-list",
+    "Add the peer's identity (spiffe://TRUST-DOMAIN/ferry/HOST, shown in the detail) with --allow-peer on the side that refused, or connect with the right certificate.",
+    status.PERMISSION_DENIED,
+  ),
+  PEER_IDENTITY_INVALID: spec(
+    'FERRY-1105',
+    "The peer's certificate carries no usable identity",
+    'Issue the peer a certificate with `ferry certs issue`: exactly one URI SAN spiffe://TRUST-DOMAIN/ferry/HOST (or, without a URI SAN, DNS names).',
+    status.UNAUTHENTICATED,
+  ),
+  PEER_CERT_UNTRUSTED: spec(
+    'FERRY-1106',
+    "The peer's certificate did not verify against this host's CA",
+    "Check that both hosts use certificates of the same CA (--tls-ca) and that the peer's certificate is valid now (`openssl x509 -noout -dates -in CERT`); renew it with `ferry certs issue`.",
+    status.UNAUTHENTICATED,
+  ),
+  PEER_ADDRESS_MISMATCH: spec(
+    'FERRY-1107',
+    "The dest's certificate is not valid for the address dialed",
+    'Dial the dest by a name or address its certificate carries (the detail lists them), or reissue it with `ferry certs issue --dns NAME --ip ADDRESS`.',
+    status.UNAUTHENTICATED,
+  ),
+  TRANSPORT_MISMATCH: spec(
+    'FERRY-1108',
+    'One side speaks TLS and the other plaintext',
+    'Run both sides with TLS (the default), or both with --insecure (loopback or isolated test networks only).',
+    status.UNAVAILABLE,
+  ),
+  TLS_HANDSHAKE_FAILED: spec(
+    'FERRY-1109',
+    'The TLS handshake with the peer failed',
+    'Check that HOST:PORT is a Ferry agent of the same release; the detail quotes the TLS error.',
+    status.UNAVAILABLE,
+  ),
+  CERTIFICATE_ISSUE_FAILED: spec(
+    'FERRY-1110',
+    'openssl could not make the certificate',
+    'Check that openssl is installed (`apt install openssl`) and that the directory is writable; the detail quotes openssl.',
+    status.INTERNAL,
+  ),
 
   DEST_PREPARE_FAILED: spec('FERRY-2001', 'The dest could not open a session', 'Check free disk and memory on the dest (the dest agent log says which).', status.RESOURCE_EXHAUSTED),
   SESSION_CONFLICT: spec('FERRY-2002', 'A migration with this id already exists on the dest', 'Retry: a new migration id is drawn each time.', status.ALREADY_EXISTS, true),

@@ -11,6 +11,7 @@ import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js'
 import { localPeerInfo } from '../../shared/peer-info.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { PageBatch } from '../../shared/transport/page-batch.js';
+import type { TransportSecurity } from '../../shared/transport/transport-security.js';
 import { DestClient } from '../dest-client.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
@@ -132,8 +133,9 @@ export const realSourceHost: SourceHost = {
   createThrottle: (rootPid) => createTaskThrottle(rootPid),
 };
 
-export async function connectGrpcDest(address: string, timeoutMs: number, signal: AbortSignal): Promise<DestPort> {
-  const client = new DestClient(address);
+/** `security` absent: TLS from the default files (the source agent daemon, which has no TLS flags yet). */
+export async function connectGrpcDest(address: string, timeoutMs: number, signal: AbortSignal, security?: TransportSecurity): Promise<DestPort> {
+  const client = new DestClient(address, security);
   try {
     await client.connect(timeoutMs, signal);
   } catch (e) {
@@ -153,3 +155,8 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
 }
 
 export const realPorts: MigrationPorts = { host: realSourceHost, connectDest: connectGrpcDest };
+
+/** The real world, with the dest dialed under the caller's transport security (`ferry migrate`'s TLS flags). */
+export function grpcPorts(security: TransportSecurity): MigrationPorts {
+  return { host: realSourceHost, connectDest: (address, timeoutMs, signal) => connectGrpcDest(address, timeoutMs, signal, security) };
+}

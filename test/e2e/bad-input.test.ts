@@ -109,6 +109,7 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
   let dest: DestAgentHandle | undefined;
   let noCriuDest: DestAgentHandle | undefined;
   let v2Dest: DestAgentHandle | undefined;
+  let strictDest: DestAgentHandle | undefined;
   let task: MemtestHandle | undefined;
   let stateDir: string | undefined;
   let imagesRoot: string | undefined;
@@ -119,17 +120,18 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
     stateDir = makeTempDir('ferry-e2e-state-');
     imagesRoot = makeTempDir('ferry-e2e-images-');
     hosts = await createTwoHosts();
-    [dest, noCriuDest, v2Dest, task] = await Promise.all([
+    [dest, noCriuDest, v2Dest, strictDest, task] = await Promise.all([
       startDestAgent(hosts),
       startDestAgent(hosts, { env: { FERRY_CRIU: '/nonexistent/criu' } }),
       startDestAgent(hosts, { env: { FERRY_TEST_PROTOCOL_VERSIONS: '2' } }),
+      startDestAgent(hosts, { allowPeers: ['spiffe://e2e.ferry.test/ferry/somebody-else'] }),
       startMemtest({ name: NAME, mib: 4, dirtyMibPerSec: 1, stateDir, netns: hosts.src.netns }),
     ]);
   }, 60_000);
 
   afterAll(async () => {
     await task?.stop();
-    for (const d of [dest, noCriuDest, v2Dest]) await d?.stop();
+    for (const d of [dest, noCriuDest, v2Dest, strictDest]) await d?.stop();
     await hosts?.destroy();
     for (const d of [stateDir, imagesRoot]) if (d) rmSync(d, { recursive: true, force: true });
   });
@@ -212,6 +214,36 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
     });
   });
 
+  describe('mutual TLS', () => {
+    it('a dest whose allow-list lacks this source: FERRY-1104 from the dest, nothing opened there', async () => {
+      const r = await runMigrate(hosts!, task!.rootPid, strictDest, { env: env() });
+      expectRefused(r, 'FERRY-1104');
+      expect(r.error).toMatchObject({ side: 'dest' });
+      expect(strictDest!.stderr()).toContain('"code":"FERRY-1104"');
+      expectUntouched(task!.rootPid);
+      expect(strictDest!.leftovers()).toEqual([]);
+    });
+
+    it("a dest whose identity is not on this source's allow-list: FERRY-1104 from the source", async () => {
+      const r = await runMigrate(hosts!, task!.rootPid, dest, { env: env(), args: ['--allow-peer', 'spiffe://e2e.ferry.test/ferry/another-dest'] });
+      expectRefused(r, 'FERRY-1104');
+      expect(r.error).toMatchObject({ side: 'source' });
+      expectUntouched(task!.rootPid);
+    });
+
+    it('a plaintext source against a TLS dest: FERRY-1108', async () => {
+      const r = await runMigrate(hosts!, task!.rootPid, dest, { env: env(), args: ['--insecure'] });
+      expectRefused(r, 'FERRY-1108');
+      expectUntouched(task!.rootPid);
+    });
+
+    it('without its certificate files: FERRY-1101, before anything', async () => {
+      const r = await runMigrate(hosts!, task!.rootPid, dest, { env: { ...env(), FERRY_TLS_DIR: '/nonexistent/tls' } });
+      expectRefused(r, 'FERRY-1101');
+      expectUntouched(task!.rootPid);
+    });
+  });
+
   describe('usage', () => {
     it('migrate abc --to x: FERRY-0001', async () => {
       const r = await runFerry(['migrate', 'abc', '--to', 'x', '--json'], { host: hosts!.src, env: env() });
@@ -230,11 +262,11 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
       expectUntouched(task!.rootPid);
     });
 
-    it('dest-agent on a non-loopback address without --insecure-listen: FERRY-0003', async () => {
+    it('dest-agent in plaintext (--insecure) on a non-loopback address without --insecure-any-address: FERRY-0003', async () => {
       const workDir = makeTempDir('ferry-e2e-dest-');
       try {
         // In the dst host, so that even a wrongly started agent could listen nowhere else; bounded if it does.
-        const r = await runFerry(['dest-agent', '--listen', `${hosts!.dst.address}:0`, '--work-dir', workDir], { host: hosts!.dst, timeoutMs: 15_000 });
+        const r = await runFerry(['dest-agent', '--listen', `${hosts!.dst.address}:0`, '--insecure', '--work-dir', workDir], { host: hosts!.dst, timeoutMs: 15_000 });
         expect(r.timedOut, describeResult(r)).toBe(false);
         expect(r.exitCode, describeResult(r)).toBe(2);
         expect(errorCodeIn(r.stderr), r.stderr).toBe('FERRY-0003');
@@ -254,7 +286,7 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
   it('after all refusals the workload is intact and no dest holds a session', async () => {
     expectUntouched(task!.rootPid);
     expect((await task!.verify()).bad_pages).toBe(0);
-    for (const d of [dest!, noCriuDest!, v2Dest!]) {
+    for (const d of [dest!, noCriuDest!, v2Dest!, strictDest!]) {
       expect(d.exited()).toBe(false);
       expect(d.leftovers()).toEqual([]);
     }

@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../cli/main.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
@@ -15,6 +15,7 @@ import { silentLogger } from '../../shared/logging/logger.js';
 import type { CheckResponse } from '../../shared/transport/messages.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
+import { createTestPki } from '../../testbed/test-pki.js';
 import { canRun, isRoot } from '../../testbed/requirements.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -26,10 +27,14 @@ const root = canRun('source agent', isRoot());
 beforeAll(async () => {
   if (!root) return;
   dir = mkdtempSync(join(tmpdir(), 'ferry-src-'));
+  // The agent dials dests over mutual TLS with the default files: give it a certificate of its own.
+  const pki = await createTestPki(dir);
+  vi.stubEnv('FERRY_TLS_DIR', dirname((await pki.issue('source')).certFile));
   agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], log: silentLogger });
 });
 afterAll(async () => {
   await agent?.close();
+  vi.unstubAllEnvs();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -19,6 +19,7 @@ import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import { PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
 import { serverCredentials } from '../../shared/transport/credentials.js';
+import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 
@@ -42,10 +43,10 @@ export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}
   const server = new grpc.Server(SERVER_OPTIONS);
   server.addService(ferryProto().Dest.service, service.handlers());
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', serverCredentials(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync('127.0.0.1:0', serverCredentials(INSECURE_LOOPBACK), (err, p) => (err ? reject(err) : resolve(p)));
   });
   const address = `127.0.0.1:${port}`;
-  const client = new DestClient(address);
+  const client = new DestClient(address, INSECURE_LOOPBACK); // the service's logic; TLS: test/integration/mutual-tls.test.ts
   await client.connect(5_000);
   return {
     workDir,

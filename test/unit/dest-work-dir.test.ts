@@ -12,6 +12,7 @@ import { startDestAgent } from '../../dest-agent/dest-agent.js';
 import { removeLeftoverSessions } from '../../dest-agent/leftovers.js';
 import { markSessionDir, openWorkDir, WORK_DIR_MARKER } from '../../dest-agent/work-dir.js';
 import { silentLogger } from '../../shared/logging/logger.js';
+import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 let root: string;
@@ -69,7 +70,7 @@ describe('openWorkDir', () => {
   it('the dest agent refuses to start on a foreign directory, before it removes or listens to anything', async () => {
     const dir = await foreignDir();
     const before = await tree(dir);
-    await expectFerryRejection(startDestAgent({ listen: { host: '127.0.0.1', port: 0 }, workDir: dir, log: silentLogger }), 'WORK_DIR_FOREIGN');
+    await expectFerryRejection(startDestAgent({ listen: { host: '127.0.0.1', port: 0 }, workDir: dir, log: silentLogger, security: INSECURE_LOOPBACK }), 'WORK_DIR_FOREIGN');
     expect(await tree(dir)).toEqual(before);
     expect(await readFile(join(dir, 'notes.txt'), 'utf8')).toBe('keep me');
   });

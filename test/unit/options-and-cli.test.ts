@@ -2,9 +2,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { intFlag, msFlag, parse } from '../../cli/args.js';
 import { describeEvent, formatError, formatSummary } from '../../cli/render.js';
+import { transportSecurityFromFlags } from '../../cli/tls-flags.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, isLoopback, parseHostPort } from '../../shared/transport/address.js';
 import { checkListenPolicy } from '../../shared/transport/listen-policy.js';
+import { INSECURE_LOOPBACK, type TransportSecurity } from '../../shared/transport/transport-security.js';
 import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
 import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
 import { RollbackStack } from '../../source-agent/migration/rollback-stack.js';
@@ -139,19 +141,42 @@ describe('addresses', () => {
 });
 
 describe('checkListenPolicy', () => {
-  it.each(['127.0.0.1', '::1', 'localhost'])('lets %s listen', (host) => {
+  const tls = { kind: 'tls' } as TransportSecurity; // the policy reads only the kind
+  it.each(['127.0.0.1', '::1', 'localhost'])('lets %s listen, in plaintext too', (host) => {
     expect(() => checkListenPolicy({ host, port: 7070 }, undefined)).not.toThrow();
+    expect(() => checkListenPolicy({ host, port: 7070 }, INSECURE_LOOPBACK)).not.toThrow();
   });
 
-  it.each(['0.0.0.0', '10.0.0.2', '::'])('refuses %s unless it is named', (host) => {
+  it.each(['0.0.0.0', '10.0.0.2', '::'])('refuses plaintext on %s without --insecure-any-address; TLS listens anywhere', (host) => {
     const e = expectFerryError(() => checkListenPolicy({ host, port: 7070 }, undefined), 'INSECURE_LISTEN_REFUSED');
     expect(e.detail).toContain(formatHostPort({ host, port: 7070 }));
-    expect(() => checkListenPolicy({ host, port: 7070 }, host)).not.toThrow();
+    expectFerryError(() => checkListenPolicy({ host, port: 7070 }, INSECURE_LOOPBACK), 'INSECURE_LISTEN_REFUSED');
+    expect(() => checkListenPolicy({ host, port: 7070 }, { kind: 'insecure', anyAddress: true })).not.toThrow();
+    expect(() => checkListenPolicy({ host, port: 7070 }, tls)).not.toThrow();
+  });
+});
+
+describe('transport security flags', () => {
+  it.each([
+    [{ 'insecure-listen': '10.0.0.2' }, 'BAD_ARGUMENT', 'the old flag: refused with a pointer to the new ones'],
+    [{ insecure: true, 'tls-cert': '/x.pem' }, 'BAD_ARGUMENT', 'plaintext and TLS at once'],
+    [{ insecure: true, 'allow-peer': ['spiffe://td/ferry/a'] }, 'BAD_ARGUMENT', 'an allow-list without authentication'],
+    [{ 'insecure-any-address': true }, 'BAD_ARGUMENT', 'plaintext never implied'],
+    [{ 'allow-peer': ['not an id'], 'tls-cert': '/nonexistent' }, 'TLS_FILES_MISSING', 'the files are read first'],
+  ] as const)('%j: %s (%s)', (values, key, _why) => {
+    let thrown: unknown;
+    try {
+      transportSecurityFromFlags(values, ['server']);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(FerryError);
+    expect((thrown as FerryError).key).toBe(key);
   });
 
-  it('refuses when another address is named', () => {
-    const e = expectFerryError(() => checkListenPolicy({ host: '0.0.0.0', port: 7070 }, '10.0.0.2'), 'INSECURE_LISTEN_REFUSED');
-    expect(e.detail).toContain('10.0.0.2');
+  it('--insecure alone is plaintext on loopback', () => {
+    expect(transportSecurityFromFlags({ insecure: true }, ['client'])).toEqual(INSECURE_LOOPBACK);
+    expect(transportSecurityFromFlags({ insecure: true, 'insecure-any-address': true }, ['server'])).toEqual({ kind: 'insecure', anyAddress: true });
   });
 });
 
