@@ -9,6 +9,7 @@
  */
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
+import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { serveMetrics, type MetricsServer } from '../shared/metrics/metrics-server.js';
 import type { HostPort } from '../shared/transport/address.js';
@@ -28,6 +29,8 @@ export interface SourceAgentOptions {
   socketGid?: number | undefined;
   /** HOST:PORT of every dest a migration or a check may go to; none = refuse them all. */
   allowDests: readonly string[];
+  /** How migrations and checks dial the dests: mutual TLS (the CLI's default) or plaintext when asked. */
+  dialSecurity: TransportSecurity;
   metrics?: HostPort | undefined;
   log: Logger;
 }
@@ -45,7 +48,7 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
   if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests);
+  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity);
   const server = await startUnixSocketServer({
     path: opts.socket ?? DEFAULT_SOURCE_SOCKET,
     gid: opts.socketGid,

@@ -11,6 +11,7 @@ import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
 import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage } from '../shared/transport/messages.js';
+import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { authorizeMigration, permissionLostError, reauthorizeOnProgress, type Caller } from './caller-permission.js';
 import { runCheck } from './check.js';
 import { compileMigrateOptions } from './config/migrate-options.js';
@@ -19,6 +20,7 @@ import type { DestAllowList } from './dest-allow-list.js';
 import { toEventMessage } from './migration/event-message.js';
 import type { EventSink, MigrationEvent } from './migration/events.js';
 import { migrate } from './migration/orchestrator.js';
+import { grpcPorts } from './migration/ports.js';
 import type { SourceMetrics } from './source-metrics.js';
 
 export class SourceService {
@@ -28,6 +30,8 @@ export class SourceService {
     private readonly log: Logger,
     private readonly metrics: SourceMetrics,
     private readonly allowDests: DestAllowList,
+    /** How this agent dials the dests (mutual TLS with its own certificate, unless --insecure). */
+    private readonly security: TransportSecurity,
   ) {}
 
   /** The handlers of one connection, whose every call comes from `caller`. */
@@ -55,7 +59,7 @@ export class SourceService {
   private async check(request: CheckRequest, log: Logger): Promise<CheckResponse> {
     const dest = request.dest ? this.allowDests.check(request.dest, 'Check') : undefined;
     log.info('Check', { dest });
-    return runCheck(dest);
+    return runCheck(dest, undefined, this.security);
   }
 
   private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>, caller: Caller, log: Logger): Promise<void> {
@@ -76,7 +80,7 @@ export class SourceService {
     const listeners: EventSink[] = [(e) => this.metrics.observe(e)];
     if (caller.uid !== 0) listeners.push(reauthorizeOnProgress(caller, opts.pid, controller, log));
     try {
-      await migrate(opts, { log, emit, signal: controller.signal, listeners });
+      await migrate(opts, { log, emit, signal: controller.signal, listeners, ports: grpcPorts(this.security) });
       if (!call.cancelled) call.end();
     } catch (e) {
       throw permissionLostError(controller.signal, e);

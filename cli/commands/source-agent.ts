@@ -4,6 +4,7 @@ import { createLogger } from '../../shared/logging/logger.js';
 import { parseHostPort } from '../../shared/transport/address.js';
 import { DEFAULT_SOURCE_SOCKET, startSourceAgent } from '../../source-agent/source-agent.js';
 import { parse } from '../args.js';
+import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags } from '../tls-flags.js';
 import { EXIT } from '../exit-codes.js';
 import { requireRoot, untilStopped } from './daemon.js';
 
@@ -20,7 +21,9 @@ Options:
   --socket-group GROUP   let this group connect too (socket mode 0660); default root only (0600)
   --allow-dest HOST:PORT a dest migrations and checks may go to (repeatable; none = refuse every migration)
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (loopback only)
-  -h, --help             this help`;
+  -h, --help             this help
+
+${tlsHelp('dest', false)}`;
 
 export async function sourceAgentCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
@@ -29,6 +32,7 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
     'allow-dest': { type: 'string', multiple: true },
     metrics: { type: 'string' },
     listen: { type: 'string' },
+    ...TLS_FLAGS,
   });
   if (values.help) {
     console.log(SOURCE_AGENT_HELP);
@@ -42,8 +46,12 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
   }
   const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
   const socketGid = values['socket-group'] === undefined ? undefined : groupId(values['socket-group']);
+  // The agent dials dests: its certificate is a client's (checked now, before it listens).
+  const dialSecurity = transportSecurityFromFlags(values, ['client']);
   requireRoot();
-  const agent = await startSourceAgent({ socket: values.socket, socketGid, allowDests: values['allow-dest'] ?? [], metrics, log: createLogger({ side: 'source' }) });
+  const log = createLogger({ side: 'source' });
+  if (dialSecurity.kind === 'insecure') log.warn('PLAINTEXT (--insecure): migrations dial the dests unauthenticated');
+  const agent = await startSourceAgent({ socket: values.socket, socketGid, allowDests: values['allow-dest'] ?? [], dialSecurity, metrics, log });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', socket: agent.socket, metricsPort: agent.metricsPort }));
   await untilStopped();

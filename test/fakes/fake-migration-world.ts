@@ -15,7 +15,7 @@ import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 
 export const PAGE = 4096;
 /** Where the world fails, when told. */
-export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-rejected';
+export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-rejected' | 'commit-epoch-mismatch';
 
 const peer: m.PeerInfo = {
   ferryVersion: 't',
@@ -158,6 +158,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('dest.commit');
       if (fail === 'commit-unanswered') return Promise.reject(new FerryError('DEST_UNREACHABLE'));
       if (fail === 'commit-rejected') return Promise.reject(new FerryError('COMMIT_REJECTED'));
+      if (fail === 'commit-epoch-mismatch') return Promise.reject(new FerryError('SESSION_EPOCH_MISMATCH'));
       return Promise.resolve({ restoredPid: 777, resumedAtUnixUs: '1' });
     },
     abort: (req) => {

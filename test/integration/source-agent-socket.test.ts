@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { PeerCredentials } from '../../shared/kernel/peer-credentials.js';
+import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { startUnixSocketServer } from '../../shared/transport/unix-socket-server.js';
@@ -28,7 +29,7 @@ afterEach(async () => {
 });
 
 async function agentAt(socket: string, socketGid?: number): Promise<SourceAgent> {
-  const a = await startSourceAgent({ socket, socketGid, allowDests: [], log: silentLogger });
+  const a = await startSourceAgent({ socket, socketGid, allowDests: [], dialSecurity: INSECURE_LOOPBACK, log: silentLogger });
   agents.push(a);
   return a;
 }

@@ -8,14 +8,15 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { waitGone } from '../../shared/kernel/process-wait.js';
 import { repoRoot } from '../../shared/repo-root.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
 import { createTestPki } from '../../testbed/test-pki.js';
+import { compileTransportSecurity } from '../../shared/transport/transport-security.js';
 import { canRun, hasCommand, isRoot, type Requirement } from '../../testbed/requirements.js';
 
 const NOBODY = 65534;
@@ -65,15 +66,15 @@ beforeAll(async () => {
   chownSync(join(dir, 'home'), NOBODY, NOBODY);
   [dest, destAddress] = await countingListener(() => destConnections++);
   [other, otherAddress] = await countingListener(() => otherConnections++);
-  // The agent dials dests over mutual TLS with the default files: give it a certificate of its own.
+  // The agent dials dests over mutual TLS: give it a certificate of its own.
   const pki = await createTestPki(dir);
-  vi.stubEnv('FERRY_TLS_DIR', dirname((await pki.issue('source')).certFile));
-  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), socketGid: gid, allowDests: [destAddress], log: silentLogger });
+  const cert = await pki.issue('source');
+  const dialSecurity = compileTransportSecurity({ certFile: cert.certFile, keyFile: cert.keyFile, caFile: cert.caFile }, ['client']);
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), socketGid: gid, allowDests: [destAddress], dialSecurity, log: silentLogger });
 });
 
 afterAll(async () => {
   await agent?.close();
-  vi.unstubAllEnvs();
   for (const server of [dest, other]) await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
   const pids = tasks.map((t) => t.pid!).filter((p) => p > 0);
   for (const p of pids) {

@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../cli/main.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
@@ -16,6 +16,7 @@ import type { CheckResponse } from '../../shared/transport/messages.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
 import { createTestPki } from '../../testbed/test-pki.js';
+import { compileTransportSecurity, INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { canRun, isRoot } from '../../testbed/requirements.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -27,14 +28,14 @@ const root = canRun('source agent', isRoot());
 beforeAll(async () => {
   if (!root) return;
   dir = mkdtempSync(join(tmpdir(), 'ferry-src-'));
-  // The agent dials dests over mutual TLS with the default files: give it a certificate of its own.
+  // The agent dials dests over mutual TLS: give it a certificate of its own.
   const pki = await createTestPki(dir);
-  vi.stubEnv('FERRY_TLS_DIR', dirname((await pki.issue('source')).certFile));
-  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], log: silentLogger });
+  const cert = await pki.issue('source');
+  const dialSecurity = compileTransportSecurity({ certFile: cert.certFile, keyFile: cert.keyFile, caFile: cert.caFile }, ['client']);
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], dialSecurity, log: silentLogger });
 });
 afterAll(async () => {
   await agent?.close();
-  vi.unstubAllEnvs();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -108,7 +109,7 @@ describe.skipIf(!root)('source agent', () => {
 
   it('serves /metrics on loopback only', async () => {
     await expectFerryRejection(
-      startSourceAgent({ socket: join(dir, 'm.sock'), allowDests: [], metrics: { host: '10.77.0.1', port: 0 }, log: silentLogger }),
+      startSourceAgent({ socket: join(dir, 'm.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, metrics: { host: '10.77.0.1', port: 0 }, log: silentLogger }),
       'INSECURE_LISTEN_REFUSED',
     );
   });

@@ -51,7 +51,9 @@ async function commitWithRetry(dest: DestPort, migrationId: string, epoch: strin
     try {
       return await dest.commit({ migrationId, epoch });
     } catch (e) {
-      if (e instanceof FerryError && e.key === 'COMMIT_REJECTED') throw e; // the dest refused: safe to thaw
+      // The dest answered and refused (it holds no restored copy of ours under this epoch): safe to thaw.
+      // Not SESSION_NOT_FOUND: a dest that restarted after committing no longer knows the session.
+      if (e instanceof FerryError && (e.key === 'COMMIT_REJECTED' || e.key === 'SESSION_EPOCH_MISMATCH')) throw e;
       last = e;
       log.warn('commit unanswered, retrying', { attempt, err: e });
       await new Promise((r) => setTimeout(r, 200 * attempt));
