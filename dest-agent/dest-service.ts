@@ -99,9 +99,9 @@ export class DestService {
     return {
       Negotiate: unary((r: m.NegotiateRequest) => this.negotiate(r)),
       Prepare: unary((r: m.PrepareRequest, peer) => this.prepare(r, peer)),
-      Restore: unary((r: m.RestoreRequest) => this.restore(r)),
-      Commit: unary((r: m.CommitRequest) => this.commit(r)),
-      Abort: unary((r: m.AbortRequest) => this.abort(r)),
+      Restore: unary((r: m.RestoreRequest, peer) => this.restore(r, peer)),
+      Commit: unary((r: m.CommitRequest, peer) => this.commit(r, peer)),
+      Abort: unary((r: m.AbortRequest, peer) => this.abort(r, peer)),
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
         this.streamPages(call, peerKey(call)).catch((e: unknown) => {
           this.opts.log.warn('page stream failed', { err: e });
@@ -135,7 +135,7 @@ export class DestService {
     if (!protocolVersions().includes(req.protocolVersion)) {
       throw new FerryError('PROTOCOL_MISMATCH', { side: 'dest', phase: 'prepare', detail: `version ${req.protocolVersion} is not spoken here` });
     }
-    const existing = this.sessions.get(req.migrationId);
+    const existing = this.sessions.get(req.migrationId, peer);
     if (existing) {
       if (existing.epoch === epoch && existing.state === 'receiving') {
         existing.touch();
@@ -143,6 +143,7 @@ export class DestService {
       }
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
     }
+    if (this.sessions.holds(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
     if (this.sessions.isCommitted(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare', detail: 'this migration id committed here' });
     // Which pids are taken stays in this log: an answer naming them would let any peer probe this host's pids.
     const taken = req.requiredPids.filter((pid) => existsSync(`/proc/${pid}`));
@@ -186,10 +187,10 @@ export class DestService {
     return { workDir: session.dir, freeBytes: free.toString() };
   }
 
-  /** A live session for a call: its id well-formed, its epoch the session's. */
-  private session(migrationId: string, epoch: string, phase: Phase): DestSession {
+  /** A live session for a call: its id well-formed, its epoch the session's, opened by this peer. */
+  private session(migrationId: string, epoch: string, phase: Phase, peer: PeerKey): DestSession {
     checkMigrationId(migrationId, phase);
-    return this.sessions.lookup(migrationId, epoch, phase);
+    return this.sessions.lookup(migrationId, epoch, phase, peer);
   }
 
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
@@ -200,7 +201,7 @@ export class DestService {
       let lastSeq = -1n;
       // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
       for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
-        const s = this.session(raw.migrationId, raw.epoch, 'precopy');
+        const s = this.session(raw.migrationId, raw.epoch, 'precopy', peer);
         s.expect('receiving', 'precopy');
         const seq = BigInt(raw.seq);
         if (seq <= lastSeq) throw new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} after ${lastSeq}` });
@@ -228,7 +229,7 @@ export class DestService {
       let files = 0;
       let bytes = 0;
       for await (const chunk of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>)) {
-        const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta');
+        const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta', peer);
         s.expect('receiving', 'final-delta');
         if (await s.images.write(chunk)) files++;
         bytes += chunk.data.length;
@@ -239,8 +240,8 @@ export class DestService {
     }
   }
 
-  async restore(req: m.RestoreRequest): Promise<m.RestoreResponse> {
-    const s = this.session(req.migrationId, req.epoch, 'restore');
+  async restore(req: m.RestoreRequest, peer: PeerKey = 'local'): Promise<m.RestoreResponse> {
+    const s = this.session(req.migrationId, req.epoch, 'restore', peer);
     checkManifests(req.pages);
     const timeoutMs = durationMs('timeout_ms', req.timeoutMs, DEFAULT_RESTORE_TIMEOUT_MS, 'restore');
     const commitLeaseMs = durationMs('commit_lease_ms', req.commitLeaseMs, DEFAULT_COMMIT_LEASE_MS, 'restore');
@@ -284,11 +285,11 @@ export class DestService {
     }
   }
 
-  async commit(req: m.CommitRequest): Promise<m.CommitResponse> {
+  async commit(req: m.CommitRequest, peer: PeerKey = 'local'): Promise<m.CommitResponse> {
     checkMigrationId(req.migrationId, 'commit');
-    const done = this.sessions.committedSession(req.migrationId, req.epoch, 'commit');
+    const done = this.sessions.committedSession(req.migrationId, req.epoch, 'commit', peer);
     if (done) return { restoredPid: done.restoredPid, resumedAtUnixUs: done.resumedAtUs.toString() };
-    const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit');
+    const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit', peer);
     s.expect('restored', 'commit', 'COMMIT_REJECTED');
     const restoredPid = s.restoredPid;
     if (restoredPid === undefined) throw new FerryError('INTERNAL', { side: 'dest', phase: 'commit', detail: 'a restored session without a restored pid' });
@@ -301,12 +302,12 @@ export class DestService {
     return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
   }
 
-  async abort(req: m.AbortRequest): Promise<m.AbortResponse> {
+  async abort(req: m.AbortRequest, peer: PeerKey = 'local'): Promise<m.AbortResponse> {
     checkMigrationId(req.migrationId, 'rollback');
     checkAbortReason(req.reason);
-    if (this.sessions.committedSession(req.migrationId, req.epoch, 'rollback')) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
-    if (!this.sessions.get(req.migrationId)) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
-    const s = this.sessions.lookup(req.migrationId, req.epoch, 'rollback');
+    if (this.sessions.committedSession(req.migrationId, req.epoch, 'rollback', peer)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
+    if (!this.sessions.get(req.migrationId, peer)) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
+    const s = this.sessions.lookup(req.migrationId, req.epoch, 'rollback', peer);
     const killed = await this.abortSession(s, req.reason || 'aborted by the source');
     return { existed: true, alreadyCommitted: false, killedRestoredCopy: killed };
   }

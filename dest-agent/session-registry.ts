@@ -7,6 +7,7 @@
  */
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
+import type { PeerKey } from './peer-key.js';
 import { PeerSlots } from './peer-slots.js';
 import { DestSession, type DestSessionInit, type DestSessionListener, type DestSessionTransition } from './session.js';
 
@@ -15,6 +16,8 @@ const COMMITTED_MEMORY_MS = 10 * 60_000;
 
 export interface CommittedSession {
   epoch: bigint;
+  /** Who opened it: only that peer learns how it ended. */
+  peer: PeerKey;
   restoredPid: number;
   resumedAtUs: bigint;
 }
@@ -60,27 +63,35 @@ export class SessionRegistry {
     }
   }
 
-  /** The live session with this id, whatever its epoch. */
-  get(id: string): DestSession | undefined {
-    return this.live.get(id);
+  /** Whether any peer has a live session with this id (a Prepare of another peer is then refused). */
+  holds(id: string): boolean {
+    return this.live.has(id);
+  }
+
+  /** The live session with this id, whatever its epoch, if `peer` opened it. */
+  get(id: string, peer: PeerKey): DestSession | undefined {
+    const s = this.live.get(id);
+    return s?.peer === peer ? s : undefined;
   }
 
   /**
    * The live session with this id and epoch, touched (it is not idle): SESSION_NOT_FOUND without one,
-   * SESSION_EPOCH_MISMATCH for another epoch.
+   * SESSION_EPOCH_MISMATCH for another epoch. A session belongs to the peer that opened it: to any other,
+   * even an allowed source that learned the id and the epoch, it does not exist.
    */
-  lookup(id: string, epoch: string, phase: Phase): DestSession {
+  lookup(id: string, epoch: string, phase: Phase, peer: PeerKey): DestSession {
     const s = this.live.get(id);
-    if (!s) throw new FerryError('SESSION_NOT_FOUND', { side: 'dest', phase, detail: `migration ${id}` });
+    if (!s || s.peer !== peer) throw new FerryError('SESSION_NOT_FOUND', { side: 'dest', phase, detail: `migration ${id}` });
     checkEpoch(s.epoch, epoch, phase);
     s.touch();
     return s;
   }
 
   /** How a session that committed here ended, while it is remembered; SESSION_EPOCH_MISMATCH for another epoch. */
-  committedSession(id: string, epoch: string, phase: Phase): CommittedSession | undefined {
+  committedSession(id: string, epoch: string, phase: Phase, peer: PeerKey): CommittedSession | undefined {
     const c = this.committed.get(id);
-    if (c) checkEpoch(c.epoch, epoch, phase);
+    if (!c || c.peer !== peer) return undefined;
+    checkEpoch(c.epoch, epoch, phase);
     return c;
   }
 
@@ -90,8 +101,8 @@ export class SessionRegistry {
   }
 
   /** A committed session leaves the live ones and is remembered for committedMemoryMs. */
-  rememberCommitted(s: DestSession, outcome: Omit<CommittedSession, 'epoch'>): void {
-    this.committed.set(s.id, { ...outcome, epoch: s.epoch });
+  rememberCommitted(s: DestSession, outcome: Omit<CommittedSession, 'epoch' | 'peer'>): void {
+    this.committed.set(s.id, { ...outcome, epoch: s.epoch, peer: s.peer });
     setTimeout(() => this.committed.delete(s.id), this.committedMemoryMs).unref();
     this.remove(s);
   }

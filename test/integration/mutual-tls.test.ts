@@ -227,6 +227,30 @@ describe.runIf(runnable)('mutual TLS: the dest refuses the wrong source', () => 
   });
 });
 
+describe.runIf(runnable)('mutual TLS: a session belongs to the source that opened it', () => {
+  it('another allowed source that knows the id and the epoch finds nothing to commit, abort or restore', async () => {
+    const dest = await startDest(tls(certs.dest!, ['server'], [pki.idOf('source'), pki.idOf('stranger')]));
+    const owner = new DestClient(dest.agent.address, tls(certs.source!, ['client'], [pki.idOf('dest')]));
+    const other = new DestClient(dest.agent.address, tls(certs.stranger!, ['client'], [pki.idOf('dest')]));
+    try {
+      await owner.connect(5_000);
+      await other.connect(5_000);
+      const req = prepareRequest();
+      await owner.prepare(req);
+      const ids = { migrationId: req.migrationId, epoch: req.epoch };
+      await expectFerryRejection(other.commit(ids), 'SESSION_NOT_FOUND');
+      await expectFerryRejection(other.restore({ ...ids, pages: [], timeoutMs: 1000, commitLeaseMs: 1000 }), 'SESSION_NOT_FOUND');
+      expect(await other.abort({ ...ids, reason: 'not mine' })).toMatchObject({ existed: false });
+      // A Prepare of the same id by the other source is a conflict, not a takeover.
+      await expectFerryRejection(other.prepare(req), 'SESSION_CONFLICT');
+      expect(await owner.abort({ ...ids, reason: 'test' })).toMatchObject({ existed: true });
+    } finally {
+      owner.close();
+      other.close();
+    }
+  });
+});
+
 describe.runIf(runnable)('mutual TLS: the source refuses the wrong dest', () => {
   const asSource = (allow = [pki.idOf('dest')]): TransportSecurity => tls(certs.source!, ['client'], allow);
 

@@ -82,15 +82,19 @@ describe('session registry', () => {
   it('finds a session by id and epoch, refusing an unknown id and another epoch', async () => {
     const r = new SessionRegistry();
     const s = await open(r, 'sess-lookup', 987654321n);
-    expect(r.get('sess-lookup')).toBe(s);
-    expect(r.lookup('sess-lookup', '987654321', 'precopy')).toBe(s);
-    expect(expectFerryError(() => r.lookup('sess-other', '987654321', 'restore'), 'SESSION_NOT_FOUND').phase).toBe('restore');
-    const wrong = expectFerryError(() => r.lookup('sess-lookup', '4', 'commit'), 'SESSION_EPOCH_MISMATCH');
+    expect(r.get('sess-lookup', 'local')).toBe(s);
+    expect(r.lookup('sess-lookup', '987654321', 'precopy', 'local')).toBe(s);
+    expect(expectFerryError(() => r.lookup('sess-other', '987654321', 'restore', 'local'), 'SESSION_NOT_FOUND').phase).toBe('restore');
+    const wrong = expectFerryError(() => r.lookup('sess-lookup', '4', 'commit', 'local'), 'SESSION_EPOCH_MISMATCH');
     expect(wrong.phase).toBe('commit');
     expect(JSON.stringify(wrong.toJSON())).not.toContain('987654321'); // the session's epoch is never told
+    // Another peer, even one that knows the id and the epoch, finds nothing: the session is its opener's.
+    expect(r.get('sess-lookup', 'tls:spiffe://td/ferry/intruder')).toBeUndefined();
+    expectFerryError(() => r.lookup('sess-lookup', '987654321', 'commit', 'tls:spiffe://td/ferry/intruder'), 'SESSION_NOT_FOUND');
+    expect(r.holds('sess-lookup')).toBe(true);
     r.remove(s);
-    expect(r.get('sess-lookup')).toBeUndefined();
-    expectFerryError(() => r.lookup('sess-lookup', '987654321', 'precopy'), 'SESSION_NOT_FOUND');
+    expect(r.get('sess-lookup', 'local')).toBeUndefined();
+    expectFerryError(() => r.lookup('sess-lookup', '987654321', 'precopy', 'local'), 'SESSION_NOT_FOUND');
   });
 
   it('tells every subscriber of every transition until it unsubscribes', async () => {
@@ -111,14 +115,15 @@ describe('session registry', () => {
     const r = new SessionRegistry(20);
     const s = await open(r, 'sess-done');
     r.rememberCommitted(s, { restoredPid: 42, resumedAtUs: 7n });
-    expect(r.get('sess-done')).toBeUndefined();
+    expect(r.get('sess-done', 'local')).toBeUndefined();
     expect(r.all()).toEqual([]);
-    expect(r.committedSession('sess-done', '1', 'commit')).toEqual({ epoch: 1n, restoredPid: 42, resumedAtUs: 7n });
+    expect(r.committedSession('sess-done', '1', 'commit', 'local')).toEqual({ epoch: 1n, peer: 'local', restoredPid: 42, resumedAtUs: 7n });
+    expect(r.committedSession('sess-done', '1', 'commit', '10.77.0.9')).toBeUndefined(); // nor another peer's
     // A committed session is still its epoch's alone: another gets no answer, nor the epoch.
-    const e = expectFerryError(() => r.committedSession('sess-done', '2', 'rollback'), 'SESSION_EPOCH_MISMATCH');
+    const e = expectFerryError(() => r.committedSession('sess-done', '2', 'rollback', 'local'), 'SESSION_EPOCH_MISMATCH');
     expect(e.detail ?? '').not.toContain('1');
     await new Promise((resolve) => setTimeout(resolve, 60));
-    expect(r.committedSession('sess-done', '1', 'commit')).toBeUndefined();
+    expect(r.committedSession('sess-done', '1', 'commit', 'local')).toBeUndefined();
   });
 
   it('removing an old session leaves a new one of the same id in place', async () => {
@@ -127,7 +132,7 @@ describe('session registry', () => {
     r.remove(old);
     const again = await open(r, 'sess-again', 2n);
     r.remove(old);
-    expect(r.get('sess-again')).toBe(again);
+    expect(r.get('sess-again', 'local')).toBe(again);
     expect(r.all()).toEqual([again]);
   });
 });
