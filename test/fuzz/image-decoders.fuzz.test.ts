@@ -99,7 +99,7 @@ function mutatePagemap(rnd: FuzzRandom, pm: Pagemap): { bytes: Buffer; ops: stri
         break;
       case 5:
         // Overlap the next entry by a page, or move the entry back over its predecessor.
-        e.vaddr = e.vaddr >= 0x1000n ? e.vaddr - 0x1000n * BigInt(rnd.range(1, 4)) : e.vaddr;
+        e.vaddr -= [1n, 2n, 4n].map((n) => n * 0x1000n).find((d) => d <= e.vaddr && rnd.chance(0.7)) ?? 0n;
         ops.push(`back[${i}]`);
         break;
       default:
