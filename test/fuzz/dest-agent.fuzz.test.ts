@@ -55,10 +55,12 @@ const MAX_LOG_LINE = 16 * 1024;
 const WITHHELD = 'fuzz: criu restore withheld';
 const SESSION_DIR = /^[A-Za-z0-9-]{8,64}$/;
 
-type Verdict = 'ok' | 'coded' | 'reached-restore' | 'cancelled-by-client' | 'hang' | 'uncoded' | 'miscoded';
+type Verdict = 'ok' | 'coded' | 'reached-restore' | 'cancelled-by-client' | 'not-sent' | 'hang' | 'uncoded' | 'miscoded';
 
 function verdict(o: CallOutcome): Verdict {
   if (o.code === grpc.status.OK) return 'ok';
+  // The client's own limit: a message the fuzzer should not have made (the dest never saw it).
+  if (!o.trailer && o.details.startsWith('Attempted to send message with a size larger than')) return 'not-sent';
   if (o.ferry) {
     const key = keyForCode(o.ferry.code);
     if (!key) return 'uncoded';
@@ -279,7 +281,9 @@ async function runCampaign(): Promise<Campaign> {
   const worker = async (w: number): Promise<void> => {
     for (let n = 1; onlyScenario === undefined ? more() : n === 1; n++) {
       const index = onlyScenario ?? nextScenario++;
-      const result = await runScenario(index, env);
+      const result = await runScenario(index, env).catch((e: unknown) => {
+        throw new Error(`scenario ${index} failed to run (FERRY_FUZZ_SEED=${budget.seed} FERRY_FUZZ_SCENARIO=${index})`, { cause: e });
+      });
       scenarios++;
       records.push(...result.records);
       resources.push(...result.resources);
@@ -391,6 +395,7 @@ describe(`the dest agent under >= ${MIN_CALLS} hostile calls`, () => {
   it('ran enough calls, across every Dest call', () => {
     if (onlyScenario !== undefined) return;
     if (!budget.timed) expect(campaign.records.length, `the time cap of ${budget.timeMs / 1000} s ended the run early`).toBeGreaterThanOrEqual(Math.min(budget.iterations, MIN_CALLS));
+    expect(describeRecords(campaign.records.filter((r) => verdict(r.outcome) === 'not-sent')), 'messages over the 64 MiB limit').toEqual([]);
     const calls = new Set<DestCall>(campaign.records.map((r) => r.outcome.call));
     expect([...calls].sort()).toEqual(['Abort', 'Commit', 'Negotiate', 'Prepare', 'Restore', 'StreamPages', 'UploadImages']);
     // The deep paths were reached: pages stored, images written, restores that got as far as CRIU.

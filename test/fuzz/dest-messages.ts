@@ -353,7 +353,7 @@ export function mutateBatch(f: MessageFuzzer, b: m.PageBatchMessage, epoch: stri
       'b.number-edge',
       (x) => {
         if (x.pageNumbers.length < 8) return;
-        const i = f.rnd.int(x.pageNumbers.length / 8);
+        const i = f.rnd.int(Math.floor(x.pageNumbers.length / 8));
         x.pageNumbers = Buffer.from(x.pageNumbers);
         x.pageNumbers.writeBigUInt64LE(f.rnd.pick([2n ** 45n, 2n ** 45n - 1n, 2n ** 52n, 2n ** 63n, 2n ** 64n - 1n, 0n]), i * 8);
       },
@@ -431,13 +431,13 @@ export function restoreRequest(id: string, epoch: string, dump: SyntheticDump): 
   return { migrationId: id, epoch, pages: [{ pagemapImage: dump.pagemapName, task: dump.task, hashes: dump.hashes }], timeoutMs: 30_000, commitLeaseMs: 30_000 };
 }
 
-/** Manifests carry at most this many hash bytes in all: the message stays under the 64 MiB limit. */
-const MAX_MANIFEST_HASH_BYTES = 16 * 1024 * 1024;
+/** Manifests carry at most this many bytes in all: the message stays under the 64 MiB limit. */
+const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 
 export function mutateRestore(f: MessageFuzzer, r: m.RestoreRequest, epoch: string): void {
   mutateRestoreFields(f, r, epoch);
   let total = 0;
-  r.pages = r.pages.filter((p) => (total += p.hashes.length) <= MAX_MANIFEST_HASH_BYTES);
+  r.pages = r.pages.filter((p) => (total += p.hashes.length + p.pagemapImage.length * 3) <= MAX_MANIFEST_BYTES);
 }
 
 function mutateRestoreFields(f: MessageFuzzer, r: m.RestoreRequest, epoch: string): void {
@@ -445,8 +445,8 @@ function mutateRestoreFields(f: MessageFuzzer, r: m.RestoreRequest, epoch: strin
     ['r.id', (x) => void (x.migrationId = f.string(x.migrationId))],
     ['r.epoch', (x) => void (x.epoch = f.wrongEpoch(epoch))],
     ['r.no-pages', (x) => void (x.pages = [])],
-    ['r.dup-manifest', (x) => void (x.pages = [...x.pages, ...x.pages])],
-    ['r.many-manifests', (x) => void (x.pages = Array.from({ length: f.rnd.range(2, 2000) }, () => x.pages[0]!).filter(Boolean))],
+    ['r.dup-manifest', (x) => void (x.pages = [...x.pages, ...x.pages].map((p) => ({ ...p })))],
+    ['r.many-manifests', (x) => void (x.pages = x.pages[0] ? Array.from({ length: f.rnd.range(2, 2000) }, () => ({ ...x.pages[0]! })) : [])],
     ['r.name', (x) => x.pages[0] && void (x.pages[0].pagemapImage = f.string(x.pages[0].pagemapImage))],
     ['r.name-other', (x) => x.pages[0] && void (x.pages[0].pagemapImage = f.rnd.pick(['inventory.img', 'pstree.img', 'core-1.img', 'pagemap-shmem-1.img']))],
     ['r.task', (x) => x.pages[0] && void (x.pages[0].task = f.u32())],
