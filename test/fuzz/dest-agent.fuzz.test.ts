@@ -101,7 +101,8 @@ const KNOWN_FINDINGS: readonly KnownFinding[] = [
   {
     id: 'oversized-trailer',
     what: 'an error detail echoes a whole request string (an id, a name of 1 KiB and more): trailers beyond 4 KiB',
-    matches: (r, v) => (v === 'coded' || v === 'reached-restore') && r.longest >= 1024 && (r.outcome.trailer?.length ?? 0) > MAX_TRAILER_BYTES,
+    // A byte-mutated message can carry a long string too (page data shifted into an id).
+    matches: (r, v) => (v === 'coded' || v === 'reached-restore') && (r.longest >= 1024 || r.raw) && (r.outcome.trailer?.length ?? 0) > MAX_TRAILER_BYTES,
   },
   {
     id: 'epoch-echoed',
