@@ -54,6 +54,8 @@ const MAX_TRAILER_BYTES = 4096;
 const MAX_LOG_LINE = 16 * 1024;
 const WITHHELD = 'fuzz: criu restore withheld';
 const SESSION_DIR = /^[A-Za-z0-9-]{8,64}$/;
+/** The lines DestService logs for a refused call (dest-service.ts). */
+const REFUSED_CALL_LINE = /^\{"ts":"[^"]+","level":"warn","side":"dest","msg":"(call failed|page stream failed|image upload failed)"/;
 
 type Verdict = 'ok' | 'coded' | 'reached-restore' | 'cancelled-by-client' | 'not-sent' | 'hang' | 'uncoded' | 'miscoded';
 
@@ -95,14 +97,13 @@ const KNOWN_FINDINGS: readonly KnownFinding[] = [
   },
   {
     id: 'huge-echo-wedges-connection',
-    what: 'a string of 16 KiB or more echoed into the trailer (an id in SESSION_NOT_FOUND, a name in IMAGE_INVALID): the call hangs to its deadline and wedges its connection',
+    what: 'a string of 16 KiB or more (as JSON) echoed into the trailer (an id in SESSION_NOT_FOUND, a name in IMAGE_INVALID): the call hangs to its deadline and wedges its connection',
     matches: (r, v) => v === 'hang' && r.huge,
   },
   {
     id: 'oversized-trailer',
     what: 'an error detail echoes a whole request string (an id, a name of 1 KiB and more): trailers beyond 4 KiB',
-    // A byte-mutated message can carry a long string too (page data shifted into an id).
-    matches: (r, v) => (v === 'coded' || v === 'reached-restore') && (r.longest >= 1024 || r.raw) && (r.outcome.trailer?.length ?? 0) > MAX_TRAILER_BYTES,
+    matches: (r, v) => (v === 'coded' || v === 'reached-restore') && r.longest >= 1024 && (r.outcome.trailer?.length ?? 0) > MAX_TRAILER_BYTES,
   },
   {
     id: 'epoch-echoed',
@@ -127,8 +128,8 @@ const KNOWN_FINDINGS: readonly KnownFinding[] = [
   },
   {
     id: 'log-echoes-input',
-    what: 'the agent logs a whole request string (16 KiB and more) in its warn line',
-    log: (line) => line.length > MAX_LOG_LINE && line.includes('F'.repeat(1024)),
+    what: 'the agent logs the whole error of a refused call, echoed request strings included: warn lines of 16 KiB and more',
+    log: (line) => line.length > MAX_LOG_LINE && REFUSED_CALL_LINE.test(line),
   },
 ];
 

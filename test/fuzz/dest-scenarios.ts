@@ -16,6 +16,7 @@ import {
   brokenPagemap,
   uniformBatch,
   dumpImages,
+  HUGE_STRING,
   imageChunks,
   MessageFuzzer,
   mutateAbort,
@@ -30,7 +31,7 @@ import {
   syntheticDump,
   type SyntheticDump,
 } from './dest-messages.js';
-import { DEST_CALLS, encodeRequest, RawDestClient, type CallOutcome, type DestCall, type StreamPlan } from './raw-dest-client.js';
+import { DEST_CALLS, decodeRequest, encodeRequest, RawDestClient, type CallOutcome, type DestCall, type StreamPlan } from './raw-dest-client.js';
 
 export interface ScenarioEnv {
   seed: number;
@@ -52,7 +53,11 @@ export interface CallRecord {
   ops: string[];
   /** The encoded message was mutated byte by byte. */
   raw: boolean;
-  /** The longest string in the input, and whether it was HUGE_STRING or more. */
+  /**
+   * The longest string field of the input as the dest decodes it, in bytes of JSON (what an error trailer
+   * that echoes it carries), and whether that is HUGE_STRING or more. Measured on the bytes sent, so a
+   * byte-mutated message that shifted page data into an id counts too.
+   */
   longest: number;
   huge: boolean;
   /** A wrong epoch was sent for the session whose epoch this is. */
@@ -131,6 +136,24 @@ async function allocatedBytes(dir: string): Promise<{ bytes: number; files: numb
   return { bytes, files };
 }
 
+/** The longest string anywhere in the messages as the dest decodes them, in bytes of JSON; 0 if none decodes. */
+function longestString(call: DestCall, encoded: readonly Buffer[]): number {
+  let longest = 0;
+  const walk = (v: unknown, depth: number): void => {
+    if (typeof v === 'string') longest = Math.max(longest, Buffer.byteLength(JSON.stringify(v)));
+    else if (Array.isArray(v)) for (const x of v) walk(x, depth + 1);
+    else if (v && typeof v === 'object' && !Buffer.isBuffer(v) && depth < 4) for (const x of Object.values(v)) walk(x, depth + 1);
+  };
+  for (const b of encoded) {
+    try {
+      walk(decodeRequest(call, b), 0);
+    } catch {
+      /* undecodable: the dest refuses it before any handler sees a string */
+    }
+  }
+  return longest;
+}
+
 /** File descriptors this process has open: the agent runs in it, and nothing else runs during the probes. */
 function openFiles(): number {
   return readdirSync('/proc/self/fd').length;
@@ -182,20 +205,22 @@ class Scenario {
 
   private async deliver(step: string, call: DestCall, encoded: readonly Buffer[], raw: boolean, plan: StreamPlan): Promise<CallOutcome> {
     const outcome = await this.client.call(call, encoded, plan);
+    const longest = longestString(call, encoded);
     this.records.push({
       scenario: this.index,
       kind: this.kind,
       step,
       ops: [...this.f.ops],
       raw,
-      longest: this.f.longest,
-      huge: this.f.huge,
+      longest,
+      huge: longest >= HUGE_STRING,
       wrongEpochOf: this.f.wrongEpochOf,
       outcome,
     });
     this.f.reset();
-    // A call that hung may have wedged the connection (issue 9): the next call must not pay for it.
-    if (outcome.code === grpc.status.DEADLINE_EXCEEDED && !outcome.trailer) {
+    // A call that hung, or whose error may have echoed a huge string even if it was cut short, may have
+    // wedged the connection (issue 9): the next call must not pay for it.
+    if ((outcome.code === grpc.status.DEADLINE_EXCEEDED && !outcome.trailer) || longest >= HUGE_STRING) {
       this.client.close();
       this.client = new RawDestClient(this.env.address, this.env.deadlineMs);
     }
@@ -400,8 +425,8 @@ export async function runProbes(env: ScenarioEnv, resident: { id: string; epoch:
     p.f.note('truncated-varint');
     await p.sendEncoded('undecodable', 'Commit', [Buffer.from([0x0a, 0x85])]);
     // An id echoed into the trailer: 8,000 characters arrive as a too-large trailer, 100,000 wedge the call.
-    await p.send('long-id', 'Commit', [{ migrationId: p.f.literal('F'.repeat(8_000)), epoch: '1' }], 'valid');
-    await p.send('huge-id', 'Commit', [{ migrationId: p.f.literal('F'.repeat(100_000)), epoch: '1' }], 'valid');
+    await p.send('long-id', 'Commit', [{ migrationId: 'F'.repeat(8_000), epoch: '1' }], 'valid');
+    await p.send('huge-id', 'Commit', [{ migrationId: 'F'.repeat(100_000), epoch: '1' }], 'valid');
     // A wrong epoch for a live session.
     await p.send('wrong-epoch', 'Commit', [{ migrationId: resident.id, epoch: p.f.wrongEpoch(resident.epoch) }], 'valid');
     // 2,048 zero pages: 48 KiB on the wire.

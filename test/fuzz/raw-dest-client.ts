@@ -42,6 +42,11 @@ export function encodeRequest(call: DestCall, message: unknown): Buffer {
   return (ferryProto().Dest.service[call] as Definition).requestSerialize(message);
 }
 
+/** Decodes a request as the dest does; throws when it cannot. */
+export function decodeRequest(call: DestCall, bytes: Buffer): unknown {
+  return (ferryProto().Dest.service[call] as Definition).requestDeserialize(bytes);
+}
+
 function decodeResponse(call: DestCall, bytes: Buffer): unknown {
   return (ferryProto().Dest.service[call] as Definition).responseDeserialize(bytes);
 }
