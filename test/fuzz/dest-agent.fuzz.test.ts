@@ -54,6 +54,8 @@ const MAX_TRAILER_BYTES = 4096;
 const MAX_LOG_LINE = 16 * 1024;
 const WITHHELD = 'fuzz: criu restore withheld';
 const SESSION_DIR = /^[A-Za-z0-9-]{8,64}$/;
+/** The lines session-log.ts writes when a session opens or ends. */
+const SESSION_LINE = /^\{"ts":"[^"]+","level":"info","side":"dest","migrationId":"[^"]+","msg":"session (prepared|aborted)"/;
 /** The lines DestService logs for a refused call (dest-service.ts). */
 const REFUSED_CALL_LINE = /^\{"ts":"[^"]+","level":"warn","side":"dest","msg":"(call failed|page stream failed|image upload failed)"/;
 
@@ -130,6 +132,11 @@ const KNOWN_FINDINGS: readonly KnownFinding[] = [
     id: 'log-echoes-input',
     what: 'the agent logs the whole error of a refused call, echoed request strings included: warn lines of 16 KiB and more',
     log: (line) => line.length > MAX_LOG_LINE && REFUSED_CALL_LINE.test(line),
+  },
+  {
+    id: 'session-log-echoes-peer-strings',
+    what: "a session's transition lines log the peer's task_name (Prepare) and reason (Abort) whole: info lines of 16 KiB and more",
+    log: (line) => line.length > MAX_LOG_LINE && SESSION_LINE.test(line),
   },
 ];
 
@@ -266,7 +273,7 @@ async function runCampaign(): Promise<Campaign> {
   const workDirStrays = new Set<string>();
   let nextScenario = 0;
   let scenarios = 0;
-  let messages = 0;
+  let messages = probes.records.reduce((n, r) => n + r.outcome.sent, 0);
   const started = performance.now();
   const more = (): boolean => records.length < budget.iterations && performance.now() - started < budget.timeMs;
 

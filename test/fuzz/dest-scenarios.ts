@@ -436,8 +436,13 @@ export async function runProbes(env: ScenarioEnv, resident: { id: string; epoch:
       s.zeroPagesSent += 2048;
       await p.send('zero-pages', 'StreamPages', [batch], 'valid');
       await p.checkDisk(s);
-      await p.abort(s, 'valid', 'final-abort');
+      // With a 20,000-character reason: the session's last log line.
+      await p.send('long-reason', 'Abort', [{ migrationId: s.id, epoch: s.epoch, reason: 'F'.repeat(20_000) }], 'valid');
     }
+    // A 20,000-character task name: the session's first log line.
+    const t = p.newSession();
+    await p.send('long-task-name', 'Prepare', [{ ...prepareRequest(t.id, t.epoch, t.dump), taskName: 'F'.repeat(20_000) }], 'valid');
+    await p.abort(t, 'valid', 'final-abort');
     // 2,000 pages in descending order: each is below the last, so each could start a store level (a file).
     const d = p.newSession();
     if ((await p.prepare(d, 'valid')).code === grpc.status.OK) {
