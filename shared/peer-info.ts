@@ -1,6 +1,6 @@
 /** What this host offers to a peer in Negotiate: versions, platform, trackers, CRIU. */
 import { hostname, release } from 'node:os';
-import { probeCriuShared } from './criu/criu-binary.js';
+import { probeCriu } from './criu/criu-binary.js';
 import { ferryVersion } from './repo-root.js';
 import type { PeerInfo } from './transport/messages.js';
 import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
@@ -23,7 +23,7 @@ export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
  * probes; the dest agent gets them from whoever starts it), so that this layer knows no tracker.
  */
 export async function localPeerInfo(trackers: readonly string[]): Promise<PeerInfo> {
-  const criu = await probeCriuShared();
+  const criu = await probeCriu();
   return {
     ferryVersion: ferryVersion(),
     protocolVersions: protocolVersions(),

@@ -116,25 +116,6 @@ export function versionAtLeast(v: CriuVersion, min: { major: number; minor: numb
   return v.major > min.major || (v.major === min.major && v.minor >= min.minor);
 }
 
-/** How long a shared probe's answer is reused: CRIU does not change under a running agent that often. */
-export const PROBE_MEMORY_MS = 30_000;
-
-const shared = new Map<string, { at: number; probe: Promise<CriuProbe> }>();
-
-/**
- * `probeCriu()`, shared by concurrent callers and remembered for PROBE_MEMORY_MS (per FERRY_CRIU value).
- * Negotiate answers with it: a peer's calls must not each fork `criu --version` and `criu check` as root
- * (issue 9: 200 concurrent Negotiates ran 200 criu processes at once).
- */
-export function probeCriuShared(now = Date.now()): Promise<CriuProbe> {
-  const key = process.env.FERRY_CRIU ?? '';
-  const hit = shared.get(key);
-  if (hit && now - hit.at < PROBE_MEMORY_MS) return hit.probe;
-  const probe = probeCriu();
-  shared.set(key, { at: now, probe });
-  return probe;
-}
-
 /**
  * Is there a CRIU Ferry can use here? Finds it (or takes `criu`), checks its version and runs `criu check`.
  * Never throws: the reason is for `ferry check` and for negotiation.

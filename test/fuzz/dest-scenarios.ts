@@ -457,3 +457,30 @@ export async function runProbes(env: ScenarioEnv, resident: { id: string; epoch:
   }
   return { records: p.records, resources: p.resources, workDirs: p.workDirs };
 }
+
+/**
+ * A source whose page streams break mid-way, `times` times in a row, then a whole stream. Each broken stream
+ * sends a batch and then one that takes the dest a while (100 pages in descending order, each a new store
+ * level), and goes once the first is acknowledged: while the dest stores the second. Run against a dest that
+ * allows fewer streams per peer than `times`: the whole stream is refused while the broken ones hold slots.
+ */
+export async function runBrokenStreamsProbe(env: ScenarioEnv, times: number): Promise<ScenarioResult> {
+  const p = new Scenario(PROBE_SCENARIO, 'probe', FuzzRandom.stream(env.seed, 0x7fff_fffd), env);
+  try {
+    const s = p.newSession();
+    if ((await p.prepare(s, 'valid')).code === grpc.status.OK) {
+      for (let i = 0; i < times; i++) {
+        const [first] = pageBatches(s.id, s.epoch, s.dump, 0n, p.rnd);
+        first!.task = 100 + i; // a store of its own: the levels of one never reach the bound
+        const slow = uniformBatch({ ...first!, seq: '1' }, Array.from({ length: 100 }, (_, k) => 10_000 - k), 'zero');
+        await p.send('broken-stream', 'StreamPages', [first, slow], 'valid', { cancelAfter: 2, cancelWhenAcked: 1 });
+      }
+      const whole = pageBatches(s.id, s.epoch, s.dump, s.nextSeq, p.rnd);
+      await p.send('after-broken-streams', 'StreamPages', whole, 'valid');
+      await p.abort(s, 'valid', 'final-abort');
+    }
+  } finally {
+    p.close();
+  }
+  return { records: p.records, resources: p.resources, workDirs: p.workDirs };
+}

@@ -33,6 +33,8 @@ export interface CallOutcome {
 export interface StreamPlan {
   /** Cancel the call after writing this many messages (a stream ended early); undefined: half-close. */
   cancelAfter?: number | undefined;
+  /** With cancelAfter: cancel once this many responses (acks) arrived, not at once. */
+  cancelWhenAcked?: number | undefined;
 }
 
 type Definition = grpc.MethodDefinition<unknown, unknown>;
@@ -89,12 +91,14 @@ export class RawDestClient {
         }
         resolve({ call, code: status.code, details: status.details, trailer, ferry, responses, sent, elapsedMs: performance.now() - t0, cancelledByClient });
       };
+      let cancel: (() => void) | undefined;
       const collect = (bytes: Buffer): void => {
         try {
           responses.push(decodeResponse(call, bytes));
         } catch {
           responses.push(undefined);
         }
+        if (plan.cancelWhenAcked !== undefined && responses.length >= plan.cancelWhenAcked) cancel?.();
       };
 
       if (!def.requestStream) {
@@ -120,11 +124,12 @@ export class RawDestClient {
         sent++;
       }
       if (plan.cancelAfter !== undefined) {
-        // Let the writes leave first, so the dest sees a stream that started and then went away.
-        setTimeout(() => {
+        cancel = () => {
           cancelledByClient = true;
           stream.cancel();
-        }, 2).unref();
+        };
+        // Let the writes leave first, so the dest sees a stream that started and then went away.
+        if (plan.cancelWhenAcked === undefined) setTimeout(cancel, 2).unref();
       } else {
         stream.end();
       }

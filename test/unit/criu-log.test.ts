@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { criuLogErrors, formatQuote, MAX_QUOTED_LINE_CHARS, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-log.js';
 import { criuDump, criuDumpArgs, criuRestore, criuRestoreArgs } from '../../shared/criu/criu-runner.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { findRepoRoot, parseCriuVersion, probeCriu, probeCriuShared, PROBE_MEMORY_MS, versionAtLeast } from '../../shared/criu/criu-binary.js';
+import { findRepoRoot, parseCriuVersion, probeCriu, versionAtLeast } from '../../shared/criu/criu-binary.js';
 
 // Lines from real CRIU 4.2.1 logs on this project's test host (a dump whose ns init's session leader is
 // outside its pid namespace, -v4), cut down.
@@ -155,37 +155,6 @@ describe('criu binary', () => {
     const root = findRepoRoot();
     expect(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))).toMatchObject({ name: 'ferry' });
     expect(findRepoRoot(join(root, 'dist', 'shared', 'criu'))).toBe(root);
-  });
-
-  it('the shared probe runs criu once for many concurrent callers, and reuses the answer', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-probe-'));
-    // A fake criu that counts its runs: `--version` prints a 4.2.1 banner, `check` passes.
-    const fake = (name: string): string => {
-      const path = join(dir, name);
-      writeFileSync(path, `#!/bin/sh\necho run >> ${path}.runs\n[ "$1" = --version ] && echo 'Version: 4.2.1'\nexit 0\n`, { mode: 0o755 });
-      return path;
-    };
-    const runs = (path: string): number => readFileSync(`${path}.runs`, 'utf8').split('\n').filter(Boolean).length;
-    const saved = process.env.FERRY_CRIU;
-    try {
-      const one = fake('criu-one');
-      process.env.FERRY_CRIU = one;
-      expect(await probeCriuShared()).toMatchObject({ ok: true, path: one, version: '4.2.1' });
-      const many = fake('criu-many');
-      process.env.FERRY_CRIU = many;
-      const answers = await Promise.all(Array.from({ length: 50 }, () => probeCriuShared()));
-      expect(answers.every((a) => a.ok)).toBe(true);
-      expect(runs(many)).toBe(runs(one));
-      await probeCriuShared();
-      expect(runs(many)).toBe(runs(one));
-      // Once the memory has passed, a call probes again.
-      await probeCriuShared(Date.now() + PROBE_MEMORY_MS + 1);
-      expect(runs(many)).toBeGreaterThan(runs(one));
-    } finally {
-      if (saved === undefined) delete process.env.FERRY_CRIU;
-      else process.env.FERRY_CRIU = saved;
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 
   it('probe never throws: a criu that does not run, and a bad FERRY_CRIU, are reasons', async () => {
