@@ -94,8 +94,12 @@ interface KnownFinding {
 const KNOWN_FINDINGS: readonly KnownFinding[] = [
   {
     id: 'uncoded-deserialization',
-    what: 'a message protobufjs cannot decode is refused by grpc-js before the handler: INTERNAL "Error deserializing request", no ferry-error-bin trailer',
-    matches: (r, v) => v === 'uncoded' && r.raw && r.outcome.code === grpc.status.INTERNAL && r.outcome.details === 'Error deserializing request',
+    what:
+      'a message protobufjs cannot decode is refused by grpc-js before the handler: INTERNAL "Error deserializing request", no ' +
+      'ferry-error-bin trailer; rarely (twice in about 200,000 calls, with 4 clients) a stream with such a message gets no status at all and hangs to its deadline',
+    matches: (r, v) =>
+      (v === 'uncoded' && r.raw && r.outcome.code === grpc.status.INTERNAL && r.outcome.details === 'Error deserializing request') ||
+      (v === 'hang' && r.undecodable && (r.outcome.call === 'StreamPages' || r.outcome.call === 'UploadImages')),
   },
   {
     id: 'broken-stream-holds-its-slot',
@@ -110,7 +114,7 @@ const KNOWN_FINDINGS: readonly KnownFinding[] = [
  * The agent's defaults but a short stream idle time: every fuzz client is one peer (plaintext: the address
  * without the port), and a stream broken mid-way holds its slot until then (KNOWN_FINDINGS).
  */
-const FUZZ_LIMITS: Partial<DestLimits> = { streamIdleMs: 5_000 };
+const FUZZ_LIMITS: Partial<DestLimits> = { streamIdleMs: 2_000 };
 
 /** Runs runBrokenStreamsProbe against a dest of its own that allows 4 streams per peer and never idles one out during the probe. */
 async function brokenStreamsProbe(env: ScenarioEnv): Promise<ScenarioResult> {
@@ -291,7 +295,7 @@ async function runCampaign(): Promise<Campaign> {
         await checkHealth(`worker ${w} after scenario ${index}`);
         // Keeps the residents from looking idle to a session TTL: their own pages, once more.
         const outcome = await feed(residents[w % residents.length]!);
-        records.push({ scenario: PROBE_SCENARIO, kind: 'probe', step: 'keep-alive', ops: [], raw: false, longest: 0, huge: false, wrongEpochOf: undefined, outcome });
+        records.push({ scenario: PROBE_SCENARIO, kind: 'probe', step: 'keep-alive', ops: [], raw: false, longest: 0, huge: false, undecodable: false, wrongEpochOf: undefined, outcome });
       }
     }
   };

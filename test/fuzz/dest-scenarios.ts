@@ -60,6 +60,8 @@ export interface CallRecord {
    */
   longest: number;
   huge: boolean;
+  /** Some message of the input does not decode (the dest's gRPC layer refuses it before any handler). */
+  undecodable: boolean;
   /** A wrong epoch was sent for the session whose epoch this is. */
   wrongEpochOf: string | undefined;
   outcome: CallOutcome;
@@ -136,9 +138,13 @@ async function allocatedBytes(dir: string): Promise<{ bytes: number; files: numb
   return { bytes, files };
 }
 
-/** The longest string anywhere in the messages as the dest decodes them, in bytes of JSON; 0 if none decodes. */
-function longestString(call: DestCall, encoded: readonly Buffer[]): number {
+/**
+ * The messages as the dest decodes them: the longest string anywhere in them, in bytes of JSON (0 if none
+ * decodes), and whether one does not decode.
+ */
+function inspect(call: DestCall, encoded: readonly Buffer[]): { longest: number; undecodable: boolean } {
   let longest = 0;
+  let undecodable = false;
   const walk = (v: unknown, depth: number): void => {
     if (typeof v === 'string') longest = Math.max(longest, Buffer.byteLength(JSON.stringify(v)));
     else if (Array.isArray(v)) for (const x of v) walk(x, depth + 1);
@@ -148,10 +154,10 @@ function longestString(call: DestCall, encoded: readonly Buffer[]): number {
     try {
       walk(decodeRequest(call, b), 0);
     } catch {
-      /* undecodable: the dest refuses it before any handler sees a string */
+      undecodable = true; // the dest refuses it before any handler sees a string
     }
   }
-  return longest;
+  return { longest, undecodable };
 }
 
 /** File descriptors this process has open: the agent runs in it, and nothing else runs during the probes. */
@@ -168,6 +174,8 @@ class Scenario {
   readonly workDirs: string[] = [];
   readonly f: MessageFuzzer;
   private client: RawDestClient;
+  /** Sessions a Prepare of this scenario opened (as the dest decoded it: a mutated id or epoch counts) and no Abort ended. */
+  private readonly opened = new Map<string, string>();
 
   constructor(
     readonly index: number,
@@ -205,7 +213,8 @@ class Scenario {
 
   private async deliver(step: string, call: DestCall, encoded: readonly Buffer[], raw: boolean, plan: StreamPlan): Promise<CallOutcome> {
     const outcome = await this.client.call(call, encoded, plan);
-    const longest = longestString(call, encoded);
+    const { longest, undecodable } = inspect(call, encoded);
+    if (outcome.code === grpc.status.OK && (call === 'Prepare' || call === 'Abort')) this.track(call, encoded[0]);
     this.records.push({
       scenario: this.index,
       kind: this.kind,
@@ -214,6 +223,7 @@ class Scenario {
       raw,
       longest,
       huge: longest >= HUGE_STRING,
+      undecodable,
       wrongEpochOf: this.f.wrongEpochOf,
       outcome,
     });
@@ -229,6 +239,22 @@ class Scenario {
 
   close(): void {
     this.client.close();
+  }
+
+  private track(call: 'Prepare' | 'Abort', encoded: Buffer | undefined): void {
+    let req: { migrationId: string; epoch: string };
+    try {
+      req = decodeRequest(call, encoded ?? Buffer.alloc(0)) as typeof req;
+    } catch {
+      return;
+    }
+    if (call === 'Prepare') this.opened.set(req.migrationId, req.epoch);
+    else if (this.opened.get(req.migrationId) === req.epoch) this.opened.delete(req.migrationId);
+  }
+
+  /** Aborts every session this scenario left open: the fuzz holds a bounded number at once. */
+  async cleanup(): Promise<void> {
+    for (const [migrationId, epoch] of [...this.opened]) await this.send('final-abort', 'Abort', [{ migrationId, epoch, reason: 'fuzz' }], 'valid');
   }
 
   mode(validWeight: number): Mode {
@@ -350,7 +376,7 @@ class Scenario {
       else await this.send('negotiate', 'Negotiate', [negotiateRequest(mode === 'fields' ? this.f : undefined)], mode);
       if (step === 'pages' || step === 'images') await this.checkDisk(s);
     }
-    await this.abort(s, 'valid', 'final-abort');
+    await this.cleanup();
   }
 
   /** One call of any kind for no session of ours: whatever the fuzzer makes of each field. */
@@ -365,7 +391,7 @@ class Scenario {
         return;
       case 'Prepare':
         await this.prepare(s, mode, 'lone');
-        await this.abort(s, 'valid', 'final-abort'); // in case it opened one
+        await this.cleanup(); // in case it opened one
         return;
       case 'StreamPages': {
         const batches = pageBatches(s.id, s.epoch, s.dump, 0n, this.rnd);
@@ -442,7 +468,6 @@ export async function runProbes(env: ScenarioEnv, resident: { id: string; epoch:
     // A 20,000-character task name: the session's first log line.
     const t = p.newSession();
     await p.send('long-task-name', 'Prepare', [{ ...prepareRequest(t.id, t.epoch, t.dump), taskName: 'F'.repeat(20_000) }], 'valid');
-    await p.abort(t, 'valid', 'final-abort');
     // 2,000 pages in descending order: each is below the last, so each could start a store level (a file).
     const d = p.newSession();
     if ((await p.prepare(d, 'valid')).code === grpc.status.OK) {
@@ -450,8 +475,8 @@ export async function runProbes(env: ScenarioEnv, resident: { id: string; epoch:
       const batch = uniformBatch(pageBatches(d.id, d.epoch, d.dump, 0n, p.rnd)[0]!, Array.from({ length: 2000 }, (_, i) => (1 << 20) - i), 'zero');
       await p.send('descending-pages', 'StreamPages', [batch], 'valid');
       p.resources.push({ scenario: PROBE_SCENARIO, id: d.id, resource: 'open-files', used: openFiles() - before, bound: STORE_FILES_BOUND, zeroPagesSent: 2000 });
-      await p.abort(d, 'valid', 'final-abort');
     }
+    await p.cleanup();
   } finally {
     p.close();
   }
@@ -477,8 +502,8 @@ export async function runBrokenStreamsProbe(env: ScenarioEnv, times: number): Pr
       }
       const whole = pageBatches(s.id, s.epoch, s.dump, s.nextSeq, p.rnd);
       await p.send('after-broken-streams', 'StreamPages', whole, 'valid');
-      await p.abort(s, 'valid', 'final-abort');
     }
+    await p.cleanup();
   } finally {
     p.close();
   }
