@@ -16,9 +16,12 @@
  * decoder and checks), but where it would hand over to `criu restore` it refuses with a marked
  * CRIU_RESTORE_FAILED instead; those calls are counted as "reached restore".
  *
- * What fails today because of a finding another part of issue 9 fixes is in KNOWN_FINDINGS: those inputs
- * are kept out of the strict checks and counted, and each finding has an `it.fails` that flips (fails) once
- * the finding is fixed: then remove it from the list.
+ * The fuzz clients run in plaintext on loopback, so they are one peer (the address without its port): the
+ * dest's per-peer bounds apply to all of them together, which FUZZ_LIMITS allows for.
+ *
+ * What fails on this tree because of an open finding is in KNOWN_FINDINGS: those inputs are kept out of the
+ * strict checks and counted, and each finding has an `it.fails` that flips (fails) once the finding is
+ * fixed: then remove it from the list.
  *
  * FERRY_FUZZ_SEED / _ITERATIONS / _SECONDS (fuzz-budget.ts); FERRY_FUZZ_SCENARIO=N replays scenario N alone.
  */
@@ -36,10 +39,11 @@ import type { DestLimits } from '../../dest-agent/dest-limits.js';
 import type { RestorePageSourceFactory } from '../../dest-agent/restore-page-source.js';
 import { ERRORS, keyForCode } from '../../shared/errors/codes.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { createLogger, silentLogger } from '../../shared/logging/logger.js';
+import { createLogger } from '../../shared/logging/logger.js';
 import { serverCredentials } from '../../shared/transport/credentials.js';
 import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
 import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
+import { startDest } from '../support/dest-grpc.js';
 import { dumpImages, imageChunks, negotiateRequest, pageBatches, prepareRequest, restoreRequest, syntheticDump, type SyntheticDump } from './dest-messages.js';
 import { fuzzEpoch, fuzzId, PROBE_SCENARIO, runBrokenStreamsProbe, runProbes, runScenario, type CallRecord, type ResourceCheck, type ScenarioEnv, type ScenarioResult } from './dest-scenarios.js';
 import { fuzzBudget } from './fuzz-budget.js';
@@ -118,17 +122,11 @@ const FUZZ_LIMITS: Partial<DestLimits> = { streamIdleMs: 2_000 };
 
 /** Runs runBrokenStreamsProbe against a dest of its own that allows 4 streams per peer and never idles one out during the probe. */
 async function brokenStreamsProbe(env: ScenarioEnv): Promise<ScenarioResult> {
-  const workDir = await mkdtemp(join(tmpdir(), 'ferry-fuzz-streams-'));
-  const service = new DestService({ workDir, log: silentLogger, metrics: createDestMetrics(new Registry()), limits: { maxStreamsPerPeer: 4, streamIdleMs: 60_000 } });
-  const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(ferryProto().Dest.service, service.handlers());
+  const dest = await startDest({ limits: { maxStreamsPerPeer: 4, streamIdleMs: 60_000 } });
   try {
-    const port = await new Promise<number>((ok, fail) => server.bindAsync('127.0.0.1:0', serverCredentials(INSECURE_LOOPBACK), (e, p) => (e ? fail(e) : ok(p))));
-    return await runBrokenStreamsProbe({ ...env, address: `127.0.0.1:${port}`, workDir }, 5);
+    return await runBrokenStreamsProbe({ ...env, address: dest.address, workDir: dest.workDir }, 5);
   } finally {
-    await within(STOP_WITHIN_MS, service.close());
-    server.forceShutdown();
-    await rm(workDir, { recursive: true, force: true });
+    await within(STOP_WITHIN_MS, dest.close());
   }
 }
 

@@ -13,6 +13,7 @@ import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import { PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber } from '../../shared/transport/page-batch.js';
+import { sourcePeer } from '../support/dest-grpc.js';
 import { mutateBytes } from './byte-mutations.js';
 import type { FuzzRandom } from './fuzz-random.js';
 import { mutatePagemap } from './image-mutations.js';
@@ -210,23 +211,8 @@ export function brokenPagemap(f: MessageFuzzer, dump: SyntheticDump): Buffer {
   return m.bytes;
 }
 
-export function peerInfo(): m.PeerInfo {
-  return {
-    ferryVersion: '0.1.0',
-    protocolVersions: [1],
-    pageSize: PAGE_SIZE,
-    arch: process.arch,
-    kernel: 'fuzz',
-    hostname: 'fuzz',
-    trackers: ['hash'],
-    criuVersion: '',
-    criuProblem: 'not probed by the fuzz',
-    features: [],
-  };
-}
-
 export function negotiateRequest(f?: MessageFuzzer): m.NegotiateRequest {
-  const req: m.NegotiateRequest = { source: peerInfo() };
+  const req: m.NegotiateRequest = { source: sourcePeer([1]) };
   if (!f) return req;
   if (f.rnd.chance(0.1)) {
     f.note('no-source');
