@@ -11,11 +11,14 @@ const ERROR_LINE = /\bError \(/;
 /** The "(00.046324) " elapsed-time prefix CRIU puts on log lines at -v3 and above. */
 const TIME_PREFIX = /^\(\s*\d+\.\d+\)\s*/;
 const MAX_QUOTED = 12;
+/** A restore's log quotes names from the images a peer sent: a quoted line never carries more than this. */
+export const MAX_QUOTED_LINE_CHARS = 300;
 
-/** One log line as quoted: without the elapsed-time prefix; undefined when it is not a reportable error. */
+/** One log line as quoted: without the elapsed-time prefix, cut to MAX_QUOTED_LINE_CHARS; undefined when it is not a reportable error. */
 export function quotableErrorLine(line: string): string | undefined {
   if (!ERROR_LINE.test(line) || HARMLESS_ERRORS.some((re) => re.test(line))) return undefined;
-  return line.replace(TIME_PREFIX, '').trim();
+  const quoted = line.replace(TIME_PREFIX, '').trim();
+  return quoted.length <= MAX_QUOTED_LINE_CHARS ? quoted : `${quoted.slice(0, MAX_QUOTED_LINE_CHARS)}... (${quoted.length - MAX_QUOTED_LINE_CHARS} more chars)`;
 }
 
 /** The reportable Error lines of a criu log, in order (the harmless RLIMIT_NOFILE line left out). */

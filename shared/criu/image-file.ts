@@ -96,42 +96,59 @@ export function decodingImage<T>(image: string, decode: () => T): T {
  * errors.
  */
 export function readImageRecords(buf: Buffer, image = 'image'): ImageRecords {
+  const { magic, records } = iterateImageRecords(buf, image);
+  return { magic, records: [...records] };
+}
+
+/**
+ * The header is checked at once, the records are split as they are consumed: a decoder stops at the first
+ * bad one, and a peer's image of millions of empty records never becomes millions of views before that.
+ */
+export function iterateImageRecords(buf: Buffer, image = 'image'): { magic: number; records: Generator<Buffer> } {
   if (buf.length < 4) throw imageError(image, `${buf.length} bytes: too short for an image header`);
   const first = buf.readUInt32LE(0);
   let magic: number;
-  let pos: number;
+  let start: number;
   if (first === IMG_COMMON_MAGIC || first === IMG_SERVICE_MAGIC) {
     if (buf.length < 8) throw imageError(image, 'header ends after the first magic');
     magic = buf.readUInt32LE(4);
     if (headerMagicFor(magic) !== first && nameByMagic.has(magic)) {
       throw imageError(image, `${magicName(magic)} image behind the wrong header magic 0x${first.toString(16)}`);
     }
-    pos = 8;
+    start = 8;
   } else if (first === CRIU_MAGIC.INVENTORY) {
     magic = first;
-    pos = 4;
+    start = 4;
   } else {
     throw imageError(image, `unknown header magic 0x${first.toString(16).padStart(8, '0')}`);
   }
-  const records: Buffer[] = [];
-  while (pos < buf.length) {
+  return { magic, records: splitRecords(buf, start, image) };
+}
+
+function* splitRecords(buf: Buffer, start: number, image: string): Generator<Buffer> {
+  let n = 0;
+  for (let pos = start; pos < buf.length; n++) {
     if (buf.length - pos < 4) {
-      throw imageError(image, `truncated record length at offset ${pos} (record ${records.length}): ${buf.length - pos} of 4 bytes`);
+      throw imageError(image, `truncated record length at offset ${pos} (record ${n}): ${buf.length - pos} of 4 bytes`);
     }
     const len = buf.readUInt32LE(pos);
     const left = buf.length - pos - 4;
     if (len > left) {
-      throw imageError(image, `truncated record ${records.length} at offset ${pos}: length ${len}, only ${left} bytes left`);
+      throw imageError(image, `truncated record ${n} at offset ${pos}: length ${len}, only ${left} bytes left`);
     }
-    records.push(buf.subarray(pos + 4, pos + 4 + len));
+    yield buf.subarray(pos + 4, pos + 4 + len);
     pos += 4 + len;
   }
-  return { magic, records };
 }
 
 /** Reads an image and checks that it has the expected magic. */
 export function readImageOf(buf: Buffer, expected: CriuMagicName, image: string = expected.toLowerCase()): Buffer[] {
-  const { magic, records } = readImageRecords(buf, image);
+  return [...iterateImageOf(buf, expected, image)];
+}
+
+/** Same as `readImageOf`, the records split as they are consumed. */
+export function iterateImageOf(buf: Buffer, expected: CriuMagicName, image: string = expected.toLowerCase()): Generator<Buffer> {
+  const { magic, records } = iterateImageRecords(buf, image);
   if (magic !== CRIU_MAGIC[expected]) throw imageError(image, `magic ${magicName(magic)} where ${expected} was expected`);
   return records;
 }

@@ -7,8 +7,12 @@
  *          flags = 4 (uint32), nr_pages = 5 (uint64, CRIU >= 4.2)
  * CRIU 4.2 writes compat_nr_pages = 0 and the real count in field 5; older CRIU writes only field 2.
  * The data of every PE_PRESENT entry lies in pages-<pages_id>.img, back to back, in entry order.
+ *
+ * The decoder is strict, because the dest reads pagemaps a peer sent: entries must ascend without
+ * overlapping (CRIU writes them so, and both the final delta and the parent chain rely on the order), and
+ * their flags must be one of the sets CRIU writes. Anything else is IMAGE_INVALID.
  */
-import { CRIU_MAGIC, decodingImage, imageError, readImageOf, writeImage } from './image-file.js';
+import { CRIU_MAGIC, decodingImage, imageError, iterateImageOf, writeImage } from './image-file.js';
 import { WireReader, WireWriter } from './protobuf-wire.js';
 
 export const PAGE_SIZE = 4096;
@@ -21,6 +25,19 @@ export const PE_PARENT = 1;
 export const PE_LAZY = 2;
 /** Pages have data in pages-<pages_id>.img. */
 export const PE_PRESENT = 4;
+
+/**
+ * The flag sets CRIU writes (criu/page-xfer.c): data here, lazy without data, lazy with data, in the parent
+ * (always alone). Unknown bits, no flag at all, or PARENT with another flag would leave it unclear where a
+ * page's data is, and CRIU and Ferry could read the same image differently.
+ */
+const VALID_FLAGS: ReadonlySet<number> = new Set([PE_PRESENT, PE_LAZY, PE_LAZY | PE_PRESENT, PE_PARENT]);
+
+/**
+ * No real task has more entries (vm.max_map_count is 65530 by default, and an entry never spans two VMAs);
+ * refused before a peer's image costs the dest memory.
+ */
+export const MAX_PAGEMAP_ENTRIES = 1 << 22;
 
 export interface PagemapEntry {
   vaddr: bigint;
@@ -41,12 +58,23 @@ export function isPresent(e: Pick<PagemapEntry, 'flags'>): boolean {
 
 /** Decodes a pagemap image. `image` names the file in errors. */
 export function decodePagemap(buf: Buffer, image = 'pagemap.img'): Pagemap {
-  const records = readImageOf(buf, 'PAGEMAP', image);
-  const [head, ...rest] = records;
-  if (head === undefined) throw imageError(image, 'no pagemap head record');
+  const records = iterateImageOf(buf, 'PAGEMAP', image);
   return decodingImage(image, () => {
-    const pagesId = decodeHead(head, image);
-    const entries = rest.map((r, i) => decodeEntry(r, `${image} entry ${i}`));
+    const head = records.next();
+    if (head.done) throw imageError(image, 'no pagemap head record');
+    const pagesId = decodeHead(head.value, image);
+    const entries: PagemapEntry[] = [];
+    let end = 0n;
+    for (const record of records) {
+      const where = `${image} entry ${entries.length}`;
+      if (entries.length === MAX_PAGEMAP_ENTRIES) throw imageError(image, `more than ${MAX_PAGEMAP_ENTRIES} entries`);
+      const e = decodeEntry(record, where);
+      if (e.vaddr < end) {
+        throw imageError(where, `entry at 0x${e.vaddr.toString(16)} overlaps or precedes the entry before it, which ends at 0x${end.toString(16)}`);
+      }
+      end = e.vaddr + BigInt(e.nrPages) * PAGE_SIZE_BIG;
+      entries.push(e);
+    }
     return { pagesId, entries };
   });
 }
@@ -104,6 +132,9 @@ function decodeEntry(buf: Uint8Array, where: string): PagemapEntry {
   let effective = flags ?? 0;
   if (inParent) effective |= PE_PARENT;
   else if (flags === undefined) effective = PE_PRESENT;
+  if (!VALID_FLAGS.has(effective)) {
+    throw imageError(where, `entry at 0x${vaddr.toString(16)} has flags 0x${effective.toString(16)}; CRIU writes PRESENT, LAZY, LAZY|PRESENT or PARENT`);
+  }
   return { vaddr, firstPage: Number(vaddr / PAGE_SIZE_BIG), nrPages: count, flags: effective };
 }
 

@@ -152,13 +152,13 @@ describe('pagemap encode/decode', () => {
   });
 
   it('derives flags for entries written before field 4 existed, as CRIU does', () => {
-    const entry = (inParent: boolean | undefined): Buffer => {
-      const w = new WireWriter().uint(1, 0x4000n).uint(2, 5);
+    const entry = (vaddr: bigint, inParent: boolean | undefined): Buffer => {
+      const w = new WireWriter().uint(1, vaddr).uint(2, 5);
       if (inParent !== undefined) w.bool(3, inParent);
       return w.finish();
     };
     const head = new WireWriter().uint(1, 1).finish();
-    const old = decodePagemap(writeImage(CRIU_MAGIC.PAGEMAP, [head, entry(true), entry(false), entry(undefined)]));
+    const old = decodePagemap(writeImage(CRIU_MAGIC.PAGEMAP, [head, entry(0x4000n, true), entry(0x10000n, false), entry(0x20000n, undefined)]));
     expect(old.entries.map((e) => e.flags)).toEqual([PE_PARENT, PE_PRESENT, PE_PRESENT]);
     expect(old.entries.map((e) => e.nrPages)).toEqual([5, 5, 5]);
   });
@@ -178,6 +178,54 @@ describe('pagemap encode/decode', () => {
     expect(bad(new WireWriter().uint(2, 1).uint(4, 4)).detail).toMatch(/without vaddr/);
     expect(bad(new WireWriter().uint(1, 0x4000n).uint(4, 4)).detail).toMatch(/without nr_pages/);
     expect(bad(new WireWriter().uint(1, 0x4000n).uint(4, 4)).detail).toMatch(/^pagemap-9\.img entry 0/);
+  });
+});
+
+describe('the pagemap decoder is strict (issue 9: overlapping, descending entries and unknown flags were accepted)', () => {
+  const head = new WireWriter().uint(1, 1).finish();
+  const entry = (page: number, nrPages: number, flags: number): Buffer => new WireWriter().uint(1, BigInt(page) * 4096n).uint(2, 0).uint(4, flags).uint(5, nrPages).finish();
+  const image = (...entries: Buffer[]): Buffer => writeImage(CRIU_MAGIC.PAGEMAP, [head, ...entries]);
+  const refused = (buf: Buffer): string => imageInvalid(() => decodePagemap(buf, 'pagemap-1.img')).detail;
+
+  it('refuses an entry that overlaps the one before it', () => {
+    expect(refused(image(entry(10, 4, PE_PRESENT), entry(13, 2, PE_PRESENT)))).toMatch(/^pagemap-1\.img entry 1: entry at 0xd000 overlaps or precedes the entry before it, which ends at 0xe000$/);
+    // The same page twice is an overlap too.
+    expect(refused(image(entry(10, 1, PE_PRESENT), entry(10, 1, PE_LAZY)))).toMatch(/entry 1: .* overlaps/);
+  });
+
+  it('refuses descending entries', () => {
+    expect(refused(image(entry(20, 1, PE_PRESENT), entry(10, 1, PE_PRESENT)))).toMatch(/entry 1: entry at 0xa000 overlaps or precedes/);
+  });
+
+  it('accepts adjacent entries (CRIU splits runs where the flags change)', () => {
+    const pm = decodePagemap(image(entry(10, 4, PE_PRESENT), entry(14, 2, PE_LAZY | PE_PRESENT), entry(16, 1, PE_LAZY)));
+    expect(pm.entries.map((e) => [e.firstPage, e.nrPages, e.flags])).toEqual([[10, 4, PE_PRESENT], [14, 2, PE_LAZY | PE_PRESENT], [16, 1, PE_LAZY]]);
+  });
+
+  it.each([
+    [0, 'no flag at all'],
+    [8, 'an unknown bit'],
+    [PE_PRESENT | 0x100, 'a known flag with an unknown bit'],
+    [0x8000_0000, 'the top bit'],
+    [PE_PARENT | PE_PRESENT, 'PARENT with PRESENT: where is the data?'],
+    [PE_PARENT | PE_LAZY, 'PARENT with LAZY'],
+    [PE_PARENT | PE_LAZY | PE_PRESENT, 'all three'],
+  ])('refuses flags 0x%s (%s)', (flags) => {
+    expect(refused(image(entry(10, 1, flags)))).toMatch(/entry 0: entry at 0xa000 has flags 0x[0-9a-f]+; CRIU writes PRESENT, LAZY, LAZY\|PRESENT or PARENT/);
+  });
+
+  it('refuses in_parent (old images) together with a PRESENT flag', () => {
+    const both = new WireWriter().uint(1, 0x4000n).uint(2, 1).bool(3, true).uint(4, PE_PRESENT).finish();
+    expect(refused(image(both))).toMatch(/has flags 0x5/);
+  });
+
+  it('stops at the first bad record: a huge image of empty records is refused at its first entry', () => {
+    // 4 MiB of zero-length records: split eagerly this was a million buffer views before any check.
+    const empties = Buffer.alloc(4 * 1024 * 1024);
+    const buf = Buffer.concat([image(entry(1, 1, PE_PRESENT)), empties]);
+    const t0 = performance.now();
+    expect(refused(buf)).toMatch(/^pagemap-1\.img entry 1: entry without vaddr$/);
+    expect(performance.now() - t0).toBeLessThan(500);
   });
 });
 

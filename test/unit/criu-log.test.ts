@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { criuLogErrors, formatQuote, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-log.js';
+import { criuLogErrors, formatQuote, MAX_QUOTED_LINE_CHARS, quotableErrorLine, readCriuLogErrors } from '../../shared/criu/criu-log.js';
 import { criuDump, criuDumpArgs, criuRestore, criuRestoreArgs } from '../../shared/criu/criu-runner.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { findRepoRoot, parseCriuVersion, probeCriu, versionAtLeast } from '../../shared/criu/criu-binary.js';
@@ -49,6 +49,15 @@ describe('criuLogErrors', () => {
   it('handles logs at -v2, which have no time prefix', () => {
     const v2 = "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\nError (criu/mem.c:45): BUG at criu/mem.c:45\n";
     expect(criuLogErrors(v2)).toEqual(['Error (criu/mem.c:45): BUG at criu/mem.c:45']);
+  });
+
+  it('cuts a long line (a restore log quotes names from images a peer sent) to MAX_QUOTED_LINE_CHARS', () => {
+    const name = 'x'.repeat(100_000);
+    const [q] = criuLogErrors(`(00.1) Error (criu/files-reg.c:2100): Can't open file ${name}: No such file\n`);
+    expect(q!.length).toBeLessThan(MAX_QUOTED_LINE_CHARS + 40);
+    expect(q).toMatch(/^Error \(criu\/files-reg\.c:2100\): Can't open file x+\.\.\. \(\d+ more chars\)$/);
+    const short = "Error (criu/mem.c:45): BUG at criu/mem.c:45";
+    expect(quotableErrorLine(short)).toBe(short);
   });
 
   it('a successful run quotes nothing', () => {
