@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { localSocketCredentials } from '../shared/transport/credentials.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../shared/transport/proto.js';
 
 export interface SourceAgentSocket {
@@ -61,5 +62,5 @@ export function connectionError(socket: SourceAgentSocket, e: unknown): FerryErr
 /** A Source client on the socket. Plaintext: the socket's mode and the agent's SO_PEERCRED check stand for TLS. */
 export function sourceClient<T>(socket: SourceAgentSocket): grpc.Client & T {
   const Source = ferryProto().Source;
-  return new Source(socket.target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & T;
+  return new Source(socket.target, localSocketCredentials(), CHANNEL_OPTIONS) as unknown as grpc.Client & T;
 }

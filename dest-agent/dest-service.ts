@@ -195,8 +195,10 @@ export class DestService {
 
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
     const release = this.streams.acquire(peer, 'precopy');
+    // The slot is the call's: a peer that walks away frees it at once, even while its last batch is stored.
+    call.once('cancelled', release);
     try {
-      const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy');
+      const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
       const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
       let lastSeq = -1n;
       // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
@@ -224,8 +226,9 @@ export class DestService {
 
   async uploadImages(call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, peer: PeerKey = 'local'): Promise<m.UploadImagesResponse> {
     const release = this.streams.acquire(peer, 'final-delta');
+    call.once('cancelled', release); // as for the page stream
     try {
-      const idle = new StreamIdle(this.limits.streamIdleMs, 'final-delta');
+      const idle = new StreamIdle(this.limits.streamIdleMs, 'final-delta', call);
       let files = 0;
       let bytes = 0;
       for await (const chunk of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>)) {

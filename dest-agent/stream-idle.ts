@@ -1,16 +1,29 @@
 /**
  * The dest's bound on a stream's silence: each wait on the peer (its next message, or room to send it an ack)
- * ends with STREAM_IDLE_TIMEOUT after `idleMs`. So a peer that opens streams and goes quiet, or stops
- * reading acks, frees its slot instead of holding it for ever.
+ * ends with STREAM_IDLE_TIMEOUT after `idleMs`, and at once when the call itself ends (the peer cancelled,
+ * or the transport broke it: grpc-js then never ends the message iterator). So a peer that opens streams and
+ * goes quiet, stops reading acks, or walks away mid-batch frees its slot instead of holding it.
  */
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
 
 export class StreamIdle {
+  private readonly callEnded: Promise<never>;
+
+  /** `call` is the stream's gRPC call: its 'cancelled', 'close' or 'error' ends every wait. */
   constructor(
     private readonly idleMs: number,
     private readonly phase: Phase,
-  ) {}
+    call: NodeJS.EventEmitter,
+  ) {
+    this.callEnded = new Promise<never>((_, reject) => {
+      const end = (): void => reject(new FerryError('CANCELLED', { side: 'dest', phase, detail: 'the peer ended the stream' }));
+      call.once('cancelled', end);
+      call.once('close', end);
+      call.once('error', end);
+    });
+    this.callEnded.catch(() => undefined); // observed by every wait; nobody may be waiting when it ends
+  }
 
   /** `p`, or STREAM_IDLE_TIMEOUT if it has not settled within idleMs. */
   wait<T>(p: Promise<T>, waitingFor: string): Promise<T> {
@@ -21,7 +34,7 @@ export class StreamIdle {
         () => reject(new FerryError('STREAM_IDLE_TIMEOUT', { side: 'dest', phase: this.phase, detail: `no ${waitingFor} for ${this.idleMs} ms` })),
         this.idleMs,
       );
-      p.then(
+      Promise.race([p, this.callEnded]).then(
         (v) => {
           clearTimeout(timer);
           resolve(v);

@@ -12,6 +12,7 @@ import type { Side } from '../phases.js';
 import { formatHostPort, type HostPort } from './address.js';
 import { serverCredentials } from './credentials.js';
 import { checkListenPolicy } from './listen-policy.js';
+import { tolerantService, undecodableMessageInterceptor } from './undecodable-messages.js';
 import { peerAuthorizationInterceptor, type AuthorizePeer, type PeerRefusal } from './peer-authorization.js';
 import { SERVER_OPTIONS } from './proto.js';
 import { INSECURE_LOOPBACK, type TransportSecurity } from './transport-security.js';
@@ -80,12 +81,15 @@ export async function startAgentServer(o: AgentServerOptions): Promise<AgentServ
   const security = o.security ?? INSECURE_LOOPBACK;
   const log = o.log ?? silentLogger;
   if (security.kind === 'tls' && !o.side) throw new FerryError('INTERNAL', { detail: 'a TLS agent server needs its side' });
-  const interceptors =
-    security.kind === 'tls'
+  // Who may call first (on the metadata), then what it sent (each message).
+  const interceptors = [
+    ...(security.kind === 'tls'
       ? [peerAuthorizationInterceptor({ allowList: security.allowList, side: o.side!, authorize: o.authorizePeer, onRefused: refusalRecorder(o.registry, log) })]
-      : [];
+      : []),
+    undecodableMessageInterceptor(o.side ?? 'dest'),
+  ];
   const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(o.service, o.handlers);
+  server.addService(tolerantService(o.service), o.handlers);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(formatHostPort(o.listen), serverCredentials(security, interceptors, log), (e, p) => (e ? reject(e) : resolve(p))),
   );

@@ -52,6 +52,11 @@ export function checkDestCertificate(dialed: string, cert: PeerCertificate, allo
 }
 
 /** Credentials for a channel to `target`. */
+/** A local Unix socket (the source agent's): its file mode and SO_PEERCRED authenticate, not TLS. */
+export function localSocketCredentials(): grpc.ChannelCredentials {
+  return grpc.credentials.createInsecure();
+}
+
 export function clientCredentials(security: TransportSecurity, target: HostPort, log?: Logger): ClientTransport {
   if (security.kind === 'insecure') return { credentials: grpc.credentials.createInsecure(), options: {} };
   const provider = new RotatingCertificateProvider(security, log);

@@ -10,13 +10,16 @@
  * per CLI command), so the cost does not matter.
  *
  * Plaintext on purpose: the socket's owner and mode decide who can connect, and the peer credentials who
- * called; TLS would add nothing on a local socket. The TCP agents get their credentials from credentials.ts.
+ * called; TLS would add nothing on a local socket. Its credentials come from credentials.ts like every other.
  */
 import * as grpc from '@grpc/grpc-js';
 import { createServer, type Socket } from 'node:net';
 import { peerCredentials, type PeerCredentials } from '../kernel/peer-credentials.js';
 import type { Logger } from '../logging/logger.js';
+import { serverCredentials } from './credentials.js';
 import { SERVER_OPTIONS } from './proto.js';
+import { INSECURE_LOOPBACK } from './transport-security.js';
+import { tolerantService, undecodableMessageInterceptor } from './undecodable-messages.js';
 import { listenOnSocketPath, type SocketPathOptions } from './unix-socket-path.js';
 
 export interface UnixSocketServerOptions extends SocketPathOptions {
@@ -55,7 +58,7 @@ export async function startUnixSocketServer(o: UnixSocketServerOptions): Promise
       return;
     }
     const server = new grpc.Server({ ...SERVER_OPTIONS, 'grpc.max_connection_idle_ms': o.idleMs ?? 300_000, 'grpc.enable_channelz': 0 });
-    server.addService(o.service, o.handlersFor(caller));
+    server.addService(tolerantService(o.service), o.handlersFor(caller));
     const conn: Connection = { socket, server };
     connections.add(conn);
     socket.once('close', () => {
@@ -63,7 +66,7 @@ export async function startUnixSocketServer(o: UnixSocketServerOptions): Promise
       server.forceShutdown();
     });
     socket.on('error', () => undefined); // a caller going away is not the agent's error
-    server.createConnectionInjector(grpc.ServerCredentials.createInsecure()).injectConnection(socket);
+    server.createConnectionInjector(serverCredentials(INSECURE_LOOPBACK, [undecodableMessageInterceptor('source')])).injectConnection(socket);
   });
   net.maxConnections = o.maxConnections ?? 64;
   const claimed = await listenOnSocketPath(net, o);

@@ -18,9 +18,9 @@ import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import { PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type PageBatch } from '../../shared/transport/page-batch.js';
-import { serverCredentials } from '../../shared/transport/credentials.js';
 import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
-import { ferryProto, SERVER_OPTIONS } from '../../shared/transport/proto.js';
+import { startAgentServer } from '../../shared/transport/agent-server.js';
+import { ferryProto } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 
 export const EPOCH = '1';
@@ -40,11 +40,17 @@ export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}
   const workDir = over.workDir ?? (await mkdtemp(join(tmpdir(), 'ferry-unit-dest-')));
   const metrics = createDestMetrics(new Registry());
   const service = new DestService({ log: silentLogger, metrics, ...over, workDir });
-  const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(ferryProto().Dest.service, service.handlers());
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', serverCredentials(INSECURE_LOOPBACK), (err, p) => (err ? reject(err) : resolve(p)));
+  // The agent's own server (interceptors included), in plaintext: TLS is test/integration/mutual-tls.test.ts's.
+  const agent = await startAgentServer({
+    service: ferryProto().Dest.service,
+    handlers: service.handlers(),
+    listen: { host: '127.0.0.1', port: 0 },
+    registry: new Registry(),
+    closeService: () => service.close(),
+    security: INSECURE_LOOPBACK,
+    side: 'dest',
   });
+  const port = agent.port;
   const address = `127.0.0.1:${port}`;
   const client = new DestClient(address, INSECURE_LOOPBACK); // the service's logic; TLS: test/integration/mutual-tls.test.ts
   await client.connect(5_000);
@@ -56,8 +62,7 @@ export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}
     address,
     close: async () => {
       client.close();
-      await service.close();
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await agent.close();
       await rm(workDir, { recursive: true, force: true });
     },
   };
