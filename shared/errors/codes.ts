@@ -114,6 +114,13 @@ export const ERRORS = {
     'Run `ferry check` to see which trackers work here and why; use --tracker auto to take the best available.',
     status.FAILED_PRECONDITION,
   ),
+  TASK_ALREADY_MIGRATING: spec(
+    'FERRY-1015',
+    'Another migration of this task (or of a process of its tree) is in progress on this host',
+    'Wait for it to end (`ps -ef | grep "ferry migrate"`, or the source agent\'s log), then retry; one task migrates once at a time.',
+    status.FAILED_PRECONDITION,
+    true,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.

@@ -18,6 +18,7 @@ const processVmReadvFn = libc.func(
 const ioctlFn = libc.func('int ioctl(int fd, unsigned long request, ...)');
 // optlen is a socklen_t * (u32), passed as a 4-byte Buffer that the call updates.
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)');
+const flockFn = libc.func('int flock(int fd, int operation)');
 
 /** Bytes of one `struct iovec` (void *base; size_t len) on 64-bit Linux. */
 export const IOVEC_BYTES = 16;
@@ -100,4 +101,18 @@ export function getsockopt(fd: number, level: number, optname: number, out: Uint
   len.writeUInt32LE(out.byteLength);
   if ((getsockoptFn(fd, level, optname, out, len) as number) < 0) fail('getsockopt', `fd ${fd} option ${optname}`);
   return len.readUInt32LE();
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB): true when this open file now holds the lock, false when another open file
+ * holds it. The kernel drops the lock when the file is closed or its process dies: a crash never leaves one.
+ */
+export function tryExclusiveFlock(fd: number): boolean {
+  if (flockFn(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === constants.errno.EWOULDBLOCK) return false;
+  throw new SystemCallError('flock', errno, errnoName(errno), `fd ${fd}`);
 }

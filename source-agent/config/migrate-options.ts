@@ -7,6 +7,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import type { TrackerChoice } from '../trackers/tracker.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
+import { join } from 'node:path';
 import { costModelPath } from '../cost-model.js';
 import { readSourceEnvironment, type DumpMode, type SourceEnvironment } from './environment.js';
 
@@ -52,6 +53,8 @@ export interface CompiledMigrateOptions {
   dumpMode: DumpMode;
   /** Where the learned cost model lives (under $FERRY_STATE_DIR). */
   costModelPath: string;
+  /** Where migrations lock the tasks they move (under $FERRY_STATE_DIR). */
+  taskLocksDir: string;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -83,6 +86,7 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     tracker: trackerChoice(o.tracker),
     dumpMode: env.dumpMode,
     costModelPath: costModelPath(env.stateDir),
+    taskLocksDir: join(env.stateDir, 'source', 'locks'),
   };
 }
 

@@ -24,11 +24,11 @@ import type { CompiledMigrateOptions } from '../config/migrate-options.js';
 import { commit } from './phases/commit.js';
 import { finalDelta } from './phases/final-delta.js';
 import { freeze } from './phases/freeze.js';
-import { negotiate } from './phases/negotiate.js';
+import { negotiate, type Negotiated } from './phases/negotiate.js';
 import { precopy } from './phases/precopy.js';
 import { prepare } from './phases/prepare.js';
 import { restore } from './phases/restore.js';
-import { realPorts, type DestPort, type MigrationPorts } from './ports.js';
+import { realPorts, type MigrationPorts } from './ports.js';
 import { RollbackStack } from './rollback-stack.js';
 
 export interface MigrationDeps {
@@ -88,12 +88,12 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     announcer.announce({ kind: 'phase', phase: next });
     injectFault(`source.${next}` as FaultPoint);
   };
-  let dest: DestPort | undefined;
+  let negotiatedWith: Negotiated | undefined;
   let imagesDir: string | undefined;
 
   try {
     const negotiated = await negotiate(ctx, ports);
-    dest = negotiated.dest;
+    negotiatedWith = negotiated;
     enter('prepare');
     const prepared = await prepare(ctx, negotiated);
     enter('precopy');
@@ -154,7 +154,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     announcer.announce({ kind: 'failed', phase, error: first.toJSON() });
     throw first;
   } finally {
-    dest?.close();
+    negotiatedWith?.dest.close();
     if (imagesDir) await rm(imagesDir, { recursive: true, force: true });
+    negotiatedWith?.taskLock.release(); // last: the task is another migration's to take only once this one is over
   }
 }

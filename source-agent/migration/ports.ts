@@ -22,6 +22,7 @@ import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
@@ -57,6 +58,8 @@ export type DumpKind = 'lazy' | 'full';
 export interface SourceHost {
   pageSize: number;
   inspectTarget(pid: number): TargetTree;
+  /** One migration per task: locks every process of the tree until release(); TASK_ALREADY_MIGRATING if taken. */
+  lockTask(locksDir: string, target: TargetTree): TaskLock;
   /** The processes of the tree now; empty once the root is gone. */
   tree(rootPid: number): TreeMember[];
   peerInfo(): Promise<m.PeerInfo>;
@@ -109,6 +112,7 @@ export interface MigrationPorts {
 export const realSourceHost: SourceHost = {
   pageSize: PAGE_SIZE,
   inspectTarget,
+  lockTask: (locksDir, target) => lockTaskTree(locksDir, target.rootPid, target.tasks.map((t) => t.hostPid)),
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
   peerInfo: async () => localPeerInfo(await availableTrackers()),
   requireCriu: () => requireCriu('source'),

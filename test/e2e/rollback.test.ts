@@ -141,7 +141,7 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
     }, 60_000);
   });
 
-  describe('(a, e) failures from outside during pre-copy (256 MiB, so that round 0 lasts)', () => {
+  describe('(a, e, f) failures and races from outside during pre-copy (256 MiB, so that round 0 lasts)', () => {
     let big: MemtestHandle | undefined;
 
     beforeAll(async () => {
@@ -183,6 +183,26 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
         await successor?.stop();
         rmSync(workDir, { recursive: true, force: true });
       }
+    }, 90_000);
+
+    it('(f) a second migration of the same task while one runs: refused before it touches anything (FERRY-1015)', async () => {
+      const first = startMigrate(hosts!, big!.rootPid, dest, { env: env(), timeoutMs: 60_000 });
+      try {
+        await first.waitForLine(isPhase('precopy'), 30_000);
+        const second = await runMigrate(hosts!, big!.rootPid, dest, { env: env(), timeoutMs: 30_000 });
+        expect(second.error, describeResult(second)).toMatchObject({ code: 'FERRY-1015', key: 'TASK_ALREADY_MIGRATING', sourceState: 'running' });
+        expect(second.lines.some((l) => l.kind === 'phase')).toBe(false);
+        expect(second.exitCode).toBe(1);
+        expect(first.lines.some(isPhase('freeze'))).toBe(false); // the first went on undisturbed
+      } finally {
+        first.child.kill('SIGINT');
+      }
+      const r = await first.done;
+      expectFailedWithSourceRunning(r, 130);
+      await expectOriginalIntact(big!);
+      await expectNoCopy(big!);
+      expect(dest!.leftovers()).toEqual([]);
+      expect(leftovers(imagesRoot!)).toEqual([]);
     }, 90_000);
 
     it('(e) Ctrl-C (SIGINT) to ferry migrate during pre-copy: exit 130, rolled back', async () => {

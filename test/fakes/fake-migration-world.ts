@@ -48,6 +48,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
   const host: SourceHost = {
     pageSize: PAGE,
     inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE }),
+    lockTask: () => {
+      log.push('task.lock');
+      return { release: () => log.push('task.unlock') };
+    },
     tree: () => [{ hostPid: 4242, nsPid: 1 }],
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),

@@ -51,6 +51,7 @@ describe('migration state machine', () => {
     // Page 0x1000 changed after pre-copy and 0x2000 is new: both go in the final delta, nothing else.
     expect(r.summary!.finalDeltaPages).toBe(2);
     expect(r.events.at(-1)?.kind).toBe('done');
+    expect(r.log.at(-1)).toBe('task.unlock');
   });
 
   it('draws a random 64-bit epoch per migration and sends it on every Dest call (issue 9)', async () => {
@@ -92,6 +93,9 @@ describe('migration state machine', () => {
       expect(r.log.includes('dest.abort')).toBe(c.prepared);
       if (c.frozen) expect(r.log.indexOf('lease.release')).toBeLessThan(r.log.indexOf('signal.SIGCONT'));
       expect(r.events.at(-1)?.kind).toBe('failed');
+      // One migration per task: the lock was taken once, and let go last.
+      expect(r.log.filter((x) => x === 'task.lock')).toHaveLength(1);
+      expect(r.log.at(-1)).toBe('task.unlock');
     });
   }
 

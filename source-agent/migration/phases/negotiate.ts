@@ -7,22 +7,27 @@ import { checkPeers } from '../check-peers.js';
 import type { TargetTree } from '../inspect-target.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { DestPort, MigrationPorts } from '../ports.js';
+import type { TaskLock } from '../../task-lock.js';
 
 export interface Negotiated {
   target: TargetTree;
+  /** Held until the migration ends: no other migration of this tree may start meanwhile. */
+  taskLock: TaskLock;
   dest: DestPort;
   protocolVersion: number;
   tracker: { name: TrackerName; note: string };
 }
 
-/** On success the caller owns `dest` and must close it; on failure it is closed here. */
+/** On success the caller owns `taskLock` and `dest` and must release and close them; on failure it is done here. */
 export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): Promise<Negotiated> {
   const { host, opts, signal } = ctx;
   const target = host.inspectTarget(opts.pid);
-  await host.requireCriu();
-  const local = await host.peerInfo();
-  const dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
+  const taskLock = host.lockTask(opts.taskLocksDir, target);
+  let dest: DestPort | undefined;
   try {
+    await host.requireCriu();
+    const local = await host.peerInfo();
+    dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
     const answer = await dest.negotiate({ source: local }, signal);
     const protocolVersion = checkPeers(local, answer);
     const tracker = await host.chooseTracker(opts.tracker);
@@ -35,9 +40,10 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
       tracker: tracker.name,
       trackerNote: tracker.note,
     });
-    return { target, dest, protocolVersion, tracker };
+    return { target, taskLock, dest, protocolVersion, tracker };
   } catch (e) {
-    dest.close();
+    dest?.close();
+    taskLock.release();
     throw e;
   }
 }
