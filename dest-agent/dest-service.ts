@@ -195,8 +195,12 @@ export class DestService {
 
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
     const release = this.streams.acquire(peer, 'precopy');
-    // The slot is the call's: a peer that walks away frees it at once, even while its last batch is stored.
-    call.once('cancelled', release);
+    // The slot is the call's: a peer that walks away frees it at once; its batches still queued are dropped.
+    const ended = new AbortController();
+    call.once('cancelled', () => {
+      ended.abort();
+      release();
+    });
     try {
       const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
       const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
@@ -212,7 +216,7 @@ export class DestService {
         const t0 = process.hrtime.bigint();
         const batch = decodePageBatch(raw, s.pageSize);
         const store = s.store(raw.task);
-        await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch);
+        await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch, ended.signal);
         this.opts.metrics.pagesReceived.inc(batch.count);
         this.opts.metrics.bytesReceived.inc(batch.data.length);
         const storeUs = String((process.hrtime.bigint() - t0) / 1000n);

@@ -128,10 +128,14 @@ export class TaskPageStore {
   /**
    * Checks every page of the batch against its hash and against the session's budget, then stores it.
    * Throws PAGE_INTEGRITY on the first mismatch, SESSION_QUOTA_EXCEEDED past the budget, before anything of
-   * the batch is stored.
+   * the batch is stored. A batch whose stream ended (`signal`) while it waited behind others is dropped unstored:
+   * a peer that sends and walks away cannot pile up work behind the disk.
    */
-  put(batch: DecodedPageBatch, scratchHashes: Buffer): Promise<void> {
-    const run = this.queue.then(() => this.putNow(batch, scratchHashes));
+  put(batch: DecodedPageBatch, scratchHashes: Buffer, signal?: AbortSignal): Promise<void> {
+    const run = this.queue.then(() => {
+      if (signal?.aborted) throw new FerryError('CANCELLED', { side: 'dest', phase: 'precopy', detail: `task ${this.task}: the stream of this batch ended before it was stored` });
+      return this.putNow(batch, scratchHashes);
+    });
     this.queue = run.catch(() => undefined);
     return run;
   }

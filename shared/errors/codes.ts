@@ -121,6 +121,12 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
     true,
   ),
+  IMAGES_DIR_UNSAFE: spec(
+    'FERRY-1016',
+    'The images directory is not private to this agent',
+    'Remove it or name another with FERRY_IMAGES_DIR: it must be a real directory (no symlink) owned by the agent\'s user and writable by it alone.',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.

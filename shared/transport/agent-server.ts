@@ -33,8 +33,8 @@ export interface AgentServerOptions {
   /** Rolls back what the service has in flight; runs before the server stops. */
   closeService: () => Promise<void>;
   /**
-   * Mutual TLS (callers checked against `security.allowList`), or plaintext. Absent: plaintext on loopback only,
-   * for a server whose callers are checked otherwise (the source agent's local socket).
+   * Mutual TLS (callers checked against `security.allowList`), or plaintext. Absent: plaintext on loopback only
+   * (tests of a service's logic).
    */
   security?: TransportSecurity | undefined;
   /** The agent's own rule for a verified caller, after the allow-list (TLS only). */

@@ -20,6 +20,8 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
 };
 
 export const SERVER_OPTIONS: grpc.ChannelOptions = {
+  // A connection with no call for 5 minutes is closed: a refused or silent peer does not keep it.
+  'grpc.max_connection_idle_ms': 300_000,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.keepalive_permit_without_calls': 1,

@@ -16,7 +16,7 @@ export interface TransportSecurityOptions {
   certFile?: string | undefined;
   keyFile?: string | undefined;
   caFile?: string | undefined;
-  /** --allow-peer entries; none = every host of this host's own trust domain. */
+  /** --allow-peer entries; none = every host of this host's own trust domain (dialers only: a server must name its peers). */
   allowPeers?: readonly string[] | undefined;
   insecure?: boolean | undefined;
   insecureAnyAddress?: boolean | undefined;
@@ -66,6 +66,14 @@ export function compileTransportSecurity(o: TransportSecurityOptions, roles: rea
   }
   const files = tlsFilesFrom(o, env);
   const material = loadTlsMaterial(files, roles);
+  // A server decides who may drive it as root: it names its peers; the whole trust domain (every host, dests
+  // included, that the CA ever certified) is no default for that.
+  if (roles.includes('server') && !(o.allowPeers && o.allowPeers.length > 0)) {
+    throw new FerryError('BAD_ARGUMENT', {
+      message: 'A listening agent needs --allow-peer: the sources it accepts',
+      hint: 'Name each source: --allow-peer spiffe://TRUST-DOMAIN/ferry/HOST (repeatable), or spiffe://TRUST-DOMAIN/ferry/* to accept every host of the domain knowingly.',
+    });
+  }
   let allowList: PeerAllowList;
   if (o.allowPeers && o.allowPeers.length > 0) allowList = PeerAllowList.parse(o.allowPeers);
   else if (material.identity.spiffe) allowList = PeerAllowList.trustDomain(material.identity.spiffe.trustDomain);

@@ -150,7 +150,14 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     const errors = await ctx.rollback.run();
     first.rollbackErrors.push(...errors);
     // Only a failed step on this side (the thaw) leaves the task's state unknown.
-    first.sourceState = errors.some((x) => x.side === 'source') ? 'unknown' : first.key === 'COMMIT_UNCONFIRMED' ? 'frozen' : ctx.sourceState;
+    // A task that exited is gone whatever the rollback did.
+    first.sourceState = errors.some((x) => x.side === 'source')
+      ? 'unknown'
+      : first.key === 'COMMIT_UNCONFIRMED'
+        ? 'frozen'
+        : first.sourceState === 'gone'
+          ? 'gone'
+          : ctx.sourceState;
     announcer.announce({ kind: 'failed', phase, error: first.toJSON() });
     throw first;
   } finally {

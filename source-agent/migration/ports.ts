@@ -137,7 +137,7 @@ export const realSourceHost: SourceHost = {
   createThrottle: (rootPid) => createTaskThrottle(rootPid),
 };
 
-/** `security` absent: TLS from the default files (the source agent daemon, which has no TLS flags yet). */
+/** `security` absent: TLS from the default files (tests' fallback; the commands and the daemon pass their own). */
 export async function connectGrpcDest(address: string, timeoutMs: number, signal: AbortSignal, security?: TransportSecurity): Promise<DestPort> {
   const client = new DestClient(address, security);
   try {

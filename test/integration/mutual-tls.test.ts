@@ -327,9 +327,12 @@ describe.runIf(runnable)('ferry certs', () => {
     }
     const mode = (p: string): number => statSync(p).mode & 0o777;
     expect([mode(dir), mode(join(dir, 'ca.key')), mode(join(dir, 'hosts/b/key.pem')), mode(join(dir, 'hosts/b/cert.pem'))]).toEqual([0o700, 0o600, 0o600, 0o644]);
-    const sec = compileTransportSecurity({ certFile: join(dir, 'hosts/b/cert.pem'), keyFile: join(dir, 'hosts/b/key.pem'), caFile: join(dir, 'hosts/b/ca.pem') }, ['client', 'server']);
+    const files = { certFile: join(dir, 'hosts/b/cert.pem'), keyFile: join(dir, 'hosts/b/key.pem'), caFile: join(dir, 'hosts/b/ca.pem') };
+    const sec = compileTransportSecurity(files, ['client']);
     expect(sec.kind === 'tls' && sec.material.identity).toEqual({ spiffe: { id: 'spiffe://cli.test/ferry/b', trustDomain: 'cli.test', host: 'b' }, dnsNames: ['b', 'b.cli.test'], ipAddresses: ['10.0.0.2'] });
-    expect(sec.kind === 'tls' && sec.allowList.toString()).toBe('spiffe://cli.test/ferry/*'); // the default: its own trust domain
+    expect(sec.kind === 'tls' && sec.allowList.toString()).toBe('spiffe://cli.test/ferry/*'); // a dialer's default: its own trust domain
+    // A listener names the peers that may drive it: the trust domain is no default there.
+    expectFerryError(() => compileTransportSecurity(files, ['server']), 'BAD_ARGUMENT');
   });
 });
 

@@ -38,6 +38,7 @@ describe('compileMigrateOptions', () => {
       tracker: 'auto',
       dumpMode: 'auto',
       costModelPath: '/var/lib/ferry/source/cost-model.json',
+      taskLocksDir: '/var/lib/ferry/source/locks',
     });
   });
 

@@ -2,6 +2,7 @@
  * negotiate: everything here only reads; a refusal touches nothing. The target is inspected, CRIU and both
  * peers are checked, and the tracker is chosen (a probe of this kernel, never of the task).
  */
+import { ensurePrivateDirectory } from '../../../shared/kernel/private-dir.js';
 import type { TrackerName } from '../../trackers/tracker.js';
 import { checkPeers } from '../check-peers.js';
 import type { TargetTree } from '../inspect-target.js';
@@ -22,6 +23,7 @@ export interface Negotiated {
 export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): Promise<Negotiated> {
   const { host, opts, signal } = ctx;
   const target = host.inspectTarget(opts.pid);
+  ensurePrivateDirectory(opts.imagesRoot); // the dump goes there: nobody else may swap or read it
   const taskLock = host.lockTask(opts.taskLocksDir, target);
   let dest: DestPort | undefined;
   try {
