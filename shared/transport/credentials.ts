@@ -18,7 +18,8 @@ import type { HostPort } from './address.js';
 import { RotatingCertificateProvider } from './certificate-rotation.js';
 import type { PeerAllowList } from './peer-allow-list.js';
 import { clip, describeIdentity, identityFromSubjectAltName } from './peer-identity.js';
-import type { TransportSecurity } from './transport-security.js';
+import { loadTlsMaterial } from './tls-material.js';
+import type { TlsSecurity, TransportSecurity } from './transport-security.js';
 
 export interface ClientTransport {
   credentials: grpc.ChannelCredentials;
@@ -52,6 +53,22 @@ export function checkDestCertificate(dialed: string, cert: PeerCertificate, allo
 }
 
 /** Credentials for a channel to `target`. */
+/**
+ * A dialer's channel starts from the files as they are now, not as they were when the command (or a
+ * long-running source agent) started: a renewed certificate is used by the next connection. Files that do
+ * not pass (or name another host) are not taken; the previous material stays, and the log says why.
+ */
+function withMaterialOnDisk(security: TlsSecurity, log?: Logger): TlsSecurity {
+  try {
+    const material = loadTlsMaterial(security.files, security.roles);
+    if (describeIdentity(material.identity) !== describeIdentity(security.material.identity)) throw new Error(`the certificate on disk names ${describeIdentity(material.identity)}`);
+    return material.cert.equals(security.material.cert) ? security : { ...security, material };
+  } catch (e) {
+    log?.warn('TLS files on disk not taken; dialing with the certificate read before', { problem: e instanceof Error ? e.message : String(e) });
+    return security;
+  }
+}
+
 /** A local Unix socket (the source agent's): its file mode and SO_PEERCRED authenticate, not TLS. */
 export function localSocketCredentials(): grpc.ChannelCredentials {
   return grpc.credentials.createInsecure();
@@ -59,7 +76,7 @@ export function localSocketCredentials(): grpc.ChannelCredentials {
 
 export function clientCredentials(security: TransportSecurity, target: HostPort, log?: Logger): ClientTransport {
   if (security.kind === 'insecure') return { credentials: grpc.credentials.createInsecure(), options: {} };
-  const provider = new RotatingCertificateProvider(security, log);
+  const provider = new RotatingCertificateProvider(withMaterialOnDisk(security, log), log);
   const credentials = grpc.experimental.createCertificateProviderChannelCredentials(provider, provider, {
     // grpc-js hands over the SNI name; the check is against what was dialed, which this closure knows.
     checkServerIdentity: (_sni, cert) => checkDestCertificate(target.host, cert, security.allowList),

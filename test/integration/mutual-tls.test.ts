@@ -394,4 +394,29 @@ describe.runIf(runnable)('mutual TLS: rotation in place', () => {
       early.close();
     }
   });
+
+  it("a dialer's next connection presents the certificate on disk now, not the one read at its start", async () => {
+    const d = await startDest(tls(certs.dest!, ['server'], [pki.idOf('source')]));
+    const dir = join(base, 'rotating-source');
+    mkdirSync(dir);
+    await pki.issue('source', { out: dir });
+    const security = tls({ certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem'), caFile: join(dir, 'ca.pem') } as IssuedCertificate, ['client'], [pki.idOf('dest')]);
+    const before = new DestClient(d.agent.address, security);
+    try {
+      await before.connect(5_000);
+      await before.negotiate({ source: PEER_INFO });
+    } finally {
+      before.close();
+    }
+    // The same host re-issued by another CA, its files replaced in place: the next connection trusts only the
+    // new CA, so it refuses the dest's certificate, which proves it started from the files on disk now.
+    for (const f of ['cert.pem', 'key.pem']) copyFileSync(join(certs.forged!.certFile, '..', f), join(dir, f));
+    copyFileSync(certs.forged!.caFile, join(dir, 'ca.pem'));
+    const after = new DestClient(d.agent.address, security);
+    try {
+      await expectFerryRejection(after.connect(2_000).then(() => after.negotiate({ source: PEER_INFO })), 'PEER_CERT_UNTRUSTED');
+    } finally {
+      after.close();
+    }
+  });
 });
