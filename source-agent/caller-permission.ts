@@ -64,8 +64,8 @@ export function authorizeMigration(caller: Caller, pid: number, read: (pid: numb
   };
   if (!tasks || tasks.length === 0) refuse(`pid ${pid} is not a process of uid ${caller.uid} (or does not exist)`);
   for (const task of tasks!) {
-    const why = refusalFor(caller, task);
-    if (why) refuse(`${task.tid === task.pid ? `process ${task.pid}` : `thread ${task.tid} of process ${task.pid}`} of the tree ${why}`);
+    // The caller learns no more than for a pid that does not exist: who owns what is for the agent's log.
+    if (refusalFor(caller, task)) refuse(`pid ${pid} is not a process of uid ${caller.uid} (or does not exist)`);
   }
 }
 
