@@ -15,6 +15,7 @@ export interface TargetTree {
   pidNamespaceRoot: boolean;
   tasks: TreeProcess[];
   /** Resident memory of the tree when inspected: the dest's disk check. */
+  /** Resident plus swapped bytes of the whole tree: what pre-copy will send (the dest budgets it). */
   residentBytes: number;
 }
 
@@ -40,8 +41,19 @@ export function inspectTarget(pid: number): TargetTree {
   if (!pids.has(stat.session)) {
     refuse('TASK_SESSION_OUTSIDE_TREE', `the session leader of ${pid} is ${stat.session}, which is not in the task's tree`);
   }
-  const residentBytes = tasks.reduce((n, t) => n + residentPages(t.hostPid) * PAGE_SIZE, 0);
+  // Swapped pages are sent too: the dest's budget and free-space check must count them.
+  const residentBytes = tasks.reduce((n, t) => n + residentPages(t.hostPid) * PAGE_SIZE + swappedBytes(t.hostPid), 0);
   return { rootPid: pid, name: status.name, pidNamespaceRoot: statusIsPidNamespaceRoot(status), tasks, residentBytes };
+}
+
+/** VmSwap of /proc/PID/status in bytes; 0 without swap or once the task is gone. */
+function swappedBytes(pid: number): number {
+  try {
+    const m = /^VmSwap:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Second field of /proc/PID/statm; 0 once the task is gone. */

@@ -9,6 +9,7 @@ import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
 import { localPeerInfo } from '../../shared/peer-info.js';
+import type { Logger } from '../../shared/logging/logger.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { PageBatch } from '../../shared/transport/page-batch.js';
 import type { TransportSecurity } from '../../shared/transport/transport-security.js';
@@ -45,8 +46,9 @@ export interface ThrottlePort {
   readonly method: string;
   readonly percent: number;
   set(percent: number): Promise<void>;
-  /** Back to how the task was; never throws. */
+  /** Back to how the task was; never throws: what went wrong is in `errors`. */
   release(): Promise<void>;
+  readonly errors: readonly Error[];
 }
 
 /**
@@ -77,7 +79,7 @@ export interface SourceHost {
   readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
   /** Auto-converge: takes CPU from the tree (its own cgroup when it has one, else SIGSTOP/SIGCONT cycling). */
-  createThrottle(rootPid: number): Promise<ThrottlePort>;
+  createThrottle(rootPid: number, log: Logger): Promise<ThrottlePort>;
 }
 
 export interface PageStream {
@@ -134,7 +136,7 @@ export const realSourceHost: SourceHost = {
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);
   },
-  createThrottle: (rootPid) => createTaskThrottle(rootPid),
+  createThrottle: (rootPid, log) => createTaskThrottle(rootPid, { log }),
 };
 
 /** `security` absent: TLS from the default files (tests' fallback; the commands and the daemon pass their own). */

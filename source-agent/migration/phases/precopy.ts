@@ -91,7 +91,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
         case 'continue':
           break;
         case 'throttle':
-          throttle ??= await host.createThrottle(rootPid);
+          throttle ??= await host.createThrottle(rootPid, ctx.log);
           await throttle.set(decision.throttlePercent);
           maxThrottle = Math.max(maxThrottle, decision.throttlePercent);
           break;
@@ -103,5 +103,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
     }
   } finally {
     await throttle?.release();
+    // A quota not restored leaves the task slower than it was: say so where the operator looks.
+    for (const e of throttle?.errors ?? []) ctx.log.error('the throttle could not be fully released', { method: throttle?.method, err: e });
   }
 }
