@@ -14,7 +14,6 @@ export interface TargetTree {
   /** Pid-namespace root: its pids are private, so they cannot clash on the dest. */
   pidNamespaceRoot: boolean;
   tasks: TreeProcess[];
-  /** Resident memory of the tree when inspected: the dest's disk check. */
   /** Resident plus swapped bytes of the whole tree: what pre-copy will send (the dest budgets it). */
   residentBytes: number;
 }
