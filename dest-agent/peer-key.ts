@@ -11,12 +11,12 @@ export type PeerKey = string;
 
 interface Call {
   getPeer(): string;
-  getAuthContext?(): { sslPeerCertificate?: PeerCertificate | undefined } | null;
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } | null;
 }
 
 /** grpc-js says `ADDRESS:PORT` (IPv6 unbracketed, e.g. `::1:41234`) for TCP, `unknown` otherwise: the port goes. */
 export function peerKey(call: Call): PeerKey {
-  const identity = call.getAuthContext ? verifiedPeerIdentity({ getAuthContext: () => call.getAuthContext!() }) : undefined;
+  const identity = verifiedPeerIdentity(call);
   if (identity) return `tls:${describeIdentity(identity)}`;
   return call.getPeer().replace(/:\d+$/, '');
 }
