@@ -70,6 +70,18 @@ export class DestClient {
     }
   }
 
+  /** Whether the channel is (or gets) connected within `timeoutMs`; never throws. */
+  async whenConnected(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    const channel = this.raw.getChannel();
+    for (let state = channel.getConnectivityState(true); state !== grpc.connectivityState.READY; state = channel.getConnectivityState(true)) {
+      if (state === grpc.connectivityState.SHUTDOWN || Date.now() >= deadline) return false;
+      const from = state;
+      await new Promise<void>((resolve) => channel.watchConnectivityState(from, deadline, () => resolve()));
+    }
+    return true;
+  }
+
   unary<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {
     opts.signal?.throwIfAborted();
     return new Promise<Res>((resolve, reject) => {

@@ -85,6 +85,19 @@ export const ERRORS = {
     "Name a dest on the agent's --allow-dest list, or ask its operator to add this HOST:PORT.",
     status.PERMISSION_DENIED,
   ),
+  RESUME_NOTHING_TO_RESUME: spec(
+    'FERRY-0026',
+    'No journal of this migration on this host',
+    'Give the migration id that `ferry migrate` printed (its "started" line), on the host it ran on, with the same FERRY_STATE_DIR; or `--resume all`.',
+    status.NOT_FOUND,
+  ),
+  MIGRATION_IN_PROGRESS: spec(
+    'FERRY-0027',
+    'This migration is still running in another process',
+    'Wait for it to end (it resolves itself); --resume is for a migration whose process died.',
+    status.FAILED_PRECONDITION,
+    true,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),
@@ -258,10 +271,24 @@ export const ERRORS = {
   COMMIT_UNCONFIRMED: spec(
     'FERRY-7001',
     'The dest did not confirm the commit: the task may be running on the dest or frozen on the source',
-    'Run `ferry check --to DEST` and look for the restored task on the dest before resuming anything by hand.',
+    'Make the dest reachable and run the `ferry migrate --resume ID` the detail names (a source agent daemon does it on its own); resume nothing by hand.',
     status.UNKNOWN,
   ),
   COMMIT_REJECTED: spec('FERRY-7002', 'The dest no longer holds the restored task', 'The source was resumed; retry the migration.', status.FAILED_PRECONDITION, true),
+  COMMIT_UNDELIVERED: spec(
+    'FERRY-7003',
+    'The dest could not be reached to commit; the task was resumed on the source',
+    'Check the dest agent and the network, then retry; the dest removes its stopped copy on its own.',
+    status.UNAVAILABLE,
+    true,
+  ),
+  MIGRATION_UNRESOLVED: spec(
+    'FERRY-7004',
+    'A migration interrupted at its commit is not resolved yet: the original is frozen here until the dest answers',
+    'Make the dest agent reachable, then run `ferry migrate --resume ID` (a source agent daemon keeps trying on its own).',
+    status.UNAVAILABLE,
+    true,
+  ),
 
   INTERNAL: spec('FERRY-9001', 'Internal error', 'This is a bug: keep the agent log and report it.', status.INTERNAL),
   CANCELLED: spec('FERRY-9002', 'The migration was interrupted and rolled back', 'Run the command again when ready.', status.CANCELLED, true),
@@ -279,6 +306,12 @@ export const ERRORS = {
     'Retry once running migrations end; idle streams are closed on their own.',
     status.RESOURCE_EXHAUSTED,
     true,
+  ),
+  JOURNAL_UNREADABLE: spec(
+    'FERRY-9008',
+    'A migration journal is damaged or not Ferry\'s',
+    'Keep the file named in the detail for the report; check the disk under the state dir. The migration it describes must be checked by hand.',
+    status.DATA_LOSS,
   ),
   STREAM_IDLE_TIMEOUT: spec(
     'FERRY-9007',

@@ -4,6 +4,7 @@
  * FERRY_TEST_PROTOCOL_VERSIONS) and the log level stay where they act.
  */
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 
 export type DumpMode = 'auto' | 'full';
@@ -11,7 +12,7 @@ export type DumpMode = 'auto' | 'full';
 export interface SourceEnvironment {
   /** FERRY_IMAGES_DIR: where the final dump's images go (tmpfs keeps the freeze short). */
   imagesRoot: string;
-  /** FERRY_STATE_DIR: what the source keeps between migrations (the learned cost model). */
+  /** FERRY_STATE_DIR: what the source keeps between migrations (the learned cost model, locks, journals). */
   stateDir: string;
   /** FERRY_DUMP: `full` forces a plain criu dump; `auto` (default) dumps lazily when CRIU and the kernel can. */
   dumpMode: DumpMode;
@@ -23,6 +24,11 @@ export function readSourceEnvironment(env: NodeJS.ProcessEnv = process.env): Sou
     stateDir: nonEmpty(env.FERRY_STATE_DIR) ?? '/var/lib/ferry',
     dumpMode: dumpMode(nonEmpty(env.FERRY_DUMP)),
   };
+}
+
+/** Where the source's migrations journal their decisions (source-journal.ts). */
+export function sourceJournalDir(env: SourceEnvironment): string {
+  return join(env.stateDir, 'source', 'journal');
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

@@ -9,7 +9,12 @@ import type { TrackerChoice } from '../trackers/tracker.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { join } from 'node:path';
 import { costModelPath } from '../cost-model.js';
-import { readSourceEnvironment, type DumpMode, type SourceEnvironment } from './environment.js';
+import { readSourceEnvironment, sourceJournalDir, type DumpMode, type SourceEnvironment } from './environment.js';
+
+/** A Commit that may have reached the dest is asked about this long (the dest decides within its lease). */
+export const ANSWER_PATIENCE_MS = 5 * 60_000;
+/** A dest unreachable at every Commit attempt for this long: the source rolls back (the dest's lease removes the copy). */
+export const UNDELIVERED_PATIENCE_MS = 10_000;
 
 export interface MigrateOptions {
   pid: number;
@@ -33,6 +38,8 @@ export interface MigrateOptions {
   /** Stop-and-copy: no pre-copy rounds, the final delta carries every page. */
   noPrecopy?: boolean | undefined;
   tracker?: string | undefined;
+  commitPatienceMs?: number | undefined;
+  undeliveredPatienceMs?: number | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -55,6 +62,12 @@ export interface CompiledMigrateOptions {
   costModelPath: string;
   /** Where migrations lock the tasks they move (under $FERRY_STATE_DIR). */
   taskLocksDir: string;
+  /** Where migrations journal their decisions (under $FERRY_STATE_DIR), for --resume and the daemon. */
+  journalDir: string;
+  /** How long an unanswered Commit that may have been delivered is asked about before exit 3. */
+  commitPatienceMs: number;
+  /** How long a dest unreachable at every Commit attempt is waited for before rolling back. */
+  undeliveredPatienceMs: number;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -87,6 +100,9 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     dumpMode: env.dumpMode,
     costModelPath: costModelPath(env.stateDir),
     taskLocksDir: join(env.stateDir, 'source', 'locks'),
+    journalDir: sourceJournalDir(env),
+    commitPatienceMs: positiveInt('--commit-patience', o.commitPatienceMs, ANSWER_PATIENCE_MS, 24 * 3_600_000),
+    undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
   };
 }
 

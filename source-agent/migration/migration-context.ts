@@ -4,7 +4,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import type { Phase, SourceState } from '../../shared/phases.js';
 import type { MigrationAnnouncer } from './announcer.js';
 import type { CompiledMigrateOptions } from '../config/migrate-options.js';
-import type { SourceHost } from './ports.js';
+import type { JournalPort, SourceHost } from './ports.js';
 import type { RollbackStack } from './rollback-stack.js';
 
 /**
@@ -29,6 +29,8 @@ export interface MigrationContext {
   readonly signal: AbortSignal;
   readonly rollback: RollbackStack;
   readonly announcer: MigrationAnnouncer;
+  /** Written at the decision points (source-journal.ts); opened once negotiate succeeded. */
+  journal: JournalPort;
   /** The phase in progress; only the orchestrator moves it. */
   readonly phase: Phase;
   /** Whether the original runs, is frozen or is gone: reported with any failure. */

@@ -28,8 +28,12 @@ import { negotiate, type Negotiated } from './phases/negotiate.js';
 import { precopy } from './phases/precopy.js';
 import { prepare } from './phases/prepare.js';
 import { restore } from './phases/restore.js';
-import { realPorts, type MigrationPorts } from './ports.js';
+import { realPorts, type JournalPort, type MigrationPorts } from './ports.js';
 import { RollbackStack } from './rollback-stack.js';
+import { journaledTree } from './source-journal.js';
+
+/** Before negotiate succeeded there is nothing a restart would have to finish. */
+const NO_JOURNAL: JournalPort = { record: () => Promise.resolve(), close: () => Promise.resolve() };
 
 export interface MigrationDeps {
   log: Logger;
@@ -76,6 +80,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     signal: deps.signal,
     rollback: new RollbackStack(),
     announcer,
+    journal: NO_JOURNAL,
     get phase() {
       return state.phase;
     },
@@ -94,6 +99,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   try {
     const negotiated = await negotiate(ctx, ports);
     negotiatedWith = negotiated;
+    const { target } = negotiated;
+    ctx.journal = await ports.beginJournal(opts.journalDir, migrationId, { pid: opts.pid, to: opts.to, epoch: ctx.epoch, tree: journaledTree(target.tasks.map((t) => t.hostPid)) });
     enter('prepare');
     const prepared = await prepare(ctx, negotiated);
     enter('precopy');
@@ -104,6 +111,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     const sent = await finalDelta(ctx, negotiated, prepared, precopied, frozen);
     enter('restore');
     const restored = await restore(ctx, negotiated, frozen, sent);
+    await ctx.journal.record('restored', { restoredPid: restored.restoredPid });
     enter('commit');
     const committed = await commit(ctx, negotiated, prepared, frozen);
 
@@ -136,6 +144,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
       log,
     );
+    await ctx.journal.record('done', { outcome: 'migrated' }).catch((e: unknown) => log.error('journal write failed', { err: e }));
     announcer.announce({ kind: 'done', summary });
     await ctx.rollback.run(); // what is left are cleanups (tracker)
     return summary;
@@ -158,9 +167,14 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
         : first.sourceState === 'gone'
           ? 'gone'
           : ctx.sourceState;
+    // Rolled back, unless the original's fate is still open: then the journal says what --resume must finish.
+    if (first.sourceState !== 'frozen' && first.sourceState !== 'unknown') {
+      await ctx.journal.record('done', { outcome: 'rolled-back', code: first.code }).catch((e: unknown) => log.error('journal write failed', { err: e }));
+    }
     announcer.announce({ kind: 'failed', phase, error: first.toJSON() });
     throw first;
   } finally {
+    await ctx.journal.close();
     negotiatedWith?.dest.close();
     if (imagesDir) await rm(imagesDir, { recursive: true, force: true });
     negotiatedWith?.taskLock.release(); // last: the task is another migration's to take only once this one is over

@@ -16,6 +16,7 @@ import type { TransportSecurity } from '../../shared/transport/transport-securit
 import { DestClient } from '../dest-client.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
+import { withFaultPoints } from './dest-fault-points.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
 import { availableTrackers, chooseTracker } from '../trackers/choose-tracker.js';
@@ -28,6 +29,7 @@ import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-du
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
+import { SourceJournal, type SourceJournalState, type StartedFields } from './source-journal.js';
 
 const memoryReader = new ProcessMemoryReader();
 
@@ -102,10 +104,20 @@ export interface DestPort {
   restore(req: m.RestoreRequest, signal: AbortSignal): Promise<m.RestoreResponse>;
   commit(req: m.CommitRequest): Promise<m.CommitResponse>;
   abort(req: m.AbortRequest): Promise<m.AbortResponse>;
+  /** Whether the connection is up within `timeoutMs` (a call made while it is not never leaves this host). */
+  reachable(timeoutMs: number): Promise<boolean>;
   close(): void;
 }
 
+/** The migration's journal (source-journal.ts): each entry on disk before the step it announces acts. */
+export interface JournalPort {
+  record(state: SourceJournalState, fields?: Record<string, unknown>): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface MigrationPorts {
+  /** Opens the journal of a new migration, its "started" entry written. */
+  beginJournal(dir: string, migrationId: string, started: StartedFields): Promise<JournalPort>;
   host: SourceHost;
   /** Connects to the dest agent; DEST_UNREACHABLE when it cannot within the budget. */
   connectDest(address: string, timeoutMs: number, signal: AbortSignal): Promise<DestPort>;
@@ -148,7 +160,7 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
     client.close();
     throw e;
   }
-  return {
+  return withFaultPoints({
     negotiate: (req, s) => client.negotiate(req, s),
     prepare: (req, s) => client.prepare(req, s),
     openPageStream: (opts) => new GrpcPageStream(client, opts),
@@ -156,13 +168,16 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
     restore: (req, s) => client.restore(req, s),
     commit: (req) => client.commit(req),
     abort: (req) => client.abort(req),
+    reachable: (ms) => client.whenConnected(ms),
     close: () => client.close(),
-  };
+  });
 }
 
-export const realPorts: MigrationPorts = { host: realSourceHost, connectDest: connectGrpcDest };
+const beginJournal: MigrationPorts['beginJournal'] = (dir, id, started) => SourceJournal.begin(dir, id, started);
+
+export const realPorts: MigrationPorts = { host: realSourceHost, connectDest: connectGrpcDest, beginJournal };
 
 /** The real world, with the dest dialed under the caller's transport security (`ferry migrate`'s TLS flags). */
 export function grpcPorts(security: TransportSecurity): MigrationPorts {
-  return { host: realSourceHost, connectDest: (address, timeoutMs, signal) => connectGrpcDest(address, timeoutMs, signal, security) };
+  return { host: realSourceHost, connectDest: (address, timeoutMs, signal) => connectGrpcDest(address, timeoutMs, signal, security), beginJournal };
 }

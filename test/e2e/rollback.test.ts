@@ -104,7 +104,7 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
     it.each(['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit'])(
       'FERRY_FAULT=source.%s: exit 1 naming the phase, the original runs, nothing left',
       async (phase) => {
-        const r = await runMigrate(hosts!, small!.rootPid, dest, { env: { ...env(), FERRY_FAULT: `source.${phase}` }, timeoutMs: 60_000 });
+        const r = await runMigrate(hosts!, small!.rootPid, dest, { env: { ...env(), FERRY_FAULT: `source.${phase}`, FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
         expectFailedWithSourceRunning(r, 1);
         expect(r.error!.code).toBe('FERRY-9001');
         expect(r.error!.message).toContain(`source.${phase}`);
@@ -125,7 +125,7 @@ describe.skipIf(!runnable)('rollback: the original survives every failure', () =
       ['dest.restore-fails', 'FERRY-6003', 'CRIU_RESTORE_FAILED'],
       ['dest.corrupt-store', 'FERRY-6002', 'REBUILD_HASH_MISMATCH'],
     ])('dest with FERRY_FAULT=%s: %s, the original runs, the dest is clean', async (fault, code, key) => {
-      const faulty = await startDestAgent(hosts!, { env: { FERRY_FAULT: fault } });
+      const faulty = await startDestAgent(hosts!, { env: { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' } });
       try {
         const r = await runMigrate(hosts!, small!.rootPid, faulty, { env: env(), timeoutMs: 60_000 });
         expectFailedWithSourceRunning(r, 1);

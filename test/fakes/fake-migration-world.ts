@@ -15,7 +15,7 @@ import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 
 export const PAGE = 4096;
 /** Where the world fails, when told. */
-export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-rejected' | 'commit-epoch-mismatch';
+export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-undelivered' | 'commit-rejected' | 'commit-epoch-mismatch' | 'journal';
 
 const peer: m.PeerInfo = {
   ferryVersion: 't',
@@ -42,6 +42,7 @@ function onePage(page: number, fill: number) {
 /** A world of fakes that records every effect, in order, and fails where told. */
 export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = {}) {
   const log: string[] = [];
+  const journaled: Record<string, unknown>[] = [];
   const boom = (where: Failure): void => {
     if (fail === where) throw new FerryError('INTERNAL', { message: `fake failure at ${where}` });
   };
@@ -170,15 +171,29 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('dest.abort');
       return Promise.resolve({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
     },
+    reachable: () => Promise.resolve(fail !== 'commit-undelivered'),
     close: () => log.push('dest.close'),
   };
   const ports: MigrationPorts = {
     host,
+    beginJournal: (_dir, migrationId, started) => {
+      log.push('journal.started');
+      boom('journal');
+      journaled.push({ state: 'started', migrationId, ...started });
+      return Promise.resolve({
+        record: (state, fields) => {
+          log.push(`journal.${state}`);
+          journaled.push({ state, ...fields });
+          return Promise.resolve();
+        },
+        close: () => Promise.resolve(),
+      });
+    },
     connectDest: () => {
       boom('connect');
       return Promise.resolve(dest);
     },
   };
-  return { log, ports, finalDeltaPages: () => finalDeltaPages, epochs };
+  return { log, ports, finalDeltaPages: () => finalDeltaPages, epochs, journaled };
 }
 

@@ -28,7 +28,7 @@ afterAll(async () => {
 async function run(fail?: Failure, controller = new AbortController()) {
   const w = world(fail);
   const events: MigrationEvent[] = [];
-  const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1 });
+  const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, commitPatienceMs: 1_500, undeliveredPatienceMs: 300 });
   try {
     const summary = await migrate(opts, { log: silentLogger, emit: (e) => events.push(e), signal: controller.signal, ports: w.ports });
     return { ...w, events, summary, error: undefined };
@@ -52,6 +52,19 @@ describe('migration state machine', () => {
     expect(r.summary!.finalDeltaPages).toBe(2);
     expect(r.events.at(-1)?.kind).toBe('done');
     expect(r.log.at(-1)).toBe('task.unlock');
+  });
+
+  it('journals every decision before acting on it: committing before the disarm, committed before the kill (issue 10)', async () => {
+    const r = await run();
+    const at = (x: string): number => r.log.indexOf(x);
+    expect(r.log.filter((x) => x.startsWith('journal.'))).toEqual(['journal.started', 'journal.frozen', 'journal.restored', 'journal.committing', 'journal.committed', 'journal.done']);
+    expect(at('journal.started')).toBeLessThan(at('dest.prepare'));
+    expect(at('journal.frozen')).toBeLessThan(at('dump'));
+    expect(at('journal.committing')).toBeLessThan(at('lease.disarm'));
+    expect(at('dest.commit')).toBeLessThan(at('journal.committed'));
+    expect(at('journal.committed')).toBeLessThan(at('signal.SIGKILL'));
+    expect(r.journaled[0]).toMatchObject({ state: 'started', pid: 4242, to: '127.0.0.1:1', epoch: r.epochs[0] });
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'migrated' });
   });
 
   it('draws a random 64-bit epoch per migration and sends it on every Dest call (issue 9)', async () => {
@@ -80,6 +93,8 @@ describe('migration state machine', () => {
     { fail: 'commit-rejected', phase: 'commit', frozen: true, prepared: true },
     // The dest answered that it holds no session of this epoch: it resumed nothing of ours, so thawing is safe.
     { fail: 'commit-epoch-mismatch', phase: 'commit', frozen: true, prepared: true },
+    // The dest was unreachable at every attempt: no Commit left this host, so nothing resumed there.
+    { fail: 'commit-undelivered', phase: 'commit', frozen: true, prepared: true },
   ];
   for (const c of cases) {
     it(`a failure at ${c.fail} rolls back: ${c.frozen ? 'thaws the original, ' : ''}${c.prepared ? 'aborts the dest session, ' : ''}never kills`, async () => {
@@ -96,6 +111,7 @@ describe('migration state machine', () => {
       // One migration per task: the lock was taken once, and let go last.
       expect(r.log.filter((x) => x === 'task.lock')).toHaveLength(1);
       expect(r.log.at(-1)).toBe('task.unlock');
+      if (c.phase !== 'negotiate') expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'rolled-back', code: r.error!.code });
     });
   }
 
@@ -107,6 +123,9 @@ describe('migration state machine', () => {
     expect(r.log).not.toContain('signal.SIGCONT');
     expect(r.log).not.toContain('signal.SIGKILL');
     expect(r.log).not.toContain('dest.abort');
+    // The journal stays at "committing": --resume (or the daemon) must ask the dest.
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'committing' });
+    expect(r.error?.detail).toContain(`--resume ${r.journaled[0]!.migrationId ?? ''}`);
   }, 15_000);
 
   it('an abort signal (Ctrl-C) during pre-copy rolls back and reports CANCELLED', async () => {

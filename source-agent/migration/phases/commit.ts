@@ -1,18 +1,18 @@
 /**
  * commit, in the order that keeps at most one copy runnable at every instant:
- *   dest restored, stopped -> disarm the freeze lease -> Commit (the dest resumes its copy) -> kill the original.
- * Commit is idempotent on the dest, so an unanswered one is retried; if it stays unanswered the outcome is
- * unknown and the original stays frozen (never thawed, never killed) for the operator to decide.
+ *   dest restored, stopped -> journal "committing" -> disarm the freeze lease -> Commit (the dest resumes its
+ *   copy) -> journal "committed" -> kill the original.
+ * From "committing" on, only the dest's answer decides (commit-outcome.ts asks for it): a Commit confirmed kills
+ * the original; refused (the dest aborted, or its lease ran out) or never delivered (the dest unreachable at
+ * every attempt) rolls back; maybe delivered and unanswered leaves the original frozen and the journal at
+ * "committing", for `ferry migrate --resume` or the daemon to finish.
  */
-import { FerryError } from '../../../shared/errors/ferry-error.js';
-import type { Logger } from '../../../shared/logging/logger.js';
+import { injectFault } from '../../../shared/fault-injection.js';
+import { askCommit } from '../commit-outcome.js';
 import type { MigrationContext } from '../migration-context.js';
-import type { DestPort } from '../ports.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
 import type { Prepared } from './prepare.js';
-
-const COMMIT_ATTEMPTS = 5;
 
 export interface Committed {
   restoredPid: number;
@@ -23,41 +23,32 @@ export interface Committed {
 
 export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, f: Frozen): Promise<Committed> {
   const t0 = performance.now();
-  await f.lease.disarm(); // from here the guard never thaws; the decision is ours
+  await ctx.journal.record('committing');
+  injectFault('source.commit-recorded');
+  await f.lease.disarm(); // from here the guard never thaws; the decision is the dest's answer
+  injectFault('source.lease-disarmed');
   p.dropStream.release();
-  let restoredPid: number;
-  try {
-    ({ restoredPid } = await commitWithRetry(n.dest, ctx.migrationId, ctx.epoch, ctx.log));
-  } catch (e) {
-    if (e instanceof FerryError && e.key === 'COMMIT_UNCONFIRMED') {
+  const outcome = await askCommit(n.dest, { migrationId: ctx.migrationId, epoch: ctx.epoch, rootPid: n.target.rootPid, to: ctx.opts.to }, ctx.log, {
+    signal: ctx.signal,
+    undeliveredPatienceMs: ctx.opts.undeliveredPatienceMs,
+    answerPatienceMs: ctx.opts.commitPatienceMs,
+  });
+  if (outcome.kind !== 'committed') {
+    if (outcome.kind === 'unanswered') {
       // The dest may be running the copy: resuming the original could make two. It stays frozen.
       f.thaw.release();
       p.abortDestSession.release();
     }
-    throw e;
+    throw outcome.error; // refused or undelivered: the rollback thaws the original and aborts the dest session
   }
+  const { restoredPid } = outcome;
   // The copy runs on the dest: nothing may resume the original any more.
   f.thaw.release();
   p.abortDestSession.release();
   const done = performance.now();
+  await ctx.journal.record('committed', { restoredPid }).catch((e: unknown) => ctx.log.error('journal write failed after the commit', { err: e }));
+  injectFault('source.before-kill-original');
   ctx.host.signalTree(n.target.rootPid, 'SIGKILL');
   ctx.sourceState = 'gone';
   return { restoredPid, downtimeMs: done - f.frozenAt, commitMs: done - t0 };
-}
-
-async function commitWithRetry(dest: DestPort, migrationId: string, epoch: string, log: Logger): Promise<{ restoredPid: number }> {
-  let last: unknown;
-  for (let attempt = 1; attempt <= COMMIT_ATTEMPTS; attempt++) {
-    try {
-      return await dest.commit({ migrationId, epoch });
-    } catch (e) {
-      // The dest answered and refused (it holds no restored copy of ours under this epoch): safe to thaw.
-      // Not SESSION_NOT_FOUND: a dest that restarted after committing no longer knows the session.
-      if (e instanceof FerryError && (e.key === 'COMMIT_REJECTED' || e.key === 'SESSION_EPOCH_MISMATCH')) throw e;
-      last = e;
-      log.warn('commit unanswered, retrying', { attempt, err: e });
-      await new Promise((r) => setTimeout(r, 200 * attempt));
-    }
-  }
-  throw new FerryError('COMMIT_UNCONFIRMED', { phase: 'commit', side: 'source', sourceState: 'frozen', cause: last });
 }

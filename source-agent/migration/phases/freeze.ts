@@ -38,6 +38,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   await mkdir(opts.imagesRoot, { recursive: true });
   const imagesDir = await mkdtemp(join(opts.imagesRoot, `${migrationId}-`));
   onImagesDir(imagesDir);
+  await ctx.journal.record('frozen', { imagesDir });
   const logsDir = join(opts.imagesRoot, 'logs');
   await mkdir(logsDir, { recursive: true });
   const frozenAt = (frozen.at = performance.now());

@@ -2,6 +2,7 @@
  * restore: the dest rebuilds the images from its page store and restores the tree, stopped. Beside it, when the
  * tracker's word decided what was sent, every dumped page is read back and compared (a missed write rolls back).
  */
+import { COMMIT_LEASE_MS } from '../commit-outcome.js';
 import type { MigrationContext } from '../migration-context.js';
 import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
 import type { DeltaSent } from './final-delta.js';
@@ -17,7 +18,7 @@ export interface Restored {
 export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d: DeltaSent): Promise<Restored> {
   const { opts } = ctx;
   const restoring = n.dest.restore(
-    { migrationId: ctx.migrationId, epoch: ctx.epoch, pages: d.delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: opts.freezeTimeoutMs },
+    { migrationId: ctx.migrationId, epoch: ctx.epoch, pages: d.delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: COMMIT_LEASE_MS },
     ctx.signal,
   );
   const checking = d.delta.trustedPages > 0 ? verifyDumpedPages(f.imagesDir, d.delta.manifests, ctx.host.pageSize, d.readTask) : Promise.resolve(0);

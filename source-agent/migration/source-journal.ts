@@ -1,0 +1,131 @@
+/**
+ * The source's journal of one migration (shared/journal/journal-file.ts): what a restarted source needs to
+ * finish or undo it. The orchestrator writes it at the decision points, each on disk before it is acted on:
+ *
+ *   started     the dest may hold a session (dest address, epoch, the tree by pid and start time)
+ *   frozen      the tree is about to be dumped (the images dir)
+ *   restored    the dest holds a stopped copy
+ *   committing  a Commit may reach the dest from here on: only the dest's answer decides the original's fate
+ *   committed   the dest runs the copy: the original must die
+ *   done        migrated, or rolled back (the original runs)
+ *
+ * Before `committing` a restart rolls back (thaw, Abort); at `committing` it asks the dest; from `committed`
+ * on it kills the original. The file is locked by the process running the migration (or resolving it).
+ */
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { JournalFile, journalIds, journalPath, readJournal, type JournalEntry } from '../../shared/journal/journal-file.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+
+export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'done';
+export type MigrationOutcome = 'migrated' | 'rolled-back';
+
+/** A process of the tree as journaled: a pid is only this process while its start time matches. */
+export interface JournaledProcess {
+  hostPid: number;
+  startTime: number;
+}
+
+export interface StartedFields {
+  pid: number;
+  to: string;
+  epoch: string;
+  tree: JournaledProcess[];
+}
+
+/** What the journal of one migration says, folded. */
+export interface JournaledMigration {
+  migrationId: string;
+  /** The last state written. */
+  state: SourceJournalState;
+  started: StartedFields;
+  imagesDir?: string;
+  restoredPid?: number;
+  outcome?: MigrationOutcome;
+  /** When the last entry was written (wall-clock ms). */
+  at: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** The tree's processes with their start times (those that exited since are left out). */
+export function journaledTree(pids: readonly number[]): JournaledProcess[] {
+  return pids.flatMap((hostPid) => {
+    const st = readStat(hostPid);
+    return st ? [{ hostPid, startTime: st.startTime }] : [];
+  });
+}
+
+export class SourceJournal {
+  private constructor(
+    readonly migrationId: string,
+    private readonly file: JournalFile,
+  ) {}
+
+  /** A new migration's journal, locked by this process, its `started` entry on disk. */
+  static async begin(dir: string, migrationId: string, started: StartedFields): Promise<SourceJournal> {
+    const file = await JournalFile.open(dir, migrationId, 'source.journal-write');
+    if (!file) throw new FerryError('INTERNAL', { side: 'source', detail: `the journal of the new migration ${migrationId} is locked` });
+    const j = new SourceJournal(migrationId, file);
+    await j.record('started', { ...started });
+    return j;
+  }
+
+  /**
+   * The journal of a migration whose process is gone, locked for its resolution: RESUME_NOTHING_TO_RESUME
+   * without one, MIGRATION_IN_PROGRESS while its process lives.
+   */
+  static async take(dir: string, migrationId: string): Promise<{ journal: SourceJournal; migration: JournaledMigration }> {
+    if (!UUID.test(migrationId)) throw new FerryError('BAD_ARGUMENT', { message: `not a migration id: ${migrationId}`, hint: 'A migration id is the UUID of the "started" line of `ferry migrate`.' });
+    const migration = await readSourceJournal(dir, migrationId);
+    const file = await JournalFile.open(dir, migrationId, 'source.journal-write');
+    if (!file) throw new FerryError('MIGRATION_IN_PROGRESS', { detail: `migration ${migrationId}` });
+    return { journal: new SourceJournal(migrationId, file), migration };
+  }
+
+  async record(state: SourceJournalState, fields: Record<string, unknown> = {}): Promise<void> {
+    await this.file.record(state, fields);
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}
+
+/** The journals in `dir` (by migration id), oldest first. */
+export async function sourceJournalIds(dir: string): Promise<string[]> {
+  return journalIds(dir, (id) => UUID.test(id));
+}
+
+/** Folds a migration's journal; RESUME_NOTHING_TO_RESUME without one, JOURNAL_UNREADABLE when damaged. */
+export async function readSourceJournal(dir: string, migrationId: string): Promise<JournaledMigration> {
+  const path = journalPath(dir, migrationId);
+  let entries: JournalEntry[];
+  try {
+    entries = await readJournal(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('RESUME_NOTHING_TO_RESUME', { detail: `no ${path}` });
+    throw e;
+  }
+  const first = entries[0];
+  if (first?.state !== 'started') throw new FerryError('JOURNAL_UNREADABLE', { detail: `${path}: it does not begin with "started"` });
+  const m: JournaledMigration = { migrationId, state: 'started', started: checkStarted(first, path), at: first.at };
+  for (const e of entries) {
+    m.state = e.state as SourceJournalState;
+    m.at = e.at;
+    if (e.state === 'frozen' && typeof e.imagesDir === 'string') m.imagesDir = e.imagesDir;
+    if ((e.state === 'restored' || e.state === 'committed') && typeof e.restoredPid === 'number') m.restoredPid = e.restoredPid;
+    if (e.state === 'done') m.outcome = e.outcome === 'migrated' ? 'migrated' : 'rolled-back';
+  }
+  return m;
+}
+
+function checkStarted(e: JournalEntry, path: string): StartedFields {
+  const tree = Array.isArray(e.tree) ? (e.tree as unknown[]) : [];
+  const ok =
+    Number.isSafeInteger(e.pid) &&
+    typeof e.to === 'string' &&
+    typeof e.epoch === 'string' &&
+    tree.every((p) => p && typeof p === 'object' && Number.isSafeInteger((p as JournaledProcess).hostPid) && Number.isSafeInteger((p as JournaledProcess).startTime));
+  if (!ok) throw new FerryError('JOURNAL_UNREADABLE', { detail: `${path}: its "started" entry lacks the task or the dest` });
+  return { pid: e.pid as number, to: e.to as string, epoch: e.epoch as string, tree: tree as JournaledProcess[] };
+}
