@@ -125,7 +125,7 @@ describe('migration state machine', () => {
     expect(r.log).not.toContain('dest.abort');
     // The journal stays at "committing": --resume (or the daemon) must ask the dest.
     expect(r.journaled.at(-1)).toMatchObject({ state: 'committing' });
-    expect(r.error?.detail).toContain(`--resume ${r.journaled[0]!.migrationId ?? ''}`);
+    expect(r.error?.detail).toContain(`--resume ${String(r.journaled[0]!.migrationId)}`);
   }, 15_000);
 
   it('an abort signal (Ctrl-C) during pre-copy rolls back and reports CANCELLED', async () => {
