@@ -11,7 +11,6 @@ import type { TransportSecurity } from '../shared/transport/transport-security.j
 import { DestService } from './dest-service.js';
 import type { DestLimits } from './dest-limits.js';
 import { createDestMetrics } from './dest-metrics.js';
-import { removeLeftoverSessions } from './leftovers.js';
 import { authorizeSource } from './source-authorization.js';
 import { openWorkDir } from './work-dir.js';
 
@@ -35,10 +34,11 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   if (opts.metrics) checkMetricsAddress(opts.metrics);
   // Before anything is removed: a directory Ferry did not make is refused whole.
   await openWorkDir(opts.workDir);
-  await removeLeftoverSessions(opts.workDir, opts.log);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits });
+  // Before the first call: a session the previous agent restored is live again, the others are ended.
+  void (await service.recover());
   const agent = await startAgentServer({
     service: ferryProto().Dest.service,
     handlers: service.handlers(),

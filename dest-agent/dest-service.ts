@@ -14,11 +14,12 @@ import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePageBatch } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
-import { faultArmed } from '../shared/fault-injection.js';
+import { faultArmed, injectFault } from '../shared/fault-injection.js';
 import type { DestSession } from './session.js';
 import { SessionRegistry } from './session-registry.js';
 import { logTransition } from './session-log.js';
-import { recordRestored } from './leftovers.js';
+import { readStat } from '../shared/kernel/proc-status.js';
+import { recoverSessions } from './restart-recovery.js';
 import { corruptOnePage } from './corrupt-store.js';
 import { ImageChainPageSource } from './image-chain.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
@@ -73,7 +74,7 @@ export class DestService {
 
   constructor(private readonly opts: DestOptions) {
     this.limits = compileDestLimits(opts.limits);
-    this.sessions = new SessionRegistry(undefined, this.limits);
+    this.sessions = new SessionRegistry(this.limits);
     this.streams = new PeerSlots('streams', this.limits.maxStreams, this.limits.maxStreamsPerPeer, 'DEST_TOO_MANY_STREAMS');
     this.files = new LevelFilePool(this.limits.maxOpenLevelFiles);
     this.pageSource = opts.pageSource ?? ((s) => new ImageChainPageSource(s));
@@ -86,9 +87,12 @@ export class DestService {
   /** The grpc-js handler table. Every handler maps its error to a status with the Ferry code in a trailer. */
   handlers(): grpc.UntypedServiceImplementation {
     const unary =
-      <Req, Res>(fn: (req: Req, peer: PeerKey) => Promise<Res>) =>
+      <Req, Res>(fn: (req: Req, peer: PeerKey, signal: AbortSignal) => Promise<Res>) =>
       (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
-        fn(call.request, peerKey(call)).then(
+        // The caller went away (cancelled, deadline, connection lost): it will never read the answer.
+        const gone = new AbortController();
+        call.once('cancelled', () => gone.abort(new FerryError('CANCELLED', { side: 'dest', detail: 'the source cancelled the call or its connection was lost' })));
+        fn(call.request, peerKey(call), gone.signal).then(
           (res) => cb(null, res),
           (e: unknown) => {
             this.opts.log.warn('call failed', { err: e });
@@ -99,7 +103,7 @@ export class DestService {
     return {
       Negotiate: unary((r: m.NegotiateRequest) => this.negotiate(r)),
       Prepare: unary((r: m.PrepareRequest, peer) => this.prepare(r, peer)),
-      Restore: unary((r: m.RestoreRequest, peer) => this.restore(r, peer)),
+      Restore: unary((r: m.RestoreRequest, peer, signal) => this.restore(r, peer, signal)),
       Commit: unary((r: m.CommitRequest, peer) => this.commit(r, peer)),
       Abort: unary((r: m.AbortRequest, peer) => this.abort(r, peer)),
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
@@ -144,7 +148,7 @@ export class DestService {
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
     }
     if (this.sessions.holds(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
-    if (this.sessions.isCommitted(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare', detail: 'this migration id committed here' });
+    if (this.sessions.hasEnded(req.migrationId)) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare', detail: 'a migration of this id already ended here' });
     // Which pids are taken stays in this log: an answer naming them would let any peer probe this host's pids.
     const taken = req.requiredPids.filter((pid) => existsSync(`/proc/${pid}`));
     if (taken.length > 0) {
@@ -247,37 +251,40 @@ export class DestService {
     }
   }
 
-  async restore(req: m.RestoreRequest, peer: PeerKey = 'local'): Promise<m.RestoreResponse> {
+  async restore(req: m.RestoreRequest, peer: PeerKey = 'local', callGone?: AbortSignal): Promise<m.RestoreResponse> {
     const s = this.session(req.migrationId, req.epoch, 'restore', peer);
     checkManifests(req.pages);
     const timeoutMs = durationMs('timeout_ms', req.timeoutMs, DEFAULT_RESTORE_TIMEOUT_MS, 'restore');
     const commitLeaseMs = durationMs('commit_lease_ms', req.commitLeaseMs, DEFAULT_COMMIT_LEASE_MS, 'restore');
     s.expect('receiving', 'restore');
     s.images.checkComplete();
-    s.transition('restoring', { manifests: req.pages.length });
+    // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
+    await s.transition('restoring', { manifests: req.pages.length });
     try {
       const t0 = process.hrtime.bigint();
       if (faultArmed('dest.corrupt-store')) await corruptOnePage(s.stores.values());
       for (const manifest of req.pages) s.images.checkUploaded(manifest.pagemapImage);
       const source = this.pageSource(s);
       const pages = await source.prepare(req.pages);
+      injectFault('dest.rebuild');
       const t1 = process.hrtime.bigint();
       // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
-      const [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs), source.verify()]);
-      if (restored.status === 'fulfilled') {
-        s.restoredPid = restored.value;
-        await recordRestored(s.dir, restored.value);
-      }
+      // A source that went away will never commit: criu (and what it made) is killed at once.
+      const [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone), source.verify()]);
+      if (restored.status === 'fulfilled') s.restoredPid = restored.value;
       if (verified.status === 'rejected') throw verified.reason; // the catch below removes the restored copy
       if (restored.status === 'rejected') throw restored.reason;
+      callGone?.throwIfAborted();
       const pid = restored.value;
       const t2 = process.hrtime.bigint();
-      s.transition('restored', { restoredPid: pid, levels: pages.levels, pages: pages.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 });
-      s.commitLease = setTimeout(() => {
-        s.log.warn('no commit within the lease: removing the restored copy', { leaseMs: commitLeaseMs });
-        this.abortSession(s, 'commit lease expired').catch((e: unknown) => s.log.error('lease abort failed', { err: e }));
-      }, commitLeaseMs);
-      s.commitLease.unref();
+      const leaseUntil = Date.now() + commitLeaseMs;
+      await s.transition(
+        'restored',
+        { restoredPid: pid, levels: pages.levels, pages: pages.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 },
+        { restoredPid: pid, startTime: readStat(pid)?.startTime ?? 0, leaseUntil },
+      );
+      injectFault('dest.restored');
+      this.holdUntilCommit(s, commitLeaseMs);
       this.opts.metrics.restoreSeconds.observe(Number(t2 - t1) / 1e9);
       return {
         restoredPid: pid,
@@ -292,19 +299,36 @@ export class DestService {
     }
   }
 
+  /**
+   * The restored copy waits for Commit until its lease ends; then it is removed, and a Commit after that is
+   * refused (the source, learning so, resumes its original).
+   */
+  private holdUntilCommit(s: DestSession, leaseMs: number): void {
+    clearTimeout(s.commitLease);
+    s.commitLease = setTimeout(() => {
+      s.log.warn('no commit within the lease: removing the restored copy', { leaseMs });
+      this.abortSession(s, 'commit lease expired').catch((e: unknown) => s.log.error('lease abort failed', { err: e }));
+    }, leaseMs);
+    s.commitLease.unref();
+  }
+
   async commit(req: m.CommitRequest, peer: PeerKey = 'local'): Promise<m.CommitResponse> {
     checkMigrationId(req.migrationId, 'commit');
-    const done = this.sessions.committedSession(req.migrationId, req.epoch, 'commit', peer);
-    if (done) return { restoredPid: done.restoredPid, resumedAtUnixUs: done.resumedAtUs.toString() };
+    const ended = this.sessions.endedSession(req.migrationId, req.epoch, 'commit', peer);
+    if (ended?.outcome === 'committed') return { restoredPid: ended.restoredPid, resumedAtUnixUs: ended.resumedAtUs.toString() };
+    if (ended?.outcome === 'aborted') throw new FerryError('COMMIT_REJECTED', { side: 'dest', phase: 'commit', detail: `the session was aborted: ${ended.reason}` });
     const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit', peer);
     s.expect('restored', 'commit', 'COMMIT_REJECTED');
     const restoredPid = s.restoredPid;
     if (restoredPid === undefined) throw new FerryError('INTERNAL', { side: 'dest', phase: 'commit', detail: 'a restored session without a restored pid' });
     clearTimeout(s.commitLease);
-    resumeTree(restoredPid);
     const resumedAtUs = BigInt(Date.now()) * 1000n;
-    s.transition('committed', { restoredPid });
-    this.sessions.rememberCommitted(s, { restoredPid, resumedAtUs });
+    // On disk before the copy runs: a restart after this line resumes it, never kills it.
+    await s.transition('committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
+    injectFault('dest.commit-recorded');
+    resumeTree(restoredPid);
+    injectFault('dest.commit-resumed');
+    this.sessions.rememberEnded(s.id, { outcome: 'committed', epoch: s.epoch, peer: s.peer, restoredPid, resumedAtUs }, s);
     await s.removeFiles();
     return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
   }
@@ -312,7 +336,8 @@ export class DestService {
   async abort(req: m.AbortRequest, peer: PeerKey = 'local'): Promise<m.AbortResponse> {
     checkMigrationId(req.migrationId, 'rollback');
     checkAbortReason(req.reason);
-    if (this.sessions.committedSession(req.migrationId, req.epoch, 'rollback', peer)) return { existed: true, alreadyCommitted: true, killedRestoredCopy: false };
+    const ended = this.sessions.endedSession(req.migrationId, req.epoch, 'rollback', peer);
+    if (ended) return { existed: true, alreadyCommitted: ended.outcome === 'committed', killedRestoredCopy: false };
     if (!this.sessions.get(req.migrationId, peer)) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
     const s = this.sessions.lookup(req.migrationId, req.epoch, 'rollback', peer);
     const killed = await this.abortSession(s, req.reason || 'aborted by the source');
@@ -325,15 +350,24 @@ export class DestService {
    */
   private async abortSession(s: DestSession, reason: string): Promise<boolean> {
     if (s.state === 'committed') return false;
-    let killed = false;
-    if (s.restoredPid !== undefined) {
-      killTree(s.restoredPid);
-      killed = true;
-    }
-    if (s.state !== 'aborted') s.transition('aborted', { reason, killedRestoredCopy: killed });
-    this.sessions.remove(s);
+    const copy = s.restoredPid;
+    // The decision first (no Commit is taken from here on), then the kill.
+    if (s.state !== 'aborted') await s.transition('aborted', { reason, killedRestoredCopy: copy !== undefined }, { reason, restoredPid: copy });
+    if (copy !== undefined) killTree(copy);
+    this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
     await s.removeFiles();
-    return killed;
+    return copy !== undefined;
+  }
+
+  /** At start: the sessions a previous agent left, resolved from their journals (restart-recovery.ts). */
+  /** Resolves once the journals are read and the revived sessions are live; the returned promise, once the background cleanup is done. */
+  async recover(): Promise<Promise<void>> {
+    const found = await recoverSessions(this.opts.workDir, this.opts.log, (init) =>
+      this.sessions.revive({ ...init, workDir: this.opts.workDir, pageSize: PAGE_SIZE, files: this.files, maxStoreLevels: this.limits.maxStoreLevels }),
+    );
+    for (const e of found.ended) this.sessions.rememberEnded(e.id, e.outcome);
+    for (const r of found.revived) this.holdUntilCommit(r.session, r.leaseMs);
+    return found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
   }
 
   /** On shutdown: every uncommitted session is rolled back on this side. */

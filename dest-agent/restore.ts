@@ -1,25 +1,37 @@
 /** criu restore of a session's images into a stopped tree, and the two ways out of that state. */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { faultArmed } from '../shared/fault-injection.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { faultArmed, injectFault } from '../shared/fault-injection.js';
 import { criuRestore } from '../shared/criu/criu-runner.js';
 import { requireCriu } from '../shared/criu/criu-binary.js';
+import { criuProcessesFor } from '../shared/criu/criu-processes.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
 import type { DestSession } from './session.js';
 
+/** Where criu writes the restored root's pid: a restarted agent reads it (restart-recovery.ts). */
+export const RESTORED_PID_FILE = 'restored.pid';
+
 /** Restores the session's images; resolves with the host pid of the restored root, left stopped. */
-export async function restoreStopped(s: DestSession, timeoutMs: number): Promise<number> {
+export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal): Promise<number> {
   const criu = await requireCriu('dest');
   if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
-  return criuRestore({
+  const restoring = criuRestore({
     criu,
     imagesDir: s.imagesDir,
-    pidFile: join(s.dir, 'restored.pid'),
+    pidFile: join(s.dir, RESTORED_PID_FILE),
     logFile: join(s.logDir, `${s.id}-restore.log`),
     leaveStopped: true,
     detach: true,
     timeoutMs: timeoutMs || 120_000,
+    signal,
   });
+  if (faultArmed('dest.restore-running')) {
+    // The fault acts while criu runs: wait (bounded) until it does.
+    for (let i = 0; i < 100 && criuProcessesFor(s.imagesDir).length === 0; i++) await sleep(20);
+    injectFault('dest.restore-running');
+  }
+  return restoring;
 }
 
 /** Commit: the restored tree runs. */

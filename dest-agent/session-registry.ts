@@ -1,6 +1,7 @@
 /**
- * The dest's sessions: the live ones by migration id, and the committed ones remembered for a while so that
- * a repeated Commit or Abort (after a lost reply) still gets the answer of the first. Subscribers hear every
+ * The dest's sessions: the live ones by migration id, and the ended ones (committed or aborted) remembered as
+ * long as their journals are kept (dest-journal.ts), so that a repeated Commit or Abort (after a lost reply, a
+ * crash of either side, a long cut) gets the answer the first decided. Subscribers hear every
  * transition of every session opened here. The live ones are bounded in all and per peer
  * (DEST_TOO_MANY_SESSIONS), and every call is checked against the session's epoch, the committed ones'
  * included (SESSION_EPOCH_MISMATCH, which never says what the epoch is).
@@ -9,18 +10,12 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
 import type { PeerKey } from './peer-key.js';
 import { PeerSlots } from './peer-slots.js';
+import { MAX_ENDED_JOURNALS } from './dest-journal.js';
 import { DestSession, type DestSessionInit, type DestSessionListener, type DestSessionTransition } from './session.js';
 
-/** Long enough for a source retrying a Commit whose reply was lost; then forgotten. */
-const COMMITTED_MEMORY_MS = 10 * 60_000;
-
-export interface CommittedSession {
-  epoch: bigint;
-  /** Who opened it: only that peer learns how it ended. */
-  peer: PeerKey;
-  restoredPid: number;
-  resumedAtUs: bigint;
-}
+export type EndedSession =
+  | { outcome: 'committed'; epoch: bigint; peer: PeerKey; restoredPid: number; resumedAtUs: bigint }
+  | { outcome: 'aborted'; epoch: bigint; peer: PeerKey; reason: string };
 
 export interface SessionBounds {
   maxSessions: number;
@@ -33,12 +28,13 @@ export class SessionRegistry {
   private readonly live = new Map<string, DestSession>();
   private readonly slots: PeerSlots;
   private readonly releases = new Map<DestSession, () => void>();
-  private readonly committed = new Map<string, CommittedSession>();
+  /** In insertion order, the oldest first: past the bound the oldest is forgotten. */
+  private readonly ended = new Map<string, EndedSession>();
   private readonly listeners = new Set<DestSessionListener>();
 
   constructor(
-    private readonly committedMemoryMs = COMMITTED_MEMORY_MS,
     bounds: SessionBounds = UNBOUNDED,
+    private readonly maxEnded = MAX_ENDED_JOURNALS,
   ) {
     this.slots = new PeerSlots('sessions', bounds.maxSessions, bounds.maxSessionsPerPeer, 'DEST_TOO_MANY_SESSIONS');
   }
@@ -87,24 +83,42 @@ export class SessionRegistry {
     return s;
   }
 
-  /** How a session that committed here ended, while it is remembered; SESSION_EPOCH_MISMATCH for another epoch. */
-  committedSession(id: string, epoch: string, phase: Phase, peer: PeerKey): CommittedSession | undefined {
-    const c = this.committed.get(id);
+  /** How a session of this peer ended here, while it is remembered; SESSION_EPOCH_MISMATCH for another epoch. */
+  endedSession(id: string, epoch: string, phase: Phase, peer: PeerKey): EndedSession | undefined {
+    const c = this.ended.get(id);
     if (!c || c.peer !== peer) return undefined;
     checkEpoch(c.epoch, epoch, phase);
     return c;
   }
 
-  /** Whether this id committed here recently (a new Prepare of it is refused). */
-  isCommitted(id: string): boolean {
-    return this.committed.has(id);
+  /** Whether a session of this id ended here (a new Prepare of it is refused). */
+  hasEnded(id: string): boolean {
+    return this.ended.has(id);
   }
 
-  /** A committed session leaves the live ones and is remembered for committedMemoryMs. */
-  rememberCommitted(s: DestSession, outcome: Omit<CommittedSession, 'epoch' | 'peer'>): void {
-    this.committed.set(s.id, { ...outcome, epoch: s.epoch, peer: s.peer });
-    setTimeout(() => this.committed.delete(s.id), this.committedMemoryMs).unref();
-    this.remove(s);
+  /** An ended session (live here, or found in a journal at start) is remembered; a live one leaves the live ones. */
+  rememberEnded(id: string, outcome: EndedSession, live?: DestSession): void {
+    this.ended.delete(id);
+    this.ended.set(id, outcome);
+    for (const oldest of this.ended.keys()) {
+      if (this.ended.size <= this.maxEnded) break;
+      this.ended.delete(oldest);
+    }
+    if (live) this.remove(live);
+  }
+
+  /** A restored session a previous agent left, taken over (its slot counted like any other). */
+  async revive(init: Omit<DestSessionInit, 'onTransition'> & { restoredPid: number }): Promise<DestSession> {
+    const release = this.slots.acquire(init.peer ?? 'local', 'restore');
+    try {
+      const s = await DestSession.revive({ ...init, onTransition: (t) => this.announce(t) });
+      this.live.set(s.id, s);
+      this.releases.set(s, release);
+      return s;
+    } catch (e) {
+      release();
+      throw e;
+    }
   }
 
   /** Forgets a live session (aborted, or committed and remembered). Another session of the same id stays. */

@@ -11,9 +11,12 @@
  *   restored    aborted     Abort, the commit lease ran out, or the agent stopping
  *
  * committed and aborted are final. The restored copy stays stopped until Commit; only Commit resumes it, and
- * nothing undoes a commit. Every state a session enters, its opening included, is announced to one listener.
+ * nothing undoes a commit. Every state a session enters, its opening included, is journaled (dest-journal.ts:
+ * on disk before the caller acts on it) and announced to one listener. A restarted agent revives a session
+ * that was restored (restart-recovery.ts); every other state it finds is ended there.
  */
 import { mkdir, rm } from 'node:fs/promises';
+import type { JournalFile } from '../shared/journal/journal-file.js';
 import { join } from 'node:path';
 import type { ErrorKey } from '../shared/errors/codes.js';
 import { FerryError } from '../shared/errors/ferry-error.js';
@@ -26,6 +29,7 @@ import { MAX_TASKS } from './request-bounds.js';
 import { SessionBudget } from './session-budget.js';
 import { UploadedImages } from './uploaded-images.js';
 import { LOGS_DIR, markSessionDir } from './work-dir.js';
+import { openDestJournal } from './dest-journal.js';
 
 export type DestSessionState = 'receiving' | 'restoring' | 'restored' | 'committed' | 'aborted';
 
@@ -94,6 +98,7 @@ export class DestSession {
   private readonly maxStoreLevels: number | undefined;
   /** Aborts a session that hears nothing while it receives (expireWhenIdle); refreshed by touch(). */
   private idle: NodeJS.Timeout | undefined;
+  private journal!: JournalFile;
 
   private constructor(
     readonly id: string,
@@ -121,7 +126,19 @@ export class DestSession {
     await mkdir(s.imagesDir, { recursive: true });
     await mkdir(s.storeDir, { recursive: true });
     await mkdir(s.logDir, { recursive: true });
+    s.journal = await openDestJournal(init.workDir, s.id);
+    await s.journal.record('receiving', { epoch: s.epoch.toString(), peer: s.peer });
     s.onTransition({ session: s, from: undefined, to: s.current, fields: init.fields ?? {} });
+    return s;
+  }
+
+  /** A session a previous agent restored, taken over by this one in `restored` (restart-recovery.ts). */
+  static async revive(init: DestSessionInit & { restoredPid: number }): Promise<DestSession> {
+    const s = new DestSession(init.id, init.epoch, join(init.workDir, init.id), init.pageSize, init.log, init.onTransition, init);
+    s.current = 'restored';
+    s.restoredPid = init.restoredPid;
+    s.journal = await openDestJournal(init.workDir, s.id);
+    s.onTransition({ session: s, from: undefined, to: s.current, fields: { ...init.fields, revived: true } });
     return s;
   }
 
@@ -144,15 +161,22 @@ export class DestSession {
     return this.current;
   }
 
-  /** Moves to `to` and announces it; SESSION_CONFLICT when the table does not allow the move. */
-  transition(to: DestSessionState, fields: LogFields = {}): void {
+  /**
+   * Moves to `to` (at once: a call racing this one sees the new state), announces it, and resolves once the
+   * journal holds it, so the caller acts only on a decision that survives a crash. SESSION_CONFLICT when the
+   * table does not allow the move. `journaled` is what a restart needs besides the state (pids, the lease).
+   */
+  transition(to: DestSessionState, fields: LogFields = {}, journaled: Record<string, unknown> = {}): Promise<void> {
     const from = this.current;
+    // Thrown, not rejected: a refused move is the caller's bug or a race it must see at once.
     if (!NEXT[from].includes(to)) {
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: PHASE_OF[to], detail: `session ${this.id} cannot go from ${from} to ${to}` });
     }
     this.current = to;
     if (to !== 'receiving') clearTimeout(this.idle);
     this.onTransition({ session: this, from, to, fields });
+    const written = this.journal.record(to, journaled);
+    return to === 'committed' || to === 'aborted' ? written.finally(() => this.journal.close()) : written;
   }
 
   /** Refuses a call that needs the session in `state` (SESSION_CONFLICT unless the caller names its own code). */
@@ -179,6 +203,7 @@ export class DestSession {
     clearTimeout(this.idle);
     for (const st of this.stores.values()) await st.close().catch(() => undefined);
     this.stores.clear();
+    await this.journal.close(); // the journal itself stays: it tells how the session ended
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -221,7 +221,9 @@ describe('Restore, Commit and Abort', () => {
     const pages = [{ pagemapImage: 'pagemap-1.img', task: TASK, hashes: Buffer.alloc(HASH_BYTES) }];
     await expectFerryRejection(client.restore({ migrationId: id, epoch: EPOCH, pages, timeoutMs: 1000, commitLeaseMs: 1000 }), 'REBUILD_PAGE_MISSING');
     expect(existsSync(dir)).toBe(false);
-    expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: false, alreadyCommitted: false, killedRestoredCopy: false });
+    // Remembered as aborted (its journal says so): a late Commit is refused, never "not found".
+    expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
+    await expectFerryRejection(client.commit({ migrationId: id, epoch: EPOCH }), 'COMMIT_REJECTED');
   });
 
   it('refuses to commit a session that is not restored', async () => {
@@ -245,7 +247,8 @@ describe('Restore, Commit and Abort', () => {
 
     expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
     expect(existsSync(dir)).toBe(false);
-    expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: false, alreadyCommitted: false, killedRestoredCopy: false });
-    await expectFerryRejection(client.commit({ migrationId: id, epoch: EPOCH }), 'SESSION_NOT_FOUND');
+    // Asked again: the session is remembered as aborted, and a Commit after it is refused.
+    expect(await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test' })).toEqual({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
+    await expectFerryRejection(client.commit({ migrationId: id, epoch: EPOCH }), 'COMMIT_REJECTED');
   });
 });

@@ -33,7 +33,7 @@ afterEach(async () => {
 
 async function sessionIn(state: DestSessionState, heard: DestSessionTransition[] = []): Promise<DestSession> {
   const s = await DestSession.create({ workDir, id: `sess-${state}`, epoch: 1n, pageSize: 4096, log: silentLogger, onTransition: (t) => heard.push(t) });
-  for (const to of PATH_TO[state]) s.transition(to);
+  for (const to of PATH_TO[state]) await s.transition(to);
   return s;
 }
 
@@ -54,7 +54,7 @@ describe('dest session transitions', () => {
         const s = await sessionIn(from, heard);
         heard.length = 0;
         if (legal) {
-          s.transition(to, { reason: 'test' });
+          await s.transition(to, { reason: 'test' });
           expect(s.state).toBe(to);
           expect(heard).toEqual([{ session: s, from, to, fields: { reason: 'test' } }]);
         } else {
@@ -104,31 +104,35 @@ describe('session registry', () => {
     r.subscribe((t) => a.push(`${t.session.id}:${t.to}`));
     const stop = r.subscribe((t) => b.push(`${t.session.id}:${t.to}`));
     const s = await open(r, 'sess-heard');
-    s.transition('restoring');
+    await s.transition('restoring');
     stop();
-    s.transition('aborted');
+    await s.transition('aborted');
     expect(a).toEqual(['sess-heard:receiving', 'sess-heard:restoring', 'sess-heard:aborted']);
     expect(b).toEqual(['sess-heard:receiving', 'sess-heard:restoring']);
   });
 
-  it('remembers a committed session apart from the live ones, then forgets it', async () => {
-    const r = new SessionRegistry(20);
+  it('remembers an ended session apart from the live ones, its own peer and epoch only, the newest up to a bound', async () => {
+    const r = new SessionRegistry(undefined, 2);
     const s = await open(r, 'sess-done');
-    r.rememberCommitted(s, { restoredPid: 42, resumedAtUs: 7n });
+    const committed = { outcome: 'committed', epoch: 1n, peer: 'local', restoredPid: 42, resumedAtUs: 7n } as const;
+    r.rememberEnded(s.id, committed, s);
     expect(r.get('sess-done', 'local')).toBeUndefined();
     expect(r.all()).toEqual([]);
-    expect(r.committedSession('sess-done', '1', 'commit', 'local')).toEqual({ epoch: 1n, peer: 'local', restoredPid: 42, resumedAtUs: 7n });
-    expect(r.committedSession('sess-done', '1', 'commit', '10.77.0.9')).toBeUndefined(); // nor another peer's
-    // A committed session is still its epoch's alone: another gets no answer, nor the epoch.
-    const e = expectFerryError(() => r.committedSession('sess-done', '2', 'rollback', 'local'), 'SESSION_EPOCH_MISMATCH');
+    expect(r.endedSession('sess-done', '1', 'commit', 'local')).toEqual(committed);
+    expect(r.endedSession('sess-done', '1', 'commit', '10.77.0.9')).toBeUndefined(); // nor another peer's
+    // An ended session is still its epoch's alone: another gets no answer, nor the epoch.
+    const e = expectFerryError(() => r.endedSession('sess-done', '2', 'rollback', 'local'), 'SESSION_EPOCH_MISMATCH');
     expect(e.detail ?? '').not.toContain('1');
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    expect(r.committedSession('sess-done', '1', 'commit', 'local')).toBeUndefined();
+    r.rememberEnded('sess-gone-1', { outcome: 'aborted', epoch: 3n, peer: 'local', reason: 'x' });
+    r.rememberEnded('sess-gone-2', { outcome: 'aborted', epoch: 4n, peer: 'local', reason: 'y' });
+    expect(r.hasEnded('sess-done')).toBe(false); // the oldest, past the bound of 2
+    expect(r.endedSession('sess-gone-2', '4', 'commit', 'local')).toMatchObject({ outcome: 'aborted', reason: 'y' });
   });
 
   it('removing an old session leaves a new one of the same id in place', async () => {
     const r = new SessionRegistry();
     const old = await open(r, 'sess-again');
+    await old.transition('aborted'); // its journal is let go with its end
     r.remove(old);
     const again = await open(r, 'sess-again', 2n);
     r.remove(old);

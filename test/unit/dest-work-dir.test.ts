@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startDestAgent } from '../../dest-agent/dest-agent.js';
-import { removeLeftoverSessions } from '../../dest-agent/leftovers.js';
+import { recoverSessions } from '../../dest-agent/restart-recovery.js';
 import { markSessionDir, openWorkDir, WORK_DIR_MARKER } from '../../dest-agent/work-dir.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
@@ -96,7 +96,8 @@ describe('start-up cleanup in a marked work dir', () => {
       await writeFile(join(root, 'dddddddd-file'), 'x');
       await mkdir(join(root, 'logs'));
 
-      expect(await removeLeftoverSessions(root, silentLogger)).toBe(1);
+      const found = await recoverSessions(root, silentLogger, () => Promise.reject(new Error('nothing to revive')));
+      expect(found.ended).toEqual([]); // the session dir had no journal: removed, nothing to remember
       expect(existsSync(join(root, id))).toBe(false);
       expect((await readdir(root)).sort()).toEqual(['.ferry-work-dir', 'aaaaaaaa-copied', 'backup-2024-01-01', 'cccccccc-linked', 'dddddddd-file', 'logs']);
       expect(existsSync(join(root, 'backup-2024-01-01', 'db.dump'))).toBe(true);

@@ -39,13 +39,16 @@ describe('compileMigrateOptions', () => {
       dumpMode: 'auto',
       costModelPath: '/var/lib/ferry/source/cost-model.json',
       taskLocksDir: '/var/lib/ferry/source/locks',
+      journalDir: '/var/lib/ferry/source/journal',
+      commitPatienceMs: 300_000,
+      undeliveredPatienceMs: 10_000,
     });
   });
 
   it('reads the environment once, at compile time, and refuses what it cannot mean', () => {
     vi.stubEnv('FERRY_STATE_DIR', '/srv/ferry');
     vi.stubEnv('FERRY_DUMP', 'full');
-    expect(compileMigrateOptions({ pid: 42, to: 'h:1' })).toMatchObject({ dumpMode: 'full', costModelPath: '/srv/ferry/source/cost-model.json' });
+    expect(compileMigrateOptions({ pid: 42, to: 'h:1' })).toMatchObject({ dumpMode: 'full', costModelPath: '/srv/ferry/source/cost-model.json', journalDir: '/srv/ferry/source/journal' });
     vi.stubEnv('FERRY_DUMP', 'lazy-please');
     expectFerryError(() => compileMigrateOptions({ pid: 42, to: 'h:1' }), 'BAD_ARGUMENT');
   });

@@ -1,0 +1,156 @@
+/**
+ * A restarted dest agent resolves each session a dead one left from its journal (restart-recovery.ts), never by
+ * guessing: a restored copy is taken over stopped (never resumed, never killed on its own), a committed one is
+ * resumed, an aborted one killed, a receiving or restoring one ended; a reused pid is never signalled.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { destJournalDir, ENDED_RETENTION_MS, readDestJournal } from '../../dest-agent/dest-journal.js';
+import { recoverSessions, RESTART_GRACE_MS, type ReviveInit } from '../../dest-agent/restart-recovery.js';
+import { RESTORED_PID_FILE } from '../../dest-agent/restore.js';
+import type { DestSession } from '../../dest-agent/session.js';
+import { markSessionDir } from '../../dest-agent/work-dir.js';
+import { JournalFile } from '../../shared/journal/journal-file.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+import { silentLogger } from '../../shared/logging/logger.js';
+import { waitFor } from '../../testbed/workloads/memtest.js';
+
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function workDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'ferry-recover-'));
+  dirs.push(d);
+  return d;
+}
+
+async function stoppedSleeper(): Promise<number> {
+  const c = spawn('sleep', ['600'], { stdio: 'ignore' });
+  children.push(c);
+  await new Promise((r) => c.once('spawn', r));
+  process.kill(c.pid!, 'SIGSTOP');
+  await waitFor(() => readStat(c.pid!)?.state === 'T', 5_000, 'sleep stopped');
+  return c.pid!;
+}
+
+const gone = (pid: number): boolean => readStat(pid) === undefined || readStat(pid)?.state === 'Z';
+
+/** A session as a dead agent left it: its marked dir and its journal up to `states`. */
+async function leftBehind(work: string, id: string, states: [string, Record<string, unknown>?][]): Promise<string> {
+  const dir = join(work, id);
+  await mkdir(join(dir, 'images'), { recursive: true });
+  await markSessionDir(dir, id);
+  const j = (await JournalFile.open(destJournalDir(work), id, 'dest.journal-write'))!;
+  await j.record('receiving', { epoch: '77', peer: 'local' });
+  for (const [state, fields] of states) await j.record(state, fields);
+  await j.close();
+  return dir;
+}
+
+const noRevive = (): Promise<DestSession> => Promise.reject(new Error('nothing should be revived'));
+
+describe('dest restart recovery', () => {
+  it('takes over a restored, stopped copy for the rest of its lease: neither resumed nor killed', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    await leftBehind(work, 'sess-restored', [['restoring'], ['restored', { restoredPid: pid, startTime: readStat(pid)!.startTime, leaseUntil: Date.now() + 60_000 }]]);
+    const revived: ReviveInit[] = [];
+    const found = await recoverSessions(work, silentLogger, (init) => {
+      revived.push(init);
+      return Promise.resolve({ id: init.id } as DestSession);
+    });
+    expect(revived).toMatchObject([{ id: 'sess-restored', epoch: 77n, peer: 'local', restoredPid: pid }]);
+    expect(found.revived[0]!.leaseMs).toBeGreaterThan(50_000);
+    expect(found.ended).toEqual([]);
+    expect(readStat(pid)?.state).toBe('T');
+    expect(existsSync(join(work, 'sess-restored'))).toBe(true);
+  });
+
+  it('gives a revived copy whose lease ran out while the agent was down a grace period, not an instant kill', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    await leftBehind(work, 'sess-late', [['restoring'], ['restored', { restoredPid: pid, startTime: readStat(pid)!.startTime, leaseUntil: Date.now() - 5_000 }]]);
+    const found = await recoverSessions(work, silentLogger, (init) => Promise.resolve({ id: init.id } as DestSession));
+    expect(found.revived[0]!.leaseMs).toBe(RESTART_GRACE_MS);
+  });
+
+  it('never signals a process that only shares the recorded pid; the session ends aborted', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    await leftBehind(work, 'sess-reused', [['restoring'], ['restored', { restoredPid: pid, startTime: 1, leaseUntil: Date.now() + 60_000 }]]);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    expect(readStat(pid)?.state).toBe('T');
+    expect(found.ended).toMatchObject([{ id: 'sess-reused', outcome: { outcome: 'aborted' } }]);
+    expect((await readDestJournal(work, 'sess-reused'))?.state).toBe('aborted');
+    expect(existsSync(join(work, 'sess-reused'))).toBe(false);
+  });
+
+  it('resumes a committed copy the dead agent had not resumed yet, and remembers the commit', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    const startTime = readStat(pid)!.startTime;
+    await leftBehind(work, 'sess-commit', [['restoring'], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '123' }]]);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    await waitFor(() => readStat(pid)?.state === 'S', 5_000, 'committed copy resumed');
+    expect(found.ended).toEqual([{ id: 'sess-commit', outcome: { outcome: 'committed', epoch: 77n, peer: 'local', restoredPid: pid, resumedAtUs: 123n } }]);
+  });
+
+  it('kills an aborted copy the dead agent had not killed yet', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    await leftBehind(work, 'sess-abort', [['restoring'], ['restored', { restoredPid: pid, startTime: readStat(pid)!.startTime, leaseUntil: 0 }], ['aborted', { reason: 'x', restoredPid: pid }]]);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    await waitFor(() => gone(pid), 5_000, 'aborted copy killed');
+    expect(found.ended).toMatchObject([{ id: 'sess-abort', outcome: { outcome: 'aborted', reason: 'x' } }]);
+  });
+
+  it('ends a receiving session (aborted in its journal, files removed)', async () => {
+    const work = await workDir();
+    await leftBehind(work, 'sess-recv', []);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    expect(found.ended).toMatchObject([{ id: 'sess-recv', outcome: { outcome: 'aborted' } }]);
+    expect(existsSync(join(work, 'sess-recv'))).toBe(false);
+  });
+
+  it('ends a session interrupted during its restore at once, and kills what the restore made once criu is gone', async () => {
+    const work = await workDir();
+    const dir = await leftBehind(work, 'sess-mid', [['restoring']]);
+    await new Promise((r) => setTimeout(r, 20));
+    const pid = await stoppedSleeper(); // born after "restoring": what criu restored
+    await writeFile(join(dir, RESTORED_PID_FILE), `${pid}\n`);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    expect(found.ended).toMatchObject([{ id: 'sess-mid', outcome: { outcome: 'aborted' } }]);
+    await found.cleanup;
+    await waitFor(() => gone(pid), 5_000, 'the interrupted restore’s copy killed');
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('survives a torn last journal line (a crash inside a write): the decision it carried was never acted on', async () => {
+    const work = await workDir();
+    const pid = await stoppedSleeper();
+    await leftBehind(work, 'sess-torn', [['restoring'], ['restored', { restoredPid: pid, startTime: readStat(pid)!.startTime, leaseUntil: Date.now() + 60_000 }]]);
+    await appendFile(join(destJournalDir(work), 'sess-torn.journal'), '{"restoredPid":1,"resumedAtUs":"1","state":"comm');
+    const found = await recoverSessions(work, silentLogger, (init) => Promise.resolve({ id: init.id } as DestSession));
+    expect(found.revived).toHaveLength(1); // still restored: the torn "committed" never resumed anything
+    expect(readStat(pid)?.state).toBe('T');
+  });
+
+  it('forgets ended sessions older than the retention', async () => {
+    const work = await workDir();
+    await leftBehind(work, 'sess-old', [['aborted', { reason: 'long ago' }]]);
+    const path = join(destJournalDir(work), 'sess-old.journal');
+    const text = (await readFile(path, 'utf8')).replaceAll(/"at":\d+/g, `"at":${Date.now() - ENDED_RETENTION_MS - 60_000}`);
+    await writeFile(path, text);
+    const found = await recoverSessions(work, silentLogger, noRevive);
+    expect(found.ended).toEqual([]);
+    expect(existsSync(path)).toBe(false);
+  });
+});
