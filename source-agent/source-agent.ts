@@ -19,6 +19,8 @@ import { startUnixSocketServer } from '../shared/transport/unix-socket-server.js
 import { DestAllowList } from './dest-allow-list.js';
 import { SourceMetrics } from './source-metrics.js';
 import { SourceService } from './source-service.js';
+import { readSourceEnvironment, sourceJournalDir } from './config/environment.js';
+import { startResolveLoop } from './resolve-loop.js';
 
 export const DEFAULT_SOURCE_SOCKET = '/run/ferry/source.sock';
 
@@ -33,6 +35,8 @@ export interface SourceAgentOptions {
   dialSecurity: TransportSecurity;
   metrics?: HostPort | undefined;
   log: Logger;
+  /** Where this host's migrations journal (default from FERRY_STATE_DIR): the daemon finishes those left unresolved. */
+  journalDir?: string | undefined;
 }
 
 export interface SourceAgent {
@@ -63,12 +67,14 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
     server.close();
     throw e;
   }
+  const resolver = startResolveLoop({ journalDir: opts.journalDir ?? sourceJournalDir(readSourceEnvironment()), dialSecurity: opts.dialSecurity, log: opts.log });
   if (allowDests.size === 0) opts.log.warn('no --allow-dest given: every Migrate, and every Check with a dest, will be refused');
   opts.log.info('source agent listening', { socket: server.path, socketGid: opts.socketGid, allowDests: opts.allowDests, metricsPort: metrics?.port });
   return {
     socket: server.path,
     metricsPort: metrics?.port,
     close: async () => {
+      await resolver.stop();
       await service.close();
       server.close();
       await metrics?.close();

@@ -13,11 +13,13 @@ import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { grpcPorts } from '../../source-agent/migration/ports.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
+import { resumeCommand } from './resume.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { ProgressView, formatSummary } from '../render.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
 export const MIGRATE_HELP = `Usage: ferry migrate PID --to HOST:PORT [options]
+       ferry migrate --resume ID|all [TLS options]
 
 Moves the running task PID (and its whole process tree) to the dest agent at HOST:PORT: its memory is
 copied in rounds while it runs, then it is frozen briefly, dumped, restored on the dest, and the original
@@ -37,6 +39,10 @@ Options:
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
                           e.g. /run/ferry/source.sock) instead of in this process
+  --commit-patience DUR   how long an unanswered Commit is asked about before exit 3 (default 5m)
+  --resume ID|all         finish a migration whose ferry migrate (or source agent) died, from its journal
+                          under FERRY_STATE_DIR: killed at its commit, it asks the dest, then kills or
+                          thaws the original; before it, it thaws the original and aborts the dest session
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
 
@@ -44,7 +50,8 @@ ${tlsHelp('dest', false)}
   (In-process only: with --via the source agent dials the dest with its own certificate.)
 
 Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
-3 state unknown (act now: see the message); 130 interrupted and rolled back.`;
+3 the dest did not answer the commit: the task is frozen here (the message names the --resume to run);
+130 interrupted and rolled back.`;
 
 export async function migrateCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
@@ -61,6 +68,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'on-no-converge': { type: 'string' },
       'no-precopy': { type: 'boolean' },
       tracker: { type: 'string' },
+      resume: { type: 'string' },
+      'commit-patience': { type: 'string' },
       ...TLS_FLAGS,
     },
     true,
@@ -68,6 +77,14 @@ export async function migrateCommand(argv: string[]): Promise<number> {
   if (values.help) {
     console.log(MIGRATE_HELP);
     return EXIT.ok;
+  }
+  if (values.resume !== undefined) {
+    if (positionals.length > 0 || values.to !== undefined || values.via !== undefined) {
+      throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate --resume takes a migration id (or all) and no PID, --to or --via', hint: 'Usage: ferry migrate --resume ID (the id is in the "started" line of the migration)' });
+    }
+    const security = transportSecurityFromFlags(values, ['client']);
+    warnIfPlaintext(security);
+    return resumeCommand(values.resume, security, values.json ?? false, msFlag('commit-patience', values['commit-patience']));
   }
   if (positionals.length !== 1 || !/^\d+$/.test(positionals[0]!)) {
     throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs exactly one PID', hint: 'Usage: ferry migrate PID --to HOST:PORT (see --help)' });
@@ -85,6 +102,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     onNoConverge: values['on-no-converge'] as NoConvergeAction | undefined,
     noPrecopy: values['no-precopy'],
     tracker: values.tracker,
+    commitPatienceMs: msFlag('commit-patience', values['commit-patience']),
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

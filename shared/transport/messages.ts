@@ -130,6 +130,7 @@ export interface MigrateRequest {
   onNoConverge?: string | undefined;
   noPrecopy?: boolean | undefined;
   tracker?: string | undefined;
+  commitPatienceMs?: number | undefined;
 }
 
 export type ProtoPhase =

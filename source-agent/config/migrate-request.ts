@@ -21,6 +21,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     onNoConverge: o.onNoConverge,
     noPrecopy: o.noPrecopy,
     tracker: o.tracker,
+    commitPatienceMs: o.commitPatienceMs,
   };
 }
 
@@ -38,5 +39,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     onNoConverge: r.onNoConverge as NoConvergeAction | undefined,
     noPrecopy: r.noPrecopy,
     tracker: r.tracker,
+    commitPatienceMs: r.commitPatienceMs,
   };
 }

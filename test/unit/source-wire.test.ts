@@ -102,7 +102,7 @@ describe('MigrateRequest', () => {
     ['only what is required', { pid: 42, to: '10.0.0.2:7070' }],
     [
       'every flag',
-      { pid: 42, to: '[::1]:7070', maxRounds: 3, maxDowntimeMs: 150, freezeTimeoutMs: 5000, restoreTimeoutMs: 9000, bandwidthBytesPerSecond: 12.5e6, onNoConverge: 'abort', noPrecopy: true, tracker: 'hash' },
+      { pid: 42, to: '[::1]:7070', maxRounds: 3, maxDowntimeMs: 150, freezeTimeoutMs: 5000, restoreTimeoutMs: 9000, bandwidthBytesPerSecond: 12.5e6, onNoConverge: 'abort', noPrecopy: true, tracker: 'hash', commitPatienceMs: 60_000 },
     ],
   ])('carries %s as given, leaving the defaults to the agent', (_name, o) => {
     const back = fromMigrateRequest(wire(toMigrateRequest(o)));
