@@ -523,10 +523,20 @@ export function metricValue(text: string, sample: string): number | undefined {
 // ---------------------------------------------------------------------------------------------------------
 // What a test checks for afterwards
 
-/** Entries of dir other than logs/ and the work dir's marker (a migration's session dir on the dest, its images dir on the source). */
+/**
+ * Entries of dir other than logs/ and the work dir's marker (a migration's session dir on the dest, its images
+ * dir on the source), and every journal in journal/ whose session has not ended (named `journal/ID: STATE`).
+ */
 export function leftovers(dir: string): string[] {
   try {
-    return readdirSync(dir).filter((e) => e !== 'logs' && e !== WORK_DIR_MARKER);
+    const open = existsSync(join(dir, 'journal'))
+      ? readdirSync(join(dir, 'journal')).flatMap((f) => {
+          const last = readFileSync(join(dir, 'journal', f), 'utf8').trimEnd().split('\n').at(-1) ?? '';
+          const state = (JSON.parse(last || '{}') as { state?: string }).state;
+          return state === 'committed' || state === 'aborted' ? [] : [`journal/${f}: ${state}`];
+        })
+      : [];
+    return [...readdirSync(dir).filter((e) => e !== 'logs' && e !== 'journal' && e !== WORK_DIR_MARKER), ...open];
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
