@@ -200,10 +200,18 @@ export class DestService {
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
     const release = this.streams.acquire(peer, 'precopy');
     // The slot is the call's: a peer that walks away frees it at once; its batches still queued are dropped.
+    // A source only ever drops its page stream when its migration failed (or it died): the session it fed is
+    // aborted at once rather than held until it idles out.
     const ended = new AbortController();
+    let fed: DestSession | undefined;
+    let answered = false; // a cancel after our own end or error is the client closing up, not walking away
     call.once('cancelled', () => {
       ended.abort();
       release();
+      if (!answered && fed?.state === 'receiving') {
+        const s = fed;
+        this.abortSession(s, 'the page stream was dropped').catch((e: unknown) => s.log.error('abort failed', { err: e }));
+      }
     });
     try {
       const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
@@ -213,6 +221,7 @@ export class DestService {
       for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
         const s = this.session(raw.migrationId, raw.epoch, 'precopy', peer);
         s.expect('receiving', 'precopy');
+        fed = s;
         const seq = BigInt(raw.seq);
         if (seq <= lastSeq) throw new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} after ${lastSeq}` });
         lastSeq = seq;
@@ -228,6 +237,7 @@ export class DestService {
       }
       call.end();
     } finally {
+      answered = true;
       release();
     }
   }

@@ -29,9 +29,9 @@ export const FAULT_POINTS = [
   'source.before-abort',
   // Inside the dump: criu is running.
   'source.dump-running',
-  // The commit's steps (phases/commit.ts): the decision recorded, the lease disarmed, the original about to die.
-  'source.commit-recorded',
+  // The commit's steps (phases/commit.ts): the lease disarmed, "committing" journaled, the original about to die.
   'source.lease-disarmed',
+  'source.commit-recorded',
   'source.before-kill-original',
   // The dest, inside each call and each step of the restore (dest-service.ts).
   'dest.prepare',

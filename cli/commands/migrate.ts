@@ -143,18 +143,24 @@ async function migrateVia(socket: SourceAgentSocket, request: MigrateRequest, vi
     const stream = client.Migrate(request);
     let summary: MigrationSummary | undefined;
     let started = false;
+    let migrationId: string | undefined;
     try {
       for await (const msg of stream as AsyncIterable<MigrationEventMessage>) {
         started = true;
         const e = fromEventMessage(msg);
         view.event(e);
+        if (e.kind === 'started') migrationId = e.migrationId;
         if (e.kind === 'done') summary = e.summary;
       }
     } catch (e) {
       if (e instanceof FerryError) throw e;
-      // Before the first event the call never reached the agent; after it, the agent failed mid-migration.
+      // Before the first event the call never reached the agent; after it, the agent went away mid-migration and
+      // only its journal knows how far it got (the restarted agent finishes it).
       const fallback = started
-        ? new FerryError('INTERNAL', { message: `the source agent on ${socket.path} failed`, detail: (e as Error).message })
+        ? new FerryError('SOURCE_AGENT_LOST', {
+            sourceState: 'unknown',
+            detail: `the source agent on ${socket.path} went away during migration ${migrationId ?? '(not started)'}: ${(e as Error).message}; restarted, it finishes the migration (or: ferry migrate --resume ${migrationId ?? 'all'})`,
+          })
         : connectionError(socket, e);
       throw fromServiceError(e, fallback);
     }

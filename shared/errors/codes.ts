@@ -307,6 +307,12 @@ export const ERRORS = {
     status.RESOURCE_EXHAUSTED,
     true,
   ),
+  SOURCE_AGENT_LOST: spec(
+    'FERRY-9009',
+    'The source agent went away during the migration: its outcome is not known here',
+    'Restart the source agent: it finishes the migration from its journal (or run the `ferry migrate --resume ID` the detail names).',
+    status.UNAVAILABLE,
+  ),
   JOURNAL_UNREADABLE: spec(
     'FERRY-9008',
     'A migration journal is damaged or not Ferry\'s',

@@ -54,13 +54,14 @@ describe('migration state machine', () => {
     expect(r.log.at(-1)).toBe('task.unlock');
   });
 
-  it('journals every decision before acting on it: committing before the disarm, committed before the kill (issue 10)', async () => {
+  it('journals every decision before acting on it: committing after the disarm and before Commit, committed before the kill (issue 10)', async () => {
     const r = await run();
     const at = (x: string): number => r.log.indexOf(x);
     expect(r.log.filter((x) => x.startsWith('journal.'))).toEqual(['journal.started', 'journal.frozen', 'journal.restored', 'journal.committing', 'journal.committed', 'journal.done']);
     expect(at('journal.started')).toBeLessThan(at('dest.prepare'));
     expect(at('journal.frozen')).toBeLessThan(at('dump'));
-    expect(at('journal.committing')).toBeLessThan(at('lease.disarm'));
+    expect(at('lease.disarm')).toBeLessThan(at('journal.committing'));
+    expect(at('journal.committing')).toBeLessThan(at('dest.commit'));
     expect(at('dest.commit')).toBeLessThan(at('journal.committed'));
     expect(at('journal.committed')).toBeLessThan(at('signal.SIGKILL'));
     expect(r.journaled[0]).toMatchObject({ state: 'started', pid: 4242, to: '127.0.0.1:1', epoch: r.epochs[0] });

@@ -1,7 +1,10 @@
 /**
  * commit, in the order that keeps at most one copy runnable at every instant:
- *   dest restored, stopped -> journal "committing" -> disarm the freeze lease -> Commit (the dest resumes its
+ *   dest restored, stopped -> disarm the freeze lease -> journal "committing" -> Commit (the dest resumes its
  *   copy) -> journal "committed" -> kill the original.
+ * The lease goes first: once "committing" is on disk a restart asks the dest, and a guard that thawed the
+ * original on our death would then make two copies. A crash between the two leaves the journal at
+ * "restored" and the original frozen: the resolver thaws it (no Commit was sent).
  * From "committing" on, only the dest's answer decides (commit-outcome.ts asks for it): a Commit confirmed kills
  * the original; refused (the dest aborted, or its lease ran out) or never delivered (the dest unreachable at
  * every attempt) rolls back; maybe delivered and unanswered leaves the original frozen and the journal at
@@ -23,10 +26,10 @@ export interface Committed {
 
 export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, f: Frozen): Promise<Committed> {
   const t0 = performance.now();
+  await f.lease.disarm(); // from here the guard never thaws; the decision is ours, then the dest's answer
+  injectFault('source.lease-disarmed');
   await ctx.journal.record('committing');
   injectFault('source.commit-recorded');
-  await f.lease.disarm(); // from here the guard never thaws; the decision is the dest's answer
-  injectFault('source.lease-disarmed');
   p.dropStream.release();
   const outcome = await askCommit(n.dest, { migrationId: ctx.migrationId, epoch: ctx.epoch, rootPid: n.target.rootPid, to: ctx.opts.to }, ctx.log, {
     signal: ctx.signal,
