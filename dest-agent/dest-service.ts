@@ -135,6 +135,7 @@ export class DestService {
   }
 
   async prepare(req: m.PrepareRequest, peer: PeerKey = 'local'): Promise<m.PrepareResponse> {
+    injectFault('dest.prepare');
     const epoch = checkPrepareRequest(req);
     if (!protocolVersions().includes(req.protocolVersion)) {
       throw new FerryError('PROTOCOL_MISMATCH', { side: 'dest', phase: 'prepare', detail: `version ${req.protocolVersion} is not spoken here` });
@@ -230,6 +231,7 @@ export class DestService {
         const batch = decodePageBatch(raw, s.pageSize);
         const store = s.store(raw.task);
         await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch, ended.signal);
+        if (lastSeq === 0n) injectFault('dest.stream-pages'); // the first batch is stored
         this.opts.metrics.pagesReceived.inc(batch.count);
         this.opts.metrics.bytesReceived.inc(batch.data.length);
         const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
@@ -253,6 +255,7 @@ export class DestService {
         const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta', peer);
         s.expect('receiving', 'final-delta');
         if (await s.images.write(chunk)) files++;
+        if (files === 1) injectFault('dest.upload-images');
         bytes += chunk.data.length;
       }
       return { files, bytes: String(bytes) };
