@@ -41,12 +41,14 @@ export function criuImagesDir(args: readonly string[]): string | undefined {
 }
 
 /**
- * The live criu processes (forks of criu included) whose arguments name exactly this images dir, resolved to an
- * absolute path as Ferry passes it; a dir that merely starts with the same characters is another dir.
+ * The live criu processes whose arguments name exactly this images dir (resolved to an absolute path, as Ferry
+ * passes it; a dir that merely starts with the same characters is another dir). Only criu itself: its forks,
+ * which carry its command line until they become the tasks a restore makes, are left out (a fork is a child of
+ * a criu found here), so that waiting for these to end never waits for, or kills, a restored task.
  */
 export function criuProcessesFor(imagesDir: string): number[] {
   const want = resolve(imagesDir);
-  const found: number[] = [];
+  const found = new Map<number, number>(); // pid -> ppid
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
@@ -59,9 +61,11 @@ export function criuProcessesFor(imagesDir: string): number[] {
     if (!text) continue; // gone, a zombie or a kernel thread
     const args = criuArguments(text.replace(/\0$/, '').split('\0'));
     const dir = args && criuImagesDir(args);
-    if (dir !== undefined && resolve(dir) === want && !gone(pid)) found.push(pid);
+    if (dir === undefined || resolve(dir) !== want) continue;
+    const stat = readStat(pid);
+    if (stat && stat.state !== 'Z' && stat.state !== 'X') found.set(pid, stat.ppid);
   }
-  return found;
+  return [...found].filter(([, ppid]) => !found.has(ppid)).map(([pid]) => pid);
 }
 
 export interface WaitGoneOrKillResult {
