@@ -53,11 +53,12 @@ async function releaseImagesDir(dir: string, lease: FileLock): Promise<void> {
 /**
  * Removes every images dir (and lease file) under `imagesRoot` whose lease nobody holds; returns the names
  * removed. Never throws: what it cannot remove is logged and left to the next sweep. A root that is missing
- * holds nothing; one that is not private to this agent (see ensurePrivateDirectory) is left alone.
+ * holds nothing (and is not made); one that is not private to this agent (see ensurePrivateDirectory) is left alone.
  */
 export async function sweepImagesRoot(imagesRoot: string, log: Logger): Promise<string[]> {
   let names: string[];
   try {
+    if (!(await lstat(imagesRoot).catch(() => undefined))) return []; // nothing there, and nothing made
     ensurePrivateDirectory(imagesRoot);
     names = await readdir(imagesRoot);
   } catch (e) {

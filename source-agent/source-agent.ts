@@ -54,9 +54,9 @@ export interface SourceAgent {
 
 export async function startSourceAgent(opts: SourceAgentOptions): Promise<SourceAgent> {
   const allowDests = new DestAllowList(opts.allowDests);
-  await sweepImagesRoot(opts.imagesRoot ?? readSourceEnvironment().imagesRoot, opts.log);
   // Loopback only: the metrics name the tasks and dests of this host.
   if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
+  await sweepImagesRoot(opts.imagesRoot ?? readSourceEnvironment().imagesRoot, opts.log);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity);

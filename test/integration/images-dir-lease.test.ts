@@ -88,6 +88,11 @@ describe('images dir lease', () => {
     60_000,
   );
 
+  it('a missing root holds nothing and is not made', async () => {
+    expect(await sweepImagesRoot(join(root, 'none'), silentLogger)).toEqual([]);
+    expect(existsSync(join(root, 'none'))).toBe(false);
+  });
+
   it('leaves a root that is not private alone, and says so', async () => {
     const shared = mkdtempSync(join(tmpdir(), 'ferry-images-shared-'));
     try {
