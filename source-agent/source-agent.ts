@@ -18,7 +18,6 @@ import type { HostPort } from '../shared/transport/address.js';
 import { checkListenPolicy } from '../shared/transport/listen-policy.js';
 import { ferryProto } from '../shared/transport/proto.js';
 import { startUnixSocketServer } from '../shared/transport/unix-socket-server.js';
-import { readSourceEnvironment } from './config/environment.js';
 import { DestAllowList } from './dest-allow-list.js';
 import { sweepImagesRoot } from './images-dir.js';
 import { SourceMetrics } from './source-metrics.js';
