@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { readProcText, readStat } from '../kernel/proc-status.js';
 import { waitGone } from '../kernel/process-wait.js';
-import { signalProcess } from '../kernel/signal-tree.js';
+import { killCriuAndDescendants } from './criu-runner.js';
 
 /** After SIGKILL, how long to wait for the killed processes to disappear. */
 const REAP_WAIT_MS = 5000;
@@ -71,14 +71,15 @@ export function criuProcessesFor(imagesDir: string): number[] {
 export interface WaitGoneOrKillResult {
   /** Ended on their own within the timeout. */
   exited: number[];
-  /** Still there at the timeout: SIGKILLed (and waited for, up to REAP_WAIT_MS more). */
+  /** Still there at the timeout: SIGKILLed with all they started (and waited for, up to REAP_WAIT_MS more). */
   killed: number[];
 }
 
 /**
- * Waits up to `timeoutMs` for `pids` to end, then SIGKILLs those left and waits for them (at most REAP_WAIT_MS
- * more). A pid is killed only while it is still the process it was at the call (same start time): a pid reused
- * meanwhile is someone else's.
+ * Waits up to `timeoutMs` for the criu processes `pids` to end, then kills those left with everything they
+ * started and waits for them (bounded): a restore's half-made tree, its criu killed, would run on its own. A pid
+ * is killed only while it is still the process it was at the call (same start time): a pid reused meanwhile is
+ * someone else's.
  */
 export async function waitGoneOrKill(pids: readonly number[], timeoutMs: number): Promise<WaitGoneOrKillResult> {
   const started = new Map<number, number>();
@@ -88,7 +89,8 @@ export async function waitGoneOrKill(pids: readonly number[], timeoutMs: number)
   }
   const live = [...started.keys()];
   await waitGone(live, timeoutMs);
-  const killed = live.filter((pid) => !gone(pid) && readStat(pid)?.startTime === started.get(pid) && signalProcess(pid, 'SIGKILL'));
+  const killed = live.filter((pid) => !gone(pid) && readStat(pid)?.startTime === started.get(pid));
+  for (const pid of killed) await killCriuAndDescendants(pid);
   if (killed.length > 0) await waitGone(killed, REAP_WAIT_MS);
   return { exited: live.filter((pid) => !killed.includes(pid)), killed };
 }
