@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { faultArmed, injectFault } from '../shared/fault-injection.js';
+import { criuLogFileName, pruneCriuLogs } from '../shared/criu/criu-log-files.js';
 import { criuRestore } from '../shared/criu/criu-runner.js';
 import { requireCriu } from '../shared/criu/criu-binary.js';
 import { criuProcessesFor } from '../shared/criu/criu-processes.js';
@@ -12,15 +13,19 @@ import type { DestSession } from './session.js';
 /** Where criu writes the restored root's pid: a restarted agent reads it (restart-recovery.ts). */
 export const RESTORED_PID_FILE = 'restored.pid';
 
-/** Restores the session's images; resolves with the host pid of the restored root, left stopped. */
+/**
+ * Restores the session's images; resolves with the host pid of the restored root, left stopped. The logs dir
+ * is pruned first (its CRIU logs are bounded, see criu-log-files.ts); a failed prune only logs.
+ */
 export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal): Promise<number> {
   const criu = await requireCriu('dest');
+  await pruneCriuLogs(s.logDir).catch((e: unknown) => s.log.warn('CRIU logs not pruned', { logDir: s.logDir, error: String(e) }));
   if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
   const restoring = criuRestore({
     criu,
     imagesDir: s.imagesDir,
     pidFile: join(s.dir, RESTORED_PID_FILE),
-    logFile: join(s.logDir, `${s.id}-restore.log`),
+    logFile: join(s.logDir, criuLogFileName(s.id, 'restore')),
     leaveStopped: true,
     detach: true,
     timeoutMs: timeoutMs || 120_000,

@@ -12,7 +12,7 @@ import { MIGRATION_ID } from './request-bounds.js';
 
 export const WORK_DIR_MARKER = '.ferry-work-dir';
 export const SESSION_MARKER = '.ferry-session';
-/** CRIU's logs: kept across sessions, never removed by Ferry. */
+/** CRIU's logs: kept across sessions; only the oldest of those Ferry named are removed, past their bound (criu-log-files.ts). */
 export const LOGS_DIR = 'logs';
 
 const foreign = (dir: string, why: string): FerryError => new FerryError('WORK_DIR_FOREIGN', { side: 'dest', detail: `${dir}: ${why}` });

@@ -4,6 +4,8 @@
  * (SO_PEERCRED) and only to the dests on the allow-list. /metrics on loopback when asked. Migrations run
  * under the agent's own signal: closing the agent rolls back what is in flight.
  *
+ * Before it listens, it removes the images dirs that killed agents left under the images root (images-dir.ts).
+ *
  * There is no TCP listener: a caller on another host would need mutual TLS and an identity to authorize,
  * which is a later mode, not a loopback port that any local user can reach.
  */
@@ -17,6 +19,7 @@ import { checkListenPolicy } from '../shared/transport/listen-policy.js';
 import { ferryProto } from '../shared/transport/proto.js';
 import { startUnixSocketServer } from '../shared/transport/unix-socket-server.js';
 import { DestAllowList } from './dest-allow-list.js';
+import { sweepImagesRoot } from './images-dir.js';
 import { SourceMetrics } from './source-metrics.js';
 import { SourceService } from './source-service.js';
 import { readSourceEnvironment, sourceJournalDir } from './config/environment.js';
@@ -34,6 +37,8 @@ export interface SourceAgentOptions {
   /** How migrations and checks dial the dests: mutual TLS (the CLI's default) or plaintext when asked. */
   dialSecurity: TransportSecurity;
   metrics?: HostPort | undefined;
+  /** Where migrations put their dumps (FERRY_IMAGES_DIR by default): swept at start. */
+  imagesRoot?: string | undefined;
   log: Logger;
   /** Where this host's migrations journal (default from FERRY_STATE_DIR): the daemon finishes those left unresolved. */
   journalDir?: string | undefined;
@@ -50,6 +55,7 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
   const allowDests = new DestAllowList(opts.allowDests);
   // Loopback only: the metrics name the tasks and dests of this host.
   if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
+  await sweepImagesRoot(opts.imagesRoot ?? readSourceEnvironment().imagesRoot, opts.log);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity);

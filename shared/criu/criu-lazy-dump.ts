@@ -10,14 +10,19 @@
  * blocking; a net.Socket handed over instead would be non-blocking and CRIU's reads would fail with EAGAIN.
  * The status fd tells when the images are on disk and the tree is frozen.
  * Never end a lazy dump by killing CRIU: the tree detaches and runs again at once. finish() ends it cleanly.
+ * The agent's death does kill it, which is what the freeze lease wants then: like a plain dump (criu-runner.ts)
+ * it runs in its own process group, under PR_SET_PDEATHSIG=SIGKILL, with its stdout and stderr in `<log>.out`.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { resolve } from 'node:path';
 import { FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
+import { requireSetpriv } from '../kernel/parent-death-signal.js';
 import { waitTreeStopped } from '../kernel/process-wait.js';
 import { formatQuote, readCriuLogErrors } from './criu-log.js';
-import { STOP_WAIT_MS } from './criu-runner.js';
+import { criuOutputFile, readCriuOutputTail } from './criu-log-files.js';
+import { spawnCriu, STOP_WAIT_MS } from './criu-runner.js';
 
 export interface LazyDumpOptions {
   criu: string;
@@ -37,14 +42,22 @@ const init: FerryErrorInit = { phase: 'freeze', side: 'source' };
 
 async function failure(what: string, logFile: string): Promise<FerryError> {
   const lines = await readCriuLogErrors(logFile).catch(() => []);
-  return new FerryError('CRIU_DUMP_FAILED', { ...init, detail: [what, ...formatQuote(lines, logFile)].join('\n') });
+  const output = lines.length === 0 ? (await readCriuOutputTail(criuOutputFile(logFile))).trim() : '';
+  return new FerryError('CRIU_DUMP_FAILED', { ...init, detail: [what, ...formatQuote(lines, logFile), ...(output ? [`criu output: ${output}`] : [])].join('\n') });
 }
 
 /** Starts the lazy dump; resolves once every image is written and the tree is frozen. */
 export async function startLazyDump(o: LazyDumpOptions): Promise<LazyDump> {
   const logFile = resolve(o.logFile);
   const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4'];
-  const child = spawn(o.criu, args, { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
+  const setpriv = await requireSetpriv(init);
+  const outputFile = criuOutputFile(logFile);
+  let child: ChildProcess;
+  try {
+    child = spawnCriu(o.criu, args, { outputFile, setpriv, pipes: 2 });
+  } catch (e) {
+    throw new FerryError('CRIU_DUMP_FAILED', { ...init, detail: `cannot run ${o.criu}: ${e instanceof Error ? e.message : String(e)}`, cause: e });
+  }
   const ourEnd = child.stdio[3] as Duplex;
   ourEnd.on('error', () => undefined); // CRIU closing its end first is a normal ending
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((ok) => child.once('exit', (code, signal) => ok({ code, signal })));
@@ -73,6 +86,7 @@ export async function startLazyDump(o: LazyDumpOptions): Promise<LazyDump> {
         const { code, signal } = await exited;
         status.destroy();
         if (code !== 0) throw await failure(`criu dump --lazy-pages ended with ${code ?? signal}`, logFile);
+        await rm(outputFile, { force: true });
         const running = await waitTreeStopped(o.pid, STOP_WAIT_MS);
         if (running.length > 0) {
           throw new FerryError('CRIU_DUMP_FAILED', { ...init, detail: `tasks ${running.join(', ')} did not stop after the lazy dump; log: ${logFile}` });

@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { readProcText, readStat } from '../kernel/proc-status.js';
 import { waitGone } from '../kernel/process-wait.js';
-import { signalProcess } from '../kernel/signal-tree.js';
+import { killCriuAndDescendants } from './criu-runner.js';
 
 /** After SIGKILL, how long to wait for the killed processes to disappear. */
 const REAP_WAIT_MS = 5000;
@@ -41,12 +41,14 @@ export function criuImagesDir(args: readonly string[]): string | undefined {
 }
 
 /**
- * The live criu processes (forks of criu included) whose arguments name exactly this images dir, resolved to an
- * absolute path as Ferry passes it; a dir that merely starts with the same characters is another dir.
+ * The live criu processes whose arguments name exactly this images dir (resolved to an absolute path, as Ferry
+ * passes it; a dir that merely starts with the same characters is another dir). Only criu itself: its forks,
+ * which carry its command line until they become the tasks a restore makes, are left out (a fork is a child of
+ * a criu found here), so that waiting for these to end never waits for, or kills, a restored task.
  */
 export function criuProcessesFor(imagesDir: string): number[] {
   const want = resolve(imagesDir);
-  const found: number[] = [];
+  const found = new Map<number, number>(); // pid -> ppid
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
@@ -59,22 +61,25 @@ export function criuProcessesFor(imagesDir: string): number[] {
     if (!text) continue; // gone, a zombie or a kernel thread
     const args = criuArguments(text.replace(/\0$/, '').split('\0'));
     const dir = args && criuImagesDir(args);
-    if (dir !== undefined && resolve(dir) === want && !gone(pid)) found.push(pid);
+    if (dir === undefined || resolve(dir) !== want) continue;
+    const stat = readStat(pid);
+    if (stat && stat.state !== 'Z' && stat.state !== 'X') found.set(pid, stat.ppid);
   }
-  return found;
+  return [...found].filter(([, ppid]) => !found.has(ppid)).map(([pid]) => pid);
 }
 
 export interface WaitGoneOrKillResult {
   /** Ended on their own within the timeout. */
   exited: number[];
-  /** Still there at the timeout: SIGKILLed (and waited for, up to REAP_WAIT_MS more). */
+  /** Still there at the timeout: SIGKILLed with all they started (and waited for, up to REAP_WAIT_MS more). */
   killed: number[];
 }
 
 /**
- * Waits up to `timeoutMs` for `pids` to end, then SIGKILLs those left and waits for them (at most REAP_WAIT_MS
- * more). A pid is killed only while it is still the process it was at the call (same start time): a pid reused
- * meanwhile is someone else's.
+ * Waits up to `timeoutMs` for the criu processes `pids` to end, then kills those left with everything they
+ * started and waits for them (bounded): a restore's half-made tree, its criu killed, would run on its own. A pid
+ * is killed only while it is still the process it was at the call (same start time): a pid reused meanwhile is
+ * someone else's.
  */
 export async function waitGoneOrKill(pids: readonly number[], timeoutMs: number): Promise<WaitGoneOrKillResult> {
   const started = new Map<number, number>();
@@ -84,7 +89,8 @@ export async function waitGoneOrKill(pids: readonly number[], timeoutMs: number)
   }
   const live = [...started.keys()];
   await waitGone(live, timeoutMs);
-  const killed = live.filter((pid) => !gone(pid) && readStat(pid)?.startTime === started.get(pid) && signalProcess(pid, 'SIGKILL'));
+  const killed = live.filter((pid) => !gone(pid) && readStat(pid)?.startTime === started.get(pid));
+  for (const pid of killed) await killCriuAndDescendants(pid);
   if (killed.length > 0) await waitGone(killed, REAP_WAIT_MS);
   return { exited: live.filter((pid) => !killed.includes(pid)), killed };
 }

@@ -5,6 +5,7 @@
  */
 import { criuDump } from '../../shared/criu/criu-runner.js';
 import { requireCriu } from '../../shared/criu/criu-binary.js';
+import { requireSetpriv } from '../../shared/kernel/parent-death-signal.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
@@ -67,6 +68,7 @@ export interface SourceHost {
   /** The processes of the tree now; empty once the root is gone. */
   tree(rootPid: number): TreeMember[];
   peerInfo(): Promise<m.PeerInfo>;
+  /** The criu to dump with: SOURCE_NO_CRIU without one, SETPRIV_MISSING when a dump could not die with the agent. */
   requireCriu(): Promise<string>;
   /** Resolves --tracker (auto probes the kernel) without touching the task. */
   chooseTracker(choice: TrackerChoice): Promise<{ name: TrackerName; note: string }>;
@@ -129,7 +131,11 @@ export const realSourceHost: SourceHost = {
   lockTask: (locksDir, target) => lockTaskTree(locksDir, target.rootPid, target.tasks.map((t) => t.hostPid)),
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
   peerInfo: async () => localPeerInfo(await availableTrackers()),
-  requireCriu: () => requireCriu('source'),
+  requireCriu: async () => {
+    const criu = await requireCriu('source');
+    await requireSetpriv(); // criu dump runs under it: refused here, before anything is touched
+    return criu;
+  },
   chooseTracker,
   createTracker: (name) => (name === 'soft-dirty' ? new SoftDirtyTracker(PAGE_SIZE) : name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),

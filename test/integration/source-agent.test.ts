@@ -4,7 +4,8 @@
  * exit codes as if the CLI had run the migration; the dest allow-list holds for Migrate and Check.
  */
 import * as grpc from '@grpc/grpc-js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -32,7 +33,7 @@ beforeAll(async () => {
   const pki = await createTestPki(dir);
   const cert = await pki.issue('source');
   const dialSecurity = compileTransportSecurity({ certFile: cert.certFile, keyFile: cert.keyFile, caFile: cert.caFile }, ['client']);
-  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], dialSecurity, log: silentLogger });
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], dialSecurity, imagesRoot: join(dir, 'images'), log: silentLogger });
 });
 afterAll(async () => {
   await agent?.close();
@@ -105,6 +106,18 @@ describe.skipIf(!root)('source agent', () => {
   it('no longer listens on TCP: --listen is refused with a hint, exit 2', async () => {
     const r = await ferry(['source-agent', '--listen', '127.0.0.1:7071', '--json']);
     expect(r).toMatchObject({ code: 2, error: { key: 'BAD_ARGUMENT' } });
+  });
+
+  it('removes at start the images dirs that killed agents left (an unheld lease), and nothing else', async () => {
+    const imagesRoot = join(dir, 'images-swept');
+    const leftover = `${randomUUID()}-0123456789ab`;
+    mkdirSync(join(imagesRoot, leftover), { recursive: true, mode: 0o700 });
+    writeFileSync(join(imagesRoot, leftover, 'pages-1.img'), 'x');
+    writeFileSync(join(imagesRoot, `${leftover}.lease`), '');
+    mkdirSync(join(imagesRoot, 'not-ferrys'));
+    const a = await startSourceAgent({ socket: join(dir, 'swept.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, imagesRoot, log: silentLogger });
+    await a.close();
+    expect(readdirSync(imagesRoot)).toEqual(['not-ferrys']);
   });
 
   it('serves /metrics on loopback only', async () => {

@@ -1,9 +1,13 @@
 /**
  * freeze: the lease is armed first (if this agent goes silent, its guard thaws the task), then CRIU dumps the
- * tree and leaves it stopped. The images go to a fresh directory under the images root (tmpfs by default).
+ * tree and leaves it stopped. The images go to a fresh directory under the images root (tmpfs by default),
+ * held under a lease (images-dir.ts). Before any of that, while the task still runs: what killed agents left
+ * under the images root is removed and old CRIU logs are pruned.
  */
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { criuLogFileName, pruneCriuLogs } from '../../../shared/criu/criu-log-files.js';
+import { createImagesDir, sweepImagesRoot } from '../../images-dir.js';
 import type { DumpKind, FreezeLeasePort, TreeMember } from '../ports.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { UndoHandle } from '../rollback-stack.js';
@@ -22,10 +26,24 @@ export interface Frozen {
   dumpMs: number;
 }
 
-/** `onImagesDir` learns the directory as soon as it exists, so that it is removed whatever happens next. */
+/**
+ * `onImagesDir` learns the directory as soon as it exists, so that it is removed whatever happens next. The
+ * rollback stack's "remove the images dir" (run on every ending, after the thaw) removes it and drops its lease.
+ */
 export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: (dir: string) => void): Promise<Frozen> {
   const { host, opts, migrationId } = ctx;
   const rootPid = n.target.rootPid;
+  await sweepImagesRoot(opts.imagesRoot, ctx.log);
+  const logsDir = join(opts.imagesRoot, 'logs');
+  await mkdir(logsDir, { recursive: true });
+  await pruneCriuLogs(logsDir).catch((e: unknown) => ctx.log.warn('CRIU logs not pruned', { logsDir, error: String(e) }));
+  const images = await createImagesDir(opts.imagesRoot, migrationId);
+  onImagesDir(images.dir);
+  // Pushed before the thaw, so that a rollback thaws first. A failed removal is not the task's state: logged.
+  ctx.rollback.push('remove the images dir', () =>
+    images.release().catch((e: unknown) => ctx.log.warn('images dir not removed; the next sweep removes it', { dir: images.dir, error: String(e) })),
+  );
+  const imagesDir = images.dir;
   const tree = host.tree(rootPid);
   const lease = host.armFreezeLease(opts.freezeTimeoutMs, rootPid, tree.map((t) => t.hostPid));
   const frozen: { at?: number } = {};
@@ -35,14 +53,9 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     ctx.sourceState = 'running';
     if (frozen.at !== undefined) ctx.log.info('original thawed', { frozenMs: Math.round(performance.now() - frozen.at) });
   });
-  await mkdir(opts.imagesRoot, { recursive: true });
-  const imagesDir = await mkdtemp(join(opts.imagesRoot, `${migrationId}-`));
-  onImagesDir(imagesDir);
   await ctx.journal.record('frozen', { imagesDir });
-  const logsDir = join(opts.imagesRoot, 'logs');
-  await mkdir(logsDir, { recursive: true });
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
-  const dumpKind = await host.dump({ pid: rootPid, imagesDir, logFile: join(logsDir, `${migrationId}-dump.log`), timeoutMs: opts.freezeTimeoutMs, mode: opts.dumpMode });
+  const dumpKind = await host.dump({ pid: rootPid, imagesDir, logFile: join(logsDir, criuLogFileName(migrationId, 'dump')), timeoutMs: opts.freezeTimeoutMs, mode: opts.dumpMode });
   return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt };
 }
