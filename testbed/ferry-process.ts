@@ -21,6 +21,8 @@ export interface FerryRunOptions {
   env?: Record<string, string>;
   /** SIGTERM (ferry rolls back) after this long, SIGKILL 10 s later. Default 60 s; 0 = no limit. */
   timeoutMs?: number;
+  /** On abort: SIGTERM (ferry rolls back), SIGKILL 10 s later, as on a timeout. */
+  signal?: AbortSignal | undefined;
 }
 
 /** A line of `ferry ... --json` stdout: an event, the summary, the error, or text that was not JSON. */
@@ -102,14 +104,20 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
   let timedOut = false;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   let killTimer: NodeJS.Timeout | undefined;
+  const terminate = (): void => {
+    if (killTimer !== undefined) return;
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  };
   const termTimer =
     timeoutMs > 0
       ? setTimeout(() => {
           timedOut = true;
-          child.kill('SIGTERM');
-          killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          terminate();
         }, timeoutMs)
       : undefined;
+  opts.signal?.addEventListener('abort', terminate, { once: true });
+  if (opts.signal?.aborted) terminate();
 
   const done = new Promise<FerryResult>((resolve) => {
     child.once('error', (err) => {
@@ -118,6 +126,7 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
     child.once('close', (code, signal) => {
       clearTimeout(termTimer);
       clearTimeout(killTimer);
+      opts.signal?.removeEventListener('abort', terminate);
       if (partial.trim() !== '') lines.push(parseLine(partial));
       ended = true;
       wakeAll();

@@ -1,4 +1,5 @@
-/** What a test checks for afterwards: files a migration left, processes that carry a workload's name, namespaces. */
+/** What a test checks for afterwards: files a migration left, processes that carry a workload's name or work in a
+ * dir (a CRIU left running), namespaces. */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { WORK_DIR_MARKER } from '../dest-agent/work-dir.js';
@@ -28,20 +29,37 @@ export function nsInode(path: string): number {
   return statSync(path).ino;
 }
 
-/** Host pids of live (non-zombie) processes running `program` (the basename of argv[0]) whose argv contains
- * `flag value` as two consecutive words. The program matters: a launcher (unshare, nsenter) carries the same words. */
-export function pidsWithArgs(program: string, flag: string, value: string): number[] {
-  const found: number[] = [];
+/** [pid, argv] of every process whose argv can be read now (a zombie's is empty). */
+function* processArgvs(): Generator<[number, string[]]> {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      const i = argv.indexOf(flag);
-      if (basename(argv[0] ?? '') === program && i >= 0 && argv[i + 1] === value) found.push(Number(entry));
+      yield [Number(entry), readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')];
     } catch {
       /* gone meanwhile */
     }
   }
+}
+
+/** Host pids of live (non-zombie) processes running `program` (the basename of argv[0]) whose argv contains
+ * `flag value` as two consecutive words. The program matters: a launcher (unshare, nsenter) carries the same words. */
+export function pidsWithArgs(program: string, flag: string, value: string): number[] {
+  const found: number[] = [];
+  for (const [pid, argv] of processArgvs()) {
+    const i = argv.indexOf(flag);
+    if (basename(argv[0] ?? '') === program && i >= 0 && argv[i + 1] === value) found.push(pid);
+  }
   return found;
 }
 
+/** Host pids of live processes running `program` with an argument that is `dir` or a path below it (e.g. a criu
+ * whose -D or --work-dir is in a dest's work dir or a source's images dir); --opt=PATH counts as PATH. */
+export function pidsWithArgUnder(program: string, dir: string): number[] {
+  const root = dir.replace(/\/+$/, '');
+  const under = (p: string): boolean => p === root || p.startsWith(`${root}/`);
+  const found: number[] = [];
+  for (const [pid, argv] of processArgvs()) {
+    if (basename(argv[0] ?? '') === program && argv.slice(1).some((a) => under(a) || under(a.slice(a.indexOf('=') + 1)))) found.push(pid);
+  }
+  return found;
+}

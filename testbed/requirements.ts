@@ -37,7 +37,7 @@ export function canRun(what: string, ...reqs: Requirement[]): boolean {
   return false;
 }
 
-let criuProbe: Requirement | undefined;
+let criuProbe: (Requirement & { path: string | undefined }) | undefined;
 
 /** A usable CRIU, found the way Ferry finds it (scripts/provision-criu.sh, which honours FERRY_CRIU). The
  * first run on a fresh host provisions it (a download of ~8 MB); later runs only re-check. */
@@ -50,13 +50,20 @@ export function hasCriu(): Requirement {
         timeout: 10 * 60_000,
       });
       const path = out.trim().split('\n').at(-1) ?? '';
-      return { ok: path.startsWith('/'), reason: `needs CRIU >= 4.2 (scripts/provision-criu.sh printed "${path}")` };
+      const ok = path.startsWith('/');
+      return { ok, path: ok ? path : undefined, reason: `needs CRIU >= 4.2 (scripts/provision-criu.sh printed "${path}")` };
     } catch (err) {
       const stderr = (err as { stderr?: string }).stderr?.trim().split('\n').slice(-2).join(' | ') ?? String(err);
-      return { ok: false, reason: `needs CRIU >= 4.2 (scripts/provision-criu.sh failed: ${stderr})` };
+      return { ok: false, path: undefined, reason: `needs CRIU >= 4.2 (scripts/provision-criu.sh failed: ${stderr})` };
     }
   })();
-  return criuProbe;
+  return { ok: criuProbe.ok, reason: criuProbe.reason };
+}
+
+/** The CRIU binary hasCriu() found, or undefined when there is none. */
+export function criuPath(): string | undefined {
+  hasCriu();
+  return criuProbe?.path;
 }
 
 /** Throws a clear error when the CLI is not compiled (the e2e tests run bin/ferry.js, which runs dist/). */

@@ -33,6 +33,8 @@ export interface VerifiedMigrationOptions {
   timeoutMs?: number;
   /** More flags for `ferry migrate`. */
   args?: string[];
+  /** Ends `ferry migrate` (SIGTERM: it rolls back) and every wait. */
+  signal?: AbortSignal;
 }
 
 export interface VerifiedMigration {
@@ -45,7 +47,7 @@ export interface VerifiedMigration {
 
 export async function migrateVerified(o: VerifiedMigrationOptions): Promise<VerifiedMigration> {
   const { task, pid, dest } = o;
-  const result = await runMigrateVia(o.hosts, o.via, pid, dest, { timeoutMs: o.timeoutMs ?? 90_000, args: o.args });
+  const result = await runMigrateVia(o.hosts, o.via, pid, dest, { timeoutMs: o.timeoutMs ?? 90_000, args: o.args, signal: o.signal });
   const summary = result.summary;
   // Whatever else fails, the task's stop() must kill the copy too.
   if (summary) task.adopt(summary.restoredPid);
@@ -61,13 +63,14 @@ export async function migrateVerified(o: VerifiedMigrationOptions): Promise<Veri
   const verify = await task.verify(copy);
   if (verify.bad_pages !== 0) fail(`the copy has ${verify.bad_pages} bad pages (first ${verify.first_bad_page})`);
   if (task.ready.dirty_mib_per_s > 0) {
-    await waitFor(async () => (await task.stats(copy)).writes > verify.writes, 5_000, `the copy (pid ${copy}) to keep writing`);
+    await waitFor(async () => (await task.stats(copy)).writes > verify.writes, 5_000, `the copy (pid ${copy}) to keep writing`, o.signal);
   }
-  await waitFor(() => readPidState(pid) === undefined, GONE_MS, `the original (pid ${pid}) to be gone`).catch((e: Error) => fail(e.message));
+  await waitFor(() => readPidState(pid) === undefined, GONE_MS, `the original (pid ${pid}) to be gone`, o.signal).catch((e: Error) => fail(e.message));
   const carriers = pidsWithArgs('memtest', '--name', task.name);
   if (carriers.length !== 1 || carriers[0] !== copy) fail(`processes carrying --name ${task.name}: ${carriers.join(', ')} (want only ${copy})`);
   await waitFor(() => dest.leftovers().length === 0 && o.via.leftovers().length === 0, CLEAN_MS, () =>
     `no session on the dest (${dest.leftovers().join(', ') || 'none'}) and no images on the source (${o.via.leftovers().join(', ') || 'none'})`,
+    o.signal,
   ).catch((e: Error) => fail(e.message));
   return { result, summary: summary!, restoredPid: copy, verify };
 }

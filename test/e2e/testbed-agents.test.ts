@@ -2,7 +2,8 @@
  * The harness's agents and process probes: a dest agent killed and restarted comes back on the same port with
  * the same work dir; a source-agent daemon runs in its host, answers on its socket, survives a restart and
  * leaves nothing after stop(); a process can be stopped and continued with /proc confirming each; and one task
- * goes back and forth through the daemons of both hosts (the soak's step), verified each way.
+ * goes back and forth through the daemons of both hosts (the soak's step), verified each way, with exactly one
+ * copy, in the right host, after each.
  */
 import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -10,13 +11,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startDestAgent, type DestAgentHandle } from '../../testbed/dest-agent.js';
 import { runMigrateVia } from '../../testbed/ferry-migrate.js';
 import { describeResult, runFerry, type FerryLine } from '../../testbed/ferry-process.js';
-import { nsInode, pidsWithArgs } from '../../testbed/leftovers.js';
+import { nsInode, pidsWithArgUnder, pidsWithArgs } from '../../testbed/leftovers.js';
 import { httpGetIn, metricValue } from '../../testbed/metrics-scrape.js';
 import { createTwoHosts, type Host, type TwoHosts } from '../../testbed/netns-hosts.js';
 import { continueProcess, processResources, readPidState, stopProcess } from '../../testbed/process-probes.js';
 import { canRun, hasCommand, hasCriu, isRoot, requireBuilt } from '../../testbed/requirements.js';
 import { startSourceAgentDaemon, type SourceAgentDaemonHandle } from '../../testbed/source-agent-daemon.js';
 import { makeTempDir } from '../../testbed/temp-dirs.js';
+import { taskCopies } from '../../testbed/task-copies.js';
 import { migrateVerified } from '../../testbed/verified-migration.js';
 import { startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
 
@@ -184,10 +186,14 @@ describe.skipIf(!withCriu)('testbed: a task back and forth through the daemons o
     };
     stateDir = makeTempDir('ferry-e2e-rt-');
     task = await startMemtest({ name: `e2e-rt-${process.pid}`, mib: 16, dirtyMibPerSec: 2, stateDir, netns: h.src.netns });
+    expect(taskCopies(h, task.name)).toEqual([{ pid: task.rootPid, state: expect.stringMatching(/^[RSD]$/), host: 'src' }]);
     const there = await migrateVerified({ hosts: h, task, pid: task.rootPid, via: daemonOn.src, dest: destOn.dst });
+    expect(taskCopies(h, task.name)).toEqual([{ pid: there.restoredPid, state: expect.stringMatching(/^[RSD]$/), host: 'dst' }]);
     const back = await migrateVerified({ hosts: h, task, pid: there.restoredPid, via: daemonOn.dst, dest: destOn.src });
-    expect(nsInode(`/proc/${back.restoredPid}/ns/net`)).toBe(nsInode(h.src.netns));
+    expect(taskCopies(h, task.name)).toEqual([{ pid: back.restoredPid, state: expect.stringMatching(/^[RSD]$/), host: 'src' }]);
     expect(back.verify.bad_pages).toBe(0);
+    // No CRIU outlives its migration in any agent's dirs.
+    for (const dir of [destOn.src.workDir, destOn.dst.workDir, daemonOn.src.imagesDir, daemonOn.dst.imagesDir]) expect(pidsWithArgUnder('criu', dir)).toEqual([]);
     for (const a of [destOn.src, destOn.dst, daemonOn.src, daemonOn.dst]) expect(a.exited()).toBe(false);
   }, 180_000);
 });
