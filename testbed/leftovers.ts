@@ -3,6 +3,8 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { WORK_DIR_MARKER } from '../dest-agent/work-dir.js';
+import { readSourceEnvironment, sourceJournalDir } from '../source-agent/config/environment.js';
+import { readSourceJournal, sourceJournalIds } from '../source-agent/migration/source-journal.js';
 
 /**
  * Entries of dir other than logs/ and the work dir's marker (a migration's session dir on the dest, its images
@@ -22,6 +24,20 @@ export function leftovers(dir: string): string[] {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
+}
+
+/**
+ * The source's migrations under a state dir (FERRY_STATE_DIR) whose journal does not say `done`, as `ID: STATE`:
+ * what a restarted source (or `ferry migrate --resume`) still has to finish. Read with the product's own reader.
+ */
+export async function unresolvedSourceMigrations(stateDir: string): Promise<string[]> {
+  const dir = sourceJournalDir(readSourceEnvironment({ FERRY_STATE_DIR: stateDir }));
+  const open: string[] = [];
+  for (const id of await sourceJournalIds(dir)) {
+    const m = await readSourceJournal(dir, id).catch((e: Error) => ({ state: `unreadable (${e.message})` }));
+    if (m.state !== 'done') open.push(`${id}: ${m.state}`);
+  }
+  return open;
 }
 
 /** Inode of a namespace file (/proc/PID/ns/net, /run/netns/NAME): equal inodes are the same namespace. */

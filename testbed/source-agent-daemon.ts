@@ -7,7 +7,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFerryDaemon } from './ferry-daemon.js';
-import { leftovers } from './leftovers.js';
+import { leftovers, unresolvedSourceMigrations } from './leftovers.js';
 import type { Host, TwoHosts } from './netns-hosts.js';
 import { makeTempDir } from './temp-dirs.js';
 
@@ -49,6 +49,8 @@ export interface SourceAgentDaemonHandle {
   exited(): boolean;
   /** Images of migrations (anything besides logs/) in the images dir. */
   leftovers(): string[];
+  /** Migrations its journal (in the state dir) has not seen to `done`, as `ID: STATE`. */
+  unresolved(): Promise<string[]>;
   /** Sends the signal (default SIGKILL) and waits until the agent is gone; restart() may follow. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** SIGKILL if it still runs, then the same agent again (same socket, dirs and dests); resolves once it listens. */
@@ -108,6 +110,7 @@ export async function startSourceAgentDaemon(hosts: TwoHosts, opts: SourceAgentD
     stderrAll: () => d.stderrAll(),
     exited: () => d.exited(),
     leftovers: () => leftovers(imagesDir),
+    unresolved: () => unresolvedSourceMigrations(stateDir),
     kill: (signal) => d.kill(signal),
     restart: () => d.restart(),
     stop: async () => {

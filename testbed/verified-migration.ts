@@ -2,7 +2,8 @@
  * One migration of a memtest task through a source-agent daemon to a dest agent in the other host, checked the
  * way the end-to-end tests check a restored copy: exit 0 with a summary; the copy runs (not stopped) in the dest
  * host's network namespace, holds every page and keeps writing; the original is gone; exactly one process
- * carries the task's name; no session dir on the dest and no images on the source. The soak repeats it.
+ * carries the task's name; no session dir or open journal on the dest, no images or unresolved journal on the
+ * source. The soak repeats it.
  */
 import type { MigrationSummary } from '../source-agent/migration/events.js';
 import type { DestAgentHandle } from './dest-agent.js';
@@ -68,8 +69,16 @@ export async function migrateVerified(o: VerifiedMigrationOptions): Promise<Veri
   await waitFor(() => readPidState(pid) === undefined, GONE_MS, `the original (pid ${pid}) to be gone`, o.signal).catch((e: Error) => fail(e.message));
   const carriers = pidsWithArgs('memtest', '--name', task.name);
   if (carriers.length !== 1 || carriers[0] !== copy) fail(`processes carrying --name ${task.name}: ${carriers.join(', ')} (want only ${copy})`);
-  await waitFor(() => dest.leftovers().length === 0 && o.via.leftovers().length === 0, CLEAN_MS, () =>
-    `no session on the dest (${dest.leftovers().join(', ') || 'none'}) and no images on the source (${o.via.leftovers().join(', ') || 'none'})`,
+  let unresolved: string[] = [];
+  await waitFor(
+    async () => {
+      unresolved = await o.via.unresolved();
+      return dest.leftovers().length === 0 && o.via.leftovers().length === 0 && unresolved.length === 0;
+    },
+    CLEAN_MS,
+    () =>
+      `no session on the dest (${dest.leftovers().join(', ') || 'none'}), no images on the source (${o.via.leftovers().join(', ') || 'none'}) ` +
+      `and no unresolved journal on the source (${unresolved.join(', ') || 'none'})`,
     o.signal,
   ).catch((e: Error) => fail(e.message));
   return { result, summary: summary!, restoredPid: copy, verify };
