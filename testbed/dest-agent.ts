@@ -4,7 +4,7 @@
  * is restarted; only the final stop() removes a work dir the harness made for it.
  */
 import { rmSync } from 'node:fs';
-import { startFerryDaemon } from './ferry-daemon.js';
+import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
 import { leftovers } from './leftovers.js';
 import type { Host, TwoHosts } from './netns-hosts.js';
 import { makeTempDir } from './temp-dirs.js';
@@ -45,8 +45,9 @@ export interface DestAgentHandle {
   leftovers(): string[];
   /** Sends the signal (default SIGKILL) and waits until the agent is gone; restart() may follow. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** SIGKILL if it still runs, then the same agent again: same address, work dir and peers; resolves once it listens. */
-  restart(): Promise<void>;
+  /** SIGKILL if it still runs, then the same agent again: same address, work dir and peers; resolves once it listens.
+   * `opts.env` replaces the added environment, e.g. to come back without the FERRY_FAULT that killed it. */
+  restart(opts?: RestartOptions): Promise<void>;
   /** SIGTERM (the agent aborts open sessions), SIGKILL after 10 s; removes a work dir it created. Final; idempotent. */
   stop(): Promise<void>;
 }
@@ -96,7 +97,7 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
     exited: () => d.exited(),
     leftovers: () => leftovers(workDir),
     kill: (signal) => d.kill(signal),
-    restart: () => d.restart(),
+    restart: (r) => d.restart(r),
     stop: async () => {
       await d.stop();
       if (ownWorkDir) rmSync(workDir, { recursive: true, force: true });

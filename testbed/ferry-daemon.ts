@@ -36,10 +36,15 @@ export interface FerryDaemon {
   exited(): boolean;
   /** Sends the signal to the current process (default SIGKILL, a crash) and waits until it is gone. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Kills the current process if it still runs (SIGKILL), then starts the command again; resolves once it listens. */
-  restart(): Promise<void>;
+  /** Kills the current process if it still runs (SIGKILL), then starts the command again; resolves once it listens.
+   * `env` replaces the added environment for this start and later ones (e.g. without the FERRY_FAULT that killed it). */
+  restart(opts?: RestartOptions): Promise<void>;
   /** SIGTERM (the daemon winds down what is in flight), SIGKILL after 10 s. Final and idempotent. */
   stop(): Promise<void>;
+}
+
+export interface RestartOptions {
+  env?: Record<string, string> | undefined;
 }
 
 interface Incarnation {
@@ -56,9 +61,9 @@ async function terminate(inc: Incarnation): Promise<void> {
   clearTimeout(timer);
 }
 
-async function launch(o: FerryDaemonOptions): Promise<Incarnation> {
+async function launch(o: FerryDaemonOptions, env: Record<string, string> | undefined): Promise<Incarnation> {
   // A daemon: no time limit; stop() ends it.
-  const run = startFerry(o.args(), { host: o.host, env: o.env, timeoutMs: 0 });
+  const run = startFerry(o.args(), { host: o.host, env, timeoutMs: 0 });
   const inc: Incarnation = { run, exited: false, listening: {} };
   void run.done.then(() => (inc.exited = true));
   try {
@@ -74,7 +79,8 @@ async function launch(o: FerryDaemonOptions): Promise<Incarnation> {
 }
 
 export async function startFerryDaemon(o: FerryDaemonOptions): Promise<FerryDaemon> {
-  let current = await launch(o);
+  let env = o.env;
+  let current = await launch(o, env);
   const earlier: string[] = [];
   let restarts = 0;
   let stopping: Promise<void> | undefined;
@@ -105,12 +111,13 @@ export async function startFerryDaemon(o: FerryDaemonOptions): Promise<FerryDaem
     stderrAll: () => [...earlier, current.run.stderr()].join(''),
     exited: () => current.exited,
     kill,
-    restart: () =>
+    restart: (r) =>
       serially(async () => {
         if (stopping) throw new Error(`${o.what} was stopped: it cannot restart`);
         await kill('SIGKILL');
         earlier.push(current.run.stderr());
-        current = await launch(o);
+        if (r?.env !== undefined) env = r.env;
+        current = await launch(o, env);
         restarts++;
       }),
     stop: () => {

@@ -6,7 +6,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startFerryDaemon } from './ferry-daemon.js';
+import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
 import { leftovers, unresolvedSourceMigrations } from './leftovers.js';
 import type { Host, TwoHosts } from './netns-hosts.js';
 import { makeTempDir } from './temp-dirs.js';
@@ -53,8 +53,9 @@ export interface SourceAgentDaemonHandle {
   unresolved(): Promise<string[]>;
   /** Sends the signal (default SIGKILL) and waits until the agent is gone; restart() may follow. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** SIGKILL if it still runs, then the same agent again (same socket, dirs and dests); resolves once it listens. */
-  restart(): Promise<void>;
+  /** SIGKILL if it still runs, then the same agent again (same socket, dirs and dests); resolves once it listens.
+   * `opts.env` replaces the added environment (the dirs' variables stay). */
+  restart(opts?: RestartOptions): Promise<void>;
   /** SIGTERM (the agent rolls back what is in flight), SIGKILL after 10 s; removes the dirs it made. Final; idempotent. */
   stop(): Promise<void>;
 }
@@ -73,7 +74,7 @@ export async function startSourceAgentDaemon(hosts: TwoHosts, opts: SourceAgentD
     for (const d of made) rmSync(d, { recursive: true, force: true });
   };
   let daemon;
-  let socket: string, stateDir: string, imagesDir: string;
+  let socket: string, stateDir: string, imagesDir: string, dirsEnv: Record<string, string>;
   let metricsPort = 0;
   try {
     socket = opts.socket ?? join(dir(undefined, 'ferry-e2e-srcsock-'), 'source.sock');
@@ -86,8 +87,8 @@ export async function startSourceAgentDaemon(hosts: TwoHosts, opts: SourceAgentD
       if (opts.metrics) a.push('--metrics', `127.0.0.1:${metricsPort}`);
       return [...a, ...(opts.args ?? [])];
     };
-    const env = { ...opts.env, FERRY_STATE_DIR: stateDir, FERRY_IMAGES_DIR: imagesDir };
-    daemon = await startFerryDaemon({ what: `the source agent in ${host.name}`, host, args, env, startTimeoutMs: opts.startTimeoutMs });
+    dirsEnv = { FERRY_STATE_DIR: stateDir, FERRY_IMAGES_DIR: imagesDir };
+    daemon = await startFerryDaemon({ what: `the source agent in ${host.name}`, host, args, env: { ...opts.env, ...dirsEnv }, startTimeoutMs: opts.startTimeoutMs });
   } catch (err) {
     removeMade();
     throw err;
@@ -112,7 +113,8 @@ export async function startSourceAgentDaemon(hosts: TwoHosts, opts: SourceAgentD
     leftovers: () => leftovers(imagesDir),
     unresolved: () => unresolvedSourceMigrations(stateDir),
     kill: (signal) => d.kill(signal),
-    restart: () => d.restart(),
+    // The dirs stay whatever env a restart brings.
+    restart: (r) => d.restart(r?.env === undefined ? r : { env: { ...r.env, ...dirsEnv } }),
     stop: async () => {
       await d.stop();
       removeMade();

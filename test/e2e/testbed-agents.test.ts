@@ -5,7 +5,7 @@
  * goes back and forth through the daemons of both hosts (the soak's step), verified each way, with exactly one
  * copy, in the right host, after each.
  */
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startDestAgent, type DestAgentHandle } from '../../testbed/dest-agent.js';
@@ -50,6 +50,12 @@ async function expectDaemonAnswers(daemon: SourceAgentDaemonHandle, dest: DestAg
   const r = await runMigrateVia(hosts!, daemon, NO_SUCH_PID, dest, { timeoutMs: 30_000 });
   expect(r.exitCode, describeResult(r)).toBe(2);
   expect(r.error?.code).toBe('FERRY-1001');
+}
+
+/** /proc/PID/environ as an object. */
+function environOf(pid: number): Record<string, string> {
+  const entries = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
+  return Object.fromEntries(entries.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
 }
 
 beforeAll(async () => {
@@ -139,6 +145,16 @@ describe.skipIf(!runnable)('testbed: a source-agent daemon', () => {
     for (const p of [socket, dirname(socket), stateDir, imagesDir]) expect(existsSync(p), p).toBe(false);
     expect(pidsWithArgs(process.execPath.split('/').at(-1)!, '--socket', socket)).toEqual([]);
   }, 90_000);
+
+  it('restart({ env }) replaces the added environment for that start and later ones; the dirs stay', async () => {
+    const daemon = await track(startSourceAgentDaemon(hosts!, { allowDests: [dest.address], env: { FERRY_TEST_MARK: 'first' } }));
+    expect(environOf(daemon.pid)).toMatchObject({ FERRY_TEST_MARK: 'first', FERRY_STATE_DIR: daemon.stateDir, FERRY_IMAGES_DIR: daemon.imagesDir });
+    await daemon.restart({ env: { FERRY_TEST_MARK: 'second' } });
+    expect(environOf(daemon.pid)).toMatchObject({ FERRY_TEST_MARK: 'second', FERRY_STATE_DIR: daemon.stateDir, FERRY_IMAGES_DIR: daemon.imagesDir });
+    await daemon.restart();
+    expect(environOf(daemon.pid).FERRY_TEST_MARK).toBe('second');
+    await daemon.stop();
+  }, 60_000);
 
   it('keeps given dirs: a restarted daemon finds its state dir as it was', async () => {
     const stateDir = makeTempDir('ferry-e2e-given-state-');
