@@ -39,7 +39,8 @@ export interface FerryDaemon {
   /** Kills the current process if it still runs (SIGKILL), then starts the command again; resolves once it listens.
    * `env` replaces the added environment for this start and later ones (e.g. without the FERRY_FAULT that killed it). */
   restart(opts?: RestartOptions): Promise<void>;
-  /** SIGTERM (the daemon winds down what is in flight), SIGKILL after 10 s. Final and idempotent. */
+  /** SIGTERM and SIGCONT (the daemon winds down what is in flight, even if it was stopped), SIGKILL after 10 s.
+   * Final and idempotent. */
   stop(): Promise<void>;
 }
 
@@ -56,6 +57,8 @@ interface Incarnation {
 async function terminate(inc: Incarnation): Promise<void> {
   if (inc.exited) return;
   inc.run.child.kill('SIGTERM');
+  // A stopped daemon (a hung-peer case) must run to act on the SIGTERM.
+  inc.run.child.kill('SIGCONT');
   const timer = setTimeout(() => inc.run.child.kill('SIGKILL'), STOP_GRACE_MS);
   await inc.run.done;
   clearTimeout(timer);
@@ -115,9 +118,11 @@ export async function startFerryDaemon(o: FerryDaemonOptions): Promise<FerryDaem
       serially(async () => {
         if (stopping) throw new Error(`${o.what} was stopped: it cannot restart`);
         await kill('SIGKILL');
-        earlier.push(current.run.stderr());
         if (r?.env !== undefined) env = r.env;
+        const old = current;
+        // A start that fails throws with its own log; the old process stays current (exited).
         current = await launch(o, env);
+        earlier.push(old.run.stderr());
         restarts++;
       }),
     stop: () => {

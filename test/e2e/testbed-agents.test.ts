@@ -179,7 +179,11 @@ describe.skipIf(!runnable)('testbed: a source-agent daemon', () => {
     await continueProcess(daemon.pid);
     expect(readPidState(daemon.pid)).not.toBe('T');
     await expectDaemonAnswers(daemon, dest);
+    // stop() of a stopped daemon: it is continued to act on its SIGTERM, not left for the SIGKILL 10 s later.
+    await stopProcess(daemon.pid);
+    const t0 = Date.now();
     await daemon.stop();
+    expect(Date.now() - t0).toBeLessThan(5_000);
     await expect(stopProcess(daemon.pid, 1_000)).rejects.toThrow(/ESRCH/);
   }, 60_000);
 });
