@@ -11,6 +11,12 @@ import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { processStartTime, readPidState } from '../process-probes.js';
+import { waitFor } from '../wait-for.js';
+
+// Where they lived first; tests import them from here.
+export { readPidState } from '../process-probes.js';
+export { waitFor } from '../wait-for.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -19,7 +25,6 @@ const DRIVER = fileURLToPath(import.meta.url);
 /** Outside the sources, ignored by git and eslint; shared by every test run in this checkout. */
 const BUILD_DIR = fileURLToPath(new URL('../../build/workloads/', import.meta.url));
 const GCC_FLAGS = ['-O2', '-pthread', '-Wall', '-Wextra'];
-const POLL_MS = 20;
 
 export interface MemtestOptions {
   /** File-name safe: [A-Za-z0-9._-]{1,64}, not starting with '.'.
@@ -153,35 +158,6 @@ async function build(): Promise<string> {
   return out;
 }
 
-/** The State letter of /proc/PID/status (R, S, D, T, t, Z, ...), or undefined when the pid does not exist. */
-export function readPidState(hostPid: number): string | undefined {
-  let status: string;
-  try {
-    status = readFileSync(`/proc/${hostPid}/status`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  return /^State:\s+(\S)/m.exec(status)?.[1];
-}
-
-/** Polls cond until it returns something other than undefined/null/false, and returns that. Throws a
- * "timed out ... waiting for <what>" error after timeoutMs, or the abort reason. */
-export async function waitFor<T>(
-  cond: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  timeoutMs: number,
-  what: string,
-  signal?: AbortSignal,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    signal?.throwIfAborted();
-    const v = await cond();
-    if (v !== undefined && v !== null && v !== false) return v;
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((wake) => setTimeout(wake, POLL_MS));
-  }
-}
-
 /** Writes bytes into another process's memory through /proc/PID/mem (root, or ptrace rights over it). */
 export function writeProcessMemory(hostPid: number, address: bigint, data: Uint8Array): void {
   // Node 20's writeSync silently ignores a bigint position and writes at the file offset (0): convert, checked.
@@ -199,22 +175,10 @@ export function writeProcessMemory(hostPid: number, address: bigint, data: Uint8
   }
 }
 
-/** Field 22 of /proc/PID/stat: lets stop() make sure a pid was not recycled before it sends SIGKILL. */
-function startTime(hostPid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${hostPid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // comm (field 2) may hold spaces and parentheses: count fields after the last ')'.
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-}
-
 /** Missing or recycled. A zombie still counts as present: it holds the pid until its parent reaps it (an orphan
  * restored by `criu restore -d` is reaped by the host's init, on this VM class up to ~2 s later). */
 function isGone(hostPid: number, start: string): boolean {
-  return startTime(hostPid) !== start;
+  return processStartTime(hostPid) !== start;
 }
 
 function firstChild(hostPid: number): number | undefined {
@@ -324,13 +288,13 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
       ).catch(() => undefined);
       if (child !== undefined && child > 0) {
         rootPid = child;
-        rootStart = startTime(child);
+        rootStart = processStartTime(child);
       }
     }
     const victims: [number, string | undefined][] = [...adopted];
     if (rootPid !== undefined) victims.push([rootPid, rootStart]);
     for (const [pid, start] of victims) {
-      if (start !== undefined && startTime(pid) === start) signalIfAlive(pid, 'SIGKILL');
+      if (start !== undefined && processStartTime(pid) === start) signalIfAlive(pid, 'SIGKILL');
     }
     // Killing pid 1 of the namespace makes unshare reap it and exit; kill unshare too in case it lingers.
     if (exited === undefined) {
@@ -354,7 +318,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
       remaining(),
       `the pid-namespace root under unshare pid ${upid} (start budget ${readyTimeoutMs} ms)`,
     );
-    rootStart = startTime(rootPid);
+    rootStart = processStartTime(rootPid);
     const root = rootPid;
     const ready = await waitFor(
       async () => {
@@ -425,7 +389,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
       stats: (hostPid = root, timeoutMs = defaultReportTimeout(0)) =>
         request<StatsReport>('stats', 'SIGUSR2', (r) => r.at_ms, hostPid, timeoutMs),
       adopt: (hostPid) => {
-        adopted.set(hostPid, startTime(hostPid));
+        adopted.set(hostPid, processStartTime(hostPid));
       },
       stop: (stopOpts) => {
         stopping ??= killAndWait();

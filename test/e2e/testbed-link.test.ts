@@ -1,0 +1,92 @@
+/**
+ * The harness's link cut: a cut drops packets both ways while a live TCP connection stays open, a heal lets
+ * that same connection deliver what was sent meanwhile, both are idempotent, and destroy() leaves no namespace.
+ */
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLinkProbe, type LinkProbe } from '../../testbed/link-probe.js';
+import { createTwoHosts, type TwoHosts } from '../../testbed/netns-hosts.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
+
+const runnable = canRun('testbed link cut', isRoot(), hasCommand('ip'), hasCommand('nsenter'));
+/** How long a cut must hold back a line to count as dropped: many RTTs of a veth (tens of microseconds). */
+const HELD_MS = 1_500;
+/** After a heal: TCP retransmits with backoff (200 ms doubling), so a 1.5 s cut is retried within ~2 s. */
+const HEAL_MS = 10_000;
+
+describe.skipIf(!runnable)('testbed: cutLink / healLink', () => {
+  let hosts: TwoHosts | undefined;
+  let probe: LinkProbe | undefined;
+
+  beforeAll(async () => {
+    hosts = await createTwoHosts();
+    probe = await startLinkProbe(hosts);
+  });
+
+  afterAll(async () => {
+    await probe?.close();
+    await hosts?.destroy();
+  });
+
+  it('a live connection carries lines both ways', async () => {
+    probe!.connector.send('hello');
+    probe!.listener.send('hi');
+    await probe!.listener.waitForLine('hello', 5_000);
+    await probe!.connector.waitForLine('hi', 5_000);
+  });
+
+  it('a cut stops traffic both ways; the heal delivers it on the same connection', async () => {
+    const h = hosts!;
+    const p = probe!;
+    await h.cutLink();
+    await h.cutLink(); // idempotent
+    expect(await h.linkIsCut()).toBe(true);
+    p.connector.send('during-cut-to-dst');
+    p.listener.send('during-cut-to-src');
+    await expect(p.listener.waitForLine('during-cut-to-dst', HELD_MS)).rejects.toThrow(/timed out/);
+    await expect(p.connector.waitForLine('during-cut-to-src', HELD_MS)).rejects.toThrow(/timed out/);
+    expect(p.connected()).toBe(true);
+
+    await h.healLink();
+    await h.healLink(); // idempotent
+    expect(await h.linkIsCut()).toBe(false);
+    await p.listener.waitForLine('during-cut-to-dst', HEAL_MS);
+    await p.connector.waitForLine('during-cut-to-src', HEAL_MS);
+    // The same connection: nothing reconnected, nothing reset.
+    expect(p.connected()).toBe(true);
+    expect(p.listener.received()).toEqual(['hello', 'during-cut-to-dst']);
+    expect(p.connector.received()).toEqual(['hi', 'during-cut-to-src']);
+  });
+
+  it('healing an intact link changes nothing', async () => {
+    await hosts!.healLink();
+    probe!.connector.send('after');
+    await probe!.listener.waitForLine('after', 5_000);
+  });
+
+  it('a new connection cannot be made during a cut, and can after the heal', async () => {
+    const h = hosts!;
+    await h.cutLink();
+    try {
+      await expect(startLinkProbe(h, h.dst, HELD_MS)).rejects.toThrow(/timed out/);
+    } finally {
+      await h.healLink();
+    }
+    const again = await startLinkProbe(h, h.dst);
+    try {
+      again.connector.send('x');
+      await again.listener.waitForLine('x', 5_000);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('destroy() removes both namespaces, with any cut in them', async () => {
+    const h = hosts!;
+    await h.cutLink();
+    await probe!.close();
+    await h.destroy();
+    expect(existsSync(h.src.netns)).toBe(false);
+    expect(existsSync(h.dst.netns)).toBe(false);
+  });
+});

@@ -1,0 +1,106 @@
+/**
+ * `ferry dest-agent` in one of the two hosts (the dst host unless told), with mutual TLS, accepting only the
+ * other host. It can be killed and restarted at the same address with the same work dir, as a crashed agent
+ * is restarted; only the final stop() removes a work dir the harness made for it.
+ */
+import { rmSync } from 'node:fs';
+import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
+import { leftovers } from './leftovers.js';
+import type { Host, TwoHosts } from './netns-hosts.js';
+import { makeTempDir } from './temp-dirs.js';
+
+export interface DestAgentOptions {
+  /** The host it runs in; default the dst host. */
+  host?: Host;
+  /** The port of --listen; default 0 (the agent picks one). Restarts listen on the port of the first start. */
+  port?: number;
+  /** Default: a fresh temp dir, removed by stop(). A given one is kept. */
+  workDir?: string;
+  env?: Record<string, string>;
+  /** Also serve /metrics on the host's address (port picked at the first start, kept across restarts). */
+  metrics?: boolean;
+  /** The sources it accepts (--allow-peer); default the other host's identity. */
+  allowPeers?: string[];
+  startTimeoutMs?: number;
+}
+
+export interface DestAgentHandle {
+  /** Pid of the current agent process (a restart makes a new one). */
+  readonly pid: number;
+  readonly host: Host;
+  readonly port: number;
+  /** HOST:PORT for --to. */
+  readonly address: string;
+  readonly metricsPort: number | undefined;
+  readonly workDir: string;
+  /** Restarts so far. */
+  readonly restarts: number;
+  /** What the current agent process wrote on stderr so far (its JSON log). */
+  stderr(): string;
+  /** The logs of every agent process of this handle, oldest first. */
+  stderrAll(): string;
+  /** Whether the current agent process has exited. */
+  exited(): boolean;
+  /** Session dirs (and anything else besides logs/) in the work dir. */
+  leftovers(): string[];
+  /** Sends the signal (default SIGKILL) and waits until the agent is gone; restart() may follow. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGKILL if it still runs, then the same agent again: same address, work dir and peers; resolves once it listens.
+   * `opts.env` replaces the added environment, e.g. to come back without the FERRY_FAULT that killed it. */
+  restart(opts?: RestartOptions): Promise<void>;
+  /** SIGTERM (the agent aborts open sessions), SIGKILL after 10 s; removes a work dir it created. Final; idempotent. */
+  stop(): Promise<void>;
+}
+
+/** `ferry dest-agent --listen ADDR:PORT --allow-peer OTHER-ID` inside a host (mutual TLS); resolves once it listens. */
+export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {}): Promise<DestAgentHandle> {
+  const host = opts.host ?? hosts.dst;
+  const ownWorkDir = opts.workDir === undefined;
+  const workDir = opts.workDir ?? makeTempDir('ferry-e2e-dest-');
+  let port = opts.port ?? 0;
+  let metricsPort = 0;
+  const args = (): string[] => {
+    const a = ['dest-agent', '--listen', `${host.address}:${port}`, '--work-dir', workDir];
+    for (const peer of opts.allowPeers ?? [hosts.peerOf(host).identity]) a.push('--allow-peer', peer);
+    if (opts.metrics) a.push('--metrics', `${host.address}:${metricsPort}`);
+    return a;
+  };
+  const check = (listening: Record<string, unknown>): void => {
+    if (typeof listening.port !== 'number') throw new Error(`the dest agent printed no port: ${JSON.stringify(listening)}`);
+    // A restart must come back where the sources look for it.
+    if (port !== 0 && listening.port !== port) throw new Error(`the dest agent listens on ${listening.port}, not on ${port}`);
+  };
+  let daemon;
+  try {
+    daemon = await startFerryDaemon({ what: `the dest agent in ${host.name}`, host, args, env: opts.env, startTimeoutMs: opts.startTimeoutMs, check });
+  } catch (err) {
+    if (ownWorkDir) rmSync(workDir, { recursive: true, force: true });
+    throw err;
+  }
+  const d = daemon;
+  port = d.listening.port as number;
+  if (opts.metrics && typeof d.listening.metricsPort === 'number') metricsPort = d.listening.metricsPort;
+  return {
+    get pid() {
+      return d.pid;
+    },
+    host,
+    port,
+    address: `${host.address}:${port}`,
+    metricsPort: opts.metrics ? metricsPort : undefined,
+    workDir,
+    get restarts() {
+      return d.restarts;
+    },
+    stderr: () => d.stderr(),
+    stderrAll: () => d.stderrAll(),
+    exited: () => d.exited(),
+    leftovers: () => leftovers(workDir),
+    kill: (signal) => d.kill(signal),
+    restart: (r) => d.restart(r),
+    stop: async () => {
+      await d.stop();
+      if (ownWorkDir) rmSync(workDir, { recursive: true, force: true });
+    },
+  };
+}
