@@ -16,6 +16,11 @@ export class FreezeLease {
     this.guard = new ThawGuard({ name: 'ferry-freeze-lease', pgid, pids, deadlineMs, keepAlive: true });
   }
 
+  /** The dump's criu: if the guard fires while it runs, it lets criu finish first, then thaws. */
+  waitForDump(criuPid: number): void {
+    if (!this.settled) this.guard.waitFor(criuPid);
+  }
+
   /**
    * Takes the decision back from the guard. Resolves when the guard confirms it will never thaw; throws
    * FREEZE_LEASE_EXPIRED if it already did.

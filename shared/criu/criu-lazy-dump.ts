@@ -18,7 +18,6 @@ import { rm } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { resolve } from 'node:path';
 import { FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
-import { requireSetpriv } from '../kernel/parent-death-signal.js';
 import { waitTreeStopped } from '../kernel/process-wait.js';
 import { formatQuote, readCriuLogErrors } from './criu-log.js';
 import { criuOutputFile, readCriuOutputTail } from './criu-log-files.js';
@@ -31,6 +30,8 @@ export interface LazyDumpOptions {
   logFile: string;
   /** Until the images are written; the dump is never killed after that. */
   readyTimeoutMs: number;
+  /** Told criu's pid once it runs (the freeze lease waits for it before it thaws). */
+  onStarted?: ((pid: number) => void) | undefined;
 }
 
 export interface LazyDump {
@@ -50,11 +51,11 @@ async function failure(what: string, logFile: string): Promise<FerryError> {
 export async function startLazyDump(o: LazyDumpOptions): Promise<LazyDump> {
   const logFile = resolve(o.logFile);
   const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4'];
-  const setpriv = await requireSetpriv(init);
   const outputFile = criuOutputFile(logFile);
   let child: ChildProcess;
   try {
-    child = spawnCriu(o.criu, args, { outputFile, setpriv, pipes: 2 });
+    child = spawnCriu(o.criu, args, { outputFile, pipes: 2 });
+    if (child.pid !== undefined) o.onStarted?.(child.pid);
   } catch (e) {
     throw new FerryError('CRIU_DUMP_FAILED', { ...init, detail: `cannot run ${o.criu}: ${e instanceof Error ? e.message : String(e)}`, cause: e });
   }

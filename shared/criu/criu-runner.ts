@@ -6,22 +6,18 @@
  * Restore runs under a timeout because a short pages image makes CRIU's restorer spin for ever without a log
  * line; on timeout or abort, criu and every process it created are killed before the call returns.
  *
- * A dump cannot be cancelled cleanly: criu 4.2.1 does not stop a dump on SIGINT (3 of 3 tries here finished
- * and exited 0), and a SIGKILL while its parasite is in the task leaves the task running its own code but with
- * two extra mappings (the parasite's) and possibly a criu helper child behind (measured here). So an aborted or
- * timed-out dump kills criu and its descendants like a restore, and the caller resumes the tree (SIGCONT
- * to its process group) as after any failed dump: depending on when criu died the tree is running or stopped.
+ * A dump is never killed but on its timeout: a SIGKILL while criu injects its parasite (the first few ms of a
+ * dump) kills the task (measured with a 64 MiB memtest: 10 of 50 kills 0.3-2.7 ms into the tracing stop; once
+ * the parasite runs, 40 of 40 kills left the task running). So an aborted dump runs to its end and is then
+ * reported aborted (the caller resumes the tree as after any failed dump); only a dump past its timeout (criu
+ * hung) is killed with its descendants, the lesser harm. criu 4.2.1 does not stop a dump on SIGINT either.
  *
- * criu never dies because its agent died, unless it must. It runs in a process group of its own (a Ctrl-C to
- * the agent's group does not reach it; `signal` is how the agent stops it), and its stdout and stderr go to a
- * file beside its log, `<log>.out`, not to pipes: after a kill -9 of the agent a write to a pipe would kill it
- * with SIGPIPE, in a restore leaving a half-restored tree stopped for ever. A restore then runs to its end and
- * the restarted agent learns the outcome from the pid file. A dump must die with its agent (the freeze lease
- * thaws the tree then, and a dump left running would stop it again with --leave-stopped): it runs under
- * PR_SET_PDEATHSIG=SIGKILL (`setpriv`, see parent-death-signal.ts). Killing criu has one fatal window, here
- * as on a timeout or an abort: while it injects its parasite (the first few ms of a dump) a SIGKILL kills the
- * task (measured with a 64 MiB memtest: 10 of 50 kills 0.3-2.7 ms into the tracing stop); once the parasite
- * runs, 40 of 40 kills left the task running with its memory intact.
+ * criu never dies because its agent died. It runs in a process group of its own (a Ctrl-C to the agent's group
+ * does not reach it; `signal` is how the agent stops it), and its stdout and stderr go to a file beside its
+ * log, `<log>.out`, not to pipes: after a kill -9 of the agent a write to a pipe would kill it with SIGPIPE, in
+ * a restore leaving a half-restored tree stopped for ever. A restore runs to its end and the restarted agent
+ * learns the outcome from the pid file; a dump runs to its end and the freeze lease's guard, told criu's pid
+ * (`onStarted`), thaws the tree once criu is gone (thaw-guard.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, openSync } from 'node:fs';
@@ -29,7 +25,6 @@ import { readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { asFerryError, FerryError, type FerryErrorInit } from '../errors/ferry-error.js';
 import type { ErrorKey } from '../errors/codes.js';
-import { diesWithParent, requireSetpriv } from '../kernel/parent-death-signal.js';
 import { waitGone, waitTreeStopped } from '../kernel/process-wait.js';
 import { killTreeAndWait, signalProcess, treePids } from '../kernel/signal-tree.js';
 import { formatQuote, readCriuLogErrors } from './criu-log.js';
@@ -69,6 +64,8 @@ export interface CriuDumpOptions extends CommonOptions {
   pid: number;
   /** No default: the caller's freeze budget normally bounds the dump through `signal`. */
   timeoutMs?: number;
+  /** Told criu's pid once it runs (the freeze lease waits for it before it thaws). */
+  onStarted?: ((pid: number) => void) | undefined;
 }
 
 export interface CriuRestoreOptions extends CommonOptions {
@@ -111,8 +108,7 @@ export async function criuDump(o: CriuDumpOptions): Promise<CriuDumpResult> {
   const args = criuDumpArgs(o);
   const logFile = resolve(o.logFile);
   const init: FerryErrorInit = { phase: 'freeze', side: 'source' };
-  const setpriv = await requireSetpriv(init);
-  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal, outputFile: criuOutputFile(logFile), setpriv }).catch((e: unknown) => {
+  const run = await runCriu(o.criu, args, { timeoutMs: o.timeoutMs, signal: o.signal, outputFile: criuOutputFile(logFile), finishOnAbort: true, onStarted: o.onStarted }).catch((e: unknown) => {
     throw asFerryError(e, 'CRIU_DUMP_FAILED', init);
   });
   if (run.outcome === 'aborted') throw abortError(o.signal, init, 'criu dump');
@@ -210,25 +206,21 @@ function abortError(signal: AbortSignal | undefined, init: FerryErrorInit, what:
 export interface SpawnCriuOptions {
   /** Gets criu's stdout and stderr (truncated first). */
   outputFile: string;
-  /** A setpriv to run criu under, so that it gets SIGKILL when this process dies (a dump). */
-  setpriv?: string | undefined;
   /** This many more stdio pipes, as fds 3, 4, ... */
   pipes?: number;
 }
 
 /** Starts criu in a process group of its own, its stdout and stderr in a file (see the top of this file). */
 export function spawnCriu(criu: string, args: readonly string[], o: SpawnCriuOptions): ChildProcess {
-  // Checked here: under setpriv a missing criu is only an exit code 127, and no output file is left for it.
+  // Checked first: a missing criu would otherwise leave an empty output file behind.
   try {
     accessSync(criu, constants.X_OK);
   } catch (e) {
     throw new Error(`cannot run ${criu}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
-  const cmd = o.setpriv ? diesWithParent(o.setpriv, 'ferry-criu', criu, args) : { command: criu, args: [...args] };
   const out = openSync(o.outputFile, 'w', 0o600);
   try {
-    // Extra fds pass through setpriv and the guard shell's exec unchanged.
-    return spawn(cmd.command, cmd.args, { detached: true, stdio: ['ignore', out, out, ...Array<'pipe'>(o.pipes ?? 0).fill('pipe')] });
+    return spawn(criu, [...args], { detached: true, stdio: ['ignore', out, out, ...Array<'pipe'>(o.pipes ?? 0).fill('pipe')] });
   } finally {
     closeSync(out); // the child has its own copy
   }
@@ -241,7 +233,10 @@ interface RunOptions {
   alsoKill?: () => Promise<number | undefined>;
   /** Gets criu's stdout and stderr; removed once criu exited 0, kept for diagnosis otherwise. */
   outputFile: string;
-  setpriv?: string | undefined;
+  /** On abort, let criu run to its end and report "aborted" then (a dump: see the top of this file). */
+  finishOnAbort?: boolean;
+  /** Told criu's pid once it runs. */
+  onStarted?: ((pid: number) => void) | undefined;
 }
 
 interface CriuRun {
@@ -264,6 +259,7 @@ function runCriu(criu: string, args: readonly string[], opts: RunOptions): Promi
   return new Promise<CriuRun>((resolveRun, rejectRun) => {
     const started = performance.now();
     const child = spawnCriu(criu, args, opts);
+    if (child.pid !== undefined) opts.onStarted?.(child.pid);
 
     let stopping: 'timeout' | 'aborted' | undefined;
     let killing: Promise<number[]> = Promise.resolve([]);
@@ -273,7 +269,11 @@ function runCriu(criu: string, args: readonly string[], opts: RunOptions): Promi
       killing = killCriuAndDescendants(child.pid, opts.alsoKill);
     };
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => stop('timeout'), timeoutMs);
-    const onAbort = (): void => stop('aborted');
+    let abortedWhileRunning = false; // finishOnAbort: reported once criu is done on its own
+    const onAbort = (): void => {
+      if (opts.finishOnAbort) abortedWhileRunning = true;
+      else stop('aborted');
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
     const done = (): void => {
       if (timer) clearTimeout(timer);
@@ -291,7 +291,7 @@ function runCriu(criu: string, args: readonly string[], opts: RunOptions): Promi
         const killed = await killing;
         const stderr = await readCriuOutputTail(opts.outputFile);
         if (!stopping && code === 0) await rm(opts.outputFile, { force: true });
-        return { outcome: stopping ?? 'exited', code, exitSignal, durationMs, timeoutMs, stderr, killed } satisfies CriuRun;
+        return { outcome: stopping ?? (abortedWhileRunning ? 'aborted' : 'exited'), code, exitSignal, durationMs, timeoutMs, stderr, killed } satisfies CriuRun;
       })().then(resolveRun, rejectRun);
     });
   });

@@ -140,12 +140,6 @@ export const ERRORS = {
     'Remove it or name another with FERRY_IMAGES_DIR: it must be a real directory (no symlink) owned by the agent\'s user and writable by it alone.',
     status.FAILED_PRECONDITION,
   ),
-  SETPRIV_MISSING: spec(
-    'FERRY-1017',
-    'The source has no working setpriv (util-linux): criu dump could outlive its agent',
-    'Install util-linux (`apt-get install util-linux`): Ferry runs criu dump under `setpriv --pdeathsig KILL` so that a dump dies with its agent.',
-    status.FAILED_PRECONDITION,
-  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.

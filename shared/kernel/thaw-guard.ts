@@ -8,14 +8,26 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 
 // A line at a time: `disarm` ends it without a signal, `pids LIST` replaces the pids resumed besides the
-// group. EOF and the deadline (`read -t`, when one is given) make it fire.
+// group, `wait PID` names a process to outlive before firing (a criu dump: killed while it injects its
+// parasite it kills the task, and left running it would stop the tree again; bounded at 120 s). EOF and the
+// deadline (`read -t`, when one is given) make it fire.
 const SCRIPT = `
 deadline=$1; group=$2; shift 2
+waitpid=
 while IFS= read -r \${deadline:+-t "$deadline"} line; do
   case $line in
     disarm) echo disarmed; exit 0 ;;
     pids*) set -- \${line#pids} ;;
+    wait*) waitpid=\${line#wait } ;;
   esac
+done
+# Until it is gone or a zombie (its reaper may be slow to reap it): the state after the ") " of /proc/PID/stat.
+n=0
+while [ -n "$waitpid" ] && [ $n -lt 2400 ]; do
+  st=$(cat "/proc/$waitpid/stat" 2>/dev/null) || break
+  st=\${st##*) }
+  case \${st%% *} in Z|X) break ;; esac
+  sleep 0.05; n=$((n+1))
 done
 kill -CONT -- "-$group" 2>/dev/null
 for pid in "$@"; do kill -CONT "$pid" 2>/dev/null; done
@@ -83,6 +95,11 @@ export class ThawGuard {
   /** Replaces the pids it resumes besides the process group (a deadline, if any, starts again). */
   update(pids: readonly number[]): void {
     this.child.stdin.write(`pids ${pids.join(' ')}\n`);
+  }
+
+  /** When it fires, it first waits (at most 120 s) for this process to end: a criu dump of the tree. */
+  waitFor(pid: number): void {
+    this.child.stdin.write(`wait ${pid}\n`);
   }
 
   /** Ends the guard without a signal to the tree if it has not fired; resolves once it has exited. */

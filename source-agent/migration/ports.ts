@@ -5,7 +5,6 @@
  */
 import { criuDump } from '../../shared/criu/criu-runner.js';
 import { requireCriu } from '../../shared/criu/criu-binary.js';
-import { requireSetpriv } from '../../shared/kernel/parent-death-signal.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
@@ -41,6 +40,8 @@ export interface TreeMember {
 }
 
 export interface FreezeLeasePort {
+  /** The guard, firing, first waits for this criu dump to end (see thaw-guard.ts). */
+  waitForDump(criuPid: number): void;
   disarm(): Promise<void>;
   release(): Promise<void>;
 }
@@ -68,7 +69,7 @@ export interface SourceHost {
   /** The processes of the tree now; empty once the root is gone. */
   tree(rootPid: number): TreeMember[];
   peerInfo(): Promise<m.PeerInfo>;
-  /** The criu to dump with: SOURCE_NO_CRIU without one, SETPRIV_MISSING when a dump could not die with the agent. */
+  /** The criu to dump with: SOURCE_NO_CRIU without one. */
   requireCriu(): Promise<string>;
   /** Resolves --tracker (auto probes the kernel) without touching the task. */
   chooseTracker(choice: TrackerChoice): Promise<{ name: TrackerName; note: string }>;
@@ -78,7 +79,7 @@ export interface SourceHost {
    * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
    * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
    */
-  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number; mode: DumpMode }): Promise<DumpKind>;
+  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number; mode: DumpMode; onCriuStarted?: (pid: number) => void }): Promise<DumpKind>;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
   readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
@@ -131,23 +132,19 @@ export const realSourceHost: SourceHost = {
   lockTask: (locksDir, target) => lockTaskTree(locksDir, target.rootPid, target.tasks.map((t) => t.hostPid)),
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
   peerInfo: async () => localPeerInfo(await availableTrackers()),
-  requireCriu: async () => {
-    const criu = await requireCriu('source');
-    await requireSetpriv(); // criu dump runs under it: refused here, before anything is touched
-    return criu;
-  },
+  requireCriu: () => requireCriu('source'),
   chooseTracker,
   createTracker: (name) => (name === 'soft-dirty' ? new SoftDirtyTracker(PAGE_SIZE) : name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
   dump: async (o) => {
     const criu = await requireCriu('source');
     if (o.mode !== 'full' && (await lazyDumpSupported(criu))) {
-      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs });
+      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted });
       // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
       await dump.finish();
       return 'lazy';
     }
-    await criuDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs });
+    await criuDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs, onStarted: o.onCriuStarted });
     return 'full';
   },
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),

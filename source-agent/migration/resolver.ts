@@ -43,6 +43,8 @@ export interface Resolution {
 }
 
 const CONNECT_TIMEOUT_MS = 5_000;
+/** A dump its agent left running ends within this (its freeze timeout's default) or is killed. */
+const DUMP_WAIT_MS = 120_000;
 
 /** The original's processes that are still the journaled ones (pid and start time). */
 function stillOriginal(m: JournaledMigration): number[] {
@@ -123,11 +125,13 @@ async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps:
 async function rollBack(m: JournaledMigration, journal: SourceJournal, deps: ResolverDeps, log: Logger): Promise<Resolution> {
   const { migrationId } = m;
   if (m.imagesDir !== undefined) {
-    // A dump left running would stop the tree again (--leave-stopped) after the thaw: it goes first.
+    // A dump left running would stop the tree again (--leave-stopped) after the thaw: it ends first, on its
+    // own (killed while it injects its parasite it kills the task), or past DUMP_WAIT_MS killed.
     const dumps = criuProcessesFor(m.imagesDir);
     if (dumps.length > 0) {
-      await waitGoneOrKill(dumps, 0);
-      log.warn('killed a criu dump its agent left running', { criu: dumps });
+      log.warn('waiting for a criu dump its agent left running', { criu: dumps });
+      const { killed } = await waitGoneOrKill(dumps, DUMP_WAIT_MS);
+      if (killed.length > 0) log.warn('killed a criu dump that did not end', { criu: killed });
     }
   }
   const thawed = thawOriginal(m);

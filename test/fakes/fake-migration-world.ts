@@ -81,6 +81,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     armFreezeLease: () => {
       log.push('lease.arm');
       return {
+        waitForDump: () => log.push('lease.wait-for-dump'),
         disarm: () => {
           log.push('lease.disarm');
           if (fail === 'disarm') return Promise.reject(new FerryError('FREEZE_LEASE_EXPIRED'));
@@ -92,8 +93,9 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
         },
       };
     },
-    dump: async ({ imagesDir }) => {
+    dump: async ({ imagesDir, onCriuStarted }) => {
       log.push('dump');
+      onCriuStarted?.(99);
       boom('dump');
       // A real-format image set: one task, two present pages (0x1000 changed since pre-copy, 0x2000 new).
       const pagemap = encodePagemap({ pagesId: 1, entries: [{ vaddr: 0x1000n * 4096n, nrPages: 2, flags: PE_PRESENT }] });

@@ -3,16 +3,17 @@
  * that a test can kill -9 it in the middle of what an agent does. It prints one line per step and then waits
  * to be killed:
  *   images-dir ROOT MIGRATION_ID      createImagesDir (a file inside), prints the dir
- *   dump CRIU PID DIR LOG             prints "dumping", runs criu dump --leave-stopped
- *   lazy-dump CRIU PID DIR LOG        starts a lazy dump, prints "ready" once the tree is frozen under criu
- * The dumps arm no freeze lease: its SIGCONT alone can make criu abort a dump, and the tests check that criu
- * dies of its agent's death; they resume the task themselves, as the lease would.
+ *   dump CRIU PID DIR LOG             arms a freeze lease, prints "dumping", runs criu dump --leave-stopped
+ *   lazy-dump CRIU PID DIR LOG        the same with a lazy dump, prints "ready" once the tree is frozen under criu
+ * The dumps tell the lease criu's pid, as the freeze phase does: killed, the stand-in leaves criu to finish and
+ * its guard thaws the task once criu is gone.
  *   restore CRIU DIR PID_FILE LOG     prints "restoring", runs criu restore --leave-stopped, prints the pid
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { criuDump, criuRestore } from '../../shared/criu/criu-runner.js';
+import { FreezeLease } from '../../source-agent/freeze-lease.js';
 import { createImagesDir } from '../../source-agent/images-dir.js';
 
 const [cmd, ...args] = process.argv.slice(2);
@@ -30,14 +31,16 @@ switch (cmd) {
   }
   case 'dump': {
     const [criu, pid, dir, log] = args as [string, string, string, string];
+    const lease = new FreezeLease(60_000, Number(pid), [Number(pid)]);
     say('dumping');
-    await criuDump({ criu, pid: Number(pid), imagesDir: dir, logFile: log });
+    await criuDump({ criu, pid: Number(pid), imagesDir: dir, logFile: log, onStarted: (c) => lease.waitForDump(c) });
     say('dumped');
     break;
   }
   case 'lazy-dump': {
     const [criu, pid, dir, log] = args as [string, string, string, string];
-    await startLazyDump({ criu, pid: Number(pid), imagesDir: dir, logFile: log, readyTimeoutMs: 30_000 });
+    const lease = new FreezeLease(60_000, Number(pid), [Number(pid)]);
+    await startLazyDump({ criu, pid: Number(pid), imagesDir: dir, logFile: log, readyTimeoutMs: 30_000, onStarted: (c) => lease.waitForDump(c) });
     say('ready');
     break;
   }

@@ -6,6 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { injectFault } from '../../../shared/fault-injection.js';
 import { criuLogFileName, pruneCriuLogs } from '../../../shared/criu/criu-log-files.js';
 import { createImagesDir, sweepImagesRoot } from '../../images-dir.js';
 import type { DumpKind, FreezeLeasePort, TreeMember } from '../ports.js';
@@ -56,6 +57,21 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   await ctx.journal.record('frozen', { imagesDir });
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
-  const dumpKind = await host.dump({ pid: rootPid, imagesDir, logFile: join(logsDir, criuLogFileName(migrationId, 'dump')), timeoutMs: opts.freezeTimeoutMs, mode: opts.dumpMode });
+  const dumpKind = await host.dump({
+    pid: rootPid,
+    imagesDir,
+    logFile: join(logsDir, criuLogFileName(migrationId, 'dump')),
+    timeoutMs: opts.freezeTimeoutMs,
+    mode: opts.dumpMode,
+    // If this agent dies now, the guard lets criu finish before it thaws (a killed dump can kill the task).
+    onCriuStarted: (pid) => {
+      lease.waitForDump(pid);
+      try {
+        injectFault('source.dump-running');
+      } catch {
+        /* only kill and stop act here: nothing may fail a running dump from outside */
+      }
+    },
+  });
   return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt };
 }
