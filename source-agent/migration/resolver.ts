@@ -22,6 +22,7 @@ import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { askCommit, unresolvedError } from './commit-outcome.js';
 import type { DestPort } from './ports.js';
+import { JournalFile, journalPath } from '../../shared/journal/journal-file.js';
 import { SourceJournal, sourceJournalIds, readSourceJournal, type JournaledMigration, type MigrationOutcome } from './source-journal.js';
 
 export interface ResolverDeps {
@@ -162,6 +163,15 @@ export async function unresolvedMigrations(dir: string, log: Logger): Promise<Jo
       const m = await readSourceJournal(dir, id);
       if (m.state !== 'done') out.push(m);
     } catch (e) {
+      if (e instanceof FerryError && e.key === 'RESUME_NOTHING_TO_RESUME') {
+        // Torn at its first line: nothing to resolve, once no live writer holds it.
+        const held = await JournalFile.open(dir, id, 'source.journal-write');
+        if (held) {
+          await rm(journalPath(dir, id), { force: true });
+          await held.close();
+        }
+        continue;
+      }
       log.error('a migration journal is unreadable: check that migration by hand', { migrationId: id, err: e });
     }
   }

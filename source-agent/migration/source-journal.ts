@@ -107,7 +107,9 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
     throw e;
   }
   const first = entries[0];
-  if (first?.state !== 'started') throw new FerryError('JOURNAL_UNREADABLE', { detail: `${path}: it does not begin with "started"` });
+  // Torn at its first write: the migration died before it asked anything of the dest.
+  if (!first) throw new FerryError('RESUME_NOTHING_TO_RESUME', { detail: `${path} is empty: the migration died before it began` });
+  if (first.state !== 'started') throw new FerryError('JOURNAL_UNREADABLE', { detail: `${path}: it does not begin with "started"` });
   const m: JournaledMigration = { migrationId, state: 'started', started: checkStarted(first, path), at: first.at };
   for (const e of entries) {
     m.state = e.state as SourceJournalState;

@@ -29,7 +29,7 @@ afterEach(async () => {
 });
 
 async function agentAt(socket: string, socketGid?: number): Promise<SourceAgent> {
-  const a = await startSourceAgent({ socket, socketGid, allowDests: [], dialSecurity: INSECURE_LOOPBACK, log: silentLogger });
+  const a = await startSourceAgent({ socket, socketGid, allowDests: [], dialSecurity: INSECURE_LOOPBACK, journalDir: join(dir, 'journal'), log: silentLogger });
   agents.push(a);
   return a;
 }

@@ -70,7 +70,7 @@ beforeAll(async () => {
   const pki = await createTestPki(dir);
   const cert = await pki.issue('source');
   const dialSecurity = compileTransportSecurity({ certFile: cert.certFile, keyFile: cert.keyFile, caFile: cert.caFile }, ['client']);
-  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), socketGid: gid, allowDests: [destAddress], dialSecurity, log: silentLogger });
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), socketGid: gid, allowDests: [destAddress], dialSecurity, journalDir: join(dir, 'journal'), log: silentLogger });
 });
 
 afterAll(async () => {

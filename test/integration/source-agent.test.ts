@@ -33,7 +33,7 @@ beforeAll(async () => {
   const pki = await createTestPki(dir);
   const cert = await pki.issue('source');
   const dialSecurity = compileTransportSecurity({ certFile: cert.certFile, keyFile: cert.keyFile, caFile: cert.caFile }, ['client']);
-  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], dialSecurity, imagesRoot: join(dir, 'images'), log: silentLogger });
+  agent = await startSourceAgent({ socket: join(dir, 'source.sock'), allowDests: [ALLOWED], dialSecurity, imagesRoot: join(dir, 'images'), journalDir: join(dir, 'journal'), log: silentLogger });
 });
 afterAll(async () => {
   await agent?.close();
@@ -115,14 +115,14 @@ describe.skipIf(!root)('source agent', () => {
     writeFileSync(join(imagesRoot, leftover, 'pages-1.img'), 'x');
     writeFileSync(join(imagesRoot, `${leftover}.lease`), '');
     mkdirSync(join(imagesRoot, 'not-ferrys'));
-    const a = await startSourceAgent({ socket: join(dir, 'swept.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, imagesRoot, log: silentLogger });
+    const a = await startSourceAgent({ socket: join(dir, 'swept.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, imagesRoot, journalDir: join(dir, 'journal'), log: silentLogger });
     await a.close();
     expect(readdirSync(imagesRoot)).toEqual(['not-ferrys']);
   });
 
   it('serves /metrics on loopback only', async () => {
     await expectFerryRejection(
-      startSourceAgent({ socket: join(dir, 'm.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, metrics: { host: '10.77.0.1', port: 0 }, log: silentLogger }),
+      startSourceAgent({ socket: join(dir, 'm.sock'), allowDests: [], dialSecurity: INSECURE_LOOPBACK, metrics: { host: '10.77.0.1', port: 0 }, journalDir: join(dir, 'journal'), log: silentLogger }),
       'INSECURE_LISTEN_REFUSED',
     );
   });
