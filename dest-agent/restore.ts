@@ -2,7 +2,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { faultArmed, injectFault } from '../shared/fault-injection.js';
+import { faultArmed, faultPending, injectFault } from '../shared/fault-injection.js';
 import { criuLogFileName, pruneCriuLogs } from '../shared/criu/criu-log-files.js';
 import { criuRestore } from '../shared/criu/criu-runner.js';
 import { requireCriu } from '../shared/criu/criu-binary.js';
@@ -31,7 +31,7 @@ export async function restoreStopped(s: DestSession, timeoutMs: number, signal?:
     timeoutMs: timeoutMs || 120_000,
     signal,
   });
-  if (faultArmed('dest.restore-running')) {
+  if (faultPending('dest.restore-running')) {
     // The fault acts while criu runs: wait (bounded) until it does.
     for (let i = 0; i < 100 && criuProcessesFor(s.imagesDir).length === 0; i++) await sleep(20);
     injectFault('dest.restore-running');

@@ -5,7 +5,8 @@
  *   throw  (default) the step fails with INTERNAL naming the point: the caller's rollback runs
  *   kill   the process dies at once by SIGKILL: what a crash at exactly this instant leaves behind
  *   stop   the process SIGSTOPs itself: the test acts (cuts the link, kills the peer) and then SIGCONTs it
- * Damage points (dest.corrupt-store, dest.restore-fails) are asked with faultArmed() and damage instead.
+ * Each point acts once per process, the first time it is reached. Damage points (dest.corrupt-store,
+ * dest.restore-fails) are asked with faultArmed() and damage instead, every time.
  */
 import { FerryError } from './errors/ferry-error.js';
 
@@ -81,10 +82,19 @@ export function faultArmed(point: FaultPoint): boolean {
   return armed().has(point);
 }
 
+/** Points that acted already: each acts the first time it is reached (a retried step passes it the next time). */
+const fired = new Set<FaultPoint>();
+
+/** Whether injectFault(point) would act now (armed, and not acted yet). */
+export function faultPending(point: FaultPoint): boolean {
+  return armed().has(point) && !fired.has(point);
+}
+
 /** Acts at `point` when FERRY_FAULT arms it: throws INTERNAL naming it, or kills or stops this process. */
 export function injectFault(point: FaultPoint): void {
   const action = armed().get(point);
-  if (action === undefined) return;
+  if (action === undefined || fired.has(point)) return;
+  fired.add(point);
   if (action === 'kill') process.kill(process.pid, 'SIGKILL');
   if (action === 'stop') {
     // One line the test can wait for, then the stop; the test resumes us with SIGCONT.

@@ -9,7 +9,7 @@
 import { mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../errors/ferry-error.js';
-import { faultArmed, injectFault, type FaultPoint } from '../fault-injection.js';
+import { faultPending, injectFault, type FaultPoint } from '../fault-injection.js';
 import { tryExclusiveFlock } from '../native/libc.js';
 
 /** Far more than any migration writes (a dozen lines); a bigger file is not ours and is refused. */
@@ -52,7 +52,7 @@ export class JournalFile {
   /** Appends one entry and returns once it is on disk. */
   async record(state: string, fields: Record<string, unknown> = {}): Promise<void> {
     const line = Buffer.from(`${JSON.stringify({ ...fields, state, at: Date.now() })}\n`);
-    if (faultArmed(this.tornWritePoint)) {
+    if (faultPending(this.tornWritePoint)) {
       await this.fh.write(line.subarray(0, line.length >> 1));
       await this.fh.datasync();
       injectFault(this.tornWritePoint);

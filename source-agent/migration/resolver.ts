@@ -15,6 +15,8 @@
  * with MIGRATION_IN_PROGRESS. A process is only signalled while its pid and start time match the journal's.
  */
 import { rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { sweepImagesRoot } from '../images-dir.js';
 import { criuProcessesFor, waitGoneOrKill } from '../../shared/criu/criu-processes.js';
 import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
@@ -88,6 +90,9 @@ export async function resolveMigration(migrationId: string, deps: ResolverDeps):
     if (m.state === 'committing') return await askAndFinish(m, journal, deps, log);
     return await rollBack(m, journal, deps, log);
   } finally {
+    // The images dir of a dead migration goes whatever the outcome (its lease died with its process); after the
+    // resolution, so that a dump still at work was waited for first.
+    if (m.imagesDir !== undefined && m.state !== 'done') await sweepAfter(m.imagesDir, log);
     await journal.close();
   }
 }
@@ -142,6 +147,10 @@ async function rollBack(m: JournaledMigration, journal: SourceJournal, deps: Res
   log.info('resolved: rolled back', { thawed, destAbort: aborted instanceof FerryError ? aborted.message : aborted });
   const dest = aborted instanceof FerryError ? `the dest ${m.started.to} could not be told (${aborted.message}); it removes the session on its own` : `the dest ${m.started.to} session was aborted`;
   return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `no Commit was ever sent: the original runs (${thawed} processes thawed); ${dest}` };
+}
+
+async function sweepAfter(imagesDir: string, log: Logger): Promise<void> {
+  await sweepImagesRoot(dirname(imagesDir), log).catch((e: unknown) => log.warn('images root not swept', { err: e }));
 }
 
 async function abortDest(m: JournaledMigration, deps: ResolverDeps): Promise<string> {

@@ -8,8 +8,9 @@
  * and afterwards, once the system settled (bounded): exactly one copy of the task runs (never zero, never
  * two), not stopped, its memory verifies; no stopped orphan, no session, journal, images dir or criu left on
  * either host; and the exit code tells the truth (0: the copy runs on the dest; 1: it runs on the source).
- * A bounded set runs in CI (every finding of the issue); FERRY_FAULT_MATRIX=full runs every point with every
- * kind (about an hour). Each case starts its own small task.
+ * A bounded set runs in CI (every finding of the issue); FERRY_FAULT_MATRIX=full (`npm run test:faults`) runs
+ * every point with every kind (about an hour; FERRY_FAULT_MATRIX_KINDS narrows it). Each case starts its own
+ * small task.
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -79,7 +80,9 @@ function fullMatrix(): Case[] {
   }
   return cases;
 }
-const CASES = FULL ? fullMatrix() : CI_CASES;
+/** FERRY_FAULT_MATRIX_KINDS=kill-source,cut-5s,... narrows the full matrix to those kinds. */
+const KINDS = process.env.FERRY_FAULT_MATRIX_KINDS?.split(',').map((k) => k.trim());
+const CASES = FULL ? fullMatrix().filter((c) => !KINDS || KINDS.includes(c.kind)) : CI_CASES;
 
 /** Live criu processes whose images dir is under `dir` (an agent's work dir or images root). */
 function criuUnder(dir: string): number[] {
@@ -209,10 +212,10 @@ describe.skipIf(!runnable)(`fault matrix (${FULL ? 'full' : 'the CI part'}: ${CA
     if (c.kind !== 'kill-daemon') expect(result.exitCode, describeResult(result)).toBe(copy.host === 'dst' ? 0 : 1);
     // Nothing left behind on either host.
     await eventually(() => d.leftovers().length === 0, SETTLE_MS, () => `no session or open journal on the dest; now ${d.leftovers().join(', ')}`);
-    expect(leftovers(imagesRoot)).toEqual([]);
-    expect(daemon!.leftovers()).toEqual([]);
-    expect((await unresolvedMigrations(`${stateDir}/source/journal`, silentLogger)).map((m) => m.migrationId)).toEqual([]);
-    expect(await daemon!.unresolved()).toEqual([]);
+    expect(leftovers(imagesRoot), 'images dirs of ferry migrate').toEqual([]);
+    expect(daemon!.leftovers(), 'images dirs of the daemon').toEqual([]);
+    expect((await unresolvedMigrations(`${stateDir}/source/journal`, silentLogger)).map((m) => `${m.migrationId}: ${m.state}`), 'journals of ferry migrate').toEqual([]);
+    expect(await daemon!.unresolved(), 'journals of the daemon').toEqual([]);
     await eventually(() => criuUnder(d.workDir).length + criuUnder(imagesRoot).length + criuUnder(daemon!.imagesDir).length === 0, SETTLE_MS, 'no criu left running');
     report.push(`PASS ${c.point} × ${c.kind}: the copy runs on ${copy.host}, exit ${result.exitCode}${c.finding ? ` (finding: ${c.finding})` : ''}`);
   }
@@ -224,7 +227,7 @@ describe.skipIf(!runnable)(`fault matrix (${FULL ? 'full' : 'the CI part'}: ${CA
         try {
           await runCase(c);
         } catch (e) {
-          report.push(`FAIL ${c.point} × ${c.kind}: ${(e as Error).message.split('\n')[0]}`);
+          report.push(`FAIL ${c.point} × ${c.kind}: ${(e as Error).message.split('\n').slice(0, 3).join(' | ')}`);
           throw e;
         }
       },
