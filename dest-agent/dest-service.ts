@@ -202,17 +202,22 @@ export class DestService {
     const release = this.streams.acquire(peer, 'precopy');
     // The slot is the call's: a peer that walks away frees it at once; its batches still queued are dropped.
     // A source only ever drops its page stream when its migration failed (or it died): the session it fed is
-    // aborted at once rather than held until it idles out.
+    // aborted rather than held until it idles out, once the batch being stored is done (its files in place).
     const ended = new AbortController();
     let fed: DestSession | undefined;
     let answered = false; // a cancel after our own end or error is the client closing up, not walking away
+    let loopDone = false;
+    let peerLeft = false;
+    const abandon = async (): Promise<void> => {
+      const s = fed;
+      if (s?.state === 'receiving') await this.abortSession(s, 'the page stream was dropped').catch((e: unknown) => s.log.error('abort failed', { err: e }));
+    };
     call.once('cancelled', () => {
       ended.abort();
       release();
-      if (!answered && fed?.state === 'receiving') {
-        const s = fed;
-        this.abortSession(s, 'the page stream was dropped').catch((e: unknown) => s.log.error('abort failed', { err: e }));
-      }
+      if (answered) return;
+      peerLeft = true;
+      if (loopDone) void abandon();
     });
     try {
       const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
@@ -237,10 +242,15 @@ export class DestService {
         const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
         if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length), storeUs })) await idle.drained(call);
       }
-      call.end();
-    } finally {
       answered = true;
+      call.end();
+    } catch (e) {
+      answered = true;
+      throw e;
+    } finally {
+      loopDone = true;
       release();
+      if (peerLeft) await abandon();
     }
   }
 
