@@ -46,17 +46,8 @@ export class SessionRegistry {
   }
 
   /** Creates a session's directories and adds it (its opening is announced); DEST_TOO_MANY_SESSIONS past a bound. */
-  async open(init: Omit<DestSessionInit, 'onTransition'>): Promise<DestSession> {
-    const release = this.slots.acquire(init.peer ?? 'local', 'prepare');
-    try {
-      const s = await DestSession.create({ ...init, onTransition: (t) => this.announce(t) });
-      this.live.set(s.id, s);
-      this.releases.set(s, release);
-      return s;
-    } catch (e) {
-      release();
-      throw e;
-    }
+  open(init: Omit<DestSessionInit, 'onTransition'>): Promise<DestSession> {
+    return this.add(init.peer, 'prepare', (onTransition) => DestSession.create({ ...init, onTransition }));
   }
 
   /** Whether any peer has a live session with this id (a Prepare of another peer is then refused). */
@@ -108,10 +99,15 @@ export class SessionRegistry {
   }
 
   /** A restored session a previous agent left, taken over (its slot counted like any other). */
-  async revive(init: Omit<DestSessionInit, 'onTransition'> & { restoredPid: number }): Promise<DestSession> {
-    const release = this.slots.acquire(init.peer ?? 'local', 'restore');
+  revive(init: Omit<DestSessionInit, 'onTransition'> & { restoredPid: number }): Promise<DestSession> {
+    return this.add(init.peer, 'restore', (onTransition) => DestSession.revive({ ...init, onTransition }));
+  }
+
+  /** A session made by `make` becomes live, holding a slot of its peer's (given back if it cannot be made). */
+  private async add(peer: PeerKey | undefined, phase: Phase, make: (onTransition: DestSessionListener) => Promise<DestSession>): Promise<DestSession> {
+    const release = this.slots.acquire(peer ?? 'local', phase);
     try {
-      const s = await DestSession.revive({ ...init, onTransition: (t) => this.announce(t) });
+      const s = await make((t) => this.announce(t));
       this.live.set(s.id, s);
       this.releases.set(s, release);
       return s;
