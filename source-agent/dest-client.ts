@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { injectFault, type FaultPoint } from '../shared/fault-injection.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import { parseHostPort, type HostPort } from '../shared/transport/address.js';
@@ -15,6 +16,17 @@ import { CHANNEL_OPTIONS, ferryProto } from '../shared/transport/proto.js';
 import { defaultClientSecurity, type TransportSecurity } from '../shared/transport/transport-security.js';
 
 type UnaryMethod = 'Negotiate' | 'Prepare' | 'Restore' | 'Commit' | 'Abort';
+
+/**
+ * The numbered fault points around the calls (shared/fault-injection.ts): before the request leaves, and once
+ * its answer arrived and before anyone acts on it.
+ */
+const FAULT_POINTS_OF: Partial<Record<UnaryMethod, { before: FaultPoint; after?: FaultPoint }>> = {
+  Prepare: { before: 'source.before-prepare', after: 'source.after-prepare' },
+  Restore: { before: 'source.before-restore', after: 'source.after-restore' },
+  Commit: { before: 'source.before-commit', after: 'source.after-commit' },
+  Abort: { before: 'source.before-abort' },
+};
 
 export class DestClient {
   readonly raw: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -82,7 +94,15 @@ export class DestClient {
     return true;
   }
 
-  unary<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {
+  async unary<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {
+    const points = FAULT_POINTS_OF[method];
+    if (points) injectFault(points.before);
+    const answer = await this.call<Req, Res>(method, req, opts);
+    if (points?.after) injectFault(points.after);
+    return answer;
+  }
+
+  private call<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {
     opts.signal?.throwIfAborted();
     return new Promise<Res>((resolve, reject) => {
       const call = (this.raw[method] as (r: Req, md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<Res>) => grpc.ClientUnaryCall)(

@@ -3,6 +3,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { injectFault } from '../shared/fault-injection.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type * as m from '../shared/transport/messages.js';
 import type { DestClient } from './dest-client.js';
@@ -17,6 +18,7 @@ export async function uploadImages(
   signal: AbortSignal,
 ): Promise<{ files: number; bytes: number }> {
   signal.throwIfAborted();
+  injectFault('source.before-upload-images');
   const names = (await readdir(imagesDir)).filter((n) => !PAGES_IMAGE.test(n)).sort();
   let call!: grpc.ClientWritableStream<m.ImageChunk>;
   const response = new Promise<m.UploadImagesResponse>((resolve, reject) => {
@@ -51,6 +53,7 @@ export async function uploadImages(
     }
     call.end();
     const res = await response;
+    injectFault('source.after-upload-images');
     return { files: res.files, bytes: Number(res.bytes) };
   } finally {
     signal.removeEventListener('abort', onAbort);

@@ -16,7 +16,6 @@ import type { TransportSecurity } from '../../shared/transport/transport-securit
 import { DestClient } from '../dest-client.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
-import { withFaultPoints } from './dest-fault-points.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
 import { availableTrackers, chooseTracker } from '../trackers/choose-tracker.js';
@@ -163,7 +162,7 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
     client.close();
     throw e;
   }
-  return withFaultPoints({
+  return {
     negotiate: (req, s) => client.negotiate(req, s),
     prepare: (req, s) => client.prepare(req, s),
     openPageStream: (opts) => new GrpcPageStream(client, opts),
@@ -173,7 +172,7 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
     abort: (req) => client.abort(req),
     reachable: (ms) => client.whenConnected(ms),
     close: () => client.close(),
-  });
+  };
 }
 
 const beginJournal: MigrationPorts['beginJournal'] = (dir, id, started) => SourceJournal.begin(dir, id, started);
