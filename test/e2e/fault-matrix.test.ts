@@ -2,7 +2,8 @@
  * The fault matrix (issue 10): at a numbered fault point of either agent (shared/fault-injection.ts), one of
  *   kill-source   kill -9 of `ferry migrate` (the migration in its process); then `ferry migrate --resume all`
  *   kill-daemon   kill -9 of the source agent daemon (`ferry migrate --via`); then the daemon restarted
- *   kill-dest     kill -9 of the dest agent; then it is restarted on the same address and work dir
+ *   kill-dest     kill -9 of the dest agent (at a source point: while the source waits there); then it is
+ *                 restarted on the same address and work dir
  *   cut-5s/60s    the link between the hosts cut at the point and healed after 5 s / 60 s
  *   hang-30s      the other side SIGSTOPped for 30 s at the point
  * and afterwards, once the system settled (bounded): exactly one copy of the task runs (never zero, never
@@ -56,7 +57,8 @@ interface Case {
 
 /** Every finding of the issue, and one case of each kind. */
 const CI_CASES: Case[] = [
-  { point: 'dest.restored', kind: 'kill-dest', finding: 'zero copies: the dest killed right after "restored, stopped"' },
+  { point: 'source.after-restore', kind: 'kill-dest', finding: 'zero copies: the dest killed right after "restored, stopped"' },
+  { point: 'dest.restored', kind: 'kill-dest', finding: 'zero copies: the dest killed before its "restored" reached the source' },
   { point: 'dest.restore-running', kind: 'kill-dest', finding: 'an orphan stopped copy: the dest killed while criu restore runs' },
   { point: 'source.commit-recorded', kind: 'kill-source', finding: 'a frozen original forever: the source killed after the lease is disarmed' },
   { point: 'source.after-commit', kind: 'kill-source', finding: 'Commit delivered but unconfirmed' },
@@ -75,7 +77,7 @@ const NOT_IN_MATRIX: readonly string[] = ['dest.corrupt-store', 'dest.restore-fa
 function fullMatrix(): Case[] {
   const cases: Case[] = [];
   for (const point of FAULT_POINTS.filter((p) => !NOT_IN_MATRIX.includes(p))) {
-    const kinds: Kind[] = point.startsWith('source.') ? ['kill-source', 'kill-daemon', 'cut-5s', 'cut-60s', 'hang-30s'] : ['kill-dest', 'cut-5s', 'cut-60s', 'hang-30s'];
+    const kinds: Kind[] = point.startsWith('source.') ? ['kill-source', 'kill-daemon', 'kill-dest', 'cut-5s', 'cut-60s', 'hang-30s'] : ['kill-dest', 'cut-5s', 'cut-60s', 'hang-30s'];
     // A torn journal write is a crash inside the write: only the kill kinds mean anything there.
     for (const kind of point.endsWith('journal-write') ? kinds.filter((k) => k.startsWith('kill')) : kinds) cases.push({ point, kind });
   }
@@ -138,7 +140,9 @@ describe.skipIf(!runnable)(`fault matrix (${FULL ? 'full' : 'the CI part'}: ${CA
   }, 60_000);
 
   const cliEnv = (): Record<string, string> => ({ FERRY_STATE_DIR: stateDir, FERRY_IMAGES_DIR: imagesRoot });
-  const faultEnv = (c: Case): Record<string, string> => ({ FERRY_TEST_FAULTS: '1', FERRY_FAULT: `${c.point}:${c.kind.startsWith('kill') ? 'kill' : 'stop'}` });
+  /** The point kills its own process, or stops it for the test to act (a kill of the other side included). */
+  const killsItself = (c: Case): boolean => c.kind.startsWith('kill') && !(c.kind === 'kill-dest' && c.point.startsWith('source.'));
+  const faultEnv = (c: Case): Record<string, string> => ({ FERRY_TEST_FAULTS: '1', FERRY_FAULT: `${c.point}:${killsItself(c) ? 'kill' : 'stop'}` });
 
   /** `ferry migrate --resume all` on the src host, with the CLI's state. */
   async function resumeAll(): Promise<FerryResult> {
@@ -161,7 +165,7 @@ describe.skipIf(!runnable)(`fault matrix (${FULL ? 'full' : 'the CI part'}: ${CA
     const pointPid = (): number => (!onSource ? d.pid : viaDaemon ? daemon!.pid : run.child.pid!);
     let result: FerryResult;
 
-    if (c.kind.startsWith('kill')) {
+    if (killsItself(c)) {
       const died = !onSource ? () => d.exited() : viaDaemon ? () => daemon!.exited() : () => run.child.exitCode !== null || run.child.signalCode !== null;
       await eventually(died, 120_000, `the ${onSource ? 'source' : 'dest'} to die at ${c.point}`);
       if (c.kind === 'kill-dest') await d.restart({ env: {} });
@@ -182,7 +186,11 @@ describe.skipIf(!runnable)(`fault matrix (${FULL ? 'full' : 'the CI part'}: ${CA
     } else {
       const pid = pointPid();
       await waitUntilStopped(pid, 120_000);
-      if (c.kind === 'hang-30s') {
+      if (c.kind === 'kill-dest') {
+        await d.kill('SIGKILL');
+        await d.restart({ env: {} });
+        await continueProcess(pid);
+      } else if (c.kind === 'hang-30s') {
         const peer = onSource ? d.pid : run.child.pid!;
         await stopProcess(peer);
         await continueProcess(pid);
