@@ -361,7 +361,10 @@ export class DestService {
     checkAbortReason(req.reason);
     const ended = this.sessions.endedSession(req.migrationId, req.epoch, 'rollback', peer);
     if (ended) return { existed: true, alreadyCommitted: ended.outcome === 'committed', killedRestoredCopy: false };
-    if (!this.sessions.get(req.migrationId, peer)) return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
+    if (!this.sessions.get(req.migrationId, peer)) {
+      if (!this.sessions.holds(req.migrationId)) this.sessions.rememberAbortedUnprepared(req.migrationId);
+      return { existed: false, alreadyCommitted: false, killedRestoredCopy: false };
+    }
     const s = this.sessions.lookup(req.migrationId, req.epoch, 'rollback', peer);
     const killed = await this.abortSession(s, req.reason || 'aborted by the source');
     return { existed: true, alreadyCommitted: false, killedRestoredCopy: killed };

@@ -13,6 +13,9 @@ import { PeerSlots } from './peer-slots.js';
 import { MAX_ENDED_JOURNALS } from './dest-journal.js';
 import { DestSession, type DestSessionInit, type DestSessionListener, type DestSessionTransition } from './session.js';
 
+/** Aborts of ids never prepared here, remembered (the newest) so that their late Prepare is refused. */
+const MAX_ABORTED_UNPREPARED = 1_000;
+
 export type EndedSession =
   | { outcome: 'committed'; epoch: bigint; peer: PeerKey; restoredPid: number; resumedAtUs: bigint }
   | { outcome: 'aborted'; epoch: bigint; peer: PeerKey; reason: string };
@@ -30,6 +33,7 @@ export class SessionRegistry {
   private readonly releases = new Map<DestSession, () => void>();
   /** In insertion order, the oldest first: past the bound the oldest is forgotten. */
   private readonly ended = new Map<string, EndedSession>();
+  private readonly abortedUnprepared = new Set<string>();
   private readonly listeners = new Set<DestSessionListener>();
 
   constructor(
@@ -82,9 +86,23 @@ export class SessionRegistry {
     return c;
   }
 
-  /** Whether a session of this id ended here (a new Prepare of it is refused). */
+  /** Whether a session of this id ended here, or was aborted before it was prepared (a new Prepare is refused). */
   hasEnded(id: string): boolean {
-    return this.ended.has(id);
+    return this.ended.has(id) || this.abortedUnprepared.has(id);
+  }
+
+  /**
+   * An Abort for an id this dest does not hold: its Prepare may still be on its way (sent before the source gave
+   * up), and must then be refused. Kept apart from the ended sessions, and bounded on its own, so that a flood
+   * of such Aborts never pushes out how a real session ended.
+   */
+  rememberAbortedUnprepared(id: string): void {
+    this.abortedUnprepared.delete(id);
+    this.abortedUnprepared.add(id);
+    for (const oldest of this.abortedUnprepared) {
+      if (this.abortedUnprepared.size <= MAX_ABORTED_UNPREPARED) break;
+      this.abortedUnprepared.delete(oldest);
+    }
   }
 
   /** An ended session (live here, or found in a journal at start) is remembered; a live one leaves the live ones. */

@@ -238,6 +238,12 @@ describe('Restore, Commit and Abort', () => {
     await expectFerryRejection(client.commit({ migrationId: randomUUID(), epoch: EPOCH }), 'SESSION_NOT_FOUND');
   });
 
+  it('refuses a Prepare that arrives after the Abort of its id (a source that gave up on a hung dest; issue 10)', async () => {
+    const migrationId = randomUUID();
+    expect(await client.abort({ migrationId, epoch: EPOCH, reason: 'rollback after prepare' })).toMatchObject({ existed: false });
+    await expectFerryRejection(client.prepare(prepareRequest({ migrationId })), 'SESSION_CONFLICT');
+  });
+
   it('aborts once, removes the session directory, and says so when asked again', async () => {
     const { id, dir } = await prepared();
     const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });

@@ -23,6 +23,16 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
   const tracker = ctx.host.createTracker(n.tracker.name);
   rollback.push('close the tracker', () => tracker.close());
   const target = n.target;
+  // Pushed before the call: a Prepare that failed here (a deadline, a hung dest) may still open the session
+  // there later, and the Abort then stops it. A dest that is gone cannot be told; its lease and its restart
+  // remove the session.
+  const abortDestSession = rollback.push(
+    'abort the dest session',
+    async () => {
+      await n.dest.abort({ migrationId, epoch, reason: `rollback after ${ctx.phase}` });
+    },
+    'dest',
+  );
   await n.dest.prepare(
     {
       migrationId,
@@ -34,14 +44,6 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
       taskName: target.name,
     },
     signal,
-  );
-  // A dest that is gone cannot be told; its commit lease and its start-up cleanup remove the session.
-  const abortDestSession = rollback.push(
-    'abort the dest session',
-    async () => {
-      await n.dest.abort({ migrationId, epoch, reason: `rollback after ${ctx.phase}` });
-    },
-    'dest',
   );
   const stream = n.dest.openPageStream({
     migrationId,
