@@ -185,6 +185,11 @@ export class DestService {
       files: this.files,
       maxStoreLevels: this.limits.maxStoreLevels,
     });
+    // An Abort of this id that ran while the session was being made (its source gave up on this Prepare).
+    if (this.sessions.wasAbortedUnprepared(req.migrationId)) {
+      await this.abortSession(session, 'aborted while it was being prepared');
+      throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare', detail: 'the source aborted this migration while it was prepared' });
+    }
     session.expireWhenIdle(this.limits.sessionIdleMs, () => {
       session.log.warn('session idle: aborting it', { idleMs: this.limits.sessionIdleMs });
       this.abortSession(session, 'idle').catch((e: unknown) => session.log.error('idle abort failed', { err: e }));

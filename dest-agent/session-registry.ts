@@ -91,6 +91,11 @@ export class SessionRegistry {
     return this.ended.has(id) || this.abortedUnprepared.has(id);
   }
 
+  /** Whether an Abort came for this id before it was prepared here. */
+  wasAbortedUnprepared(id: string): boolean {
+    return this.abortedUnprepared.has(id);
+  }
+
   /**
    * An Abort for an id this dest does not hold: its Prepare may still be on its way (sent before the source gave
    * up), and must then be refused. Kept apart from the ended sessions, and bounded on its own, so that a flood
