@@ -10,7 +10,8 @@
  * two), not stopped, its memory verifies; no stopped orphan, no session, journal, images dir or criu left on
  * either host; and the exit code tells the truth (0: the copy runs on the dest; 1: it runs on the source).
  * A bounded set runs in CI (every finding of the issue); FERRY_FAULT_MATRIX=full (`npm run test:faults`) runs
- * every point with every kind (about an hour; FERRY_FAULT_MATRIX_KINDS narrows it). Each case starts its own
+ * every point with every kind (hours: a hung or cut-off dest makes a case last minutes; FERRY_FAULT_MATRIX_KINDS
+ * narrows it). Each case starts its own
  * small task.
  */
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
