@@ -38,7 +38,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   collectDefaultMetrics({ register: registry });
   const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits });
   // Before the first call: a session the previous agent restored is live again, the others are ended.
-  void (await service.recover());
+  await service.recover();
   const agent = await startAgentServer({
     service: ferryProto().Dest.service,
     handlers: service.handlers(),

@@ -391,14 +391,15 @@ export class DestService {
   }
 
   /** At start: the sessions a previous agent left, resolved from their journals (restart-recovery.ts). */
-  /** Resolves once the journals are read and the revived sessions are live; the returned promise, once the background cleanup is done. */
-  async recover(): Promise<Promise<void>> {
+  /** Resolves once the journals are read and the revived sessions are live; an orphan restore is cleaned up after. */
+  async recover(): Promise<void> {
     const found = await recoverSessions(this.opts.workDir, this.opts.log, (init) =>
       this.sessions.revive({ ...init, workDir: this.opts.workDir, pageSize: PAGE_SIZE, files: this.files, maxStoreLevels: this.limits.maxStoreLevels }),
     );
     for (const e of found.ended) this.sessions.rememberEnded(e.id, e.outcome);
     for (const r of found.revived) this.holdUntilCommit(r.session, r.leaseMs);
-    return found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
+    // In the background: an orphan criu may run for a while, and the agent serves meanwhile.
+    found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
   }
 
   /** On shutdown: every uncommitted session is rolled back on this side. */

@@ -17,12 +17,11 @@
  * by pid AND start time, so a reused pid is never signalled. Session dirs without a journal (a crash before
  * its first write) are removed; anything in the work dir Ferry did not make is left alone and logged.
  */
-import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { criuProcessesFor, waitGoneOrKill } from '../shared/criu/criu-processes.js';
 import { JournalFile } from '../shared/journal/journal-file.js';
-import { readStat } from '../shared/kernel/proc-status.js';
+import { readStat, startedAtMs } from '../shared/kernel/proc-status.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { destJournalDir, destJournalIds, JOURNAL_DIR, pruneEndedJournals, readDestJournal, type JournaledSession } from './dest-journal.js';
@@ -184,23 +183,8 @@ async function finishOrphanRestore(dir: string, restoringAt: number, log: Logger
   if (!Number.isSafeInteger(pid) || pid <= 1) return;
   const st = readStat(pid);
   // Only a process born after the restore began can be its copy: an older one merely reuses the pid.
-  if (st && startedAtMs(st.startTime) >= restoringAt - 1_000) {
+  if (st && startedAtMs(st) >= restoringAt - 1_000) {
     signalTree(pid, 'SIGKILL');
     log.warn('killed the copy an interrupted restore made', { pid });
   }
-}
-
-const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux ABI Ferry runs on
-let bootMs: number | undefined;
-
-/** Wall-clock ms of a start time in clock ticks after boot. */
-function startedAtMs(ticks: number): number {
-  bootMs ??= bootTimeMs();
-  return bootMs + (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
-}
-
-function bootTimeMs(): number {
-  // Read once: /proc/stat is small and always there.
-  const btime = /^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1];
-  return btime === undefined ? 0 : Number(btime) * 1000;
 }

@@ -139,6 +139,16 @@ export function readStatus(pid: number, tid?: number): ProcStatus | undefined {
   return text === undefined ? undefined : parseStatus(text);
 }
 
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux ABI Ferry runs on
+let bootMs: number | undefined;
+
+/** Wall-clock ms at which a task started (its stat's start time is in clock ticks after boot). */
+export function startedAtMs(stat: Pick<ProcStat, 'startTime'>): number {
+  // /proc/stat's btime, read once: it does not change while the host runs.
+  bootMs ??= Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? 0) * 1000;
+  return bootMs + (stat.startTime * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
 /** /proc/PID/stat, or /proc/PID/task/TID/stat; undefined when the task is gone. */
 export function readStat(pid: number, tid?: number): ProcStat | undefined {
   const text = readProcText(taskPath(pid, tid, 'stat'));

@@ -59,19 +59,15 @@ function rootStillOriginal(m: JournaledMigration): boolean {
   return root !== undefined && readStat(root.hostPid)?.startTime === root.startTime;
 }
 
-function thawOriginal(m: JournaledMigration): number {
-  if (rootStillOriginal(m)) signalTree(m.started.pid, 'SIGCONT');
+/** Signals the original's tree and each of its journaled processes still alive; returns how many those were. */
+function signalOriginal(m: JournaledMigration, signal: 'SIGCONT' | 'SIGKILL'): number {
   const pids = stillOriginal(m);
-  for (const pid of pids) signalProcess(pid, 'SIGCONT');
+  if (rootStillOriginal(m)) signalTree(m.started.pid, signal);
+  for (const pid of pids) signalProcess(pid, signal);
   return pids.length;
 }
-
-function killOriginal(m: JournaledMigration): number {
-  const pids = stillOriginal(m);
-  if (rootStillOriginal(m)) signalTree(m.started.pid, 'SIGKILL');
-  for (const pid of pids) signalProcess(pid, 'SIGKILL');
-  return pids.length;
-}
+const thawOriginal = (m: JournaledMigration): number => signalOriginal(m, 'SIGCONT');
+const killOriginal = (m: JournaledMigration): number => signalOriginal(m, 'SIGKILL');
 
 /** Resolves one migration; MIGRATION_UNRESOLVED (the original stays frozen) when the dest does not answer. */
 export async function resolveMigration(migrationId: string, deps: ResolverDeps): Promise<Resolution> {
