@@ -140,6 +140,12 @@ export const ERRORS = {
     'Remove it or name another with FERRY_IMAGES_DIR: it must be a real directory (no symlink) owned by the agent\'s user and writable by it alone.',
     status.FAILED_PRECONDITION,
   ),
+  RESTORE_MODE_UNSUPPORTED: spec(
+    'FERRY-1017',
+    'The dest cannot restore lazily (no pager, or its kernel lacks userfaultfd with non-cooperative events)',
+    'Run `ferry check --dest HOST:PORT`: it says why; use `--restore eager`, or rebuild the dest with `npm ci` (it builds the pager).',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.
@@ -287,6 +293,13 @@ export const ERRORS = {
     'A migration interrupted at its commit is not resolved yet: the original is frozen here until the dest answers',
     'Make the dest agent reachable, then run `ferry migrate --resume ID` (a source agent daemon keeps trying on its own).',
     status.UNAVAILABLE,
+    true,
+  ),
+  FILL_FAILED: spec(
+    'FERRY-7005',
+    "The dest's pager failed before every page was in the restored copy: the copy was killed and the original resumed",
+    'The dest agent log and the pager log in its work dir say why; what the copy did after its resume is lost. Retry the migration (or use `--restore eager`).',
+    status.ABORTED,
     true,
   ),
 

@@ -72,13 +72,17 @@ export interface PagesImageManifest {
   pagemapImage: string;
   task: number;
   hashes: Buffer;
+  /** One bit per page, LSB first: the hash awaits confirmation in the fill. Empty: all confirmed. */
+  unconfirmed?: Buffer;
 }
+export type RestoreMode = 'RESTORE_MODE_EAGER' | 'RESTORE_MODE_LAZY';
 export interface RestoreRequest {
   migrationId: string;
   epoch: U64;
   pages: PagesImageManifest[];
   timeoutMs: number;
   commitLeaseMs: number;
+  mode?: RestoreMode;
 }
 export interface RestoreResponse {
   restoredPid: number;
@@ -86,6 +90,7 @@ export interface RestoreResponse {
   restoreUs: U64;
   pagesFromStore: U64;
   bytesWritten: U64;
+  pagesLazy?: U64;
 }
 
 export interface CommitRequest {
@@ -95,6 +100,41 @@ export interface CommitRequest {
 export interface CommitResponse {
   restoredPid: number;
   resumedAtUnixUs: U64;
+}
+
+export interface FillRequest {
+  migrationId: string;
+  epoch: U64;
+  task: number;
+  firstIndex: U64;
+  count: number;
+  data: Buffer;
+}
+export interface FillWanted {
+  task: number;
+  firstIndex: U64;
+  count: number;
+  bytes: boolean;
+}
+export interface FillProgress {
+  filledPages: U64;
+  totalPages: U64;
+  faults: U64;
+}
+export interface FillDone {
+  filledPages: U64;
+  faults: U64;
+  replacedPages: U64;
+  damagedPages: U64;
+  zeroPages: U64;
+  fillUs: U64;
+  faultsWaited: U64;
+}
+export interface FillEvent {
+  wanted?: FillWanted;
+  progress?: FillProgress;
+  done?: FillDone;
+  detail?: 'wanted' | 'progress' | 'done';
 }
 
 export interface AbortRequest {
