@@ -4,8 +4,10 @@
  *
  *   receiving   the session exists (its epoch and its peer: who may drive it after a restart)
  *   restoring   criu restore is about to start (a restart finds criu and its pid file from here)
- *   restored    a stopped copy exists and the source is told so (its pid, start time, lease end)
- *   committed   a Commit arrived: the copy resumes (a restart resumes it if the crash came first)
+ *   restored    a stopped copy exists and the source is told so (its pid, start time, lease end; for a lazy
+ *               restore its pager's pid and start time)
+ *   filling     a Commit arrived for a lazy restore: the copy resumes while its pager fills its pages
+ *   committed   a Commit arrived (eager), or the pager put every page in (lazy): the copy runs on its own
  *   aborted     the copy will never run: any later Commit is refused
  *
  * The journals of ended sessions are kept (ENDED_RETENTION_MS) so that a source asking after a crash or a
@@ -24,7 +26,7 @@ export const ENDED_RETENTION_MS = 7 * 24 * 3_600_000;
 /** Ended journals kept at most (the newest): a flood of migrations cannot fill the disk with them. */
 export const MAX_ENDED_JOURNALS = 10_000;
 
-export type JournaledState = 'receiving' | 'restoring' | 'restored' | 'committed' | 'aborted';
+export type JournaledState = 'receiving' | 'restoring' | 'restored' | 'filling' | 'committed' | 'aborted';
 
 export interface JournaledSession {
   id: string;
@@ -41,6 +43,11 @@ export interface JournaledSession {
   leaseUntil?: number;
   resumedAtUs?: bigint;
   reason?: string;
+  /** The pager of a lazy restore: a restarted agent adopts it by pid and start time. */
+  pagerPid?: number;
+  pagerStartTime?: number;
+  /** The pager's final stats (a repeated Fill of a filled session gets them). */
+  fill?: Record<string, number>;
 }
 
 export function destJournalDir(workDir: string): string {
@@ -73,6 +80,9 @@ export async function readDestJournal(workDir: string, id: string): Promise<Jour
     if (typeof e.leaseUntil === 'number') s.leaseUntil = e.leaseUntil;
     if (typeof e.resumedAtUs === 'string') s.resumedAtUs = BigInt(e.resumedAtUs);
     if (typeof e.reason === 'string') s.reason = e.reason;
+    if (typeof e.pagerPid === 'number') s.pagerPid = e.pagerPid;
+    if (typeof e.pagerStartTime === 'number') s.pagerStartTime = e.pagerStartTime;
+    if (e.fill !== null && typeof e.fill === 'object') s.fill = e.fill as Record<string, number>;
   }
   return s;
 }

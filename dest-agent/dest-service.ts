@@ -22,6 +22,11 @@ import { readStat } from '../shared/kernel/proc-status.js';
 import { recoverSessions } from './restart-recovery.js';
 import { corruptOnePage } from './corrupt-store.js';
 import { ImageChainPageSource } from './image-chain.js';
+import { prepareLazyImages } from './lazy/lazy-images.js';
+import { LAZY_RESTORE_FEATURE, probeLazyRestore, type LazyRestoreSupport } from './lazy/lazy-restore-support.js';
+import { PagerLink, pagerPaths, type FillOutcome } from './lazy/pager-link.js';
+import { fillDone, checkFillRequest } from './lazy/fill-messages.js';
+import { readPlanTaskPages } from './lazy/pager-plan.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
@@ -61,6 +66,8 @@ export interface DestOptions {
   trackers?: () => Promise<readonly string[]>;
   /** The agent's bounds; DEFAULT_DEST_LIMITS for whatever is not given. */
   limits?: Partial<DestLimits>;
+  /** Whether lazy restores are possible here; probed (lazy/lazy-restore-support.ts) unless told. */
+  lazyRestore?: () => Promise<LazyRestoreSupport>;
 }
 
 export class DestService {
@@ -71,6 +78,7 @@ export class DestService {
   private readonly pageSource: RestorePageSourceFactory;
   private workDirReady: Promise<void> | undefined;
   private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
+  private lazy: Promise<LazyRestoreSupport> | undefined;
 
   constructor(private readonly opts: DestOptions) {
     this.limits = compileDestLimits(opts.limits);
@@ -106,6 +114,12 @@ export class DestService {
       Restore: unary((r: m.RestoreRequest, peer, signal) => this.restore(r, peer, signal)),
       Commit: unary((r: m.CommitRequest, peer) => this.commit(r, peer)),
       Abort: unary((r: m.AbortRequest, peer) => this.abort(r, peer)),
+      Fill: (call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>) => {
+        this.fill(call, peerKey(call)).catch((e: unknown) => {
+          this.opts.log.warn('fill stream failed', { err: e });
+          call.emit('error', toStatus(e));
+        });
+      },
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
         this.streamPages(call, peerKey(call)).catch((e: unknown) => {
           this.opts.log.warn('page stream failed', { err: e });
@@ -124,11 +138,19 @@ export class DestService {
     };
   }
 
+  /** Whether this host can restore lazily (the pager is built, CRIU and the kernel have uffd-noncoop), asked once. */
+  private lazyProbe(): Promise<LazyRestoreSupport> {
+    this.lazy ??= this.opts.lazyRestore ? this.opts.lazyRestore() : probeLazyRestore();
+    return this.lazy;
+  }
+
   async negotiate(req: m.NegotiateRequest): Promise<m.NegotiateResponse> {
     checkPeerInfo(req.source);
     const now = Date.now();
     if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
-      this.peerInfo = { at: now, info: this.opts.trackers ? this.opts.trackers().then((t) => localPeerInfo(t)) : localPeerInfo([]) };
+      const features = this.lazyProbe().then((l) => (l.ok ? [LAZY_RESTORE_FEATURE] : []));
+      const trackers = this.opts.trackers ? this.opts.trackers() : Promise.resolve([]);
+      this.peerInfo = { at: now, info: Promise.all([trackers, features]).then(([t, f]) => localPeerInfo(t, f)) };
     }
     const dest = await this.peerInfo.info;
     return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };
@@ -292,14 +314,40 @@ export class DestService {
       const t0 = process.hrtime.bigint();
       if (faultArmed('dest.corrupt-store')) await corruptOnePage(s.stores.values());
       for (const manifest of req.pages) s.images.checkUploaded(manifest.pagemapImage);
-      const source = this.pageSource(s);
-      const pages = await source.prepare(req.pages);
-      injectFault('dest.rebuild');
-      const t1 = process.hrtime.bigint();
-      // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
-      // A source that went away will never commit: criu (and what it made) is killed at once.
-      const [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone), source.verify()]);
-      if (restored.status === 'fulfilled') s.restoredPid = restored.value;
+      const lazy = req.mode === 'RESTORE_MODE_LAZY';
+      if (lazy) {
+        const support = await this.lazyProbe();
+        if (!support.ok) throw new FerryError('RESTORE_MODE_UNSUPPORTED', { side: 'dest', phase: 'restore', detail: support.reason });
+      }
+      let pages: { levels: number; pages: number; lazyPages: number };
+      let restored: PromiseSettledResult<number>;
+      let verified: PromiseSettledResult<unknown>;
+      let t1: bigint;
+      if (lazy) {
+        const images = await prepareLazyImages(s, req.pages);
+        s.lazyStores = images.stores;
+        s.fillPages = new Map(req.pages.map((m) => [m.task, m.hashes.length / HASH_BYTES]));
+        pages = { levels: 1, pages: images.pages, lazyPages: images.lazyPages };
+        injectFault('dest.rebuild');
+        t1 = process.hrtime.bigint();
+        // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
+        s.pager = await PagerLink.start(pagerPaths(s.dir, s.imagesDir), s.log);
+        s.pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
+        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);
+        verified = { status: 'fulfilled', value: 0 };
+      } else {
+        const source = this.pageSource(s);
+        pages = { ...(await source.prepare(req.pages)), lazyPages: 0 };
+        injectFault('dest.rebuild');
+        t1 = process.hrtime.bigint();
+        // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
+        // A source that went away will never commit: criu (and what it made) is killed at once.
+        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone), source.verify()]);
+      }
+      if (restored.status === 'fulfilled') {
+        s.restoredPid = restored.value;
+        if (s.pager) s.pager.copy = { pid: restored.value, startTime: readStat(restored.value)?.startTime ?? 0 };
+      }
       if (verified.status === 'rejected') throw verified.reason; // the catch below removes the restored copy
       if (restored.status === 'rejected') throw restored.reason;
       callGone?.throwIfAborted();
@@ -308,8 +356,8 @@ export class DestService {
       const leaseUntil = Date.now() + commitLeaseMs;
       await s.transition(
         'restored',
-        { restoredPid: pid, levels: pages.levels, pages: pages.pages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 },
-        { restoredPid: pid, startTime: readStat(pid)?.startTime ?? 0, leaseUntil },
+        { restoredPid: pid, levels: pages.levels, pages: pages.pages, lazyPages: pages.lazyPages, rebuildMs: Number(t1 - t0) / 1e6, restoreMs: Number(t2 - t1) / 1e6 },
+        { restoredPid: pid, startTime: readStat(pid)?.startTime ?? 0, leaseUntil, ...(s.pager ? { pagerPid: s.pager.pager.pid, pagerStartTime: s.pager.pager.startTime } : {}) },
       );
       injectFault('dest.restored');
       this.holdUntilCommit(s, commitLeaseMs);
@@ -320,6 +368,7 @@ export class DestService {
         restoreUs: String((t2 - t1) / 1000n),
         pagesFromStore: String(pages.pages),
         bytesWritten: '0', // the store became the images: nothing was copied
+        pagesLazy: String(pages.lazyPages),
       };
     } catch (e) {
       await this.abortSession(s, 'restore failed');
@@ -346,19 +395,102 @@ export class DestService {
     if (ended?.outcome === 'committed') return { restoredPid: ended.restoredPid, resumedAtUnixUs: ended.resumedAtUs.toString() };
     if (ended?.outcome === 'aborted') throw new FerryError('COMMIT_REJECTED', { side: 'dest', phase: 'commit', detail: `the session was aborted: ${ended.reason}` });
     const s = this.sessions.lookup(req.migrationId, req.epoch, 'commit', peer);
+    // A repeated Commit of a lazy copy that runs while its pages arrive: the first answer again.
+    if (s.state === 'filling' && s.restoredPid !== undefined && s.resumedAtUs !== undefined) return { restoredPid: s.restoredPid, resumedAtUnixUs: s.resumedAtUs.toString() };
     s.expect('restored', 'commit', 'COMMIT_REJECTED');
     const restoredPid = s.restoredPid;
     if (restoredPid === undefined) throw new FerryError('INTERNAL', { side: 'dest', phase: 'commit', detail: 'a restored session without a restored pid' });
     clearTimeout(s.commitLease);
     const resumedAtUs = BigInt(Date.now()) * 1000n;
+    s.resumedAtUs = resumedAtUs;
     // On disk before the copy runs: a restart after this line resumes it, never kills it.
-    await s.transition('committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
+    const lazy = s.pager !== undefined;
+    await s.transition(lazy ? 'filling' : 'committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
     injectFault('dest.commit-recorded');
     resumeTree(restoredPid);
     injectFault('dest.commit-resumed');
-    this.sessions.rememberEnded(s.id, { outcome: 'committed', epoch: s.epoch, peer: s.peer, restoredPid, resumedAtUs }, s);
-    await s.removeFiles();
+    if (!lazy) {
+      this.sessions.rememberEnded(s.id, { outcome: 'committed', epoch: s.epoch, peer: s.peer, restoredPid, resumedAtUs }, s);
+      // After the answer: removing a large store takes time the frozen source would otherwise wait for.
+      s.removeFiles().catch((e: unknown) => s.log.warn('session files not removed', { err: e }));
+    }
     return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
+  }
+
+  /**
+   * How a lazy restore's fill ended (pager-link.ts). Before the resume a failed pager is a failed restore
+   * (the copy is removed, a Commit refused); after it, the copy was killed, so the session ends aborted and
+   * the source resumes its original. A filled copy runs on its own: the session is committed.
+   */
+  private async fillEnded(s: DestSession, o: FillOutcome): Promise<void> {
+    if (o.kind === 'detached') return;
+    if (s.state === 'filling') {
+      if (o.kind === 'filled') {
+        const fill = { ...o.stats };
+        await s.transition('committed', { ...fill }, { fill });
+        this.sessions.rememberEnded(s.id, { outcome: 'committed', epoch: s.epoch, peer: s.peer, restoredPid: s.restoredPid ?? 0, resumedAtUs: s.resumedAtUs ?? 0n, fill }, s);
+        this.opts.metrics.migrations.inc({ result: 'filled' });
+      } else {
+        const reason = `the pager failed during the fill: ${o.reason}`;
+        await s.transition('aborted', { reason, killedRestoredCopy: true }, { reason, restoredPid: s.restoredPid });
+        this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
+      }
+      await s.removeFiles();
+    } else if (o.kind === 'failed' && (s.state === 'restored' || s.state === 'restoring')) {
+      await this.abortSession(s, `the pager failed: ${o.reason}`);
+    }
+  }
+
+  /**
+   * The fill of a lazy restore, after Commit: the source's confirmations and pages go to the pager, its wants
+   * and progress come back, and the stream ends with FillDone once every page is in (FILL_FAILED if the copy
+   * had to be killed). A session that already ended answers at once.
+   */
+  async fill(call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>, peer: PeerKey = 'local'): Promise<void> {
+    const release = this.streams.acquire(peer, 'commit');
+    call.once('cancelled', release);
+    let detach: (() => void) | undefined;
+    try {
+      let s: DestSession | undefined;
+      let ended: Promise<void> | undefined;
+      for await (const req of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.FillRequest>) {
+        if (!s) {
+          checkMigrationId(req.migrationId, 'commit');
+          const over = this.sessions.endedSession(req.migrationId, req.epoch, 'commit', peer);
+          if (over?.outcome === 'committed') {
+            call.write({ done: fillDone(over.fill ?? {}) });
+            call.end();
+            return;
+          }
+          if (over?.outcome === 'aborted') throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: over.reason });
+          s = this.sessions.lookup(req.migrationId, req.epoch, 'commit', peer);
+          const pager = s.pager;
+          if (!pager) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'commit', detail: 'the session was not restored lazily: there is nothing to fill' });
+          s.expect('filling', 'commit');
+          detach = pager.attach({
+            want: (w) => call.write({ wanted: { task: w.task, firstIndex: String(w.index), count: w.count, bytes: w.bytes } }),
+            progress: (st) => call.write({ progress: { filledPages: String(st.filledPages ?? 0), totalPages: String(st.totalPages ?? 0), faults: String(st.faults ?? 0) } }),
+          });
+          ended = pager.outcome.then((o) => {
+            if (o.kind === 'filled') {
+              call.write({ done: fillDone(o.stats) });
+              call.end();
+            } else {
+              call.emit('error', toStatus(new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: o.kind === 'failed' ? o.reason : 'the dest agent is stopping' })));
+            }
+          });
+        }
+        const pager = s.pager!;
+        const count = checkFillRequest(req, s.fillPages, s.pageSize);
+        if (count === 0) continue; // the opening message only names the session
+        if (req.data.length > 0) await pager.replace(req.task, Number(req.firstIndex), req.data);
+        else await pager.confirm(req.task, Number(req.firstIndex), count);
+      }
+      await ended; // the source closed its side: the fill's end still reaches it
+    } finally {
+      detach?.();
+      release();
+    }
   }
 
   async abort(req: m.AbortRequest, peer: PeerKey = 'local'): Promise<m.AbortResponse> {
@@ -380,11 +512,13 @@ export class DestService {
    * session an Abort ended while its restore ran comes here again from the restore: its copy is killed then.
    */
   private async abortSession(s: DestSession, reason: string): Promise<boolean> {
-    if (s.state === 'committed') return false;
+    // A copy that was resumed is never killed from here: only its pager's failure ends it (fillEnded).
+    if (s.state === 'committed' || s.state === 'filling') return false;
     const copy = s.restoredPid;
     // The decision first (no Commit is taken from here on), then the kill.
     if (s.state !== 'aborted') await s.transition('aborted', { reason, killedRestoredCopy: copy !== undefined }, { reason, restoredPid: copy });
     if (copy !== undefined) killTree(copy);
+    await s.pager?.abort();
     this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
     await s.removeFiles();
     return copy !== undefined;
@@ -397,13 +531,26 @@ export class DestService {
       this.sessions.revive({ ...init, workDir: this.opts.workDir, pageSize: PAGE_SIZE, files: this.files, maxStoreLevels: this.limits.maxStoreLevels }),
     );
     for (const e of found.ended) this.sessions.rememberEnded(e.id, e.outcome);
-    for (const r of found.revived) this.holdUntilCommit(r.session, r.leaseMs);
+    for (const r of found.revived) {
+      const s = r.session;
+      if (r.pager) {
+        const paths = pagerPaths(s.dir, s.imagesDir);
+        s.fillPages = await readPlanTaskPages(paths.plan).catch(() => new Map<number, number>());
+        s.pager = await PagerLink.adopt(paths, r.pager.pager, r.pager.copy, s.log);
+        s.pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
+      }
+      if (s.state === 'restored') this.holdUntilCommit(s, r.leaseMs);
+    }
     // In the background: an orphan criu may run for a while, and the agent serves meanwhile.
     found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
   }
 
   /** On shutdown: every uncommitted session is rolled back on this side. */
   async close(): Promise<void> {
-    for (const s of this.sessions.all()) await this.abortSession(s, 'dest agent stopping');
+    for (const s of this.sessions.all()) {
+      // A resumed copy's pager fills on without this agent; the next one adopts it.
+      if (s.state === 'filling') s.pager?.detach();
+      else await this.abortSession(s, 'dest agent stopping');
+    }
   }
 }

@@ -18,6 +18,7 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT, type Pagemap, type PagemapEntry } from '../shared/criu/pagemap-image.js';
 import type { TaskPageStore } from './page-store.js';
+import { checkStoreReferences } from './store-references.js';
 import type { PageSourceSession, PagesManifest, PreparedPages, RestorePageSource } from './restore-page-source.js';
 
 /** The session's images restore from `<session>/chain`, made of its stores' level files. */
@@ -52,28 +53,6 @@ export class ImageChainPageSource implements RestorePageSource {
 type Entry = Pick<PagemapEntry, 'vaddr' | 'nrPages' | 'flags'>;
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
-
-/** Checks that the store holds every page of the dump's pagemap with the dump's hash. */
-function checkReferences(name: string, pm: Pagemap, m: PagesManifest, store: TaskPageStore | undefined): number {
-  let k = 0;
-  for (const e of pm.entries) {
-    if ((e.flags & (PE_PRESENT | PE_LAZY)) === 0) {
-      // Ferry's dumps are full or lazy; a parent-only entry would come from a dump Ferry did not make.
-      throw invalid(`${name}: entry at ${e.vaddr.toString(16)} has flags ${e.flags}, neither present nor lazy`);
-    }
-    for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
-      if ((k + 1) * HASH_BYTES > m.hashes.length) throw invalid(`${name}: more present pages than the ${m.hashes.length / HASH_BYTES} hashes`);
-      if (!store || store.index.slotOf(p) === undefined) {
-        throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p} was never received` });
-      }
-      if (!store.index.holds(p, m.hashes, k * HASH_BYTES)) {
-        throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p}: the stored version is not the dumped one` });
-      }
-    }
-  }
-  if (k * HASH_BYTES !== m.hashes.length) throw invalid(`${name}: ${k} present pages but ${m.hashes.length / HASH_BYTES} hashes`);
-  return k;
-}
 
 /** Runs of consecutive pages with one flag, as pagemap entries. `pages` ascending, `present[i]` its flag. */
 function entriesOf(pages: Float64Array, present: Uint8Array, pageSize: number): Entry[] {
@@ -124,7 +103,7 @@ async function buildParentChain(
   for (const m of manifests) {
     const pm = decodePagemap(await readFile(join(imagesDir, m.pagemapImage)), m.pagemapImage);
     const store = stores.get(m.task);
-    pages += checkReferences(m.pagemapImage, pm, m, store);
+    pages += checkStoreReferences(m.pagemapImage, pm, m, store);
     pagemaps.push({ m, pm, store });
   }
   if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');

@@ -9,7 +9,11 @@
  *                                                      killed and the files removed, in the background
  *   restored     it may be committing right now         the session is revived, stopped, for the rest of its
  *                                                      lease (RESTART_GRACE_MS at least): Commit resumes it,
- *                                                      Abort or the lease's end removes it
+ *                                                      Abort or the lease's end removes it (a lazy restore's
+ *                                                      pager is adopted with it)
+ *   filling      the copy runs; the fill may be going on  revived, its pager adopted (by pid and start time);
+ *                                                      a pager found gone decides by its status file: filled
+ *                                                      -> committed, anything else -> the copy is killed
  *   committed    it may be asking                       resumed if the crash came before the resume
  *   aborted      it may be asking                       killed if the crash came before the kill
  *
@@ -29,6 +33,7 @@ import { RESTORED_PID_FILE } from './restore.js';
 import type { DestSession } from './session.js';
 import type { EndedSession } from './session-registry.js';
 import { LOGS_DIR, sessionDirsIn, WORK_DIR_MARKER } from './work-dir.js';
+import { readPagerStatus } from './lazy/pager-process.js';
 
 /** A revived copy waits at least this long for the source's Commit or Abort, whatever its lease said. */
 export const RESTART_GRACE_MS = 15_000;
@@ -40,11 +45,19 @@ export interface ReviveInit {
   epoch: bigint;
   peer: string;
   restoredPid: number;
+  state: 'restored' | 'filling';
+  resumedAtUs?: bigint;
   log: Logger;
 }
 
+/** What a revived lazy session needs to adopt its pager. */
+export interface RevivedPager {
+  pager: { pid: number; startTime: number };
+  copy: { pid: number; startTime: number } | undefined;
+}
+
 export interface Recovered {
-  revived: { session: DestSession; leaseMs: number }[];
+  revived: { session: DestSession; leaseMs: number; pager?: RevivedPager }[];
   ended: { id: string; outcome: EndedSession }[];
   /** Resolves when the background work (an orphan criu, its restored tree, the files) is done. */
   cleanup: Promise<void>;
@@ -105,22 +118,35 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       case 'restoring': {
         await abort(j, 'the dest agent restarted during the restore');
         const restoringAt = j.restoringAt ?? j.at;
-        background.push(finishOrphanRestore(sessionDir(id), restoringAt, mlog).finally(() => removeDir(id)));
+        background.push(
+          finishOrphanRestore(sessionDir(id), restoringAt, mlog)
+            .then(() => stopPagerOf(sessionDir(id), mlog))
+            .finally(() => removeDir(id)),
+        );
         break;
       }
       case 'restored': {
         const copy = liveCopy(j);
         if (copy?.stopped) {
           const leaseMs = Math.max(RESTART_GRACE_MS, (j.leaseUntil ?? 0) - Date.now());
-          const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: copy.pid, log: mlog });
-          out.revived.push({ session, leaseMs });
+          const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: copy.pid, state: 'restored', log: mlog });
+          out.revived.push({ session, leaseMs, pager: pagerOf(j, copy.pid) });
           mlog.warn('took over a restored, stopped copy left by a previous agent: it waits for the source', { pid: copy.pid, leaseMs });
           continue;
         }
         await abort(j, 'the restored copy was gone when the dest agent restarted');
         if (copy) signalTree(copy.pid, 'SIGKILL'); // running without a Commit: never ours to keep
+        await stopOrphanPager(j, mlog);
         await removeDir(id);
         break;
+      }
+      case 'filling': {
+        // The copy runs; only its pager's end decides (the link adopts it, or reads how it ended).
+        const copy = liveCopy(j);
+        const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: j.restoredPid ?? 0, state: 'filling', resumedAtUs: j.resumedAtUs, log: mlog });
+        out.revived.push({ session, leaseMs: 0, pager: pagerOf(j, copy?.pid) });
+        mlog.warn('took over a resumed copy whose pager is filling its pages', { pid: j.restoredPid, pager: j.pagerPid });
+        continue;
       }
       case 'committed': {
         const copy = liveCopy(j);
@@ -137,6 +163,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
           signalTree(copy.pid, 'SIGKILL');
           mlog.warn('killed an aborted copy: the previous agent died before killing it', { pid: copy.pid });
         }
+        await stopOrphanPager(j, mlog);
         await removeDir(id);
         break;
       }
@@ -167,6 +194,33 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
 
   out.cleanup = Promise.all(background).then(() => undefined);
   return out;
+}
+
+function pagerOf(j: JournaledSession, copyPid: number | undefined): RevivedPager | undefined {
+  if (j.pagerPid === undefined || j.pagerStartTime === undefined) return undefined;
+  return { pager: { pid: j.pagerPid, startTime: j.pagerStartTime }, copy: copyPid !== undefined ? { pid: copyPid, startTime: j.restoredStartTime ?? 0 } : undefined };
+}
+
+/** A journaled pager that still runs, for a session that ended: it kills its copy (if any is left) and exits. */
+async function stopOrphanPager(j: JournaledSession, log: Logger): Promise<void> {
+  if (j.pagerPid === undefined) return;
+  const st = readStat(j.pagerPid);
+  if (!st || st.startTime !== j.pagerStartTime) return;
+  process.kill(j.pagerPid, 'SIGTERM');
+  log.warn('stopped the pager of an ended session', { pager: j.pagerPid });
+  await Promise.resolve();
+}
+
+/** The pager a restore started before its restored entry (none is journaled then): found by its status file. */
+async function stopPagerOf(sessionDir: string, log: Logger): Promise<void> {
+  const status = await readPagerStatus(join(sessionDir, 'pager', 'status')).catch(() => undefined);
+  const pid = status?.pid;
+  if (pid === undefined || !Number.isSafeInteger(pid) || pid <= 1) return;
+  // Only that very process: a ferry_pager started on this session's plan.
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmdline.includes('ferry_pager') || !cmdline.includes(join(sessionDir, 'pager', 'plan'))) return;
+  process.kill(pid, 'SIGTERM');
+  log.warn('stopped the pager of an interrupted restore', { pager: pid });
 }
 
 /**

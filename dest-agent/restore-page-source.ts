@@ -6,8 +6,8 @@
  *                        version and rewrites the images so that CRIU reads them from the source
  *   verify()             beside criu restore (the copy stays stopped): resolves when the bytes CRIU may read
  *                        are known good; a rejection means the restored copy must be killed
- * One implementation today: the store-backed parent-image chain (image-chain.ts). A lazy-pages
- * pager, answering CRIU's lazy-pages requests from the store, would be a second one.
+ * The eager restore's implementation is the store-backed parent-image chain (image-chain.ts); a lazy restore
+ * makes its images in lazy/lazy-images.ts and leaves the pages to its pager.
  */
 import type { DestSession } from './session.js';
 
@@ -16,6 +16,8 @@ export interface PagesManifest {
   task: number;
   /** XXH3-128 of each page of the pagemap (present or lazy), in pagemap order. */
   hashes: Buffer;
+  /** One bit per page, LSB first: not yet confirmed against the frozen original (lazy restore). Empty: all confirmed. */
+  unconfirmed?: Buffer;
 }
 
 export interface PreparedPages {

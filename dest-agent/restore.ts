@@ -14,10 +14,11 @@ import type { DestSession } from './session.js';
 export const RESTORED_PID_FILE = 'restored.pid';
 
 /**
- * Restores the session's images; resolves with the host pid of the restored root, left stopped. The logs dir
+ * Restores the session's images; resolves with the host pid of the restored root, left stopped. `lazy`: the
+ * PE_LAZY pages are left to the session's pager, which must already listen. The logs dir
  * is pruned first (its CRIU logs are bounded, see criu-log-files.ts); a failed prune only logs.
  */
-export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal): Promise<number> {
+export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal, lazy = false): Promise<number> {
   const criu = await requireCriu('dest');
   await pruneCriuLogs(s.logDir).catch((e: unknown) => s.log.warn('CRIU logs not pruned', { logDir: s.logDir, error: String(e) }));
   if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
@@ -28,6 +29,8 @@ export async function restoreStopped(s: DestSession, timeoutMs: number, signal?:
     logFile: join(s.logDir, criuLogFileName(s.id, 'restore')),
     leaveStopped: true,
     detach: true,
+    // The pager (lazy/pager-link.ts) listens on lazy-pages.socket in the images dir, CRIU's work dir.
+    extraArgs: lazy ? ['--lazy-pages'] : [],
     timeoutMs: timeoutMs || 120_000,
     signal,
   });

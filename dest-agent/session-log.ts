@@ -5,6 +5,7 @@ const MESSAGE: Readonly<Record<DestSessionState, string>> = {
   receiving: 'session prepared',
   restoring: 'restoring',
   restored: 'restored, stopped',
+  filling: 'committed: restored copy resumed, its pager filling pages',
   committed: 'committed: restored copy resumed',
   aborted: 'session aborted',
 };

@@ -17,7 +17,7 @@ import { DestSession, type DestSessionInit, type DestSessionListener, type DestS
 const MAX_ABORTED_UNPREPARED = 1_000;
 
 export type EndedSession =
-  | { outcome: 'committed'; epoch: bigint; peer: PeerKey; restoredPid: number; resumedAtUs: bigint }
+  | { outcome: 'committed'; epoch: bigint; peer: PeerKey; restoredPid: number; resumedAtUs: bigint; fill?: Record<string, number> }
   | { outcome: 'aborted'; epoch: bigint; peer: PeerKey; reason: string };
 
 export interface SessionBounds {
@@ -122,7 +122,7 @@ export class SessionRegistry {
   }
 
   /** A restored session a previous agent left, taken over (its slot counted like any other). */
-  revive(init: Omit<DestSessionInit, 'onTransition'> & { restoredPid: number }): Promise<DestSession> {
+  revive(init: Omit<DestSessionInit, 'onTransition'> & { restoredPid: number; state: 'restored' | 'filling'; resumedAtUs?: bigint }): Promise<DestSession> {
     return this.add(init.peer, 'restore', (onTransition) => DestSession.revive({ ...init, onTransition }));
   }
 

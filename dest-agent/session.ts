@@ -5,13 +5,16 @@
  *   from        to          by
  *   receiving   restoring   Restore, once the images are complete
  *   restoring   restored    criu restore left a stopped copy and the pages read back good
- *   restored    committed   Commit resumed the copy
+ *   restored    committed   Commit resumed the copy (an eager restore: every page was in)
+ *   restored    filling     Commit resumed the copy of a lazy restore: its pager is still filling pages
+ *   filling     committed   the pager put every page in
+ *   filling     aborted     the pager failed or died: its guardian killed the copy (the source resumes the original)
  *   receiving   aborted     Abort, or the agent stopping
  *   restoring   aborted     the restore failed (the copy, if any, is killed), Abort, or the agent stopping
  *   restored    aborted     Abort, the commit lease ran out, or the agent stopping
  *
  * committed and aborted are final. The restored copy stays stopped until Commit; only Commit resumes it, and
- * nothing undoes a commit. Every state a session enters, its opening included, is journaled (dest-journal.ts:
+ * nothing undoes a commit (a copy whose pages could not all be given is killed, never left running). Every state a session enters, its opening included, is journaled (dest-journal.ts:
  * on disk before the caller acts on it) and announced to one listener. A restarted agent revives a session
  * that was restored (restart-recovery.ts); every other state it finds is ended there.
  */
@@ -30,13 +33,15 @@ import { SessionBudget } from './session-budget.js';
 import { UploadedImages } from './uploaded-images.js';
 import { LOGS_DIR, markSessionDir } from './work-dir.js';
 import { openDestJournal } from './dest-journal.js';
+import type { PagerLink } from './lazy/pager-link.js';
 
-export type DestSessionState = 'receiving' | 'restoring' | 'restored' | 'committed' | 'aborted';
+export type DestSessionState = 'receiving' | 'restoring' | 'restored' | 'filling' | 'committed' | 'aborted';
 
 const NEXT: Readonly<Record<DestSessionState, readonly DestSessionState[]>> = {
   receiving: ['restoring', 'aborted'],
   restoring: ['restored', 'aborted'],
-  restored: ['committed', 'aborted'],
+  restored: ['committed', 'filling', 'aborted'],
+  filling: ['committed', 'aborted'],
   committed: [],
   aborted: [],
 };
@@ -46,6 +51,7 @@ const PHASE_OF: Readonly<Record<DestSessionState, Phase>> = {
   receiving: 'prepare',
   restoring: 'restore',
   restored: 'restore',
+  filling: 'commit',
   committed: 'commit',
   aborted: 'rollback',
 };
@@ -91,6 +97,14 @@ export class DestSession {
   /** The images uploaded so far, and how much of each. */
   readonly images: UploadedImages;
   restoredPid: number | undefined;
+  /** The pager of a lazy restore (pager-link.ts); undefined for an eager one. */
+  pager: PagerLink | undefined;
+  /** The stores a lazy restore's pager reads (closed; their files removed with the session). */
+  lazyStores: TaskPageStore[] = [];
+  /** Pages of each task's manifest, for the Fill stream's bounds. */
+  fillPages: Map<number, number> | undefined;
+  /** When Commit resumed the copy (a repeated Commit of a filling session gets the same answer). */
+  resumedAtUs: bigint | undefined;
   commitLease: NodeJS.Timeout | undefined;
   readonly peer: PeerKey;
   readonly budget: SessionBudget;
@@ -132,10 +146,11 @@ export class DestSession {
     return s;
   }
 
-  /** A session a previous agent restored, taken over by this one in `restored` (restart-recovery.ts). */
-  static async revive(init: DestSessionInit & { restoredPid: number }): Promise<DestSession> {
+  /** A session a previous agent restored, taken over by this one in `restored` or `filling` (restart-recovery.ts). */
+  static async revive(init: DestSessionInit & { restoredPid: number; state: 'restored' | 'filling'; resumedAtUs?: bigint }): Promise<DestSession> {
     const s = new DestSession(init.id, init.epoch, join(init.workDir, init.id), init.pageSize, init.log, init.onTransition, init);
-    s.current = 'restored';
+    s.current = init.state;
+    s.resumedAtUs = init.resumedAtUs;
     s.restoredPid = init.restoredPid;
     s.journal = await openDestJournal(init.workDir, s.id);
     s.onTransition({ session: s, from: undefined, to: s.current, fields: { ...init.fields, revived: true } });
@@ -201,8 +216,9 @@ export class DestSession {
   async removeFiles(): Promise<void> {
     clearTimeout(this.commitLease);
     clearTimeout(this.idle);
-    for (const st of this.stores.values()) await st.close().catch(() => undefined);
+    for (const st of [...this.stores.values(), ...this.lazyStores]) await st.close().catch(() => undefined);
     this.stores.clear();
+    this.lazyStores = [];
     await this.journal.close(); // the journal itself stays: it tells how the session ended
     await rm(this.dir, { recursive: true, force: true });
   }

@@ -20,9 +20,10 @@ export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
 
 /**
  * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own
- * probes; the dest agent gets them from whoever starts it), so that this layer knows no tracker.
+ * probes; the dest agent gets them from whoever starts it), so that this layer knows no tracker. `moreFeatures`:
+ * what the agent itself offers beyond this build's (the dest's `lazy-restore`).
  */
-export async function localPeerInfo(trackers: readonly string[]): Promise<PeerInfo> {
+export async function localPeerInfo(trackers: readonly string[], moreFeatures: readonly string[] = []): Promise<PeerInfo> {
   const criu = await probeCriu();
   return {
     ferryVersion: ferryVersion(),
@@ -34,7 +35,7 @@ export async function localPeerInfo(trackers: readonly string[]): Promise<PeerIn
     trackers: [...trackers],
     criuVersion: criu.ok ? criu.version : '',
     criuProblem: criu.ok ? '' : criu.reason,
-    features: FEATURES,
+    features: [...FEATURES, ...moreFeatures],
   };
 }
 

@@ -1,0 +1,187 @@
+/**
+ * The images of a lazy restore, made from the page store without copying the task's memory. CRIU restores
+ * itself only the pages outside lazy-capable memory (the dump's PRESENT-only entries: private file mappings,
+ * a few pages), from a small pages image written here; every PE_LAZY page is left to the pager, which fills
+ * it from the store's level files once CRIU hands it the task's userfaultfd. The plan names, for each lazy
+ * page, its place in a level file, its hash, and whether the source confirmed it against the frozen original.
+ * Before any of that, every dumped page must be in the store with exactly the dump's hash (store-references.ts).
+ */
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { decodeMmVmas } from '../../shared/criu/mm-image.js';
+import { decodePagemap, encodePagemap, PE_LAZY, PE_PRESENT, type Pagemap, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
+import { hashPages } from '../../shared/native/addon.js';
+import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
+import type { TaskPageStore } from '../page-store.js';
+import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
+import { checkStoreReferences } from '../store-references.js';
+import { PLAN_ZERO_FILE, writePagerPlan, type PlanTask } from './pager-plan.js';
+
+export interface LazyImages {
+  planFile: string;
+  /** Pages the dump references (all in the store). */
+  pages: number;
+  /** Of those, the pages the pager fills after CRIU. */
+  lazyPages: number;
+  /** Lazy pages the source has yet to confirm against the frozen original. */
+  unconfirmedPages: number;
+  /** The stores whose level files the pager reads: closed here, removed with the session. */
+  stores: TaskPageStore[];
+}
+
+const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
+
+/** Whether bit `i` of the manifest's unconfirmed bitmap is set (an empty bitmap: every page confirmed). */
+function unconfirmedAt(bits: Buffer | undefined, i: number): boolean {
+  return bits !== undefined && bits.length > 0 && (bits[i >>> 3]! & (1 << (i & 7))) !== 0;
+}
+
+/** Splits the lazy entries at VMA edges: one UFFDIO_COPY must stay inside one VMA. */
+function lazyRanges(pm: Pagemap, vmas: readonly { start: bigint; end: bigint }[], pageSize: number, name: string): PlanTask['ranges'] {
+  const ranges: PlanTask['ranges'] = [];
+  const ps = BigInt(pageSize);
+  let index = 0;
+  let v = 0;
+  for (const e of pm.entries) {
+    if ((e.flags & PE_LAZY) !== 0) {
+      let start = e.vaddr;
+      const end = e.vaddr + BigInt(e.nrPages) * ps;
+      while (start < end) {
+        while (v < vmas.length && vmas[v]!.end <= start) v++;
+        const vma = vmas[v];
+        if (!vma || vma.start > start) throw invalid(`${name}: lazy pages at ${start.toString(16)} lie outside every VMA of the mm image`);
+        const stop = vma.end < end ? vma.end : end;
+        const n = Number((stop - start) / ps);
+        ranges.push({ startAddr: start, nPages: n, firstIndex: index + Number((start - e.vaddr) / ps) });
+        start = stop;
+      }
+    }
+    index += e.nrPages;
+  }
+  return ranges;
+}
+
+/**
+ * Writes the rewritten pagemaps, the small pages images and the plan (`<session>/pager/plan`). Takes the stores
+ * over (the session's map is emptied); on a refusal they stay with the session.
+ */
+export async function prepareLazyImages(s: PageSourceSession, manifests: readonly PagesManifest[]): Promise<LazyImages> {
+  if (new Set(manifests.map((m) => m.task)).size !== manifests.length) throw invalid('two manifests name the same task');
+  const decoded: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined }[] = [];
+  let pages = 0;
+  for (const m of manifests) {
+    const pm = decodePagemap(await readFile(join(s.imagesDir, m.pagemapImage)), m.pagemapImage);
+    const store = s.stores.get(m.task);
+    pages += checkStoreReferences(m.pagemapImage, pm, m, store);
+    if (m.unconfirmed && m.unconfirmed.length > 0 && m.unconfirmed.length !== Math.ceil(m.hashes.length / HASH_BYTES / 8)) {
+      throw invalid(`${m.pagemapImage}: the unconfirmed bitmap has ${m.unconfirmed.length} bytes for ${m.hashes.length / HASH_BYTES} pages`);
+    }
+    decoded.push({ m, pm, store });
+  }
+  if (new Set(decoded.map((x) => x.pm.pagesId)).size !== decoded.length) throw invalid('two pagemaps name the same pages image');
+  const stores = decoded.flatMap((x) => (x.store ? [x.store] : []));
+  // Nothing writes the level files any more: the pager maps them as they are.
+  for (const st of stores) await st.closeFiles();
+
+  const files: string[] = [];
+  const fileIndex = new Map<string, number>();
+  const fileOf = (path: string): number => {
+    let i = fileIndex.get(path);
+    if (i === undefined) {
+      i = files.length;
+      files.push(path);
+      fileIndex.set(path, i);
+    }
+    return i;
+  };
+  const tasks: PlanTask[] = [];
+  let lazyPages = 0;
+  let unconfirmedPages = 0;
+  for (const { m, pm, store } of decoded) {
+    const total = m.hashes.length / HASH_BYTES;
+    const pageFile = new Uint32Array(total).fill(PLAN_ZERO_FILE);
+    const pageFlags = new Uint32Array(total);
+    const pageOffset = new Float64Array(total);
+    const levelFile = store ? store.levels.map((l) => fileOf(l.path)) : [];
+    const eager: { entry: PagemapEntry; first: number }[] = [];
+    let k = 0;
+    for (const e of pm.entries) {
+      const lazy = (e.flags & PE_LAZY) !== 0;
+      if (!lazy) eager.push({ entry: e, first: k });
+      for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
+        const slot = store!.index.slotOf(p)!; // checkStoreReferences: every page has a slot
+        const level = store!.levelOfSlot(slot);
+        pageFile[k] = levelFile[level]!;
+        pageOffset[k] = (slot - store!.levels[level]!.firstSlot) * s.pageSize;
+        const confirmed = !unconfirmedAt(m.unconfirmed, k);
+        if (confirmed) pageFlags[k] = 1;
+        if (lazy) {
+          lazyPages++;
+          if (!confirmed) unconfirmedPages++;
+        } else if (!confirmed) {
+          throw invalid(`${m.pagemapImage}: page ${p} is restored by CRIU (not lazy) but is not confirmed`);
+        }
+      }
+    }
+    const mmName = `mm-${m.task}.img`;
+    const vmas = decodeMmVmas(await readFile(join(s.imagesDir, mmName)).catch(() => {
+      throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
+    }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    tasks.push({ nsPid: m.task, nPages: total, ranges: lazyRanges(pm, vmas, s.pageSize, m.pagemapImage), pageFile, pageFlags, pageOffset, hashes: m.hashes });
+    await writeEagerPages(s, pm, eager, pageFile, pageOffset, files, m);
+  }
+  const dir = join(s.dir, 'pager');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const planFile = join(dir, 'plan');
+  await writePagerPlan(planFile, { pageSize: s.pageSize, files, tasks });
+  s.stores.clear(); // their files are the pager's now; the session removes them when it ends
+  return { planFile, pages, lazyPages, unconfirmedPages, stores };
+}
+
+/**
+ * The pagemap CRIU restores from: PRESENT-only entries keep their data, in a pages image that holds only them
+ * (read from the store's level files); PE_LAZY entries carry no data (the pager fills them).
+ */
+async function writeEagerPages(
+  s: PageSourceSession,
+  pm: Pagemap,
+  eager: readonly { entry: PagemapEntry; first: number }[],
+  pageFile: Uint32Array,
+  pageOffset: Float64Array,
+  files: readonly string[],
+  m: PagesManifest,
+): Promise<void> {
+  const eagerPages = eager.reduce((n, x) => n + x.entry.nrPages, 0);
+  const data = Buffer.alloc(eagerPages * s.pageSize);
+  let at = 0;
+  for (const { entry, first } of eager) {
+    for (let i = 0; i < entry.nrPages; i++, at += s.pageSize) {
+      const f = pageFile[first + i]!;
+      const fh = await open(files[f]!, 'r');
+      try {
+        const { bytesRead } = await fh.read(data, at, s.pageSize, pageOffset[first + i]!);
+        if (bytesRead !== s.pageSize) throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${files[f]}: short read at ${pageOffset[first + i]}` });
+      } finally {
+        await fh.close();
+      }
+    }
+  }
+  // CRIU restores these pages as they are: their bytes are checked now (the pager checks the lazy ones).
+  const got = Buffer.alloc(eagerPages * HASH_BYTES);
+  if (eagerPages > 0) hashPages(data, eagerPages, s.pageSize, got);
+  let j = 0;
+  for (const { entry, first } of eager) {
+    for (let i = 0; i < entry.nrPages; i++, j++) {
+      if (got.compare(m.hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES, j * HASH_BYTES, (j + 1) * HASH_BYTES) !== 0) {
+        throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${entry.firstPage + i}: stored bytes do not match their hash` });
+      }
+    }
+  }
+  const entries = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nrPages, flags: (e.flags & PE_LAZY) !== 0 ? PE_LAZY : PE_PRESENT }));
+  await writeFile(join(s.imagesDir, m.pagemapImage), encodePagemap({ pagesId: pm.pagesId, entries }));
+  await writeFile(join(s.imagesDir, `pages-${pm.pagesId}.img`), data, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'EEXIST') throw invalid(`pages-${pm.pagesId}.img already exists`);
+    throw e;
+  });
+}

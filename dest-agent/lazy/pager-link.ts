@@ -1,0 +1,207 @@
+/**
+ * The dest agent's hold on one restore's pager (native/pager/ferry-pager.c): it started it (or, after a
+ * restart, adopts it by pid and start time), talks to it over its control socket, relays the source's
+ * confirmations to it and its wants to the source, and learns how the fill ended. The pager outlives this
+ * agent; the link does not. A pager that is gone without having said "filled" failed: its guardian killed
+ * the copy, and the link makes sure of it (by the copy's pid and start time) before it reports FILL_FAILED.
+ */
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+import { signalTree } from '../../shared/kernel/signal-tree.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { PagerControl, type PagerStats, type PagerWant } from './pager-control.js';
+import { pagerBinary, readPagerStatus, startPager } from './pager-process.js';
+
+/** Files of one session's pager, under `<session>/pager/` (the lazy-pages socket is CRIU's, in the images dir). */
+export function pagerPaths(sessionDir: string, imagesDir: string): { dir: string; plan: string; control: string; status: string; log: string; socket: string; restoredPid: string } {
+  const dir = join(sessionDir, 'pager');
+  return {
+    dir,
+    plan: join(dir, 'plan'),
+    control: join(dir, 'control.sock'),
+    status: join(dir, 'status'),
+    log: join(dir, 'pager.log'),
+    socket: join(imagesDir, 'lazy-pages.socket'),
+    restoredPid: join(sessionDir, 'restored.pid'),
+  };
+}
+
+export interface PagerIdentity {
+  pid: number;
+  startTime: number;
+}
+
+/** How the fill ended. */
+export type FillOutcome = { kind: 'filled'; stats: PagerStats } | { kind: 'failed'; reason: string } | { kind: 'detached' };
+
+export interface FillListener {
+  want(w: PagerWant): void;
+  progress(stats: PagerStats): void;
+}
+
+/** Wants kept for a Fill stream that is not open yet (they are replayed when it opens); the pager re-sends them too. */
+const MAX_KEPT_WANTS = 4096;
+const RECONNECT_TRIES = 50;
+const RECONNECT_PAUSE_MS = 100;
+const TERM_WAIT_MS = 5_000;
+
+function alive(p: PagerIdentity): boolean {
+  const st = readStat(p.pid);
+  return st !== undefined && st.state !== 'Z' && st.state !== 'X' && st.startTime === p.startTime;
+}
+
+export class PagerLink {
+  private control: PagerControl | undefined;
+  private listener: FillListener | undefined;
+  private readonly wants: PagerWant[] = [];
+  private settle!: (o: FillOutcome) => void;
+  /** Resolves once, when the pager says filled or failed, or is found gone. */
+  readonly outcome: Promise<FillOutcome>;
+  private ended: FillOutcome | undefined;
+  /** The copy to kill if the pager failed: set once criu restore wrote its pid. */
+  copy: PagerIdentity | undefined;
+
+  private constructor(
+    readonly pager: PagerIdentity,
+    private readonly paths: ReturnType<typeof pagerPaths>,
+    private readonly log: Logger,
+  ) {
+    this.outcome = new Promise((ok) => (this.settle = ok));
+  }
+
+  /** Starts the pager for the plan; resolves once it listens on CRIU's socket and its control socket is connected. */
+  static async start(paths: ReturnType<typeof pagerPaths>, log: Logger, threads?: number): Promise<PagerLink> {
+    const pager = await startPager({
+      binary: pagerBinary(),
+      planFile: paths.plan,
+      socketPath: paths.socket,
+      controlPath: paths.control,
+      statusFile: paths.status,
+      pidFile: paths.restoredPid,
+      logFile: paths.log,
+      threads,
+    });
+    const link = new PagerLink(pager, paths, log);
+    await link.connect();
+    return link;
+  }
+
+  /** A pager a previous agent started: taken over if that very process still runs, else its status decides. */
+  static async adopt(paths: ReturnType<typeof pagerPaths>, pager: PagerIdentity, copy: PagerIdentity | undefined, log: Logger): Promise<PagerLink> {
+    const link = new PagerLink(pager, paths, log);
+    link.copy = copy;
+    if (alive(pager)) await link.connect();
+    else await link.gone();
+    return link;
+  }
+
+  private async connect(): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        const c = await PagerControl.connect(this.paths.control);
+        this.control = c;
+        c.on('want', (w: PagerWant) => {
+          if (this.listener) this.listener.want(w);
+          else if (this.wants.length < MAX_KEPT_WANTS) this.wants.push(w);
+        });
+        c.on('progress', (st: PagerStats) => this.listener?.progress(st));
+        c.on('done', (st: PagerStats) => this.finish({ kind: 'filled', stats: st }));
+        c.on('failed', (reason: string) => void this.failed(reason));
+        c.on('closed', () => {
+          if (this.control === c) this.control = undefined;
+          if (!this.ended) void this.lostControl();
+        });
+        return;
+      } catch (e) {
+        if (!alive(this.pager)) return this.gone();
+        if (i >= RECONNECT_TRIES) throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: `the pager's control socket does not answer: ${String(e)}`, cause: e });
+        await sleep(RECONNECT_PAUSE_MS);
+      }
+    }
+  }
+
+  /** The control connection dropped: a pager that still runs is reconnected; one that is gone is judged by its status. */
+  private async lostControl(): Promise<void> {
+    await sleep(RECONNECT_PAUSE_MS);
+    if (this.ended) return;
+    if (alive(this.pager)) {
+      await this.connect().catch((e: unknown) => this.failed(String(e)));
+    } else {
+      await this.gone();
+    }
+  }
+
+  private async gone(): Promise<void> {
+    const status = await readPagerStatus(this.paths.status).catch(() => undefined);
+    if (status?.state === 'filled') this.finish({ kind: 'filled', stats: status as PagerStats });
+    else await this.failed(status?.reason ? `the pager ended: ${status.reason}` : 'the pager is gone');
+  }
+
+  private finish(o: FillOutcome): void {
+    if (this.ended) return;
+    this.ended = o;
+    this.control?.close();
+    this.settle(o);
+  }
+
+  /** The copy must never run on a page it was not given: whoever noticed first, it is killed here too. */
+  private async failed(reason: string): Promise<void> {
+    if (this.ended) return;
+    this.killCopy();
+    this.log.error('the pager failed: the restored copy was killed', { reason, pager: this.pager.pid });
+    this.finish({ kind: 'failed', reason });
+    await Promise.resolve();
+  }
+
+  private killCopy(): void {
+    const c = this.copy;
+    if (c && alive(c)) signalTree(c.pid, 'SIGKILL');
+  }
+
+  /** The Fill stream that relays wants and progress; the wants kept meanwhile are replayed to it. */
+  attach(listener: FillListener): () => void {
+    this.listener = listener;
+    for (const w of this.wants.splice(0)) listener.want(w);
+    return () => {
+      if (this.listener === listener) this.listener = undefined;
+    };
+  }
+
+  /** Resolves once the pager has it (after a reconnect, if the control socket is down); FILL_FAILED once it failed. */
+  async confirm(task: number, index: number, count: number): Promise<void> {
+    (await this.whenConnected()).confirm(task, index, count);
+  }
+
+  async replace(task: number, index: number, pages: Buffer): Promise<void> {
+    (await this.whenConnected()).replace(task, index, pages);
+  }
+
+  private async whenConnected(): Promise<PagerControl> {
+    // Bounded: lostControl() either reconnects or ends the link within its tries.
+    for (let waited = 0; ; waited += RECONNECT_PAUSE_MS) {
+      if (this.ended?.kind === 'failed') throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: this.ended.reason });
+      if (this.ended) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'commit', detail: this.ended.kind === 'detached' ? 'the dest agent is stopping' : 'the fill is over' });
+      if (this.control) return this.control;
+      if (waited > RECONNECT_TRIES * RECONNECT_PAUSE_MS * 2) throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: "the pager's control socket stayed down" });
+      await sleep(RECONNECT_PAUSE_MS);
+    }
+  }
+
+  /** Rollback before the resume (or the agent stopping with an uncommitted copy): the pager kills the copy and exits. */
+  async abort(): Promise<void> {
+    this.killCopy();
+    if (alive(this.pager)) {
+      process.kill(this.pager.pid, 'SIGTERM');
+      for (let waited = 0; waited < TERM_WAIT_MS && alive(this.pager); waited += 50) await sleep(50);
+      if (alive(this.pager)) process.kill(this.pager.pid, 'SIGKILL');
+    }
+    this.finish({ kind: 'failed', reason: 'aborted' });
+  }
+
+  /** Closes the control connection only: the pager goes on (the agent is stopping or restarting). */
+  detach(): void {
+    this.finish({ kind: 'detached' });
+  }
+}
