@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { existsSync, statfsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
@@ -26,7 +27,7 @@ import { prepareLazyImages } from './lazy/lazy-images.js';
 import { LAZY_RESTORE_FEATURE, probeLazyRestore, type LazyRestoreSupport } from './lazy/lazy-restore-support.js';
 import { PagerLink, pagerPaths, type FillOutcome } from './lazy/pager-link.js';
 import { fillDone, checkFillRequest } from './lazy/fill-messages.js';
-import { readPlanTaskPages } from './lazy/pager-plan.js';
+import { decodePlan } from './lazy/pager-plan.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
@@ -535,7 +536,9 @@ export class DestService {
       const s = r.session;
       if (r.pager) {
         const paths = pagerPaths(s.dir, s.imagesDir);
-        s.fillPages = await readPlanTaskPages(paths.plan).catch(() => new Map<number, number>());
+        s.fillPages = await readFile(paths.plan)
+          .then((b) => new Map(decodePlan(b).tasks.map((t) => [t.nsPid, t.pages.length])))
+          .catch(() => new Map<number, number>());
         s.pager = await PagerLink.adopt(paths, r.pager.pager, r.pager.copy, s.log);
         s.pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
       }

@@ -16,7 +16,7 @@ import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type { TaskPageStore } from '../page-store.js';
 import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
 import { checkStoreReferences } from '../store-references.js';
-import { PLAN_ZERO_FILE, writePagerPlan, type PlanTask } from './pager-plan.js';
+import { planRanges, writePlanFile, type PlanPage, type PlanTask } from './pager-plan.js';
 
 export interface LazyImages {
   planFile: string;
@@ -35,31 +35,6 @@ const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', 
 /** Whether bit `i` of the manifest's unconfirmed bitmap is set (an empty bitmap: every page confirmed). */
 function unconfirmedAt(bits: Buffer | undefined, i: number): boolean {
   return bits !== undefined && bits.length > 0 && (bits[i >>> 3]! & (1 << (i & 7))) !== 0;
-}
-
-/** Splits the lazy entries at VMA edges: one UFFDIO_COPY must stay inside one VMA. */
-function lazyRanges(pm: Pagemap, vmas: readonly { start: bigint; end: bigint }[], pageSize: number, name: string): PlanTask['ranges'] {
-  const ranges: PlanTask['ranges'] = [];
-  const ps = BigInt(pageSize);
-  let index = 0;
-  let v = 0;
-  for (const e of pm.entries) {
-    if ((e.flags & PE_LAZY) !== 0) {
-      let start = e.vaddr;
-      const end = e.vaddr + BigInt(e.nrPages) * ps;
-      while (start < end) {
-        while (v < vmas.length && vmas[v]!.end <= start) v++;
-        const vma = vmas[v];
-        if (!vma || vma.start > start) throw invalid(`${name}: lazy pages at ${start.toString(16)} lie outside every VMA of the mm image`);
-        const stop = vma.end < end ? vma.end : end;
-        const n = Number((stop - start) / ps);
-        ranges.push({ startAddr: start, nPages: n, firstIndex: index + Number((start - e.vaddr) / ps) });
-        start = stop;
-      }
-    }
-    index += e.nrPages;
-  }
-  return ranges;
 }
 
 /**
@@ -100,8 +75,8 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
   let unconfirmedPages = 0;
   for (const { m, pm, store } of decoded) {
     const total = m.hashes.length / HASH_BYTES;
-    const pageFile = new Uint32Array(total).fill(PLAN_ZERO_FILE);
-    const pageFlags = new Uint32Array(total);
+    const planPages: PlanPage[] = new Array<PlanPage>(total);
+    const pageFile = new Uint32Array(total);
     const pageOffset = new Float64Array(total);
     const levelFile = store ? store.levels.map((l) => fileOf(l.path)) : [];
     const eager: { entry: PagemapEntry; first: number }[] = [];
@@ -115,7 +90,7 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
         pageFile[k] = levelFile[level]!;
         pageOffset[k] = (slot - store!.levels[level]!.firstSlot) * s.pageSize;
         const confirmed = !unconfirmedAt(m.unconfirmed, k);
-        if (confirmed) pageFlags[k] = 1;
+        planPages[k] = { file: pageFile[k]!, offset: pageOffset[k]!, confirmed };
         if (lazy) {
           lazyPages++;
           if (!confirmed) unconfirmedPages++;
@@ -128,13 +103,13 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
     const vmas = decodeMmVmas(await readFile(join(s.imagesDir, mmName)).catch(() => {
       throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
     }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    tasks.push({ nsPid: m.task, nPages: total, ranges: lazyRanges(pm, vmas, s.pageSize, m.pagemapImage), pageFile, pageFlags, pageOffset, hashes: m.hashes });
+    tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: planPages, hashes: m.hashes });
     await writeEagerPages(s, pm, eager, pageFile, pageOffset, files, m);
   }
   const dir = join(s.dir, 'pager');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const planFile = join(dir, 'plan');
-  await writePagerPlan(planFile, { pageSize: s.pageSize, files, tasks });
+  await writePlanFile(planFile, { pageSize: s.pageSize, files, tasks });
   s.stores.clear(); // their files are the pager's now; the session removes them when it ends
   return { planFile, pages, lazyPages, unconfirmedPages, stores };
 }

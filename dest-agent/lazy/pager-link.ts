@@ -11,8 +11,8 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { PagerControl, type PagerStats, type PagerWant } from './pager-control.js';
-import { pagerBinary, readPagerStatus, startPager } from './pager-process.js';
+import { connectPager, type PagerControl, type PagerStats, type PagerWant } from './pager-control.js';
+import { abortPager, pagerAlive, pagerBinary, readPagerStatus, startPager, type PagerHandle } from './pager-process.js';
 
 /** Files of one session's pager, under `<session>/pager/` (the lazy-pages socket is CRIU's, in the images dir). */
 export function pagerPaths(sessionDir: string, imagesDir: string): { dir: string; plan: string; control: string; status: string; log: string; socket: string; restoredPid: string } {
@@ -28,10 +28,7 @@ export function pagerPaths(sessionDir: string, imagesDir: string): { dir: string
   };
 }
 
-export interface PagerIdentity {
-  pid: number;
-  startTime: number;
-}
+export type PagerIdentity = PagerHandle;
 
 /** How the fill ended. */
 export type FillOutcome = { kind: 'filled'; stats: PagerStats } | { kind: 'failed'; reason: string } | { kind: 'detached' };
@@ -47,9 +44,9 @@ const RECONNECT_TRIES = 50;
 const RECONNECT_PAUSE_MS = 100;
 const TERM_WAIT_MS = 5_000;
 
+/** That very process (pid and start time), not a zombie. */
 function alive(p: PagerIdentity): boolean {
-  const st = readStat(p.pid);
-  return st !== undefined && st.state !== 'Z' && st.state !== 'X' && st.startTime === p.startTime;
+  return pagerAlive(p);
 }
 
 export class PagerLink {
@@ -83,7 +80,7 @@ export class PagerLink {
       logFile: paths.log,
       threads,
     });
-    const link = new PagerLink(pager, paths, log);
+    const link = new PagerLink({ pid: pager.pid, startTime: pager.startTime }, paths, log);
     await link.connect();
     return link;
   }
@@ -100,7 +97,7 @@ export class PagerLink {
   private async connect(): Promise<void> {
     for (let i = 0; ; i++) {
       try {
-        const c = await PagerControl.connect(this.paths.control);
+        const c = await connectPager(this.paths.control);
         this.control = c;
         c.on('want', (w: PagerWant) => {
           if (this.listener) this.listener.want(w);
@@ -109,7 +106,8 @@ export class PagerLink {
         c.on('progress', (st: PagerStats) => this.listener?.progress(st));
         c.on('done', (st: PagerStats) => this.finish({ kind: 'filled', stats: st }));
         c.on('failed', (reason: string) => void this.failed(reason));
-        c.on('closed', () => {
+        c.on('closed', (why: string) => {
+          this.log.debug('pager control connection closed', { why });
           if (this.control === c) this.control = undefined;
           if (!this.ended) void this.lostControl();
         });
@@ -157,7 +155,8 @@ export class PagerLink {
 
   private killCopy(): void {
     const c = this.copy;
-    if (c && alive(c)) signalTree(c.pid, 'SIGKILL');
+    const st = c ? readStat(c.pid) : undefined;
+    if (c && st && st.startTime === c.startTime && st.state !== 'Z') signalTree(c.pid, 'SIGKILL');
   }
 
   /** The Fill stream that relays wants and progress; the wants kept meanwhile are replayed to it. */
@@ -171,11 +170,11 @@ export class PagerLink {
 
   /** Resolves once the pager has it (after a reconnect, if the control socket is down); FILL_FAILED once it failed. */
   async confirm(task: number, index: number, count: number): Promise<void> {
-    (await this.whenConnected()).confirm(task, index, count);
+    await (await this.whenConnected()).confirm(task, index, count);
   }
 
   async replace(task: number, index: number, pages: Buffer): Promise<void> {
-    (await this.whenConnected()).replace(task, index, pages);
+    await (await this.whenConnected()).replace(task, index, pages);
   }
 
   private async whenConnected(): Promise<PagerControl> {
@@ -192,8 +191,7 @@ export class PagerLink {
   /** Rollback before the resume (or the agent stopping with an uncommitted copy): the pager kills the copy and exits. */
   async abort(): Promise<void> {
     this.killCopy();
-    if (alive(this.pager)) {
-      process.kill(this.pager.pid, 'SIGTERM');
+    if (abortPager(this.pager)) {
       for (let waited = 0; waited < TERM_WAIT_MS && alive(this.pager); waited += 50) await sleep(50);
       if (alive(this.pager)) process.kill(this.pager.pid, 'SIGKILL');
     }

@@ -12,13 +12,24 @@ import { SessionRegistry } from '../../dest-agent/session-registry.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
 
-const STATES: readonly DestSessionState[] = ['receiving', 'restoring', 'restored', 'committed', 'aborted'];
-const LEGAL = new Set(['receiving>restoring', 'restoring>restored', 'restored>committed', 'receiving>aborted', 'restoring>aborted', 'restored>aborted']);
+const STATES: readonly DestSessionState[] = ['receiving', 'restoring', 'restored', 'filling', 'committed', 'aborted'];
+const LEGAL = new Set([
+  'receiving>restoring',
+  'restoring>restored',
+  'restored>committed',
+  'restored>filling',
+  'filling>committed',
+  'filling>aborted',
+  'receiving>aborted',
+  'restoring>aborted',
+  'restored>aborted',
+]);
 /** The legal moves that lead from a new session to each state. */
 const PATH_TO: Readonly<Record<DestSessionState, readonly DestSessionState[]>> = {
   receiving: [],
   restoring: ['restoring'],
   restored: ['restoring', 'restored'],
+  filling: ['restoring', 'restored', 'filling'],
   committed: ['restoring', 'restored', 'committed'],
   aborted: ['aborted'],
 };
