@@ -171,6 +171,7 @@ export interface MigrateRequest {
   noPrecopy?: boolean | undefined;
   tracker?: string | undefined;
   commitPatienceMs?: number | undefined;
+  restore?: string | undefined;
 }
 
 export type ProtoPhase =
@@ -182,7 +183,8 @@ export type ProtoPhase =
   | 'PHASE_FINAL_DELTA'
   | 'PHASE_RESTORE'
   | 'PHASE_COMMIT'
-  | 'PHASE_ROLLBACK';
+  | 'PHASE_ROLLBACK'
+  | 'PHASE_FILL';
 
 export interface MigrationStartedMessage {
   pid: number;
