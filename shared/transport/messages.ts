@@ -247,6 +247,12 @@ export interface MigrationSummaryMessage {
   dumpKind: string;
   finalDeltaTaskPages: U64;
   throttle: { method: string; maxPercent: number } | null;
+  restoreMode: string;
+  fillMs: number;
+  fillFaults: U64;
+  fillFaultsWaited: U64;
+  replacedPages: U64;
+  confirmedPages: U64;
 }
 
 export interface ErrorInfoMessage {

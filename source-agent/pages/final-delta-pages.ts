@@ -3,7 +3,9 @@
  * The pages are those of the dump's pagemaps, in pagemap order: PRESENT entries have their bytes in
  * pages-<id>.img; LAZY-only entries (a lazy dump leaves anonymous memory out) are read from the stopped task.
  * Every page is hashed; a page is sent only when the dest's copy (known by hash on the source) differs. The
- * hashes of all dumped pages form the manifest the dest checks the images against.
+ * hashes of all dumped pages form the manifest the dest checks the images against. For a lazy restore, the
+ * pages taken on the tracker's word are marked unconfirmed in their manifest: the fill confirms them against the
+ * frozen original after the resume (confirm-pages.ts) instead of a read-back inside the freeze.
  */
 import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -25,6 +27,8 @@ export type TaskPageReader = (task: number, firstPage: number, count: number) =>
 
 export interface FinalDeltaResult {
   manifests: PagesImageManifest[];
+  /** Per manifest (same order): its pagemap's entries as page runs, so manifest index i is the i-th page of them. */
+  pageRuns: PageRuns[];
   dumpPages: number;
   /** Pages taken as the dest holds them because the tracker saw no write: checked by verifyDumpedPages. */
   trustedPages: number;
@@ -123,9 +127,12 @@ export async function sendFinalDelta(
   pageSize: number,
   readTask: TaskPageReader,
   changed?: Map<number, PageRuns>,
+  /** Lazy restore: mark the held pages unconfirmed (one bit per page, pagemap order, LSB first). */
+  markUnconfirmed = false,
 ): Promise<FinalDeltaResult> {
   const names = (await readdir(imagesDir)).sort();
   const manifests: PagesImageManifest[] = [];
+  const pageRuns: PageRuns[] = [];
   let dumpPages = 0;
   let taskPages = 0;
   let otherKey = OTHER_KEY_BASE;
@@ -141,6 +148,8 @@ export async function sendFinalDelta(
     const total = entries.reduce((n, e) => n + e.nrPages, 0);
     const presentPages = entries.filter((e) => (e.flags & PE_PRESENT) !== 0).reduce((n, e) => n + e.nrPages, 0);
     const hashes = Buffer.allocUnsafe(total * HASH_BYTES);
+    // Allocated at the first held chunk: a manifest without one says "all confirmed" with an empty field.
+    let unconfirmed: Buffer | undefined;
     const index = heldIndex(held, task);
     const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
     try {
@@ -153,16 +162,27 @@ export async function sendFinalDelta(
       await pipeline.send(task, chunks, held, sink, sent, (c, chunkHashes) => {
         chunkHashes.copy(hashes, done * HASH_BYTES);
         if (c.kind === 'read' && c.fromTask) taskPages += c.pages.length;
+        if (c.kind === 'held' && markUnconfirmed) setBits((unconfirmed ??= Buffer.alloc(Math.ceil(total / 8))), done, c.pages.length);
         done += c.pages.length;
       });
       if (done !== total) throw invalid(`${name}: read ${done} of ${total} pages`);
     } finally {
       await pagesFile?.close();
     }
-    manifests.push({ pagemapImage: name, task, hashes });
+    manifests.push({ pagemapImage: name, task, hashes, ...(unconfirmed && { unconfirmed }) });
+    pageRuns.push({ starts: entries.map((e) => e.firstPage), counts: entries.map((e) => e.nrPages) });
     dumpPages += total;
   }
-  return { manifests, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
+  return { manifests, pageRuns, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
+}
+
+/** Sets bits [first, first + count) of an LSB-first bitmap, a byte at a time where it can. */
+export function setBits(bits: Buffer, first: number, count: number): void {
+  let i = first;
+  const end = first + count;
+  for (; i < end && (i & 7) !== 0; i++) bits[i >> 3]! |= 1 << (i & 7);
+  for (; i + 8 <= end; i += 8) bits[i >> 3] = 0xff;
+  for (; i < end; i++) bits[i >> 3]! |= 1 << (i & 7);
 }
 
 /**
