@@ -158,6 +158,7 @@ export class DestClient {
     const call = (this.raw.Fill as () => grpc.ClientDuplexStream<m.FillRequest, m.FillEvent>)();
     let over: { error: FerryError | undefined } | undefined;
     let wakeWriter: (() => void) | undefined;
+    let halfClosed = false;
     const finish = (error: FerryError | undefined): void => {
       if (over) return;
       over = { error };
@@ -197,11 +198,13 @@ export class DestClient {
         wakeWriter = undefined;
         if (over) throw ended();
       },
+      // Both always reach the call: a dest that sent its status still waits for our half-close to free the stream.
       end: () => {
-        if (!over) call.end();
+        if (halfClosed) return;
+        halfClosed = true;
+        call.end();
       },
       cancel: () => {
-        if (over) return;
         finish(new FerryError('CANCELLED', { phase: 'fill', side: 'source' }));
         call.cancel();
       },

@@ -65,7 +65,7 @@ interface TaskState {
   pages: number;
   /** Manifest index of the first page of each run. */
   runIndex: number[];
-  /** Pages answered on this call (wanted ones), so the sweep skips them. */
+  /** Pages answered on this call, so that neither the sweep nor a repeated want answers one twice. */
   answered: Uint8Array;
 }
 
@@ -88,17 +88,18 @@ export async function fillUntilDone(
 ): Promise<FillOutcome> {
   let alive = Date.now();
   let last: unknown;
-  const totals = { replacedPages: 0, confirmedPages: 0, wantedPages: 0, calls: 0 };
+  let calls = 0;
   for (let attempt = 1; ; attempt++) {
     if (Date.now() - alive >= o.patienceMs || o.signal.aborted) return { kind: 'unanswered', error: o.unanswered(last) };
     if (!(await dest.reachable(REACHABLE_WAIT_MS))) {
       last = new Error('the dest is unreachable');
       continue; // reachable() waited: no busy loop
     }
-    totals.calls++;
+    calls++;
     try {
-      const r = await confirmPages((h) => dest.fill(h, o.signal), o, () => (alive = Date.now()), totals);
-      return { kind: 'done', result: { ...r, calls: totals.calls } };
+      // Each call answers every page from scratch: the figures are the successful call's.
+      const r = await confirmPages((h) => dest.fill(h, o.signal), o, () => (alive = Date.now()));
+      return { kind: 'done', result: { ...r, calls } };
     } catch (e) {
       if (e instanceof FerryError && e.key === 'FILL_FAILED') return { kind: 'failed', error: e };
       if (e instanceof FerryError && e.key === 'MEMORY_READ_FAILED') throw e;
@@ -111,14 +112,10 @@ export async function fillUntilDone(
 
 /**
  * One Fill call from its first request to the dest's done. Throws the call's end when it is not a done
- * (FILL_FAILED from the dest, or the break). `onAlive` hears every event; `totals` adds up across calls.
+ * (FILL_FAILED from the dest, or the break). `onAlive` hears every event.
  */
-export async function confirmPages(
-  open: (h: FillCallHandlers) => FillCall,
-  o: ConfirmOptions,
-  onAlive: () => void = () => undefined,
-  totals = { replacedPages: 0, confirmedPages: 0, wantedPages: 0 },
-): Promise<Omit<FillResult, 'calls'>> {
+export async function confirmPages(open: (h: FillCallHandlers) => FillCall, o: ConfirmOptions, onAlive: () => void = () => undefined): Promise<Omit<FillResult, 'calls'>> {
+  const totals = { replacedPages: 0, confirmedPages: 0, wantedPages: 0 };
   const tasks = new Map<number, TaskState>();
   for (const man of o.manifests) {
     const runIndex: number[] = [];
@@ -164,12 +161,13 @@ export async function confirmPages(
     },
   });
   const hashes = Buffer.allocUnsafe(FILL_CHUNK_PAGES * HASH_BYTES);
+  let logged = 0;
   const base = { migrationId: o.migrationId, epoch: o.epoch };
   const send = (task: number, first: number, count: number, data: Buffer): Promise<void> =>
     call.write({ ...base, task, firstIndex: String(first), count, data });
 
   /** Answers pages [first, first + count) of `t` (inside one run, <= FILL_CHUNK_PAGES): confirm what matches. */
-  const answer = async (t: TaskState, run: number, first: number, count: number, bytes: boolean, wanted: boolean): Promise<void> => {
+  const answer = async (t: TaskState, run: number, first: number, count: number, bytes: boolean): Promise<void> => {
     const firstPage = t.m.runs.starts[run]! + (first - t.runIndex[run]!);
     let at = first; // the next manifest index to answer
     for (const c of o.readPages(t.m.hostPid, firstPage, count)) {
@@ -185,19 +183,22 @@ export async function confirmPages(
         const match = same(i);
         let j = i + 1;
         while (j < n && same(j) === match) j++;
+        let firstTime = 0;
+        for (let k = at; k < at + j - i; k++) {
+          if (!bit(t.answered, k)) firstTime++;
+          t.answered[k >> 3]! |= 1 << (k & 7);
+        }
         if (match) {
           await send(t.m.task, at, j - i, Buffer.alloc(0));
-          totals.confirmedPages += j - i;
+          totals.confirmedPages += firstTime;
         } else {
           // Copied: the reader's buffer is overwritten by its next chunk.
           await send(t.m.task, at, j - i, Buffer.from(c.data.subarray(i * o.pageSize, j * o.pageSize)));
           if (!bytes) {
-            for (let k = i; k < j; k++) {
-              if (totals.replacedPages++ < MAX_LOGGED_REPLACED) o.log.warn('a page differs from what the dest holds: sent from the original', { task: t.m.task, page: c.pages[k], index: at + k - i });
-            }
+            totals.replacedPages += firstTime;
+            for (let k = i; k < j && logged < MAX_LOGGED_REPLACED; k++, logged++) o.log.warn('a page differs from what the dest holds: sent from the original', { task: t.m.task, page: c.pages[k], index: at + k - i });
           }
         }
-        if (wanted) for (let k = at; k < at + j - i; k++) t.answered[k >> 3]! |= 1 << (k & 7);
         at += j - i;
         i = j;
       }
@@ -206,12 +207,12 @@ export async function confirmPages(
   };
 
   /** Splits [first, first + count) of a task at its runs and at FILL_CHUNK_PAGES. */
-  const answerRange = async (t: TaskState, first: number, count: number, bytes: boolean, wanted: boolean): Promise<void> => {
+  const answerRange = async (t: TaskState, first: number, count: number, bytes: boolean): Promise<void> => {
     let run = runAt(t, first);
     for (let at = first; at < first + count; ) {
       while (t.runIndex[run]! + t.m.runs.counts[run]! <= at) run++;
       const n = Math.min(first + count - at, t.runIndex[run]! + t.m.runs.counts[run]! - at, FILL_CHUNK_PAGES);
-      await answer(t, run, at, n, bytes, wanted);
+      await answer(t, run, at, n, bytes);
       at += n;
     }
   };
@@ -226,17 +227,28 @@ export async function confirmPages(
       if (over) throw over.error ?? new FerryError('DEST_UNREACHABLE', { phase: 'fill', side: 'dest', detail: 'the dest ended the Fill call before the fill was done' });
       const w = wants.shift();
       if (w) {
-        totals.wantedPages += w.count;
-        await answerRange(tasks.get(w.task)!, w.first, w.count, w.bytes, true);
+        const t = tasks.get(w.task)!;
+        // A want that crossed our answer on the wire is answered already (one call is one ordered stream);
+        // one for bytes (the dest's copy is damaged) always gets them.
+        let from = w.first;
+        const end = w.first + w.count;
+        if (!w.bytes) while (from < end && bit(t.answered, from)) from++;
+        if (from < end) {
+          totals.wantedPages += end - from;
+          await answerRange(t, from, end - from, w.bytes);
+        }
         continue;
       }
       if (!swept) {
+        // Reads and writes that never block would starve the call's events: let the wants in between chunks.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (done || over || wants.length > 0) continue;
         const next = sweep.next();
         if (next.done) {
           swept = true;
           o.log.debug('fill: every unconfirmed page answered; waiting for the dest', { confirmedPages: totals.confirmedPages, replacedPages: totals.replacedPages });
         } else {
-          await answerRange(next.value.t, next.value.first, next.value.count, false, false);
+          await answerRange(next.value.t, next.value.first, next.value.count, false);
         }
         continue;
       }
