@@ -44,13 +44,14 @@ const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', 
 type DumpedChunk =
   | { kind: 'read'; pages: Float64Array; data: Buffer; fromTask: boolean }
   /** Pages the tracker says are unchanged since the dest got them: not read, their hash is the held one. */
-  | { kind: 'held'; pages: Float64Array };
+  | { kind: 'held'; pages: Float64Array; slots: Int32Array };
 
 /**
  * Splits a lazy entry into runs to read and runs the dest already holds unchanged (`changed` from the tracker;
- * a page the dest does not hold is always read).
+ * a page the dest does not hold is always read). `slots` gets each page's slot in `held` (-1: not held), so the
+ * held runs need no second lookup: this walk runs over every dumped page inside the freeze.
  */
-function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHashIndex): Generator<{ read: boolean; first: number; count: number }> {
+function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHashIndex, slots: Int32Array): Generator<{ read: boolean; first: number; count: number }> {
   if (!changed) {
     yield { read: true, first: e.firstPage, count: e.nrPages };
     return;
@@ -58,10 +59,22 @@ function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHas
   let r = 0;
   let runStart = e.firstPage;
   let runRead: boolean | undefined;
-  for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++) {
-    while (r < changed.starts.length && changed.starts[r]! + changed.counts[r]! <= p) r++;
-    const written = r < changed.starts.length && changed.starts[r]! <= p;
-    const read = written || held.slotOf(p) === undefined;
+  const starts = changed.starts;
+  const counts = changed.counts;
+  const end = e.firstPage + e.nrPages;
+  // The next written run at or after p: advanced as p goes, so the walk is one pass over both.
+  let nextWritten = r < starts.length ? starts[r]! : Infinity;
+  let nextWrittenEnd = r < starts.length ? starts[r]! + counts[r]! : Infinity;
+  let slot: number | undefined = -1;
+  for (let p = e.firstPage; p < end; p++) {
+    while (nextWrittenEnd <= p) {
+      r++;
+      nextWritten = r < starts.length ? starts[r]! : Infinity;
+      nextWrittenEnd = r < starts.length ? starts[r]! + counts[r]! : Infinity;
+    }
+    slot = held.slotAfter(p, slot ?? -1);
+    slots[p - e.firstPage] = slot ?? -1;
+    const read = nextWritten <= p || slot === undefined;
     if (runRead === undefined) runRead = read;
     else if (read !== runRead) {
       yield { read: runRead, first: runStart, count: p - runStart };
@@ -69,7 +82,7 @@ function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHas
       runRead = read;
     }
   }
-  if (runRead !== undefined) yield { read: runRead, first: runStart, count: e.firstPage + e.nrPages - runStart };
+  if (runRead !== undefined) yield { read: runRead, first: runStart, count: end - runStart };
 }
 
 /** The pages the pagemap names, in its order, a chunk (<= BATCH_PAGES) at a time. */
@@ -96,13 +109,15 @@ async function* dumpedPages(
         done += n;
       }
     } else if ((e.flags & PE_LAZY) !== 0) {
-      for (const run of lazyRuns(e, changed, held)) {
+      const slots = new Int32Array(e.nrPages);
+      for (const run of lazyRuns(e, changed, held, slots)) {
         if (!run.read) {
           for (let done = 0; done < run.count; done += BATCH_PAGES) {
             const n = Math.min(BATCH_PAGES, run.count - done);
             const pages = new Float64Array(n);
             for (let i = 0; i < n; i++) pages[i] = run.first + done + i;
-            yield { kind: 'held', pages };
+            const at = run.first - e.firstPage + done;
+            yield { kind: 'held', pages, slots: slots.subarray(at, at + n) };
           }
           continue;
         }
