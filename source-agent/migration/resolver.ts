@@ -112,12 +112,7 @@ export async function resolveMigration(migrationId: string, deps: ResolverDeps):
 async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps: ResolverDeps, log: Logger): Promise<Resolution> {
   const { migrationId } = m;
   const target = { migrationId, epoch: m.started.epoch, rootPid: m.started.pid, to: m.started.to };
-  let dest: DestPort;
-  try {
-    dest = await deps.connectDest(m.started.to, CONNECT_TIMEOUT_MS, deps.signal);
-  } catch (e) {
-    throw unresolvedError(target, e);
-  }
+  const dest = await connectOr(m, deps, (e) => unresolvedError(target, e));
   try {
     // The dead process may have delivered a Commit: "undelivered" proves nothing here, only an answer does.
     const outcome = await askCommit(dest, target, log, { signal: deps.signal, undeliveredPatienceMs: undefined, answerPatienceMs: deps.answerPatienceMs });
@@ -168,12 +163,7 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
     if (!original.has(pid)) throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'unknown', detail: `process ${pid} of the original is gone or is another process now` });
     return read(pid, first, count);
   };
-  let dest: DestPort;
-  try {
-    dest = await deps.connectDest(m.started.to, CONNECT_TIMEOUT_MS, deps.signal);
-  } catch (e) {
-    throw fillUnresolvedError(target, e);
-  }
+  const dest = await connectOr(m, deps, (e) => fillUnresolvedError(target, e));
   try {
     const outcome = await fillUntilDone(dest, {
       migrationId,
@@ -201,6 +191,15 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
     return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${target.restoredPid}) with every page in; the original was killed` };
   } finally {
     dest.close();
+  }
+}
+
+/** The dest, or the error `unresolved` makes of a failed connection (the original stays frozen). */
+async function connectOr(m: JournaledMigration, deps: ResolverDeps, unresolved: (cause: unknown) => FerryError): Promise<DestPort> {
+  try {
+    return await deps.connectDest(m.started.to, CONNECT_TIMEOUT_MS, deps.signal);
+  } catch (e) {
+    throw unresolved(e);
   }
 }
 

@@ -19,7 +19,7 @@ import type { DestPort } from '../../source-agent/migration/ports.js';
 import { resolveMigration, unresolvedMigrations, type ResolverDeps } from '../../source-agent/migration/resolver.js';
 import { readSourceJournal, SourceJournal, type SourceJournalState } from '../../source-agent/migration/source-journal.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
-import { hashPages } from '../../shared/native/addon.js';
+import { originalHashes, originalPages, PAGE } from '../fakes/fake-original-pages.js';
 import { fillManifestsPath, saveFillManifests } from '../../source-agent/migration/fill-manifests.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -120,26 +120,12 @@ function fakeDest(answer: Answer, calls: string[], fill: FillAnswer = { kind: 'd
 }
 
 function deps(dir: string, answer: Answer, calls: string[] = [], fill?: FillAnswer): ResolverDeps {
-  return { journalDir: dir, connectDest: fakeDest(answer, calls, fill), log: silentLogger, signal: new AbortController().signal, answerPatienceMs: 500, readPages: fakeOriginalPages };
-}
-
-/** The frozen original's memory as the fill reads it: page p holds the byte p & 0xff (the sleeper's own is not read). */
-const PAGE = 4096;
-function fakeOriginalPages(_pid: number, first: number, count: number) {
-  const data = Buffer.alloc(count * PAGE);
-  const pages = new Float64Array(count);
-  for (let i = 0; i < count; i++) {
-    data.fill((first + i) & 0xff, i * PAGE, (i + 1) * PAGE);
-    pages[i] = first + i;
-  }
-  return [{ data, pages, unreadable: [] }];
+  return { journalDir: dir, connectDest: fakeDest(answer, calls, fill), log: silentLogger, signal: new AbortController().signal, answerPatienceMs: 500, readPages: originalPages }; // the sleeper's own memory is not read
 }
 
 /** The manifests a lazy restore left beside the journal: 4 pages at page 0x100, the last 3 unconfirmed. */
 async function lazyManifests(dir: string, id: string, pid: number): Promise<void> {
-  const { data } = fakeOriginalPages(pid, 0x100, 4)[0]!;
-  const hashes = Buffer.alloc(4 * 16);
-  hashPages(data, 4, PAGE, hashes);
+  const hashes = originalHashes(0x100, 4);
   await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]) }], PAGE);
 }
 const LAZY_COMMITTED: [SourceJournalState, Record<string, unknown>?][] = [['restored', { restoredPid: 4242, restore: 'lazy' }], ['committing'], ['committed', { restoredPid: 4242, fill: 'pending' }]];

@@ -9,15 +9,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { toStatus } from '../../shared/errors/grpc-status.js';
 import { silentLogger } from '../../shared/logging/logger.js';
-import { hashPages } from '../../shared/native/addon.js';
 import type * as m from '../../shared/transport/messages.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { DestClient } from '../../source-agent/dest-client.js';
 import { confirmPages, fillUntilDone } from '../../source-agent/pages/confirm-pages.js';
 import type { FillManifest } from '../../source-agent/migration/fill-manifests.js';
+import { originalHashes, originalPages, PAGE } from '../fakes/fake-original-pages.js';
 
-const PAGE = 4096;
 const servers: grpc.Server[] = [];
 const clients: DestClient[] = [];
 afterEach(async () => {
@@ -41,20 +40,9 @@ async function destWithFill(script: Script): Promise<{ client: DestClient; got: 
   return { client, got };
 }
 
-/** 8 pages from page 0x500, page p filled with p & 0xff; all unconfirmed. */
-function manifest(): { manifests: FillManifest[]; read: (pid: number, first: number, count: number) => { data: Buffer; pages: Float64Array; unreadable: number[] }[] } {
-  const read = (_pid: number, first: number, count: number) => {
-    const data = Buffer.alloc(count * PAGE);
-    const pages = new Float64Array(count);
-    for (let i = 0; i < count; i++) {
-      data.fill((first + i) & 0xff, i * PAGE, (i + 1) * PAGE);
-      pages[i] = first + i;
-    }
-    return [{ data, pages, unreadable: [] }];
-  };
-  const hashes = Buffer.alloc(8 * 16);
-  hashPages(read(0, 0x500, 8)[0]!.data, 8, PAGE, hashes);
-  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes, unconfirmed: Buffer.from([0xff]) }], read };
+/** 8 pages from page 0x500 of the fake original; all unconfirmed. */
+function manifest(): { manifests: FillManifest[]; read: typeof originalPages } {
+  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes: originalHashes(0x500, 8), unconfirmed: Buffer.from([0xff]) }], read: originalPages };
 }
 
 const done: m.FillDone = { filledPages: '8', faults: '1', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '5', faultsWaited: '1' };
