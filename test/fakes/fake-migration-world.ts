@@ -33,6 +33,33 @@ export type Failure =
   | 'commit-epoch-mismatch'
   | 'journal';
 
+/** A failure before the resume on the dest, where it lands, and what the rollback must undo. */
+export interface RollbackCase {
+  fail: Failure;
+  phase: string;
+  frozen: boolean;
+  prepared: boolean;
+}
+
+/** Every failure before the dest resumes its copy: each must leave the original running, never killed. */
+export const ROLLBACK_CASES: readonly RollbackCase[] = [
+  { fail: 'connect', phase: 'negotiate', frozen: false, prepared: false },
+  { fail: 'negotiate', phase: 'negotiate', frozen: false, prepared: false },
+  // A Prepare that failed may still open the session later: the rollback aborts it all the same.
+  { fail: 'prepare', phase: 'prepare', frozen: false, prepared: true },
+  { fail: 'precopy', phase: 'precopy', frozen: false, prepared: true },
+  { fail: 'dump', phase: 'freeze', frozen: true, prepared: true },
+  { fail: 'final-delta', phase: 'final-delta', frozen: true, prepared: true },
+  { fail: 'upload', phase: 'final-delta', frozen: true, prepared: true },
+  { fail: 'restore', phase: 'restore', frozen: true, prepared: true },
+  { fail: 'disarm', phase: 'commit', frozen: true, prepared: true },
+  { fail: 'commit-rejected', phase: 'commit', frozen: true, prepared: true },
+  // The dest answered that it holds no session of this epoch: it resumed nothing of ours, so thawing is safe.
+  { fail: 'commit-epoch-mismatch', phase: 'commit', frozen: true, prepared: true },
+  // The dest was unreachable at every attempt: no Commit left this host, so nothing resumed there.
+  { fail: 'commit-undelivered', phase: 'commit', frozen: true, prepared: true },
+];
+
 /**
  * The dest's side of the Fill calls, as scripted: each call (the last entry repeats) ends 'done' once every
  * unconfirmed page of the Restore's manifests (and every wanted one) was answered, 'failed' (FILL_FAILED: the
