@@ -98,7 +98,7 @@ export async function fillUntilDone(
     calls++;
     try {
       // Each call answers every page from scratch: the figures are the successful call's.
-      const r = await confirmPages((h) => dest.fill(h, o.signal), o, () => (alive = Date.now()));
+      const r = await confirmPages((h) => dest.fill(h, o.signal), o, { onAlive: () => (alive = Date.now()), idleMs: Math.max(1, o.patienceMs - (Date.now() - alive)) });
       return { kind: 'done', result: { ...r, calls } };
     } catch (e) {
       if (e instanceof FerryError && e.key === 'FILL_FAILED') return { kind: 'failed', error: e };
@@ -112,9 +112,19 @@ export async function fillUntilDone(
 
 /**
  * One Fill call from its first request to the dest's done. Throws the call's end when it is not a done
- * (FILL_FAILED from the dest, or the break). `onAlive` hears every event.
+ * (FILL_FAILED from the dest, or the break). `onAlive` hears every sign of life (an event, a write the stream
+ * took); after `idleMs` without one the call is dropped (a dest that hangs without closing the stream).
  */
-export async function confirmPages(open: (h: FillCallHandlers) => FillCall, o: ConfirmOptions, onAlive: () => void = () => undefined): Promise<Omit<FillResult, 'calls'>> {
+export async function confirmPages(
+  open: (h: FillCallHandlers) => FillCall,
+  o: ConfirmOptions,
+  life: { onAlive?: () => void; idleMs?: number } = {},
+): Promise<Omit<FillResult, 'calls'>> {
+  let lastAlive = Date.now();
+  const alive = (): void => {
+    lastAlive = Date.now();
+    life.onAlive?.();
+  };
   const totals = { replacedPages: 0, confirmedPages: 0, wantedPages: 0 };
   const tasks = new Map<number, TaskState>();
   for (const man of o.manifests) {
@@ -137,7 +147,7 @@ export async function confirmPages(open: (h: FillCallHandlers) => FillCall, o: C
   };
   const call = open({
     event: (e) => {
-      onAlive();
+      alive();
       if (e.wanted) {
         const w = e.wanted;
         const t = tasks.get(w.task);
@@ -163,8 +173,17 @@ export async function confirmPages(open: (h: FillCallHandlers) => FillCall, o: C
   const hashes = Buffer.allocUnsafe(FILL_CHUNK_PAGES * HASH_BYTES);
   let logged = 0;
   const base = { migrationId: o.migrationId, epoch: o.epoch };
-  const send = (task: number, first: number, count: number, data: Buffer): Promise<void> =>
-    call.write({ ...base, task, firstIndex: String(first), count, data });
+  const send = async (task: number, first: number, count: number, data: Buffer): Promise<void> => {
+    await call.write({ ...base, task, firstIndex: String(first), count, data });
+    alive();
+  };
+  // The watchdog: every wait here (an event, a drain) ends when the call does, and this ends a silent call.
+  const idleMs = life.idleMs ?? Infinity;
+  const watchdog = Number.isFinite(idleMs)
+    ? setInterval(() => {
+        if (Date.now() - lastAlive >= idleMs) call.cancel();
+      }, Math.max(10, Math.min(1_000, idleMs / 4)))
+    : undefined;
 
   /** Answers pages [first, first + count) of `t` (inside one run, <= FILL_CHUNK_PAGES): confirm what matches. */
   const answer = async (t: TaskState, run: number, first: number, count: number, bytes: boolean): Promise<void> => {
@@ -270,6 +289,8 @@ export async function confirmPages(open: (h: FillCallHandlers) => FillCall, o: C
     }
     call.cancel();
     throw ours ? e : (over?.error ?? e);
+  } finally {
+    clearInterval(watchdog);
   }
 }
 

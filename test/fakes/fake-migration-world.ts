@@ -63,11 +63,12 @@ export const ROLLBACK_CASES: readonly RollbackCase[] = [
 /**
  * The dest's side of the Fill calls, as scripted: each call (the last entry repeats) ends 'done' once every
  * unconfirmed page of the Restore's manifests (and every wanted one) was answered, 'failed' (FILL_FAILED: the
- * dest's pager died) or 'drop' (the call breaks) right after the first request. `wants` are sent on the first
+ * dest's pager died) or 'drop' (the call breaks) right after the first request, or never ('hang': it takes
+ * every request and says nothing, the stream open). `wants` are sent on the first
  * request of each call; `doneDelayMs` holds the done back (a fill that takes time).
  */
 export interface FillScript {
-  calls: ('done' | 'failed' | 'drop')[];
+  calls: ('done' | 'failed' | 'drop' | 'hang')[];
   wants?: m.FillWanted[];
   doneDelayMs?: number;
 }

@@ -206,6 +206,15 @@ describe('lazy restore: the source side (issue 11)', () => {
   }, 15_000);
 
   // Every failure of the eager table, and the manifests' write beside the restore.
+  it('a dest that takes the fill and then says nothing (the stream open) is given up after --commit-patience: the original stays frozen', async () => {
+    const r = await runLazy({ fill: { calls: ['hang'] }, options: { commitPatienceMs: 600 } });
+    expect(r.error?.key).toBe('MIGRATION_UNRESOLVED');
+    expect(r.error?.sourceState).toBe('frozen');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(r.log).not.toContain('signal.SIGCONT');
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'committed', fill: 'pending' });
+  }, 15_000);
+
   const before = [...ROLLBACK_CASES, { fail: 'manifests', phase: 'restore', frozen: true, prepared: true } as const];
   for (const c of before) {
     it(`a failure at ${c.fail} (before the resume) rolls back: the original resumes, no fill, never a kill`, async () => {
