@@ -54,7 +54,8 @@ ${tlsHelp('dest', false)}
   (In-process only: with --via the source agent dials the dest with its own certificate.)
 
 Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
-3 the dest did not answer the commit: the task is frozen here (the message names the --resume to run);
+3 the dest did not answer the commit (or, restoring lazily, stopped answering the fill): the task is
+frozen here (the message names the --resume to run);
 130 interrupted and rolled back.`;
 
 export async function migrateCommand(argv: string[]): Promise<number> {
