@@ -2,7 +2,8 @@
  * Micro-benchmark of what the source does with a lazy dump's pages inside the freeze (issue 11, item 4): the
  * final delta's walk over every pagemap page when the tracker says almost nothing changed (held pages: their
  * hash copied into the manifest, and for a lazy restore the unconfirmed bits), and the eager restore's
- * read-back (verifyDumpedPages) that a lazy restore moves out of the freeze. The task's memory is a buffer
+ * read-back (verifyDumpedPages) that a lazy restore moves out of the freeze, and where that check goes instead:
+ * the fill's sweep (confirm-pages.ts) over every trusted page after the resume. The task's memory is a buffer
  * (no process_vm_readv): this measures Ferry's own JS and hashing, not the kernel.
  *   npx vite-node bench/final-delta-walk.ts [MiB...]   (default 256 1024)
  */
@@ -13,6 +14,8 @@ import { encodePagemap, PE_LAZY } from '../shared/criu/pagemap-image.js';
 import { hashPages } from '../shared/native/addon.js';
 import { PageHashIndex } from '../shared/pages/page-hash-index.js';
 import { sendFinalDelta, verifyDumpedPages, type TaskPageReader } from '../source-agent/pages/final-delta-pages.js';
+import { confirmPages } from '../source-agent/pages/confirm-pages.js';
+import { silentLogger } from '../shared/logging/logger.js';
 
 const PAGE = 4096;
 // A page number of an mmap area (0x7f00_0000_0000): beyond a small integer, as in a real task.
@@ -42,7 +45,7 @@ async function one(mib: number): Promise<void> {
       }
     };
     const sink = () => Promise.resolve();
-    const runs: Record<string, number[]> = { eager: [], lazy: [], verify: [] };
+    const runs: Record<string, number[]> = { eager: [], lazy: [], verify: [], sweep: [] };
     for (let rep = 0; rep < 5; rep++) {
       for (const mode of ['eager', 'lazy'] as const) {
         const t0 = performance.now();
@@ -53,9 +56,37 @@ async function one(mib: number): Promise<void> {
       const t0 = performance.now();
       await verifyDumpedPages(dir, d.manifests, PAGE, readTask);
       runs.verify!.push(performance.now() - t0);
+      // The fill's sweep against a dest that takes every request at once (the source's side of the fill alone).
+      const lazy = await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed, true);
+      const m = lazy.manifests[0]!;
+      const manifest = { task: 1, hostPid: 1, runs: lazy.pageRuns[0]!, hashes: m.hashes, unconfirmed: m.unconfirmed ?? Buffer.alloc(0) };
+      const t1 = performance.now();
+      await confirmPages(
+        (h) => {
+          let n = 0;
+          return {
+            write: (req) => {
+              n += req.count;
+              if (n >= lazy.trustedPages) {
+                h.event({ done: { filledPages: '0', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '0', faultsWaited: '0' } });
+                setImmediate(() => h.end(undefined));
+              }
+              return Promise.resolve();
+            },
+            end: () => undefined,
+            cancel: () => undefined,
+          };
+        },
+        { migrationId: 'm', epoch: '1', manifests: [manifest], pageSize: PAGE, readPages: (pid, first, count) => readTask(1, first, count), log: silentLogger, signal: new AbortController().signal },
+      );
+      runs.sweep!.push(performance.now() - t1);
     }
     const med = (xs: number[]): string => [...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1);
-    console.log(`${mib} MiB (${pages} pages): final delta walk eager ${med(runs.eager!)} ms, lazy ${med(runs.lazy!)} ms; read-back (eager only, in the freeze) ${med(runs.verify!)} ms`);
+    const sweepMs = Number(med(runs.sweep!));
+    console.log(
+      `${mib} MiB (${pages} pages): final delta walk eager ${med(runs.eager!)} ms, lazy ${med(runs.lazy!)} ms; ` +
+        `read-back (eager only, in the freeze) ${med(runs.verify!)} ms; fill sweep (lazy, after the resume) ${sweepMs} ms = ${((pages * PAGE) / (sweepMs / 1000) / 1e9).toFixed(2)} GB/s`,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
