@@ -38,7 +38,12 @@ export function formatSummary(s: MigrationSummary): string {
     `  bytes       ${fmtBytes(s.pageBytesSent)} of pages + ${fmtBytes(s.imageBytesSent)} of images`,
     `  total time  ${fmtMs(s.totalMs)}`,
     ...(s.throttle ? [`  throttle    up to ${s.throttle.maxPercent} % of the task's CPU taken (${s.throttle.method}), released at the freeze`] : []),
-    `  downtime    ${fmtMs(s.downtimeMs)} (${s.dumpKind} dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,
+    `  downtime    ${fmtMs(s.downtimeMs)} (${s.dumpKind} dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, ${s.restoreMode} restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,
+    ...(s.restoreMode === 'lazy'
+      ? [
+          `  fill        ${fmtMs(s.fillMs)} after the resume: ${s.fillFaults} faults (${s.fillFaultsWaited} waited for a confirmation), ${s.confirmedPages} pages confirmed against the original, ${s.replacedPages} replaced`,
+        ]
+      : []),
   ].join('\n');
 }
 

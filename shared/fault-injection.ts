@@ -18,6 +18,8 @@ export const FAULT_POINTS = [
   'source.final-delta',
   'source.restore',
   'source.commit',
+  // A lazy restore's fill: the copy runs on the dest, the original frozen here (phases/fill.ts).
+  'source.fill',
   // Around each call to the dest (ports.ts): before it leaves, and after its answer arrived.
   'source.before-prepare',
   'source.after-prepare',

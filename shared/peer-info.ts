@@ -17,6 +17,11 @@ export function protocolVersions(): number[] {
 }
 
 export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
+/**
+ * Offered by a dest that can restore lazily (its pager binary is built and the kernel has userfaultfd with
+ * non-cooperative events); not required of a peer: without it the source restores eagerly.
+ */
+export const LAZY_RESTORE_FEATURE = 'lazy-restore';
 
 /**
  * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own

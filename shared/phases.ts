@@ -7,6 +7,9 @@ export const PHASES = [
   'final-delta',
   'restore',
   'commit',
+  // After the commit of a lazy restore: the source confirms its trusted pages and the dest fills the copy.
+  // Its errors are in the commit family (FILL_FAILED is FERRY-7005).
+  'fill',
   'rollback',
 ] as const;
 export type Phase = (typeof PHASES)[number];

@@ -73,7 +73,8 @@ export function authorizeMigration(caller: Caller, pid: number, read: (pid: numb
  * The tree can change after the first check: its root's pid reused, a child that exec'd a setuid program. So
  * the permission is checked again as each phase begins and after each round, before more of its memory is
  * read; from the final delta on the tree is frozen, so the checks there see exactly what was dumped. The
- * commit is not interrupted: by then the frozen tree was checked at the restore. A refusal aborts the
+ * commit and a lazy restore's fill are not interrupted: by then the frozen tree was checked at the restore, and
+ * the copy runs on the dest. A refusal aborts the
  * migration with CALLER_NOT_PERMITTED as the reason; it then rolls back (the task thawed, the dest session
  * removed).
  */
@@ -86,7 +87,7 @@ export function reauthorizeOnProgress(
 ): EventSink {
   return (e) => {
     if (controller.signal.aborted) return;
-    if (e.kind !== 'round' && !(e.kind === 'phase' && e.phase !== 'commit')) return;
+    if (e.kind !== 'round' && !(e.kind === 'phase' && e.phase !== 'commit' && e.phase !== 'fill')) return;
     try {
       authorizeMigration(caller, pid, read);
     } catch (err) {

@@ -6,6 +6,12 @@ import type { TransportSecurity } from '../shared/transport/transport-security.j
 import { DestClient } from './dest-client.js';
 import { checkPeers } from './migration/check-peers.js';
 import { availableTrackers } from './trackers/choose-tracker.js';
+import { restoreModesOf, type RestoreModeSupport } from './migration/restore-mode.js';
+
+/** The restore modes the dest answered it supports (empty without an answer). */
+export function destRestoreModes(r: CheckResponse): RestoreModeSupport[] {
+  return r.dest ? restoreModesOf(r.dest) : [];
+}
 
 /** `security` absent: TLS from the default files (see DestClient). */
 export async function runCheck(dest: string | undefined, signal?: AbortSignal, security?: TransportSecurity): Promise<CheckResponse> {

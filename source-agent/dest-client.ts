@@ -10,6 +10,7 @@ import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import { parseHostPort, type HostPort } from '../shared/transport/address.js';
 import type * as m from '../shared/transport/messages.js';
+import type { FillCall, FillCallHandlers } from './fill-call.js';
 import { clientCredentials } from '../shared/transport/credentials.js';
 import { diagnoseHandshake } from '../shared/transport/handshake-diagnosis.js';
 import { CHANNEL_OPTIONS, ferryProto } from '../shared/transport/proto.js';
@@ -146,6 +147,68 @@ export class DestClient {
   }
   abort(req: m.AbortRequest): Promise<m.AbortResponse> {
     return this.unary('Abort', req, { phase: 'rollback', timeoutMs: 15_000 });
+  }
+
+  /**
+   * The Fill stream of a lazy restore. No deadline (a fill lasts as long as the copy takes to page in); the
+   * caller bounds its waits and cancels through `signal`. The call's end is reported once, from 'error' (with
+   * the dest's FerryError, FILL_FAILED among them) or 'status' (clean).
+   */
+  fill(h: FillCallHandlers, signal: AbortSignal): FillCall {
+    const call = (this.raw.Fill as () => grpc.ClientDuplexStream<m.FillRequest, m.FillEvent>)();
+    let over: { error: FerryError | undefined } | undefined;
+    let wakeWriter: (() => void) | undefined;
+    let halfClosed = false;
+    const finish = (error: FerryError | undefined): void => {
+      if (over) return;
+      over = { error };
+      signal.removeEventListener('abort', onAbort);
+      wakeWriter?.();
+      h.end(error);
+    };
+    const onAbort = (): void => {
+      finish(new FerryError('CANCELLED', { phase: 'fill', side: 'source' }));
+      call.cancel();
+    };
+    call.on('data', (e: m.FillEvent) => {
+      if (!over) h.event(e);
+    });
+    call.on('error', (err: grpc.ServiceError) => {
+      finish(
+        fromServiceError(
+          err,
+          new FerryError(err.code === grpc.status.CANCELLED ? 'CANCELLED' : 'DEST_UNREACHABLE', { phase: 'fill', side: 'dest', message: `Fill to ${this.address} failed: ${err.details || err.message}`, cause: err }),
+        ),
+      );
+    });
+    call.on('status', (st: grpc.StatusObject) => {
+      if (st.code === grpc.status.OK) finish(undefined);
+    });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    const ended = (): FerryError => over?.error ?? new FerryError('DEST_UNREACHABLE', { phase: 'fill', side: 'dest', detail: `the Fill call to ${this.address} has ended` });
+    return {
+      write: async (req) => {
+        if (over) throw ended();
+        if (call.write(req)) return;
+        await new Promise<void>((resolve) => {
+          wakeWriter = resolve;
+          call.once('drain', resolve);
+        });
+        wakeWriter = undefined;
+        if (over) throw ended();
+      },
+      // Both always reach the call: a dest that sent its status still waits for our half-close to free the stream.
+      end: () => {
+        if (halfClosed) return;
+        halfClosed = true;
+        call.end();
+      },
+      cancel: () => {
+        finish(new FerryError('CANCELLED', { phase: 'fill', side: 'source' }));
+        call.cancel();
+      },
+    };
   }
 
   close(): void {

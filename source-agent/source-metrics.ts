@@ -17,6 +17,8 @@ export class SourceMetrics {
   private readonly dirtyRate: Gauge;
   private readonly remaining: Gauge;
   private readonly throttle: Gauge;
+  private readonly fill: Histogram;
+  private readonly replaced: Counter;
 
   constructor(
     registry: Registry,
@@ -36,6 +38,8 @@ export class SourceMetrics {
     this.remaining = new Gauge({ name: 'ferry_remaining_bytes', help: 'Dirty bytes still to send after the last round', registers });
     this.throttle = new Gauge({ name: 'ferry_throttle_ratio', help: 'Share of the task CPU taken away by auto-converge (0..1)', registers });
     this.pages = new Counter({ name: 'ferry_pages_total', help: 'Pages handled by kind (sent, zero)', labelNames: ['kind'], registers });
+    this.fill = new Histogram({ name: 'ferry_fill_seconds', help: 'Lazy restore: Commit answered to every page in the copy', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300], registers });
+    this.replaced = new Counter({ name: 'ferry_replaced_pages_total', help: 'Lazy restore: trusted pages that differed from the frozen original (sent from it)', registers });
   }
 
   /** Subscribes to a migration's announcements (see migration/announcer.ts). */
@@ -79,6 +83,10 @@ export class SourceMetrics {
     this.downtime.observe(s.downtimeMs / 1000);
     this.transferred.inc({ kind: 'final-delta' }, s.finalDeltaPages * this.pageSize);
     this.transferred.inc({ kind: 'images' }, s.imageBytesSent);
+    if (s.restoreMode === 'lazy') {
+      this.fill.observe(s.fillMs / 1000);
+      this.replaced.inc(s.replacedPages);
+    }
   }
 
   private recordFailure(phase: Phase): void {

@@ -39,7 +39,11 @@ Options:
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
                           e.g. /run/ferry/source.sock) instead of in this process
-  --commit-patience DUR   how long an unanswered Commit is asked about before exit 3 (default 5m)
+  --commit-patience DUR   how long an unanswered Commit (or a dest that stops answering the fill of a
+                          lazy restore) is waited for before exit 3 (default 5m)
+  --restore MODE          auto (default: lazy where the dest offers it, else eager), lazy (the dest
+                          resumes the copy at once and pages its memory in; the original stays frozen
+                          until every page is in) or eager (criu restores every page before the resume)
   --resume ID|all         finish a migration whose ferry migrate (or source agent) died, from its journal
                           under FERRY_STATE_DIR: killed at its commit, it asks the dest, then kills or
                           thaws the original; before it, it thaws the original and aborts the dest session
@@ -50,7 +54,8 @@ ${tlsHelp('dest', false)}
   (In-process only: with --via the source agent dials the dest with its own certificate.)
 
 Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
-3 the dest did not answer the commit: the task is frozen here (the message names the --resume to run);
+3 the dest did not answer the commit (or, restoring lazily, stopped answering the fill): the task is
+frozen here (the message names the --resume to run);
 130 interrupted and rolled back.`;
 
 export async function migrateCommand(argv: string[]): Promise<number> {
@@ -70,6 +75,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       tracker: { type: 'string' },
       resume: { type: 'string' },
       'commit-patience': { type: 'string' },
+      restore: { type: 'string' },
       ...TLS_FLAGS,
     },
     true,
@@ -103,6 +109,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     noPrecopy: values['no-precopy'],
     tracker: values.tracker,
     commitPatienceMs: msFlag('commit-patience', values['commit-patience']),
+    restore: values.restore,
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

@@ -8,12 +8,25 @@ export const HASH_BYTES = 16;
 export class PageHashIndex {
   private readonly slots = new Map<number, number>();
   private hashes = Buffer.alloc(HASH_BYTES * 1024);
+  /** The page of each slot: a walk in page order finds the next page's slot without a Map lookup. */
+  private pageOfSlot = new Float64Array(1024);
 
   get size(): number {
     return this.slots.size;
   }
 
   slotOf(page: number): number | undefined {
+    return this.slots.get(page);
+  }
+
+  /**
+   * slotOf, for a walk in page order: `previous` is the slot of the page looked up before (-1 at first). Slots
+   * are handed out in the order pages are first sent, which is address order, so the next page is most often in
+   * the next slot; only a miss costs a Map lookup (page numbers are beyond small integers: slow keys).
+   */
+  slotAfter(page: number, previous: number): number | undefined {
+    const guess = previous + 1;
+    if (guess > 0 && guess < this.slots.size && this.pageOfSlot[guess] === page) return guess;
     return this.slots.get(page);
   }
 
@@ -34,10 +47,24 @@ export class PageHashIndex {
         const grown = Buffer.alloc(this.hashes.length * 2);
         this.hashes.copy(grown);
         this.hashes = grown;
+        const pages = new Float64Array(this.pageOfSlot.length * 2);
+        pages.set(this.pageOfSlot);
+        this.pageOfSlot = pages;
       }
+      this.pageOfSlot[slot] = page;
     }
     hashes.copy(this.hashes, slot * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
     return slot;
+  }
+
+  /**
+   * Copies the slot's hash to `out` at `outOffset`. No view is made: the final delta does this for every page
+   * the dest holds unchanged, inside the freeze, and a view per page costs more than the copy.
+   */
+  copyHash(slot: number, out: Uint8Array, outOffset: number): void {
+    const h = this.hashes;
+    const s = slot * HASH_BYTES;
+    for (let k = 0; k < HASH_BYTES; k++) out[outOffset + k] = h[s + k]!;
   }
 
   /** A view of the slot's hash (valid until the next set()). */

@@ -171,6 +171,7 @@ export interface MigrateRequest {
   noPrecopy?: boolean | undefined;
   tracker?: string | undefined;
   commitPatienceMs?: number | undefined;
+  restore?: string | undefined;
 }
 
 export type ProtoPhase =
@@ -182,7 +183,8 @@ export type ProtoPhase =
   | 'PHASE_FINAL_DELTA'
   | 'PHASE_RESTORE'
   | 'PHASE_COMMIT'
-  | 'PHASE_ROLLBACK';
+  | 'PHASE_ROLLBACK'
+  | 'PHASE_FILL';
 
 export interface MigrationStartedMessage {
   pid: number;
@@ -245,6 +247,12 @@ export interface MigrationSummaryMessage {
   dumpKind: string;
   finalDeltaTaskPages: U64;
   throttle: { method: string; maxPercent: number } | null;
+  restoreMode: string;
+  fillMs: number;
+  fillFaults: U64;
+  fillFaultsWaited: U64;
+  replacedPages: U64;
+  confirmedPages: U64;
 }
 
 export interface ErrorInfoMessage {

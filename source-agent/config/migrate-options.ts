@@ -6,6 +6,7 @@
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import type { TrackerChoice } from '../trackers/tracker.js';
+import { restoreChoice, type RestoreChoice } from '../migration/restore-mode.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { join } from 'node:path';
 import { costModelPath } from '../cost-model.js';
@@ -40,6 +41,8 @@ export interface MigrateOptions {
   tracker?: string | undefined;
   commitPatienceMs?: number | undefined;
   undeliveredPatienceMs?: number | undefined;
+  /** auto (default: lazy where the dest offers it), lazy or eager. */
+  restore?: string | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -68,6 +71,8 @@ export interface CompiledMigrateOptions {
   commitPatienceMs: number;
   /** How long a dest unreachable at every Commit attempt is waited for before rolling back. */
   undeliveredPatienceMs: number;
+  /** How the dest restores; negotiate resolves auto against the dest's features. */
+  restore: RestoreChoice;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -103,6 +108,7 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     journalDir: sourceJournalDir(env),
     commitPatienceMs: positiveInt('--commit-patience', o.commitPatienceMs, ANSWER_PATIENCE_MS, 24 * 3_600_000),
     undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
+    restore: restoreChoice(o.restore),
   };
 }
 

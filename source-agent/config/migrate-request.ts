@@ -22,6 +22,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     noPrecopy: o.noPrecopy,
     tracker: o.tracker,
     commitPatienceMs: o.commitPatienceMs,
+    restore: o.restore,
   };
 }
 
@@ -40,5 +41,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     noPrecopy: r.noPrecopy,
     tracker: r.tracker,
     commitPatienceMs: r.commitPatienceMs,
+    restore: r.restore,
   };
 }

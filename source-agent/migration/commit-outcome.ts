@@ -91,3 +91,19 @@ export function unresolvedError(t: CommitTarget, cause: unknown): FerryError {
     cause,
   });
 }
+
+/**
+ * The error of a lazy restore's fill that the dest stopped answering: the copy runs on the dest, its pages not
+ * all in; the original stays frozen here until the dest says the fill is done (kill it) or failed (thaw it).
+ */
+export function fillUnresolvedError(t: CommitTarget & { restoredPid: number }, cause: unknown): FerryError {
+  return new FerryError('MIGRATION_UNRESOLVED', {
+    phase: 'fill',
+    side: 'source',
+    sourceState: 'frozen',
+    detail:
+      `the dest ${t.to} runs the copy (pid ${t.restoredPid}) and has not reported every page in; the original (pid ${t.rootPid}) stays frozen on this host until it does. ` +
+      `Run \`ferry migrate --resume ${t.migrationId}\` once the dest is reachable: it finishes the fill, then kills the original (or thaws it if the dest says the fill failed).`,
+    cause,
+  });
+}

@@ -169,11 +169,20 @@ function summaryToMessage(s: MigrationSummary): m.MigrationSummaryMessage {
     dumpKind: s.dumpKind,
     finalDeltaTaskPages: String(s.finalDeltaTaskPages),
     throttle: s.throttle ?? null,
+    restoreMode: s.restoreMode,
+    fillMs: s.fillMs,
+    fillFaults: String(s.fillFaults),
+    fillFaultsWaited: String(s.fillFaultsWaited),
+    replacedPages: String(s.replacedPages),
+    confirmedPages: String(s.confirmedPages),
   };
 }
 
 function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
   if (s.dumpKind !== 'lazy' && s.dumpKind !== 'full') throw malformed(`dump kind ${s.dumpKind}`);
+  // An agent from before lazy restore sends no mode: it restored eagerly.
+  const restoreMode = s.restoreMode || 'eager';
+  if (restoreMode !== 'lazy' && restoreMode !== 'eager') throw malformed(`restore mode ${s.restoreMode}`);
   const p = s.phases ?? {};
   return {
     migrationId: s.migrationId,
@@ -196,6 +205,12 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
     dumpKind: s.dumpKind,
     finalDeltaTaskPages: Number(s.finalDeltaTaskPages),
     throttle: s.throttle ? { method: s.throttle.method, maxPercent: s.throttle.maxPercent } : undefined,
+    restoreMode,
+    fillMs: s.fillMs,
+    fillFaults: Number(s.fillFaults),
+    fillFaultsWaited: Number(s.fillFaultsWaited),
+    replacedPages: Number(s.replacedPages),
+    confirmedPages: Number(s.confirmedPages),
   };
 }
 

@@ -56,6 +56,16 @@ export interface MigrationSummary {
   finalDeltaTaskPages: number;
   /** Auto-converge, when it throttled the task: how, and how hard at most. */
   throttle: { method: string; maxPercent: number } | undefined;
+  /** 'lazy': the dest resumed the copy at once and paged its memory in (the fill); 'eager': criu restored it all. */
+  restoreMode: 'lazy' | 'eager';
+  /** Lazy: from the Commit's answer (the end of the downtime) to the dest's "every page in"; 0 for eager. */
+  fillMs: number;
+  /** Lazy: page faults of the copy during the fill, and those that waited for the source's confirmation. */
+  fillFaults: number;
+  fillFaultsWaited: number;
+  /** Lazy: pages whose bytes differed from what the dest held (sent from the original), and pages confirmed. */
+  replacedPages: number;
+  confirmedPages: number;
 }
 
 export type MigrationEvent =

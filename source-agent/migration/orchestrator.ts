@@ -1,8 +1,11 @@
 /**
  * One migration, driven from the source. The whole state machine is here; each phase's work is in phases/.
  *
- *   negotiate -> prepare -> precopy -> freeze -> final-delta -> restore -> commit -> (migrated)
+ *   negotiate -> prepare -> precopy -> freeze -> final-delta -> restore -> commit [-> fill] -> (migrated)
  *        \__________\__________\_________\____________\____________\_________\___-> rollback (failed)
+ *
+ * fill runs for a lazy restore only: the copy already runs; the original, still frozen, dies once the dest
+ * has every page, or is thawed if the dest's fill failed (phases/fill.ts).
  *
  * Every step that changes something registers its undo on the rollback stack before the next step; any
  * failure runs them all (the original is thawed, the dest session removed) and reports the first cause with
@@ -22,6 +25,7 @@ import type { EventSink, MigrationSummary } from './events.js';
 import { drawEpoch, type MigrationContext } from './migration-context.js';
 import type { CompiledMigrateOptions } from '../config/migrate-options.js';
 import { commit } from './phases/commit.js';
+import { fill, type Filled } from './phases/fill.js';
 import { finalDelta } from './phases/final-delta.js';
 import { freeze } from './phases/freeze.js';
 import { negotiate, type Negotiated } from './phases/negotiate.js';
@@ -33,7 +37,7 @@ import { RollbackStack } from './rollback-stack.js';
 import { journaledTree } from './source-journal.js';
 
 /** Before negotiate succeeded there is nothing a restart would have to finish. */
-const NO_JOURNAL: JournalPort = { record: () => Promise.resolve(), close: () => Promise.resolve() };
+const NO_JOURNAL: JournalPort = { record: () => Promise.resolve(), saveFillManifests: () => Promise.resolve(), close: () => Promise.resolve() };
 
 export interface MigrationDeps {
   log: Logger;
@@ -57,7 +61,8 @@ const NEXT: Readonly<Record<Phase, Phase | undefined>> = {
   freeze: 'final-delta',
   'final-delta': 'restore',
   restore: 'commit',
-  commit: undefined,
+  commit: 'fill',
+  fill: undefined,
   rollback: undefined,
 };
 
@@ -89,7 +94,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
   const enter = (next: Phase): void => {
     if (NEXT[state.phase] !== next) throw new FerryError('INTERNAL', { phase: state.phase, side: 'source', detail: `illegal transition ${state.phase} -> ${next}` });
     state.phase = next;
-    deps.signal.throwIfAborted();
+    // From the commit on the copy runs: a Ctrl-C cannot undo it; the fill's own loop says what --resume finishes.
+    if (next !== 'fill') deps.signal.throwIfAborted();
     announcer.announce({ kind: 'phase', phase: next });
     injectFault(`source.${next}` as FaultPoint);
   };
@@ -111,9 +117,14 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     const sent = await finalDelta(ctx, negotiated, prepared, precopied, frozen);
     enter('restore');
     const restored = await restore(ctx, negotiated, frozen, sent);
-    await ctx.journal.record('restored', { restoredPid: restored.restoredPid });
+    await ctx.journal.record('restored', { restoredPid: restored.restoredPid, restore: negotiated.restore.mode });
     enter('commit');
     const committed = await commit(ctx, negotiated, prepared, frozen);
+    let filled: Filled | undefined;
+    if (negotiated.restore.mode === 'lazy') {
+      enter('fill');
+      filled = await fill(ctx, negotiated, restored, committed);
+    }
 
     const { rounds } = precopied;
     const summary: MigrationSummary = {
@@ -137,6 +148,12 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       throttle: precopied.throttle,
       dumpKind: frozen.dumpKind,
       finalDeltaTaskPages: sent.delta.taskPages,
+      restoreMode: negotiated.restore.mode,
+      fillMs: filled?.fillMs ?? 0,
+      fillFaults: Number(filled?.done.faults ?? 0),
+      fillFaultsWaited: Number(filled?.done.faultsWaited ?? 0),
+      replacedPages: filled?.replacedPages ?? 0,
+      confirmedPages: filled?.confirmedPages ?? 0,
     };
     await learnFixedCost(
       opts.costModelPath,

@@ -14,6 +14,7 @@ import type * as m from '../../shared/transport/messages.js';
 import type { PageBatch } from '../../shared/transport/page-batch.js';
 import type { TransportSecurity } from '../../shared/transport/transport-security.js';
 import { DestClient } from '../dest-client.js';
+import type { FillCall, FillCallHandlers } from '../fill-call.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
@@ -29,6 +30,7 @@ import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
 import { SourceJournal, type SourceJournalState, type StartedFields } from './source-journal.js';
+import type { FillManifest } from './fill-manifests.js';
 
 const memoryReader = new ProcessMemoryReader();
 
@@ -106,6 +108,8 @@ export interface DestPort {
   restore(req: m.RestoreRequest, signal: AbortSignal): Promise<m.RestoreResponse>;
   commit(req: m.CommitRequest): Promise<m.CommitResponse>;
   abort(req: m.AbortRequest): Promise<m.AbortResponse>;
+  /** Opens a Fill call (lazy restore, after the Commit); `signal` cancels it. */
+  fill(handlers: FillCallHandlers, signal: AbortSignal): FillCall;
   /** Whether the connection is up within `timeoutMs` (a call made while it is not never leaves this host). */
   reachable(timeoutMs: number): Promise<boolean>;
   close(): void;
@@ -113,9 +117,14 @@ export interface DestPort {
 
 /** The migration's journal (source-journal.ts): each entry on disk before the step it announces acts. */
 export interface JournalPort {
+  /** A `done` removes the fill manifests too. */
   record(state: SourceJournalState, fields?: Record<string, unknown>): Promise<void>;
+  /** Keeps a lazy restore's manifests beside the journal, durably, for a resolver's fill (fill-manifests.ts). */
+  saveFillManifests(manifests: readonly FillManifest[], pageSize: number): Promise<void>;
   close(): Promise<void>;
 }
+
+export type { FillCall, FillCallHandlers };
 
 export interface MigrationPorts {
   /** Opens the journal of a new migration, its "started" entry written. */
@@ -170,6 +179,7 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
     restore: (req, s) => client.restore(req, s),
     commit: (req) => client.commit(req),
     abort: (req) => client.abort(req),
+    fill: (handlers, s) => client.fill(handlers, s),
     reachable: (ms) => client.whenConnected(ms),
     close: () => client.close(),
   };

@@ -9,7 +9,13 @@
  *                                                                 kills the original, refused thaws it, no
  *                                                                 answer leaves it frozen (exit 3, try again)
  *   committed                       frozen or gone               kills the original
+ *   committed, fill pending         frozen (the dest's copy      runs the fill again from <id>.manifests
+ *   (lazy restore)                  runs, paging in)             (confirm-pages.ts): done kills the original,
+ *                                                                FILL_FAILED thaws it, no answer leaves it
+ *                                                                frozen (try again)
+ *   filled                          frozen or gone               kills the original
  *   done                            as it was left               nothing
+ * A `committing` whose restore was lazy and that the dest answers committed goes on to the fill.
  *
  * The journal is locked while it resolves: a migration still running (or being resolved elsewhere) is refused
  * with MIGRATION_IN_PROGRESS. A process is only signalled while its pid and start time match the journal's.
@@ -22,7 +28,11 @@ import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { askCommit, unresolvedError } from './commit-outcome.js';
+import { askCommit, fillUnresolvedError, unresolvedError } from './commit-outcome.js';
+import { fillUntilDone, type OriginalPageReader } from '../pages/confirm-pages.js';
+import { loadFillManifests, type FillManifest } from './fill-manifests.js';
+import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
+import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import type { DestPort } from './ports.js';
 import { JournalFile, journalPath } from '../../shared/journal/journal-file.js';
 import { SourceJournal, sourceJournalIds, readSourceJournal, type JournaledMigration, type MigrationOutcome } from './source-journal.js';
@@ -32,9 +42,14 @@ export interface ResolverDeps {
   connectDest: (address: string, timeoutMs: number, signal: AbortSignal) => Promise<DestPort>;
   log: Logger;
   signal: AbortSignal;
-  /** How long the dest is asked about a Commit that may have reached it. */
+  /** How long the dest is asked about a Commit that may have reached it (and waited for during a fill). */
   answerPatienceMs: number;
+  /** Reads the frozen original's pages for a lazy restore's fill; default process_vm_readv. */
+  readPages?: OriginalPageReader;
 }
+
+let memoryReader: ProcessMemoryReader | undefined;
+const readOriginal: OriginalPageReader = (pid, first, count) => (memoryReader ??= new ProcessMemoryReader()).chunks(pid, { starts: [first], counts: [count] });
 
 export interface Resolution {
   migrationId: string;
@@ -77,7 +92,8 @@ export async function resolveMigration(migrationId: string, deps: ResolverDeps):
     if (m.state === 'done') {
       return { migrationId, outcome: m.outcome ?? 'rolled-back', alreadyDone: true, detail: `the journal says it ended ${m.outcome ?? 'rolled back'}` };
     }
-    if (m.state === 'committed') {
+    if (m.state === 'committed' && m.fillPending) return await finishFill(m, journal, deps, log);
+    if (m.state === 'committed' || m.state === 'filled') {
       const killed = killOriginal(m);
       await journal.record('done', { outcome: 'migrated', resolved: true });
       log.info('resolved: the dest had committed; the original is gone', { killed });
@@ -96,15 +112,16 @@ export async function resolveMigration(migrationId: string, deps: ResolverDeps):
 async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps: ResolverDeps, log: Logger): Promise<Resolution> {
   const { migrationId } = m;
   const target = { migrationId, epoch: m.started.epoch, rootPid: m.started.pid, to: m.started.to };
-  let dest: DestPort;
-  try {
-    dest = await deps.connectDest(m.started.to, CONNECT_TIMEOUT_MS, deps.signal);
-  } catch (e) {
-    throw unresolvedError(target, e);
-  }
+  const dest = await connectOr(m, deps, (e) => unresolvedError(target, e));
   try {
     // The dead process may have delivered a Commit: "undelivered" proves nothing here, only an answer does.
     const outcome = await askCommit(dest, target, log, { signal: deps.signal, undeliveredPatienceMs: undefined, answerPatienceMs: deps.answerPatienceMs });
+    if (outcome.kind === 'committed' && m.lazyRestore) {
+      // The copy runs on pages still coming in: the original waits for the fill, as in the migration itself.
+      await journal.record('committed', { restoredPid: outcome.restoredPid, fill: 'pending', resolved: true });
+      dest.close();
+      return await finishFill({ ...m, restoredPid: outcome.restoredPid, fillPending: true }, journal, deps, log);
+    }
     if (outcome.kind === 'committed') {
       await journal.record('committed', { restoredPid: outcome.restoredPid, resolved: true });
       const killed = killOriginal(m);
@@ -121,6 +138,68 @@ async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps:
     throw outcome.error;
   } finally {
     dest.close();
+  }
+}
+
+/**
+ * A lazy restore committed and its fill not reported done: the fill again, from the manifests kept beside the
+ * journal, against the frozen original (only its journaled processes: a pid reused since is never read).
+ */
+async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: ResolverDeps, log: Logger): Promise<Resolution> {
+  const { migrationId } = m;
+  const target = { migrationId, epoch: m.started.epoch, rootPid: m.started.pid, to: m.started.to, restoredPid: m.restoredPid ?? 0 };
+  let manifests: FillManifest[] = [];
+  let pageSize = PAGE_SIZE;
+  try {
+    ({ manifests, pageSize } = await loadFillManifests(deps.journalDir, migrationId));
+  } catch (e) {
+    // Without them no page can be confirmed, but the dest may be done already (it then answers done at once),
+    // or report its fill failed: both still resolve.
+    log.error('the fill manifests are unreadable: only the dest\'s done or failure can resolve this migration', { err: e });
+  }
+  const original = new Set(stillOriginal(m));
+  const read = deps.readPages ?? readOriginal;
+  const readPages: OriginalPageReader = (pid, first, count) => {
+    if (!original.has(pid)) throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'unknown', detail: `process ${pid} of the original is gone or is another process now` });
+    return read(pid, first, count);
+  };
+  const dest = await connectOr(m, deps, (e) => fillUnresolvedError(target, e));
+  try {
+    const outcome = await fillUntilDone(dest, {
+      migrationId,
+      epoch: m.started.epoch,
+      manifests,
+      pageSize,
+      readPages,
+      log,
+      signal: deps.signal,
+      patienceMs: deps.answerPatienceMs,
+      unanswered: (cause) => fillUnresolvedError(target, cause),
+    });
+    if (outcome.kind === 'unanswered') throw outcome.error;
+    if (outcome.kind === 'failed') {
+      const thawed = thawOriginal(m);
+      await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });
+      log.info('resolved: the dest fill failed and its copy was killed; the original was thawed', { thawed, err: outcome.error });
+      return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `the dest ${m.started.to} fill failed and it killed its copy (${outcome.error.detail ?? outcome.error.message}); the original runs (${thawed} processes thawed)` };
+    }
+    const d = outcome.result.done;
+    await journal.record('filled', { filledPages: Number(d.filledPages), replacedPages: outcome.result.replacedPages, resolved: true });
+    const killed = killOriginal(m);
+    await journal.record('done', { outcome: 'migrated', resolved: true });
+    log.info('resolved: the dest filled its copy; the original was killed', { killed, replacedPages: outcome.result.replacedPages });
+    return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${target.restoredPid}) with every page in; the original was killed` };
+  } finally {
+    dest.close();
+  }
+}
+
+/** The dest, or the error `unresolved` makes of a failed connection (the original stays frozen). */
+async function connectOr(m: JournaledMigration, deps: ResolverDeps, unresolved: (cause: unknown) => FerryError): Promise<DestPort> {
+  try {
+    return await deps.connectDest(m.started.to, CONNECT_TIMEOUT_MS, deps.signal);
+  } catch (e) {
+    throw unresolved(e);
   }
 }
 

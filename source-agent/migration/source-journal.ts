@@ -6,17 +6,21 @@
  *   frozen      the tree is about to be dumped (the images dir)
  *   restored    the dest holds a stopped copy
  *   committing  a Commit may reach the dest from here on: only the dest's answer decides the original's fate
- *   committed   the dest runs the copy: the original must die
- *   done        migrated, or rolled back (the original runs)
+ *   committed   the dest runs the copy: the original must die; with `fill: 'pending'` (lazy restore) only
+ *               once the dest says every page is in (the fill, from `<id>.manifests`), or it is thawed if the
+ *               dest says the fill failed (it killed its copy)
+ *   filled      the dest holds every page of the lazy copy: the original must die
+ *   done        migrated, or rolled back (the original runs); the manifests file is removed
  *
- * Before `committing` a restart rolls back (thaw, Abort); at `committing` it asks the dest; from `committed`
- * on it kills the original. The file is locked by the process running the migration (or resolving it).
+ * Before `committing` a restart rolls back (thaw, Abort); at `committing` it asks the dest; at `committed` with
+ * a pending fill it runs the fill; otherwise from `committed` on it kills the original. The file is locked by the process running the migration (or resolving it).
  */
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { JournalFile, journalIds, journalPath, readJournal, type JournalEntry } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
+import { removeFillManifests, saveFillManifests, type FillManifest } from './fill-manifests.js';
 
-export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'done';
+export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'filled' | 'done';
 export type MigrationOutcome = 'migrated' | 'rolled-back';
 
 /** A process of the tree as journaled: a pid is only this process while its start time matches. */
@@ -40,6 +44,10 @@ export interface JournaledMigration {
   started: StartedFields;
   imagesDir?: string;
   restoredPid?: number;
+  /** The dest restored lazily: a Commit confirmed leaves the original frozen until the fill is done. */
+  lazyRestore: boolean;
+  /** Committed with a lazy restore whose fill has not been reported done (the original waits, frozen). */
+  fillPending: boolean;
   outcome?: MigrationOutcome;
   /** When the last entry was written (wall-clock ms). */
   at: number;
@@ -58,6 +66,7 @@ export function journaledTree(pids: readonly number[]): JournaledProcess[] {
 export class SourceJournal {
   private constructor(
     readonly migrationId: string,
+    private readonly dir: string,
     private readonly file: JournalFile,
   ) {}
 
@@ -65,7 +74,7 @@ export class SourceJournal {
   static async begin(dir: string, migrationId: string, started: StartedFields): Promise<SourceJournal> {
     const file = await JournalFile.open(dir, migrationId, 'source.journal-write');
     if (!file) throw new FerryError('INTERNAL', { side: 'source', detail: `the journal of the new migration ${migrationId} is locked` });
-    const j = new SourceJournal(migrationId, file);
+    const j = new SourceJournal(migrationId, dir, file);
     await j.record('started', { ...started });
     return j;
   }
@@ -79,11 +88,18 @@ export class SourceJournal {
     const migration = await readSourceJournal(dir, migrationId);
     const file = await JournalFile.open(dir, migrationId, 'source.journal-write');
     if (!file) throw new FerryError('MIGRATION_IN_PROGRESS', { detail: `migration ${migrationId}` });
-    return { journal: new SourceJournal(migrationId, file), migration };
+    return { journal: new SourceJournal(migrationId, dir, file), migration };
   }
 
+  /** A `done` also removes the fill's manifests: nothing resolves a finished migration again. */
   async record(state: SourceJournalState, fields: Record<string, unknown> = {}): Promise<void> {
     await this.file.record(state, fields);
+    if (state === 'done') await removeFillManifests(this.dir, this.migrationId);
+  }
+
+  /** What a resolver needs to run a lazy restore's fill again (fill-manifests.ts); on disk when it resolves. */
+  async saveFillManifests(manifests: readonly FillManifest[], pageSize: number): Promise<void> {
+    await saveFillManifests(this.dir, this.migrationId, manifests, pageSize);
   }
 
   async close(): Promise<void> {
@@ -110,12 +126,15 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
   // Torn at its first write: the migration died before it asked anything of the dest.
   if (!first) throw new FerryError('RESUME_NOTHING_TO_RESUME', { detail: `${path} is empty: the migration died before it began` });
   if (first.state !== 'started') throw new FerryError('JOURNAL_UNREADABLE', { detail: `${path}: it does not begin with "started"` });
-  const m: JournaledMigration = { migrationId, state: 'started', started: checkStarted(first, path), at: first.at };
+  const m: JournaledMigration = { migrationId, state: 'started', started: checkStarted(first, path), lazyRestore: false, fillPending: false, at: first.at };
   for (const e of entries) {
     m.state = e.state as SourceJournalState;
     m.at = e.at;
     if (e.state === 'frozen' && typeof e.imagesDir === 'string') m.imagesDir = e.imagesDir;
     if ((e.state === 'restored' || e.state === 'committed') && typeof e.restoredPid === 'number') m.restoredPid = e.restoredPid;
+    if (e.state === 'restored') m.lazyRestore = e.restore === 'lazy';
+    if (e.state === 'committed') m.fillPending = e.fill === 'pending';
+    if (e.state === 'filled') m.fillPending = false;
     if (e.state === 'done') m.outcome = e.outcome === 'migrated' ? 'migrated' : 'rolled-back';
   }
   return m;

@@ -3,7 +3,9 @@
  * The pages are those of the dump's pagemaps, in pagemap order: PRESENT entries have their bytes in
  * pages-<id>.img; LAZY-only entries (a lazy dump leaves anonymous memory out) are read from the stopped task.
  * Every page is hashed; a page is sent only when the dest's copy (known by hash on the source) differs. The
- * hashes of all dumped pages form the manifest the dest checks the images against.
+ * hashes of all dumped pages form the manifest the dest checks the images against. For a lazy restore, the
+ * pages taken on the tracker's word are marked unconfirmed in their manifest: the fill confirms them against the
+ * frozen original after the resume (confirm-pages.ts) instead of a read-back inside the freeze.
  */
 import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -25,6 +27,8 @@ export type TaskPageReader = (task: number, firstPage: number, count: number) =>
 
 export interface FinalDeltaResult {
   manifests: PagesImageManifest[];
+  /** Per manifest (same order): its pagemap's entries as page runs, so manifest index i is the i-th page of them. */
+  pageRuns: PageRuns[];
   dumpPages: number;
   /** Pages taken as the dest holds them because the tracker saw no write: checked by verifyDumpedPages. */
   trustedPages: number;
@@ -40,13 +44,14 @@ const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', 
 type DumpedChunk =
   | { kind: 'read'; pages: Float64Array; data: Buffer; fromTask: boolean }
   /** Pages the tracker says are unchanged since the dest got them: not read, their hash is the held one. */
-  | { kind: 'held'; pages: Float64Array };
+  | { kind: 'held'; pages: Float64Array; slots: Int32Array };
 
 /**
  * Splits a lazy entry into runs to read and runs the dest already holds unchanged (`changed` from the tracker;
- * a page the dest does not hold is always read).
+ * a page the dest does not hold is always read). `slots` gets each page's slot in `held` (-1: not held), so the
+ * held runs need no second lookup: this walk runs over every dumped page inside the freeze.
  */
-function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHashIndex): Generator<{ read: boolean; first: number; count: number }> {
+function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHashIndex, slots: Int32Array): Generator<{ read: boolean; first: number; count: number }> {
   if (!changed) {
     yield { read: true, first: e.firstPage, count: e.nrPages };
     return;
@@ -54,10 +59,22 @@ function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHas
   let r = 0;
   let runStart = e.firstPage;
   let runRead: boolean | undefined;
-  for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++) {
-    while (r < changed.starts.length && changed.starts[r]! + changed.counts[r]! <= p) r++;
-    const written = r < changed.starts.length && changed.starts[r]! <= p;
-    const read = written || held.slotOf(p) === undefined;
+  const starts = changed.starts;
+  const counts = changed.counts;
+  const end = e.firstPage + e.nrPages;
+  // The next written run at or after p: advanced as p goes, so the walk is one pass over both.
+  let nextWritten = r < starts.length ? starts[r]! : Infinity;
+  let nextWrittenEnd = r < starts.length ? starts[r]! + counts[r]! : Infinity;
+  let slot: number | undefined = -1;
+  for (let p = e.firstPage; p < end; p++) {
+    while (nextWrittenEnd <= p) {
+      r++;
+      nextWritten = r < starts.length ? starts[r]! : Infinity;
+      nextWrittenEnd = r < starts.length ? starts[r]! + counts[r]! : Infinity;
+    }
+    slot = held.slotAfter(p, slot ?? -1);
+    slots[p - e.firstPage] = slot ?? -1;
+    const read = nextWritten <= p || slot === undefined;
     if (runRead === undefined) runRead = read;
     else if (read !== runRead) {
       yield { read: runRead, first: runStart, count: p - runStart };
@@ -65,7 +82,7 @@ function* lazyRuns(e: PagemapEntry, changed: PageRuns | undefined, held: PageHas
       runRead = read;
     }
   }
-  if (runRead !== undefined) yield { read: runRead, first: runStart, count: e.firstPage + e.nrPages - runStart };
+  if (runRead !== undefined) yield { read: runRead, first: runStart, count: end - runStart };
 }
 
 /** The pages the pagemap names, in its order, a chunk (<= BATCH_PAGES) at a time. */
@@ -92,13 +109,15 @@ async function* dumpedPages(
         done += n;
       }
     } else if ((e.flags & PE_LAZY) !== 0) {
-      for (const run of lazyRuns(e, changed, held)) {
+      const slots = new Int32Array(e.nrPages);
+      for (const run of lazyRuns(e, changed, held, slots)) {
         if (!run.read) {
           for (let done = 0; done < run.count; done += BATCH_PAGES) {
             const n = Math.min(BATCH_PAGES, run.count - done);
             const pages = new Float64Array(n);
             for (let i = 0; i < n; i++) pages[i] = run.first + done + i;
-            yield { kind: 'held', pages };
+            const at = run.first - e.firstPage + done;
+            yield { kind: 'held', pages, slots: slots.subarray(at, at + n) };
           }
           continue;
         }
@@ -123,9 +142,12 @@ export async function sendFinalDelta(
   pageSize: number,
   readTask: TaskPageReader,
   changed?: Map<number, PageRuns>,
+  /** Lazy restore: mark the held pages unconfirmed (one bit per page, pagemap order, LSB first). */
+  markUnconfirmed = false,
 ): Promise<FinalDeltaResult> {
   const names = (await readdir(imagesDir)).sort();
   const manifests: PagesImageManifest[] = [];
+  const pageRuns: PageRuns[] = [];
   let dumpPages = 0;
   let taskPages = 0;
   let otherKey = OTHER_KEY_BASE;
@@ -141,6 +163,8 @@ export async function sendFinalDelta(
     const total = entries.reduce((n, e) => n + e.nrPages, 0);
     const presentPages = entries.filter((e) => (e.flags & PE_PRESENT) !== 0).reduce((n, e) => n + e.nrPages, 0);
     const hashes = Buffer.allocUnsafe(total * HASH_BYTES);
+    // Allocated at the first held chunk: a manifest without one says "all confirmed" with an empty field.
+    let unconfirmed: Buffer | undefined;
     const index = heldIndex(held, task);
     const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
     try {
@@ -153,16 +177,27 @@ export async function sendFinalDelta(
       await pipeline.send(task, chunks, held, sink, sent, (c, chunkHashes) => {
         chunkHashes.copy(hashes, done * HASH_BYTES);
         if (c.kind === 'read' && c.fromTask) taskPages += c.pages.length;
+        if (c.kind === 'held' && markUnconfirmed) setBits((unconfirmed ??= Buffer.alloc(Math.ceil(total / 8))), done, c.pages.length);
         done += c.pages.length;
       });
       if (done !== total) throw invalid(`${name}: read ${done} of ${total} pages`);
     } finally {
       await pagesFile?.close();
     }
-    manifests.push({ pagemapImage: name, task, hashes });
+    manifests.push({ pagemapImage: name, task, hashes, ...(unconfirmed && { unconfirmed }) });
+    pageRuns.push({ starts: entries.map((e) => e.firstPage), counts: entries.map((e) => e.nrPages) });
     dumpPages += total;
   }
-  return { manifests, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
+  return { manifests, pageRuns, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
+}
+
+/** Sets bits [first, first + count) of an LSB-first bitmap, a byte at a time where it can. */
+export function setBits(bits: Buffer, first: number, count: number): void {
+  let i = first;
+  const end = first + count;
+  for (; i < end && (i & 7) !== 0; i++) bits[i >> 3]! |= 1 << (i & 7);
+  for (; i + 8 <= end; i += 8) bits[i >> 3] = 0xff;
+  for (; i < end; i++) bits[i >> 3]! |= 1 << (i & 7);
 }
 
 /**

@@ -24,6 +24,8 @@ export interface ReadChunk {
 export interface HeldChunk {
   readonly pages: Float64Array;
   readonly data?: undefined;
+  /** Each page's slot in the task's held index, when the caller looked them up already. */
+  readonly slots?: Int32Array;
 }
 
 export type PipelineChunk = ReadChunk | HeldChunk;
@@ -88,7 +90,8 @@ export class PagePipeline {
       const n = chunk.pages.length;
       this.reserve(n);
       if (chunk.data === undefined) {
-        for (let i = 0; i < n; i++) index.hashAt(index.slotOf(chunk.pages[i]!)!).copy(this.hashes, i * HASH_BYTES);
+        const slots = chunk.slots;
+        for (let i = 0; i < n; i++) index.copyHash(slots ? slots[i]! : index.slotOf(chunk.pages[i]!)!, this.hashes, i * HASH_BYTES);
         stats.heldPages += n;
         hashed?.(chunk, this.hashes.subarray(0, n * HASH_BYTES));
         t0 = performance.now();

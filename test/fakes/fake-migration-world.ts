@@ -10,12 +10,68 @@ import type * as m from '../../shared/transport/messages.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import { batchPageCount, PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
-import type { DestPort, MigrationPorts, PageStream, SourceHost } from '../../source-agent/migration/ports.js';
+import type { DestPort, FillCallHandlers, MigrationPorts, PageStream, SourceHost } from '../../source-agent/migration/ports.js';
+import type { FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 
 export const PAGE = 4096;
 /** Where the world fails, when told. */
-export type Failure = 'connect' | 'negotiate' | 'prepare' | 'precopy' | 'dump' | 'final-delta' | 'upload' | 'restore' | 'disarm' | 'commit-unanswered' | 'commit-undelivered' | 'commit-rejected' | 'commit-epoch-mismatch' | 'journal';
+export type Failure =
+  | 'connect'
+  | 'negotiate'
+  | 'prepare'
+  | 'precopy'
+  | 'dump'
+  | 'final-delta'
+  | 'upload'
+  | 'restore'
+  | 'manifests'
+  | 'disarm'
+  | 'commit-unanswered'
+  | 'commit-undelivered'
+  | 'commit-rejected'
+  | 'commit-epoch-mismatch'
+  | 'journal';
+
+/** A failure before the resume on the dest, where it lands, and what the rollback must undo. */
+export interface RollbackCase {
+  fail: Failure;
+  phase: string;
+  frozen: boolean;
+  prepared: boolean;
+}
+
+/** Every failure before the dest resumes its copy: each must leave the original running, never killed. */
+export const ROLLBACK_CASES: readonly RollbackCase[] = [
+  { fail: 'connect', phase: 'negotiate', frozen: false, prepared: false },
+  { fail: 'negotiate', phase: 'negotiate', frozen: false, prepared: false },
+  // A Prepare that failed may still open the session later: the rollback aborts it all the same.
+  { fail: 'prepare', phase: 'prepare', frozen: false, prepared: true },
+  { fail: 'precopy', phase: 'precopy', frozen: false, prepared: true },
+  { fail: 'dump', phase: 'freeze', frozen: true, prepared: true },
+  { fail: 'final-delta', phase: 'final-delta', frozen: true, prepared: true },
+  { fail: 'upload', phase: 'final-delta', frozen: true, prepared: true },
+  { fail: 'restore', phase: 'restore', frozen: true, prepared: true },
+  { fail: 'disarm', phase: 'commit', frozen: true, prepared: true },
+  { fail: 'commit-rejected', phase: 'commit', frozen: true, prepared: true },
+  // The dest answered that it holds no session of this epoch: it resumed nothing of ours, so thawing is safe.
+  { fail: 'commit-epoch-mismatch', phase: 'commit', frozen: true, prepared: true },
+  // The dest was unreachable at every attempt: no Commit left this host, so nothing resumed there.
+  { fail: 'commit-undelivered', phase: 'commit', frozen: true, prepared: true },
+];
+
+/**
+ * The dest's side of the Fill calls, as scripted: each call (the last entry repeats) ends 'done' once every
+ * unconfirmed page of the Restore's manifests (and every wanted one) was answered, 'failed' (FILL_FAILED: the
+ * dest's pager died) or 'drop' (the call breaks) right after the first request, or never ('hang': it takes
+ * every request and says nothing, the stream open). `wants` are sent on the first
+ * request of each call; `doneDelayMs` holds the done back (a fill that takes time).
+ */
+export interface FillScript {
+  calls: ('done' | 'failed' | 'drop' | 'hang')[];
+  wants?: m.FillWanted[];
+  doneDelayMs?: number;
+}
 
 const peer: m.PeerInfo = {
   ferryVersion: 't',
@@ -40,8 +96,13 @@ function onePage(page: number, fill: number) {
 }
 
 /** A world of fakes that records every effect, in order, and fails where told. */
-export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController } = {}) {
+export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript } = {}) {
   const log: string[] = [];
+  const destPeer: m.PeerInfo = opts.lazyDest ? { ...peer, features: [...peer.features, 'lazy-restore'] } : peer;
+  let restoreRequest: m.RestoreRequest | undefined;
+  const fillRequests: m.FillRequest[] = [];
+  const savedManifests: FillManifest[][] = [];
+  let fillCalls = 0;
   const journaled: Record<string, unknown>[] = [];
   const boom = (where: Failure): void => {
     if (fail === where) throw new FerryError('INTERNAL', { message: `fake failure at ${where}` });
@@ -135,7 +196,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
   const dest: DestPort = {
     negotiate: () => {
       boom('negotiate');
-      return Promise.resolve({ dest: peer, protocolVersion: 1 });
+      return Promise.resolve({ dest: destPeer, protocolVersion: 1 });
     },
     prepare: (req) => {
       epochs.push(req.epoch);
@@ -156,6 +217,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     },
     restore: (req) => {
       epochs.push(req.epoch);
+      restoreRequest = req;
       log.push(`dest.restore(${req.pages.map((p) => p.pagemapImage).join()})`);
       boom('restore');
       return Promise.resolve({ restoredPid: 777, rebuildUs: '1000', restoreUs: '2000', pagesFromStore: '2', bytesWritten: '8192' });
@@ -173,6 +235,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('dest.abort');
       return Promise.resolve({ existed: true, alreadyCommitted: false, killedRestoredCopy: false });
     },
+    fill: (h: FillCallHandlers) => fakeFill(h),
     reachable: () => Promise.resolve(fail !== 'commit-undelivered'),
     close: () => log.push('dest.close'),
   };
@@ -188,6 +251,12 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
           journaled.push({ state, ...fields });
           return Promise.resolve();
         },
+        saveFillManifests: (manifests) => {
+          log.push('journal.manifests');
+          if (fail === 'manifests') return Promise.reject(new FerryError('INTERNAL', { message: 'fake failure at manifests' }));
+          savedManifests.push([...manifests]);
+          return Promise.resolve();
+        },
         close: () => Promise.resolve(),
       });
     },
@@ -196,6 +265,55 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       return Promise.resolve(dest);
     },
   };
-  return { log, ports, finalDeltaPages: () => finalDeltaPages, epochs, journaled };
+  /** The dest's end of one Fill call: events are delivered inside write(), so the order is deterministic. */
+  function fakeFill(h: FillCallHandlers) {
+    const script = opts.fill ?? { calls: ['done'] };
+    const mode = script.calls[Math.min(fillCalls, script.calls.length - 1)]!;
+    fillCalls++;
+    log.push(`dest.fill(${mode})`);
+    const needed = new Set<string>();
+    for (const p of restoreRequest?.pages ?? []) {
+      const bits = p.unconfirmed ?? Buffer.alloc(0);
+      for (let i = 0; i < bits.length * 8; i++) if ((bits[i >> 3]! & (1 << (i & 7))) !== 0) needed.add(`${p.task}:${i}`);
+    }
+    for (const w of script.wants ?? []) for (let i = 0; i < w.count; i++) needed.add(`${w.task}:${Number(w.firstIndex) + i}`);
+    let over = false;
+    let first = true;
+    const end = (error: FerryError | undefined): void => {
+      if (over) return;
+      over = true;
+      setImmediate(() => h.end(error));
+    };
+    const sendDone = (): void => {
+      const done = { filledPages: '3', faults: '2', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1000', faultsWaited: '1' };
+      const deliver = (): void => {
+        if (over) return;
+        log.push('dest.fill-done');
+        h.event({ done });
+        end(undefined);
+      };
+      if (script.doneDelayMs) setTimeout(deliver, script.doneDelayMs);
+      else deliver();
+    };
+    return {
+      write: (req: m.FillRequest) => {
+        if (over) return Promise.reject(new FerryError('DEST_UNREACHABLE', { detail: 'the fake Fill call has ended' }));
+        fillRequests.push(req);
+        if (first) {
+          first = false;
+          if (mode === 'failed') end(new FerryError('FILL_FAILED', { side: 'dest', detail: 'the pager died' }));
+          else if (mode === 'drop') end(new FerryError('DEST_UNREACHABLE', { detail: 'the fake dropped the call' }));
+          else for (const w of script.wants ?? []) h.event({ wanted: w });
+        } else {
+          for (let i = 0; i < req.count; i++) needed.delete(`${req.task}:${Number(req.firstIndex) + i}`);
+        }
+        if (mode === 'done' && needed.size === 0 && !over) sendDone();
+        return Promise.resolve();
+      },
+      end: () => log.push('dest.fill-end'),
+      cancel: () => end(new FerryError('CANCELLED')),
+    };
+  }
+  return { log, ports, finalDeltaPages: () => finalDeltaPages, epochs, journaled, fillRequests, savedManifests, restoreRequest: () => restoreRequest };
 }
 

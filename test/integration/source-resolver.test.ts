@@ -19,6 +19,8 @@ import type { DestPort } from '../../source-agent/migration/ports.js';
 import { resolveMigration, unresolvedMigrations, type ResolverDeps } from '../../source-agent/migration/resolver.js';
 import { readSourceJournal, SourceJournal, type SourceJournalState } from '../../source-agent/migration/source-journal.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
+import { originalHashes, originalPages, PAGE } from '../fakes/fake-original-pages.js';
+import { fillManifestsPath, saveFillManifests } from '../../source-agent/migration/fill-manifests.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 const children: ChildProcess[] = [];
@@ -57,7 +59,12 @@ async function journal(dir: string, pid: number, states: [SourceJournalState, Re
 }
 
 type Answer = 'commit' | 'reject' | 'unreachable';
-function fakeDest(answer: Answer, calls: string[]): ResolverDeps['connectDest'] {
+/** The dest's Fill: done once `needed` pages were answered (after the first request), or FILL_FAILED at once. */
+interface FillAnswer {
+  kind: 'done' | 'failed';
+  needed: number;
+}
+function fakeDest(answer: Answer, calls: string[], fill: FillAnswer = { kind: 'done', needed: 0 }): ResolverDeps['connectDest'] {
   return () => {
     calls.push('connect');
     if (answer === 'unreachable') return Promise.reject(new FerryError('DEST_UNREACHABLE'));
@@ -77,6 +84,34 @@ function fakeDest(answer: Answer, calls: string[]): ResolverDeps['connectDest'] 
         calls.push(`abort ${req.epoch}`);
         return Promise.resolve({ existed: true, alreadyCommitted: false, killedRestoredCopy: true });
       },
+      fill: (h) => {
+        calls.push('fill');
+        let answered = 0;
+        let first = true;
+        let over = false;
+        const end = (e: FerryError | undefined): void => {
+          if (!over) setImmediate(() => h.end(e));
+          over = true;
+        };
+        return {
+          write: (req: m.FillRequest) => {
+            if (over) return Promise.reject(new FerryError('DEST_UNREACHABLE'));
+            if (!first) {
+              calls.push(`fill ${req.task}:${req.firstIndex}+${req.count}${req.data.length > 0 ? ' bytes' : ''}`);
+              answered += req.count;
+            }
+            first = false;
+            if (fill.kind === 'failed') end(new FerryError('FILL_FAILED', { side: 'dest', detail: 'the pager died' }));
+            else if (answered >= fill.needed) {
+              h.event({ done: { filledPages: '4', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
+              end(undefined);
+            }
+            return Promise.resolve();
+          },
+          end: () => undefined,
+          cancel: () => end(new FerryError('CANCELLED')),
+        };
+      },
       reachable: () => Promise.resolve(true),
       close: () => undefined,
     };
@@ -84,9 +119,16 @@ function fakeDest(answer: Answer, calls: string[]): ResolverDeps['connectDest'] 
   };
 }
 
-function deps(dir: string, answer: Answer, calls: string[] = []): ResolverDeps {
-  return { journalDir: dir, connectDest: fakeDest(answer, calls), log: silentLogger, signal: new AbortController().signal, answerPatienceMs: 500 };
+function deps(dir: string, answer: Answer, calls: string[] = [], fill?: FillAnswer): ResolverDeps {
+  return { journalDir: dir, connectDest: fakeDest(answer, calls, fill), log: silentLogger, signal: new AbortController().signal, answerPatienceMs: 500, readPages: originalPages }; // the sleeper's own memory is not read
 }
+
+/** The manifests a lazy restore left beside the journal: 4 pages at page 0x100, the last 3 unconfirmed. */
+async function lazyManifests(dir: string, id: string, pid: number): Promise<void> {
+  const hashes = originalHashes(0x100, 4);
+  await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]) }], PAGE);
+}
+const LAZY_COMMITTED: [SourceJournalState, Record<string, unknown>?][] = [['restored', { restoredPid: 4242, restore: 'lazy' }], ['committing'], ['committed', { restoredPid: 4242, fill: 'pending' }]];
 
 describe('source resolver', () => {
   it('at "committing", a dest that committed: the original is killed, the journal done (migrated)', async () => {
@@ -142,6 +184,67 @@ describe('source resolver', () => {
     const dir = await tmp();
     const pid = await frozenOriginal();
     const id = await journal(dir, pid, [['committing'], ['committed', { restoredPid: 4242 }]]);
+    const calls: string[] = [];
+    expect((await resolveMigration(id, deps(dir, 'unreachable', calls))).outcome).toBe('migrated');
+    expect(calls).toEqual([]);
+    await waitFor(() => gone(pid), 5_000, 'the original killed');
+  });
+
+  it('at "committed" with the fill of a lazy restore pending: runs the fill from the manifests, then kills the original (issue 11)', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, LAZY_COMMITTED);
+    await lazyManifests(dir, id, pid);
+    const calls: string[] = [];
+    const r = await resolveMigration(id, deps(dir, 'commit', calls, { kind: 'done', needed: 3 }));
+    expect(r.outcome).toBe('migrated');
+    // Never a Commit again: the journal says it was answered. The three unconfirmed pages match: confirmed, no bytes.
+    expect(calls).toEqual(['connect', 'fill', 'fill 1:1+3']);
+    await waitFor(() => gone(pid), 5_000, 'the original killed');
+    const j = await readSourceJournal(dir, id);
+    expect(j).toMatchObject({ state: 'done', outcome: 'migrated' });
+    expect(existsSync(fillManifestsPath(dir, id))).toBe(false);
+  });
+
+  it('a pending fill the dest reports failed (its copy killed): the original is thawed, the journal done (rolled back)', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, LAZY_COMMITTED);
+    await lazyManifests(dir, id, pid);
+    const r = await resolveMigration(id, deps(dir, 'commit', [], { kind: 'failed', needed: 3 }));
+    expect(r.outcome).toBe('rolled-back');
+    await waitFor(() => stateOf(pid) === 'S', 5_000, 'the original thawed');
+    expect(await readSourceJournal(dir, id)).toMatchObject({ state: 'done', outcome: 'rolled-back' });
+    expect(existsSync(fillManifestsPath(dir, id))).toBe(false);
+  });
+
+  it('a pending fill and the dest unreachable: MIGRATION_UNRESOLVED naming the --resume, the original stays frozen, the journal and manifests kept', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, LAZY_COMMITTED);
+    await lazyManifests(dir, id, pid);
+    const e = await expectFerryRejection(resolveMigration(id, deps(dir, 'unreachable')), 'MIGRATION_UNRESOLVED');
+    expect(e.detail).toContain(`ferry migrate --resume ${id}`);
+    expect(stateOf(pid)).toBe('T');
+    expect(await readSourceJournal(dir, id)).toMatchObject({ state: 'committed', fillPending: true });
+    expect(existsSync(fillManifestsPath(dir, id))).toBe(true);
+  });
+
+  it('at "committing" of a lazy restore the dest answers committed: the fill runs before the kill', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, [['restored', { restoredPid: 4242, restore: 'lazy' }], ['committing']]);
+    await lazyManifests(dir, id, pid);
+    const calls: string[] = [];
+    expect((await resolveMigration(id, deps(dir, 'commit', calls, { kind: 'done', needed: 3 }))).outcome).toBe('migrated');
+    expect(calls).toEqual(['connect', 'commit 99', 'connect', 'fill', 'fill 1:1+3']);
+    await waitFor(() => gone(pid), 5_000, 'the original killed');
+  });
+
+  it('at "filled": kills the original without asking', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, [...LAZY_COMMITTED, ['filled', { filledPages: 4 }]]);
     const calls: string[] = [];
     expect((await resolveMigration(id, deps(dir, 'unreachable', calls))).outcome).toBe('migrated');
     expect(calls).toEqual([]);

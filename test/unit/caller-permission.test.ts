@@ -89,13 +89,13 @@ describe('the check repeated while the migration runs', () => {
     expect((controller.signal.reason as FerryError).key).toBe('CALLER_NOT_PERMITTED');
   });
 
-  it('checks as each phase begins except the commit, which is never interrupted', () => {
+  it('checks as each phase begins except the commit and the fill, which are never interrupted', () => {
     let reads = 0;
     const sink = reauthorizeOnProgress(alice, 100, new AbortController(), silentLogger, () => {
       reads++;
       return [{ pid: 100, tid: 100, ...own }];
     });
-    for (const phase of ['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit'] as const) sink({ kind: 'phase', phase });
+    for (const phase of ['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit', 'fill'] as const) sink({ kind: 'phase', phase });
     sink({ kind: 'decision' } as never);
     expect(reads).toBe(5);
   });

@@ -47,7 +47,8 @@ describe('the registry', () => {
   });
 
   it('numbers the phase families in the order of the phases', () => {
-    PHASES.forEach((phase, i) => expect(FAMILIES[String(i + 1)]).toBe(phase));
+    // The fill is the commit's second half: its errors are in the commit family (FILL_FAILED is FERRY-7005).
+    PHASES.filter((p) => p !== 'fill').forEach((phase, i) => expect(FAMILIES[String(i + 1)]).toBe(phase));
   });
 
   it('keeps every published code (codes are never renumbered or reused)', () => {

@@ -91,6 +91,18 @@ function recorder(): { sink: BatchSink; sent: Map<number, number[]> } {
 describe('final delta', () => {
   const changed = (): Map<number, PageRuns> => new Map([[TASK, { starts: [B + 2], counts: [1] }]]);
 
+  it('for a lazy restore, marks the pages trusted on the tracker\'s word unconfirmed, one bit per page in pagemap order (issue 11)', async () => {
+    const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed(), true);
+    const task = r.manifests.find((x) => x.task === TASK)!;
+    // Indexes 0-3 are the pages image's (read), 4-9 the lazy B..B+5 of which B+2 (index 6) was written and read.
+    expect([...task.unconfirmed!]).toEqual([0b1011_0000, 0b0000_0011]);
+    expect(r.manifests.find((x) => x.task !== TASK)!.unconfirmed).toBeUndefined();
+    expect(r.pageRuns[r.manifests.indexOf(task)]).toEqual({ starts: [A, B], counts: [4, 6] });
+    // Eager: no bits at all.
+    const eager = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed());
+    expect(eager.manifests.every((x) => x.unconfirmed === undefined)).toBe(true);
+  });
+
   it('sends what the dest lacks, trusts the unwritten lazy pages unread, and hashes every dumped page', async () => {
     const task = stoppedTask();
     const held = heldAfterPrecopy();

@@ -15,7 +15,7 @@ import type { MigrationEvent } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { compileMigrateOptions } from '../../source-agent/config/migrate-options.js';
 import type { MigrationPorts, SourceHost } from '../../source-agent/migration/ports.js';
-import { PAGE, world, type Failure } from '../fakes/fake-migration-world.js';
+import { PAGE, ROLLBACK_CASES, world, type Failure } from '../fakes/fake-migration-world.js';
 
 let imagesRoot: string;
 beforeAll(async () => {
@@ -81,23 +81,7 @@ describe('migration state machine', () => {
     expect(a.epochs[0]).not.toBe('1');
   });
 
-  const cases: { fail: Failure; phase: string; frozen: boolean; prepared: boolean }[] = [
-    { fail: 'connect', phase: 'negotiate', frozen: false, prepared: false },
-    { fail: 'negotiate', phase: 'negotiate', frozen: false, prepared: false },
-    // A Prepare that failed may still open the session later: the rollback aborts it all the same.
-    { fail: 'prepare', phase: 'prepare', frozen: false, prepared: true },
-    { fail: 'precopy', phase: 'precopy', frozen: false, prepared: true },
-    { fail: 'dump', phase: 'freeze', frozen: true, prepared: true },
-    { fail: 'final-delta', phase: 'final-delta', frozen: true, prepared: true },
-    { fail: 'upload', phase: 'final-delta', frozen: true, prepared: true },
-    { fail: 'restore', phase: 'restore', frozen: true, prepared: true },
-    { fail: 'disarm', phase: 'commit', frozen: true, prepared: true },
-    { fail: 'commit-rejected', phase: 'commit', frozen: true, prepared: true },
-    // The dest answered that it holds no session of this epoch: it resumed nothing of ours, so thawing is safe.
-    { fail: 'commit-epoch-mismatch', phase: 'commit', frozen: true, prepared: true },
-    // The dest was unreachable at every attempt: no Commit left this host, so nothing resumed there.
-    { fail: 'commit-undelivered', phase: 'commit', frozen: true, prepared: true },
-  ];
+  const cases = ROLLBACK_CASES;
   for (const c of cases) {
     it(`a failure at ${c.fail} rolls back: ${c.frozen ? 'thaws the original, ' : ''}${c.prepared ? 'aborts the dest session, ' : ''}never kills`, async () => {
       const r = await run(c.fail);

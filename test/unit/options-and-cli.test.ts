@@ -42,7 +42,13 @@ describe('compileMigrateOptions', () => {
       journalDir: '/var/lib/ferry/source/journal',
       commitPatienceMs: 300_000,
       undeliveredPatienceMs: 10_000,
+      restore: 'auto',
     });
+  });
+
+  it('takes --restore auto, lazy or eager and refuses anything else (issue 11)', () => {
+    for (const v of ['auto', 'lazy', 'eager'] as const) expect(compileMigrateOptions({ pid: 42, to: 'h:1', restore: v }).restore).toBe(v);
+    expectFerryError(() => compileMigrateOptions({ pid: 42, to: 'h:1', restore: 'lazyish' }), 'BAD_ARGUMENT');
   });
 
   it('reads the environment once, at compile time, and refuses what it cannot mean', () => {
@@ -256,6 +262,12 @@ describe('rendering', () => {
     throttle: undefined,
     dumpKind: 'lazy',
     finalDeltaTaskPages: 0,
+    restoreMode: 'lazy',
+    fillMs: 420,
+    fillFaults: 31,
+    fillFaultsWaited: 4,
+    replacedPages: 1,
+    confirmedPages: 900,
   };
 
   it('formatSummary shows the key figures', () => {
@@ -273,6 +285,8 @@ describe('rendering', () => {
       '12.3 s',
       'downtime    187 ms',
       'dump 60 ms',
+      'lazy restore 70 ms',
+      'fill        420 ms after the resume: 31 faults (4 waited for a confirmation), 900 pages confirmed against the original, 1 replaced',
       'final delta 30 ms',
       'rebuild 20 ms',
       'restore 70 ms',

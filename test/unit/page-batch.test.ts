@@ -142,6 +142,28 @@ describe('decodePageBatch', () => {
 });
 
 describe('PageHashIndex', () => {
+  it('slotAfter finds the same slot as slotOf, in page order or not, across growth; copyHash copies that slot\'s hash', () => {
+    const idx = new PageHashIndex();
+    const h = Buffer.alloc(HASH_BYTES);
+    const base = 0x7f0000000; // a real mmap area's page numbers: beyond small integers
+    const pages = [...Array.from({ length: 3000 }, (_, i) => base + i), base + 5000, base - 7, base + 4000];
+    for (const [i, p] of pages.entries()) {
+      h.writeUInt32LE(i, 0);
+      idx.set(p, h, 0);
+    }
+    let prev = -1;
+    for (const p of [...pages, base + 1, base + 99_999, base + 2]) {
+      const slot = idx.slotAfter(p, prev);
+      expect(slot).toBe(idx.slotOf(p));
+      if (slot !== undefined) {
+        const out = Buffer.alloc(HASH_BYTES + 3);
+        idx.copyHash(slot, out, 3);
+        expect(out.subarray(3).equals(idx.hashAt(slot))).toBe(true);
+      }
+      prev = slot ?? -1;
+    }
+  });
+
   it('holds nothing when empty', () => {
     const idx = new PageHashIndex();
     expect(idx.size).toBe(0);

@@ -45,6 +45,12 @@ const summary: MigrationSummary = {
   throttle: { method: 'cgroup-v2', maxPercent: 40 },
   dumpKind: 'lazy',
   finalDeltaTaskPages: 12,
+  restoreMode: 'lazy',
+  fillMs: 420.5,
+  fillFaults: 31,
+  fillFaultsWaited: 4,
+  replacedPages: 1,
+  confirmedPages: 900,
 };
 
 const events: MigrationEvent[] = [
@@ -69,6 +75,10 @@ const events: MigrationEvent[] = [
   { kind: 'done', summary: { ...summary, throttle: undefined, phases: { dumpMs: 60 }, dumpKind: 'full' } },
   { kind: 'failed', phase: 'restore', error: new FerryError('CRIU_RESTORE_FAILED', { phase: 'restore', side: 'dest', sourceState: 'running', detail: 'criu said no' }).toJSON() },
   { kind: 'failed', phase: 'negotiate', error: new FerryError('TASK_NOT_FOUND').toJSON() },
+  // Lazy restore: the fill phase, its failure, and an eager summary (no fill figures).
+  { kind: 'phase', phase: 'fill' },
+  { kind: 'failed', phase: 'fill', error: new FerryError('FILL_FAILED', { phase: 'fill', side: 'dest', sourceState: 'running' }).toJSON() },
+  { kind: 'done', summary: { ...summary, restoreMode: 'eager', fillMs: 0, fillFaults: 0, fillFaultsWaited: 0, replacedPages: 0, confirmedPages: 0 } },
 ];
 
 describe('MigrationEvent over the wire', () => {
@@ -102,7 +112,7 @@ describe('MigrateRequest', () => {
     ['only what is required', { pid: 42, to: '10.0.0.2:7070' }],
     [
       'every flag',
-      { pid: 42, to: '[::1]:7070', maxRounds: 3, maxDowntimeMs: 150, freezeTimeoutMs: 5000, restoreTimeoutMs: 9000, bandwidthBytesPerSecond: 12.5e6, onNoConverge: 'abort', noPrecopy: true, tracker: 'hash', commitPatienceMs: 60_000 },
+      { pid: 42, to: '[::1]:7070', maxRounds: 3, maxDowntimeMs: 150, freezeTimeoutMs: 5000, restoreTimeoutMs: 9000, bandwidthBytesPerSecond: 12.5e6, onNoConverge: 'abort', noPrecopy: true, tracker: 'hash', commitPatienceMs: 60_000, restore: 'lazy' },
     ],
   ])('carries %s as given, leaving the defaults to the agent', (_name, o) => {
     const back = fromMigrateRequest(wire(toMigrateRequest(o)));

@@ -9,6 +9,10 @@
  * the original; refused (the dest aborted, or its lease ran out) or never delivered (the dest unreachable at
  * every attempt) rolls back; maybe delivered and unanswered leaves the original frozen and the journal at
  * "committing", for `ferry migrate --resume` or the daemon to finish.
+ * A lazy restore grows the rule by one step: once the Commit is confirmed the original is NOT killed but stays
+ * frozen (journaled `committed` with `fill: 'pending'`) until the dest reports every page in its copy
+ * (phases/fill.ts); from here nothing may resume it unless the dest reports FILL_FAILED. The downtime still
+ * ends at the Commit's answer.
  */
 import { injectFault } from '../../../shared/fault-injection.js';
 import { askCommit } from '../commit-outcome.js';
@@ -22,6 +26,8 @@ export interface Committed {
   /** From the freeze to the dest's copy resumed. */
   downtimeMs: number;
   commitMs: number;
+  /** performance.now() at the Commit's answer: a lazy restore's fill counts from here. */
+  answeredAt: number;
 }
 
 export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, f: Frozen): Promise<Committed> {
@@ -49,9 +55,16 @@ export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, 
   f.thaw.release();
   p.abortDestSession.release();
   const done = performance.now();
+  const committed = { restoredPid, downtimeMs: done - f.frozenAt, commitMs: done - t0, answeredAt: done };
+  if (n.restore.mode === 'lazy') {
+    // The copy runs on pages still coming in: the original waits, frozen, for the fill's end (phases/fill.ts).
+    // A failed write leaves "committing" with the restore journaled lazy: a resolver asks, then fills too.
+    await ctx.journal.record('committed', { restoredPid, fill: 'pending' }).catch((e: unknown) => ctx.log.error('journal write failed after the commit', { err: e }));
+    return committed;
+  }
   await ctx.journal.record('committed', { restoredPid }).catch((e: unknown) => ctx.log.error('journal write failed after the commit', { err: e }));
   injectFault('source.before-kill-original');
   ctx.host.signalTree(n.target.rootPid, 'SIGKILL');
   ctx.sourceState = 'gone';
-  return { restoredPid, downtimeMs: done - f.frozenAt, commitMs: done - t0 };
+  return committed;
 }

@@ -31,7 +31,7 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   const changed = f.dumpKind === 'lazy' ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
   const tScan = performance.now();
   const round = pre.rounds.length; // the final delta's batches count as the round after the last one
-  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed);
+  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, n.restore.mode === 'lazy');
   const tPages = performance.now();
   // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
   const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);

@@ -7,6 +7,7 @@ import type { TrackerName } from '../../trackers/tracker.js';
 import { checkPeers } from '../check-peers.js';
 import type { TargetTree } from '../inspect-target.js';
 import type { MigrationContext } from '../migration-context.js';
+import { chooseRestoreMode, type RestoreMode } from '../restore-mode.js';
 import type { DestPort, MigrationPorts } from '../ports.js';
 import type { TaskLock } from '../../task-lock.js';
 
@@ -17,6 +18,8 @@ export interface Negotiated {
   dest: DestPort;
   protocolVersion: number;
   tracker: { name: TrackerName; note: string };
+  /** --restore resolved against the dest's features (only the dest decides whether lazy works). */
+  restore: { mode: RestoreMode; note: string };
 }
 
 /** On success the caller owns `taskLock` and `dest` and must release and close them; on failure it is done here. */
@@ -32,6 +35,7 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
     const answer = await dest.negotiate({ source: local }, signal);
     const protocolVersion = checkPeers(local, answer);
+    const restore = chooseRestoreMode(opts.restore, answer.dest);
     const tracker = await host.chooseTracker(opts.tracker);
     ctx.announcer.announce({
       kind: 'started',
@@ -42,7 +46,8 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
       tracker: tracker.name,
       trackerNote: tracker.note,
     });
-    return { target, taskLock, dest, protocolVersion, tracker };
+    ctx.log.info('restore mode', { mode: restore.mode, note: restore.note });
+    return { target, taskLock, dest, protocolVersion, tracker, restore };
   } catch (e) {
     dest?.close();
     taskLock.release();

@@ -1,8 +1,13 @@
 /**
- * restore: the dest rebuilds the images from its page store and restores the tree, stopped. Beside it, when the
- * tracker's word decided what was sent, every dumped page is read back and compared (a missed write rolls back).
+ * restore: the dest rebuilds the images from its page store and restores the tree, stopped.
+ * Eager: beside it, when the tracker's word decided what was sent, every dumped page is read back and compared
+ * (a missed write rolls back). Lazy: that check moves out of the freeze, into the fill after the resume (the
+ * pages taken on the tracker's word are marked unconfirmed in the manifests, and the dest's pager serves none
+ * of them before the source confirmed it); the manifests are kept beside the journal, on disk before the
+ * Commit can be sent, so that a resolver can run the fill after this agent died.
  */
 import { COMMIT_LEASE_MS } from '../commit-outcome.js';
+import type { FillManifest } from '../fill-manifests.js';
 import type { MigrationContext } from '../migration-context.js';
 import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
 import type { DeltaSent } from './final-delta.js';
@@ -13,20 +18,49 @@ export interface Restored {
   restoredPid: number;
   rebuildMs: number;
   restoreMs: number;
+  /** Lazy: the manifests the fill works from (task manifests only: the pager fills task memory). */
+  fillManifests: FillManifest[];
+  /** Lazy: pages the dest's pager fills after the resume. */
+  pagesLazy: number;
 }
 
 export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d: DeltaSent): Promise<Restored> {
   const { opts } = ctx;
+  const lazy = n.restore.mode === 'lazy';
   const restoring = n.dest.restore(
-    { migrationId: ctx.migrationId, epoch: ctx.epoch, pages: d.delta.manifests, timeoutMs: opts.restoreTimeoutMs, commitLeaseMs: COMMIT_LEASE_MS },
+    {
+      migrationId: ctx.migrationId,
+      epoch: ctx.epoch,
+      pages: d.delta.manifests,
+      timeoutMs: opts.restoreTimeoutMs,
+      commitLeaseMs: COMMIT_LEASE_MS,
+      mode: lazy ? 'RESTORE_MODE_LAZY' : 'RESTORE_MODE_EAGER',
+    },
     ctx.signal,
   );
-  const checking = d.delta.trustedPages > 0 ? verifyDumpedPages(f.imagesDir, d.delta.manifests, ctx.host.pageSize, d.readTask) : Promise.resolve(0);
+  const fillManifests = lazy ? fillManifestsOf(d, f) : [];
+  // Lazy: the manifests go to disk beside the restore (not before it: the write is not the freeze's to wait
+  // for), and the phase ends only once they are there: a Commit is never sent before.
+  const checking = lazy
+    ? ctx.journal.saveFillManifests(fillManifests, ctx.host.pageSize).then(() => 0)
+    : d.delta.trustedPages > 0
+      ? verifyDumpedPages(f.imagesDir, d.delta.manifests, ctx.host.pageSize, d.readTask)
+      : Promise.resolve(0);
   const [restored, checked] = await Promise.allSettled([restoring, checking]);
   // A missed write outranks whatever the restore did: the rollback removes the dest's copy either way.
   if (checked.status === 'rejected') throw checked.reason;
   if (restored.status === 'rejected') throw restored.reason;
   if (checked.value > 0) ctx.log.info('tracker checked', { pages: checked.value, trustedPages: d.delta.trustedPages });
   const r = restored.value;
-  return { restoredPid: r.restoredPid, rebuildMs: Number(r.rebuildUs) / 1000, restoreMs: Number(r.restoreUs) / 1000 };
+  return { restoredPid: r.restoredPid, rebuildMs: Number(r.rebuildUs) / 1000, restoreMs: Number(r.restoreUs) / 1000, fillManifests, pagesLazy: Number(r.pagesLazy ?? 0) };
+}
+
+function fillManifestsOf(d: DeltaSent, f: Frozen): FillManifest[] {
+  const hostPidOf = new Map(f.tree.map((t) => [t.nsPid, t.hostPid]));
+  return d.delta.manifests.flatMap((man, i) => {
+    const hostPid = hostPidOf.get(man.task);
+    // Non-task pagemaps (shared memory) are restored by criu from their images: nothing of theirs is filled.
+    if (hostPid === undefined) return [];
+    return [{ task: man.task, hostPid, runs: d.delta.pageRuns[i]!, hashes: man.hashes, unconfirmed: man.unconfirmed ?? Buffer.alloc(0) }];
+  });
 }

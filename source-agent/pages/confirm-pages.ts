@@ -1,0 +1,333 @@
+/**
+ * The fill of a lazy restore, the source's half: every page the final delta took on the tracker's word (the
+ * manifests' unconfirmed bits) is read from the frozen original, hashed and compared with its manifest hash;
+ * the dest is told "confirmed" for a matching run and sent the original's bytes for a page that differs. The
+ * pages the restored task waits for (FillWanted) go first, ahead of the sweep. The dest says done once every
+ * page is in its copy; only then may the original die. This keeps the guarantee of the read-back the eager
+ * restore does inside the freeze (tracking decides what is sent, never what is trusted), after the resume.
+ *
+ * One call at a time, one request in flight (each write waits for the stream's drain), the wants queue bounded:
+ * nothing here grows with what the dest sends. A call that breaks is opened again (the sweep starts over: the
+ * dest ignores what it has) for as long as the patience lasts from the last sign of life.
+ */
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { hashPages } from '../../shared/native/addon.js';
+import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
+import type * as m from '../../shared/transport/messages.js';
+import type { FillCall, FillCallHandlers } from '../fill-call.js';
+import type { FillManifest } from '../migration/fill-manifests.js';
+
+/** Pages per FillRequest at most (the proto's bound). */
+export const FILL_CHUNK_PAGES = 1024;
+/** Wanted ranges queued at most; a dest that asks for more than this at once is not answering in step. */
+const MAX_QUEUED_WANTS = 4096;
+/** Pages that differ logged one by one at most (then counted only). */
+const MAX_LOGGED_REPLACED = 32;
+const REACHABLE_WAIT_MS = 2_000;
+/** How long a failed write waits for the call's end to learn why. */
+const END_WAIT_MS = 1_000;
+
+/** Reads pages of a frozen process of the original (host pid), as SourceHost.readPages. */
+export type OriginalPageReader = (hostPid: number, firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
+
+export interface ConfirmOptions {
+  migrationId: string;
+  epoch: string;
+  manifests: readonly FillManifest[];
+  pageSize: number;
+  readPages: OriginalPageReader;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export interface FillResult {
+  done: m.FillDone;
+  /** Unconfirmed pages whose hash matched (confirmed without bytes). */
+  confirmedPages: number;
+  /** Pages whose bytes differed from the manifest: the original's bytes were sent. */
+  replacedPages: number;
+  /** Pages the dest asked for (wanted) before the sweep reached them. */
+  wantedPages: number;
+  /** Fill calls opened (more than one: the stream broke and was opened again). */
+  calls: number;
+}
+
+export type FillOutcome =
+  | { kind: 'done'; result: FillResult }
+  /** The dest's pager failed; the dest killed its copy (FILL_FAILED): the original must be thawed. */
+  | { kind: 'failed'; error: FerryError }
+  /** No answer within the patience: the original stays frozen, the fill is for a resolver to finish. */
+  | { kind: 'unanswered'; error: FerryError };
+
+interface TaskState {
+  m: FillManifest;
+  pages: number;
+  /** Manifest index of the first page of each run. */
+  runIndex: number[];
+  /** Pages answered on this call, so that neither the sweep nor a repeated want answers one twice. */
+  answered: Uint8Array;
+}
+
+interface Want {
+  task: number;
+  first: number;
+  count: number;
+  bytes: boolean;
+}
+
+const bit = (bits: Uint8Array, i: number): boolean => (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+
+/**
+ * Runs the fill until the dest says done or failed, opening the call again when it breaks; `patienceMs` bounds
+ * the time since the last event from the dest. Throws only what no reconnect mends (the original unreadable).
+ */
+export async function fillUntilDone(
+  dest: { fill(h: FillCallHandlers, signal: AbortSignal): FillCall; reachable(timeoutMs: number): Promise<boolean> },
+  o: ConfirmOptions & { patienceMs: number; unanswered: (cause: unknown) => FerryError },
+): Promise<FillOutcome> {
+  let alive = Date.now();
+  let last: unknown;
+  let calls = 0;
+  for (let attempt = 1; ; attempt++) {
+    if (Date.now() - alive >= o.patienceMs || o.signal.aborted) return { kind: 'unanswered', error: o.unanswered(last) };
+    if (!(await dest.reachable(REACHABLE_WAIT_MS))) {
+      last = new Error('the dest is unreachable');
+      continue; // reachable() waited: no busy loop
+    }
+    calls++;
+    try {
+      // Each call answers every page from scratch: the figures are the successful call's.
+      const r = await confirmPages((h) => dest.fill(h, o.signal), o, { onAlive: () => (alive = Date.now()), idleMs: Math.max(1, o.patienceMs - (Date.now() - alive)) });
+      return { kind: 'done', result: { ...r, calls } };
+    } catch (e) {
+      if (e instanceof FerryError && e.key === 'FILL_FAILED') return { kind: 'failed', error: e };
+      if (e instanceof FerryError && e.key === 'MEMORY_READ_FAILED') throw e;
+      last = e;
+      o.log.warn('fill call broke: opening it again', { attempt, err: e });
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 200 * attempt)));
+    }
+  }
+}
+
+/**
+ * One Fill call from its first request to the dest's done. Throws the call's end when it is not a done
+ * (FILL_FAILED from the dest, or the break). `onAlive` hears every sign of life (an event, a write the stream
+ * took); after `idleMs` without one the call is dropped (a dest that hangs without closing the stream).
+ */
+export async function confirmPages(
+  open: (h: FillCallHandlers) => FillCall,
+  o: ConfirmOptions,
+  life: { onAlive?: () => void; idleMs?: number } = {},
+): Promise<Omit<FillResult, 'calls'>> {
+  let lastAlive = Date.now();
+  const alive = (): void => {
+    lastAlive = Date.now();
+    life.onAlive?.();
+  };
+  const totals = { replacedPages: 0, confirmedPages: 0, wantedPages: 0 };
+  const tasks = new Map<number, TaskState>();
+  for (const man of o.manifests) {
+    const runIndex: number[] = [];
+    let n = 0;
+    for (const c of man.runs.counts) {
+      runIndex.push(n);
+      n += c;
+    }
+    tasks.set(man.task, { m: man, pages: n, runIndex, answered: new Uint8Array(Math.ceil(n / 8)) });
+  }
+  const wants: Want[] = [];
+  let done: m.FillDone | undefined;
+  let over: { error: FerryError | undefined } | undefined;
+  let wake: (() => void) | undefined;
+  const poke = (): void => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const call = open({
+    event: (e) => {
+      alive();
+      if (e.wanted) {
+        const w = e.wanted;
+        const t = tasks.get(w.task);
+        const first = Number(w.firstIndex);
+        if (!t || w.count < 1 || first + w.count > t.pages) {
+          o.log.error('the dest wants pages outside the manifests: ignored', { task: w.task, firstIndex: w.firstIndex, count: w.count });
+          return;
+        }
+        if (wants.length >= MAX_QUEUED_WANTS) {
+          call.cancel(); // the call is started again, with an empty queue
+          return;
+        }
+        wants.push({ task: w.task, first, count: w.count, bytes: w.bytes });
+      } else if (e.done) done = e.done;
+      else if (e.progress) o.log.debug('fill progress', { filledPages: e.progress.filledPages, totalPages: e.progress.totalPages, faults: e.progress.faults });
+      poke();
+    },
+    end: (error) => {
+      over = { error };
+      poke();
+    },
+  });
+  const hashes = Buffer.allocUnsafe(FILL_CHUNK_PAGES * HASH_BYTES);
+  let logged = 0;
+  const base = { migrationId: o.migrationId, epoch: o.epoch };
+  const send = async (task: number, first: number, count: number, data: Buffer): Promise<void> => {
+    await call.write({ ...base, task, firstIndex: String(first), count, data });
+    alive();
+  };
+  // The watchdog: every wait here (an event, a drain) ends when the call does, and this ends a silent call.
+  const idleMs = life.idleMs ?? Infinity;
+  const watchdog = Number.isFinite(idleMs)
+    ? setInterval(() => {
+        if (Date.now() - lastAlive >= idleMs) call.cancel();
+      }, Math.max(10, Math.min(1_000, idleMs / 4)))
+    : undefined;
+
+  /** Answers pages [first, first + count) of `t` (inside one run, <= FILL_CHUNK_PAGES): confirm what matches. */
+  const answer = async (t: TaskState, run: number, first: number, count: number, bytes: boolean): Promise<void> => {
+    const firstPage = t.m.runs.starts[run]! + (first - t.runIndex[run]!);
+    let at = first; // the next manifest index to answer
+    for (const c of o.readPages(t.m.hostPid, firstPage, count)) {
+      if (c.unreadable.length > 0) {
+        throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'frozen', detail: `task ${t.m.task}: pages ${c.unreadable.slice(0, 5).join(', ')} of the frozen original cannot be read` });
+      }
+      const n = c.pages.length;
+      hashPages(c.data, n, o.pageSize, hashes);
+      // Runs of the same verdict go out as one request: confirmed (no bytes) or replaced (the original's bytes).
+      let i = 0;
+      while (i < n) {
+        const same = (k: number): boolean => !bytes && hashes.compare(t.m.hashes, (at + k) * HASH_BYTES, (at + k + 1) * HASH_BYTES, k * HASH_BYTES, (k + 1) * HASH_BYTES) === 0;
+        const match = same(i);
+        let j = i + 1;
+        while (j < n && same(j) === match) j++;
+        let firstTime = 0;
+        for (let k = at; k < at + j - i; k++) {
+          if (!bit(t.answered, k)) firstTime++;
+          t.answered[k >> 3]! |= 1 << (k & 7);
+        }
+        if (match) {
+          await send(t.m.task, at, j - i, Buffer.alloc(0));
+          totals.confirmedPages += firstTime;
+        } else {
+          // Copied: the reader's buffer is overwritten by its next chunk.
+          await send(t.m.task, at, j - i, Buffer.from(c.data.subarray(i * o.pageSize, j * o.pageSize)));
+          if (!bytes) {
+            totals.replacedPages += firstTime;
+            for (let k = i; k < j && logged < MAX_LOGGED_REPLACED; k++, logged++) o.log.warn('a page differs from what the dest holds: sent from the original', { task: t.m.task, page: c.pages[k], index: at + k - i });
+          }
+        }
+        at += j - i;
+        i = j;
+      }
+      if (at !== first + (c.pages[n - 1]! - firstPage) + 1) throw new FerryError('INTERNAL', { phase: 'fill', side: 'source', detail: 'the page reader skipped pages' });
+    }
+  };
+
+  /** Splits [first, first + count) of a task at its runs and at FILL_CHUNK_PAGES. */
+  const answerRange = async (t: TaskState, first: number, count: number, bytes: boolean): Promise<void> => {
+    let run = runAt(t, first);
+    for (let at = first; at < first + count; ) {
+      while (t.runIndex[run]! + t.m.runs.counts[run]! <= at) run++;
+      const n = Math.min(first + count - at, t.runIndex[run]! + t.m.runs.counts[run]! - at, FILL_CHUNK_PAGES);
+      await answer(t, run, at, n, bytes);
+      at += n;
+    }
+  };
+
+  try {
+    // The first request names the session (count 0: nothing confirmed yet); the dest answers with wants.
+    await send(0, 0, 0, Buffer.alloc(0));
+    const sweep = sweepRanges(tasks);
+    let swept = false;
+    for (;;) {
+      if (done) break;
+      if (over) throw over.error ?? new FerryError('DEST_UNREACHABLE', { phase: 'fill', side: 'dest', detail: 'the dest ended the Fill call before the fill was done' });
+      const w = wants.shift();
+      if (w) {
+        const t = tasks.get(w.task)!;
+        // A want that crossed our answer on the wire is answered already (one call is one ordered stream);
+        // one for bytes (the dest's copy is damaged) always gets them.
+        let from = w.first;
+        const end = w.first + w.count;
+        if (!w.bytes) while (from < end && bit(t.answered, from)) from++;
+        if (from < end) {
+          totals.wantedPages += end - from;
+          await answerRange(t, from, end - from, w.bytes);
+        }
+        continue;
+      }
+      if (!swept) {
+        // Reads and writes that never block would starve the call's events: let the wants in between chunks.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (done || over || wants.length > 0) continue;
+        const next = sweep.next();
+        if (next.done) {
+          swept = true;
+          o.log.debug('fill: every unconfirmed page answered; waiting for the dest', { confirmedPages: totals.confirmedPages, replacedPages: totals.replacedPages });
+        } else {
+          await answerRange(next.value.t, next.value.first, next.value.count, false);
+        }
+        continue;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+    call.end();
+    return { done, confirmedPages: totals.confirmedPages, replacedPages: totals.replacedPages, wantedPages: totals.wantedPages };
+  } catch (e) {
+    // The call's own end says why a write failed (FILL_FAILED rather than "the call has ended"): it may come a
+    // moment after the write's rejection.
+    const ours = e instanceof FerryError && (e.key === 'MEMORY_READ_FAILED' || e.key === 'INTERNAL');
+    if (!over && !ours) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, END_WAIT_MS);
+      });
+      clearTimeout(timer);
+    }
+    call.cancel();
+    throw ours ? e : (over?.error ?? e);
+  } finally {
+    clearInterval(watchdog);
+  }
+}
+
+function runAt(t: TaskState, index: number): number {
+  let lo = 0;
+  let hi = t.runIndex.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (t.runIndex[mid]! <= index) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** The unconfirmed pages not answered yet, as ranges inside one run, in manifest order. */
+function* sweepRanges(tasks: Map<number, TaskState>): Generator<{ t: TaskState; first: number; count: number }> {
+  for (const t of tasks.values()) {
+    const bits = t.m.unconfirmed;
+    if (bits.length === 0) continue;
+    for (let run = 0; run < t.runIndex.length; run++) {
+      const end = t.runIndex[run]! + t.m.runs.counts[run]!;
+      let i = t.runIndex[run]!;
+      while (i < end) {
+        // Whole bytes of nothing to do are skipped at once: most of a big task is confirmed or already answered.
+        if ((i & 7) === 0 && i + 8 <= end && (bits[i >> 3]! & ~t.answered[i >> 3]! & 0xff) === 0) {
+          i += 8;
+          continue;
+        }
+        if (!bit(bits, i) || bit(t.answered, i)) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < end && j - i < FILL_CHUNK_PAGES && bit(bits, j) && !bit(t.answered, j)) j++;
+        yield { t, first: i, count: j - i };
+        i = j;
+      }
+    }
+  }
+}

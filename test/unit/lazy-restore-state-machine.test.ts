@@ -1,0 +1,255 @@
+/**
+ * The source's state machine with a lazy restore (issue 11), against the fake world: the commit rule grows one
+ * step (the original stays frozen after the Commit until the dest reports every page in, and is killed only
+ * then), the trusted pages are confirmed against the frozen original during the fill (wanted pages first, a
+ * page that differs sent as bytes), a dest whose fill failed gets the original thawed, a broken fill call is
+ * opened again, and a dest that stops answering leaves the original frozen for --resume.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodePagemap, PE_LAZY } from '../../shared/criu/pagemap-image.js';
+import type { FerryError } from '../../shared/errors/ferry-error.js';
+import { silentLogger } from '../../shared/logging/logger.js';
+import { hashPages } from '../../shared/native/addon.js';
+import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
+import { PAGE_KIND_DATA, writePageNumber } from '../../shared/transport/page-batch.js';
+import { compileMigrateOptions, type MigrateOptions } from '../../source-agent/config/migrate-options.js';
+import type { MigrationEvent } from '../../source-agent/migration/events.js';
+import { migrate } from '../../source-agent/migration/orchestrator.js';
+import type { MigrationPorts, SourceHost } from '../../source-agent/migration/ports.js';
+import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
+import { PAGE, ROLLBACK_CASES, world, type Failure, type FillScript } from '../fakes/fake-migration-world.js';
+
+let imagesRoot: string;
+beforeAll(async () => {
+  imagesRoot = await mkdtemp(join(tmpdir(), 'ferry-lazy-sm-'));
+});
+afterAll(async () => {
+  await rm(imagesRoot, { recursive: true, force: true });
+});
+
+/** The task's memory: 6 lazy pages from page 0x1000; pre-copy sent the first 4 (fill 1), the tracker saw no write since. */
+const FIRST = 0x1000;
+const PAGES = 6;
+const HELD = 4;
+
+/** A tracker that sent pages 0x1000..0x1003 in round 0 (and holds them), and reports nothing written since. */
+function tracker(fail?: Failure): DirtyTracker {
+  let rounds = 0;
+  return {
+    name: 'uffd-wp',
+    changedSinceLastRound: () => new Map([[1, { starts: [], counts: [] }]]),
+    round: async (_tasks, held, sink) => {
+      const round = rounds++;
+      if (fail === 'precopy') throw new Error('fake failure at precopy');
+      if (round === 0) {
+        const index = new PageHashIndex();
+        held.set(1, index);
+        for (let p = FIRST; p < FIRST + HELD; p++) {
+          const data = Buffer.alloc(PAGE, 1);
+          const hashes = Buffer.alloc(16);
+          hashPages(data, 1, PAGE, hashes);
+          const pageNumbers = Buffer.alloc(8);
+          writePageNumber(pageNumbers, 0, p);
+          await sink(1, { pageNumbers, hashes, kinds: Buffer.from([PAGE_KIND_DATA]), data });
+          index.set(p, hashes, 0);
+        }
+      }
+      return { presentPages: PAGES, dirtyPages: round === 0 ? HELD : 0, zeroPages: 0, bytesRead: PAGE, readMs: 1, bytesSent: round === 0 ? HELD * PAGE : 0, vanishedPages: 0 };
+    },
+    close: () => undefined,
+  };
+}
+
+interface LazyRun {
+  fail?: Failure;
+  fill?: FillScript;
+  lazyDest?: boolean;
+  options?: Partial<MigrateOptions>;
+  /** Pages of the frozen original whose bytes differ from what pre-copy sent (page -> fill byte). */
+  differs?: Map<number, number>;
+}
+
+async function runLazy(o: LazyRun = {}) {
+  const w = world(o.fail, { lazyDest: o.lazyDest ?? true, fill: o.fill });
+  const host: SourceHost = {
+    ...w.ports.host,
+    createTracker: () => tracker(o.fail),
+    dump: async ({ imagesDir }) => {
+      w.log.push('dump');
+      if (o.fail === 'dump') throw new Error('fake failure at dump');
+      await writeFile(join(imagesDir, 'pagemap-1.img'), encodePagemap({ pagesId: 1, entries: [{ vaddr: BigInt(FIRST) * 4096n, nrPages: PAGES, flags: PE_LAZY }] }));
+      await writeFile(join(imagesDir, 'pstree.img'), Buffer.alloc(10));
+      await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
+      return 'lazy' as const;
+    },
+    readPages: (_pid, first, count) => {
+      w.log.push(`read ${first - FIRST}+${count}`);
+      const pages = new Float64Array(count).map((_, i) => first + i);
+      const data = Buffer.alloc(count * PAGE, 1);
+      for (let i = 0; i < count; i++) {
+        const fill = o.differs?.get(first + i);
+        if (fill !== undefined) data.fill(fill, i * PAGE, (i + 1) * PAGE);
+      }
+      return [{ data, pages, unreadable: [] }];
+    },
+  };
+  const ports: MigrationPorts = { ...w.ports, host };
+  const events: MigrationEvent[] = [];
+  const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, commitPatienceMs: 1_500, undeliveredPatienceMs: 300, ...o.options });
+  const result = await migrate(opts, { log: silentLogger, emit: (e) => events.push(e), signal: new AbortController().signal, ports }).then(
+    (summary) => ({ summary, error: undefined }),
+    (e: unknown) => ({ summary: undefined, error: e as FerryError }),
+  );
+  /** The Fill requests after each call's first one (which only names the session), as "index+count[ bytes]". */
+  const answers = w.fillRequests.filter((r) => r.count > 0).map((r) => `${r.firstIndex}+${r.count}${r.data.length > 0 ? ' bytes' : ''}`);
+  return { ...w, ...result, events, answers };
+}
+
+const at = (log: string[], x: string): number => {
+  const i = log.indexOf(x);
+  if (i < 0) throw new Error(`${x} not in the log: ${log.join(', ')}`);
+  return i;
+};
+
+describe('lazy restore: the source side (issue 11)', () => {
+  it('auto picks lazy where the dest offers it; Restore says lazy and the trusted pages are unconfirmed in the manifest', async () => {
+    const r = await runLazy();
+    expect(r.error).toBeUndefined();
+    const req = r.restoreRequest()!;
+    expect(req.mode).toBe('RESTORE_MODE_LAZY');
+    // Pages 0..3 were taken on the tracker's word: bits 0-3 set, LSB first; 4 and 5 were read (confirmed).
+    expect([...req.pages[0]!.unconfirmed!]).toEqual([0b1111]);
+    expect(r.summary).toMatchObject({ restoreMode: 'lazy', confirmedPages: HELD, replacedPages: 0, fillFaults: 2, fillFaultsWaited: 1 });
+    // The manifests went to disk beside the journal before the Commit could be sent.
+    expect(at(r.log, 'journal.manifests')).toBeLessThan(at(r.log, 'journal.committing'));
+    expect(r.savedManifests[0]![0]).toMatchObject({ task: 1, hostPid: 4242, runs: { starts: [FIRST], counts: [PAGES] } });
+  });
+
+  it('kills the original only after the dest reports every page in, never before; the downtime ends at the Commit answer', async () => {
+    const r = await runLazy({ fill: { calls: ['done'], doneDelayMs: 300 } });
+    expect(r.error).toBeUndefined();
+    const order = ['dest.restore(pagemap-1.img)', 'lease.disarm', 'journal.committing', 'dest.commit', 'journal.committed', 'dest.fill(done)', 'dest.fill-done', 'journal.filled', 'signal.SIGKILL', 'journal.done'].map((x) => at(r.log, x));
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+    expect(r.log.filter((x) => x === 'signal.SIGKILL')).toHaveLength(1);
+    expect(r.log).not.toContain('signal.SIGCONT');
+    expect(r.journaled.find((j) => j.state === 'committed')).toMatchObject({ restoredPid: 777, fill: 'pending' });
+    expect(r.summary!.fillMs).toBeGreaterThanOrEqual(290);
+    expect(r.summary!.downtimeMs).toBeLessThan(r.summary!.fillMs);
+    expect(r.events.filter((e) => e.kind === 'phase').map((e) => (e as { phase: string }).phase)).toEqual(['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit', 'fill']);
+  });
+
+  it('does not read the trusted pages back inside the freeze: the first read of them comes after the Commit', async () => {
+    const r = await runLazy();
+    const reads = r.log.map((x, i) => [x, i] as const).filter(([x]) => x.startsWith('read'));
+    // The final delta reads the two pages the dest lacks; the fill reads the four trusted ones after the Commit.
+    expect(reads.map(([x]) => x)).toEqual([`read ${HELD}+2`, 'read 0+4']);
+    expect(reads[1]![1]).toBeGreaterThan(at(r.log, 'dest.commit'));
+  });
+
+  it('answers the pages the dest wants first, ahead of the sweep', async () => {
+    const r = await runLazy({ fill: { calls: ['done'], wants: [{ task: 1, firstIndex: '2', count: 1, bytes: false }] } });
+    expect(r.error).toBeUndefined();
+    // The wanted page first; the sweep then skips it: 0-1 and 3.
+    expect(r.answers).toEqual(['2+1', '0+2', '3+1']);
+    expect(r.summary!.confirmedPages).toBe(HELD);
+  });
+
+  it('a wanted page with bytes (the dest\'s copy damaged) is sent as bytes even though its hash matches', async () => {
+    const r = await runLazy({ fill: { calls: ['done'], wants: [{ task: 1, firstIndex: '5', count: 1, bytes: true }] } });
+    expect(r.error).toBeUndefined();
+    expect(r.answers[0]).toBe('5+1 bytes');
+    expect(r.summary!.replacedPages).toBe(0);
+  });
+
+  it('a trusted page that differs in the frozen original is sent as the original\'s bytes, and counted', async () => {
+    const r = await runLazy({ differs: new Map([[FIRST + 1, 9]]) });
+    expect(r.error).toBeUndefined();
+    expect(r.answers).toEqual(['0+1', '1+1 bytes', '2+2']);
+    const sent = r.fillRequests.find((q) => q.data.length > 0)!;
+    expect(sent.data.equals(Buffer.alloc(PAGE, 9))).toBe(true);
+    expect(r.summary).toMatchObject({ replacedPages: 1, confirmedPages: HELD - 1 });
+  });
+
+  it('FILL_FAILED from the dest (its copy killed): the original is thawed, never killed, the journal done rolled back', async () => {
+    const r = await runLazy({ fill: { calls: ['failed'] } });
+    expect(r.error?.key).toBe('FILL_FAILED');
+    expect(r.error?.phase).toBe('fill');
+    expect(r.error?.sourceState).toBe('running');
+    expect(r.log).toContain('signal.SIGCONT');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(at(r.log, 'dest.fill(failed)')).toBeLessThan(at(r.log, 'signal.SIGCONT'));
+    // The dest's copy was committed: nothing aborts it (the dest killed it itself).
+    expect(r.log).not.toContain('dest.abort');
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'rolled-back', code: 'FERRY-7005' });
+  });
+
+  it('a fill call that breaks is opened again, the sweep from the start', async () => {
+    const r = await runLazy({ fill: { calls: ['drop', 'done'] } });
+    expect(r.error).toBeUndefined();
+    expect(r.log.filter((x) => x.startsWith('dest.fill('))).toEqual(['dest.fill(drop)', 'dest.fill(done)']);
+    expect(r.log.indexOf('signal.SIGKILL')).toBeGreaterThan(at(r.log, 'dest.fill-done'));
+  });
+
+  it('a dest that stops answering the fill for --commit-patience: the original stays frozen, the journal at committed with the fill pending, exit 3 naming --resume', async () => {
+    const r = await runLazy({ fill: { calls: ['drop'] }, options: { commitPatienceMs: 700 } });
+    expect(r.error?.key).toBe('MIGRATION_UNRESOLVED');
+    expect(r.error?.sourceState).toBe('frozen');
+    expect(r.error?.detail).toContain(`ferry migrate --resume ${String(r.journaled[0]!.migrationId)}`);
+    expect(r.log.filter((x) => x.startsWith('dest.fill(')).length).toBeGreaterThan(1);
+    expect(r.log).not.toContain('signal.SIGCONT');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(r.log).not.toContain('dest.abort');
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'committed', fill: 'pending' });
+  }, 15_000);
+
+  // Every failure of the eager table, and the manifests' write beside the restore.
+  it('a dest that takes the fill and then says nothing (the stream open) is given up after --commit-patience: the original stays frozen', async () => {
+    const r = await runLazy({ fill: { calls: ['hang'] }, options: { commitPatienceMs: 600 } });
+    expect(r.error?.key).toBe('MIGRATION_UNRESOLVED');
+    expect(r.error?.sourceState).toBe('frozen');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(r.log).not.toContain('signal.SIGCONT');
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'committed', fill: 'pending' });
+  }, 15_000);
+
+  const before = [...ROLLBACK_CASES, { fail: 'manifests', phase: 'restore', frozen: true, prepared: true } as const];
+  for (const c of before) {
+    it(`a failure at ${c.fail} (before the resume) rolls back: the original resumes, no fill, never a kill`, async () => {
+      const r = await runLazy({ fail: c.fail });
+      expect(r.error?.phase).toBe(c.phase);
+      expect(r.error?.sourceState).toBe('running');
+      expect(r.log).not.toContain('signal.SIGKILL');
+      expect(r.log.includes('signal.SIGCONT')).toBe(c.frozen);
+      expect(r.log.includes('dest.abort')).toBe(c.prepared);
+      expect(r.log.some((x) => x.startsWith('dest.fill'))).toBe(false);
+      if (c.phase !== 'negotiate') expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'rolled-back' });
+    });
+  }
+
+  it('--restore lazy to a dest without lazy-restore fails in negotiate with RESTORE_MODE_UNSUPPORTED, nothing touched', async () => {
+    const r = await runLazy({ lazyDest: false, options: { restore: 'lazy' } });
+    expect(r.error?.key).toBe('RESTORE_MODE_UNSUPPORTED');
+    expect(r.error?.phase).toBe('negotiate');
+    expect(r.error?.sourceState).toBe('running');
+    expect(r.log.filter((x) => !x.startsWith('task.') && x !== 'dest.close')).toEqual([]);
+  });
+
+  it('auto to a dest without lazy-restore, or --restore eager to one with it: eager, with the read-back beside the restore and no fill', async () => {
+    for (const o of [{ lazyDest: false }, { lazyDest: true, options: { restore: 'eager' } }]) {
+      const r = await runLazy(o);
+      expect(r.error).toBeUndefined();
+      expect(r.restoreRequest()!.mode).toBe('RESTORE_MODE_EAGER');
+      expect(r.restoreRequest()!.pages[0]!.unconfirmed).toBeUndefined();
+      expect(r.summary).toMatchObject({ restoreMode: 'eager', fillMs: 0, confirmedPages: 0 });
+      // The check of every dumped page runs beside the restore, before the Commit; the original dies at the commit.
+      expect(r.log.filter((x) => x.startsWith('read'))).toEqual([`read ${HELD}+2`, `read 0+${PAGES}`]);
+      expect(r.log.lastIndexOf(`read 0+${PAGES}`)).toBeLessThan(at(r.log, 'dest.commit'));
+      expect(r.log.some((x) => x.startsWith('dest.fill'))).toBe(false);
+      expect(r.log).not.toContain('journal.manifests');
+      expect(at(r.log, 'journal.committed')).toBeLessThan(at(r.log, 'signal.SIGKILL'));
+    }
+  });
+});
