@@ -7,7 +7,7 @@ import { probeCriu } from '../../shared/criu/criu-binary.js';
 import { lazyDumpSupported } from '../../shared/criu/criu-lazy-dump.js';
 import { pagerBinary } from './pager-process.js';
 
-export const LAZY_RESTORE_FEATURE = 'lazy-restore';
+export { LAZY_RESTORE_FEATURE } from '../../shared/peer-info.js';
 
 export type LazyRestoreSupport = { ok: true } | { ok: false; reason: string };
 
