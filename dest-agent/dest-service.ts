@@ -149,9 +149,14 @@ export class DestService {
     checkPeerInfo(req.source);
     const now = Date.now();
     if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
-      const features = this.lazyProbe().then((l) => (l.ok ? [LAZY_RESTORE_FEATURE] : []));
       const trackers = this.opts.trackers ? this.opts.trackers() : Promise.resolve([]);
-      this.peerInfo = { at: now, info: Promise.all([trackers, features]).then(([t, f]) => localPeerInfo(t, f)) };
+      this.peerInfo = {
+        at: now,
+        info: Promise.all([trackers, this.lazyProbe()]).then(async ([t, lazy]) => ({
+          ...(await localPeerInfo(t, lazy.ok ? [LAZY_RESTORE_FEATURE] : [])),
+          lazyRestoreProblem: lazy.ok ? '' : lazy.reason,
+        })),
+      };
     }
     const dest = await this.peerInfo.info;
     return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };

@@ -56,6 +56,7 @@ export function checkPeerInfo(p: m.PeerInfo | null | undefined): void {
     checkText(`source.${field}`, value, MAX_NAME, 'negotiate');
   }
   checkText('source.criuProblem', p.criuProblem, MAX_REASON, 'negotiate');
+  checkText('source.lazyRestoreProblem', p.lazyRestoreProblem ?? '', MAX_REASON, 'negotiate');
   for (const [field, list] of Object.entries({ protocolVersions: p.protocolVersions, trackers: p.trackers, features: p.features })) {
     checkListLength(`source.${field}`, list.length, MAX_PEER_LIST, 'negotiate');
   }

@@ -17,6 +17,8 @@ export interface PeerInfo {
   criuVersion: string;
   criuProblem: string;
   features: string[];
+  /** A dest without lazy-restore: why. */
+  lazyRestoreProblem?: string;
 }
 
 export interface NegotiateRequest {

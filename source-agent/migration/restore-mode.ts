@@ -23,7 +23,7 @@ const NO_LAZY = 'the dest does not offer lazy-restore: it lacks the pager binary
 export function restoreModesOf(dest: PeerInfo): RestoreModeSupport[] {
   const lazy = dest.features.includes(LAZY_RESTORE_FEATURE);
   return [
-    { mode: 'lazy', ok: lazy, reason: lazy ? 'the dest pages the copy in after the resume (userfaultfd pager)' : NO_LAZY },
+    { mode: 'lazy', ok: lazy, reason: lazy ? 'the dest pages the copy in after the resume (userfaultfd pager)' : dest.lazyRestoreProblem?.slice(0, 500) || NO_LAZY },
     { mode: 'eager', ok: true, reason: 'criu restores every page before the resume' },
   ];
 }
@@ -33,8 +33,8 @@ export function chooseRestoreMode(choice: RestoreChoice, dest: PeerInfo): { mode
   const lazy = restoreModesOf(dest)[0]!;
   if (choice === 'eager') return { mode: 'eager', note: 'eager restore (as asked)' };
   if (lazy.ok) return { mode: 'lazy', note: choice === 'lazy' ? 'lazy restore (as asked)' : 'lazy restore (the dest offers it)' };
-  if (choice === 'lazy') throw new FerryError('RESTORE_MODE_UNSUPPORTED', { phase: 'negotiate', side: 'dest', sourceState: 'running', detail: `dest ${dest.hostname}: ${NO_LAZY}` });
-  return { mode: 'eager', note: `eager restore (${NO_LAZY})` };
+  if (choice === 'lazy') throw new FerryError('RESTORE_MODE_UNSUPPORTED', { phase: 'negotiate', side: 'dest', sourceState: 'running', detail: `dest ${dest.hostname}: ${lazy.reason}` });
+  return { mode: 'eager', note: `eager restore (${lazy.reason})` };
 }
 
 export function restoreChoice(v: string | undefined): RestoreChoice {
