@@ -6,6 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { existsSync, statfsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
@@ -47,6 +48,19 @@ import {
 import { SessionBudget } from './session-budget.js';
 import { StreamIdle } from './stream-idle.js';
 import { openWorkDir } from './work-dir.js';
+
+/** How long a Fill opened beside the Restore waits for the restore to start its pager. */
+const PAGER_WAIT_MS = 150_000;
+
+/** The session's pager, once its restore started it; undefined if it never will (eager, ended, the call gone). */
+async function pagerOf(s: DestSession, call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>): Promise<PagerLink | undefined> {
+  for (let waited = 0; waited < PAGER_WAIT_MS; waited += 20) {
+    if (s.pager) return s.pager;
+    if ((s.state !== 'receiving' && s.state !== 'restoring') || call.cancelled) return undefined;
+    await sleep(20);
+  }
+  return undefined;
+}
 
 /** When the source leaves a duration unset (0). */
 const DEFAULT_RESTORE_TIMEOUT_MS = 120_000;
@@ -338,7 +352,7 @@ export class DestService {
         t1 = process.hrtime.bigint();
         // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
         s.pager = await PagerLink.start(pagerPaths(s.dir, s.imagesDir), s.log);
-        s.pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
+        this.watchUncommittedPager(s, s.pager);
         [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {
@@ -415,12 +429,28 @@ export class DestService {
     injectFault('dest.commit-recorded');
     resumeTree(restoredPid);
     injectFault('dest.commit-resumed');
+    // From the resume on, the fill's end decides the session (it may have ended already: the pager may have had
+    // every page before the Commit came).
+    if (s.pager) this.watchFill(s, s.pager);
     if (!lazy) {
       this.sessions.rememberEnded(s.id, { outcome: 'committed', epoch: s.epoch, peer: s.peer, restoredPid, resumedAtUs }, s);
       // After the answer: removing a large store takes time the frozen source would otherwise wait for.
       s.removeFiles().catch((e: unknown) => s.log.warn('session files not removed', { err: e }));
     }
     return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
+  }
+
+  /** Before the resume a failed pager is a failed restore: the copy is removed, a Commit refused. */
+  private watchUncommittedPager(s: DestSession, pager: PagerLink): void {
+    pager.outcome
+      .then(async (o) => {
+        if (o.kind === 'failed' && (s.state === 'restoring' || s.state === 'restored')) await this.abortSession(s, `the pager failed: ${o.reason}`);
+      })
+      .catch((e: unknown) => s.log.error('pager outcome not handled', { err: e }));
+  }
+
+  private watchFill(s: DestSession, pager: PagerLink): void {
+    pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
   }
 
   /**
@@ -442,8 +472,6 @@ export class DestService {
         this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
       }
       await s.removeFiles();
-    } else if (o.kind === 'failed' && (s.state === 'restored' || s.state === 'restoring')) {
-      await this.abortSession(s, `the pager failed: ${o.reason}`);
     }
   }
 
@@ -470,9 +498,9 @@ export class DestService {
           }
           if (over?.outcome === 'aborted') throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: over.reason });
           s = this.sessions.lookup(req.migrationId, req.epoch, 'commit', peer);
-          const pager = s.pager;
-          if (!pager) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'commit', detail: 'the session was not restored lazily: there is nothing to fill' });
-          s.expect('filling', 'commit');
+          // Opened beside the Restore: the pager starts during it (its restorer may already fault on a page).
+          const pager = await pagerOf(s, call);
+          if (!pager) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'commit', detail: `the session is ${s.state} without a pager: there is nothing to fill` });
           detach = pager.attach({
             want: (w) => call.write({ wanted: { task: w.task, firstIndex: String(w.index), count: w.count, bytes: w.bytes } }),
             progress: (st) => call.write({ progress: { filledPages: String(st.filledPages ?? 0), totalPages: String(st.totalPages ?? 0), faults: String(st.faults ?? 0) } }),
@@ -545,7 +573,8 @@ export class DestService {
           .then((b) => new Map(decodePlan(b).tasks.map((t) => [t.nsPid, t.pages.length])))
           .catch(() => new Map<number, number>());
         s.pager = await PagerLink.adopt(paths, r.pager.pager, r.pager.copy, s.log);
-        s.pager.outcome.then((o) => this.fillEnded(s, o)).catch((e: unknown) => s.log.error('fill outcome not handled', { err: e }));
+        if (s.state === 'filling') this.watchFill(s, s.pager);
+        else this.watchUncommittedPager(s, s.pager);
       }
       if (s.state === 'restored') this.holdUntilCommit(s, r.leaseMs);
     }

@@ -39,6 +39,12 @@ export interface ConfirmOptions {
   readPages: OriginalPageReader;
   log: Logger;
   signal: AbortSignal;
+  /**
+   * The sweep waits for this (the Commit's answer): before it only the wants are answered. The call is opened
+   * beside the Restore because criu's restorer itself may fault on a lazy page (the stack it builds the task's
+   * signal frame on, its TLS), which the pager serves only once confirmed.
+   */
+  sweepAfter?: Promise<void>;
 }
 
 export interface FillResult {
@@ -241,6 +247,11 @@ export async function confirmPages(
     await send(0, 0, 0, Buffer.alloc(0));
     const sweep = sweepRanges(tasks);
     let swept = false;
+    let sweeping = o.sweepAfter === undefined;
+    void o.sweepAfter?.then(() => {
+      sweeping = true;
+      poke();
+    });
     for (;;) {
       if (done) break;
       if (over) throw over.error ?? new FerryError('DEST_UNREACHABLE', { phase: 'fill', side: 'dest', detail: 'the dest ended the Fill call before the fill was done' });
@@ -258,7 +269,7 @@ export async function confirmPages(
         }
         continue;
       }
-      if (!swept) {
+      if (!swept && sweeping) {
         // Reads and writes that never block would starve the call's events: let the wants in between chunks.
         await new Promise<void>((resolve) => setImmediate(resolve));
         if (done || over || wants.length > 0) continue;

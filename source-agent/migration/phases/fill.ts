@@ -11,8 +11,7 @@
  */
 import { injectFault } from '../../../shared/fault-injection.js';
 import { FerryError } from '../../../shared/errors/ferry-error.js';
-import { fillUntilDone, type FillResult } from '../../pages/confirm-pages.js';
-import { fillUnresolvedError } from '../commit-outcome.js';
+import type { FillResult } from '../../pages/confirm-pages.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { Committed } from './commit.js';
 import type { Negotiated } from './negotiate.js';
@@ -25,18 +24,10 @@ export interface Filled extends FillResult {
 
 export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c: Committed): Promise<Filled> {
   const rootPid = n.target.rootPid;
-  const target = { migrationId: ctx.migrationId, epoch: ctx.epoch, rootPid, to: ctx.opts.to, restoredPid: c.restoredPid };
-  const outcome = await fillUntilDone(n.dest, {
-    migrationId: ctx.migrationId,
-    epoch: ctx.epoch,
-    manifests: r.fillManifests,
-    pageSize: ctx.host.pageSize,
-    readPages: (pid, first, count) => ctx.host.readPages(pid, first, count),
-    log: ctx.log,
-    signal: ctx.signal,
-    patienceMs: ctx.opts.commitPatienceMs,
-    unanswered: (cause) => fillUnresolvedError(target, cause),
-  });
+  if (!r.fill) throw new FerryError('INTERNAL', { phase: 'fill', side: 'source', detail: 'a lazy restore without its fill' });
+  // Opened beside the Restore (phases/restore.ts); from the Commit's answer on it sweeps every unconfirmed page.
+  r.fill.startSweep();
+  const outcome = await r.fill.outcome;
   if (outcome.kind === 'failed') {
     // The dest killed its copy: the original is the one copy left, and it must run again.
     ctx.host.signalTree(rootPid, 'SIGCONT');

@@ -6,13 +6,22 @@
  * of them before the source confirmed it); the manifests are kept beside the journal, on disk before the
  * Commit can be sent, so that a resolver can run the fill after this agent died.
  */
-import { COMMIT_LEASE_MS } from '../commit-outcome.js';
+import { COMMIT_LEASE_MS, fillUnresolvedError } from '../commit-outcome.js';
+import { fillUntilDone, type FillOutcome } from '../../pages/confirm-pages.js';
 import type { FillManifest } from '../fill-manifests.js';
 import type { MigrationContext } from '../migration-context.js';
 import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
 import type { DeltaSent } from './final-delta.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
+
+/** The fill of a lazy restore, opened beside the Restore (wants only); its sweep starts at the Commit's answer. */
+export interface EarlyFill {
+  outcome: Promise<FillOutcome>;
+  startSweep(): void;
+  /** The copy the fill's error messages name, once the dest restored it. */
+  restoredPid: number;
+}
 
 export interface Restored {
   restoredPid: number;
@@ -22,11 +31,15 @@ export interface Restored {
   fillManifests: FillManifest[];
   /** Lazy: pages the dest's pager fills after the resume. */
   pagesLazy: number;
+  /** Lazy: the fill, already answering what the dest's pager asks for. */
+  fill?: EarlyFill;
 }
 
 export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d: DeltaSent): Promise<Restored> {
   const { opts } = ctx;
   const lazy = n.restore.mode === 'lazy';
+  const fillManifests = lazy ? fillManifestsOf(d, f) : [];
+  const fill = lazy ? openFill(ctx, n, fillManifests) : undefined;
   const restoring = n.dest.restore(
     {
       migrationId: ctx.migrationId,
@@ -38,7 +51,6 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
     },
     ctx.signal,
   );
-  const fillManifests = lazy ? fillManifestsOf(d, f) : [];
   // Lazy: the manifests go to disk beside the restore (not before it: the write is not the freeze's to wait
   // for), and the phase ends only once they are there: a Commit is never sent before.
   const checking = lazy
@@ -52,7 +64,40 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
   if (restored.status === 'rejected') throw restored.reason;
   if (checked.value > 0) ctx.log.info('tracker checked', { pages: checked.value, trustedPages: d.delta.trustedPages });
   const r = restored.value;
-  return { restoredPid: r.restoredPid, rebuildMs: Number(r.rebuildUs) / 1000, restoreMs: Number(r.restoreUs) / 1000, fillManifests, pagesLazy: Number(r.pagesLazy ?? 0) };
+  if (fill) fill.restoredPid = r.restoredPid;
+  return { restoredPid: r.restoredPid, rebuildMs: Number(r.rebuildUs) / 1000, restoreMs: Number(r.restoreUs) / 1000, fillManifests, pagesLazy: Number(r.pagesLazy ?? 0), fill };
+}
+
+/**
+ * Opens the fill beside the Restore: criu's restorer may fault on a lazy page the tracker vouched for, and the
+ * pager serves it only once this side confirmed it from the frozen original. Its own signal: a Ctrl-C after the
+ * resume must not cut it short (phases/fill.ts); a rollback before the resume stops it.
+ */
+function openFill(ctx: MigrationContext, n: Negotiated, manifests: FillManifest[]): EarlyFill {
+  const stop = new AbortController();
+  let startSweep!: () => void;
+  const sweepAfter = new Promise<void>((ok) => (startSweep = ok));
+  const target = { migrationId: ctx.migrationId, epoch: ctx.epoch, rootPid: n.target.rootPid, to: ctx.opts.to, restoredPid: 0 };
+  const early: EarlyFill = {
+    startSweep: () => startSweep(),
+    restoredPid: 0,
+    outcome: fillUntilDone(n.dest, {
+      migrationId: ctx.migrationId,
+      epoch: ctx.epoch,
+      manifests,
+      pageSize: ctx.host.pageSize,
+      readPages: (pid, first, count) => ctx.host.readPages(pid, first, count),
+      log: ctx.log,
+      signal: stop.signal,
+      sweepAfter,
+      patienceMs: ctx.opts.commitPatienceMs,
+      unanswered: (cause) => fillUnresolvedError({ ...target, restoredPid: early.restoredPid }, cause),
+    }),
+  };
+  // Observed by the fill phase; a rollback before it ends the call and nobody waits for it.
+  early.outcome.catch(() => undefined);
+  ctx.rollback.push('stop the fill', () => stop.abort());
+  return early;
 }
 
 function fillManifestsOf(d: DeltaSent, f: Frozen): FillManifest[] {
