@@ -42,6 +42,16 @@ export interface PagerHandle {
   startTime: number;
 }
 
+export interface PagerExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A pager this process started: its exit is known (an adopted one is watched by pid and status file). */
+export interface StartedPager extends PagerHandle {
+  exited: Promise<PagerExit>;
+}
+
 /** The pager binary of this checkout; PAGER_UNAVAILABLE when it is not built. */
 export function pagerBinary(): string {
   const path = join(repoRoot(), PAGER_BINARY);
@@ -120,7 +130,7 @@ export function pagerArgs(o: StartPagerOptions): string[] {
  * and the store checked out). PAGER_UNAVAILABLE when it exits first (the status file's reason in the detail) or
  * does not listen within the bound (then it is killed).
  */
-export async function startPager(o: StartPagerOptions): Promise<PagerHandle> {
+export async function startPager(o: StartPagerOptions): Promise<StartedPager> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const args = pagerArgs(o);
   await rm(o.statusFile, { force: true });
@@ -128,14 +138,19 @@ export async function startPager(o: StartPagerOptions): Promise<PagerHandle> {
   const logFd = openSync(o.logFile, 'a', 0o600);
   let exit: string | undefined;
   let pid: number | undefined;
+  let exited!: Promise<PagerExit>;
   try {
     // detached = setsid: no signal to the agent's group reaches it, and it outlives the agent.
     const child = spawn(o.binary, args, { detached: true, stdio: ['ignore', logFd, logFd] });
-    child.once('exit', (code, sig) => {
-      exit = sig ? `killed by ${sig}` : `exited with code ${code}`;
-    });
-    child.once('error', (e) => {
-      exit = `cannot run ${o.binary}: ${e.message}`;
+    exited = new Promise((resolve) => {
+      child.once('exit', (code, sig) => {
+        exit = sig ? `killed by ${sig}` : `exited with code ${code}`;
+        resolve({ code, signal: sig });
+      });
+      child.once('error', (e) => {
+        exit = `cannot run ${o.binary}: ${e.message}`;
+        resolve({ code: null, signal: null });
+      });
     });
     child.unref();
     pid = child.pid;
@@ -164,5 +179,5 @@ export async function startPager(o: StartPagerOptions): Promise<PagerHandle> {
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
   if (startTime === undefined) throw fail(`pid ${pid} vanished`);
-  return { pid, startTime };
+  return { pid, startTime, exited };
 }
