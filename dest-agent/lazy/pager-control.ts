@@ -178,6 +178,8 @@ export interface ConnectPagerOptions {
 export class PagerControl extends EventEmitter<PagerControlEvents> {
   private readonly parser = new FrameParser();
   private ended = false;
+  private held: Frame[] = [];
+  private holding = false;
   /** The status the pager sent on connecting. */
   hello: PagerStatus | undefined;
 
@@ -244,13 +246,33 @@ export class PagerControl extends EventEmitter<PagerControlEvents> {
       this.end(`bad frame from the pager: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
-    for (const f of frames) {
+    this.held.push(...frames);
+    this.deliver();
+  }
+
+  /**
+   * Frames after the HELLO wait for the next macrotask (the socket paused meanwhile): connectPager resolves on
+   * the HELLO, and the caller's listeners, attached right after its await, must not miss a WANT that came in the
+   * same chunk.
+   */
+  private deliver(): void {
+    while (this.held.length > 0 && !this.ended && !this.holding) {
+      const f = this.held.shift() as Frame;
       try {
         this.dispatch(f);
       } catch (e) {
         this.socket.destroy();
         this.end(`bad frame from the pager: ${e instanceof Error ? e.message : String(e)}`);
         return;
+      }
+      if (f.type === FrameType.HELLO && this.held.length > 0) {
+        this.holding = true;
+        this.socket.pause();
+        setImmediate(() => {
+          this.holding = false;
+          this.socket.resume();
+          this.deliver();
+        });
       }
     }
   }

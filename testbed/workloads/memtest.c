@@ -13,11 +13,11 @@
  *   start    NAME.ready.json   after the fill
  *   SIGUSR1  NAME.verify.json  every page checked against the generation table
  *   SIGUSR2  NAME.stats.json   counters and the monotonic clock, to measure the work rate
- *   SIGWINCH NAME.churn.json   address-space churn while a lazy restore streams pages in: fork a child that
- *                              checks its copy of every page and exits 0 if clean; mremap the data mapping to a
- *                              new address (later checks use it there); with --churn-mib C (a C MiB scratch
- *                              mapping filled at start), munmap its first half, madvise(DONTNEED) its third
- *                              quarter and check that it reads zero, check its last quarter's pattern
+ *   SIGWINCH NAME.churn.json   address-space churn while a lazy restore streams pages in: with --churn-mib C
+ *                              (a C MiB scratch mapping filled at start), munmap its first half,
+ *                              madvise(DONTNEED) its third quarter and check that it reads zero, check its last
+ *                              quarter's pattern; mremap the data mapping to a new address (later checks use it
+ *                              there); fork a child that checks its copy of every page and exits 0 if clean
  *   SIGTERM  exit 0
  * Between reports the process holds no fd besides 0/1/2, so CRIU can carry it as it is.
  *
@@ -77,6 +77,8 @@ static double g_churn_mib;
 static uint64_t *g_scratch;
 static uint64_t g_scratch_pages;
 static uint64_t g_churns;
+static const uint64_t *g_scratch_left; /* after a churn: the scratch's last quarter, page g_scratch_left_first on */
+static uint64_t g_scratch_left_first;
 
 static uint64_t mix64(uint64_t z) {
   /* splitmix64's finaliser: a bijection, so distinct inputs never collide. */
@@ -237,10 +239,11 @@ static void do_stats(void) {
 /* The scratch mapping's pattern: a pure function of the page, so any copy can check it. */
 static uint64_t scratch_word(uint64_t page, uint64_t w) { return word_value(page_key(page + (1ULL << 40), 0), w); }
 
-static uint64_t check_scratch(uint64_t from, uint64_t to) {
+/* Checks scratch pages [from, to), the mapping `base` holding page `from` first. */
+static uint64_t check_scratch_at(const uint64_t *base, uint64_t from, uint64_t to) {
   uint64_t bad = 0;
   for (uint64_t p = from; p < to; p++) {
-    const uint64_t *words = g_scratch + p * g_words_per_page;
+    const uint64_t *words = base + (p - from) * g_words_per_page;
     for (uint64_t w = 0; w < g_words_per_page; w++)
       if (words[w] != scratch_word(p, w)) {
         bad++;
@@ -254,33 +257,7 @@ static void do_churn(void) {
   int64_t started_at = real_ms();
   size_t ps = g_page_size;
   size_t len = g_pages * ps;
-  /* 1. fork: the child checks its copy of every page (a lazy restore must fill the child too). */
-  int child_exit = -1;
-  pid_t child = fork();
-  if (child == 0) {
-    uint64_t bad = 0;
-    for (uint64_t p = 0; p < g_pages; p++) bad += check_page(p) != 0;
-    if (g_scratch) bad += check_scratch(0, g_scratch_pages);
-    _exit(bad == 0 ? 0 : 1);
-  }
-  if (child > 0) {
-    int status;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    child_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  /* 2. mremap the data to a new address (a placeholder reserves it): its pages move with it. */
-  uintptr_t from = (uintptr_t)g_mem, to = 0;
-  void *hole = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (hole != MAP_FAILED) {
-    void *moved = mremap(g_mem, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, hole);
-    if (moved == MAP_FAILED) munmap(hole, len);
-    else {
-      g_mem = moved;
-      to = (uintptr_t)moved;
-    }
-  }
-  /* 3. munmap the scratch's first half, DONTNEED its third quarter (must read zero), check its last quarter. */
+  /* 1. munmap the scratch's first half, DONTNEED its third quarter (must read zero), check its last quarter. */
   uint64_t unmapped = 0, zeroed = 0, zero_bad = 0, scratch_bad = 0;
   if (g_scratch && g_scratch_pages >= 4) {
     uint64_t half = g_scratch_pages / 2, q3 = g_scratch_pages * 3 / 4;
@@ -293,9 +270,37 @@ static void do_churn(void) {
           zero_bad++;
           break;
         }
-    scratch_bad = check_scratch(q3, g_scratch_pages);
-    /* What is left of the scratch starts at its third quarter now; a second churn checks only that. */
+    scratch_bad = check_scratch_at(g_scratch + q3 * g_words_per_page, q3, g_scratch_pages);
+    /* What is left of the scratch: its last quarter (the DONTNEED'd quarter reads zero now); once only. */
+    g_scratch_left = g_scratch + q3 * g_words_per_page;
+    g_scratch_left_first = q3;
     g_scratch = NULL;
+  }
+  /* 2. mremap the data to a new address (a placeholder reserves it): its pages move with it. */
+  uintptr_t from = (uintptr_t)g_mem, to = 0;
+  void *hole = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (hole != MAP_FAILED) {
+    void *moved = mremap(g_mem, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, hole);
+    if (moved == MAP_FAILED) munmap(hole, len);
+    else {
+      g_mem = moved;
+      to = (uintptr_t)moved;
+    }
+  }
+  /* 3. fork: the child checks its copy of every page (a lazy restore must fill the child too). */
+  int child_exit = -1;
+  pid_t child = fork();
+  if (child == 0) {
+    uint64_t bad = 0;
+    for (uint64_t p = 0; p < g_pages; p++) bad += check_page(p) != 0;
+    if (g_scratch_left) bad += check_scratch_at(g_scratch_left, g_scratch_left_first, g_scratch_pages);
+    _exit(bad == 0 ? 0 : 1);
+  }
+  if (child > 0) {
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   g_churns++;
   char json[768];
