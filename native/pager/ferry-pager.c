@@ -845,6 +845,7 @@ static bool take_work(struct work *w) { /* g_mu held */
 
 struct filler {
   pthread_t th;
+  int k;
   uint8_t *buf;
 };
 
@@ -913,8 +914,32 @@ static void note_fill_end(void) {
   }
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#define POPULATE_CHUNK (2u << 20)
+
+/*
+ * Until criu's RSTF the fill threads are idle: they map the store's pages into the pager's page tables
+ * (MADV_POPULATE_READ, 2 MiB at a time, thread k taking every k-th chunk), so the fill's reads from the mmap do
+ * not take a minor fault per page. It stops at RSTF; what is left faults in on demand. Not at mmap time
+ * (MAP_POPULATE): the pager starts inside the freeze, and that would grow with the store.
+ */
+static void populate_store(int k) {
+  uint64_t chunk = 0;
+  for (uint32_t i = 0; i < g_nfiles; i++) {
+    for (uint64_t off = 0; off < g_files[i].size; off += POPULATE_CHUNK, chunk++) {
+      if (atomic_load(&g_restore_finished) || g_stop) return;
+      if (chunk % (uint64_t)o_threads != (uint64_t)k) continue;
+      uint64_t len = g_files[i].size - off < POPULATE_CHUNK ? g_files[i].size - off : POPULATE_CHUNK;
+      if (madvise((void *)(g_files[i].map + off), (size_t)len, MADV_POPULATE_READ) < 0) return; /* best effort */
+    }
+  }
+}
+
 static void *filler_main(void *arg) {
   struct filler *f = arg;
+  populate_store(f->k);
   for (;;) {
     struct work w;
     pthread_mutex_lock(&g_mu);
@@ -1720,6 +1745,7 @@ int main(int argc, char **argv) {
   g_fault_buf = aligned_alloc((size_t)g_ps, (size_t)g_ps * FAULT_CLUSTER);
   struct filler *fl = xcalloc((size_t)o_threads, sizeof *fl);
   for (int i = 0; i < o_threads; i++) {
+    fl[i].k = i;
     fl[i].buf = aligned_alloc((size_t)g_ps, (size_t)g_ps * CHUNK_PAGES);
     if (!fl[i].buf || !g_fault_buf || pthread_create(&fl[i].th, NULL, filler_main, &fl[i]) != 0) {
       write_status("failed", "cannot start the fill threads");
