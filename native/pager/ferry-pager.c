@@ -1102,6 +1102,7 @@ static int handle_frame(const uint8_t *h, const uint8_t *payload) {
   uint32_t type = rd32(h), task = rd32(h + 4), flags = rd32(h + 24), plen = rd32(h + 28);
   uint64_t idx = rd64(h + 8), count = rd64(h + 16);
   (void)flags;
+  if (type != F_CONFIRM && type != F_REPLACE) return logmsg("control: unknown frame type %u", type), -1;
   struct ptask *t = task_by_pid(task);
   if (!t) return logmsg("control: frame %u for task %u, not in the plan", type, task), -1;
   if (count == 0 || count > t->n_pages || idx > t->n_pages - count)
@@ -1141,7 +1142,6 @@ static int handle_frame(const uint8_t *h, const uint8_t *payload) {
     if (fresh) pages_ready(t, idx, count);
     return 0;
   }
-  logmsg("control: unknown frame type %u", type);
   return -1;
 }
 
