@@ -1416,6 +1416,12 @@ static void read_uffd(struct proc *p) {
       case UFFD_EVENT_PAGEFAULT: {
         note_fault();
         uint64_t addr = m->arg.pagefault.address & ~(ps - 1);
+        if (!atomic_load(&g_restore_finished) && atomic_load(&s_faults) <= 64) {
+          /* Before RSTF the task runs CRIU's restorer: these faults come from the restore itself. */
+          struct range *fr = p->t ? find_range_addr(p, addr) : NULL;
+          logmsg("fault before RSTF in pid %u at 0x%" PRIx64 " (%s%s)", p->pid, addr, fr ? "lazy page " : "outside the ranges",
+                 fr ? (page_ready(p->t, fr->first + (addr - fr->start) / ps) ? "ready" : "not confirmed") : "");
+        }
         if (!serve_fault(p, addr)) {
           struct range *r = find_range_addr(p, addr);
           if (r) {
