@@ -16,6 +16,13 @@
  * Exit codes: 0 filled; 2 bad plan or arguments (nothing touched); 3 failed (the tree was killed); 4 SIGTERM
  * (the tree was killed).
  *
+ * Facts this relies on (CRIU 4.2.1, kernel 6.18): CRIU sends each task's uffd before its restorer registers the
+ * task's lazy VMAs, so the background fill waits for RSTF (a copy before it fails with ENOENT); faults are served
+ * from the first uffd on, and there are some: the restorer itself touches a lazy page or two (the thread's TLS,
+ * where sys_rseq writes), so an unconfirmed page there blocks `criu restore` until a CONFIRM comes. Control
+ * frames name a task by its ns pid (the image pid, as in the plan). fillUs runs from RSTF to the last page;
+ * firstFaultUs from RSTF to the first fault (0 when it came before RSTF).
+ *
  * Threads and locks. The main thread owns every socket and reads every uffd (epoll); it serves faults itself.
  * Fill threads copy in the background. A process's page states and ranges are guarded by its rwlock: the main
  * thread holds it exclusively while it reads and applies the process's uffd messages, fill threads hold it
@@ -1641,6 +1648,16 @@ static int listen_unix(const char *path, bool via_tmp) {
   return fd;
 }
 
+/* A socket could not be made: nothing was touched yet (exit 2). */
+static int listen_failed(const char *path, int err) {
+  char r[PATH_MAX + 64];
+  snprintf(r, sizeof r, "cannot listen on %s: %s", path, strerror(err));
+  logmsg("%s", r);
+  write_status("failed", r);
+  if (g_guardian_sk >= 0) send_fd(g_guardian_sk, 'D', -1, NULL, 0);
+  return 2;
+}
+
 /* ---- the end ---- */
 static void finish(int code, const char *state, const char *reason) {
   pthread_mutex_lock(&g_mu);
@@ -1760,23 +1777,11 @@ int main(int argc, char **argv) {
   }
 
   g_lazy_listen = listen_unix(o_socket, true);
-  if (g_lazy_listen < 0) {
-    char r[300];
-    snprintf(r, sizeof r, "cannot listen on %s: %s", o_socket, strerror(-g_lazy_listen));
-    logmsg("%s", r);
-    write_status("failed", r);
-    if (g_guardian_sk >= 0) send_fd(g_guardian_sk, 'D', -1, NULL, 0);
-    return 2;
-  }
+  if (g_lazy_listen < 0) return listen_failed(o_socket, -g_lazy_listen);
   g_ctl_listen = listen_unix(o_control, false);
   if (g_ctl_listen < 0) {
-    char r[300];
-    snprintf(r, sizeof r, "cannot listen on %s: %s", o_control, strerror(-g_ctl_listen));
-    logmsg("%s", r);
-    write_status("failed", r);
     unlink(o_socket);
-    if (g_guardian_sk >= 0) send_fd(g_guardian_sk, 'D', -1, NULL, 0);
-    return 2;
+    return listen_failed(o_control, -g_ctl_listen);
   }
   struct epoll_event ev = {.events = EPOLLIN};
   ev.data.u64 = 1, epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_ctl_listen, &ev);
