@@ -250,6 +250,30 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     control.close();
   }, 180_000);
 
+  it('(h) the agent goes away mid-fill: the pager carries on, a new connection gets the open WANTs again', async () => {
+    const run = await restore({ confirmed: (_t, k) => !halfUnconfirmed(k) }, 1);
+    run.answering = false;
+    const first = new Promise<PagerWant>((resolve) => run.control.once('want', resolve));
+    process.kill(run.restored, 'SIGCONT');
+    const verifying = memtest.verify(run.restored, 120_000);
+    const asked = await first;
+    run.control.close(); // as a kill -9 of the agent would
+    await new Promise((r) => setTimeout(r, 200));
+    expect(pagerAlive(run.pager)).toBe(true);
+    const again = await connectPager(run.s.controlPath);
+    const wants: PagerWant[] = [];
+    again.on('want', (w) => {
+      wants.push(w);
+      again.confirm(w.task, w.index, w.count).catch(() => undefined);
+    });
+    expect(again.hello?.state).toBe('serving');
+    await confirmRest(again, halfUnconfirmed);
+    expect((await verifying).bad_pages).toBe(0);
+    expect((await exitOf(run)).code).toBe(0);
+    expect(wants).toContainEqual(asked);
+    again.close();
+  }, 180_000);
+
   /** A copy blocked on withheld pages: one thread, half the pages unconfirmed and never confirmed. */
   async function blockedCopy(): Promise<{ run: Run; control: PagerControl }> {
     const run = await restore({ confirmed: (_t, k) => !halfUnconfirmed(k) }, 1);

@@ -3,7 +3,7 @@
  * against a fake pager, and the real pager binary (no CRIU needed: it listens, answers HELLO, closes a connection
  * that sends a bad frame and carries on, replaces its guardian, and aborts on SIGTERM).
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import {
 import { encodePlan } from '../../dest-agent/lazy/pager-plan.js';
 import { abortPager, PAGER_BINARY, pagerAlive, readPagerStatus, startPager, type StartedPager } from '../../dest-agent/lazy/pager-process.js';
 import { isFerryError } from '../../shared/errors/ferry-error.js';
+import { parseStat } from '../../shared/kernel/proc-status.js';
 import { repoRoot } from '../../shared/repo-root.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-ctl-'));
@@ -153,6 +154,9 @@ describe.skipIf(!existsSync(binary))('the real pager on its control socket (no r
     const { pager, control } = await start('p1');
     const c1 = await connectPager(control);
     expect(c1.hello).toMatchObject({ state: 'listening', pid: pager.pid, filledPages: 0, threads: 1 });
+    // Detached: its own session and process group, so nothing aimed at the agent's group reaches it.
+    const stat = parseStat(readFileSync(`/proc/${pager.pid}/stat`, 'utf8'));
+    expect([stat.session, stat.pgrp]).toEqual([pager.pid, pager.pid]);
     const c2 = await connectPager(control);
     // The pager closed c1 before it sent c2 its HELLO.
     if (!c1.closed) await new Promise((r) => c1.once('closed', r));
