@@ -3,7 +3,7 @@
  * against a fake pager, and the real pager binary (no CRIU needed: it listens, answers HELLO, closes a connection
  * that sends a bad frame and carries on, replaces its guardian, and aborts on SIGTERM).
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,6 +157,7 @@ describe.skipIf(!existsSync(binary))('the real pager on its control socket (no r
     // Detached: its own session and process group, so nothing aimed at the agent's group reaches it.
     const stat = parseStat(readFileSync(`/proc/${pager.pid}/stat`, 'utf8'));
     expect([stat.session, stat.pgrp]).toEqual([pager.pid, pager.pid]);
+    expect(statSync(control).mode & 0o777).toBe(0o600);
     const c2 = await connectPager(control);
     // The pager closed c1 before it sent c2 its HELLO.
     if (!c1.closed) await new Promise((r) => c1.once('closed', r));
