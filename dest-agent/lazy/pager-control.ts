@@ -59,6 +59,11 @@ export interface PagerStats {
   /** From RSTF to the first fault (0 when it came before RSTF or none came). */
   firstFaultUs: number;
   threads: number;
+  /**
+   * Tasks criu restored whose memory went away before all their pages were in (their pages count as dropped).
+   * Not 0 means DONE does not prove the copy runs: check the restored root before the original is killed.
+   */
+  exitedTasks: number;
 }
 
 export type PagerState = 'listening' | 'serving' | 'filled' | 'failed';

@@ -148,6 +148,7 @@ struct proc {
   _Atomic uint8_t *st;
   atomic_bool exited;
   bool swept;
+  bool forked; /* a child the task forked during the fill (not one of criu's tasks) */
   bool retry; /* a fault's copy hit EAGAIN: serve its waiters again soon (main thread only) */
   struct waiter *wait;
   size_t nwait, wcap;
@@ -193,7 +194,7 @@ static char g_fail_reason[256];
 static atomic_bool g_failed;
 
 static atomic_uint_fast64_t s_filled, s_total, s_faults, s_faults_waited, s_zero, s_replaced, s_damaged, s_dropped,
-    s_forks, s_pending;
+    s_forks, s_pending, s_exited_tasks;
 static atomic_int_fast64_t s_fill_us = 0, s_first_fault_us = -1;
 static atomic_bool g_restore_finished;
 static struct timespec g_rstf_at;
@@ -274,11 +275,12 @@ static void stats_json(char *buf, size_t len) {
            "\"filledPages\":%" PRIuFAST64 ",\"totalPages\":%" PRIuFAST64 ",\"faults\":%" PRIuFAST64
            ",\"faultsWaited\":%" PRIuFAST64 ",\"zeroPages\":%" PRIuFAST64 ",\"replacedPages\":%" PRIuFAST64
            ",\"damagedPages\":%" PRIuFAST64 ",\"droppedPages\":%" PRIuFAST64 ",\"forks\":%" PRIuFAST64
-           ",\"fillUs\":%" PRIdFAST64 ",\"firstFaultUs\":%" PRIdFAST64 ",\"threads\":%d",
+           ",\"fillUs\":%" PRIdFAST64 ",\"firstFaultUs\":%" PRIdFAST64 ",\"threads\":%d,\"exitedTasks\":%" PRIuFAST64,
            atomic_load(&s_filled), atomic_load(&s_total), atomic_load(&s_faults), atomic_load(&s_faults_waited),
            atomic_load(&s_zero), atomic_load(&s_replaced), atomic_load(&s_damaged), atomic_load(&s_dropped),
            atomic_load(&s_forks), atomic_load(&s_fill_us),
-           atomic_load(&s_first_fault_us) < 0 ? (int_fast64_t)0 : atomic_load(&s_first_fault_us), o_threads);
+           atomic_load(&s_first_fault_us) < 0 ? (int_fast64_t)0 : atomic_load(&s_first_fault_us), o_threads,
+           atomic_load(&s_exited_tasks));
 }
 
 static void json_escape(const char *in, char *out, size_t len) {
@@ -1381,6 +1383,7 @@ static void watch_proc(struct proc *p) {
 
 static void handle_fork(struct proc *parent, int ufd) {
   struct proc *c = new_proc(parent->t, parent->pid, ufd);
+  c->forked = true;
   int fl = fcntl(ufd, F_GETFL);
   fcntl(ufd, F_SETFL, fl | O_NONBLOCK);
   fcntl(ufd, F_SETFD, FD_CLOEXEC);
@@ -1476,6 +1479,7 @@ static void sweep_exited(void) {
     p->nr = 0;
     p->nwait = 0;
     p->swept = true;
+    if (!p->forked && p->t) atomic_fetch_add(&s_exited_tasks, 1);
     pthread_rwlock_unlock(&p->lock);
     epoll_ctl(g_epoll, EPOLL_CTL_DEL, p->uffd, NULL);
     logmsg("pid %u (uffd %d) exited", p->pid, p->uffd);

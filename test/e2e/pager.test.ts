@@ -169,6 +169,7 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     expect(status?.state).toBe('filled');
     expectStatsAddUp(status as PagerStats);
     expect(status?.damagedPages).toBe(0);
+    expect(status?.exitedTasks).toBe(0);
     const v = await memtest.verify(run.restored);
     expect(v.bad_pages).toBe(0);
     expect(run.wants).toEqual([]);
@@ -244,6 +245,7 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     expect(status?.state).toBe('filled');
     expect(status?.forks).toBe(1);
     expect(status?.droppedPages).toBeGreaterThan(0);
+    expect(status?.exitedTasks).toBe(0); // the child's exit is no task of criu's
     expectStatsAddUp(status as PagerStats, 1);
     expect((await memtest.verify(run.restored)).bad_pages).toBe(0);
     console.log(`pager e2e (e): ${status?.filledPages} filled, ${status?.droppedPages} dropped (unmap, DONTNEED, the child's exit), ${status?.forks} fork`);
@@ -272,6 +274,21 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     expect((await exitOf(run)).code).toBe(0);
     expect(wants).toContainEqual(asked);
     again.close();
+  }, 180_000);
+
+  it('(i) the restored task dies mid-fill: its pages count as dropped and DONE says exitedTasks 1', async () => {
+    const run = await restore({ confirmed: (_t, k) => !halfUnconfirmed(k) }, 1);
+    run.answering = false;
+    process.kill(run.restored, 'SIGKILL');
+    await waitDead(run.restored, run.restoredStart, 15_000);
+    // The pager may see the exit (ESRCH) before any CONFIRM: the confirmations only help it get there.
+    await confirmRest(run.control, halfUnconfirmed);
+    expect((await exitOf(run)).code).toBe(0);
+    const stats = (await readPagerStatus(run.s.statusFile)) as PagerStats;
+    expect(stats).toMatchObject({ state: 'filled' });
+    expect(stats.exitedTasks).toBe(1);
+    expect(stats.droppedPages).toBeGreaterThan(0);
+    expect(stats.filledPages + stats.droppedPages).toBe(stats.totalPages);
   }, 180_000);
 
   /** A copy blocked on withheld pages: one thread, half the pages unconfirmed and never confirmed. */
