@@ -273,6 +273,12 @@ export const ERRORS = {
   REBUILD_HASH_MISMATCH: spec('FERRY-6002', 'A page on the dest does not match its hash', 'Retry; if it repeats, check the dest disk under --work-dir.', status.DATA_LOSS, true),
   CRIU_RESTORE_FAILED: spec('FERRY-6003', 'criu restore failed on the dest; the source was resumed', 'Read the quoted CRIU errors and the restore log named in the detail.', status.FAILED_PRECONDITION),
   CRIU_RESTORE_TIMEOUT: spec('FERRY-6004', 'criu restore did not finish in time; the source was resumed', 'Raise --restore-timeout; a truncated pages image makes CRIU spin, so also check the dest log.', status.DEADLINE_EXCEEDED),
+  PAGER_UNAVAILABLE: spec(
+    'FERRY-6006',
+    'Lazy restore is not possible on the dest: no pager binary or no userfaultfd',
+    'Run `npm ci` on the dest (it builds build/Release/ferry_pager) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
+    status.FAILED_PRECONDITION,
+  ),
 
   COMMIT_UNCONFIRMED: spec(
     'FERRY-7001',

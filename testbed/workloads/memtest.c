@@ -1,7 +1,7 @@
 /*
  * memtest: a workload that proves its memory survived a live migration.
  *
- *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]
+ *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H] [--churn-mib C]
  *
  * It maps N MiB of private anonymous memory and fills every page with a pattern that is a pure function
  * of (seed, page, generation, word). A per-page generation table lives in the process's own memory, so it
@@ -13,6 +13,11 @@
  *   start    NAME.ready.json   after the fill
  *   SIGUSR1  NAME.verify.json  every page checked against the generation table
  *   SIGUSR2  NAME.stats.json   counters and the monotonic clock, to measure the work rate
+ *   SIGWINCH NAME.churn.json   address-space churn while a lazy restore streams pages in: with --churn-mib C
+ *                              (a C MiB scratch mapping filled at start), munmap its first half,
+ *                              madvise(DONTNEED) its third quarter and check that it reads zero, check its last
+ *                              quarter's pattern; mremap the data mapping to a new address (later checks use it
+ *                              there); fork a child that checks its copy of every page and exits 0 if clean
  *   SIGTERM  exit 0
  * Between reports the process holds no fd besides 0/1/2, so CRIU can carry it as it is.
  *
@@ -30,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +72,13 @@ static volatile int64_t g_in_progress = NO_PAGE;
 static volatile sig_atomic_t g_want_verify;
 static volatile sig_atomic_t g_want_stats;
 static volatile sig_atomic_t g_want_exit;
+static volatile sig_atomic_t g_want_churn;
+static double g_churn_mib;
+static uint64_t *g_scratch;
+static uint64_t g_scratch_pages;
+static uint64_t g_churns;
+static const uint64_t *g_scratch_left; /* after a churn: the scratch's last quarter, page g_scratch_left_first on */
+static uint64_t g_scratch_left_first;
 
 static uint64_t mix64(uint64_t z) {
   /* splitmix64's finaliser: a bijection, so distinct inputs never collide. */
@@ -223,11 +236,90 @@ static void do_stats(void) {
   publish("stats", json);
 }
 
+/* The scratch mapping's pattern: a pure function of the page, so any copy can check it. */
+static uint64_t scratch_word(uint64_t page, uint64_t w) { return word_value(page_key(page + (1ULL << 40), 0), w); }
+
+/* Checks scratch pages [from, to), the mapping `base` holding page `from` first. */
+static uint64_t check_scratch_at(const uint64_t *base, uint64_t from, uint64_t to) {
+  uint64_t bad = 0;
+  for (uint64_t p = from; p < to; p++) {
+    const uint64_t *words = base + (p - from) * g_words_per_page;
+    for (uint64_t w = 0; w < g_words_per_page; w++)
+      if (words[w] != scratch_word(p, w)) {
+        bad++;
+        break;
+      }
+  }
+  return bad;
+}
+
+static void do_churn(void) {
+  int64_t started_at = real_ms();
+  size_t ps = g_page_size;
+  size_t len = g_pages * ps;
+  /* 1. munmap the scratch's first half, DONTNEED its third quarter (must read zero), check its last quarter. */
+  uint64_t unmapped = 0, zeroed = 0, zero_bad = 0, scratch_bad = 0;
+  if (g_scratch && g_scratch_pages >= 4) {
+    uint64_t half = g_scratch_pages / 2, q3 = g_scratch_pages * 3 / 4;
+    if (munmap(g_scratch, half * ps) == 0) unmapped = half;
+    uint64_t *z = g_scratch + half * g_words_per_page;
+    if (madvise(z, (q3 - half) * ps, MADV_DONTNEED) == 0) zeroed = q3 - half;
+    for (uint64_t p = 0; p < zeroed; p++)
+      for (uint64_t w = 0; w < g_words_per_page; w++)
+        if (z[p * g_words_per_page + w] != 0) {
+          zero_bad++;
+          break;
+        }
+    scratch_bad = check_scratch_at(g_scratch + q3 * g_words_per_page, q3, g_scratch_pages);
+    /* What is left of the scratch: its last quarter (the DONTNEED'd quarter reads zero now); once only. */
+    g_scratch_left = g_scratch + q3 * g_words_per_page;
+    g_scratch_left_first = q3;
+    g_scratch = NULL;
+  }
+  /* 2. mremap the data to a new address (a placeholder reserves it): its pages move with it. */
+  uintptr_t from = (uintptr_t)g_mem, to = 0;
+  void *hole = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (hole != MAP_FAILED) {
+    void *moved = mremap(g_mem, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, hole);
+    if (moved == MAP_FAILED) munmap(hole, len);
+    else {
+      g_mem = moved;
+      to = (uintptr_t)moved;
+    }
+  }
+  /* 3. fork: the child checks its copy of every page (a lazy restore must fill the child too). */
+  int child_exit = -1;
+  pid_t child = fork();
+  if (child == 0) {
+    uint64_t bad = 0;
+    for (uint64_t p = 0; p < g_pages; p++) bad += check_page(p) != 0;
+    if (g_scratch_left) bad += check_scratch_at(g_scratch_left, g_scratch_left_first, g_scratch_pages);
+    _exit(bad == 0 ? 0 : 1);
+  }
+  if (child > 0) {
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  g_churns++;
+  char json[768];
+  snprintf(json, sizeof json,
+           "{\"name\":\"%s\",\"pid\":%ld,\"host_pid\":%ld,\"child_exit\":%d,\"remapped_from\":\"0x%" PRIxPTR
+           "\",\"remapped_to\":\"0x%" PRIxPTR "\",\"unmapped_pages\":%" PRIu64 ",\"zeroed_pages\":%" PRIu64
+           ",\"zero_bad_pages\":%" PRIu64 ",\"scratch_bad_pages\":%" PRIu64 ",\"churns\":%" PRIu64
+           ",\"started_at_ms\":%" PRId64 ",\"churned_at_ms\":%" PRId64 "}\n",
+           g_name, (long)getpid(), host_pid(), child_exit, from, to, unmapped, zeroed, zero_bad, scratch_bad, g_churns,
+           started_at, real_ms());
+  publish("churn", json);
+}
+
 /* Handlers only set flags: the work (page checks, file writes) runs in the main loop, where no page write
  * is half done and no lock can be held. */
 static void on_signal(int sig) {
   if (sig == SIGUSR1) g_want_verify = 1;
   else if (sig == SIGUSR2) g_want_stats = 1;
+  else if (sig == SIGWINCH) g_want_churn = 1;
   else g_want_exit = 1;
 }
 
@@ -238,7 +330,7 @@ static void install_handlers(void) {
   sigemptyset(&sa.sa_mask);
   /* No SA_RESTART: a signal cuts the tick's sleep short, so a request is served at once. As pid 1 of a pid
    * namespace, signals without a handler are dropped, which is why SIGINT and SIGHUP are caught too. */
-  int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP};
+  int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP, SIGWINCH};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     if (sigaction(sigs[i], &sa, NULL) < 0) {
       perror("memtest: sigaction");
@@ -250,9 +342,10 @@ static void install_handlers(void) {
 static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
-          "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]\n"
+          "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
+          " [--churn-mib C]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
-          "  H: rewrite only the first H MiB (default N)\n");
+          "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0)\n");
   exit(2);
 }
 
@@ -272,6 +365,7 @@ static void parse_args(int argc, char **argv) {
       {"name", required_argument, NULL, 'n'},      {"mib", required_argument, NULL, 'm'},
       {"dirty-mib-per-s", required_argument, NULL, 'r'}, {"state-dir", required_argument, NULL, 'd'},
       {"seed", required_argument, NULL, 's'},      {"hot-mib", required_argument, NULL, 'h'},
+      {"churn-mib", required_argument, NULL, 'c'},
       {NULL, 0, NULL, 0},
   };
   int have_rate = 0;
@@ -286,6 +380,7 @@ static void parse_args(int argc, char **argv) {
     case 'r': g_rate_mib = parse_number(optarg, "--dirty-mib-per-s"); have_rate = 1; break;
     case 'd': g_state_dir = optarg; break;
     case 'h': g_hot_mib = parse_number(optarg, "--hot-mib"); break;
+    case 'c': g_churn_mib = parse_number(optarg, "--churn-mib"); break;
     case 's': {
       char *end;
       errno = 0;
@@ -332,6 +427,17 @@ int main(int argc, char **argv) {
   /* Dirty tracking is per 4 KiB page: with a huge page, one write would dirty 2 MiB and the dirty rate would
    * no longer be R. Best effort; a kernel without THP fails this harmlessly. */
   madvise(g_mem, len, MADV_NOHUGEPAGE);
+  g_scratch_pages = (uint64_t)(g_churn_mib * 1024 * 1024) / g_page_size;
+  if (g_scratch_pages > 0) {
+    g_scratch = mmap(NULL, g_scratch_pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g_scratch == MAP_FAILED) {
+      perror("memtest: mmap scratch");
+      return 1;
+    }
+    madvise(g_scratch, g_scratch_pages * g_page_size, MADV_NOHUGEPAGE);
+    for (uint64_t p = 0; p < g_scratch_pages; p++)
+      for (uint64_t w = 0; w < g_words_per_page; w++) g_scratch[p * g_words_per_page + w] = scratch_word(p, w);
+  }
 
   int64_t t0 = mono_ns();
   for (uint64_t p = 0; p < g_pages; p++) write_page(p, 0);
@@ -357,6 +463,10 @@ int main(int argc, char **argv) {
     if (g_want_stats) {
       g_want_stats = 0;
       do_stats();
+    }
+    if (g_want_churn) {
+      g_want_churn = 0;
+      do_churn();
     }
     int64_t now = mono_ns();
     int64_t dt = now - last;

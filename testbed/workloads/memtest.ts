@@ -41,6 +41,8 @@ export interface MemtestOptions {
   seed?: bigint;
   /** Rewrite only the first hotMib MiB (a working set); the rest stays at generation 0. Default: all of it. */
   hotMib?: number;
+  /** MiB of a scratch mapping that SIGWINCH's churn unmaps and zaps in part (default 0: none). */
+  churnMib?: number;
   /** Append the task's stdout/stderr here instead of /dev/null. The file must still exist when CRIU dumps. */
   logFile?: string;
   /** Bound on build + start + fill. Default: 10 s plus 20 ms per MiB (first touch is slow on this VM class). */
@@ -106,6 +108,26 @@ export interface StatsReport {
   at_ms: number;
 }
 
+export interface ChurnReport {
+  name: string;
+  pid: number;
+  host_pid: number;
+  /** Exit code of the forked child that checked its copy of every page (0 = clean, 1 = bad pages). */
+  child_exit: number;
+  /** The data mapping moved by mremap from here to there (hex); "0x0" to = the move failed. */
+  remapped_from: string;
+  remapped_to: string;
+  unmapped_pages: number;
+  zeroed_pages: number;
+  /** Pages of the madvise(DONTNEED) range that did not read zero. */
+  zero_bad_pages: number;
+  /** Pages of the scratch's last quarter with a wrong pattern. */
+  scratch_bad_pages: number;
+  churns: number;
+  started_at_ms: number;
+  churned_at_ms: number;
+}
+
 export interface MemtestHandle {
   readonly name: string;
   readonly stateDir: string;
@@ -114,13 +136,15 @@ export interface MemtestHandle {
   /** Host pid of the namespace's pid 1, which is the memtest process: the pid to dump. */
   readonly rootPid: number;
   readonly ready: ReadyReport;
-  /** Address of page 0 of the data mapping in the task. Pages are contiguous, ready.page_size apart. */
+  /** Address of page 0 of the data mapping in the task (at the start: a churn moves it). Pages are contiguous, ready.page_size apart. */
   readonly baseAddress: bigint;
   /** SIGUSR1 to hostPid (default rootPid), then waits for a report by that pid of a check begun after the
    * request. Throws at once if the pid is gone or stopped (a stopped task would leave the signal pending). */
   verify(hostPid?: number, timeoutMs?: number): Promise<VerifyReport>;
   /** SIGUSR2, same protocol as verify. */
   stats(hostPid?: number, timeoutMs?: number): Promise<StatsReport>;
+  /** SIGWINCH: fork + child check, mremap of the data, munmap + DONTNEED of the scratch; same protocol as verify. */
+  churn(hostPid?: number, timeoutMs?: number): Promise<ChurnReport>;
   /** Registers another host pid (a restored copy) that stop() must kill too. */
   adopt(hostPid: number): void;
   /** SIGKILL to the root, the unshare process and adopted pids; waits until they are gone. Idempotent. Leaves
@@ -230,12 +254,13 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
   const stateDir = resolve(opts.stateDir);
   await mkdir(stateDir, { recursive: true });
   const file = (kind: string): string => join(stateDir, `${opts.name}.${kind}.json`);
-  await Promise.all(['ready', 'verify', 'stats'].map((k) => rm(file(k), { force: true })));
+  await Promise.all(['ready', 'verify', 'stats', 'churn'].map((k) => rm(file(k), { force: true })));
 
   const args = ['--name', opts.name, '--mib', String(opts.mib), '--dirty-mib-per-s', String(opts.dirtyMibPerSec)];
   args.push('--state-dir', stateDir);
   if (opts.seed !== undefined) args.push('--seed', opts.seed.toString());
   if (opts.hotMib !== undefined) args.push('--hot-mib', String(opts.hotMib));
+  if (opts.churnMib !== undefined) args.push('--churn-mib', String(opts.churnMib));
   // setsid makes the task its own session and process group, so rollback can SIGCONT the group and CRIU needs
   // no --shell-job. It does not fork here: unshare's child is not a group leader.
   const argv = ['unshare', '--pid', '--fork', 'setsid', binary, ...args];
@@ -336,7 +361,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
     // One request at a time: every request of this handle (original or restored copy) shares the same files.
     let queue: Promise<unknown> = Promise.resolve();
     const request = <T extends { host_pid: number }>(
-      kind: 'verify' | 'stats',
+      kind: 'verify' | 'stats' | 'churn',
       sig: NodeJS.Signals,
       stampOf: (r: T) => number,
       hostPid: number,
@@ -388,6 +413,8 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
         request<VerifyReport>('verify', 'SIGUSR1', (r) => r.started_at_ms, hostPid, timeoutMs),
       stats: (hostPid = root, timeoutMs = defaultReportTimeout(0)) =>
         request<StatsReport>('stats', 'SIGUSR2', (r) => r.at_ms, hostPid, timeoutMs),
+      churn: (hostPid = root, timeoutMs = defaultReportTimeout(opts.mib)) =>
+        request<ChurnReport>('churn', 'SIGWINCH', (r) => r.started_at_ms, hostPid, timeoutMs),
       adopt: (hostPid) => {
         adopted.set(hostPid, processStartTime(hostPid));
       },
