@@ -305,6 +305,9 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
           else if (mode === 'drop') end(new FerryError('DEST_UNREACHABLE', { detail: 'the fake dropped the call' }));
           else for (const w of script.wants ?? []) h.event({ wanted: w });
         } else {
+          // The first answer of the sweep (not a want) marks where the sweep began.
+          const wanted = (script.wants ?? []).some((w) => w.task === req.task && Number(w.firstIndex) <= Number(req.firstIndex) && Number(req.firstIndex) < Number(w.firstIndex) + w.count);
+          if (!wanted && !log.includes('dest.fill-sweep')) log.push('dest.fill-sweep');
           for (let i = 0; i < req.count; i++) needed.delete(`${req.task}:${Number(req.firstIndex) + i}`);
         }
         if (mode === 'done' && needed.size === 0 && !over) sendDone();
