@@ -348,6 +348,7 @@ export class DestService {
         s.lazyStores = images.stores;
         s.fillPages = new Map(req.pages.map((m) => [m.task, m.hashes.length / HASH_BYTES]));
         pages = { levels: 1, pages: images.pages, lazyPages: images.lazyPages };
+        s.log.debug('lazy images made', { ...images.steps });
         injectFault('dest.rebuild');
         t1 = process.hrtime.bigint();
         // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
@@ -484,6 +485,7 @@ export class DestService {
     const release = this.streams.acquire(peer, 'commit');
     call.once('cancelled', release);
     let detach: (() => void) | undefined;
+    let answered = false; // the fill's end went out: what the source's half does after that no longer matters
     try {
       let s: DestSession | undefined;
       let ended: Promise<void> | undefined;
@@ -506,6 +508,7 @@ export class DestService {
             progress: (st) => call.write({ progress: { filledPages: String(st.filledPages ?? 0), totalPages: String(st.totalPages ?? 0), faults: String(st.faults ?? 0) } }),
           });
           ended = pager.outcome.then((o) => {
+            answered = true;
             if (o.kind === 'filled') {
               call.write({ done: fillDone(o.stats) });
               call.end();
@@ -521,6 +524,8 @@ export class DestService {
         else await pager.confirm(req.task, Number(req.firstIndex), count);
       }
       await ended; // the source closed its side: the fill's end still reaches it
+    } catch (e) {
+      if (!answered) throw e;
     } finally {
       detach?.();
       release();

@@ -103,7 +103,7 @@ async function buildParentChain(
   for (const m of manifests) {
     const pm = decodePagemap(await readFile(join(imagesDir, m.pagemapImage)), m.pagemapImage);
     const store = stores.get(m.task);
-    pages += checkStoreReferences(m.pagemapImage, pm, m, store);
+    pages += checkStoreReferences(m.pagemapImage, pm, m, store).length;
     pagemaps.push({ m, pm, store });
   }
   if (new Set(pagemaps.map((x) => x.pm.pagesId)).size !== pagemaps.length) throw invalid('two pagemaps name the same pages image');

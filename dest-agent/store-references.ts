@@ -10,24 +10,45 @@ import type { PagesManifest } from './restore-page-source.js';
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
 
-/** Checks that the store holds every page of the dump's pagemap with the dump's hash. */
-export function checkStoreReferences(name: string, pm: Pagemap, m: PagesManifest, store: TaskPageStore | undefined): number {
+/**
+ * Checks that the store holds every page of the dump's pagemap with the dump's hash; returns each manifest
+ * index's store slot. Inside the freeze: a page's slot is guessed as the one after the previous page's (the
+ * store fills slots in address order), and the hashes of a run of consecutive slots are compared at once.
+ */
+export function checkStoreReferences(name: string, pm: Pagemap, m: PagesManifest, store: TaskPageStore | undefined): Uint32Array {
+  const total = m.hashes.length / HASH_BYTES;
+  if (!Number.isInteger(total)) throw invalid(`${name}: ${m.hashes.length} hash bytes are not whole hashes`);
+  const slots = new Uint32Array(total);
   let k = 0;
+  let prev = -1;
   for (const e of pm.entries) {
     if ((e.flags & (PE_PRESENT | PE_LAZY)) === 0) {
       // Ferry's dumps are full or lazy; a parent-only entry would come from a dump Ferry did not make.
       throw invalid(`${name}: entry at ${e.vaddr.toString(16)} has flags ${e.flags}, neither present nor lazy`);
     }
+    if (k + e.nrPages > total) throw invalid(`${name}: more present pages than the ${total} hashes`);
     for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
-      if ((k + 1) * HASH_BYTES > m.hashes.length) throw invalid(`${name}: more present pages than the ${m.hashes.length / HASH_BYTES} hashes`);
-      if (!store || store.index.slotOf(p) === undefined) {
+      const slot = store?.index.slotAfter(p, prev);
+      if (slot === undefined) {
         throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p} was never received` });
       }
-      if (!store.index.holds(p, m.hashes, k * HASH_BYTES)) {
-        throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${p}: the stored version is not the dumped one` });
-      }
+      slots[k] = slot;
+      prev = slot;
     }
   }
-  if (k * HASH_BYTES !== m.hashes.length) throw invalid(`${name}: ${k} present pages but ${m.hashes.length / HASH_BYTES} hashes`);
-  return k;
+  if (k !== total) throw invalid(`${name}: ${k} present pages but ${total} hashes`);
+  // Runs of consecutive slots: their stored hashes lie side by side, as the manifest's do.
+  for (let i = 0; i < total; ) {
+    let j = i + 1;
+    while (j < total && slots[j] === slots[j - 1]! + 1) j++;
+    if (!store!.index.holdsRun(slots[i]!, j - i, m.hashes, i * HASH_BYTES)) {
+      for (let q = i; q < j; q++) {
+        if (!store!.index.holdsRun(slots[q]!, 1, m.hashes, q * HASH_BYTES)) {
+          throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${store!.slotPage(slots[q]!)}: the stored version is not the dumped one` });
+        }
+      }
+    }
+    i = j;
+  }
+  return slots;
 }

@@ -16,7 +16,7 @@ import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type { TaskPageStore } from '../page-store.js';
 import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
 import { checkStoreReferences } from '../store-references.js';
-import { planRanges, writePlanFile, type PlanPage, type PlanTask } from './pager-plan.js';
+import { planRanges, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
 
 export interface LazyImages {
   planFile: string;
@@ -28,6 +28,8 @@ export interface LazyImages {
   unconfirmedPages: number;
   /** The stores whose level files the pager reads: closed here, removed with the session. */
   stores: TaskPageStore[];
+  /** Where the time went (ms): the store check, the plan's pages, the mm images and small pages images, the plan file. */
+  steps: { checkMs: number; pagesMs: number; imagesMs: number; planMs: number };
 }
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
@@ -43,19 +45,24 @@ function unconfirmedAt(bits: Buffer | undefined, i: number): boolean {
  */
 export async function prepareLazyImages(s: PageSourceSession, manifests: readonly PagesManifest[]): Promise<LazyImages> {
   if (new Set(manifests.map((m) => m.task)).size !== manifests.length) throw invalid('two manifests name the same task');
-  const decoded: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined }[] = [];
+  const t0 = performance.now();
+  let tPages = 0;
+  let tImages = 0;
+  const decoded: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined; slots: Uint32Array }[] = [];
   let pages = 0;
   for (const m of manifests) {
     const pm = decodePagemap(await readFile(join(s.imagesDir, m.pagemapImage)), m.pagemapImage);
     const store = s.stores.get(m.task);
-    pages += checkStoreReferences(m.pagemapImage, pm, m, store);
+    const slots = checkStoreReferences(m.pagemapImage, pm, m, store);
+    pages += slots.length;
     if (m.unconfirmed && m.unconfirmed.length > 0 && m.unconfirmed.length !== Math.ceil(m.hashes.length / HASH_BYTES / 8)) {
       throw invalid(`${m.pagemapImage}: the unconfirmed bitmap has ${m.unconfirmed.length} bytes for ${m.hashes.length / HASH_BYTES} pages`);
     }
-    decoded.push({ m, pm, store });
+    decoded.push({ m, pm, store, slots });
   }
   if (new Set(decoded.map((x) => x.pm.pagesId)).size !== decoded.length) throw invalid('two pagemaps name the same pages image');
   const stores = decoded.flatMap((x) => (x.store ? [x.store] : []));
+  const tChecked = performance.now();
   // Nothing writes the level files any more: the pager maps them as they are.
   for (const st of stores) await st.closeFiles();
 
@@ -73,45 +80,52 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
   const tasks: PlanTask[] = [];
   let lazyPages = 0;
   let unconfirmedPages = 0;
-  for (const { m, pm, store } of decoded) {
-    const total = m.hashes.length / HASH_BYTES;
-    const planPages: PlanPage[] = new Array<PlanPage>(total);
-    const pageFile = new Uint32Array(total);
-    const pageOffset = new Float64Array(total);
-    const levelFile = store ? store.levels.map((l) => fileOf(l.path)) : [];
+  for (const { m, pm, store, slots } of decoded) {
+    const total = slots.length;
+    const cols: PlanPageColumns = { file: new Uint32Array(total), offset: new Float64Array(total), confirmed: new Uint8Array(total) };
+    const levels = store?.levels ?? [];
+    const levelFile = levels.map((l) => fileOf(l.path));
     const eager: { entry: PagemapEntry; first: number }[] = [];
+    const tTask = performance.now();
     let k = 0;
     for (const e of pm.entries) {
       const lazy = (e.flags & PE_LAZY) !== 0;
       if (!lazy) eager.push({ entry: e, first: k });
-      for (let p = e.firstPage; p < e.firstPage + e.nrPages; p++, k++) {
-        const slot = store!.index.slotOf(p)!; // checkStoreReferences: every page has a slot
-        const level = store!.levelOfSlot(slot);
-        pageFile[k] = levelFile[level]!;
-        pageOffset[k] = (slot - store!.levels[level]!.firstSlot) * s.pageSize;
+      for (let end = k + e.nrPages; k < end; k++) {
+        const slot = slots[k]!;
+        // Levels are few and a page's level is most often the previous page's: scan down from the top.
+        let level = levels.length - 1;
+        while (level > 0 && levels[level]!.firstSlot > slot) level--;
+        cols.file[k] = levelFile[level]!;
+        cols.offset[k] = (slot - levels[level]!.firstSlot) * s.pageSize;
         const confirmed = !unconfirmedAt(m.unconfirmed, k);
-        planPages[k] = { file: pageFile[k]!, offset: pageOffset[k]!, confirmed };
+        cols.confirmed[k] = confirmed ? 1 : 0;
         if (lazy) {
           lazyPages++;
           if (!confirmed) unconfirmedPages++;
         } else if (!confirmed) {
-          throw invalid(`${m.pagemapImage}: page ${p} is restored by CRIU (not lazy) but is not confirmed`);
+          throw invalid(`${m.pagemapImage}: page ${e.firstPage + (k - (end - e.nrPages))} is restored by CRIU (not lazy) but is not confirmed`);
         }
       }
     }
+    const tTaskPages = performance.now();
+    tPages += tTaskPages - tTask;
     const mmName = `mm-${m.task}.img`;
     const vmas = decodeMmVmas(await readFile(join(s.imagesDir, mmName)).catch(() => {
       throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
     }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: planPages, hashes: m.hashes });
-    await writeEagerPages(s, pm, eager, pageFile, pageOffset, files, m);
+    tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: cols, hashes: m.hashes });
+    await writeEagerPages(s, pm, eager, cols.file, cols.offset, files, m);
+    tImages += performance.now() - tTaskPages;
   }
+  const tPlan = performance.now();
   const dir = join(s.dir, 'pager');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const planFile = join(dir, 'plan');
   await writePlanFile(planFile, { pageSize: s.pageSize, files, tasks });
   s.stores.clear(); // their files are the pager's now; the session removes them when it ends
-  return { planFile, pages, lazyPages, unconfirmedPages, stores };
+  const steps = { checkMs: tChecked - t0, pagesMs: tPages, imagesMs: tImages, planMs: performance.now() - tPlan };
+  return { planFile, pages, lazyPages, unconfirmedPages, stores, steps };
 }
 
 /**

@@ -27,7 +27,7 @@ export const MAX_PLAN_FILES = 65536;
 export const MAX_PLAN_TASKS = 4096;
 /** `file` of a page that was never present: the pager copies zeros (whose hash the plan must carry). */
 export const ZERO_PAGE = 'zero' as const;
-const ZERO_FILE = 0xffff_ffff;
+export const ZERO_FILE = 0xffff_ffff;
 const RANGE_BYTES = 24;
 const PAGE_RECORD_BYTES = 16;
 const PAGE_CONFIRMED = 1;
@@ -50,12 +50,23 @@ export interface PlanPage {
   confirmed: boolean;
 }
 
+/**
+ * The pages of a task as columns, one entry per manifest index (what the dest builds inside the freeze: no
+ * object per page). `file` is ZERO_FILE for a zero page.
+ */
+export interface PlanPageColumns {
+  file: Uint32Array;
+  offset: Float64Array;
+  /** 1 = confirmed. */
+  confirmed: Uint8Array;
+}
+
 export interface PlanTask {
   /** The pid CRIU sends on lazy-pages.socket: the image pid (pagemap-<nsPid>.img). */
   nsPid: number;
   ranges: readonly PlanRange[];
   /** One per manifest index. */
-  pages: readonly PlanPage[];
+  pages: readonly PlanPage[] | PlanPageColumns;
   /** PAGE_HASH_BYTES per manifest index. */
   hashes: Uint8Array;
 }
@@ -81,6 +92,23 @@ function checkCount(n: number, what: string): void {
 }
 
 /** Encodes a plan, checking every bound the pager checks. Throws IMAGE_INVALID. */
+/** The object form as columns (the encoder's one shape). */
+function columnsOf(pages: readonly PlanPage[] | PlanPageColumns): PlanPageColumns {
+  if (!Array.isArray(pages)) return pages as PlanPageColumns;
+  const list = pages as readonly PlanPage[];
+  const c: PlanPageColumns = { file: new Uint32Array(list.length), offset: new Float64Array(list.length), confirmed: new Uint8Array(list.length) };
+  for (const [k, p] of list.entries()) {
+    c.file[k] = p.file === ZERO_PAGE ? ZERO_FILE : Number.isInteger(p.file) && p.file >= 0 && p.file < ZERO_FILE ? p.file : ZERO_FILE - 1;
+    c.offset[k] = p.file === ZERO_PAGE ? 0 : p.offset;
+    c.confirmed[k] = p.confirmed ? 1 : 0;
+  }
+  return c;
+}
+
+function pageCount(pages: readonly PlanPage[] | PlanPageColumns): number {
+  return Array.isArray(pages) ? pages.length : (pages as PlanPageColumns).file.length;
+}
+
 export function encodePlan(input: PlanInput): Buffer {
   const pageSize = input.pageSize ?? PAGE_SIZE;
   if (input.files.length > MAX_PLAN_FILES) bad(`${input.files.length} files > ${MAX_PLAN_FILES}`);
@@ -99,7 +127,9 @@ export function encodePlan(input: PlanInput): Buffer {
     if (!Number.isInteger(t.nsPid) || t.nsPid < 1 || t.nsPid > 0x7fff_ffff) bad(`${where}: bad pid`);
     if (pids.has(t.nsPid)) bad(`${where}: pid twice`);
     pids.add(t.nsPid);
-    const n = t.pages.length;
+    const n = pageCount(t.pages);
+    const cols = columnsOf(t.pages);
+    if (cols.offset.length !== n || cols.confirmed.length !== n) bad(`${where}: page columns of unequal length`);
     if (t.hashes.byteLength !== n * PAGE_HASH_BYTES) bad(`${where}: ${t.hashes.byteLength} hash bytes for ${n} pages`);
     let prevEnd = 0n;
     const used = new Uint8Array(n);
@@ -118,10 +148,12 @@ export function encodePlan(input: PlanInput): Buffer {
         used[k] = 1;
       }
     }
-    for (const [k, p] of t.pages.entries()) {
-      if (p.file === ZERO_PAGE) continue;
-      if (!Number.isInteger(p.file) || p.file < 0 || p.file >= input.files.length) bad(`${where} page ${k}: file ${p.file} of ${input.files.length}`);
-      checkCount(p.offset, `${where} page ${k} offset`);
+    for (let k = 0; k < n; k++) {
+      const file = cols.file[k]!;
+      if (file === ZERO_FILE) continue;
+      if (file >= input.files.length) bad(`${where} page ${k}: file ${file} of ${input.files.length}`);
+      const off = cols.offset[k]!;
+      if (!(off >= 0) || !Number.isSafeInteger(off)) bad(`${where} page ${k} offset: ${off} is not a count`);
     }
     size += 16 + t.ranges.length * RANGE_BYTES + n * (PAGE_RECORD_BYTES + PAGE_HASH_BYTES);
   }
@@ -141,17 +173,25 @@ export function encodePlan(input: PlanInput): Buffer {
   for (const t of input.tasks) {
     pos = out.writeUInt32LE(t.nsPid, pos);
     pos = out.writeUInt32LE(t.ranges.length, pos);
-    pos = out.writeBigUInt64LE(BigInt(t.pages.length), pos);
+    pos = out.writeBigUInt64LE(BigInt(pageCount(t.pages)), pos);
     for (const r of t.ranges) {
       pos = out.writeBigUInt64LE(BigInt(r.startAddr), pos);
       pos = out.writeBigUInt64LE(BigInt(r.nPages), pos);
       pos = out.writeBigUInt64LE(BigInt(r.firstIndex), pos);
     }
-    for (const p of t.pages) {
-      pos = out.writeUInt32LE(p.file === ZERO_PAGE ? ZERO_FILE : p.file, pos);
-      pos = out.writeUInt32LE(p.confirmed ? PAGE_CONFIRMED : 0, pos);
-      pos = out.writeBigUInt64LE(BigInt(p.file === ZERO_PAGE ? 0 : p.offset), pos);
+    // Page records through a 32-bit view (pos is 8-aligned here, the buffer unpooled): no BigInt per page.
+    const cols = columnsOf(t.pages);
+    const n = cols.file.length;
+    const words = new Uint32Array(out.buffer, out.byteOffset + pos, n * 4);
+    for (let k = 0; k < n; k++) {
+      const zero = cols.file[k] === ZERO_FILE;
+      const off = zero ? 0 : cols.offset[k]!;
+      words[4 * k] = cols.file[k]!;
+      words[4 * k + 1] = cols.confirmed[k] ? PAGE_CONFIRMED : 0;
+      words[4 * k + 2] = off % 0x1_0000_0000;
+      words[4 * k + 3] = Math.floor(off / 0x1_0000_0000);
     }
+    pos += n * PAGE_RECORD_BYTES;
     out.set(t.hashes, pos);
     pos += t.hashes.byteLength;
   }

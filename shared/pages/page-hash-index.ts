@@ -30,6 +30,12 @@ export class PageHashIndex {
     return this.slots.get(page);
   }
 
+  /** True when slots [slot, slot + count) hold exactly the `count` hashes at `hashes[hashOffset..]`. */
+  holdsRun(slot: number, count: number, hashes: Buffer, hashOffset: number): boolean {
+    if (slot < 0 || slot + count > this.slots.size) return false;
+    return this.hashes.compare(hashes, hashOffset, hashOffset + count * HASH_BYTES, slot * HASH_BYTES, (slot + count) * HASH_BYTES) === 0;
+  }
+
   /** True when the index holds this page with exactly this hash. */
   holds(page: number, hashes: Buffer, hashOffset: number): boolean {
     const slot = this.slots.get(page);

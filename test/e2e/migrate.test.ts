@@ -107,7 +107,7 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
 
   it('emitted every phase in order, then the summary last', () => {
     const phases = result.lines.flatMap((l) => (l.kind === 'phase' ? [l.phase] : []));
-    expect(phases).toEqual(['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit']);
+    expect(phases).toEqual(['prepare', 'precopy', 'freeze', 'final-delta', 'restore', 'commit', 'fill']);
     expect(result.lines.filter((l) => l.kind === 'round')).toHaveLength(result.summary!.rounds.length);
     expect(result.lines.at(-1)?.kind).toBe('summary');
   });
