@@ -354,6 +354,7 @@ export class DestService {
         // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
         s.pager = await PagerLink.start(pagerPaths(s.dir, s.imagesDir), s.log);
         this.watchUncommittedPager(s, s.pager);
+        injectFault('dest.pager-started');
         [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {

@@ -41,6 +41,8 @@ export const FAULT_POINTS = [
   'dest.stream-pages',
   'dest.upload-images',
   'dest.rebuild',
+  // A lazy restore's pager listens; criu restore has not started.
+  'dest.pager-started',
   'dest.restore-running',
   'dest.restored',
   'dest.commit-recorded',
@@ -52,6 +54,9 @@ export const FAULT_POINTS = [
   // or removes pstree.img before restoring (CRIU itself fails).
   'dest.corrupt-store',
   'dest.restore-fails',
+  // The tracker "misses" the writes since its last round: those pages are sent as the dest held them (a lazy
+  // restore's fill must find them against the frozen original and send their bytes).
+  'source.tracker-misses-page',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -10,7 +10,7 @@ it('one migration, logs', async () => {
   const dest = await startDestAgent(hosts, { env: { FERRY_LOG_LEVEL: 'debug' } });
   const task = await startMemtest({ name: `scr-${process.pid}`, mib, dirtyMibPerSec: 8, stateDir, netns: hosts.src.netns });
   try {
-    const r = await runMigrate(hosts, task.rootPid, dest, { env: { FERRY_LOG_LEVEL: 'debug' }, timeoutMs: 120_000, args: (process.env.ARGS ?? '').split(' ').filter(Boolean) });
+    const r = await runMigrate(hosts, task.rootPid, dest, { env: { FERRY_LOG_LEVEL: 'debug', FERRY_TEST_FAULTS: '1', FERRY_FAULT: process.env.FAULT ?? '' }, timeoutMs: 60_000, args: (process.env.ARGS ?? '').split(' ').filter(Boolean) });
     if (r.summary) task.adopt(r.summary.restoredPid);
     const s = r.summary!;
     console.log(JSON.stringify({ exit: r.exitCode, downtime: s?.downtimeMs, phases: s?.phases, fillMs: (s as any)?.fillMs, mode: (s as any)?.restoreMode, finalDeltaPages: s?.finalDeltaPages, dump: s?.dumpPages }));

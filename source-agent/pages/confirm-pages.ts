@@ -202,9 +202,11 @@ export async function confirmPages(
       const n = c.pages.length;
       hashPages(c.data, n, o.pageSize, hashes);
       // Runs of the same verdict go out as one request: confirmed (no bytes) or replaced (the original's bytes).
+      // Page k of the chunk is manifest index base + k (`at` moves on as runs go out).
+      const base = at;
       let i = 0;
       while (i < n) {
-        const same = (k: number): boolean => !bytes && hashes.compare(t.m.hashes, (at + k) * HASH_BYTES, (at + k + 1) * HASH_BYTES, k * HASH_BYTES, (k + 1) * HASH_BYTES) === 0;
+        const same = (k: number): boolean => !bytes && hashes.compare(t.m.hashes, (base + k) * HASH_BYTES, (base + k + 1) * HASH_BYTES, k * HASH_BYTES, (k + 1) * HASH_BYTES) === 0;
         const match = same(i);
         let j = i + 1;
         while (j < n && same(j) === match) j++;
@@ -298,8 +300,10 @@ export async function confirmPages(
       });
       clearTimeout(timer);
     }
+    // The call's own end explains a failed write; our cancel below would only hide what went wrong.
+    const theirs = over?.error;
     call.cancel();
-    throw ours ? e : (over?.error ?? e);
+    throw ours ? e : (theirs ?? e);
   } finally {
     clearInterval(watchdog);
   }

@@ -103,4 +103,36 @@ describe('the sweep', () => {
     expect(requests.every((q) => q.data.length === 0)).toBe(true);
     expect(r).toMatchObject({ confirmedPages: 3300, replacedPages: 0 });
   });
+
+  it('sends the bytes of exactly the pages that differ, wherever they fall in a chunk (distinct pages: no index may slip)', async () => {
+    const man = manifest();
+    // Stale hashes (the tracker missed these writes) at scattered indexes of the first chunk, two of them adjacent.
+    const stale = [150, 151, 300, 1000];
+    for (const k of stale) man.hashes.fill(0xee, k * 16, (k + 1) * 16);
+    const requests: m.FillRequest[] = [];
+    const open = (h: FillCallHandlers) => {
+      let answered = 0;
+      return {
+        write: (req: m.FillRequest) => {
+          requests.push(req);
+          answered += req.count;
+          if (answered === 3300) {
+            h.event({ done: { filledPages: '3500', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
+            setImmediate(() => h.end(undefined));
+          }
+          return Promise.resolve();
+        },
+        end: () => undefined,
+        cancel: () => undefined,
+      };
+    };
+    const r = await confirmPages(open, { migrationId: 'id', epoch: '1', manifests: [man], pageSize: PAGE, readPages: read, log: silentLogger, signal: new AbortController().signal });
+    const replaced = requests.filter((q) => q.data.length > 0);
+    expect(replaced.map((q) => `${q.firstIndex}+${q.count}`)).toEqual(['150+2', '300+1', '1000+1']);
+    // Each carries the original's bytes of its own pages (the reader writes the page number into each page).
+    for (const q of replaced) {
+      for (let i = 0; i < q.count; i++) expect(q.data.readDoubleLE(i * PAGE)).toBe(0x10000 + Number(q.firstIndex) + i);
+    }
+    expect(r).toMatchObject({ confirmedPages: 3300 - 4, replacedPages: 4 });
+  });
 });

@@ -43,6 +43,9 @@ export interface MemtestOptions {
   hotMib?: number;
   /** MiB of a scratch mapping that SIGWINCH's churn unmaps and zaps in part (default 0: none). */
   churnMib?: number;
+  /** After a migration (the first tick on a new host pid): check every page at once, or churn (a lazy restore is
+   * then still paging the copy in). The report is read with resumeReport(). */
+  onResume?: 'verify' | 'churn';
   /** Append the task's stdout/stderr here instead of /dev/null. The file must still exist when CRIU dumps. */
   logFile?: string;
   /** Bound on build + start + fill. Default: 10 s plus 20 ms per MiB (first touch is slow on this VM class). */
@@ -145,6 +148,8 @@ export interface MemtestHandle {
   stats(hostPid?: number, timeoutMs?: number): Promise<StatsReport>;
   /** SIGWINCH: fork + child check, mremap of the data, munmap + DONTNEED of the scratch; same protocol as verify. */
   churn(hostPid?: number, timeoutMs?: number): Promise<ChurnReport>;
+  /** What --on-resume did in the copy `hostPid` (no signal: the copy acted on its own), within the bound. */
+  resumeReport(hostPid: number, timeoutMs?: number): Promise<VerifyReport | ChurnReport>;
   /** Registers another host pid (a restored copy) that stop() must kill too. */
   adopt(hostPid: number): void;
   /** SIGKILL to the root, the unshare process and adopted pids; waits until they are gone. Idempotent. Leaves
@@ -261,6 +266,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
   if (opts.seed !== undefined) args.push('--seed', opts.seed.toString());
   if (opts.hotMib !== undefined) args.push('--hot-mib', String(opts.hotMib));
   if (opts.churnMib !== undefined) args.push('--churn-mib', String(opts.churnMib));
+  if (opts.onResume !== undefined) args.push('--on-resume', opts.onResume);
   // setsid makes the task its own session and process group, so rollback can SIGCONT the group and CRIU needs
   // no --shell-job. It does not fork here: unshare's child is not a group leader.
   const argv = ['unshare', '--pid', '--fork', 'setsid', binary, ...args];
@@ -415,6 +421,17 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
         request<StatsReport>('stats', 'SIGUSR2', (r) => r.at_ms, hostPid, timeoutMs),
       churn: (hostPid = root, timeoutMs = defaultReportTimeout(opts.mib)) =>
         request<ChurnReport>('churn', 'SIGWINCH', (r) => r.started_at_ms, hostPid, timeoutMs),
+      resumeReport: (hostPid, timeoutMs = defaultReportTimeout(opts.mib)) => {
+        const path = file(opts.onResume === 'churn' ? 'churn' : 'resume-verify');
+        return waitFor(
+          async () => {
+            const r = await readJson<VerifyReport | ChurnReport>(path);
+            return r && r.host_pid === hostPid ? r : undefined;
+          },
+          timeoutMs,
+          `${path} from pid ${hostPid}`,
+        );
+      },
       adopt: (hostPid) => {
         adopted.set(hostPid, processStartTime(hostPid));
       },

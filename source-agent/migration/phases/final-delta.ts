@@ -3,6 +3,8 @@
  * pages written since the last round are read), then the non-page images; Restore waits for both.
  */
 import { FerryError } from '../../../shared/errors/ferry-error.js';
+import { faultArmed } from '../../../shared/fault-injection.js';
+import type { PageRuns } from '../../../shared/kernel/pagemap.js';
 import { sendFinalDelta, type FinalDeltaResult, type TaskPageReader } from '../../pages/final-delta-pages.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { Frozen } from './freeze.js';
@@ -18,6 +20,19 @@ export interface DeltaSent {
   finalDeltaMs: number;
 }
 
+/**
+ * The damage point: the tracker misses every write since the last round (some of those pages were read by that
+ * round after their write, so only all of them makes sure that some held page is stale).
+ */
+function missWrites(changed: Map<number, PageRuns>, log: MigrationContext['log']): void {
+  for (const [task, runs] of changed) {
+    const pages = runs.counts.reduce((n, c) => n + c, 0);
+    runs.starts.length = 0;
+    runs.counts.length = 0;
+    log.warn('fault injection: the tracker misses the writes since the last round', { task, pages });
+  }
+}
+
 export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepared, pre: Precopied, f: Frozen): Promise<DeltaSent> {
   const { host, log } = ctx;
   const t0 = performance.now();
@@ -29,6 +44,7 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   };
   // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
   const changed = f.dumpKind === 'lazy' ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
+  if (changed && faultArmed('source.tracker-misses-page')) missWrites(changed, log);
   const tScan = performance.now();
   const round = pre.rounds.length; // the final delta's batches count as the round after the last one
   const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, n.restore.mode === 'lazy');
