@@ -8,6 +8,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MemtestHandle, StatsReport } from '../testbed/workloads/memtest.js';
+import type { FillWork } from './results.js';
 
 const PERIOD_MS = 500;
 /** A pre-copy shorter than this between its first and last sample gives no rate. */
@@ -25,6 +26,11 @@ export interface Sample {
 export function writesPerSec(a: StatsReport, b: StatsReport): number | undefined {
   const ms = b.mono_ms - a.mono_ms;
   return ms > 0 ? ((b.writes - a.writes) * 1000) / ms : undefined;
+}
+
+/** CLOCK_MONOTONIC in ms, memtest's `mono_ms` clock (libuv's hrtime is CLOCK_MONOTONIC on Linux). */
+export function monoNowMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
 }
 
 export async function sample(task: MemtestHandle, hostPid?: number): Promise<Sample> {
@@ -56,6 +62,11 @@ export class PrecopySampler {
     }
   }
 
+  /** The last sample taken (after stop(): the last before the freeze). */
+  last(): Sample | undefined {
+    return this.samples.at(-1);
+  }
+
   /** Stops sampling (waits for a request in flight) and returns the pre-copy rate, if the samples span enough. */
   async stop(): Promise<number | undefined> {
     this.stopped = true;
@@ -66,4 +77,36 @@ export class PrecopySampler {
     if (!first || !last || last.report.mono_ms - first.report.mono_ms < MIN_SPAN_MS) return undefined;
     return writesPerSec(first.report, last.report);
   }
+}
+
+/** A fill shorter than this (resume to migrate's return) gives no rate: a few of memtest's ticks at most. */
+export const MIN_FILL_SPAN_MS = 50;
+
+/**
+ * The writes per second of the task between the resume and `to` (see FillWork in results.ts): the writes since
+ * `from` less those estimated between `from` and the freeze at `rateBefore`.
+ */
+export function fillWork(args: {
+  from: StatsReport;
+  freezeMonoMs: number;
+  rateBefore: number | undefined;
+  resumeMonoMs: number;
+  resumeFrom: FillWork['resumeFrom'];
+  to: StatsReport;
+}): FillWork {
+  const { from, to } = args;
+  const gapWrites = Math.max(0, args.freezeMonoMs - from.mono_ms) * ((args.rateBefore ?? 0) / 1000);
+  const span = to.mono_ms - args.resumeMonoMs;
+  const writes = to.writes - from.writes - gapWrites;
+  return {
+    fromWrites: from.writes,
+    fromMonoMs: from.mono_ms,
+    freezeMonoMs: args.freezeMonoMs,
+    gapWrites,
+    resumeMonoMs: args.resumeMonoMs,
+    resumeFrom: args.resumeFrom,
+    toWrites: to.writes,
+    toMonoMs: to.mono_ms,
+    writesPerSec: span >= MIN_FILL_SPAN_MS ? (Math.max(0, writes) * 1000) / span : undefined,
+  };
 }
