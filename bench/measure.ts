@@ -13,7 +13,7 @@ import { ferryMigrate, FerryRunError } from './ferry-runs.js';
 import { plainCriuStopAndCopy } from './plain-criu.js';
 import { Cleanup, trackTask, untrackTask } from './proc.js';
 import type { MethodOutcome, RunRecord } from './results.js';
-import { fillWork, sample, writesPerSec, type Sample } from './work-rate.js';
+import { fillWork, sample, writesPerSec, writesPerSecAcross, type Sample } from './work-rate.js';
 
 const IDLE_WINDOW_MS = 2_000;
 
@@ -141,15 +141,15 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
 
     // First thing after migrate's return: the copy's counter, for the work rate during the fill.
     const after = await sample(t, outcome.restoredPid);
-    record.windowWritesPerSec = writesPerSec(idle1.report, after.report);
+    record.windowWritesPerSec = writesPerSecAcross(idle1, after);
     if (fillFrom) {
       record.fillWork = fillWork({
-        from: fillFrom.sample.report,
+        from: fillFrom.sample,
         freezeMonoMs: fillFrom.freezeMonoMs,
         rateBefore: fillFrom.rate,
         resumeMonoMs: fillFrom.resumeMonoMs,
         resumeFrom: fillFrom.resumeFrom,
-        to: after.report,
+        to: after,
       });
     }
     const verify = await t.verify(outcome.restoredPid);

@@ -52,7 +52,8 @@ export interface FillFigures {
  * the freeze (pre-copy's sampler; the idle window's end for a stop-and-copy); the writes between it and the freeze
  * are estimated at the rate measured before (pre-copy's, else idle) and taken off. `to` is the restored copy's
  * counter read as soon as `ferry migrate` returned: the span is resume -> migrate's return, the fill plus the kill
- * of the original and the CLI's exit. Monotonic ms of the host (memtest's clock and the benchmark's agree).
+ * of the original and the CLI's exit. Monotonic ms of the benchmark's clock (work-rate.ts fillWork says why not
+ * memtest's).
  */
 export interface FillWork {
   fromWrites: number;
@@ -66,6 +67,8 @@ export interface FillWork {
   resumeFrom: 'fill-line' | 'freeze+downtime';
   toWrites: number;
   toMonoMs: number;
+  /** The copy's CLOCK_MONOTONIC less ours at `to` (negative: criu's restore set it back). */
+  copyClockOffsetMs?: number | undefined;
   /** (to - from - gap) / (to - resume), or undefined when the span is too short to tell. */
   writesPerSec: number | undefined;
 }
@@ -113,7 +116,8 @@ export interface RunRecord {
   idleWritesPerSec: number | undefined;
   /** ... during pre-copy (Ferry live only; from stats sampled while the rounds ran). */
   precopyWritesPerSec: number | undefined;
-  /** ... from just before the migration started to just after the copy resumed (includes the downtime). */
+  /** ... from just before the migration started to just after the copy resumed (includes the downtime; the span on
+   * the benchmark's clock since issue 11, the copy's clock before, which made it read high). */
   windowWritesPerSec: number | undefined;
   /** ... from the resume to `ferry migrate`'s return (the fill; Ferry only; absent in files before issue 11). */
   fillWork?: FillWork | undefined;

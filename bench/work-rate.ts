@@ -16,7 +16,7 @@ const MIN_SPAN_MS = 400;
 
 export interface Sample {
   report: StatsReport;
-  /** performance.now() when the request was sent and when the report was read. */
+  /** Monotonic ms (monoNowMs) when the request was sent and when the report was read. */
   requestedAt: number;
   receivedAt: number;
 }
@@ -34,9 +34,9 @@ export function monoNowMs(): number {
 }
 
 export async function sample(task: MemtestHandle, hostPid?: number): Promise<Sample> {
-  const requestedAt = performance.now();
+  const requestedAt = monoNowMs();
   const report = await task.stats(hostPid);
-  return { report, requestedAt, receivedAt: performance.now() };
+  return { report, requestedAt, receivedAt: monoNowMs() };
 }
 
 export class PrecopySampler {
@@ -84,29 +84,38 @@ export const MIN_FILL_SPAN_MS = 50;
 
 /**
  * The writes per second of the task between the resume and `to` (see FillWork in results.ts): the writes since
- * `from` less those estimated between `from` and the freeze at `rateBefore`.
+ * `from` less those estimated between `from` and the freeze at `rateBefore`. Instants are the benchmark's clock
+ * (each sample's request): a restored copy's CLOCK_MONOTONIC is not the host's (measured here: 240-320 ms behind
+ * after criu restore), so memtest's mono_ms cannot span the original and its copy.
  */
 export function fillWork(args: {
-  from: StatsReport;
+  from: Sample;
   freezeMonoMs: number;
   rateBefore: number | undefined;
   resumeMonoMs: number;
   resumeFrom: FillWork['resumeFrom'];
-  to: StatsReport;
+  to: Sample;
 }): FillWork {
   const { from, to } = args;
-  const gapWrites = Math.max(0, args.freezeMonoMs - from.mono_ms) * ((args.rateBefore ?? 0) / 1000);
-  const span = to.mono_ms - args.resumeMonoMs;
-  const writes = to.writes - from.writes - gapWrites;
+  const gapWrites = Math.max(0, args.freezeMonoMs - from.requestedAt) * ((args.rateBefore ?? 0) / 1000);
+  const span = to.requestedAt - args.resumeMonoMs;
+  const writes = to.report.writes - from.report.writes - gapWrites;
   return {
-    fromWrites: from.writes,
-    fromMonoMs: from.mono_ms,
+    fromWrites: from.report.writes,
+    fromMonoMs: from.requestedAt,
     freezeMonoMs: args.freezeMonoMs,
     gapWrites,
     resumeMonoMs: args.resumeMonoMs,
     resumeFrom: args.resumeFrom,
-    toWrites: to.writes,
-    toMonoMs: to.mono_ms,
+    toWrites: to.report.writes,
+    toMonoMs: to.requestedAt,
+    copyClockOffsetMs: to.report.mono_ms - to.requestedAt,
     writesPerSec: span >= MIN_FILL_SPAN_MS ? (Math.max(0, writes) * 1000) / span : undefined,
   };
+}
+
+/** Writes per second from a sample of the original to one of its copy, on the benchmark's clock (see fillWork). */
+export function writesPerSecAcross(a: Sample, b: Sample): number | undefined {
+  const ms = b.requestedAt - a.requestedAt;
+  return ms > 0 ? ((b.report.writes - a.report.writes) * 1000) / ms : undefined;
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { MethodId } from '../../bench/cases.js';
-import { consoleReport, markdownReport } from '../../bench/report.js';
+import { consoleReport, downtimeChart, markdownReport } from '../../bench/report.js';
 import { downtimeSplit, upgradeBenchFile, type BenchFile, type DowntimePhases, type FillFigures, type RunRecord } from '../../bench/results.js';
 import { aggregate, evaluateTargets, lazyVsEager, type TargetResult } from '../../bench/summary.js';
-import { fillWork, MIN_FILL_SPAN_MS } from '../../bench/work-rate.js';
+import { fillWork, MIN_FILL_SPAN_MS, writesPerSecAcross, type Sample } from '../../bench/work-rate.js';
 
 const CASES = { '1gbit-256m-d8': 256, '1gbit-1g-d8': 1024 } as const;
 
@@ -77,15 +77,20 @@ describe('bench summary: the downtime split and the fill', () => {
 
   it('fillWork takes the writes between the last sample and the freeze off, and needs a span to tell', () => {
     // Sampled at 0 ms (5000 writes), frozen at 400 ms at 1000 writes/s: 400 of the writes were before the freeze.
-    const w = fillWork({ from: stats(5000, 0), freezeMonoMs: 400, rateBefore: 1000, resumeMonoMs: 600, resumeFrom: 'fill-line', to: stats(5900, 1600) });
+    // The copy's clock is 250 ms behind ours (as criu's restore leaves it here): only our clock counts.
+    const w = fillWork({ from: stats(5000, 0), freezeMonoMs: 400, rateBefore: 1000, resumeMonoMs: 600, resumeFrom: 'fill-line', to: stats(5900, 1600, -250) });
     expect(w.gapWrites).toBeCloseTo(400);
     expect(w.writesPerSec).toBeCloseTo(500);
+    expect(w.copyClockOffsetMs).toBe(-250);
+    expect(writesPerSecAcross(stats(0, 0), stats(1000, 2000, -250))).toBeCloseTo(500);
     expect(fillWork({ from: stats(0, 0), freezeMonoMs: 0, rateBefore: 1, resumeMonoMs: 100, resumeFrom: 'freeze+downtime', to: stats(9, 100 + MIN_FILL_SPAN_MS - 1) }).writesPerSec).toBeUndefined();
   });
 });
 
-function stats(writes: number, monoMs: number): { name: string; pid: number; host_pid: number; writes: number; ticks: number; mono_ms: number; at_ms: number } {
-  return { name: 't', pid: 1, host_pid: 1, writes, ticks: 0, mono_ms: monoMs, at_ms: monoMs };
+/** A sample requested at monoMs on the benchmark's clock; the task's own clock `skewMs` off (a restored copy's is). */
+function stats(writes: number, monoMs: number, skewMs = 0): Sample {
+  const report = { name: 't', pid: 1, host_pid: 1, writes, ticks: 0, mono_ms: monoMs + skewMs, at_ms: monoMs };
+  return { report, requestedAt: monoMs, receivedAt: monoMs + 5 };
 }
 
 describe('bench targets (issue 11 and issue 3)', () => {
@@ -147,6 +152,9 @@ describe('bench targets (issue 11 and issue 3)', () => {
     const md = markdownReport(file, 'x.svg');
     expect(md).toMatch(/### Lazy vs eager restore/);
     expect(md).toMatch(/\| 11 \| lazy downtime \(256 MiB/);
+    const svg = downtimeChart(file);
+    expect(svg).toMatch(/Ferry pre-copy, lazy restore/);
+    expect(svg).toMatch(/150 ms \(lazy, 256 MiB\)/);
   });
 });
 
