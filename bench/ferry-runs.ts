@@ -6,7 +6,7 @@ import { describeResult, startMigrate, type DestAgentHandle, type FerryLine, typ
 import type { MemtestHandle } from '../testbed/workloads/memtest.js';
 import type { Method } from './cases.js';
 import type { MethodOutcome } from './results.js';
-import { PrecopySampler } from './work-rate.js';
+import { monoNowMs, PrecopySampler, type Sample } from './work-rate.js';
 
 export interface FerryContext {
   hosts: TwoHosts;
@@ -22,6 +22,11 @@ export interface FerryContext {
 export interface FerryOutcome extends MethodOutcome {
   /** Pages rewritten per second during pre-copy, when it lasted long enough to tell. */
   precopyWritesPerSec: number | undefined;
+  /** The sampler's last sample of the original, before the freeze (live methods). */
+  lastPrecopySample: Sample | undefined;
+  /** Monotonic ms when the first line past pre-copy (the freeze) and the `fill` phase line (lazy) came. */
+  freezeSeenMonoMs: number | undefined;
+  fillSeenMonoMs: number | undefined;
   /** stderr of `ferry migrate` (its JSON log), kept for a failed run. */
   stderr: string;
 }
@@ -52,11 +57,21 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
   };
   ctx.signal.addEventListener('abort', onAbort, { once: true });
 
+  // When the lines came: the freeze's start, and (lazy) the fill's, which the CLI enters at the Commit's answer.
+  const budget = ctx.timeoutMs + 10_000;
+  const seen = (match: (l: FerryLine) => boolean): Promise<number | undefined> =>
+    run.waitForLine(match, budget).then(
+      () => monoNowMs(),
+      () => undefined,
+    );
+  const freezeSeen = seen(isFreezeStart);
+  const fillSeen = seen((l) => l.kind === 'phase' && l.phase === 'fill');
+
   let precopyWritesPerSec: number | undefined;
+  let lastPrecopySample: Sample | undefined;
   const sampling = ctx.method.stopAndCopy
     ? Promise.resolve()
     : (async () => {
-        const budget = ctx.timeoutMs + 10_000;
         // The pre-copy phase event comes once the dest session is open; sample until the freeze decision.
         const started = await run.waitForLine((l) => l.kind === 'phase' && l.phase === 'precopy', budget).then(
           () => true,
@@ -67,10 +82,13 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
         sampler.start();
         await run.waitForLine(isFreezeStart, budget).catch(() => undefined);
         precopyWritesPerSec = await sampler.stop();
+        lastPrecopySample = sampler.last();
       })();
 
   const result = await run.done;
   await sampling;
+  const freezeSeenMonoMs = await freezeSeen;
+  const fillSeenMonoMs = await fillSeen;
   ctx.signal.removeEventListener('abort', onAbort);
   clearTimeout(killTimer);
   ctx.signal.throwIfAborted();
@@ -92,7 +110,15 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
     freezeRule: freeze?.rule,
     throttle: s.throttle ? `${s.throttle.method} up to ${s.throttle.maxPercent} %` : undefined,
     detail: { summary: s, migrateWallMs: result.durationMs, decisions },
+    restoreMode: s.restoreMode,
+    fill:
+      s.restoreMode === 'lazy'
+        ? { fillMs: s.fillMs, faults: s.fillFaults, faultsWaited: s.fillFaultsWaited, replacedPages: s.replacedPages, confirmedPages: s.confirmedPages, dumpPages: s.dumpPages }
+        : undefined,
     precopyWritesPerSec,
+    lastPrecopySample,
+    freezeSeenMonoMs,
+    fillSeenMonoMs,
     stderr: result.stderr,
   };
 }

@@ -13,7 +13,7 @@ import { ferryMigrate, FerryRunError } from './ferry-runs.js';
 import { plainCriuStopAndCopy } from './plain-criu.js';
 import { Cleanup, trackTask, untrackTask } from './proc.js';
 import type { MethodOutcome, RunRecord } from './results.js';
-import { sample, writesPerSec } from './work-rate.js';
+import { fillWork, sample, writesPerSec, writesPerSecAcross, type Sample } from './work-rate.js';
 
 const IDLE_WINDOW_MS = 2_000;
 
@@ -59,6 +59,7 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
     idleWritesPerSec: undefined,
     precopyWritesPerSec: undefined,
     windowWritesPerSec: undefined,
+    fillWork: undefined,
     badPages: undefined,
     outcome: undefined,
     logsDir: undefined,
@@ -105,6 +106,8 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
 
     const timeoutMs = runTimeoutMs(estimateSeconds);
     let outcome: MethodOutcome;
+    // Ferry: where the fill's work count starts (the last sample before the freeze) and the two instants.
+    let fillFrom: { sample: Sample; rate: number | undefined; freezeMonoMs: number; resumeMonoMs: number; resumeFrom: 'fill-line' | 'freeze+downtime' } | undefined;
     if (method.id === 'criu-stop-copy') {
       outcome = await plainCriuStopAndCopy({ hosts: env.hosts, criu: env.criu, tcpPipe: env.tcpPipe, task: t, workDir: join(runDir, 'criu'), signal: env.signal, timeoutMs });
     } else {
@@ -114,8 +117,18 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
         const f = await ferryMigrate({ hosts: env.hosts, dest: await env.dest(), task: t, method, imagesDir, signal: env.signal, timeoutMs });
         record.precopyWritesPerSec = f.precopyWritesPerSec;
         ferryLog = f.stderr;
-        const { precopyWritesPerSec: _p, stderr: _s, ...rest } = f;
+        const { precopyWritesPerSec: _p, stderr: _s, lastPrecopySample, freezeSeenMonoMs, fillSeenMonoMs, ...rest } = f;
         outcome = rest;
+        if (freezeSeenMonoMs !== undefined) {
+          const from = lastPrecopySample ?? idle1;
+          fillFrom = {
+            sample: from,
+            rate: lastPrecopySample ? (f.precopyWritesPerSec ?? record.idleWritesPerSec) : record.idleWritesPerSec,
+            freezeMonoMs: freezeSeenMonoMs,
+            resumeMonoMs: fillSeenMonoMs ?? freezeSeenMonoMs + f.downtimeMs,
+            resumeFrom: fillSeenMonoMs !== undefined ? 'fill-line' : 'freeze+downtime',
+          };
+        }
       } catch (err) {
         if (err instanceof FerryRunError) ferryLog = err.stderr;
         throw err;
@@ -126,8 +139,19 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
     trackTask(outcome.restoredPid);
     pids.push(outcome.restoredPid);
 
+    // First thing after migrate's return: the copy's counter, for the work rate during the fill.
     const after = await sample(t, outcome.restoredPid);
-    record.windowWritesPerSec = writesPerSec(idle1.report, after.report);
+    record.windowWritesPerSec = writesPerSecAcross(idle1, after);
+    if (fillFrom) {
+      record.fillWork = fillWork({
+        from: fillFrom.sample,
+        freezeMonoMs: fillFrom.freezeMonoMs,
+        rateBefore: fillFrom.rate,
+        resumeMonoMs: fillFrom.resumeMonoMs,
+        resumeFrom: fillFrom.resumeFrom,
+        to: after,
+      });
+    }
     const verify = await t.verify(outcome.restoredPid);
     record.badPages = verify.bad_pages;
     record.ok = verify.bad_pages === 0 && verify.pages > 0;

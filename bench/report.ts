@@ -3,9 +3,9 @@
  * (docs/benchmarks-downtime.svg) assembled for svg-plot.ts.
  */
 import { LINKS, METHODS, formatMib, methodById, type LinkId, type MethodId } from './cases.js';
-import { PHASE_LABELS, type BenchFile, type DowntimePhases } from './results.js';
+import { PHASE_LABELS, type BenchFile, type DowntimeSplit } from './results.js';
 import { renderChart, type Chart, type Panel, type Series } from './svg-plot.js';
-import { aggregate, evaluateTargets, type CaseMethodStats, type Spread, type TargetResult } from './summary.js';
+import { aggregate, evaluateTargets, lazyVsEager, type CaseMethodStats, type Spread, type TargetResult } from './summary.js';
 
 const LINK_ORDER: LinkId[] = ['1gbit', '100mbit', 'unshaped'];
 const METHOD_ORDER: MethodId[] = METHODS.map((m) => m.id);
@@ -18,6 +18,8 @@ function fmtSpread(s: Spread | undefined, fmt: (v: number) => string): string {
 
 const ms = (v: number): string => String(Math.round(v));
 const sec = (v: number): string => (v / 1000).toFixed(1);
+const sec2 = (v: number): string => (v / 1000).toFixed(2);
+const gbps = (v: number): string => (v / 1e9).toFixed(2);
 const mib = (v: number): string => (v / 2 ** 20).toFixed(0);
 const two = (v: number): string => v.toFixed(2);
 const int = (v: number): string => (Number.isInteger(v) ? String(v) : v.toFixed(1));
@@ -50,6 +52,7 @@ const RESULT_HEADER = [
 ];
 
 function resultRow(s: CaseMethodStats): string[] {
+  const live = !methodById(s.method).stopAndCopy;
   return [
     LINKS[s.link].label,
     formatMib(s.mib),
@@ -60,17 +63,17 @@ function resultRow(s: CaseMethodStats): string[] {
     fmtSpread(s.totalMs, sec),
     fmtSpread(s.bytesSent, mib),
     fmtSpread(s.bytesPerRss, two),
-    s.method === 'ferry-live' ? fmtSpread(s.rounds, int) : '–',
-    s.method === 'ferry-live' ? fmtSpread(s.precopyWorkRatio, two) : '–',
+    live ? fmtSpread(s.rounds, int) : '–',
+    live ? fmtSpread(s.precopyWorkRatio, two) : '–',
     fmtSpread(s.windowWorkRatio, two),
     s.dominantPhase && s.phases && s.downtimeMs
       ? `${PHASE_LABELS[s.dominantPhase]} ${Math.round((100 * s.phases[s.dominantPhase]) / s.downtimeMs.median)} %`
       : 'n/a',
-    s.method === 'ferry-live' ? [s.freezeRules.join(', '), ...(s.throttles.length > 0 ? [`throttled ${s.throttles.length}/${s.ok} (${[...new Set(s.throttles)].join(', ')})`] : [])].join('; ') : '–',
+    live ? [s.freezeRules.join(', '), ...(s.throttles.length > 0 ? [`throttled ${s.throttles.length}/${s.ok} (${[...new Set(s.throttles)].join(', ')})`] : [])].join('; ') : '–',
   ];
 }
 
-const PHASE_KEYS = Object.keys(PHASE_LABELS) as (keyof DowntimePhases)[];
+const PHASE_KEYS = Object.keys(PHASE_LABELS) as (keyof DowntimeSplit)[];
 const PHASE_HEADER = ['link', 'RSS', 'dirty MiB/s', 'method', 'downtime', ...PHASE_KEYS.map((k) => PHASE_LABELS[k])];
 
 function phaseRow(s: CaseMethodStats): string[] {
@@ -84,6 +87,47 @@ function phaseRow(s: CaseMethodStats): string[] {
   ];
 }
 
+const LAZY_HEADER = [
+  'RSS',
+  'restore',
+  'ok/runs',
+  'downtime ms',
+  ...PHASE_KEYS.map((k) => PHASE_LABELS[k]),
+  'fill s',
+  'fill GB/s',
+  'faults (waited)',
+  'replaced pages',
+  'work during fill / idle',
+  'total s',
+];
+
+function lazyRow(s: CaseMethodStats | undefined, mibOf: number, restore: 'lazy' | 'eager'): string[] {
+  if (!s) return [formatMib(mibOf), restore, '0/0', ...LAZY_HEADER.slice(3).map(() => 'n/a')];
+  const lazy = restore === 'lazy';
+  return [
+    formatMib(s.mib),
+    restore,
+    `${s.ok}/${s.ok + s.failed}`,
+    fmtSpread(s.downtimeMs, ms),
+    ...PHASE_KEYS.map((k) => (s.phases ? ms(s.phases[k]) : 'n/a')),
+    lazy ? fmtSpread(s.fillMs, sec2) : '–',
+    lazy ? fmtSpread(s.fillBytesPerSec, gbps) : '–',
+    lazy ? `${fmtSpread(s.fillFaults, int)} (${fmtSpread(s.fillFaultsWaited, int)})` : '–',
+    lazy ? fmtSpread(s.replacedPages, int) : '–',
+    fmtSpread(s.fillWorkRatio, two),
+    fmtSpread(s.totalMs, sec),
+  ];
+}
+
+/** Lazy beside eager, per case that has either (the figures of issue 11's note). */
+function lazyVsEagerTable(stats: CaseMethodStats[]): string | undefined {
+  const rows = lazyVsEager(stats);
+  if (rows.length === 0) return undefined;
+  const body = rows.flatMap((r) => [lazyRow(r.lazy, r.mib, 'lazy'), lazyRow(r.eager, r.mib, 'eager')]);
+  const cases = rows.map((r) => r.caseId).join(', ');
+  return `${table(LAZY_HEADER, body)}\n\n(${cases}; medians and min–max)`;
+}
+
 function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]): string => `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
@@ -91,24 +135,27 @@ function table(header: string[], rows: string[][]): string {
 
 function targetRows(targets: TargetResult[]): string[][] {
   return targets.map((t) => [
+    String(t.issue),
     t.what,
     t.limit,
     t.value,
     t.ratioToLimit === undefined ? 'n/a' : t.ratioToLimit.toFixed(2),
     t.met === undefined ? 'n/a' : t.met ? 'met' : '**missed**',
-    t.note ?? '',
+    [t.beside, t.note].filter((x) => x !== undefined).join('; '),
   ]);
 }
-const TARGET_HEADER = ['target', 'limit', 'measured (median)', 'measured / limit', 'result', 'dominating phase / why'];
+const TARGET_HEADER = ['issue', 'target', 'limit', 'measured (median)', 'measured / limit', 'result', 'beside; dominating part / why'];
 
 /** The result and target tables for the console (Markdown tables read fine in a terminal). */
 export function consoleReport(file: BenchFile): string {
   const stats = sortStats(aggregate(file.runs));
   const targets = evaluateTargets(stats);
+  const lazy = lazyVsEagerTable(stats);
   return [
     table(RESULT_HEADER, stats.map(resultRow)),
+    ...(lazy ? ['', 'Lazy vs eager restore (pre-copy; the downtime split in ms, the fill after the resume):', lazy] : []),
     '',
-    'Targets (issue 3):',
+    'Targets (issue 11: lazy restore; issue 3: pre-copy, eager restore):',
     table(TARGET_HEADER, targetRows(targets)),
   ].join('\n');
 }
@@ -147,16 +194,26 @@ export function markdownReport(file: BenchFile, svgName: string): string {
       '  `tc qdisc ... tbf rate R burst 1mb latency 50ms` (1 Gbit/s, 100 Mbit/s), or left as the raw veth ("unshaped").',
       '- The task is `testbed/workloads/memtest.c`: RSS as listed, rewriting random pages at the dirty rate; a fresh task for every run.',
       '- Methods, interleaved within each repetition (the order rotates):',
-      '  - **Ferry pre-copy**: `ferry migrate PID --to DEST --json --on-no-converge throttle` (defaults otherwise: 300 ms downtime budget, 10 rounds).',
-      '  - **Ferry stop-and-copy**: `ferry migrate ... --no-precopy`: frozen at once, the final delta carries every page.',
+      '  - **Ferry pre-copy, lazy**: `ferry migrate PID --to DEST --json --on-no-converge throttle --restore lazy` (defaults otherwise: 300 ms',
+      '    downtime budget, 10 rounds): the copy resumes at once and the dest\'s pager pages its memory in (the fill) while the source confirms',
+      '    the pages it trusted against the frozen original; `ferry migrate` returns when the fill is done and the original is killed.',
+      '  - **Ferry pre-copy, eager**: the same with `--restore eager`: `criu restore` brings every page in before the resume.',
+      '  - **Ferry stop-and-copy**: `ferry migrate ... --no-precopy --restore eager`: frozen at once, the final delta carries every page.',
       '  - **plain CRIU**: `criu dump --leave-stopped` (src netns) → `tar | tcp-pipe` over the shaped link → `criu restore -d` (dst netns) →',
       '    SIGKILL to the stopped original. Images on tmpfs on both sides; the receiver waits before the clock starts.',
-      '- Downtime: Ferry\'s summary (`downtimeMs`: start of `criu dump` to the restored copy resumed). Plain CRIU: start of `criu dump` to the',
-      '  end of `criu restore` (which resumes the tree). Total: Ferry\'s `totalMs`; plain CRIU\'s equals its downtime.',
+      '- Downtime: Ferry\'s summary (`downtimeMs`: start of `criu dump` to the Commit\'s answer, the copy resumed). Plain CRIU: start of',
+      '  `criu dump` to the end of `criu restore` (which resumes the tree). Total: Ferry\'s `totalMs` (a lazy one includes the fill); plain',
+      '  CRIU\'s equals its downtime. The split: dump, final delta (transfer), rebuild, restore, commit, and the gaps (downtime minus their sum).',
+      '- Fill (lazy): `fillMs`, from the Commit\'s answer to the dest\'s "every page in"; fill GB/s = the dump\'s pages x 4 KiB / fillMs;',
+      '  faults of the copy during the fill (those that waited for the source\'s confirmation); pages whose bytes the source replaced.',
       '- Bytes sent: Ferry\'s page bytes plus image bytes; plain CRIU\'s tar stream. "sent / RSS" divides by the task\'s VmRSS before the migration.',
       '- Work rate: pages the task rewrote per second (its own counter and clock, via SIGUSR2). Idle: a 2 s window just before the migration.',
       '  Pre-copy: sampled every 0.5 s from the first round to the freeze decision. Over migration: from just before the migration to',
-      '  just after the copy resumed, so it includes the downtime. n/a for 0 MiB/s (nothing to count).',
+      '  just after the copy resumed, so it includes the downtime (spans across the original and its copy are on the benchmark\'s clock: a',
+      '  restored copy\'s CLOCK_MONOTONIC is set back by criu, 240-320 ms here). During fill: the copy\'s counter read as soon as `ferry migrate` returned,',
+      '  less the original\'s at its last sample before the freeze (and the writes estimated between that sample and the freeze), over',
+      '  the time from the resume to that read: it spans the fill plus the kill of the original (eager: only the kill and the CLI\'s exit).',
+      '  n/a for 0 MiB/s (nothing to count).',
       '- Every restored copy checks every page of its memory; a run with a bad page counts as failed.',
       `- Cells show the median and, in parentheses, the min–max over the runs (${reps}).`,
     ].join('\n'),
@@ -170,18 +227,32 @@ export function markdownReport(file: BenchFile, svgName: string): string {
   out.push('');
   out.push(table(RESULT_HEADER, stats.map(resultRow)));
   out.push('');
-  out.push('"downtime mostly": the phase with the largest median share of the downtime (freeze/dump, transfer (final delta), rebuild,');
-  out.push('restore, resume/commit).');
+  out.push('"downtime mostly": the part with the largest median share of the downtime (freeze/dump, transfer (final delta), rebuild,');
+  out.push('restore, resume/commit, gaps).');
+  const lazyTable = lazyVsEagerTable(stats);
+  if (lazyTable) {
+    out.push('');
+    out.push('### Lazy vs eager restore');
+    out.push('');
+    out.push('The same pre-copy, two restores, interleaved in one run: the downtime split (ms), then what the lazy fill did after the resume.');
+    out.push('');
+    out.push(lazyTable);
+  }
   out.push('');
   out.push(`![Downtime versus dirty rate](${svgName})`);
   out.push('');
   out.push('### Where the downtime goes');
   out.push('');
-  out.push('Median ms of each phase over the successful runs (plain CRIU: dump, copy, restore; its restore resumes the task).');
+  out.push('Median ms of each part over the successful runs (plain CRIU: dump, copy, restore; its restore resumes the task). Gaps: the');
+  out.push('downtime less the phases, what lies between them.');
   out.push('');
   out.push(table(PHASE_HEADER, stats.filter((x) => x.phases).map(phaseRow)));
   out.push('');
   out.push('## Targets');
+  out.push('');
+  out.push('Issue 11 (lazy restore) on Ferry pre-copy, lazy; its "stop-and-copy downtime" is Ferry\'s own stop-and-copy (eager), the ratio to');
+  out.push('plain CRIU\'s beside it. Issue 3 (pre-copy) on Ferry pre-copy, eager: the restore those targets were set with. For a missed');
+  out.push('downtime target the note names the part of the split that dominates (for a scaling target, the part that grows most).');
   out.push('');
   out.push(table(TARGET_HEADER, targetRows(targets)));
   out.push('');
@@ -214,7 +285,8 @@ function spreadOfReps(file: BenchFile): string {
 // The figure
 
 const METHOD_STYLE: Record<MethodId, { color: string; label: string }> = {
-  'ferry-live': { color: '#1f77b4', label: 'Ferry pre-copy' },
+  'ferry-live-lazy': { color: '#2ca02c', label: 'Ferry pre-copy, lazy restore' },
+  'ferry-live-eager': { color: '#1f77b4', label: 'Ferry pre-copy, eager restore' },
   'ferry-stop-copy': { color: '#d62728', label: 'Ferry stop-and-copy' },
   'criu-stop-copy': { color: '#7f7f7f', label: 'plain CRIU stop-and-copy' },
 };
@@ -254,7 +326,11 @@ export function downtimeChart(file: BenchFile): string {
     xLabel: 'dirty rate (MiB/s)',
     yLabel: 'downtime (log scale)',
     panels,
-    refLines: [{ y: 300, label: '300 ms target' }],
+    refLines: [
+      { y: 150, label: '150 ms (lazy, 256 MiB)' },
+      { y: 200, label: '200 ms (lazy, 1 GiB)' },
+      { y: 300, label: '300 ms (issue 3)' },
+    ],
     legend: [
       ...METHOD_ORDER.filter((m) => stats.some((s) => s.method === m)).map((m) => ({ label: METHOD_STYLE[m].label, color: METHOD_STYLE[m].color, dash: '', marker: undefined })),
       ...sizes.map((r) => ({ label: `RSS ${formatMib(r.mib)}`, color: '#333', dash: r.dash, marker: r.marker })),

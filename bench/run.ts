@@ -12,24 +12,43 @@ import { parseArgs } from 'node:util';
 import { createTwoHosts, REPO_ROOT, requireBuilt, startDestAgent, type DestAgentHandle, type TwoHosts } from '../testbed/two-hosts.js';
 import { hasCommand, isRoot } from '../testbed/requirements.js';
 import { buildMemtest } from '../testbed/workloads/memtest.js';
-import { estimateCaseSeconds, estimateRunSeconds, fullCases, METHODS, planRepetitions, quickCases, type BenchCase, type Link, type Method, type MethodId } from './cases.js';
+import {
+  estimateCaseSeconds,
+  estimateRunSeconds,
+  fullCases,
+  lazyVsEagerCases,
+  methodById,
+  methodsForCase,
+  METHODS,
+  parseMethodIds,
+  planRepetitions,
+  quickCases,
+  type BenchCase,
+  type Link,
+  type Method,
+  type MethodId,
+} from './cases.js';
 import { checkLink, describeQdisc, shapeLink } from './link.js';
 import { describeMachine } from './machine.js';
 import { measureRun, type RunEnv } from './measure.js';
 import { Cleanup, killEverythingStarted, runCommand } from './proc.js';
 import { consoleReport, downtimeChart, markdownReport } from './report.js';
-import type { BenchFile, LinkCheck, RunRecord } from './results.js';
-import { aggregate, evaluateTargets } from './summary.js';
+import { upgradeBenchFile, type BenchFile, type LinkCheck, type RunRecord } from './results.js';
+import { aggregate, evaluateTargets, lazyVsEager } from './summary.js';
 
 const USAGE = `Usage: npm run bench -- [options]
 
   --quick            1 Gbit/s, 256 MiB at 8 MiB/s, 1 repetition, all methods (about 1 minute)
+  --lazy-vs-eager    issue 11's figures: 1 Gbit/s, 8 MiB/s, 256 MiB and 1 GiB, ferry-live-lazy and
+                     ferry-live-eager (and at 1 GiB the two stop-and-copy baselines the ratio target
+                     needs), 3 repetitions interleaved (about 6 minutes; budget 12)
   --large            add the 4 GiB case (1 Gbit/s, 8 MiB/s); needs ~18 GiB of free memory
   --reps N           repetitions of each case (default 3; 1 with --quick)
   --budget MIN       time budget in minutes (default 29; 3 with --quick): repetitions after the first are
                      left out when they would not fit
   --cases ID,...     only these cases (ids as printed, e.g. 1gbit-256m-d8)
-  --methods ID,...   only these methods: ferry-live, ferry-stop-copy, criu-stop-copy
+  --methods ID,...   only these methods: ferry-live-lazy, ferry-live-eager, ferry-stop-copy,
+                     criu-stop-copy (ferry-live = both ferry-live-lazy and ferry-live-eager)
   --docs / --no-docs write docs/benchmarks.md and docs/benchmarks-downtime.svg (default: yes for a full run)
   --report FILE      no migrations: print the report of a results file (and rewrite docs/ unless --no-docs)
   --dry-run          print the plan and the time estimate, then stop
@@ -45,6 +64,7 @@ const PLAN_SHARE = 0.92;
 
 interface Options {
   quick: boolean;
+  lazyVsEager: boolean;
   large: boolean;
   reps: number;
   budgetMs: number;
@@ -62,6 +82,7 @@ function parseOptions(argv: string[]): Options | undefined {
     args: argv,
     options: {
       quick: { type: 'boolean' },
+      'lazy-vs-eager': { type: 'boolean' },
       large: { type: 'boolean' },
       reps: { type: 'string' },
       budget: { type: 'string' },
@@ -77,6 +98,8 @@ function parseOptions(argv: string[]): Options | undefined {
   });
   if (values.help) return undefined;
   const quick = values.quick ?? false;
+  const lazyVsEager = values['lazy-vs-eager'] ?? false;
+  if (quick && lazyVsEager) throw new UsageError('--quick and --lazy-vs-eager are two different runs: pick one');
   const num = (name: string, v: string | undefined, dflt: number): number => {
     if (v === undefined) return dflt;
     const n = Number(v);
@@ -84,17 +107,22 @@ function parseOptions(argv: string[]): Options | undefined {
     return n;
   };
   const reps = Math.round(num('reps', values.reps, quick ? 1 : 3));
-  const methodIds = values.methods?.split(',').map((m) => m.trim()) as MethodId[] | undefined;
-  for (const m of methodIds ?? []) if (!METHODS.some((x) => x.id === m)) throw new UsageError(`unknown method ${m}`);
+  let methodIds: MethodId[] | undefined;
+  try {
+    methodIds = values.methods === undefined ? undefined : parseMethodIds(values.methods);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   return {
     quick,
+    lazyVsEager,
     large: values.large ?? false,
     reps,
-    budgetMs: num('budget', values.budget, quick ? 3 : 29) * 60_000,
+    budgetMs: num('budget', values.budget, quick ? 3 : lazyVsEager ? 12 : 29) * 60_000,
     caseIds: values.cases?.split(',').map((c) => c.trim()),
     methodIds,
     // Only a full, unfiltered run replaces docs/ by default.
-    docs: values['no-docs'] ? false : (values.docs ?? (!quick && values.cases === undefined && values.methods === undefined)),
+    docs: values['no-docs'] ? false : (values.docs ?? (!quick && !lazyVsEager && values.cases === undefined && values.methods === undefined)),
     reportOnly: values.report,
     dryRun: values['dry-run'] ?? false,
   };
@@ -140,10 +168,18 @@ function memAvailableBytes(): number {
 async function writeOutputs(file: BenchFile, opts: Options, resultsPath: string): Promise<string[]> {
   const written = [resultsPath];
   await writeFile(resultsPath, `${JSON.stringify(file, null, 1)}\n`);
-  if (file.mode === 'full') {
-    const summaryPath = join(RESULTS_DIR, 'latest-summary.json');
+  if (file.mode === 'full' || file.mode === 'lazy-vs-eager') {
+    // A full run's summary is committed; a lazy-vs-eager one sits beside it, so it never hides the full matrix.
+    const summaryPath = join(RESULTS_DIR, file.mode === 'full' ? 'latest-summary.json' : 'latest-lazy-vs-eager-summary.json');
     const stats = aggregate(file.runs);
-    const summary = { ...file, runs: undefined, results: resultsPath.slice(REPO_ROOT.length), stats, targets: evaluateTargets(stats) };
+    const summary = {
+      ...file,
+      runs: undefined,
+      results: resultsPath.slice(REPO_ROOT.length),
+      stats,
+      lazyVsEager: lazyVsEager(stats).map((r) => ({ caseId: r.caseId, mib: r.mib, lazy: r.lazy?.method, eager: r.eager?.method })),
+      targets: evaluateTargets(stats),
+    };
     await writeFile(summaryPath, `${JSON.stringify(summary, null, 1)}\n`);
     written.push(summaryPath);
   }
@@ -170,13 +206,13 @@ async function main(): Promise<number> {
     return 0;
   }
   if (opts.reportOnly !== undefined) {
-    const file = JSON.parse(readFileSync(opts.reportOnly, 'utf8')) as BenchFile;
+    const file = upgradeBenchFile(JSON.parse(readFileSync(opts.reportOnly, 'utf8')) as BenchFile);
     console.log(consoleReport(file));
     if (opts.docs) console.log(`wrote ${(await writeDocs(file)).join(' and ')}`);
     return 0;
   }
 
-  let cases: BenchCase[] = opts.quick ? quickCases() : fullCases(opts.large);
+  let cases: BenchCase[] = opts.quick ? quickCases() : opts.lazyVsEager ? lazyVsEagerCases() : fullCases(opts.large);
   if (opts.caseIds) {
     const unknown = opts.caseIds.filter((id) => !cases.some((c) => c.id === id));
     if (unknown.length > 0) {
@@ -220,6 +256,8 @@ async function main(): Promise<number> {
     return 2;
   }
   const methodIds = methods.map((m) => m.id);
+  // The methods of each case (cases.ts methodsForCase says which a case leaves out, and why).
+  const methodsOf = (c: BenchCase): Method[] => methodsForCase(c, methodIds, opts.lazyVsEager).map(methodById);
   const large = cases.find((c) => c.large);
   if (large && memAvailableBytes() < 4.5 * large.mib * 2 ** 20) {
     console.error(`bench: the ${large.id} case needs ~${(4.5 * large.mib) / 1024} GiB of free memory (plain CRIU: tmpfs images on both sides and two copies of the task); skipping it`);
@@ -228,21 +266,23 @@ async function main(): Promise<number> {
 
   // The plan: repetitions per case within the budget; run repetition-major (every planned case once, then
   // again...), so that a slow machine loses repetitions, not cases.
-  const perCase = cases.map((c) => estimateCaseSeconds(c, methodIds));
+  const perCase = cases.map((c) => estimateCaseSeconds(c, methodsOf(c).map((m) => m.id)));
   const oneRep = perCase.reduce((a, b) => a + b, 0);
   const budgetS = opts.budgetMs / 1000;
   // Plan with a margin for a slow spell of the VM; the check before each repetition uses the whole budget.
   let plan = planRepetitions(cases, perCase, opts.reps, budgetS * PLAN_SHARE - SETUP_SECONDS);
   const plannedS = SETUP_SECONDS + cases.reduce((s, c, i) => s + perCase[i]! * plan.get(c.id)!, 0);
   const planned = [...plan.values()];
-  const mode: BenchFile['mode'] = opts.quick ? 'quick' : opts.caseIds || opts.methodIds ? 'partial' : 'full';
+  const mode: BenchFile['mode'] = opts.quick ? 'quick' : opts.lazyVsEager ? 'lazy-vs-eager' : opts.caseIds || opts.methodIds ? 'partial' : 'full';
   log(`${mode} benchmark: ${cases.length} case(s) x ${methodIds.length} method(s) (${methodIds.join(', ')}), up to ${opts.reps} repetition(s)`);
   log(
     `estimate: ${minutes(plannedS)} (budget ${minutes(budgetS)}; ${minutes(SETUP_SECONDS + oneRep * opts.reps)} for ${opts.reps} repetition(s) of everything); ` +
       `repetitions per case: ${Math.min(...planned)} to ${Math.max(...planned)}`,
   );
   if (opts.dryRun) {
-    for (const [i, c] of cases.entries()) log(`  ${c.id}: ~${Math.round(perCase[i]!)} s per repetition, ${plan.get(c.id)} repetition(s)`);
+    for (const [i, c] of cases.entries()) {
+      log(`  ${c.id}: ${methodsOf(c).map((m) => m.id).join(', ')}: ~${Math.round(perCase[i]!)} s per repetition, ${plan.get(c.id)} repetition(s)`);
+    }
     return 0;
   }
 
@@ -329,7 +369,8 @@ async function main(): Promise<number> {
         }
         await shape(c.link);
         // Rotate the method order with the repetition and the case, so no method always goes first.
-        const order = methods.map((_, i) => methods[(i + rep - 1 + ci) % methods.length]!);
+        const ms = methodsOf(c);
+        const order = ms.map((_, i) => ms[(i + rep - 1 + ci) % ms.length]!);
         for (const method of order) {
           signal.throwIfAborted();
           const estimate = estimateRunSeconds(c, method.id);
@@ -346,7 +387,7 @@ async function main(): Promise<number> {
     }
     for (const c of cases) {
       for (let rep = done.get(c.id)! + 1; rep <= opts.reps; rep++) {
-        for (const m of methodIds) file.skipped.push({ caseId: c.id, method: m, rep, reason: 'left out to stay within the time budget' });
+        for (const m of methodsOf(c).map((x) => x.id)) file.skipped.push({ caseId: c.id, method: m, rep, reason: 'left out to stay within the time budget' });
       }
     }
   } catch (err) {
@@ -379,9 +420,13 @@ function describeRun(r: RunRecord, reps: number): string {
   if (!r.ok || !r.outcome) return `${head}: FAILED (${(r.error ?? '').split('\n')[0]}) after ${(r.wallMs / 1000).toFixed(1)} s${r.logsDir ? `; logs in ${r.logsDir}` : ''}`;
   const o = r.outcome;
   const work = r.precopyWritesPerSec !== undefined && r.idleWritesPerSec ? `, work in pre-copy ${(r.precopyWritesPerSec / r.idleWritesPerSec).toFixed(2)} of idle` : '';
+  const fillWork = r.fillWork?.writesPerSec !== undefined && r.idleWritesPerSec ? `, work resume->return ${(r.fillWork.writesPerSec / r.idleWritesPerSec).toFixed(2)} of idle` : '';
+  const fill = o.fill ? `, fill ${Math.round(o.fill.fillMs)} ms (${o.fill.faults} faults, ${o.fill.faultsWaited} waited, ${o.fill.replacedPages} replaced)` : '';
+  const p = o.phases;
+  const split = `dump ${Math.round(p.dump)}, delta ${Math.round(p.transfer)}, rebuild ${Math.round(p.rebuild)}, restore ${Math.round(p.restore)}, commit ${Math.round(p.commit)}`;
   return (
-    `${head}: downtime ${Math.round(o.downtimeMs)} ms, total ${(o.totalMs / 1000).toFixed(1)} s, ${(o.bytesSent / 2 ** 20).toFixed(0)} MiB sent, ` +
-    `${o.rounds} rounds${work}, verify ok (run ${(r.wallMs / 1000).toFixed(1)} s)`
+    `${head}: downtime ${Math.round(o.downtimeMs)} ms (${o.restoreMode ?? 'eager'}: ${split})${fill}, total ${(o.totalMs / 1000).toFixed(1)} s, ` +
+    `${(o.bytesSent / 2 ** 20).toFixed(0)} MiB sent, ${o.rounds} rounds${work}${fillWork}, verify ok (run ${(r.wallMs / 1000).toFixed(1)} s)`
   );
 }
 

@@ -2,8 +2,8 @@
  * From runs to figures: the median and spread of each (case, method), and the issue's targets evaluated on
  * them. Pure functions of the records, so a results file can be re-reported later.
  */
-import type { LinkId, MethodId } from './cases.js';
-import { PHASE_LABELS, type DowntimePhases, type RunRecord } from './results.js';
+import { formatMib, methodById, type LinkId, type MethodId } from './cases.js';
+import { downtimeSplit, methodOfRun, PHASE_LABELS, type DowntimeSplit, type RunRecord } from './results.js';
 
 export interface Spread {
   median: number;
@@ -40,14 +40,29 @@ export interface CaseMethodStats {
   precopyWorkRatio: Spread | undefined;
   /** Task work rate from just before the migration to just after / idle (includes the downtime). */
   windowWorkRatio: Spread | undefined;
-  /** Median of each downtime phase over the ok runs. */
-  phases: DowntimePhases | undefined;
-  dominantPhase: keyof DowntimePhases | undefined;
+  /** Median of each part of the downtime over the ok runs (the phases and the gaps between them). */
+  phases: DowntimeSplit | undefined;
+  dominantPhase: keyof DowntimeSplit | undefined;
+  /** Ferry's restore mode over the ok runs ('mixed' if they differ; undefined for plain CRIU). */
+  restoreMode: 'lazy' | 'eager' | 'mixed' | undefined;
+  /** Lazy restore, after the resume: the time to complete fill, its rate (dumped bytes / fill time), faults. */
+  fillMs: Spread | undefined;
+  fillBytesPerSec: Spread | undefined;
+  fillFaults: Spread | undefined;
+  fillFaultsWaited: Spread | undefined;
+  replacedPages: Spread | undefined;
+  confirmedPages: Spread | undefined;
+  /** Task work rate from the resume to `ferry migrate`'s return (the fill + the kill) / idle, per run. */
+  fillWorkRatio: Spread | undefined;
   /** Ferry's freeze rules over the ok runs, with how many runs each ("small-delta x2"). */
   freezeRules: string[];
   /** Ferry's throttle per ok run that throttled ("cgroup up to 40 %"). */
   throttles: string[];
 }
+
+const SPLIT_KEYS = Object.keys(PHASE_LABELS) as (keyof DowntimeSplit)[];
+/** The dump's pages are the host's (x86-64 here: 4 KiB). */
+const PAGE_BYTES = 4096;
 
 const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
   a !== undefined && b !== undefined && b > 0 ? a / b : undefined;
@@ -60,7 +75,9 @@ function tally(values: readonly (string | undefined)[]): string[] {
 
 export function aggregate(runs: readonly RunRecord[]): CaseMethodStats[] {
   const groups = new Map<string, RunRecord[]>();
-  for (const r of runs) {
+  for (const raw of runs) {
+    // Runs of files before issue 11 say `ferry-live`.
+    const r = { ...raw, method: methodOfRun(raw) };
     const key = `${r.caseId}\u0000${r.method}`;
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
@@ -69,11 +86,12 @@ export function aggregate(runs: readonly RunRecord[]): CaseMethodStats[] {
     const first = group[0]!;
     const ok = group.filter((r) => r.ok && r.outcome);
     const outcomes = ok.map((r) => r.outcome!);
-    const phaseKeys = Object.keys(PHASE_LABELS) as (keyof DowntimePhases)[];
+    const splits = outcomes.map(downtimeSplit);
     const phases =
-      outcomes.length > 0
-        ? (Object.fromEntries(phaseKeys.map((k) => [k, spread(outcomes.map((o) => o.phases[k]))!.median])) as unknown as DowntimePhases)
-        : undefined;
+      outcomes.length > 0 ? (Object.fromEntries(SPLIT_KEYS.map((k) => [k, spread(splits.map((x) => x[k]))!.median])) as unknown as DowntimeSplit) : undefined;
+    const phaseKeys = SPLIT_KEYS;
+    const modes = [...new Set(outcomes.map((o) => o.restoreMode).filter((m) => m !== undefined))];
+    const fills = outcomes.map((o) => o.fill);
     const dominantPhase = phases ? phaseKeys.reduce((a, b) => (phases[b] > phases[a] ? b : a)) : undefined;
     const idle = first.dirtyMibPerSec > 0;
     out.push({
@@ -94,6 +112,14 @@ export function aggregate(runs: readonly RunRecord[]): CaseMethodStats[] {
       windowWorkRatio: idle ? spread(ok.map((r) => ratio(r.windowWritesPerSec, r.idleWritesPerSec))) : undefined,
       phases,
       dominantPhase,
+      restoreMode: modes.length > 1 ? 'mixed' : modes[0],
+      fillMs: spread(fills.map((f) => f?.fillMs)),
+      fillBytesPerSec: spread(fills.map((f) => (f && f.fillMs > 0 ? (f.dumpPages * PAGE_BYTES * 1000) / f.fillMs : undefined))),
+      fillFaults: spread(fills.map((f) => f?.faults)),
+      fillFaultsWaited: spread(fills.map((f) => f?.faultsWaited)),
+      replacedPages: spread(fills.map((f) => f?.replacedPages)),
+      confirmedPages: spread(fills.map((f) => f?.confirmedPages)),
+      fillWorkRatio: idle ? spread(ok.map((r) => ratio(r.fillWork?.writesPerSec, r.idleWritesPerSec))) : undefined,
       freezeRules: tally(outcomes.map((o) => o.freezeRule)),
       throttles: outcomes.flatMap((o) => (o.throttle ? [o.throttle] : [])),
     });
@@ -102,10 +128,12 @@ export function aggregate(runs: readonly RunRecord[]): CaseMethodStats[] {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Targets (issue 3)
+// Targets: issue 11's (lazy restore) and issue 3's (pre-copy)
 
 export interface TargetResult {
   id: string;
+  /** The issue that set it. */
+  issue: 3 | 11;
   /** What is compared, in words. */
   what: string;
   /** e.g. "<= 0.05" */
@@ -116,22 +144,36 @@ export interface TargetResult {
   ratioToLimit: number | undefined;
   bound: 'upper' | 'lower';
   met: boolean | undefined;
-  /** For a missed downtime target: the phase that dominates the live migration's downtime, with its share. */
+  /** For a missed downtime target: the part of the downtime that dominates, with its share (and the split). */
   note: string | undefined;
+  /** A figure printed beside, met or not (the plain-CRIU ratio beside Ferry's stop-and-copy one). */
+  beside?: string | undefined;
 }
 
 function find(stats: readonly CaseMethodStats[], caseId: string, method: MethodId): CaseMethodStats | undefined {
   return stats.find((s) => s.caseId === caseId && s.method === method);
 }
 
-function dominance(s: CaseMethodStats | undefined): string | undefined {
+function splitText(phases: DowntimeSplit): string {
+  return SPLIT_KEYS.map((k) => `${PHASE_LABELS[k]} ${Math.round(phases[k])}`).join(', ');
+}
+
+export function dominance(s: CaseMethodStats | undefined): string | undefined {
   if (!s?.phases || !s.dominantPhase || !s.downtimeMs) return undefined;
   const p = s.phases[s.dominantPhase];
-  const parts = (Object.keys(PHASE_LABELS) as (keyof DowntimePhases)[]).map((k) => `${PHASE_LABELS[k]} ${Math.round(s.phases![k])}`).join(', ');
-  return `dominated by ${PHASE_LABELS[s.dominantPhase]} (${Math.round(p)} of ${Math.round(s.downtimeMs.median)} ms, ${Math.round((100 * p) / s.downtimeMs.median)} %; phases ms: ${parts})`;
+  return `${methodById(s.method).label}: dominated by ${PHASE_LABELS[s.dominantPhase]} (${Math.round(p)} of ${Math.round(s.downtimeMs.median)} ms, ${Math.round((100 * p) / s.downtimeMs.median)} %; split ms: ${splitText(s.phases)})`;
+}
+
+/** For a missed scaling target: the part of the downtime that grows most from the small case to the large. */
+export function growth(small: CaseMethodStats | undefined, large: CaseMethodStats | undefined): string | undefined {
+  if (!small?.phases || !large?.phases) return dominance(large);
+  const k = SPLIT_KEYS.reduce((a, b) => (large.phases![b] - small.phases![b] > large.phases![a] - small.phases![a] ? b : a));
+  const grew = (x: keyof DowntimeSplit): string => `${PHASE_LABELS[x]} ${Math.round(small.phases![x])} -> ${Math.round(large.phases![x])}`;
+  return `${methodById(large.method).label}: grows most in ${PHASE_LABELS[k]} (+${Math.round(large.phases[k] - small.phases[k])} ms); split ms ${formatMib(small.mib)} -> ${formatMib(large.mib)}: ${SPLIT_KEYS.map(grew).join(', ')}`;
 }
 
 function target(
+  issue: 3 | 11,
   id: string,
   what: string,
   bound: 'upper' | 'lower',
@@ -142,10 +184,10 @@ function target(
 ): TargetResult {
   const limitText = `${bound === 'upper' ? '<=' : '>='} ${format(limit)}`;
   if (value === undefined) {
-    return { id, what, limit: limitText, value: 'n/a', ratioToLimit: undefined, bound, met: undefined, note: 'not measured in this run' };
+    return { id, issue, what, limit: limitText, value: 'n/a', ratioToLimit: undefined, bound, met: undefined, note: 'not measured in this run' };
   }
   const met = bound === 'upper' ? value <= limit : value >= limit;
-  return { id, what, limit: limitText, value: format(value), ratioToLimit: value / limit, bound, met, note: met ? undefined : missNote() };
+  return { id, issue, what, limit: limitText, value: format(value), ratioToLimit: value / limit, bound, met, note: met ? undefined : missNote() };
 }
 
 const fmtRatio = (v: number): string => (v >= 10 ? v.toFixed(1) : v.toFixed(3).replace(/0+$/, '').replace(/\.$/, ''));
@@ -154,42 +196,65 @@ const fmtMs = (v: number): string => `${Math.round(v)} ms`;
 /** The cases the targets are defined on (1 Gbit/s link). */
 export const TARGET_CASES = { small8: '1gbit-256m-d8', large8: '1gbit-1g-d8' } as const;
 
+/**
+ * Issue 11 (lazy restore): on `ferry-live-lazy`; "stop-and-copy downtime" is Ferry's own stop-and-copy (eager,
+ * `--no-precopy`), the plain-CRIU ratio printed beside it.
+ * Issue 3 (pre-copy): on `ferry-live-eager`, the restore every run had when issue 3 set them, so their meaning is
+ * unchanged (its downtime targets are the looser forms of issue 11's).
+ */
 export function evaluateTargets(stats: readonly CaseMethodStats[]): TargetResult[] {
   const results: TargetResult[] = [];
-  const live1g = find(stats, TARGET_CASES.large8, 'ferry-live');
-  const live256 = find(stats, TARGET_CASES.small8, 'ferry-live');
+  const d = (s: CaseMethodStats | undefined): number | undefined => s?.downtimeMs?.median;
   const stop1g = find(stats, TARGET_CASES.large8, 'ferry-stop-copy');
   const criu1g = find(stats, TARGET_CASES.large8, 'criu-stop-copy');
-  const d = (s: CaseMethodStats | undefined): number | undefined => s?.downtimeMs?.median;
 
+  const lazy1g = find(stats, TARGET_CASES.large8, 'ferry-live-lazy');
+  const lazy256 = find(stats, TARGET_CASES.small8, 'ferry-live-lazy');
+  results.push(target(11, 'lazy-downtime-256m', 'lazy downtime (256 MiB, 8 MiB/s, 1 Gbit/s)', 'upper', 150, d(lazy256), fmtMs, () => dominance(lazy256)));
+  results.push(target(11, 'lazy-downtime-1g', 'lazy downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 200, d(lazy1g), fmtMs, () => dominance(lazy1g)));
   results.push(
-    target('downtime-vs-stop-and-copy', 'downtime / Ferry stop-and-copy downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 0.05, ratio(d(live1g), d(stop1g)), fmtRatio, () =>
+    target(11, 'lazy-downtime-scaling', 'lazy downtime(1 GiB) / downtime(256 MiB) at 8 MiB/s, 1 Gbit/s', 'upper', 1.3, ratio(d(lazy1g), d(lazy256)), fmtRatio, () =>
+      growth(lazy256, lazy1g),
+    ),
+  );
+  const vsStop = target(11, 'lazy-downtime-vs-stop-and-copy', 'lazy downtime / Ferry stop-and-copy downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 0.05, ratio(d(lazy1g), d(stop1g)), fmtRatio, () =>
+    dominance(lazy1g),
+  );
+  const vsCriu = ratio(d(lazy1g), d(criu1g));
+  if (vsCriu !== undefined) vsStop.beside = `/ plain CRIU stop-and-copy: ${fmtRatio(vsCriu)} (${fmtMs(d(criu1g)!)})`;
+  results.push(vsStop);
+
+  const live1g = find(stats, TARGET_CASES.large8, 'ferry-live-eager');
+  const live256 = find(stats, TARGET_CASES.small8, 'ferry-live-eager');
+  results.push(
+    target(3, 'downtime-vs-stop-and-copy', 'eager downtime / Ferry stop-and-copy downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 0.05, ratio(d(live1g), d(stop1g)), fmtRatio, () =>
       dominance(live1g),
     ),
   );
   results.push(
-    target('downtime-vs-plain-criu', 'downtime / plain CRIU downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 0.05, ratio(d(live1g), d(criu1g)), fmtRatio, () =>
+    target(3, 'downtime-vs-plain-criu', 'eager downtime / plain CRIU downtime (1 GiB, 8 MiB/s, 1 Gbit/s)', 'upper', 0.05, ratio(d(live1g), d(criu1g)), fmtRatio, () =>
       dominance(live1g),
     ),
   );
-  results.push(target('downtime-256m', 'downtime (256 MiB, 8 MiB/s, 1 Gbit/s)', 'upper', 300, d(live256), fmtMs, () => dominance(live256)));
+  results.push(target(3, 'downtime-256m', 'eager downtime (256 MiB, 8 MiB/s, 1 Gbit/s)', 'upper', 300, d(live256), fmtMs, () => dominance(live256)));
   results.push(
-    target('downtime-scaling', 'downtime(1 GiB) / downtime(256 MiB) at 8 MiB/s, 1 Gbit/s', 'upper', 1.5, ratio(d(live1g), d(live256)), fmtRatio, () =>
-      dominance(live1g),
+    target(3, 'downtime-scaling', 'eager downtime(1 GiB) / downtime(256 MiB) at 8 MiB/s, 1 Gbit/s', 'upper', 1.5, ratio(d(live1g), d(live256)), fmtRatio, () =>
+      growth(live256, live1g),
     ),
   );
-  for (const s of stats.filter((x) => x.method === 'ferry-live' && x.dirtyMibPerSec === 0)) {
+  for (const s of stats.filter((x) => x.method === 'ferry-live-eager' && x.dirtyMibPerSec === 0)) {
     results.push(
-      target(`bytes-idle-${s.caseId}`, `bytes sent / RSS, idle task (${s.caseId})`, 'upper', 1.05, s.bytesPerRss?.median, fmtRatio, () =>
+      target(3, `bytes-idle-${s.caseId}`, `bytes sent / RSS, idle task (${s.caseId}, eager)`, 'upper', 1.05, s.bytesPerRss?.median, fmtRatio, () =>
         s.rounds ? `${s.rounds.median} rounds: every round after round 0 re-sends what changed, and the final delta and images add to it` : undefined,
       ),
     );
   }
-  for (const s of stats.filter((x) => x.method === 'ferry-live' && x.dirtyMibPerSec > 0)) {
+  for (const s of stats.filter((x) => x.method === 'ferry-live-eager' && x.dirtyMibPerSec > 0)) {
     results.push(
       target(
+        3,
         `work-rate-${s.caseId}`,
-        `task work rate during pre-copy / idle (${s.caseId}${s.throttles.length > 0 ? ', throttled' : ''})`,
+        `task work rate during pre-copy / idle (${s.caseId}, eager${s.throttles.length > 0 ? ', throttled' : ''})`,
         'lower',
         0.9,
         s.precopyWorkRatio?.median,
@@ -202,4 +267,21 @@ export function evaluateTargets(stats: readonly CaseMethodStats[]): TargetResult
     );
   }
   return results;
+}
+
+/** The figures the note of issue 11 quotes: per target case, lazy beside eager. */
+export interface LazyVsEagerRow {
+  caseId: string;
+  mib: number;
+  lazy: CaseMethodStats | undefined;
+  eager: CaseMethodStats | undefined;
+}
+
+export function lazyVsEager(stats: readonly CaseMethodStats[]): LazyVsEagerRow[] {
+  const ids = [...new Set(stats.filter((s) => s.method === 'ferry-live-lazy' || s.method === 'ferry-live-eager').map((s) => s.caseId))];
+  return ids.map((caseId) => {
+    const lazy = find(stats, caseId, 'ferry-live-lazy');
+    const eager = find(stats, caseId, 'ferry-live-eager');
+    return { caseId, mib: (lazy ?? eager)!.mib, lazy, eager };
+  });
 }

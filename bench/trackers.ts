@@ -56,7 +56,7 @@ async function main(): Promise<void> {
               await sleep(2000);
               const b = await sample(task);
               const idle = writesPerSec(a.report, b.report);
-              const method: Method = { id: 'ferry-live', label: tracker, ferryFlags: ['--tracker', tracker], stopAndCopy: false };
+              const method: Method = { id: 'ferry-live-lazy', label: tracker, ferryFlags: ['--tracker', tracker], stopAndCopy: false, restore: 'lazy' };
               const out = await ferryMigrate({ hosts, dest, task, method, imagesDir: join(work, 'images'), signal: controller.signal, timeoutMs: 300_000 });
               task.adopt(out.restoredPid);
               const s = (out.detail as { summary: import('../source-agent/migration/events.js').MigrationSummary }).summary;

@@ -8,6 +8,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MemtestHandle, StatsReport } from '../testbed/workloads/memtest.js';
+import type { FillWork } from './results.js';
 
 const PERIOD_MS = 500;
 /** A pre-copy shorter than this between its first and last sample gives no rate. */
@@ -15,7 +16,7 @@ const MIN_SPAN_MS = 400;
 
 export interface Sample {
   report: StatsReport;
-  /** performance.now() when the request was sent and when the report was read. */
+  /** Monotonic ms (monoNowMs) when the request was sent and when the report was read. */
   requestedAt: number;
   receivedAt: number;
 }
@@ -27,10 +28,15 @@ export function writesPerSec(a: StatsReport, b: StatsReport): number | undefined
   return ms > 0 ? ((b.writes - a.writes) * 1000) / ms : undefined;
 }
 
+/** CLOCK_MONOTONIC in ms, memtest's `mono_ms` clock (libuv's hrtime is CLOCK_MONOTONIC on Linux). */
+export function monoNowMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}
+
 export async function sample(task: MemtestHandle, hostPid?: number): Promise<Sample> {
-  const requestedAt = performance.now();
+  const requestedAt = monoNowMs();
   const report = await task.stats(hostPid);
-  return { report, requestedAt, receivedAt: performance.now() };
+  return { report, requestedAt, receivedAt: monoNowMs() };
 }
 
 export class PrecopySampler {
@@ -56,6 +62,11 @@ export class PrecopySampler {
     }
   }
 
+  /** The last sample taken (after stop(): the last before the freeze). */
+  last(): Sample | undefined {
+    return this.samples.at(-1);
+  }
+
   /** Stops sampling (waits for a request in flight) and returns the pre-copy rate, if the samples span enough. */
   async stop(): Promise<number | undefined> {
     this.stopped = true;
@@ -66,4 +77,45 @@ export class PrecopySampler {
     if (!first || !last || last.report.mono_ms - first.report.mono_ms < MIN_SPAN_MS) return undefined;
     return writesPerSec(first.report, last.report);
   }
+}
+
+/** A fill shorter than this (resume to migrate's return) gives no rate: a few of memtest's ticks at most. */
+export const MIN_FILL_SPAN_MS = 50;
+
+/**
+ * The writes per second of the task between the resume and `to` (see FillWork in results.ts): the writes since
+ * `from` less those estimated between `from` and the freeze at `rateBefore`. Instants are the benchmark's clock
+ * (each sample's request): a restored copy's CLOCK_MONOTONIC is not the host's (measured here: 240-320 ms behind
+ * after criu restore), so memtest's mono_ms cannot span the original and its copy.
+ */
+export function fillWork(args: {
+  from: Sample;
+  freezeMonoMs: number;
+  rateBefore: number | undefined;
+  resumeMonoMs: number;
+  resumeFrom: FillWork['resumeFrom'];
+  to: Sample;
+}): FillWork {
+  const { from, to } = args;
+  const gapWrites = Math.max(0, args.freezeMonoMs - from.requestedAt) * ((args.rateBefore ?? 0) / 1000);
+  const span = to.requestedAt - args.resumeMonoMs;
+  const writes = to.report.writes - from.report.writes - gapWrites;
+  return {
+    fromWrites: from.report.writes,
+    fromMonoMs: from.requestedAt,
+    freezeMonoMs: args.freezeMonoMs,
+    gapWrites,
+    resumeMonoMs: args.resumeMonoMs,
+    resumeFrom: args.resumeFrom,
+    toWrites: to.report.writes,
+    toMonoMs: to.requestedAt,
+    copyClockOffsetMs: to.report.mono_ms - to.requestedAt,
+    writesPerSec: span >= MIN_FILL_SPAN_MS ? (Math.max(0, writes) * 1000) / span : undefined,
+  };
+}
+
+/** Writes per second from a sample of the original to one of its copy, on the benchmark's clock (see fillWork). */
+export function writesPerSecAcross(a: Sample, b: Sample): number | undefined {
+  const ms = b.requestedAt - a.requestedAt;
+  return ms > 0 ? ((b.report.writes - a.report.writes) * 1000) / ms : undefined;
 }
