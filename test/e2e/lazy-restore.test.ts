@@ -9,7 +9,7 @@
  * failure right after the pager started (the original resumes with verified memory).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
@@ -66,6 +66,21 @@ function pagersOf(workDir: string): number[] {
       return false; // gone meanwhile
     }
   });
+}
+
+/** memtest processes in a network namespace, by their comm (which reads no memory of theirs). */
+function memtestsIn(netns: string): number[] {
+  const want = statSync(netns).ino;
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'memtest' && statSync(`/proc/${pid}/ns/net`).ino === want;
+      } catch {
+        return false;
+      }
+    });
 }
 
 describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', () => {
@@ -146,7 +161,7 @@ describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', (
 
   it('a write the tracker missed is found in the fill and its bytes sent from the frozen original', async () => {
     const task = await memtest('missed', 64);
-    const r = await runMigrate(hosts!, task.rootPid, dest, { args: ['--restore', 'lazy'], env: { ...FAULTS, FERRY_FAULT: 'source.tracker-misses-page', FERRY_LOG_LEVEL: 'debug' }, timeoutMs: 90_000 });
+    const r = await runMigrate(hosts!, task.rootPid, dest, { args: ['--restore', 'lazy'], env: { ...FAULTS, FERRY_FAULT: 'source.tracker-misses-page' }, timeoutMs: 90_000 });
     await expectMigrated(task, r);
     expect(r.summary!.replacedPages, describeResult(r)).toBeGreaterThanOrEqual(1);
   }, 120_000);
@@ -170,16 +185,29 @@ describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', (
 
   it('the pager killed during the fill: its guardian kills the copy, the original resumes (FILL_FAILED)', async () => {
     const task = await memtest('kill-pager', 64);
+    const earlier = new Set(memtestsIn(hosts!.dst.netns)); // copies earlier tests left running
     // The source stops as the fill begins: unconfirmed pages stay unconfirmed, so the fill cannot end by itself.
     const run = startMigrate(hosts!, task.rootPid, dest, { args: ['--restore', 'lazy'], env: { ...FAULTS, FERRY_FAULT: 'source.fill:stop' }, timeoutMs: 120_000 });
     await eventually(() => run.stderr().includes('"point":"source.fill"'), 60_000, 'the source to stop at the fill');
     const pagers = pagersOf(dest!.workDir);
     expect(pagers).toHaveLength(1);
-    const copy = taskCopies(hosts!, task.name).find((c) => c.pid !== task.rootPid)!;
+    // Not by its command line: reading it would fault on the copy's stack page, which the pager holds back.
+    const copy = memtestsIn(hosts!.dst.netns).filter((pid) => !earlier.has(pid))[0]!;
     expect(copy).toBeDefined();
-    task.adopt(copy.pid);
+    task.adopt(copy);
     process.kill(pagers[0]!, 'SIGKILL');
-    await eventually(() => readPidState(copy.pid) === undefined || readPidState(copy.pid) === 'Z', 10_000, 'the guardian to kill the copy');
+    const diag = (): string => {
+      const read = (f: string): string => {
+        try {
+          return readFileSync(f, 'utf8').trim();
+        } catch (e) {
+          return String(e);
+        }
+      };
+      const status = execFileSync('sh', ['-c', `cat ${dest!.workDir}/*/pager/status 2>&1; ps -eo pid,ppid,stat,wchan:30,cmd | grep -E 'ferry_pager|memtest' | grep -v grep`], { encoding: 'utf8' });
+      return `the guardian to kill the copy (${copy}: ${read(`/proc/${copy}/stat`)} wchan ${read(`/proc/${copy}/wchan`)}; ${status}; dest log ${dest!.stderr().slice(-2000)})`;
+    };
+    await eventually(() => readPidState(copy) === undefined || readPidState(copy) === 'Z', 10_000, diag);
     await continueProcess(run.child.pid!);
     const r = await run.done;
     expect(r.exitCode, describeResult(r)).toBe(1);
@@ -202,7 +230,7 @@ describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', (
       expect(readPidState(task.rootPid)).toMatch(/^[RSD]$/);
       expect((await task.verify()).bad_pages).toBe(0);
       expect(taskCopies(hosts!, task.name).map((c) => c.pid)).toEqual([task.rootPid]);
-      await eventually(() => pagersOf(dest!.workDir).length === 0 && dest!.leftovers().length === 0, 10_000, 'the pager and the session to be gone');
+      await eventually(() => pagersOf(dest!.workDir).length === 0 && dest!.leftovers().length === 0, 10_000, () => `the pager and the session to be gone (pagers ${pagersOf(dest!.workDir).join(', ')}, left ${dest!.leftovers().join(', ')})`);
     } finally {
       await dest!.restart({ env: FAULTS });
     }
