@@ -242,7 +242,10 @@ export class DestService {
   /** A live session for a call: its id well-formed, its epoch the session's, opened by this peer. */
   private session(migrationId: string, epoch: string, phase: Phase, peer: PeerKey): DestSession {
     checkMigrationId(migrationId, phase);
-    return this.sessions.lookup(migrationId, epoch, phase, peer);
+    const s = this.sessions.lookup(migrationId, epoch, phase, peer);
+    // Being removed (its abort is writing the journal, its files going): for a caller it is gone already.
+    if (s.state === 'aborted') throw new FerryError('SESSION_NOT_FOUND', { side: 'dest', phase, detail: `migration ${migrationId} was aborted` });
+    return s;
   }
 
   async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {

@@ -143,6 +143,10 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       case 'filling': {
         // The copy runs; only its pager's end decides (the link adopts it, or reads how it ended).
         const copy = liveCopy(j);
+        if (copy?.stopped) {
+          signalTree(copy.pid, 'SIGCONT');
+          mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
+        }
         const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: j.restoredPid ?? 0, state: 'filling', resumedAtUs: j.resumedAtUs, log: mlog });
         out.revived.push({ session, leaseMs: 0, pager: pagerOf(j, copy?.pid) });
         mlog.warn('took over a resumed copy whose pager is filling its pages', { pid: j.restoredPid, pager: j.pagerPid });

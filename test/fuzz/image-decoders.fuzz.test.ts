@@ -6,7 +6,7 @@
  * what it returns keeps the invariants the dest relies on, or throw IMAGE_INVALID; never another error, never
  * a hang (each input is timed). At least 10,000 inputs; FERRY_FUZZ_* (fuzz-budget.ts) runs longer or replays.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isFerryError } from '../../shared/errors/ferry-error.js';
@@ -23,6 +23,7 @@ import {
   type Pagemap,
 } from '../../shared/criu/pagemap-image.js';
 import { WireReader } from '../../shared/criu/protobuf-wire.js';
+import { decodeMmVmas } from '../../shared/criu/mm-image.js';
 import { mutateBytes } from './byte-mutations.js';
 import { mutatePagemap, mutateRecords } from './image-mutations.js';
 import { fuzzBudget } from './fuzz-budget.js';
@@ -47,6 +48,7 @@ function magicOf(name: string): CriuMagicName {
   if (name === 'inventory.img') return 'INVENTORY';
   if (name === 'pstree.img') return 'PSTREE';
   if (name.startsWith('pagemap-')) return 'PAGEMAP';
+  if (name.startsWith('mm-')) return 'MM';
   if (name.startsWith('core-')) return 'CORE';
   if (name.startsWith('stats-')) return 'STATS';
   throw new Error(`no magic known for fixture ${name}`);
@@ -56,8 +58,9 @@ function loadFixtures(): Fixture[] {
   const out: Fixture[] = [];
   for (const dump of readdirSync(FIXTURES, { withFileTypes: true }).filter((d) => d.isDirectory())) {
     const dir = `${FIXTURES}${dump.name}/`;
-    const manifest = JSON.parse(readFileSync(`${dir}manifest.json`, 'utf8')) as { files: Record<string, number> };
-    for (const name of readdirSync(dir).filter((n) => n !== 'manifest.json')) {
+    // A fixture of a few images only (lazy/: a pagemap and an mm image) has no manifest of the dump's sizes.
+    const manifest = existsSync(`${dir}manifest.json`) ? (JSON.parse(readFileSync(`${dir}manifest.json`, 'utf8')) as { files: Record<string, number> }) : { files: {} };
+    for (const name of readdirSync(dir).filter((n) => n.endsWith('.img') || n.startsWith('stats-'))) {
       out.push({ name: `${dump.name}/${name}`, bytes: readFileSync(`${dir}${name}`), magic: magicOf(name), pagesSizes: manifest.files });
     }
   }
@@ -166,6 +169,11 @@ describe('CRIU image decoders under mutated real images', () => {
       if (framed) {
         for (const record of framed.records) attempt('wire walk', input, () => decodingImage(name, () => walkFields(record)));
       }
+      if (fx.magic === 'MM') {
+        const vmas = attempt('decodeMmVmas', input, () => decodeMmVmas(bytes, name));
+        if (vmas) for (const v of vmas) if (!(v.start < v.end)) unexpected.push(`${input}: a VMA [${v.start}, ${v.end}) accepted`);
+        count('mm inputs');
+      }
       const pm = attempt('decodePagemap', input, () => decodePagemap(bytes, name));
       if (pm) {
         checkPagemapInvariants(pm, input);
@@ -189,5 +197,7 @@ describe('CRIU image decoders under mutated real images', () => {
     // The decoders were really exercised: some mutated pagemaps pass, many are refused.
     expect(tally.get('decodePagemap accepted') ?? 0).toBeGreaterThan(0);
     expect(tally.get('decodePagemap IMAGE_INVALID') ?? 0).toBeGreaterThan(inputs / 2);
+    expect(tally.get('decodeMmVmas accepted') ?? 0).toBeGreaterThan(0);
+    expect(tally.get('decodeMmVmas IMAGE_INVALID') ?? 0).toBeGreaterThan(0);
   });
 });
