@@ -71,6 +71,9 @@ const CI_CASES: Case[] = [
   { point: 'source.lease-disarmed', kind: 'kill-source' },
   { point: 'source.before-commit', kind: 'hang-30s' },
   { point: 'dest.restored', kind: 'cut-5s' },
+  // Lazy restore (the default here): the copy runs while its pages arrive, the original frozen until they are in.
+  { point: 'source.fill', kind: 'kill-source', finding: 'the source killed during the fill: the resolver confirms the pages again, then kills the original' },
+  { point: 'dest.commit-resumed', kind: 'kill-dest', finding: 'the dest agent killed during the fill: its pager carries on and the restarted agent adopts it' },
 ];
 
 /** Damage points damage instead of acting; before-abort is reached only by a rollback, which a case does not start. */
