@@ -3,16 +3,13 @@
  * rounds after round 0 read only the pages written since (asserted on the counters), and the restored copy
  * verifies its memory: the C workload, and a python3 process that checks its own data.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { canRun, hasCommand, isRoot, type Requirement } from '../../testbed/requirements.js';
 import {
   createTwoHosts,
   describeResult,
-  eventually,
   hasCriu,
   makeTempDir,
   requireBuilt,
@@ -22,6 +19,7 @@ import {
   type TwoHosts,
 } from '../../testbed/two-hosts.js';
 import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
+import { startPythonCheck } from '../../testbed/workloads/python-check.js';
 
 const probe = await UffdWpTracker.probe();
 const uffd: Requirement = { ok: probe.ok, reason: `needs uffd-wp on this kernel (${probe.ok ? '' : probe.reason})` };
@@ -29,43 +27,12 @@ const runnable =
   canRun('e2e uffd-wp', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('gcc'), hasCommand('unshare'), hasCommand('python3'), uffd) &&
   canRun('e2e uffd-wp (CRIU)', hasCriu());
 
-/** 32 MiB of pages, each holding (index, version); 50 random pages rewritten every 10 ms; SIGUSR1: self-check. */
-const PYTHON = `
-import os, signal, struct, time, random, json, sys
-N = 8192
-ba = bytearray(N * 4096)
-ver = [0] * N
-def fill(i, v):
-    ba[i * 4096:(i + 1) * 4096] = struct.pack('<II', i, v) * 512
-for i in range(N):
-    fill(i, 0)
-want = [False]
-def on_usr1(s, f):
-    want[0] = True
-signal.signal(signal.SIGUSR1, on_usr1)
-out = sys.argv[1]
-with open(out + '.ready', 'w') as f:
-    f.write(str(os.getpid()))
-while True:
-    for _ in range(50):
-        i = random.randrange(N)
-        ver[i] += 1
-        fill(i, ver[i])
-    if want[0]:
-        want[0] = False
-        bad = sum(1 for i in range(N) if ba[i * 4096:(i + 1) * 4096] != struct.pack('<II', i, ver[i]) * 512)
-        with open(out + '.tmp', 'w') as f:
-            f.write(json.dumps({'bad': bad, 'writes': sum(ver)}))
-        os.rename(out + '.tmp', out)
-    time.sleep(0.01)
-`;
-
 describe.skipIf(!runnable)('migration with --tracker uffd-wp', () => {
   let hosts: TwoHosts | undefined;
   let dest: DestAgentHandle | undefined;
   let stateDir: string | undefined;
   const tasks: MemtestHandle[] = [];
-  const pythons: ChildProcess[] = [];
+  const stops: (() => void)[] = [];
   const extraPids: number[] = [];
 
   beforeAll(async () => {
@@ -77,14 +44,7 @@ describe.skipIf(!runnable)('migration with --tracker uffd-wp', () => {
 
   afterAll(async () => {
     for (const t of tasks) await t.stop();
-    for (const pid of extraPids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    for (const p of pythons) p.kill('SIGKILL');
+    for (const stop of stops) stop();
     await dest?.stop();
     await hosts?.destroy();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
@@ -111,27 +71,15 @@ describe.skipIf(!runnable)('migration with --tracker uffd-wp', () => {
   }, 120_000);
 
   it('a python3 process keeps its data (it checks itself after the move)', async () => {
-    const out = join(stateDir!, 'python.check.json');
-    const launcher = spawn('nsenter', [`--net=${hosts!.src.netns}`, 'unshare', '--pid', '--fork', 'setsid', 'python3', '-c', PYTHON, out], {
-      stdio: 'ignore',
-      detached: true,
-    });
-    pythons.push(launcher);
-    await eventually(() => existsSync(`${out}.ready`), 20_000, 'python to fill its memory');
-    const children = readFileSync(`/proc/${launcher.pid}/task/${launcher.pid}/children`, 'utf8').trim().split(' ');
-    // nsenter execs unshare, whose only child is python (pid 1 of its namespace).
-    const pid = Number(children[0]);
-    expect(readPidState(pid)).toMatch(/^[RSD]$/);
-    const r = await runMigrate(hosts!, pid, dest, { args: ['--tracker', 'uffd-wp'], timeoutMs: 90_000 });
+    const py = await startPythonCheck(hosts!.src.netns, stateDir!, `uffd-py-${process.pid}`);
+    stops.push(() => py.stop(extraPids));
+    expect(readPidState(py.pid)).toMatch(/^[RSD]$/);
+    const r = await runMigrate(hosts!, py.pid, dest, { args: ['--tracker', 'uffd-wp'], timeoutMs: 90_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const restored = r.summary!.restoredPid;
     extraPids.push(restored);
     expect(r.summary!.tracker).toBe('uffd-wp');
-    rmSync(out, { force: true });
-    const asked = Date.now();
-    process.kill(restored, 'SIGUSR1');
-    await eventually(() => existsSync(out) && statSync(out).mtimeMs >= asked - 1000, 20_000, 'the restored python to check itself');
-    const check = JSON.parse(readFileSync(out, 'utf8')) as { bad: number; writes: number };
+    const check = await py.check(restored);
     expect(check.bad).toBe(0);
     expect(check.writes).toBeGreaterThan(0);
   }, 120_000);

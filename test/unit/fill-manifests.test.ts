@@ -79,25 +79,31 @@ describe('the fill manifests file', () => {
   });
 });
 
+/** A dest's Fill call that records the requests and says done once `pages` pages were answered. */
+function fakeFill(pages: number) {
+  const requests: m.FillRequest[] = [];
+  const open = (h: FillCallHandlers) => {
+    let answered = 0;
+    return {
+      write: (req: m.FillRequest) => {
+        requests.push(req);
+        answered += req.count;
+        if (answered === pages) {
+          h.event({ done: { filledPages: '3500', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
+          setImmediate(() => h.end(undefined));
+        }
+        return Promise.resolve();
+      },
+      end: () => undefined,
+      cancel: () => undefined,
+    };
+  };
+  return { requests, open };
+}
+
 describe('the sweep', () => {
   it('answers exactly the unconfirmed pages, split at the runs and at 1024 pages, and confirms what matches', async () => {
-    const requests: m.FillRequest[] = [];
-    const open = (h: FillCallHandlers) => {
-      let answered = 0;
-      return {
-        write: (req: m.FillRequest) => {
-          requests.push(req);
-          answered += req.count;
-          if (answered === 3300) {
-            h.event({ done: { filledPages: '3500', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
-            setImmediate(() => h.end(undefined));
-          }
-          return Promise.resolve();
-        },
-        end: () => undefined,
-        cancel: () => undefined,
-      };
-    };
+    const { requests, open } = fakeFill(3300);
     const r = await confirmPages(open, { migrationId: 'id', epoch: '1', manifests: [manifest()], pageSize: PAGE, readPages: read, log: silentLogger, signal: new AbortController().signal });
     expect(requests.map((q) => `${q.firstIndex}+${q.count}`)).toEqual(['0+0', '100+1024', '1124+876', '2000+1024', '3024+376']);
     expect(requests.every((q) => q.data.length === 0)).toBe(true);
@@ -109,23 +115,7 @@ describe('the sweep', () => {
     // Stale hashes (the tracker missed these writes) at scattered indexes of the first chunk, two of them adjacent.
     const stale = [150, 151, 300, 1000];
     for (const k of stale) man.hashes.fill(0xee, k * 16, (k + 1) * 16);
-    const requests: m.FillRequest[] = [];
-    const open = (h: FillCallHandlers) => {
-      let answered = 0;
-      return {
-        write: (req: m.FillRequest) => {
-          requests.push(req);
-          answered += req.count;
-          if (answered === 3300) {
-            h.event({ done: { filledPages: '3500', faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
-            setImmediate(() => h.end(undefined));
-          }
-          return Promise.resolve();
-        },
-        end: () => undefined,
-        cancel: () => undefined,
-      };
-    };
+    const { requests, open } = fakeFill(3300);
     const r = await confirmPages(open, { migrationId: 'id', epoch: '1', manifests: [man], pageSize: PAGE, readPages: read, log: silentLogger, signal: new AbortController().signal });
     const replaced = requests.filter((q) => q.data.length > 0);
     expect(replaced.map((q) => `${q.firstIndex}+${q.count}`)).toEqual(['150+2', '300+1', '1000+1']);
