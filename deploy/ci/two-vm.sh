@@ -190,7 +190,7 @@ payload() {  # RUN/share/ferry.tar: what /opt/ferry holds in the guests
   gcc -O2 -static -o "$R/share/tracker-target" "$ROOT/testbed/workloads/tracker-target.c" || die "gcc tracker-target.c failed"
   local deps; deps=$(cd "$ROOT" && npm ls --omit=dev --all --parseable 2>/dev/null | sed -n "s|^$ROOT/||p" | grep '^node_modules/')
   # shellcheck disable=SC2086
-  tar -C "$ROOT" -cf "$R/share/ferry.tar" package.json bin dist proto scripts build/Release/ferry_native.node build/workloads/memtest $deps
+  tar -C "$ROOT" -cf "$R/share/ferry.tar" package.json bin dist proto scripts build/Release/ferry_native.node build/Release/ferry_pager build/workloads/memtest $deps
   tar -C "$R/stage" -rf "$R/share/ferry.tar" --transform 's|^vmjs|.vm|' vmjs
 }
 
@@ -405,6 +405,7 @@ for (const a of args) {
     pagesSentPerRound: s.rounds.map((r) => r.dirtyPages),
     presentPages: s.presentPages, finalDeltaPages: s.finalDeltaPages, finalDeltaTaskPages: s.finalDeltaTaskPages,
     downtimeMs: Math.round(s.downtimeMs), totalMs: Math.round(s.totalMs), decision: s.decision, dumpKind: s.dumpKind,
+    restoreMode: s.restoreMode, fillMs: Math.round(s.fillMs ?? 0), replacedPages: s.replacedPages,
   };
 }
 writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
