@@ -113,7 +113,7 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
     restoreMode: s.restoreMode,
     fill:
       s.restoreMode === 'lazy'
-        ? { fillMs: s.fillMs, faults: s.fillFaults, faultsWaited: s.fillFaultsWaited, replacedPages: s.replacedPages, confirmedPages: s.confirmedPages, dumpPages: s.dumpPages }
+        ? { fillMs: s.fillMs, faults: s.fillFaults, faultsWaited: s.fillFaultsWaited, replacedPages: s.replacedPages, confirmedPages: s.confirmedPages, dumpPages: s.dumpPages, filledPages: s.filledPages, pagerFillUs: s.pagerFillUs }
         : undefined,
     precopyWritesPerSec,
     lastPrecopySample,

@@ -45,6 +45,9 @@ export interface FillFigures {
   confirmedPages: number;
   /** Pages of the dump: what the copy's memory is (the fill rate divides their bytes by fillMs). */
   dumpPages: number;
+  /** The pager's own figures: pages it put in, and its time from criu restore's end to the last (0: older runs). */
+  filledPages?: number;
+  pagerFillUs?: number;
 }
 
 /**

@@ -48,6 +48,8 @@ export interface CaseMethodStats {
   /** Lazy restore, after the resume: the time to complete fill, its rate (dumped bytes / fill time), faults. */
   fillMs: Spread | undefined;
   fillBytesPerSec: Spread | undefined;
+  /** The pager's own rate: its pages over its time from criu restore's end (the hot loop, measured by the pager). */
+  pagerBytesPerSec: Spread | undefined;
   fillFaults: Spread | undefined;
   fillFaultsWaited: Spread | undefined;
   replacedPages: Spread | undefined;
@@ -115,6 +117,7 @@ export function aggregate(runs: readonly RunRecord[]): CaseMethodStats[] {
       restoreMode: modes.length > 1 ? 'mixed' : modes[0],
       fillMs: spread(fills.map((f) => f?.fillMs)),
       fillBytesPerSec: spread(fills.map((f) => (f && f.fillMs > 0 ? (f.dumpPages * PAGE_BYTES * 1000) / f.fillMs : undefined))),
+      pagerBytesPerSec: spread(fills.map((f) => (f?.filledPages && f.pagerFillUs ? (f.filledPages * PAGE_BYTES * 1e6) / f.pagerFillUs : undefined))),
       fillFaults: spread(fills.map((f) => f?.faults)),
       fillFaultsWaited: spread(fills.map((f) => f?.faultsWaited)),
       replacedPages: spread(fills.map((f) => f?.replacedPages)),

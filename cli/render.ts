@@ -41,7 +41,7 @@ export function formatSummary(s: MigrationSummary): string {
     `  downtime    ${fmtMs(s.downtimeMs)} (${s.dumpKind} dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, ${s.restoreMode} restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,
     ...(s.restoreMode === 'lazy'
       ? [
-          `  fill        ${fmtMs(s.fillMs)} after the resume: ${s.fillFaults} faults (${s.fillFaultsWaited} waited for a confirmation), ${s.confirmedPages} pages confirmed against the original, ${s.replacedPages} replaced`,
+          `  fill        ${fmtMs(s.fillMs)} after the resume: ${s.fillFaults} faults (${s.fillFaultsWaited} waited for a confirmation), ${s.confirmedPages} pages confirmed against the original, ${s.replacedPages} replaced; the pager put ${s.filledPages} pages in (${s.pagerFillUs > 0 ? ((s.filledPages * 4096) / (s.pagerFillUs * 1000)).toFixed(2) : '0'} GB/s from criu restore's end)`,
         ]
       : []),
   ].join('\n');

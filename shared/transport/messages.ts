@@ -255,6 +255,8 @@ export interface MigrationSummaryMessage {
   fillFaultsWaited: U64;
   replacedPages: U64;
   confirmedPages: U64;
+  filledPages: U64;
+  pagerFillUs: U64;
 }
 
 export interface ErrorInfoMessage {

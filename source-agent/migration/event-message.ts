@@ -175,6 +175,8 @@ function summaryToMessage(s: MigrationSummary): m.MigrationSummaryMessage {
     fillFaultsWaited: String(s.fillFaultsWaited),
     replacedPages: String(s.replacedPages),
     confirmedPages: String(s.confirmedPages),
+    filledPages: String(s.filledPages),
+    pagerFillUs: String(s.pagerFillUs),
   };
 }
 
@@ -211,6 +213,8 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
     fillFaultsWaited: Number(s.fillFaultsWaited),
     replacedPages: Number(s.replacedPages),
     confirmedPages: Number(s.confirmedPages),
+    filledPages: Number(s.filledPages ?? 0),
+    pagerFillUs: Number(s.pagerFillUs ?? 0),
   };
 }
 

@@ -66,6 +66,9 @@ export interface MigrationSummary {
   /** Lazy: pages whose bytes differed from what the dest held (sent from the original), and pages confirmed. */
   replacedPages: number;
   confirmedPages: number;
+  /** Lazy: pages the dest's pager put in the copy, and its own time for them (criu restore's end to the last). */
+  filledPages: number;
+  pagerFillUs: number;
 }
 
 export type MigrationEvent =

@@ -154,6 +154,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       fillFaultsWaited: Number(filled?.done.faultsWaited ?? 0),
       replacedPages: filled?.replacedPages ?? 0,
       confirmedPages: filled?.confirmedPages ?? 0,
+      filledPages: Number(filled?.done.filledPages ?? 0),
+      pagerFillUs: Number(filled?.done.fillUs ?? 0),
     };
     await learnFixedCost(
       opts.costModelPath,

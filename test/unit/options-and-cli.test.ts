@@ -268,6 +268,8 @@ describe('rendering', () => {
     fillFaultsWaited: 4,
     replacedPages: 1,
     confirmedPages: 900,
+    filledPages: 1000,
+    pagerFillUs: 2000,
   };
 
   it('formatSummary shows the key figures', () => {

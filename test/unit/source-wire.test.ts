@@ -51,6 +51,8 @@ const summary: MigrationSummary = {
   fillFaultsWaited: 4,
   replacedPages: 1,
   confirmedPages: 900,
+  filledPages: 1000,
+  pagerFillUs: 2000,
 };
 
 const events: MigrationEvent[] = [
@@ -78,7 +80,7 @@ const events: MigrationEvent[] = [
   // Lazy restore: the fill phase, its failure, and an eager summary (no fill figures).
   { kind: 'phase', phase: 'fill' },
   { kind: 'failed', phase: 'fill', error: new FerryError('FILL_FAILED', { phase: 'fill', side: 'dest', sourceState: 'running' }).toJSON() },
-  { kind: 'done', summary: { ...summary, restoreMode: 'eager', fillMs: 0, fillFaults: 0, fillFaultsWaited: 0, replacedPages: 0, confirmedPages: 0 } },
+  { kind: 'done', summary: { ...summary, restoreMode: 'eager', fillMs: 0, fillFaults: 0, fillFaultsWaited: 0, replacedPages: 0, confirmedPages: 0, filledPages: 0, pagerFillUs: 0 } },
 ];
 
 describe('MigrationEvent over the wire', () => {
