@@ -28,7 +28,7 @@ async function once(mib: number, rep: number): Promise<Split> {
   const dest = await startDestAgent(hosts, { env: { FERRY_LOG_LEVEL: 'debug' } });
   const task = await startMemtest({ name: `split-${process.pid}-${mib}-${rep}`, mib, dirtyMibPerSec: 8, stateDir, netns: hosts.src.netns });
   try {
-    const r = await runMigrate(hosts, task.rootPid, dest, { timeoutMs: 120_000, args: ARGS });
+    const r = await runMigrate(hosts, task.rootPid, dest, { env: { FERRY_LOG_LEVEL: 'debug' }, timeoutMs: 120_000, args: ARGS });
     const s = r.summary;
     if (!s) throw new Error(`migration failed (exit ${r.exitCode}): ${r.stderr.slice(-2000)}`);
     task.adopt(s.restoredPid);
@@ -38,8 +38,11 @@ async function once(mib: number, rep: number): Promise<Split> {
     const p = { dumpMs: ph.dumpMs ?? 0, finalDeltaMs: ph.finalDeltaMs ?? 0, rebuildMs: ph.rebuildMs ?? 0, restoreMs: ph.restoreMs ?? 0, commitMs: ph.commitMs ?? 0 };
     const parts = p.dumpMs + p.finalDeltaMs + p.rebuildMs + p.restoreMs + p.commitMs;
     const split: Split = { downtime: s.downtimeMs, dump: p.dumpMs, finalDelta: p.finalDeltaMs, rebuild: p.rebuildMs, restore: p.restoreMs, commit: p.commitMs, gaps: s.downtimeMs - parts };
-    const lazy = /"msg":"lazy images made".*$/m.exec(dest.stderr())?.[0] ?? '';
-    console.log(`${mib} MiB #${rep}: ${PARTS.map((k) => `${k} ${split[k].toFixed(0)}`).join(', ')} ms; ${s.restoreMode}${lazy ? `; dest ${lazy.slice(0, 160)}` : ''}`);
+    // The steps' own debug lines: the source's final delta, the dest's lazy images.
+    const steps = /"scanMs".*?(?=})/.exec(r.stderr)?.[0] ?? '';
+    const images = /"checkMs".*?(?=})/.exec(dest.stderr())?.[0] ?? '';
+    const round = (t: string): string => t.replace(/(\d+\.\d)\d+/g, '$1');
+    console.log(`${mib} MiB #${rep}: ${PARTS.map((k) => `${k} ${split[k].toFixed(0)}`).join(', ')} ms; ${s.restoreMode}; final delta ${steps}; images ${round(images)}`);
     return split;
   } finally {
     await task.stop();
