@@ -5,9 +5,9 @@
  * adopts it over the control socket.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, watch, type FSWatcher } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { parseStat, readProcText } from '../../shared/kernel/proc-status.js';
 import { repoRoot } from '../../shared/repo-root.js';
@@ -163,20 +163,40 @@ export async function startPager(o: StartPagerOptions): Promise<StartedPager> {
   }
   const startTime = processStartTime(pid);
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const status = await readPagerStatus(o.statusFile);
-    if (status?.pid === pid && status.state === 'listening') break;
-    if (status?.pid === pid && status.state === 'failed') throw fail(`the pager failed: ${status.reason}`);
-    if (exit !== undefined) throw fail(`the pager ${exit}${status?.reason ? `: ${status.reason}` : ''}`);
-    if (o.signal?.aborted || Date.now() >= deadline) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone already */
+  // Woken by the status file's rename (inotify), the poll only a fallback: this wait is inside the freeze
+  // (polled every 10 ms, the pager's start took a median 26 ms at 256 MiB; woken, 16 ms).
+  let poke: (() => void) | undefined;
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dirname(o.statusFile), () => poke?.());
+    watcher.on('error', () => undefined);
+  } catch {
+    /* the poll alone */
+  }
+  try {
+    for (;;) {
+      const status = await readPagerStatus(o.statusFile);
+      if (status?.pid === pid && status.state === 'listening') break;
+      if (status?.pid === pid && status.state === 'failed') throw fail(`the pager failed: ${status.reason}`);
+      if (exit !== undefined) throw fail(`the pager ${exit}${status?.reason ? `: ${status.reason}` : ''}`);
+      if (o.signal?.aborted || Date.now() >= deadline) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone already */
+        }
+        throw fail(o.signal?.aborted ? 'aborted while it started' : `no "listening" in ${o.statusFile} within ${timeoutMs} ms`);
       }
-      throw fail(o.signal?.aborted ? 'aborted while it started' : `no "listening" in ${o.statusFile} within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, POLL_MS);
+        poke = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
+  } finally {
+    watcher?.close();
   }
   if (startTime === undefined) throw fail(`pid ${pid} vanished`);
   return { pid, startTime, exited };

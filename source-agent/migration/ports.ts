@@ -140,7 +140,12 @@ export const realSourceHost: SourceHost = {
   lockTask: (locksDir, target) => lockTaskTree(locksDir, target.rootPid, target.tasks.map((t) => t.hostPid)),
   tree: (rootPid) => readProcessTree(rootPid)?.processes.map((p) => ({ hostPid: p.hostPid, nsPid: p.nsPid })) ?? [],
   peerInfo: async () => localPeerInfo(await availableTrackers()),
-  requireCriu: () => requireCriu('source'),
+  requireCriu: async () => {
+    const criu = await requireCriu('source');
+    // Probed now (negotiate) and awaited by dump(): `criu check` takes ~70 ms, which must not land in the freeze.
+    void lazyDumpSupported(criu);
+    return criu;
+  },
   chooseTracker,
   createTracker: (name) => (name === 'soft-dirty' ? new SoftDirtyTracker(PAGE_SIZE) : name === 'uffd-wp' ? new UffdWpTracker(PAGE_SIZE) : new HashTracker(PAGE_SIZE)),
   armFreezeLease: (deadlineMs, pgid, pids) => new FreezeLease(deadlineMs, pgid, pids),
