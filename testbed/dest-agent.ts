@@ -3,7 +3,9 @@
  * other host. It can be killed and restarted at the same address with the same work dir, as a crashed agent
  * is restarted; only the final stop() removes a work dir the harness made for it.
  */
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { readPidState } from './process-probes.js';
 import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
 import { leftovers } from './leftovers.js';
 import type { Host, TwoHosts } from './netns-hosts.js';
@@ -50,6 +52,44 @@ export interface DestAgentHandle {
   restart(opts?: RestartOptions): Promise<void>;
   /** SIGTERM (the agent aborts open sessions), SIGKILL after 10 s; removes a work dir it created. Final; idempotent. */
   stop(): Promise<void>;
+}
+
+/**
+ * Every ferry_pager (and its guardian) serving a session under `workDir`, with the copy each serves (its
+ * restored.pid, if the pager's start time precedes the copy's): SIGKILL, then a bounded wait until they are gone.
+ */
+export async function killPagersOf(workDir: string): Promise<void> {
+  const victims: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd: string;
+    try {
+      cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    const args = cmd.split('\0');
+    if (!args[0]?.endsWith('ferry_pager')) continue;
+    const plan = args[args.indexOf('--plan') + 1] ?? '';
+    if (!plan.startsWith(`${workDir}/`)) continue;
+    victims.push(Number(name));
+    const pidFile = args[args.indexOf('--pidfile') + 1];
+    let copy = NaN;
+    try {
+      copy = pidFile ? Number(readFileSync(pidFile, 'utf8').trim()) : NaN;
+    } catch {
+      /* no copy restored yet, or its session removed already */
+    }
+    if (Number.isSafeInteger(copy) && copy > 1) victims.push(copy);
+  }
+  for (const pid of victims) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  for (let i = 0; i < 100 && victims.some((pid) => existsSync(`/proc/${pid}`) && readPidState(pid) !== 'Z'); i++) await sleep(20);
 }
 
 /** `ferry dest-agent --listen ADDR:PORT --allow-peer OTHER-ID` inside a host (mutual TLS); resolves once it listens. */
@@ -100,6 +140,8 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
     restart: (r) => d.restart(r),
     stop: async () => {
       await d.stop();
+      // A pager outlives its agent by design (a restart adopts it); a test's must not outlive the test.
+      await killPagersOf(workDir);
       if (ownWorkDir) rmSync(workDir, { recursive: true, force: true });
     },
   };
