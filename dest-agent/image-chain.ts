@@ -15,7 +15,6 @@
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
-import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT, type Pagemap, type PagemapEntry } from '../shared/criu/pagemap-image.js';
 import type { TaskPageStore } from './page-store.js';
 import { checkStoreReferences } from './store-references.js';

@@ -149,7 +149,7 @@ async function writeEagerPages(
       const f = pageFile[first + i]!;
       const fh = await open(files[f]!, 'r');
       try {
-        const { bytesRead } = await fh.read(data, at, s.pageSize, pageOffset[first + i]!);
+        const { bytesRead } = await fh.read(data, at, s.pageSize, pageOffset[first + i]);
         if (bytesRead !== s.pageSize) throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${files[f]}: short read at ${pageOffset[first + i]}` });
       } finally {
         await fh.close();

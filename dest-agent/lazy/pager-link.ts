@@ -133,7 +133,7 @@ export class PagerLink {
 
   private async gone(): Promise<void> {
     const status = await readPagerStatus(this.paths.status).catch(() => undefined);
-    if (status?.state === 'filled') this.finish({ kind: 'filled', stats: status as PagerStats });
+    if (status?.state === 'filled') this.finish({ kind: 'filled', stats: status });
     else await this.failed(status?.reason ? `the pager ended: ${status.reason}` : 'the pager is gone');
   }
 
