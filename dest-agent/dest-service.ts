@@ -516,8 +516,12 @@ export class DestService {
             if (o.kind === 'filled') {
               call.write({ done: fillDone(o.stats) });
               call.end();
+            } else if (o.kind === 'failed') {
+              call.emit('error', toStatus(new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: o.reason })));
             } else {
-              call.emit('error', toStatus(new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: o.kind === 'failed' ? o.reason : 'the dest agent is stopping' })));
+              // The agent stops, its pager fills on: never FILL_FAILED (the source would thaw its original beside
+              // a running copy). The source opens the Fill again, to this agent's successor.
+              call.emit('error', toStatus(new FerryError('CANCELLED', { side: 'dest', phase: 'commit', detail: 'the dest agent is stopping; its pager fills on' })));
             }
           });
         }

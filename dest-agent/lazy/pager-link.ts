@@ -40,7 +40,8 @@ export interface FillListener {
 
 /** Wants kept for a Fill stream that is not open yet (they are replayed when it opens); the pager re-sends them too. */
 const MAX_KEPT_WANTS = 4096;
-const RECONNECT_TRIES = 50;
+/** 30 s: a pager that runs but does not take its control connection for that long is taken as failed. */
+const RECONNECT_TRIES = 300;
 const RECONNECT_PAUSE_MS = 100;
 const TERM_WAIT_MS = 5_000;
 

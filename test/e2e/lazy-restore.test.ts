@@ -183,6 +183,24 @@ describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', (
     expect(dest!.stderr()).toContain('took over a resumed copy whose pager is filling its pages');
   }, 180_000);
 
+  it('the dest agent stopped (SIGTERM) during the fill: it leaves its pager filling, never reports a failed fill', async () => {
+    const task = await memtest('term-dest', 128);
+    await dest!.restart({ env: { ...FAULTS, FERRY_FAULT: 'dest.commit-resumed:stop' } });
+    const run = startMigrate(hosts!, task.rootPid, dest, { args: ['--restore', 'lazy'], timeoutMs: 120_000 });
+    try {
+      await eventually(() => dest!.stderr().includes('"point":"dest.commit-resumed"'), 60_000, 'the dest agent to stop at the resume');
+      await eventually(() => readPidState(dest!.pid) === 'T', 10_000, 'the dest agent to be stopped');
+      process.kill(dest!.pid, 'SIGTERM');
+      await continueProcess(dest!.pid);
+      await eventually(() => dest!.exited(), 30_000, 'the dest agent to exit on SIGTERM');
+      expect(pagersOf(dest!.workDir)).toHaveLength(1);
+    } finally {
+      await dest!.restart({ env: FAULTS });
+    }
+    const r = await run.done;
+    await expectMigrated(task, r);
+  }, 180_000);
+
   it('the pager killed during the fill: its guardian kills the copy, the original resumes (FILL_FAILED)', async () => {
     const task = await memtest('kill-pager', 64);
     const earlier = new Set(memtestsIn(hosts!.dst.netns)); // copies earlier tests left running
