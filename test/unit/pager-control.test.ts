@@ -3,6 +3,7 @@
  * against a fake pager, and the real pager binary (no CRIU needed: it listens, answers HELLO, closes a connection
  * that sends a bad frame and carries on, replaces its guardian, and aborts on SIGTERM).
  */
+import { canRun } from '../../testbed/requirements.js';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -127,7 +128,8 @@ describe('the client against a fake pager', () => {
 });
 
 const binary = join(repoRoot(), PAGER_BINARY);
-describe.skipIf(!existsSync(binary))('the real pager on its control socket (no restore)', () => {
+const built = canRun('the real pager on its control socket', { ok: existsSync(binary), reason: `needs ${binary} (built by npm ci)` });
+describe.skipIf(!built)('the real pager on its control socket (no restore)', () => {
   const started: StartedPager[] = [];
   afterAll(async () => {
     for (const p of started) {

@@ -3,6 +3,7 @@
  * split at VMA edges (on a real CRIU 4.2.1 mm image, test/fixtures/criu/lazy), the mm image decoder, and the
  * pager binary refusing bad plans (exit 2, the reason in its status file, no socket made).
  */
+import { canRun } from '../../testbed/requirements.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -209,7 +210,8 @@ describe('mm image VMAs and the lazy ranges (real CRIU 4.2.1 dump of memtest)', 
 });
 
 const binary = join(repoRoot(), PAGER_BINARY);
-describe.skipIf(!existsSync(binary))('the pager refuses a bad plan (exit 2, reason in the status, nothing made)', () => {
+const built = canRun('the pager refusing a bad plan', { ok: existsSync(binary), reason: `needs ${binary} (built by npm ci)` });
+describe.skipIf(!built)('the pager refuses a bad plan (exit 2, reason in the status, nothing made)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-plan-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const store = join(dir, 'store');
