@@ -347,7 +347,8 @@ export class DestService {
       let verified: PromiseSettledResult<unknown>;
       let t1: bigint;
       if (lazy) {
-        const images = await prepareLazyImages(s, req.pages);
+        const paths = pagerPaths(s.dir, s.imagesDir);
+        const images = await prepareLazyImages(s, req.pages, paths.plan);
         s.lazyStores = images.stores;
         s.fillPages = new Map(req.pages.map((m) => [m.task, m.hashes.length / HASH_BYTES]));
         pages = { levels: 1, pages: images.pages, lazyPages: images.lazyPages };
@@ -355,7 +356,7 @@ export class DestService {
         injectFault('dest.rebuild');
         t1 = process.hrtime.bigint();
         // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
-        s.pager = await PagerLink.start(pagerPaths(s.dir, s.imagesDir), s.log);
+        s.pager = await PagerLink.start(paths, s.log);
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
         [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);

@@ -33,7 +33,7 @@ import { RESTORED_PID_FILE } from './restore.js';
 import type { DestSession } from './session.js';
 import type { EndedSession } from './session-registry.js';
 import { LOGS_DIR, sessionDirsIn, WORK_DIR_MARKER } from './work-dir.js';
-import { readPagerStatus } from './lazy/pager-process.js';
+import { abortPager, readPagerStatus } from './lazy/pager-process.js';
 
 /** A revived copy waits at least this long for the source's Commit or Abort, whatever its lease said. */
 export const RESTART_GRACE_MS = 15_000;
@@ -136,7 +136,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
         }
         await abort(j, 'the restored copy was gone when the dest agent restarted');
         if (copy) signalTree(copy.pid, 'SIGKILL'); // running without a Commit: never ours to keep
-        await stopOrphanPager(j, mlog);
+        stopOrphanPager(j, mlog);
         await removeDir(id);
         break;
       }
@@ -167,7 +167,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
           signalTree(copy.pid, 'SIGKILL');
           mlog.warn('killed an aborted copy: the previous agent died before killing it', { pid: copy.pid });
         }
-        await stopOrphanPager(j, mlog);
+        stopOrphanPager(j, mlog);
         await removeDir(id);
         break;
       }
@@ -206,13 +206,9 @@ function pagerOf(j: JournaledSession, copyPid: number | undefined): RevivedPager
 }
 
 /** A journaled pager that still runs, for a session that ended: it kills its copy (if any is left) and exits. */
-async function stopOrphanPager(j: JournaledSession, log: Logger): Promise<void> {
-  if (j.pagerPid === undefined) return;
-  const st = readStat(j.pagerPid);
-  if (!st || st.startTime !== j.pagerStartTime) return;
-  process.kill(j.pagerPid, 'SIGTERM');
-  log.warn('stopped the pager of an ended session', { pager: j.pagerPid });
-  await Promise.resolve();
+function stopOrphanPager(j: JournaledSession, log: Logger): void {
+  if (j.pagerPid === undefined || j.pagerStartTime === undefined) return;
+  if (abortPager({ pid: j.pagerPid, startTime: j.pagerStartTime })) log.warn('stopped the pager of an ended session', { pager: j.pagerPid });
 }
 
 /** The pager a restore started before its restored entry (none is journaled then): found by its status file. */

@@ -7,25 +7,22 @@
  * Before any of that, every dumped page must be in the store with exactly the dump's hash (store-references.ts).
  */
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { decodeMmVmas } from '../../shared/criu/mm-image.js';
-import { decodePagemap, encodePagemap, PE_LAZY, PE_PRESENT, type Pagemap, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
+import { decodePagemap, encodePagemap, PE_LAZY, type Pagemap } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type { TaskPageStore } from '../page-store.js';
 import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
 import { checkStoreReferences } from '../store-references.js';
-import { planRanges, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
+import { planRanges, splitLazyPagemap, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
 
 export interface LazyImages {
-  planFile: string;
   /** Pages the dump references (all in the store). */
   pages: number;
   /** Of those, the pages the pager fills after CRIU. */
   lazyPages: number;
-  /** Lazy pages the source has yet to confirm against the frozen original. */
-  unconfirmedPages: number;
   /** The stores whose level files the pager reads: closed here, removed with the session. */
   stores: TaskPageStore[];
   /** Where the time went (ms): the store check, the plan's pages, the mm images and small pages images, the plan file. */
@@ -40,10 +37,10 @@ function unconfirmedAt(bits: Buffer | undefined, i: number): boolean {
 }
 
 /**
- * Writes the rewritten pagemaps, the small pages images and the plan (`<session>/pager/plan`). Takes the stores
- * over (the session's map is emptied); on a refusal they stay with the session.
+ * Writes the rewritten pagemaps, the small pages images and the plan (at `planFile`, in a directory made here).
+ * Takes the stores over (the session's map is emptied); on a refusal they stay with the session.
  */
-export async function prepareLazyImages(s: PageSourceSession, manifests: readonly PagesManifest[]): Promise<LazyImages> {
+export async function prepareLazyImages(s: PageSourceSession, manifests: readonly PagesManifest[], planFile: string): Promise<LazyImages> {
   if (new Set(manifests.map((m) => m.task)).size !== manifests.length) throw invalid('two manifests name the same task');
   const t0 = performance.now();
   let tPages = 0;
@@ -79,18 +76,15 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
   };
   const tasks: PlanTask[] = [];
   let lazyPages = 0;
-  let unconfirmedPages = 0;
   for (const { m, pm, store, slots } of decoded) {
     const total = slots.length;
     const cols: PlanPageColumns = { file: new Uint32Array(total), offset: new Float64Array(total), confirmed: new Uint8Array(total) };
     const levels = store?.levels ?? [];
     const levelFile = levels.map((l) => fileOf(l.path));
-    const eager: { entry: PagemapEntry; first: number }[] = [];
     const tTask = performance.now();
     let k = 0;
     for (const e of pm.entries) {
       const lazy = (e.flags & PE_LAZY) !== 0;
-      if (!lazy) eager.push({ entry: e, first: k });
       for (let end = k + e.nrPages; k < end; k++) {
         const slot = slots[k]!;
         // Levels are few and a page's level is most often the previous page's: scan down from the top.
@@ -100,10 +94,8 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
         cols.offset[k] = (slot - levels[level]!.firstSlot) * s.pageSize;
         const confirmed = !unconfirmedAt(m.unconfirmed, k);
         cols.confirmed[k] = confirmed ? 1 : 0;
-        if (lazy) {
-          lazyPages++;
-          if (!confirmed) unconfirmedPages++;
-        } else if (!confirmed) {
+        if (lazy) lazyPages++;
+        else if (!confirmed) {
           throw invalid(`${m.pagemapImage}: page ${e.firstPage + (k - (end - e.nrPages))} is restored by CRIU (not lazy) but is not confirmed`);
         }
       }
@@ -115,59 +107,44 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
       throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
     }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
     tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: cols, hashes: m.hashes });
-    await writeEagerPages(s, pm, eager, cols.file, cols.offset, files, m);
+    await writeEagerPages(s, pm, cols, files, m);
     tImages += performance.now() - tTaskPages;
   }
   const tPlan = performance.now();
-  const dir = join(s.dir, 'pager');
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const planFile = join(dir, 'plan');
+  await mkdir(dirname(planFile), { recursive: true, mode: 0o700 });
   await writePlanFile(planFile, { pageSize: s.pageSize, files, tasks });
   s.stores.clear(); // their files are the pager's now; the session removes them when it ends
   const steps = { checkMs: tChecked - t0, pagesMs: tPages, imagesMs: tImages, planMs: performance.now() - tPlan };
-  return { planFile, pages, lazyPages, unconfirmedPages, stores, steps };
+  return { pages, lazyPages, stores, steps };
 }
 
 /**
- * The pagemap CRIU restores from: PRESENT-only entries keep their data, in a pages image that holds only them
- * (read from the store's level files); PE_LAZY entries carry no data (the pager fills them).
+ * The pagemap CRIU restores from (splitLazyPagemap): PRESENT-only entries keep their data, in a pages image that
+ * holds only them (read from the store's level files, checked against their hashes); PE_LAZY entries carry no
+ * data (the pager fills them).
  */
-async function writeEagerPages(
-  s: PageSourceSession,
-  pm: Pagemap,
-  eager: readonly { entry: PagemapEntry; first: number }[],
-  pageFile: Uint32Array,
-  pageOffset: Float64Array,
-  files: readonly string[],
-  m: PagesManifest,
-): Promise<void> {
-  const eagerPages = eager.reduce((n, x) => n + x.entry.nrPages, 0);
-  const data = Buffer.alloc(eagerPages * s.pageSize);
-  let at = 0;
-  for (const { entry, first } of eager) {
-    for (let i = 0; i < entry.nrPages; i++, at += s.pageSize) {
-      const f = pageFile[first + i]!;
-      const fh = await open(files[f]!, 'r');
-      try {
-        const { bytesRead } = await fh.read(data, at, s.pageSize, pageOffset[first + i]);
-        if (bytesRead !== s.pageSize) throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${files[f]}: short read at ${pageOffset[first + i]}` });
-      } finally {
-        await fh.close();
-      }
+async function writeEagerPages(s: PageSourceSession, pm: Pagemap, cols: PlanPageColumns, files: readonly string[], m: PagesManifest): Promise<void> {
+  const { entries, presentOnly } = splitLazyPagemap(pm);
+  const indexes = presentOnly.flatMap((r) => Array.from({ length: r.nPages }, (_, i) => r.firstIndex + i));
+  const data = Buffer.alloc(indexes.length * s.pageSize);
+  for (const [j, k] of indexes.entries()) {
+    const path = files[cols.file[k]!]!;
+    const fh = await open(path, 'r');
+    try {
+      const { bytesRead } = await fh.read(data, j * s.pageSize, s.pageSize, cols.offset[k]);
+      if (bytesRead !== s.pageSize) throw new FerryError('REBUILD_PAGE_MISSING', { phase: 'restore', side: 'dest', detail: `${path}: short read at ${cols.offset[k]}` });
+    } finally {
+      await fh.close();
     }
   }
   // CRIU restores these pages as they are: their bytes are checked now (the pager checks the lazy ones).
-  const got = Buffer.alloc(eagerPages * HASH_BYTES);
-  if (eagerPages > 0) hashPages(data, eagerPages, s.pageSize, got);
-  let j = 0;
-  for (const { entry, first } of eager) {
-    for (let i = 0; i < entry.nrPages; i++, j++) {
-      if (got.compare(m.hashes, (first + i) * HASH_BYTES, (first + i + 1) * HASH_BYTES, j * HASH_BYTES, (j + 1) * HASH_BYTES) !== 0) {
-        throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page ${entry.firstPage + i}: stored bytes do not match their hash` });
-      }
+  const got = Buffer.alloc(indexes.length * HASH_BYTES);
+  if (indexes.length > 0) hashPages(data, indexes.length, s.pageSize, got);
+  for (const [j, k] of indexes.entries()) {
+    if (got.compare(m.hashes, k * HASH_BYTES, (k + 1) * HASH_BYTES, j * HASH_BYTES, (j + 1) * HASH_BYTES) !== 0) {
+      throw new FerryError('REBUILD_HASH_MISMATCH', { phase: 'restore', side: 'dest', detail: `task ${m.task} page #${k} of its pagemap: stored bytes do not match their hash` });
     }
   }
-  const entries = pm.entries.map((e) => ({ vaddr: e.vaddr, nrPages: e.nrPages, flags: (e.flags & PE_LAZY) !== 0 ? PE_LAZY : PE_PRESENT }));
   await writeFile(join(s.imagesDir, m.pagemapImage), encodePagemap({ pagesId: pm.pagesId, entries }));
   await writeFile(join(s.imagesDir, `pages-${pm.pagesId}.img`), data, { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'EEXIST') throw invalid(`pages-${pm.pagesId}.img already exists`);

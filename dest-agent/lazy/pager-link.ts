@@ -8,7 +8,6 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { connectPager, type PagerControl, type PagerStats, type PagerWant } from './pager-control.js';
@@ -44,11 +43,6 @@ const MAX_KEPT_WANTS = 4096;
 const RECONNECT_TRIES = 300;
 const RECONNECT_PAUSE_MS = 100;
 const TERM_WAIT_MS = 5_000;
-
-/** That very process (pid and start time), not a zombie. */
-function alive(p: PagerIdentity): boolean {
-  return pagerAlive(p);
-}
 
 export class PagerLink {
   private control: PagerControl | undefined;
@@ -90,7 +84,7 @@ export class PagerLink {
   static async adopt(paths: ReturnType<typeof pagerPaths>, pager: PagerIdentity, copy: PagerIdentity | undefined, log: Logger): Promise<PagerLink> {
     const link = new PagerLink(pager, paths, log);
     link.copy = copy;
-    if (alive(pager)) await link.connect();
+    if (pagerAlive(pager)) await link.connect();
     else await link.gone();
     return link;
   }
@@ -106,7 +100,7 @@ export class PagerLink {
         });
         c.on('progress', (st: PagerStats) => this.listener?.progress(st));
         c.on('done', (st: PagerStats) => this.finish({ kind: 'filled', stats: st }));
-        c.on('failed', (reason: string) => void this.failed(reason));
+        c.on('failed', (reason: string) => this.failed(reason));
         c.on('closed', (why: string) => {
           this.log.debug('pager control connection closed', { why });
           if (this.control === c) this.control = undefined;
@@ -114,7 +108,7 @@ export class PagerLink {
         });
         return;
       } catch (e) {
-        if (!alive(this.pager)) return this.gone();
+        if (!pagerAlive(this.pager)) return this.gone();
         if (i >= RECONNECT_TRIES) throw new FerryError('FILL_FAILED', { side: 'dest', phase: 'commit', detail: `the pager's control socket does not answer: ${String(e)}`, cause: e });
         await sleep(RECONNECT_PAUSE_MS);
       }
@@ -125,7 +119,7 @@ export class PagerLink {
   private async lostControl(): Promise<void> {
     await sleep(RECONNECT_PAUSE_MS);
     if (this.ended) return;
-    if (alive(this.pager)) {
+    if (pagerAlive(this.pager)) {
       await this.connect().catch((e: unknown) => this.failed(String(e)));
     } else {
       await this.gone();
@@ -135,7 +129,7 @@ export class PagerLink {
   private async gone(): Promise<void> {
     const status = await readPagerStatus(this.paths.status).catch(() => undefined);
     if (status?.state === 'filled') this.finish({ kind: 'filled', stats: status });
-    else await this.failed(status?.reason ? `the pager ended: ${status.reason}` : 'the pager is gone');
+    else this.failed(status?.reason ? `the pager ended: ${status.reason}` : 'the pager is gone');
   }
 
   private finish(o: FillOutcome): void {
@@ -146,18 +140,16 @@ export class PagerLink {
   }
 
   /** The copy must never run on a page it was not given: whoever noticed first, it is killed here too. */
-  private async failed(reason: string): Promise<void> {
+  private failed(reason: string): void {
     if (this.ended) return;
     this.killCopy();
     this.log.error('the pager failed: the restored copy was killed', { reason, pager: this.pager.pid });
     this.finish({ kind: 'failed', reason });
-    await Promise.resolve();
   }
 
+  /** Only that very copy (pid and start time: pagerAlive holds for any process). */
   private killCopy(): void {
-    const c = this.copy;
-    const st = c ? readStat(c.pid) : undefined;
-    if (c && st && st.startTime === c.startTime && st.state !== 'Z') signalTree(c.pid, 'SIGKILL');
+    if (this.copy && pagerAlive(this.copy)) signalTree(this.copy.pid, 'SIGKILL');
   }
 
   /** The Fill stream that relays wants and progress; the wants kept meanwhile are replayed to it. */
@@ -193,8 +185,8 @@ export class PagerLink {
   async abort(): Promise<void> {
     this.killCopy();
     if (abortPager(this.pager)) {
-      for (let waited = 0; waited < TERM_WAIT_MS && alive(this.pager); waited += 50) await sleep(50);
-      if (alive(this.pager)) process.kill(this.pager.pid, 'SIGKILL');
+      for (let waited = 0; waited < TERM_WAIT_MS && pagerAlive(this.pager); waited += 50) await sleep(50);
+      if (pagerAlive(this.pager)) process.kill(this.pager.pid, 'SIGKILL');
     }
     this.finish({ kind: 'failed', reason: 'aborted' });
   }
