@@ -76,6 +76,8 @@ export interface PagesImageManifest {
   hashes: Buffer;
   /** One bit per page, LSB first: the hash awaits confirmation in the fill. Empty: all confirmed. */
   unconfirmed?: Buffer;
+  /** Post-copy: one bit per page, LSB first: the dest holds no bytes of it (hash zero, unconfirmed too). Empty: none. */
+  remote?: Buffer;
 }
 export type RestoreMode = 'RESTORE_MODE_EAGER' | 'RESTORE_MODE_LAZY';
 export interface RestoreRequest {
@@ -111,6 +113,8 @@ export interface FillRequest {
   firstIndex: U64;
   count: number;
   data: Buffer;
+  /** One bit per page of the request, LSB first: 1 = its bytes are next in `data`, 0 = confirmed. Empty: as `data` says. */
+  withData?: Buffer;
 }
 export interface FillWanted {
   task: number;
@@ -131,12 +135,22 @@ export interface FillDone {
   zeroPages: U64;
   fillUs: U64;
   faultsWaited: U64;
+  remotePages?: U64;
+  waitP50Us?: U64;
+  waitP99Us?: U64;
+  waitMaxUs?: U64;
+}
+/** Pages of a task the dest's pager has already (confirmed or with bytes): one bit per manifest index. */
+export interface FillReady {
+  task: number;
+  pages: Buffer;
 }
 export interface FillEvent {
   wanted?: FillWanted;
   progress?: FillProgress;
   done?: FillDone;
-  detail?: 'wanted' | 'progress' | 'done';
+  ready?: FillReady;
+  detail?: 'wanted' | 'progress' | 'done' | 'ready';
 }
 
 export interface AbortRequest {
@@ -174,6 +188,7 @@ export interface MigrateRequest {
   tracker?: string | undefined;
   commitPatienceMs?: number | undefined;
   restore?: string | undefined;
+  postCopy?: string | undefined;
 }
 
 export type ProtoPhase =
@@ -257,6 +272,14 @@ export interface MigrationSummaryMessage {
   confirmedPages: U64;
   filledPages: U64;
   pagerFillUs: U64;
+  postCopy: string;
+  postCopied: boolean;
+  precopyBytes: U64;
+  downtimeBytes: U64;
+  postcopyBytes: U64;
+  remotePages: U64;
+  faultWaitP50Us: U64;
+  faultWaitP99Us: U64;
 }
 
 export interface ErrorInfoMessage {

@@ -7,7 +7,7 @@ import { FerryError, type SerializedFerryError } from '../../shared/errors/ferry
 import { keyForCode } from '../../shared/errors/codes.js';
 import { PHASES, type Phase, type SourceState } from '../../shared/phases.js';
 import type * as m from '../../shared/transport/messages.js';
-import type { MigrationEvent, MigrationSummary, PhaseTimes, RoundSummary } from './events.js';
+import type { MigrationEvent, MigrationSummary, PhaseTimes, PostCopyChoice, RoundSummary } from './events.js';
 
 export function protoPhase(p: Phase): m.ProtoPhase {
   return `PHASE_${p.toUpperCase().replace('-', '_')}` as m.ProtoPhase;
@@ -177,6 +177,14 @@ function summaryToMessage(s: MigrationSummary): m.MigrationSummaryMessage {
     confirmedPages: String(s.confirmedPages),
     filledPages: String(s.filledPages),
     pagerFillUs: String(s.pagerFillUs),
+    postCopy: s.postCopy,
+    postCopied: s.postCopied,
+    precopyBytes: String(s.precopyBytes),
+    downtimeBytes: String(s.downtimeBytes),
+    postcopyBytes: String(s.postcopyBytes),
+    remotePages: String(s.remotePages),
+    faultWaitP50Us: String(s.faultWaitP50Us),
+    faultWaitP99Us: String(s.faultWaitP99Us),
   };
 }
 
@@ -215,7 +223,22 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
     confirmedPages: Number(s.confirmedPages),
     filledPages: Number(s.filledPages ?? 0),
     pagerFillUs: Number(s.pagerFillUs ?? 0),
+    // An agent from before post-copy sends none of these: it never post-copied.
+    postCopy: postCopyOf(s.postCopy),
+    postCopied: s.postCopied ?? false,
+    precopyBytes: Number(s.precopyBytes ?? 0),
+    downtimeBytes: Number(s.downtimeBytes ?? 0),
+    postcopyBytes: Number(s.postcopyBytes ?? 0),
+    remotePages: Number(s.remotePages ?? 0),
+    faultWaitP50Us: Number(s.faultWaitP50Us ?? 0),
+    faultWaitP99Us: Number(s.faultWaitP99Us ?? 0),
   };
+}
+
+function postCopyOf(v: string | undefined): PostCopyChoice {
+  const c = v || 'off';
+  if (c !== 'off' && c !== 'auto' && c !== 'always') throw malformed(`post-copy ${v}`);
+  return c;
 }
 
 /** Only the phases that ran: an unset proto3 optional stays absent, and so does an undefined time. */

@@ -69,7 +69,21 @@ export interface MigrationSummary {
   /** Lazy: pages the dest's pager put in the copy, and its own time for them (criu restore's end to the last). */
   filledPages: number;
   pagerFillUs: number;
+  /** What was asked (--post-copy), and whether the copy resumed before the dest held its memory. */
+  postCopy: PostCopyChoice;
+  postCopied: boolean;
+  /** Bytes sent by phase: page bytes while the task ran, page + image bytes while frozen, page bytes after the resume. */
+  precopyBytes: number;
+  downtimeBytes: number;
+  postcopyBytes: number;
+  /** Post-copy: pages the dest lacked at the resume (each came from the original during the fill). */
+  remotePages: number;
+  /** Lazy: faults that waited for the source, their median and 99th percentile wait (µs; 0 when none). */
+  faultWaitP50Us: number;
+  faultWaitP99Us: number;
 }
+
+export type PostCopyChoice = 'off' | 'auto' | 'always';
 
 export type MigrationEvent =
   | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string; trackerNote: string }

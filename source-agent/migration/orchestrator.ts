@@ -156,6 +156,14 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       confirmedPages: filled?.confirmedPages ?? 0,
       filledPages: Number(filled?.done.filledPages ?? 0),
       pagerFillUs: Number(filled?.done.fillUs ?? 0),
+      postCopy: 'off',
+      postCopied: false,
+      precopyBytes: 0,
+      downtimeBytes: 0,
+      postcopyBytes: 0,
+      remotePages: 0,
+      faultWaitP50Us: 0,
+      faultWaitP99Us: 0,
     };
     await learnFixedCost(
       opts.costModelPath,

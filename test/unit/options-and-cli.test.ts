@@ -270,6 +270,14 @@ describe('rendering', () => {
     confirmedPages: 900,
     filledPages: 1000,
     pagerFillUs: 2000,
+    postCopy: 'always',
+    postCopied: true,
+    precopyBytes: 1000,
+    downtimeBytes: 200,
+    postcopyBytes: 300,
+    remotePages: 7,
+    faultWaitP50Us: 40,
+    faultWaitP99Us: 900,
   };
 
   it('formatSummary shows the key figures', () => {

@@ -53,6 +53,14 @@ const summary: MigrationSummary = {
   confirmedPages: 900,
   filledPages: 1000,
   pagerFillUs: 2000,
+  postCopy: 'auto',
+  postCopied: true,
+  precopyBytes: 1000,
+  downtimeBytes: 200,
+  postcopyBytes: 300,
+  remotePages: 7,
+  faultWaitP50Us: 40,
+  faultWaitP99Us: 900,
 };
 
 const events: MigrationEvent[] = [
