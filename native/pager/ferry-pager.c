@@ -9,7 +9,9 @@
  * plan names (faults first, the rest by N background threads with one UFFDIO_COPY per address-contiguous run),
  * serves a page only once it is confirmed (plan flag, or CONFIRM/REPLACE from the agent over the control socket),
  * checks every store page against the plan's XXH3-128 hash before it copies it, follows the task's fork, mremap,
- * munmap and madvise(DONTNEED) events, and exits 0 once every page is in. A guardian process holds a dup of every
+ * munmap and madvise(DONTNEED) events, and exits 0 once every page is in. Post-copy (issue 12): a REMOTE_FILE page
+ * has no bytes on the dest and is served only from a REPLACE (kept in the spill file, see g_spill); a fault on it
+ * waits as long as it takes. Faults that waited are timed (waitP50Us, waitP99Us, waitMaxUs in the stats). A guardian process holds a dup of every
  * uffd: if the pager dies, the registrations stay (the task blocks, never reads a zero page) and the guardian
  * kills the restored tree.
  *
@@ -1210,7 +1212,7 @@ static void pages_ready(struct ptask *t, uint64_t idx, uint64_t n) {
   pthread_mutex_lock(&g_mu);
   size_t np = g_nprocs;
   struct proc **procs = xcalloc(np, sizeof *procs);
-  memcpy(procs, g_procs, np * sizeof *procs);
+  if (np) memcpy(procs, g_procs, np * sizeof *procs); /* g_procs is NULL before criu's first task */
   pthread_mutex_unlock(&g_mu);
   for (size_t i = 0; i < np; i++) {
     struct proc *p = procs[i];
