@@ -52,10 +52,13 @@ const RECONNECT_TRIES = 300;
 const RECONNECT_PAUSE_MS = 100;
 const TERM_WAIT_MS = 5_000;
 
+const wantKey = (w: PagerWant): string => `${w.task}:${w.index}:${w.count}:${w.bytes ? 1 : 0}`;
+
 export class PagerLink {
   private control: PagerControl | undefined;
   private listener: FillListener | undefined;
   private wants: PagerWant[] = [];
+  private wantKeys = new Set<string>();
   /** What went to the pager over the control connection (the FillReady of the next call). */
   readonly forwarded: ForwardedPages;
   private settle!: (o: FillOutcome) => void;
@@ -166,10 +169,19 @@ export class PagerLink {
     if (this.copy && pagerAlive(this.copy)) signalTree(this.copy.pid, 'SIGKILL');
   }
 
+  /** The pager re-sends its open wants on each new control connection: kept once. */
   private keep(w: PagerWant): void {
-    if (this.wants.length >= MAX_KEPT_WANTS) this.wants = this.openWants();
-    if (this.wants.length >= MAX_KEPT_WANTS) this.wants.shift();
+    const key = wantKey(w);
+    if (this.wantKeys.has(key)) return;
+    if (this.wants.length >= MAX_KEPT_WANTS) this.setWants(this.openWants());
+    if (this.wants.length >= MAX_KEPT_WANTS) this.wantKeys.delete(wantKey(this.wants.shift()!));
     this.wants.push(w);
+    this.wantKeys.add(key);
+  }
+
+  private setWants(wants: PagerWant[]): void {
+    this.wants = wants;
+    this.wantKeys = new Set(wants.map(wantKey));
   }
 
   /** The pager's wants not answered yet (what was forwarded decides), in the order they came. */
@@ -180,7 +192,7 @@ export class PagerLink {
   /** The Fill stream that relays wants and progress; every want not answered yet is replayed to it first. */
   attach(listener: FillListener): () => void {
     this.listener = listener;
-    this.wants = this.openWants();
+    this.setWants(this.openWants());
     for (const w of this.wants) listener.want(w);
     return () => {
       if (this.listener === listener) this.listener = undefined;
