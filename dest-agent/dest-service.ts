@@ -27,8 +27,9 @@ import { ImageChainPageSource } from './image-chain.js';
 import { prepareLazyImages } from './lazy/lazy-images.js';
 import { LAZY_RESTORE_FEATURE, probeLazyRestore, type LazyRestoreSupport } from './lazy/lazy-restore-support.js';
 import { PagerLink, pagerPaths, type FillOutcome } from './lazy/pager-link.js';
-import { fillDone, checkFillRequest } from './lazy/fill-messages.js';
-import { decodePlan } from './lazy/pager-plan.js';
+import { fillDone, checkFillRequest, type FillBounds } from './lazy/fill-messages.js';
+import { decodePlan, REMOTE_PAGE } from './lazy/pager-plan.js';
+import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
@@ -60,6 +61,18 @@ async function pagerOf(s: DestSession, call: grpc.ServerDuplexStream<m.FillReque
     await sleep(20);
   }
   return undefined;
+}
+
+/** What the Fill checks a request against: the manifests' page counts and remote bits. */
+function fillBounds(s: DestSession): FillBounds {
+  return { pages: s.fillPages ?? new Map(), remote: s.fillRemote ?? new Map() };
+}
+
+/** A plan's remote pages as the manifest's bitmap (a restarted agent has only its plan). */
+function remoteBitmap(pages: readonly { file: unknown }[]): Buffer {
+  const bits = Buffer.alloc(Math.ceil(pages.length / 8));
+  for (const [k, p] of pages.entries()) if (p.file === REMOTE_PAGE) bits[k >>> 3]! |= 1 << (k & 7);
+  return bits;
 }
 
 /** When the source leaves a duration unset (0). */
@@ -331,6 +344,9 @@ export class DestService {
     const commitLeaseMs = durationMs('commit_lease_ms', req.commitLeaseMs, DEFAULT_COMMIT_LEASE_MS, 'restore');
     s.expect('receiving', 'restore');
     s.images.checkComplete();
+    // Post-copy's remote pages: refused here, with the session as it was, if the manifests misname any.
+    for (const man of req.pages) if (hasRemote(man)) s.images.checkUploaded(man.pagemapImage);
+    await checkRemotePages(s.imagesDir, req.pages, req.mode);
     // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
     await s.transition('restoring', { manifests: req.pages.length });
     try {
@@ -351,12 +367,13 @@ export class DestService {
         const images = await prepareLazyImages(s, req.pages, paths.plan);
         s.lazyStores = images.stores;
         s.fillPages = new Map(req.pages.map((m) => [m.task, m.hashes.length / HASH_BYTES]));
+        s.fillRemote = new Map(req.pages.map((m) => [m.task, m.remote ?? Buffer.alloc(0)]));
         pages = { levels: 1, pages: images.pages, lazyPages: images.lazyPages };
         s.log.debug('lazy images made', { ...images.steps });
         injectFault('dest.rebuild');
         t1 = process.hrtime.bigint();
         // The pager listens before criu starts, and checks every page's bytes before the copy gets them.
-        s.pager = await PagerLink.start(paths, s.log);
+        s.pager = await PagerLink.start(paths, s.log, fillBounds(s));
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
         [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);
@@ -508,6 +525,9 @@ export class DestService {
           // Opened beside the Restore: the pager starts during it (its restorer may already fault on a page).
           const pager = await pagerOf(s, call);
           if (!pager) throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'commit', detail: `the session is ${s.state} without a pager: there is nothing to fill` });
+          // What this agent already gave the pager (an earlier call broke): the source's sweep skips it. Then every
+          // want not answered yet (attach), before any new one: wants a broken call took with it must not wait.
+          for (const ready of pager.forwarded.ready()) call.write({ ready });
           detach = pager.attach({
             want: (w) => call.write({ wanted: { task: w.task, firstIndex: String(w.index), count: w.count, bytes: w.bytes } }),
             progress: (st) => call.write({ progress: { filledPages: String(st.filledPages ?? 0), totalPages: String(st.totalPages ?? 0), faults: String(st.faults ?? 0) } }),
@@ -527,10 +547,11 @@ export class DestService {
           });
         }
         const pager = s.pager!;
-        const count = checkFillRequest(req, s.fillPages, s.pageSize);
-        if (count === 0) continue; // the opening message only names the session
-        if (req.data.length > 0) await pager.replace(req.task, Number(req.firstIndex), req.data);
-        else await pager.confirm(req.task, Number(req.firstIndex), count);
+        // None for the opening message, which only names the session.
+        for (const step of checkFillRequest(req, fillBounds(s), s.pageSize)) {
+          if (step.kind === 'confirm') await pager.confirm(req.task, step.first, step.count);
+          else this.opts.metrics.remotePages.inc(await pager.replace(req.task, step.first, step.data));
+        }
       }
       await ended; // the source closed its side: the fill's end still reaches it
     } catch (e) {
@@ -583,10 +604,12 @@ export class DestService {
       const s = r.session;
       if (r.pager) {
         const paths = pagerPaths(s.dir, s.imagesDir);
-        s.fillPages = await readFile(paths.plan)
-          .then((b) => new Map(decodePlan(b).tasks.map((t) => [t.nsPid, t.pages.length])))
-          .catch(() => new Map<number, number>());
-        s.pager = await PagerLink.adopt(paths, r.pager.pager, r.pager.copy, s.log);
+        const tasks = await readFile(paths.plan)
+          .then((b) => decodePlan(b).tasks)
+          .catch(() => []);
+        s.fillPages = new Map(tasks.map((t) => [t.nsPid, t.pages.length]));
+        s.fillRemote = new Map(tasks.map((t) => [t.nsPid, remoteBitmap(t.pages)]));
+        s.pager = await PagerLink.adopt(paths, r.pager.pager, r.pager.copy, s.log, fillBounds(s));
         if (s.state === 'filling') this.watchFill(s, s.pager);
         else this.watchUncommittedPager(s, s.pager);
       }

@@ -18,6 +18,8 @@ export interface PagesManifest {
   hashes: Buffer;
   /** One bit per page, LSB first: not yet confirmed against the frozen original (lazy restore). Empty: all confirmed. */
   unconfirmed?: Buffer;
+  /** Post-copy, one bit per page: the dest holds no bytes of it (lazy restore only; lazy/remote-pages.ts). */
+  remote?: Buffer;
 }
 
 export interface PreparedPages {

@@ -103,6 +103,8 @@ export class DestSession {
   lazyStores: TaskPageStore[] = [];
   /** Pages of each task's manifest, for the Fill stream's bounds. */
   fillPages: Map<number, number> | undefined;
+  /** Post-copy: each task's remote bitmap (pages the dest has no bytes of: the Fill never confirms them). */
+  fillRemote: Map<number, Buffer> | undefined;
   /** When Commit resumed the copy (a repeated Commit of a filling session gets the same answer). */
   resumedAtUs: bigint | undefined;
   commitLease: NodeJS.Timeout | undefined;

@@ -13,7 +13,7 @@ import { criuDump, criuRestore } from '../shared/criu/criu-runner.js';
 import { decodeMmVmas } from '../shared/criu/mm-image.js';
 import { decodePagemap, encodePagemap, isPresent, PAGE_SIZE, type Pagemap } from '../shared/criu/pagemap-image.js';
 import { hashPages, PAGE_HASH_BYTES } from '../shared/native/addon.js';
-import { manifestPageCount, planRanges, splitLazyPagemap, writePlanFile, type PlanPage, type PlanRange } from '../dest-agent/lazy/pager-plan.js';
+import { manifestPageCount, planRanges, REMOTE_PAGE, splitLazyPagemap, writePlanFile, type PlanPage, type PlanRange } from '../dest-agent/lazy/pager-plan.js';
 import { pagerBinary, startPager, type StartedPager } from '../dest-agent/lazy/pager-process.js';
 import { processStartTime, readPidState } from './process-probes.js';
 import { waitFor } from './wait-for.js';
@@ -108,14 +108,19 @@ export interface PlanChoices {
   confirmed?: (task: LazyTaskImages, index: number) => boolean;
   /** Manifest pages whose plan hash is made wrong (a damaged store, as the pager sees it). */
   damaged?: { nsPid: number; index: number }[];
+  /** Post-copy: manifest pages the plan gives no bytes of (REMOTE_FILE); only a REPLACE serves them. */
+  remote?: (task: LazyTaskImages, index: number) => boolean;
 }
 
 export async function writeLazyPlan(lazy: LazyImages, planFile: string, choices: PlanChoices = {}): Promise<void> {
   const confirmed = choices.confirmed ?? (() => true);
+  const remote = choices.remote ?? (() => false);
   await writePlanFile(planFile, {
     files: lazy.tasks.map((t) => t.storeFile),
     tasks: lazy.tasks.map((t, fileIndex) => {
-      const pages: PlanPage[] = Array.from({ length: t.nPages }, (_, k) => ({ file: fileIndex, offset: k * PAGE_SIZE, confirmed: confirmed(t, k) }));
+      const pages: PlanPage[] = Array.from({ length: t.nPages }, (_, k) =>
+        remote(t, k) ? { file: REMOTE_PAGE, offset: 0, confirmed: false } : { file: fileIndex, offset: k * PAGE_SIZE, confirmed: confirmed(t, k) },
+      );
       const hashes = Buffer.from(t.hashes);
       for (const d of choices.damaged ?? []) {
         if (d.nsPid !== t.nsPid) continue;

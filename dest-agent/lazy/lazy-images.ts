@@ -4,7 +4,9 @@
  * a few pages), from a small pages image written here; every PE_LAZY page is left to the pager, which fills
  * it from the store's level files once CRIU hands it the task's userfaultfd. The plan names, for each lazy
  * page, its place in a level file, its hash, and whether the source confirmed it against the frozen original.
- * Before any of that, every dumped page must be in the store with exactly the dump's hash (store-references.ts).
+ * Before any of that, every dumped page must be in the store with exactly the dump's hash (store-references.ts),
+ * but a remote one (post-copy: the dest has no bytes of it): it has no place in the store, and the plan names it
+ * REMOTE_FILE, which the pager serves only from the source's bytes in the fill.
  */
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -13,16 +15,20 @@ import { decodeMmVmas } from '../../shared/criu/mm-image.js';
 import { decodePagemap, encodePagemap, PE_LAZY, type Pagemap } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
+import { remoteCount } from './remote-pages.js';
 import type { TaskPageStore } from '../page-store.js';
 import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
-import { checkStoreReferences } from '../store-references.js';
-import { planRanges, splitLazyPagemap, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
+import { bitAt } from '../page-bitmap.js';
+import { checkStoreReferences, NO_SLOT } from '../store-references.js';
+import { planRanges, REMOTE_FILE, splitLazyPagemap, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
 
 export interface LazyImages {
-  /** Pages the dump references (all in the store). */
+  /** Pages the dump references that are in the store (all but the remote ones). */
   pages: number;
-  /** Of those, the pages the pager fills after CRIU. */
+  /** Pages the pager fills after CRIU (remote ones included). */
   lazyPages: number;
+  /** Post-copy: pages the dest has no bytes of (each comes from the source in the fill). */
+  remotePages: number;
   /** The stores whose level files the pager reads: closed here, removed with the session. */
   stores: TaskPageStore[];
   /** Where the time went (ms): the store check, the plan's pages, the mm images and small pages images, the plan file. */
@@ -30,11 +36,6 @@ export interface LazyImages {
 }
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'restore', side: 'dest', detail });
-
-/** Whether bit `i` of the manifest's unconfirmed bitmap is set (an empty bitmap: every page confirmed). */
-function unconfirmedAt(bits: Buffer | undefined, i: number): boolean {
-  return bits !== undefined && bits.length > 0 && (bits[i >>> 3]! & (1 << (i & 7))) !== 0;
-}
 
 /**
  * Writes the rewritten pagemaps, the small pages images and the plan (at `planFile`, in a directory made here).
@@ -47,11 +48,13 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
   let tImages = 0;
   const decoded: { m: PagesManifest; pm: Pagemap; store: TaskPageStore | undefined; slots: Uint32Array }[] = [];
   let pages = 0;
+  let remotePages = 0;
   for (const m of manifests) {
     const pm = decodePagemap(await readFile(join(s.imagesDir, m.pagemapImage)), m.pagemapImage);
     const store = s.stores.get(m.task);
     const slots = checkStoreReferences(m.pagemapImage, pm, m, store);
     pages += slots.length;
+    remotePages += remoteCount(m.remote);
     if (m.unconfirmed && m.unconfirmed.length > 0 && m.unconfirmed.length !== Math.ceil(m.hashes.length / HASH_BYTES / 8)) {
       throw invalid(`${m.pagemapImage}: the unconfirmed bitmap has ${m.unconfirmed.length} bytes for ${m.hashes.length / HASH_BYTES} pages`);
     }
@@ -87,12 +90,19 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
       const lazy = (e.flags & PE_LAZY) !== 0;
       for (let end = k + e.nrPages; k < end; k++) {
         const slot = slots[k]!;
+        if (slot === NO_SLOT) {
+          // remote-pages.ts refused this before the restore began; CRIU would read bytes the dest does not have.
+          if (!lazy) throw invalid(`${m.pagemapImage}: page #${k} is remote but restored by CRIU (not lazy)`);
+          cols.file[k] = REMOTE_FILE; // confirmed 0, offset 0: only the source's bytes serve it
+          lazyPages++;
+          continue;
+        }
         // Levels are few and a page's level is most often the previous page's: scan down from the top.
         let level = levels.length - 1;
         while (level > 0 && levels[level]!.firstSlot > slot) level--;
         cols.file[k] = levelFile[level]!;
         cols.offset[k] = (slot - levels[level]!.firstSlot) * s.pageSize;
-        const confirmed = !unconfirmedAt(m.unconfirmed, k);
+        const confirmed = !bitAt(m.unconfirmed, k);
         cols.confirmed[k] = confirmed ? 1 : 0;
         if (lazy) lazyPages++;
         else if (!confirmed) {
@@ -115,7 +125,7 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
   await writePlanFile(planFile, { pageSize: s.pageSize, files, tasks });
   s.stores.clear(); // their files are the pager's now; the session removes them when it ends
   const steps = { checkMs: tChecked - t0, pagesMs: tPages, imagesMs: tImages, planMs: performance.now() - tPlan };
-  return { pages, lazyPages, stores, steps };
+  return { pages: pages - remotePages, lazyPages, remotePages, stores, steps };
 }
 
 /**

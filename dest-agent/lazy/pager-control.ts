@@ -64,6 +64,12 @@ export interface PagerStats {
    * Not 0 means DONE does not prove the copy runs: check the restored root before the original is killed.
    */
   exitedTasks: number;
+  /** Post-copy: pages of the plan with no bytes on the dest (REMOTE_FILE): each is served from a REPLACE. */
+  remotePages: number;
+  /** Faults that waited (page not ready at the fault), from the fault's read to its wake: median, 99th, max (0 when none). */
+  waitP50Us: number;
+  waitP99Us: number;
+  waitMaxUs: number;
 }
 
 export type PagerState = 'listening' | 'serving' | 'filled' | 'failed';

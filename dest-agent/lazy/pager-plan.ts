@@ -5,12 +5,14 @@
  *   files:  n_files x { u32 path_len; path (absolute, no NUL) }, then zero padding to 8 bytes
  *   tasks:  n_tasks x { u32 ns_pid; u32 n_ranges; u64 n_pages;
  *                       n_ranges x { u64 start_addr; u64 n_pages; u64 first_index };
- *                       n_pages x { u32 file (0xFFFFFFFF = zero page); u32 flags (bit0 confirmed); u64 offset };
+ *                       n_pages x { u32 file (0xFFFFFFFF = zero page, 0xFFFFFFFE = remote); u32 flags (bit0
+ *                                   confirmed); u64 offset };
  *                       n_pages x 16 B hash (XXH3-128, the layout of hashPages) }
  *
  * A task's pages are its manifest's, in pagemap order (present and lazy entries alike); ranges are the lazy
  * entries split at VMA edges (UFFDIO_COPY must stay inside one VMA), and only their pages are the pager's to
- * fill. The encoder refuses what the pager would refuse (IMAGE_INVALID: the plan is built from a peer's images
+ * fill. A remote page (post-copy: the dest holds no bytes of it) has no place in the store: flags 0, offset and
+ * hash ignored, and the pager serves it only from the source's REPLACE. The encoder refuses what the pager would refuse (IMAGE_INVALID: the plan is built from a peer's images
  * and manifest), so a bad plan never reaches it.
  */
 import { rename, rm, writeFile } from 'node:fs/promises';
@@ -28,6 +30,9 @@ export const MAX_PLAN_TASKS = 4096;
 /** `file` of a page that was never present: the pager copies zeros (whose hash the plan must carry). */
 export const ZERO_PAGE = 'zero' as const;
 export const ZERO_FILE = 0xffff_ffff;
+/** `file` of a page the dest has no bytes of (post-copy): never confirmed, ready only with its REPLACE. */
+export const REMOTE_PAGE = 'remote' as const;
+export const REMOTE_FILE = 0xffff_fffe;
 const RANGE_BYTES = 24;
 const PAGE_RECORD_BYTES = 16;
 const PAGE_CONFIRMED = 1;
@@ -42,9 +47,9 @@ export interface PlanRange {
 }
 
 export interface PlanPage {
-  /** Index into PlanInput.files, or ZERO_PAGE. */
-  file: number | typeof ZERO_PAGE;
-  /** Byte offset of the page in that file (0 for a zero page). */
+  /** Index into PlanInput.files, ZERO_PAGE, or REMOTE_PAGE. */
+  file: number | typeof ZERO_PAGE | typeof REMOTE_PAGE;
+  /** Byte offset of the page in that file (0 for a zero or remote page). */
   offset: number;
   /** The source read it from the frozen original: the pager may serve it without a CONFIRM. */
   confirmed: boolean;
@@ -52,7 +57,7 @@ export interface PlanPage {
 
 /**
  * The pages of a task as columns, one entry per manifest index (what the dest builds inside the freeze: no
- * object per page). `file` is ZERO_FILE for a zero page.
+ * object per page). `file` is ZERO_FILE for a zero page, REMOTE_FILE for a remote one.
  */
 export interface PlanPageColumns {
   file: Uint32Array;
@@ -91,15 +96,16 @@ function checkCount(n: number, what: string): void {
   if (!Number.isSafeInteger(n) || n < 0) bad(`${what}: ${n} is not a count`);
 }
 
-/** Encodes a plan, checking every bound the pager checks. Throws IMAGE_INVALID. */
 /** The object form as columns (the encoder's one shape). */
 function columnsOf(pages: readonly PlanPage[] | PlanPageColumns): PlanPageColumns {
   if (!Array.isArray(pages)) return pages as PlanPageColumns;
   const list = pages as readonly PlanPage[];
   const c: PlanPageColumns = { file: new Uint32Array(list.length), offset: new Float64Array(list.length), confirmed: new Uint8Array(list.length) };
   for (const [k, p] of list.entries()) {
-    c.file[k] = p.file === ZERO_PAGE ? ZERO_FILE : Number.isInteger(p.file) && p.file >= 0 && p.file < ZERO_FILE ? p.file : ZERO_FILE - 1;
-    c.offset[k] = p.file === ZERO_PAGE ? 0 : p.offset;
+    const sentinel = p.file === ZERO_PAGE ? ZERO_FILE : p.file === REMOTE_PAGE ? REMOTE_FILE : undefined;
+    if (sentinel === undefined && !(Number.isInteger(p.file) && (p.file as number) >= 0 && (p.file as number) < MAX_PLAN_FILES)) bad(`page ${k}: file ${String(p.file)} is no file index`);
+    c.file[k] = sentinel ?? (p.file as number);
+    c.offset[k] = sentinel === undefined ? p.offset : 0;
     c.confirmed[k] = p.confirmed ? 1 : 0;
   }
   return c;
@@ -109,6 +115,7 @@ function pageCount(pages: readonly PlanPage[] | PlanPageColumns): number {
   return Array.isArray(pages) ? pages.length : (pages as PlanPageColumns).file.length;
 }
 
+/** Encodes a plan, checking every bound the pager checks. Throws IMAGE_INVALID. */
 export function encodePlan(input: PlanInput): Buffer {
   const pageSize = input.pageSize ?? PAGE_SIZE;
   if (input.files.length > MAX_PLAN_FILES) bad(`${input.files.length} files > ${MAX_PLAN_FILES}`);
@@ -151,6 +158,10 @@ export function encodePlan(input: PlanInput): Buffer {
     for (let k = 0; k < n; k++) {
       const file = cols.file[k]!;
       if (file === ZERO_FILE) continue;
+      if (file === REMOTE_FILE) {
+        if (cols.confirmed[k]) bad(`${where} page ${k}: a remote page cannot be confirmed`);
+        continue;
+      }
       if (file >= input.files.length) bad(`${where} page ${k}: file ${file} of ${input.files.length}`);
       const off = cols.offset[k]!;
       if (!(off >= 0) || !Number.isSafeInteger(off)) bad(`${where} page ${k} offset: ${off} is not a count`);
@@ -184,8 +195,8 @@ export function encodePlan(input: PlanInput): Buffer {
     const n = cols.file.length;
     const words = new Uint32Array(out.buffer, out.byteOffset + pos, n * 4);
     for (let k = 0; k < n; k++) {
-      const zero = cols.file[k] === ZERO_FILE;
-      const off = zero ? 0 : cols.offset[k]!;
+      const noBytes = cols.file[k] === ZERO_FILE || cols.file[k] === REMOTE_FILE;
+      const off = noBytes ? 0 : cols.offset[k]!;
       words[4 * k] = cols.file[k]!;
       words[4 * k + 1] = cols.confirmed[k] ? PAGE_CONFIRMED : 0;
       words[4 * k + 2] = off % 0x1_0000_0000;
@@ -274,8 +285,11 @@ export function decodePlan(buf: Buffer): DecodedPlan {
     for (let k = 0; k < nPages; k++, pos += PAGE_RECORD_BYTES) {
       const file = buf.readUInt32LE(pos);
       const flags = buf.readUInt32LE(pos + 4);
-      if (file !== ZERO_FILE && file >= nFiles) bad(`task ${t} page ${k}: file ${file}`);
-      pages.push({ file: file === ZERO_FILE ? ZERO_PAGE : file, offset: Number(buf.readBigUInt64LE(pos + 8)), confirmed: (flags & PAGE_CONFIRMED) !== 0 });
+      if (file !== ZERO_FILE && file !== REMOTE_FILE && file >= nFiles) bad(`task ${t} page ${k}: file ${file}`);
+      if ((flags & ~PAGE_CONFIRMED) !== 0) bad(`task ${t} page ${k}: unknown flags ${flags}`);
+      if (file === REMOTE_FILE && flags !== 0) bad(`task ${t} page ${k}: a remote page marked confirmed`);
+      const kind = file === ZERO_FILE ? ZERO_PAGE : file === REMOTE_FILE ? REMOTE_PAGE : file;
+      pages.push({ file: kind, offset: Number(buf.readBigUInt64LE(pos + 8)), confirmed: (flags & PAGE_CONFIRMED) !== 0 });
     }
     const hashes = buf.subarray(pos, pos + nPages * PAGE_HASH_BYTES);
     pos += nPages * PAGE_HASH_BYTES;

@@ -9,7 +9,9 @@
  * plan names (faults first, the rest by N background threads with one UFFDIO_COPY per address-contiguous run),
  * serves a page only once it is confirmed (plan flag, or CONFIRM/REPLACE from the agent over the control socket),
  * checks every store page against the plan's XXH3-128 hash before it copies it, follows the task's fork, mremap,
- * munmap and madvise(DONTNEED) events, and exits 0 once every page is in. A guardian process holds a dup of every
+ * munmap and madvise(DONTNEED) events, and exits 0 once every page is in. Post-copy (issue 12): a REMOTE_FILE page
+ * has no bytes on the dest and is served only from a REPLACE (kept in the spill file, see g_spill); a fault on it
+ * waits as long as it takes. Faults that waited are timed (waitP50Us, waitP99Us, waitMaxUs in the stats). A guardian process holds a dup of every
  * uffd: if the pager dies, the registrations stay (the task blocks, never reads a zero page) and the guardian
  * kills the restored tree.
  *
@@ -70,6 +72,7 @@
 #define MAX_TASKS 4096
 #define MAX_PROCS 65536 /* plan tasks plus their forked children */
 #define ZERO_FILE 0xFFFFFFFFu
+#define REMOTE_FILE 0xFFFFFFFEu /* post-copy: no bytes here; only a REPLACE makes the page ready */
 #define PAGE_CONFIRMED 1u
 #define RSTF 0x52535446u
 #define CHUNK_PAGES 256
@@ -95,6 +98,9 @@
 #define PF_REPLACED 4u
 #define PF_WANTED 8u /* a WANT covers it */
 #define PF_WANTED_BYTES 16u
+#define PF_REMOTE 32u /* REMOTE_FILE in the plan: a CONFIRM never makes it ready */
+
+#define MAX_WAIT_SAMPLES (1u << 20)
 
 /* Per-process page states. */
 enum { ST_NONE = 0, ST_PENDING, ST_CLAIMED, ST_FILLED, ST_DROPPED };
@@ -122,7 +128,7 @@ struct ptask {
   const struct plan_page *pages;
   const uint8_t *hashes;
   _Atomic uint8_t *pf;          /* PF_* per page */
-  uint8_t *_Atomic *replaced;   /* per page: the source's bytes (REPLACE), or NULL; allocated on first use */
+  uint64_t spill_first;         /* offset of its page 0 in the spill file, in pages */
   uint64_t range_pages;
   bool seen;
 };
@@ -135,6 +141,7 @@ struct range {
 
 struct waiter {
   uint64_t idx, addr;
+  struct timespec since; /* when the fault's message was read */
 };
 
 struct proc {
@@ -196,6 +203,25 @@ static atomic_bool g_failed;
 static atomic_uint_fast64_t s_filled, s_total, s_faults, s_faults_waited, s_zero, s_replaced, s_damaged, s_dropped,
     s_forks, s_pending, s_exited_tasks;
 static atomic_int_fast64_t s_fill_us = 0, s_first_fault_us = -1;
+static uint64_t s_remote; /* REMOTE_FILE pages of the plan */
+
+/*
+ * REPLACE bytes live in one spill file beside the control socket (replaced.pages: created exclusively, unlinked at
+ * once, sparse, mapped shared once): page i of a task at (spill_first + i) * ps. Page cache, not anonymous memory,
+ * so a post-copy that replaces most of a large task does not grow the pager's RSS; and no allocation per page.
+ */
+static uint8_t *g_spill;
+static uint64_t g_spill_pages;
+
+/*
+ * Fault-wait samples (main thread only): each fault that waited, from its message's read to its wake, in us.
+ * Kept exactly up to MAX_WAIT_SAMPLES, then only counted (faultsWaited) and the max kept.
+ */
+static uint32_t *g_wait, *g_wait_scratch;
+static size_t g_nwait_samples, g_wait_cap;
+static uint32_t g_wait_max, g_wait_p50, g_wait_p99;
+static size_t g_wait_computed = 0; /* samples the cached percentiles cover */
+static struct timespec g_wait_computed_at;
 static atomic_bool g_restore_finished;
 static struct timespec g_rstf_at;
 
@@ -269,18 +295,74 @@ static unsigned long long proc_start_time(pid_t pid) {
   return strtoull(p, NULL, 10);
 }
 
+/* ---- fault-wait samples ---- */
+/* The k-th smallest of a[0..n) (n > 0), reordering a (quickselect: O(n), no sort of a million samples). */
+static uint32_t select_kth(uint32_t *a, long n, long k) {
+  long lo = 0, hi = n - 1;
+  while (lo < hi) {
+    uint32_t pivot = a[lo + (hi - lo) / 2];
+    long i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) {
+        uint32_t x = a[i];
+        a[i] = a[j];
+        a[j] = x;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
+}
+
+/* Nearest rank: the smallest sample with at least q percent of the samples at or below it. */
+static long rank_of(size_t n, unsigned q) { return (long)((n * q + 99) / 100) - 1; }
+
+/* The cached percentiles, recomputed when samples came since, at most once a second unless forced (the end). */
+static void wait_stats_update(bool force) {
+  size_t n = g_nwait_samples;
+  if (n == g_wait_computed) return;
+  if (!force && g_wait_computed > 0 && us_since(&g_wait_computed_at) < 1000000) return;
+  memcpy(g_wait_scratch, g_wait, n * sizeof *g_wait);
+  g_wait_p50 = select_kth(g_wait_scratch, (long)n, rank_of(n, 50));
+  g_wait_p99 = select_kth(g_wait_scratch, (long)n, rank_of(n, 99));
+  g_wait_computed = n;
+  clock_gettime(CLOCK_MONOTONIC, &g_wait_computed_at);
+}
+
+/* A fault that waited was woken now (main thread). */
+static void note_wait(const struct timespec *since) {
+  int64_t us = us_since(since);
+  uint32_t v = us < 0 ? 0 : us > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+  if (v > g_wait_max) g_wait_max = v;
+  if (g_nwait_samples >= MAX_WAIT_SAMPLES) return;
+  if (g_nwait_samples == g_wait_cap) {
+    size_t cap = g_wait_cap;
+    grow((void **)&g_wait, &g_wait_cap, g_nwait_samples + 1, sizeof *g_wait);
+    grow((void **)&g_wait_scratch, &cap, g_wait_cap, sizeof *g_wait_scratch);
+  }
+  g_wait[g_nwait_samples++] = v;
+}
+
 /* ---- status file ---- */
 static void stats_json(char *buf, size_t len) {
+  wait_stats_update(false);
   snprintf(buf, len,
            "\"filledPages\":%" PRIuFAST64 ",\"totalPages\":%" PRIuFAST64 ",\"faults\":%" PRIuFAST64
            ",\"faultsWaited\":%" PRIuFAST64 ",\"zeroPages\":%" PRIuFAST64 ",\"replacedPages\":%" PRIuFAST64
            ",\"damagedPages\":%" PRIuFAST64 ",\"droppedPages\":%" PRIuFAST64 ",\"forks\":%" PRIuFAST64
-           ",\"fillUs\":%" PRIdFAST64 ",\"firstFaultUs\":%" PRIdFAST64 ",\"threads\":%d,\"exitedTasks\":%" PRIuFAST64,
+           ",\"fillUs\":%" PRIdFAST64 ",\"firstFaultUs\":%" PRIdFAST64 ",\"threads\":%d,\"exitedTasks\":%" PRIuFAST64
+           ",\"remotePages\":%" PRIu64 ",\"waitP50Us\":%u,\"waitP99Us\":%u,\"waitMaxUs\":%u",
            atomic_load(&s_filled), atomic_load(&s_total), atomic_load(&s_faults), atomic_load(&s_faults_waited),
            atomic_load(&s_zero), atomic_load(&s_replaced), atomic_load(&s_damaged), atomic_load(&s_dropped),
            atomic_load(&s_forks), atomic_load(&s_fill_us),
            atomic_load(&s_first_fault_us) < 0 ? (int_fast64_t)0 : atomic_load(&s_first_fault_us), o_threads,
-           atomic_load(&s_exited_tasks));
+           atomic_load(&s_exited_tasks), s_remote, g_wait_p50, g_wait_p99, g_wait_max);
 }
 
 static void json_escape(const char *in, char *out, size_t len) {
@@ -651,15 +733,55 @@ static void load_plan(void) {
       const struct plan_page *pg = &tk->pages[k];
       if (pg->flags & ~PAGE_CONFIRMED) plan_error("task %u page %" PRIu64 ": unknown flags 0x%x", t, k, pg->flags);
       if (pg->file == ZERO_FILE) continue;
+      if (pg->file == REMOTE_FILE) {
+        if (pg->flags != 0) plan_error("task %u page %" PRIu64 ": a remote page marked confirmed", t, k);
+        continue;
+      }
       if (pg->file >= g_nfiles) plan_error("task %u page %" PRIu64 ": file %u of %u", t, k, pg->file, g_nfiles);
       uint64_t fsz = g_files[pg->file].size;
       if (fsz < (uint64_t)g_ps || pg->offset > fsz - (uint64_t)g_ps)
         plan_error("task %u page %" PRIu64 ": offset %" PRIu64 " past the end of %s", t, k, pg->offset, g_files[pg->file].path);
     }
     tk->pf = xcalloc(tk->n_pages, 1);
-    for (uint64_t k = 0; k < tk->n_pages; k++)
+    for (uint64_t k = 0; k < tk->n_pages; k++) {
       if (tk->pages[k].flags & PAGE_CONFIRMED) tk->pf[k] = PF_CONFIRMED;
+      if (tk->pages[k].file == REMOTE_FILE) {
+        tk->pf[k] = PF_REMOTE;
+        s_remote++;
+      }
+    }
+    tk->spill_first = g_spill_pages;
+    g_spill_pages += tk->n_pages;
   }
+}
+
+static uint8_t *spill_at(const struct ptask *t, uint64_t i) { return g_spill + (t->spill_first + i) * (uint64_t)g_ps; }
+
+/*
+ * The spill file for REPLACE bytes (see g_spill). Returns 0, or an errno; nothing is left on disk either way.
+ * Before any socket exists: a failure here touches nothing.
+ */
+static int open_spill(char *path, size_t len) {
+  const char *slash = strrchr(o_control, '/');
+  int dirlen = slash ? (int)(slash - o_control) : 1;
+  const char *dir = slash ? o_control : ".";
+  if (slash == o_control) dirlen = 0; /* the control socket is in / */
+  if (snprintf(path, len, "%.*s/replaced.pages", dirlen, dir) >= (int)len) return ENAMETOOLONG;
+  if (g_spill_pages == 0) return 0;
+  if (g_spill_pages > (uint64_t)INT64_MAX / (uint64_t)g_ps) return EFBIG;
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return errno;
+  unlink(path);
+  size_t bytes = (size_t)(g_spill_pages * (uint64_t)g_ps);
+  int e = 0;
+  if (ftruncate(fd, (off_t)bytes) < 0) e = errno;
+  if (!e) {
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) e = errno;
+    else g_spill = m;
+  }
+  close(fd);
+  return e;
 }
 
 /* ---- pages: readiness and bytes ---- */
@@ -679,10 +801,10 @@ static uint64_t t_index(struct ptask *t) { return (uint64_t)(t - g_tasks); }
 static bool page_bytes(struct ptask *t, uint64_t i, uint8_t *dst) {
   uint8_t f = atomic_load_explicit(&t->pf[i], memory_order_acquire);
   if (f & PF_REPLACED) {
-    uint8_t *src = atomic_load_explicit(&t->replaced[i], memory_order_acquire);
-    memcpy(dst, src, (size_t)g_ps);
+    memcpy(dst, spill_at(t, i), (size_t)g_ps);
     return true;
   }
+  if (f & PF_REMOTE) return false; /* never ready without its REPLACE (page_ready says so first) */
   const struct plan_page *pg = &t->pages[i];
   if (pg->file == ZERO_FILE) memset(dst, 0, (size_t)g_ps);
   else memcpy(dst, g_files[pg->file].map + pg->offset, (size_t)g_ps);
@@ -1090,7 +1212,7 @@ static void pages_ready(struct ptask *t, uint64_t idx, uint64_t n) {
   pthread_mutex_lock(&g_mu);
   size_t np = g_nprocs;
   struct proc **procs = xcalloc(np, sizeof *procs);
-  memcpy(procs, g_procs, np * sizeof *procs);
+  if (np) memcpy(procs, g_procs, np * sizeof *procs); /* g_procs is NULL before criu's first task */
   pthread_mutex_unlock(&g_mu);
   for (size_t i = 0; i < np; i++) {
     struct proc *p = procs[i];
@@ -1119,30 +1241,32 @@ static int handle_frame(const uint8_t *h, const uint8_t *payload) {
   if (type == F_CONFIRM) {
     if (plen != 0) return logmsg("control: CONFIRM with a payload"), -1;
     bool any = false;
+    uint64_t remote = 0;
     pthread_mutex_lock(&g_mu);
     for (uint64_t i = idx; i < idx + count; i++) {
+      /* The agent refuses a confirm of a remote page before it gets here: one is a bug, and the page waits on. */
+      if (atomic_load(&t->pf[i]) & PF_REMOTE) {
+        remote++;
+        continue;
+      }
       uint8_t old = atomic_fetch_or(&t->pf[i], PF_CONFIRMED);
       if (!(old & PF_CONFIRMED)) any = true;
     }
     pthread_mutex_unlock(&g_mu);
+    if (remote)
+      logmsg("control: CONFIRM of task %u pages [%" PRIu64 ", +%" PRIu64 ") covers %" PRIu64 " remote page(s): left unready (only a REPLACE serves them)",
+             task, idx, count, remote);
     if (any) pages_ready(t, idx, count);
     return 0;
   }
   if (type == F_REPLACE) {
     if (count > 64 || (uint64_t)plen != count * (uint64_t)g_ps) return logmsg("control: REPLACE of %" PRIu64 " pages with %u bytes", count, plen), -1;
     pthread_mutex_lock(&g_mu);
-    if (!t->replaced) t->replaced = xcalloc(t->n_pages, sizeof *t->replaced);
     uint64_t fresh = 0;
     for (uint64_t i = idx; i < idx + count; i++) {
+      /* Written once, before the flag: a reader that sees PF_REPLACED (acquire) sees these bytes, never others. */
       if (atomic_load(&t->pf[i]) & PF_REPLACED) continue;
-      uint8_t *copy = malloc((size_t)g_ps);
-      if (!copy) {
-        pthread_mutex_unlock(&g_mu);
-        fail("out of memory for replaced pages");
-        return 0;
-      }
-      memcpy(copy, payload + (i - idx) * (uint64_t)g_ps, (size_t)g_ps);
-      atomic_store_explicit(&t->replaced[i], copy, memory_order_release);
+      memcpy(spill_at(t, i), payload + (i - idx) * (uint64_t)g_ps, (size_t)g_ps);
       atomic_fetch_or_explicit(&t->pf[i], PF_REPLACED | PF_CONFIRMED, memory_order_release);
       fresh++;
     }
@@ -1233,11 +1357,11 @@ static void zero_at(struct proc *p, uint64_t addr) {
   fail("UFFDIO_ZEROPAGE in pid %u at 0x%" PRIx64 ": %s", p->pid, addr, strerror(errno));
 }
 
-static void add_waiter(struct proc *p, uint64_t idx, uint64_t addr) {
+static void add_waiter(struct proc *p, uint64_t idx, uint64_t addr, const struct timespec *since) {
   for (size_t i = 0; i < p->nwait; i++)
     if (p->wait[i].idx == idx) return;
   grow((void **)&p->wait, &p->wcap, p->nwait + 1, sizeof *p->wait);
-  p->wait[p->nwait++] = (struct waiter){idx, addr};
+  p->wait[p->nwait++] = (struct waiter){idx, addr, *since};
 }
 
 /* Serves the fault at addr. Returns true when resolved, false when it waits for a confirmation. */
@@ -1306,7 +1430,8 @@ static void serve_waiters(struct proc *p) {
     } else {
       done = serve_fault(p, w.addr);
     }
-    if (!done) p->wait[o++] = w;
+    if (done) note_wait(&w.since);
+    else p->wait[o++] = w;
   }
   p->nwait = o;
 }
@@ -1357,8 +1482,12 @@ static void drop_span(struct proc *p, uint64_t start, uint64_t end) {
   /* A fault waiting there would wait for ever: it gets what the kernel would give, a zero page. */
   size_t w = 0;
   for (size_t i = 0; i < p->nwait; i++) {
-    if (p->wait[i].addr >= start && p->wait[i].addr < end) zero_at(p, p->wait[i].addr);
-    else p->wait[w++] = p->wait[i];
+    if (p->wait[i].addr >= start && p->wait[i].addr < end) {
+      zero_at(p, p->wait[i].addr);
+      note_wait(&p->wait[i].since);
+    } else {
+      p->wait[w++] = p->wait[i];
+    }
   }
   p->nwait = w;
 }
@@ -1412,6 +1541,8 @@ static void read_uffd(struct proc *p) {
   pthread_rwlock_wrlock(&p->lock);
   for (;;) {
     ssize_t n = read(p->uffd, msgs, sizeof msgs);
+    struct timespec read_at;
+    clock_gettime(CLOCK_MONOTONIC, &read_at);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) fail("read uffd of pid %u: %s", p->pid, strerror(errno));
@@ -1436,7 +1567,7 @@ static void read_uffd(struct proc *p) {
           struct range *r = find_range_addr(p, addr);
           if (r) {
             atomic_fetch_add(&s_faults_waited, 1);
-            add_waiter(p, r->first + (addr - r->start) / ps, addr);
+            add_waiter(p, r->first + (addr - r->start) / ps, addr, &read_at);
           }
         }
         break;
@@ -1669,6 +1800,7 @@ static void finish(int code, const char *state, const char *reason) {
   pthread_cond_broadcast(&g_cv);
   pthread_mutex_unlock(&g_mu);
   if (code != 0) kill_restored(reason);
+  wait_stats_update(true);
   write_status(state, reason);
   if (code == 0) send_stats_frame(F_DONE);
   else ctl_send(F_FAILED, 0, 0, 0, 0, reason, (uint32_t)strlen(reason));
@@ -1745,6 +1877,17 @@ int main(int argc, char **argv) {
   }
 
   load_plan();
+  {
+    char spill[PATH_MAX];
+    int e = open_spill(spill, sizeof spill);
+    if (e) {
+      char r[PATH_MAX + 64];
+      snprintf(r, sizeof r, "cannot make the spill file %s: %s", spill, strerror(e));
+      logmsg("%s", r);
+      write_status("failed", r);
+      return 2;
+    }
+  }
 
   /* Signals through a signalfd: SIGTERM aborts, SIGCHLD is the guardian's death. */
   sigset_t mask;

@@ -6,7 +6,7 @@
  * Correctness only: this VM faults fresh memory slowly, so nothing here asserts on time.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectPager, type PagerControl, type PagerStats, type PagerWant } from '../../dest-agent/lazy/pager-control.js';
@@ -98,6 +98,9 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     wantsDuringRestore: number;
   }
 
+  /** Pages of the plan with no bytes (post-copy): only the store's bytes sent as REPLACE serve them. */
+  let remoteOf: ((k: number) => boolean) | undefined;
+
   /** A fresh session dir, plan, pager, control connection and restore; the restored tree stays stopped. */
   async function restore(choices: PlanChoices, threads?: number): Promise<Run> {
     const s = pagerSessionPaths(join(root, `run-${runs++}`));
@@ -119,7 +122,8 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     control.on('want', (w) => {
       run.wants?.push(w);
       if (!run.answering) return;
-      const answer = w.bytes ? control.replace(w.task, w.index, readStorePages(task.storeFile, w.index, w.count)) : control.confirm(w.task, w.index, w.count);
+      const bytes = w.bytes || (remoteOf !== undefined && Array.from({ length: w.count }, (_, i) => w.index + i).some(remoteOf));
+      const answer = bytes ? control.replace(w.task, w.index, readStorePages(task.storeFile, w.index, w.count)) : control.confirm(w.task, w.index, w.count);
       answer.catch(() => undefined); // the connection may end with the pager's exit
     });
     const restored = await lazyRestore(criu, lazy, s);
@@ -289,6 +293,77 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     expect(stats.exitedTasks).toBe(1);
     expect(stats.droppedPages).toBeGreaterThan(0);
     expect(stats.filledPages + stats.droppedPages).toBe(stats.totalPages);
+  }, 180_000);
+
+  it('(j) post-copy: remote pages block the copy until their REPLACE (a CONFIRM does not serve them); wait stats; no spill file left', async () => {
+    // Every other 64-page block of the lazy ranges is remote; the rest is confirmed in the plan.
+    const inRange = new Uint8Array(task.nPages);
+    for (const r of task.ranges) inRange.fill(1, r.firstIndex, r.firstIndex + r.nPages);
+    const remote = (k: number): boolean => inRange[k] === 1 && halfUnconfirmed(k);
+    remoteOf = remote;
+    let run: Run;
+    try {
+      run = await restore({ remote: (_t, k) => remote(k) }, 1);
+    } finally {
+      remoteOf = undefined;
+    }
+    const { control } = run;
+    const remotePages = inRange.reduce((n, v, k) => n + (remote(k) ? 1 : 0), 0);
+    expect(control.hello?.remotePages).toBe(remotePages);
+    // The spill file is open and mapped, but unlinked: nothing of it is in the session dir.
+    const maps = readFileSync(`/proc/${run.pager.pid}/maps`, 'utf8');
+    expect(maps).toMatch(/replaced\.pages \(deleted\)/);
+    expect(existsSync(join(run.s.dir, 'replaced.pages'))).toBe(false);
+    run.answering = false;
+    const firstWant = new Promise<PagerWant>((resolve) => control.once('want', resolve));
+    process.kill(run.restored, 'SIGCONT');
+    let settled = false;
+    const verifying = memtest.verify(run.restored, 120_000).finally(() => (settled = true));
+    const asked = await Promise.race([firstWant, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no WANT for a remote page')), 60_000))]);
+    expect(remote(asked.index)).toBe(true);
+    expect(asked.bytes).toBe(false); // the pager does not tell remote from unconfirmed: the source knows
+    // No answer: the copy waits (never a timeout, never a zero page).
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled).toBe(false);
+    expect(pagerAlive(run.pager)).toBe(true);
+    // A CONFIRM over remote pages (the agent refuses to send one: this is the pager's own guard) serves nothing.
+    await control.confirm(asked.task, asked.index, asked.count);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled).toBe(false);
+    expect(readFileSync(run.s.logFile, 'utf8')).toMatch(/covers \d+ remote page\(s\): left unready/);
+    // Now the bytes, 64 pages a frame; timed from the first frame to the pager's exit.
+    const t0 = performance.now();
+    for (let k = 0; k < task.nPages; ) {
+      if (!remote(k)) {
+        k++;
+        continue;
+      }
+      let n = 0;
+      while (k + n < task.nPages && n < 1024 && remote(k + n)) n++;
+      await control.replace(task.nsPid, k, readStorePages(task.storeFile, k, n));
+      k += n;
+    }
+    expect((await exitOf(run)).code).toBe(0);
+    const ms = performance.now() - t0;
+    expect((await verifying).bad_pages).toBe(0);
+    const status = (await readPagerStatus(run.s.statusFile))!;
+    expect(status.state).toBe('filled');
+    expectStatsAddUp(status);
+    expect(status.remotePages).toBe(remotePages);
+    expect(status.replacedPages).toBe(remotePages);
+    expect(status.faultsWaited).toBeGreaterThan(0);
+    expect(status.waitMaxUs).toBeGreaterThanOrEqual(600_000); // the first fault waited through both pauses
+    expect(status.waitP50Us).toBeGreaterThan(0);
+    expect(status.waitP50Us).toBeLessThanOrEqual(status.waitP99Us);
+    expect(status.waitP99Us).toBeLessThanOrEqual(status.waitMaxUs);
+    expect((await memtest.verify(run.restored)).bad_pages).toBe(0);
+    expect(existsSync(join(run.s.dir, 'replaced.pages'))).toBe(false);
+    const mibs = (remotePages * 4096) / 2 ** 20 / (ms / 1000);
+    console.log(
+      `pager e2e (j): ${remotePages} remote pages replaced and filled in ${ms.toFixed(0)} ms (${mibs.toFixed(0)} MiB/s over the control socket, 1 thread); ` +
+        `${status.faultsWaited} faults waited: p50 ${status.waitP50Us} us, p99 ${status.waitP99Us} us, max ${status.waitMaxUs} us`,
+    );
+    control.close();
   }, 180_000);
 
   /** A copy blocked on withheld pages: one thread, half the pages unconfirmed and never confirmed. */

@@ -7,7 +7,7 @@ import { lstat, mkdir, mkdtemp, open, readFile, readlink, rm, stat, writeFile } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { decodePagemap, encodePagemap, PE_PARENT, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
+import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import { decodePageBatch, PAGE_KIND_DATA, PAGE_KIND_ZERO, writePageNumber, type DecodedPageBatch } from '../../shared/transport/page-batch.js';
@@ -16,6 +16,7 @@ import { ImageChainPageSource } from '../../dest-agent/image-chain.js';
 import { LevelFilePool } from '../../dest-agent/level-file-pool.js';
 import { TaskPageStore } from '../../dest-agent/page-store.js';
 import { SessionBudget } from '../../dest-agent/session-budget.js';
+import { checkStoreReferences, NO_SLOT } from '../../dest-agent/store-references.js';
 import type { PagesManifest } from '../../dest-agent/restore-page-source.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -277,5 +278,26 @@ describe('parent-image chain', () => {
     const { source } = chainOf(st);
     expect(await source.prepare([m])).toEqual({ levels: 1, pages: 2 });
     await expectFerryRejection(source.verify(), 'REBUILD_HASH_MISMATCH');
+  });
+});
+
+describe('store references of a post-copy dump (remote pages)', () => {
+  it('gives a remote page no slot and never looks for it; without its remote bit the same page is missing', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE);
+    await st.put(batch([data(10), data(11), data(13)]), scratch);
+    const pm = { pagesId: PAGES_ID, entries: [{ vaddr: 10n * 4096n, firstPage: 10, nrPages: 4, flags: PE_LAZY | PE_PRESENT }] };
+    const hashes = Buffer.alloc(4 * HASH_BYTES);
+    hashPages(Buffer.concat([content(10), content(11)]), 2, PAGE, hashes);
+    hashPages(content(13), 1, PAGE, hashes.subarray(3 * HASH_BYTES)); // page 12's hash stays zero: remote
+    const m: PagesManifest = { pagemapImage: PAGEMAP, task: TASK, hashes, unconfirmed: Buffer.from([0x04]), remote: Buffer.from([0x04]) };
+    expect([...checkStoreReferences(PAGEMAP, pm, m, st)]).toEqual([0, 1, NO_SLOT, 2]);
+    let missing: unknown;
+    try {
+      checkStoreReferences(PAGEMAP, pm, { ...m, remote: undefined }, st);
+    } catch (e) {
+      missing = e;
+    }
+    expect(missing).toMatchObject({ key: 'REBUILD_PAGE_MISSING', detail: 'task 1 page 12 was never received' });
+    await st.close();
   });
 });

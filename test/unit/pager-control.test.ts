@@ -18,7 +18,7 @@ import {
   MAX_PAYLOAD_BYTES,
   type PagerWant,
 } from '../../dest-agent/lazy/pager-control.js';
-import { encodePlan } from '../../dest-agent/lazy/pager-plan.js';
+import { encodePlan, REMOTE_PAGE } from '../../dest-agent/lazy/pager-plan.js';
 import { abortPager, PAGER_BINARY, pagerAlive, readPagerStatus, startPager, type StartedPager } from '../../dest-agent/lazy/pager-process.js';
 import { isFerryError } from '../../shared/errors/ferry-error.js';
 import { parseStat } from '../../shared/kernel/proc-status.js';
@@ -28,6 +28,14 @@ const dir = mkdtempSync(join(tmpdir(), 'ferry-ctl-'));
 afterAll(() => {
   if (!process.env.FERRY_KEEP) rmSync(dir, { recursive: true, force: true });
 });
+
+async function waitForText(file: string, re: RegExp): Promise<void> {
+  for (let i = 0; i < 250; i++) {
+    if (existsSync(file) && re.test(readFileSync(file, 'utf8'))) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`${file} never matched ${re}`);
+}
 
 function header(type: number, payloadLen: number, over: Partial<{ task: number; index: bigint; count: bigint; flags: number }> = {}): Buffer {
   const h = Buffer.alloc(FRAME_HEADER_BYTES);
@@ -138,19 +146,43 @@ describe.skipIf(!built)('the real pager on its control socket (no restore)', () 
     }
   });
 
-  async function start(name: string): Promise<{ pager: StartedPager; control: string; status: string }> {
+  async function start(name: string, remote = (_k: number): boolean => false): Promise<{ pager: StartedPager; control: string; status: string; dir: string; log: string }> {
     const d = join(dir, name);
     mkdirSync(d);
     const store = join(d, 'store');
     writeFileSync(store, Buffer.alloc(8 * 4096));
     const plan = join(d, 'plan');
-    writeFileSync(plan, encodePlan({ files: [store], tasks: [{ nsPid: 1, ranges: [{ startAddr: 0x10000n, nPages: 8, firstIndex: 0 }], pages: Array.from({ length: 8 }, (_, k) => ({ file: 0, offset: k * 4096, confirmed: false })), hashes: Buffer.alloc(8 * 16) }] }));
+    const pages = Array.from({ length: 8 }, (_, k) => (remote(k) ? { file: REMOTE_PAGE, offset: 0, confirmed: false } : { file: 0, offset: k * 4096, confirmed: false }));
+    writeFileSync(plan, encodePlan({ files: [store], tasks: [{ nsPid: 1, ranges: [{ startAddr: 0x10000n, nPages: 8, firstIndex: 0 }], pages, hashes: Buffer.alloc(8 * 16) }] }));
     const o = { binary, planFile: plan, socketPath: join(d, 'lazy-pages.socket'), controlPath: join(d, 'control.sock'), statusFile: join(d, 'status'), pidFile: join(d, 'restored.pid'), logFile: join(d, 'pager.log'), threads: 1 };
     const pager = await startPager(o);
     started.push(pager);
     expect(existsSync(o.socketPath)).toBe(true);
-    return { pager, control: o.controlPath, status: o.statusFile };
+    return { pager, control: o.controlPath, status: o.statusFile, dir: d, log: o.logFile };
   }
+
+  it('post-copy: counts the remote pages, keeps REPLACE bytes in an unlinked spill file, leaves a CONFIRM of a remote page unready', async () => {
+    const { pager, control, status, dir: d, log } = await start('remote', (k) => k >= 4);
+    const c = await connectPager(control);
+    expect(c.hello).toMatchObject({ remotePages: 4, waitP50Us: 0, waitP99Us: 0, waitMaxUs: 0 });
+    // One shared mapping of 8 pages (the plan's sum), its file already gone from the directory.
+    const maps = readFileSync(`/proc/${pager.pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('replaced.pages'));
+    expect(maps).toHaveLength(1);
+    expect(maps[0]).toMatch(/^([0-9a-f]+)-([0-9a-f]+) rw-s .*\/replaced\.pages \(deleted\)$/);
+    const [lo, hi] = (maps[0] as string).split(' ')[0]!.split('-').map((x) => BigInt(`0x${x}`));
+    expect(hi! - lo!).toBe(8n * 4096n);
+    expect(existsSync(join(d, 'replaced.pages'))).toBe(false);
+    await c.confirm(1, 2, 4); // pages 4 and 5 are remote
+    await c.replace(1, 6, Buffer.alloc(2 * 4096, 7));
+    await waitForText(log, /CONFIRM of task 1 pages \[2, \+4\) covers 2 remote page\(s\): left unready/);
+    expect(c.closed).toBe(false); // a guard, not a bad frame
+    const st = await readPagerStatus(status);
+    expect(st).toMatchObject({ remotePages: 4 });
+    expect(abortPager(pager)).toBe(true);
+    expect((await pager.exited).code).toBe(4);
+    expect(existsSync(join(d, 'replaced.pages'))).toBe(false);
+    c.close();
+  }, 30_000);
 
   it('answers HELLO with its status; a bad frame closes that connection only; a new connection replaces the old', async () => {
     const { pager, control } = await start('p1');

@@ -16,6 +16,8 @@ import {
   manifestPageCount,
   planRanges,
   splitLazyPagemap,
+  REMOTE_FILE,
+  REMOTE_PAGE,
   ZERO_PAGE,
   type PlanInput,
   type PlanPage,
@@ -111,6 +113,22 @@ describe('plan encoding', () => {
     expect(imageInvalid(() => encodePlan({ ...input(), files: ['relative/path'] }))).toMatch(/absolute/);
     expect(imageInvalid(() => encodePlan({ ...input(), tasks: [input().tasks[0]!, input().tasks[0]!] }))).toMatch(/pid twice/);
     expect(imageInvalid(() => encodePlan({ files: Array.from({ length: 65537 }, () => '/f'), tasks: [] }))).toMatch(/files/);
+  });
+
+  it('post-copy: a remote page is file 0xFFFFFFFE, flags 0, offset 0, in both forms; confirmed it is refused both ways', () => {
+    const remotePages: PlanPage[] = [...pages(2), { file: REMOTE_PAGE, offset: 12345, confirmed: false }, ...pages(1)];
+    const buf = encodePlan(input({ pages: remotePages }));
+    const at = buf.length - 4 * 32 + 2 * 16; // the third page record: after the header, path, task header, range
+    expect([buf.readUInt32LE(at), buf.readUInt32LE(at + 4), buf.readBigUInt64LE(at + 8)]).toEqual([REMOTE_FILE, 0, 0n]);
+    expect(decodePlan(buf).tasks[0]?.pages.map((p) => p.file)).toEqual([0, 0, REMOTE_PAGE, 0]);
+    const cols = { file: Uint32Array.from([0, 0, REMOTE_FILE, 0]), offset: Float64Array.from([0, PS, 0, 3 * PS]), confirmed: Uint8Array.from([1, 1, 0, 1]) };
+    expect(encodePlan(input({ pages: cols })).equals(encodePlan(input({ pages: [...pages(2), { file: REMOTE_PAGE, offset: 0, confirmed: false }, { file: 0, offset: 3 * PS, confirmed: true }] })))).toBe(true);
+    expect(imageInvalid(() => encodePlan(input({ pages: [...pages(3), { file: REMOTE_PAGE, offset: 0, confirmed: true }] })))).toMatch(/remote page cannot be confirmed/);
+    expect(imageInvalid(() => encodePlan(input({ pages: { ...cols, confirmed: Uint8Array.from([1, 1, 1, 1]) } })))).toMatch(/remote page cannot be confirmed/);
+    expect(imageInvalid(() => encodePlan(input({ pages: [...pages(3), { file: 0xffff_fffe, offset: 0, confirmed: false }] })))).toMatch(/no file index/);
+    const flagged = Buffer.from(buf);
+    flagged.writeUInt32LE(1, at + 4);
+    expect(imageInvalid(() => decodePlan(flagged))).toMatch(/remote page marked confirmed/);
   });
 
   it('decodePlan refuses truncated and trailing bytes', () => {
@@ -242,6 +260,23 @@ describe.skipIf(!built)('the pager refuses a bad plan (exit 2, reason in the sta
     expect(r.code).toBe(2);
     expect(r.status.state).toBe('failed');
     expect(r.status.reason).toMatch(reason);
+  });
+
+  it('a remote page marked confirmed; a spill file already there (O_EXCL)', () => {
+    const remote = encodePlan({ files: [store], tasks: [{ nsPid: 1, ranges: [{ startAddr: 0x10000n, nPages: 3, firstIndex: 1 }], pages: [...pages(3), { file: REMOTE_PAGE, offset: 0, confirmed: false }], hashes: hashes(4) }] });
+    const at = remote.length - 4 * 16 - 16 + 4; // the last page record's flags
+    remote.writeUInt32LE(1, at);
+    expect(runPager(remote).status.reason).toMatch(/remote page marked confirmed/);
+    const spill = join(dir, 'replaced.pages');
+    writeFileSync(spill, 'not ours');
+    try {
+      const r = runPager(good());
+      expect(r.code).toBe(2);
+      expect(r.status.reason).toMatch(/cannot make the spill file .*replaced\.pages: File exists/);
+      expect(readFileSync(spill, 'utf8')).toBe('not ours');
+    } finally {
+      rmSync(spill);
+    }
   });
 
   it('an offset past the end of its file, a file whose size is not a page multiple, trailing bytes, a truncated plan', () => {
