@@ -28,7 +28,7 @@ import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { askCommit, fillUnresolvedError, unresolvedError } from './commit-outcome.js';
+import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
 import { fillUntilDone, type OriginalPageReader } from '../pages/confirm-pages.js';
 import { loadFillManifests, type FillManifest } from './fill-manifests.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
@@ -160,12 +160,14 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
   const original = new Set(stillOriginal(m));
   const read = deps.readPages ?? readOriginal;
   const readPages: OriginalPageReader = (pid, first, count) => {
-    if (!original.has(pid)) throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'unknown', detail: `process ${pid} of the original is gone or is another process now` });
+    // Gone (or its pid reused): the pages still owed exist nowhere else (confirm-pages.ts makes it ORIGINAL_LOST).
+    if (!original.has(pid)) throw new FerryError('ORIGINAL_LOST', { phase: 'fill', side: 'source', sourceState: 'gone', detail: `process ${pid} of the original is gone or is another process now` });
     return read(pid, first, count);
   };
   const dest = await connectOr(m, deps, (e) => fillUnresolvedError(target, e));
   try {
     const outcome = await fillUntilDone(dest, {
+      lost: (cause) => originalLostError(target, cause),
       migrationId,
       epoch: m.started.epoch,
       manifests,
@@ -177,6 +179,12 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
       unanswered: (cause) => fillUnresolvedError(target, cause),
     });
     if (outcome.kind === 'unanswered') throw outcome.error;
+    if (outcome.kind === 'lost') {
+      // Nothing can finish it: journaled as ended (no pass tries again), and the operator told what to kill.
+      await journal.record('done', { outcome: 'original-lost', code: outcome.error.code, resolved: true });
+      log.error('the frozen original is gone before the dest held every page: the copy on the dest cannot be completed', { err: outcome.error });
+      throw outcome.error;
+    }
     if (outcome.kind === 'failed') {
       const thawed = thawOriginal(m);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });

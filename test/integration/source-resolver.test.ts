@@ -126,7 +126,7 @@ function deps(dir: string, answer: Answer, calls: string[] = [], fill?: FillAnsw
 /** The manifests a lazy restore left beside the journal: 4 pages at page 0x100, the last 3 unconfirmed. */
 async function lazyManifests(dir: string, id: string, pid: number): Promise<void> {
   const hashes = originalHashes(0x100, 4);
-  await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]) }], PAGE);
+  await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]), remote: Buffer.alloc(0) }], PAGE);
 }
 const LAZY_COMMITTED: [SourceJournalState, Record<string, unknown>?][] = [['restored', { restoredPid: 4242, restore: 'lazy' }], ['committing'], ['committed', { restoredPid: 4242, fill: 'pending' }]];
 

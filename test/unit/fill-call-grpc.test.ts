@@ -42,7 +42,7 @@ async function destWithFill(script: Script): Promise<{ client: DestClient; got: 
 
 /** 8 pages from page 0x500 of the fake original; all unconfirmed. */
 function manifest(): { manifests: FillManifest[]; read: typeof originalPages } {
-  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes: originalHashes(0x500, 8), unconfirmed: Buffer.from([0xff]) }], read: originalPages };
+  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes: originalHashes(0x500, 8), unconfirmed: Buffer.from([0xff]), remote: Buffer.alloc(0) }], read: originalPages };
 }
 
 const done: m.FillDone = { filledPages: '8', faults: '1', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '5', faultsWaited: '1' };

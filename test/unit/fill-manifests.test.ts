@@ -46,7 +46,7 @@ function manifest(): FillManifest {
   hashPages(read(0, 0x90000, 1500)[0]!.data, 1500, PAGE, hashes.subarray(2000 * 16));
   const unconfirmed = Buffer.alloc(Math.ceil(3500 / 8));
   setBits(unconfirmed, 100, 3300);
-  return { task: 3, hostPid: 77, runs, hashes, unconfirmed };
+  return { task: 3, hostPid: 77, runs, hashes, unconfirmed, remote: Buffer.alloc(0) };
 }
 
 describe('the fill manifests file', () => {

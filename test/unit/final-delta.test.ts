@@ -92,7 +92,7 @@ describe('final delta', () => {
   const changed = (): Map<number, PageRuns> => new Map([[TASK, { starts: [B + 2], counts: [1] }]]);
 
   it('for a lazy restore, marks the pages trusted on the tracker\'s word unconfirmed, one bit per page in pagemap order (issue 11)', async () => {
-    const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed(), true);
+    const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed(), 'lazy');
     const task = r.manifests.find((x) => x.task === TASK)!;
     // Indexes 0-3 are the pages image's (read), 4-9 the lazy B..B+5 of which B+2 (index 6) was written and read.
     expect([...task.unconfirmed!]).toEqual([0b1011_0000, 0b0000_0011]);

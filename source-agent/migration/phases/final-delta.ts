@@ -47,7 +47,7 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   if (changed && faultArmed('source.tracker-misses-page')) missWrites(changed, log);
   const tScan = performance.now();
   const round = pre.rounds.length; // the final delta's batches count as the round after the last one
-  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, n.restore.mode === 'lazy');
+  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, pre.postCopy ? 'postcopy' : n.restore.mode);
   const tPages = performance.now();
   // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
   const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);

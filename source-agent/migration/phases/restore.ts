@@ -6,7 +6,7 @@
  * of them before the source confirmed it); the manifests are kept beside the journal, on disk before the
  * Commit can be sent, so that a resolver can run the fill after this agent died.
  */
-import { COMMIT_LEASE_MS, fillUnresolvedError } from '../commit-outcome.js';
+import { COMMIT_LEASE_MS, fillUnresolvedError, originalLostError } from '../commit-outcome.js';
 import { fillUntilDone, type FillOutcome } from '../../pages/confirm-pages.js';
 import type { FillManifest } from '../fill-manifests.js';
 import type { MigrationContext } from '../migration-context.js';
@@ -92,6 +92,7 @@ function openFill(ctx: MigrationContext, n: Negotiated, manifests: FillManifest[
       sweepAfter,
       patienceMs: ctx.opts.commitPatienceMs,
       unanswered: (cause) => fillUnresolvedError({ ...target, restoredPid: early.restoredPid }, cause),
+      lost: (cause) => originalLostError({ ...target, restoredPid: early.restoredPid }, cause),
     }),
   };
   // Observed by the fill phase; a rollback before it ends the call and nobody waits for it.
@@ -106,6 +107,6 @@ function fillManifestsOf(d: DeltaSent, f: Frozen): FillManifest[] {
     const hostPid = hostPidOf.get(man.task);
     // Non-task pagemaps (shared memory) are restored by criu from their images: nothing of theirs is filled.
     if (hostPid === undefined) return [];
-    return [{ task: man.task, hostPid, runs: d.delta.pageRuns[i]!, hashes: man.hashes, unconfirmed: man.unconfirmed ?? Buffer.alloc(0) }];
+    return [{ task: man.task, hostPid, runs: d.delta.pageRuns[i]!, hashes: man.hashes, unconfirmed: man.unconfirmed ?? Buffer.alloc(0), remote: man.remote ?? Buffer.alloc(0) }];
   });
 }
