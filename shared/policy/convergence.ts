@@ -158,10 +158,10 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
   });
 
   // The remote part: what the dest will fetch after the resume (the last round's dirty set, roughly).
-  const postCopyNow = (rule: ConvergenceRule, why: string): Decision =>
-    decide('postcopy', rule, `switching to post-copy${rule === 'postcopy-always' ? ' after round 0 (--post-copy always)' : ''}: ${why}; ${mib(dirtyBytes)} left for after the resume`);
+  const postCopyNow = (why: string): Decision => decide('postcopy', 'postcopy', `switching to post-copy: ${why}; ${mib(dirtyBytes)} left for after the resume`);
   if (policy.postCopyAlways && history.length === 1) {
-    return postCopyNow('postcopy-always', `${mib(last.bytesSent)} sent in round 0`);
+    // Round 0 sent everything present: what is left is what the task wrote since it was read.
+    return decide('postcopy', 'postcopy-always', `switching to post-copy after round 0 (--post-copy always): ${mib(last.bytesSent)} sent in round 0; the pages written since go after the resume`);
   }
 
   if (last.dirtyPages <= policy.floorPages) {
@@ -188,7 +188,7 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
 
   const sent = history.reduce((n, r) => n + r.bytesSent, 0);
   if (state.residentBytes && sent >= BYTE_BUDGET_FACTOR * state.residentBytes) {
-    if (policy.onNoConverge === 'postcopy') return postCopyNow('postcopy', `pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
+    if (policy.onNoConverge === 'postcopy') return postCopyNow(`pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
     return decide('freeze', 'byte-budget', `freezing: pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
   }
 
@@ -211,7 +211,7 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
   const why = notConverging ?? `${history.length} rounds done, the maximum is ${policy.maxRounds}`;
   switch (policy.onNoConverge) {
     case 'postcopy':
-      return postCopyNow('postcopy', why);
+      return postCopyNow(why);
     case 'abort':
       return decide('abort', 'no-converge', `aborting: not converging (${why}); the task keeps running here`);
     case 'freeze':

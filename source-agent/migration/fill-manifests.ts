@@ -112,7 +112,9 @@ export function decodeFillManifests(b: Buffer, where: string): { pageSize: numbe
     o += nPages * HASH_BYTES;
     const unconfirmed = Buffer.from(b.subarray(o, o + Math.ceil(nPages / 8)));
     o += Math.ceil(nPages / 8);
-    const remote = bitmaps === 2 ? Buffer.from(b.subarray(o, o + Math.ceil(nPages / 8))) : Buffer.alloc(0);
+    const remoteBits = bitmaps === 2 ? b.subarray(o, o + Math.ceil(nPages / 8)) : Buffer.alloc(0);
+    // All clear is "none", as in the manifest: the fill then checks no bit per page.
+    const remote = remoteBits.some((x) => x !== 0) ? Buffer.from(remoteBits) : Buffer.alloc(0);
     o += bitmaps === 2 ? Math.ceil(nPages / 8) : 0;
     manifests.push({ task, hostPid, runs, hashes, unconfirmed, remote });
   }

@@ -285,7 +285,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       setImmediate(() => h.end(error));
     };
     const sendDone = (): void => {
-      const done = { filledPages: '3', faults: '2', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1000', faultsWaited: '1' };
+      const done = { filledPages: '3', faults: '2', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1000', faultsWaited: '1', waitP50Us: '40', waitP99Us: '900' };
       const deliver = (): void => {
         if (over) return;
         log.push('dest.fill-done');
