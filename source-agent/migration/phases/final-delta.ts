@@ -52,6 +52,6 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
   const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);
   log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
-  log.info('final delta sent', { dumpKind: f.dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
+  log.info('final delta sent', { dumpKind: f.dumpKind, postCopy: pre.postCopy, remotePages: delta.remotePages, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
   return { delta, images, readTask, finalDeltaMs: performance.now() - t0 };
 }
