@@ -29,7 +29,7 @@ import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
-import { fillUntilDone, type OriginalPageReader } from '../pages/confirm-pages.js';
+import { fillUntilDone, whileOriginal, type OriginalPageReader } from '../pages/confirm-pages.js';
 import { loadFillManifests, type FillManifest } from './fill-manifests.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
@@ -157,13 +157,9 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
     // or report its fill failed: both still resolve.
     log.error('the fill manifests are unreadable: only the dest\'s done or failure can resolve this migration', { err: e });
   }
-  const original = new Set(stillOriginal(m));
-  const read = deps.readPages ?? readOriginal;
-  const readPages: OriginalPageReader = (pid, first, count) => {
-    // Gone (or its pid reused): the pages still owed exist nowhere else (confirm-pages.ts makes it ORIGINAL_LOST).
-    if (!original.has(pid)) throw new FerryError('ORIGINAL_LOST', { phase: 'fill', side: 'source', sourceState: 'gone', detail: `process ${pid} of the original is gone or is another process now` });
-    return read(pid, first, count);
-  };
+  // Gone (or its pid reused), checked around every chunk: the pages still owed exist nowhere else (ORIGINAL_LOST).
+  const journaled = new Map(m.started.tree.map((p) => [p.hostPid, p.startTime]));
+  const readPages = whileOriginal(deps.readPages ?? readOriginal, (pid) => journaled.has(pid) && readStat(pid)?.startTime === journaled.get(pid));
   const dest = await connectOr(m, deps, (e) => fillUnresolvedError(target, e));
   try {
     const outcome = await fillUntilDone(dest, {

@@ -40,6 +40,23 @@ const END_WAIT_MS = 1_000;
 /** Reads pages of a frozen process of the original (host pid), as SourceHost.readPages. */
 export type OriginalPageReader = (hostPid: number, firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
 
+/**
+ * `read`, only while `isOriginal(pid)` holds before the read and after each chunk (a pid that is another process
+ * after a chunk was another one during it: it never becomes the original again): else ORIGINAL_LOST. A pid the
+ * kernel gave to a new process must never have its memory sent as the copy's pages.
+ */
+export function whileOriginal(read: OriginalPageReader, isOriginal: (hostPid: number) => boolean): OriginalPageReader {
+  const lost = (pid: number): FerryError =>
+    new FerryError('ORIGINAL_LOST', { phase: 'fill', side: 'source', sourceState: 'gone', detail: `process ${pid} of the original is gone or is another process now` });
+  return function* (pid, first, count) {
+    if (!isOriginal(pid)) throw lost(pid);
+    for (const c of read(pid, first, count)) {
+      if (!isOriginal(pid)) throw lost(pid);
+      yield c;
+    }
+  };
+}
+
 export interface ConfirmOptions {
   migrationId: string;
   epoch: string;

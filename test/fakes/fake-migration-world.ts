@@ -166,6 +166,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
       return 'full' as const;
     },
+    startTime: () => 1,
     readPages: () => {
       throw new Error('a full dump needs no reads from the task');
     },

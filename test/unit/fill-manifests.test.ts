@@ -18,7 +18,7 @@ import type { FillCallHandlers } from '../../source-agent/fill-call.js';
 import { decodeFillManifests, encodeFillManifests, fillManifestsPath, loadFillManifests, type FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import { SourceJournal } from '../../source-agent/migration/source-journal.js';
 import { setBits } from '../../source-agent/pages/final-delta-pages.js';
-import { confirmPages, fillUntilDone } from '../../source-agent/pages/confirm-pages.js';
+import { confirmPages, fillUntilDone, whileOriginal } from '../../source-agent/pages/confirm-pages.js';
 import { originalLostError } from '../../source-agent/migration/commit-outcome.js';
 import { FerryError, SystemCallError } from '../../shared/errors/ferry-error.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
@@ -294,5 +294,18 @@ describe('post-copy in the fill (issue 12)', () => {
     expect(outcome.error.message).toContain('the copy on dest:7070 (pid 777) waits on pages that exist nowhere now');
     expect(outcome.error.hint).toContain('kill -9 777');
     expect(calls).toBe(1);
+  });
+
+  it('whileOriginal checks the process around every chunk: one replaced during a read never has that chunk used', () => {
+    let checks = 0;
+    const twoChunks = (pid: number, first: number, count: number) => [...read(pid, first, count / 2), ...read(pid, first + count / 2, count / 2)];
+    // Original at the first check and after the first chunk; another process after the second.
+    const guarded = whileOriginal(twoChunks, () => ++checks <= 2);
+    const got: number[] = [];
+    expectFerryError(() => {
+      for (const c of guarded(77, 0x10000, 8)) got.push(c.pages[0]!);
+    }, 'ORIGINAL_LOST');
+    expect(got).toEqual([0x10000]);
+    expectFerryError(() => [...whileOriginal(twoChunks, () => false)(77, 0, 2)], 'ORIGINAL_LOST');
   });
 });

@@ -72,6 +72,8 @@ interface LazyRun {
   differs?: Map<number, number>;
   /** The original is gone by the time the fill reads it (process_vm_readv: ESRCH). */
   originalGone?: boolean;
+  /** The original died after the Commit and its pid now belongs to another process (another start time). */
+  pidReused?: boolean;
 }
 
 async function runLazy(o: LazyRun = {}) {
@@ -87,6 +89,7 @@ async function runLazy(o: LazyRun = {}) {
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
       return 'lazy' as const;
     },
+    startTime: () => (o.pidReused && w.log.includes('dest.commit') ? 2 : 1),
     readPages: (_pid, first, count) => {
       w.log.push(`read ${first - FIRST}+${count}`);
       if (o.originalGone && w.log.includes('dest.commit')) throw new SystemCallError('process_vm_readv', 3, 'ESRCH');
@@ -325,5 +328,13 @@ describe('post-copy: the source side (issue 12)', () => {
     expect(r.log).not.toContain('signal.SIGKILL');
     expect(r.log).not.toContain('dest.abort');
     expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'original-lost', code: 'FERRY-7006' });
+  });
+
+  it('the original\'s pid taken by another process during the fill: ORIGINAL_LOST, never a byte of that process sent', async () => {
+    const r = await runLazy({ options: { postCopy: 'always' }, pidReused: true });
+    expect(r.error?.key).toBe('ORIGINAL_LOST');
+    expect(r.log.filter((x) => x.startsWith('read'))).toEqual([]);
+    expect(r.fillRequests.every((q) => q.data.length === 0)).toBe(true);
+    expect(r.log).not.toContain('signal.SIGKILL');
   });
 });
