@@ -36,6 +36,11 @@ const MAX_LOGGED_REPLACED = 32;
 const REACHABLE_WAIT_MS = 2_000;
 /** How long a failed write waits for the call's end to learn why. */
 const END_WAIT_MS = 1_000;
+/**
+ * A call after the first waits this long at most for the dest's first event before it sweeps: the dest's
+ * FillReady comes first, and a sweep begun before it would send again what the pager has (post-copy: bytes).
+ */
+export const READY_WAIT_MS = 1_000;
 
 /** Reads pages of a frozen process of the original (host pid), as SourceHost.readPages. */
 export type OriginalPageReader = (hostPid: number, firstPage: number, count: number) => Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
@@ -73,6 +78,10 @@ export interface ConfirmOptions {
   sweepAfter?: Promise<void>;
   /** The error to end with when the original is gone while pages are still owed (names the copy on the dest). */
   lost?: (cause: unknown) => FerryError;
+  /** The sweep waits this long at most for the dest's first event (its FillReady); default 0. */
+  readyWaitMs?: number;
+  /** No Fill call of this session was ever opened before (by anyone): the first call can get no FillReady. */
+  freshSession?: boolean;
 }
 
 export interface FillResult {
@@ -140,7 +149,9 @@ export async function fillUntilDone(
     calls++;
     try {
       // Each call answers every page from scratch: the figures are the successful call's.
-      const r = await confirmPages((h) => dest.fill(h, o.signal), o, { onAlive: () => (alive = Date.now()), idleMs: Math.max(1, o.patienceMs - (Date.now() - alive)), sent });
+      // Bounded by the patience too: the wait is silence, and the call's watchdog ends a silent call.
+      const readyWaitMs = calls === 1 && o.freshSession ? 0 : Math.min(READY_WAIT_MS, o.patienceMs / 4);
+      const r = await confirmPages((h) => dest.fill(h, o.signal), { ...o, readyWaitMs }, { onAlive: () => (alive = Date.now()), idleMs: Math.max(1, o.patienceMs - (Date.now() - alive)), sent });
       return { kind: 'done', result: { ...r, dataBytes: sent.dataBytes, calls } };
     } catch (e) {
       if (e instanceof FerryError && e.key === 'FILL_FAILED') return { kind: 'failed', error: e };
@@ -188,9 +199,11 @@ export async function confirmPages(
     wake = undefined;
     w?.();
   };
+  let heard = false;
   const call = open({
     event: (e) => {
       alive();
+      heard = true;
       if (e.wanted) {
         const w = e.wanted;
         const t = tasks.get(w.task);
@@ -310,6 +323,7 @@ export async function confirmPages(
   try {
     // The first request names the session (count 0: nothing confirmed yet); the dest answers with wants.
     await send(0, 0, 0, Buffer.alloc(0));
+    const readyBy = Date.now() + (o.readyWaitMs ?? 0);
     const sweep = sweepRanges(tasks);
     let swept = false;
     let sweeping = o.sweepAfter === undefined;
@@ -332,6 +346,15 @@ export async function confirmPages(
           totals.wantedPages += end - from;
           await answerRange(t, from, end - from, w.bytes);
         }
+        continue;
+      }
+      if (!swept && sweeping && !heard && Date.now() < readyBy) {
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          timer = setTimeout(resolve, readyBy - Date.now());
+        });
+        clearTimeout(timer);
         continue;
       }
       if (!swept && sweeping) {

@@ -93,6 +93,7 @@ function openFill(ctx: MigrationContext, n: Negotiated, f: Frozen, manifests: Fi
       log: ctx.log,
       signal: stop.signal,
       sweepAfter,
+      freshSession: true,
       patienceMs: ctx.opts.commitPatienceMs,
       unanswered: (cause) => fillUnresolvedError({ ...target, restoredPid: early.restoredPid }, cause),
       lost: (cause) => originalLostError({ ...target, restoredPid: early.restoredPid }, cause),
