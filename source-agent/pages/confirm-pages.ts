@@ -157,6 +157,12 @@ export async function fillUntilDone(
       if (e instanceof FerryError && e.key === 'FILL_FAILED') return { kind: 'failed', error: e };
       if (e instanceof FerryError && e.key === 'ORIGINAL_LOST') return { kind: 'lost', error: e };
       if (e instanceof FerryError && e.key === 'MEMORY_READ_FAILED') throw e;
+      // The dest refuses what we send (a bug, or a dest of another release): asking again sends the same. The
+      // original stays frozen for an operator to look at, at once rather than after the patience.
+      if (e instanceof FerryError && e.key === 'REQUEST_INVALID') {
+        o.log.error('the dest refuses the fill requests: not asking again', { err: e });
+        return { kind: 'unanswered', error: o.unanswered(e) };
+      }
       last = e;
       o.log.warn('fill call broke: opening it again', { attempt, err: e });
       await new Promise((r) => setTimeout(r, Math.min(2_000, 200 * attempt)));

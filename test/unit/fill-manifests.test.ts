@@ -314,4 +314,30 @@ describe('post-copy in the fill (issue 12)', () => {
     expect(got).toEqual([0x10000]);
     expectFerryError(() => [...whileOriginal(twoChunks, () => false)(77, 0, 2)], 'ORIGINAL_LOST');
   });
+
+  it('a dest that refuses the requests (REQUEST_INVALID) is not asked again for the whole patience: unanswered at once', async () => {
+    let calls = 0;
+    const dest = {
+      reachable: () => Promise.resolve(true),
+      fill: (h: FillCallHandlers) => {
+        calls++;
+        return {
+          write: (req: m.FillRequest) => {
+            if (req.count > 0) setImmediate(() => h.end(new FerryError('REQUEST_INVALID', { side: 'dest', detail: '24576 bytes of data for 256 pages' })));
+            return Promise.resolve();
+          },
+          end: () => undefined,
+          cancel: () => undefined,
+        };
+      },
+    };
+    const t0 = Date.now();
+    const outcome = await fillUntilDone(dest, {
+      migrationId: 'id', epoch: '1', manifests: [postCopyManifest()], pageSize: PAGE, readPages: read, log: silentLogger, signal: new AbortController().signal,
+      patienceMs: 60_000, unanswered: (cause) => new FerryError('MIGRATION_UNRESOLVED', { cause }),
+    });
+    expect(outcome.kind).toBe('unanswered');
+    expect(calls).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
 });
