@@ -82,6 +82,11 @@ export interface ConfirmOptions {
   readyWaitMs?: number;
   /** No Fill call of this session was ever opened before (by anyone): the first call can get no FillReady. */
   freshSession?: boolean;
+  /**
+   * Post-copy: every held page is unconfirmed whatever the tracker said, so pages that differ are the task's
+   * writes since pre-copy read them, expected, not a tracker's miss: logged at debug only.
+   */
+  postCopy?: boolean;
 }
 
 export interface FillResult {
@@ -299,7 +304,7 @@ export async function confirmPages(
         if (remote && firstTime) totals.remotePages++;
         if (differs && !bytes && firstTime) {
           totals.replacedPages++;
-          if (logged++ < MAX_LOGGED_REPLACED) o.log.warn('a page differs from what the dest holds: sent from the original', { task: t.m.task, page: c.pages[k], index: i });
+          if (logged++ < MAX_LOGGED_REPLACED) o.log[o.postCopy ? 'debug' : 'warn']('a page differs from what the dest holds: sent from the original', { task: t.m.task, page: c.pages[k], index: i });
         }
       }
       // Copied: the reader's buffer is overwritten by its next chunk. All or none: the old form (no bitmap).

@@ -18,6 +18,8 @@ export interface DeltaSent {
   /** Reads pages of the frozen tree by the task keys the images use (the check beside the restore too). */
   readTask: TaskPageReader;
   finalDeltaMs: number;
+  /** Post-copy: the task's lazy pages were not read; the fill sends what differs or is remote. */
+  postCopy: boolean;
 }
 
 /**
@@ -55,5 +57,5 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);
   log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
   log.info('final delta sent', { dumpKind: f.dumpKind, postCopy: pre.postCopy, remotePages: delta.remotePages, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
-  return { delta, images, readTask, finalDeltaMs: performance.now() - t0 };
+  return { delta, images, readTask, finalDeltaMs: performance.now() - t0, postCopy: pre.postCopy };
 }

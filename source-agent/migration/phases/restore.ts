@@ -39,7 +39,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
   const { opts } = ctx;
   const lazy = n.restore.mode === 'lazy';
   const fillManifests = lazy ? fillManifestsOf(d, f) : [];
-  const fill = lazy ? openFill(ctx, n, f, fillManifests) : undefined;
+  const fill = lazy ? openFill(ctx, n, f, fillManifests, d.postCopy) : undefined;
   const restoring = n.dest.restore(
     {
       migrationId: ctx.migrationId,
@@ -73,7 +73,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
  * pager serves it only once this side confirmed it from the frozen original. Its own signal: a Ctrl-C after the
  * resume must not cut it short (phases/fill.ts); a rollback before the resume stops it.
  */
-function openFill(ctx: MigrationContext, n: Negotiated, f: Frozen, manifests: FillManifest[]): EarlyFill {
+function openFill(ctx: MigrationContext, n: Negotiated, f: Frozen, manifests: FillManifest[], postCopy: boolean): EarlyFill {
   // The frozen tree's processes as they are now: a pid read later must still be the same process.
   const started = new Map(f.tree.map((t) => [t.hostPid, ctx.host.startTime(t.hostPid)]));
   const isOriginal = (pid: number): boolean => started.get(pid) !== undefined && ctx.host.startTime(pid) === started.get(pid);
@@ -94,6 +94,7 @@ function openFill(ctx: MigrationContext, n: Negotiated, f: Frozen, manifests: Fi
       signal: stop.signal,
       sweepAfter,
       freshSession: true,
+      postCopy,
       patienceMs: ctx.opts.commitPatienceMs,
       unanswered: (cause) => fillUnresolvedError({ ...target, restoredPid: early.restoredPid }, cause),
       lost: (cause) => originalLostError({ ...target, restoredPid: early.restoredPid }, cause),
