@@ -40,6 +40,8 @@ const CONNECT_ATTEMPT_MS = 3_000;
 
 export class DestClient {
   private client: RawClient;
+  /** Since when the channel has been CONNECTING, as whenConnected saw it. */
+  private connectingSince: number | undefined;
 
   private readonly target: HostPort;
 
@@ -110,27 +112,26 @@ export class DestClient {
   async whenConnected(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     let channel = this.client.getChannel();
-    let connectingSince: number | undefined;
     for (let state = channel.getConnectivityState(true); state !== grpc.connectivityState.READY; state = channel.getConnectivityState(true)) {
       if (state === grpc.connectivityState.SHUTDOWN || Date.now() >= deadline) return false;
-      if (state === grpc.connectivityState.CONNECTING) {
-        connectingSince ??= Date.now();
-        if (Date.now() - connectingSince >= CONNECT_ATTEMPT_MS) {
-          this.renew();
-          channel = this.client.getChannel();
-          connectingSince = undefined;
-          continue;
-        }
-      } else connectingSince = undefined;
+      // Kept across calls: the callers ask in short waits (2 s), and a stuck attempt outlives each of them.
+      if (state !== grpc.connectivityState.CONNECTING) this.connectingSince = undefined;
+      else if ((this.connectingSince ??= Date.now()) + CONNECT_ATTEMPT_MS <= Date.now()) {
+        this.renew();
+        channel = this.client.getChannel();
+        continue;
+      }
       const from = state;
-      const until = Math.min(deadline, (connectingSince ?? Date.now()) + CONNECT_ATTEMPT_MS);
+      const until = Math.min(deadline, this.connectingSince === undefined ? deadline : this.connectingSince + CONNECT_ATTEMPT_MS);
       await new Promise<void>((resolve) => channel.watchConnectivityState(from, until, () => resolve()));
     }
+    this.connectingSince = undefined;
     return true;
   }
 
   /** Replaces the channel (the old one closed): the next attempt is a new TCP connection. */
   private renew(): void {
+    this.connectingSince = undefined;
     const old = this.client;
     this.client = this.newClient();
     old.close();
