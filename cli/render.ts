@@ -29,6 +29,13 @@ export function describeEvent(e: MigrationEvent): string | undefined {
   }
 }
 
+/** Bytes sent in all phases over the task's memory at the dump (the dumped pages). */
+function rssRatio(s: MigrationSummary): string {
+  const rss = s.dumpPages * 4096;
+  return rss > 0 ? ((s.precopyBytes + s.downtimeBytes + s.postcopyBytes) / rss).toFixed(2) : '0';
+}
+const fmtWait = (us: number): string => `${(us / 1000).toFixed(us >= 10_000 ? 0 : 2)} ms`;
+
 export function formatSummary(s: MigrationSummary): string {
   const p = s.phases;
   return [
@@ -36,6 +43,12 @@ export function formatSummary(s: MigrationSummary): string {
     `  rounds      ${s.rounds.length} (${s.decision})`,
     `  pages       ${s.presentPages} present at round 0, ${s.pagesSent} sent (${s.finalDeltaPages} in the final delta of ${s.dumpPages} dumped)`,
     `  bytes       ${fmtBytes(s.pageBytesSent)} of pages + ${fmtBytes(s.imageBytesSent)} of images`,
+    `  bytes: pre-copy ${fmtBytes(s.precopyBytes)}, downtime ${fmtBytes(s.downtimeBytes)}, post-copy ${fmtBytes(s.postcopyBytes)} = ${rssRatio(s)} x RSS`,
+    ...(s.postCopied
+      ? [
+          `  post-copy: ${s.remotePages} pages after the resume, ${s.fillFaultsWaited} faults waited (p50 ${fmtWait(s.faultWaitP50Us)}, p99 ${fmtWait(s.faultWaitP99Us)})`,
+        ]
+      : []),
     `  total time  ${fmtMs(s.totalMs)}`,
     ...(s.throttle ? [`  throttle    up to ${s.throttle.maxPercent} % of the task's CPU taken (${s.throttle.method}), released at the freeze`] : []),
     `  downtime    ${fmtMs(s.downtimeMs)} (${s.dumpKind} dump ${fmtMs(p.dumpMs ?? 0)}, final delta ${fmtMs(p.finalDeltaMs ?? 0)}, rebuild ${fmtMs(p.rebuildMs ?? 0)}, ${s.restoreMode} restore ${fmtMs(p.restoreMs ?? 0)}, commit ${fmtMs(p.commitMs ?? 0)})`,

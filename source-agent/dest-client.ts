@@ -29,8 +29,19 @@ const FAULT_POINTS_OF: Partial<Record<UnaryMethod, { before: FaultPoint; after?:
   Abort: { before: 'source.before-abort' },
 };
 
+type RawClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+/**
+ * A connection attempt still CONNECTING after this long is dropped for a new channel: grpc-js has no TCP connect
+ * timeout, and a SYN sent while the link was down is retried by the kernel at 1, 2, 4, ... 64 s: after a long cut
+ * the link would be back well before the attempt notices.
+ */
+const CONNECT_ATTEMPT_MS = 3_000;
+
 export class DestClient {
-  readonly raw: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  private client: RawClient;
+  /** Since when the channel has been CONNECTING, as whenConnected saw it. */
+  private connectingSince: number | undefined;
 
   private readonly target: HostPort;
 
@@ -40,9 +51,18 @@ export class DestClient {
     private readonly security: TransportSecurity = defaultClientSecurity(),
   ) {
     this.target = parseHostPort(address, 'dest address');
-    const transport = clientCredentials(security, this.target);
+    this.client = this.newClient();
+  }
+
+  get raw(): RawClient {
+    return this.client;
+  }
+
+  /** A channel of its own (a local subchannel pool): renewing it starts a fresh TCP connection. */
+  private newClient(): RawClient {
+    const transport = clientCredentials(this.security, this.target);
     const Dest = ferryProto().Dest;
-    this.raw = new Dest(address, transport.credentials, { ...CHANNEL_OPTIONS, ...transport.options }) as DestClient['raw'];
+    return new Dest(this.address, transport.credentials, { ...CHANNEL_OPTIONS, ...transport.options, 'grpc.use_local_subchannel_pool': 1 }) as RawClient;
   }
 
   /**
@@ -83,16 +103,38 @@ export class DestClient {
     }
   }
 
-  /** Whether the channel is (or gets) connected within `timeoutMs`; never throws. */
+  /**
+   * Whether the channel is (or gets) connected within `timeoutMs`; never throws. It tries to connect (from IDLE at
+   * once; from a failure after a backoff of 1 s at most), and an attempt stuck CONNECTING past CONNECT_ATTEMPT_MS
+   * (its SYN lost while the link was down) is given up for a new channel. Called with no call in flight (the fill
+   * and the commit ask before they open one): the old channel has nothing to lose.
+   */
   async whenConnected(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    const channel = this.raw.getChannel();
+    let channel = this.client.getChannel();
     for (let state = channel.getConnectivityState(true); state !== grpc.connectivityState.READY; state = channel.getConnectivityState(true)) {
       if (state === grpc.connectivityState.SHUTDOWN || Date.now() >= deadline) return false;
+      // Kept across calls: the callers ask in short waits (2 s), and a stuck attempt outlives each of them.
+      if (state !== grpc.connectivityState.CONNECTING) this.connectingSince = undefined;
+      else if ((this.connectingSince ??= Date.now()) + CONNECT_ATTEMPT_MS <= Date.now()) {
+        this.renew();
+        channel = this.client.getChannel();
+        continue;
+      }
       const from = state;
-      await new Promise<void>((resolve) => channel.watchConnectivityState(from, deadline, () => resolve()));
+      const until = Math.min(deadline, this.connectingSince === undefined ? deadline : this.connectingSince + CONNECT_ATTEMPT_MS);
+      await new Promise<void>((resolve) => channel.watchConnectivityState(from, until, () => resolve()));
     }
+    this.connectingSince = undefined;
     return true;
+  }
+
+  /** Replaces the channel (the old one closed): the next attempt is a new TCP connection. */
+  private renew(): void {
+    this.connectingSince = undefined;
+    const old = this.client;
+    this.client = this.newClient();
+    old.close();
   }
 
   async unary<Req, Res>(method: UnaryMethod, req: Req, opts: { phase: Phase; timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Res> {
@@ -212,6 +254,6 @@ export class DestClient {
   }
 
   close(): void {
-    this.raw.close();
+    this.client.close();
   }
 }

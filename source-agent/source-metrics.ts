@@ -19,6 +19,8 @@ export class SourceMetrics {
   private readonly throttle: Gauge;
   private readonly fill: Histogram;
   private readonly replaced: Counter;
+  private readonly sentBytes: Counter<'phase'>;
+  private readonly faultWait: Gauge<'quantile'>;
 
   constructor(
     registry: Registry,
@@ -40,6 +42,13 @@ export class SourceMetrics {
     this.pages = new Counter({ name: 'ferry_pages_total', help: 'Pages handled by kind (sent, zero)', labelNames: ['kind'], registers });
     this.fill = new Histogram({ name: 'ferry_fill_seconds', help: 'Lazy restore: Commit answered to every page in the copy', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300], registers });
     this.replaced = new Counter({ name: 'ferry_replaced_pages_total', help: 'Lazy restore: trusted pages that differed from the frozen original (sent from it)', registers });
+    this.sentBytes = new Counter({
+      name: 'ferry_sent_bytes_total',
+      help: 'Bytes sent to the dest by phase: precopy (pages while the task ran), downtime (pages and images while frozen), postcopy (pages after the resume)',
+      labelNames: ['phase'],
+      registers,
+    });
+    this.faultWait = new Gauge({ name: 'ferry_fault_wait_seconds', help: 'Lazy restore, last migration: wait of the faults that waited for the source (median, 99th percentile)', labelNames: ['quantile'], registers });
   }
 
   /** Subscribes to a migration's announcements (see migration/announcer.ts). */
@@ -64,6 +73,7 @@ export class SourceMetrics {
     this.transferRate.set(r.durationMs > 0 ? (r.bytesSent * 1000) / r.durationMs : 0);
     this.roundDuration.observe(r.durationMs / 1000);
     this.transferred.inc({ kind: 'precopy' }, r.bytesSent);
+    this.sentBytes.inc({ phase: 'precopy' }, r.bytesSent);
     this.pages.inc({ kind: 'sent' }, r.dirtyPages - r.zeroPages);
     this.pages.inc({ kind: 'zero' }, r.zeroPages);
   }
@@ -83,9 +93,13 @@ export class SourceMetrics {
     this.downtime.observe(s.downtimeMs / 1000);
     this.transferred.inc({ kind: 'final-delta' }, s.finalDeltaPages * this.pageSize);
     this.transferred.inc({ kind: 'images' }, s.imageBytesSent);
+    this.sentBytes.inc({ phase: 'downtime' }, s.downtimeBytes);
+    this.sentBytes.inc({ phase: 'postcopy' }, s.postcopyBytes);
     if (s.restoreMode === 'lazy') {
       this.fill.observe(s.fillMs / 1000);
       this.replaced.inc(s.replacedPages);
+      this.faultWait.set({ quantile: '0.5' }, s.faultWaitP50Us / 1e6);
+      this.faultWait.set({ quantile: '0.99' }, s.faultWaitP99Us / 1e6);
     }
   }
 

@@ -33,7 +33,14 @@ Options:
   --restore-timeout DUR   criu restore on the dest must finish within this (default 120s)
   --bandwidth RATE        cap pre-copy traffic, e.g. 200mbit or 25MiB (the final delta is never capped)
   --on-no-converge ACTION when pre-copy does not converge: throttle (default: take CPU from the task,
-                          20 % then +10 % per round), freeze (freeze anyway) or abort (leave it running)
+                          20 % then +10 % per round), freeze (freeze anyway), abort (leave it running) or
+                          postcopy (the same as --post-copy auto)
+  --post-copy WHEN        off (default), auto (when pre-copy does not converge, before any throttling) or
+                          always (right after round 0): the copy resumes on the dest at once and fetches
+                          the pages it lacks from the frozen original, which is then the only full copy
+                          until the fill ends: its loss (the source host dies) loses the task (exit 3,
+                          ORIGINAL_LOST). Needs a dest that restores lazily; not with --restore eager or
+                          --no-precopy
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
@@ -55,7 +62,8 @@ ${tlsHelp('dest', false)}
 
 Exit codes: 0 migrated; 1 failed and the task runs on the source; 2 refused, nothing touched;
 3 the dest did not answer the commit (or, restoring lazily, stopped answering the fill): the task is
-frozen here (the message names the --resume to run);
+frozen here (the message names the --resume to run); or the frozen original was lost before the dest
+held every page (ORIGINAL_LOST: kill the copy the message names on the dest, restart the task);
 130 interrupted and rolled back.`;
 
 export async function migrateCommand(argv: string[]): Promise<number> {
@@ -76,6 +84,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       resume: { type: 'string' },
       'commit-patience': { type: 'string' },
       restore: { type: 'string' },
+      'post-copy': { type: 'string' },
       ...TLS_FLAGS,
     },
     true,
@@ -110,6 +119,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     tracker: values.tracker,
     commitPatienceMs: msFlag('commit-patience', values['commit-patience']),
     restore: values.restore,
+    postCopy: values['post-copy'],
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

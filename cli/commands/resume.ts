@@ -33,6 +33,7 @@ export async function resumeCommand(which: string, security: TransportSecurity, 
           answerPatienceMs,
         });
         if (r.outcome === 'rolled-back' && exit === EXIT.ok) exit = EXIT.failed;
+        if (r.outcome === 'original-lost') exit = EXIT.unknown;
         print(r, json);
       } catch (e) {
         // One migration's failure is reported and the others still resolve; `ferry migrate --resume ID` fails whole.
@@ -52,5 +53,5 @@ export async function resumeCommand(which: string, security: TransportSecurity, 
 
 function print(r: Resolution, json: boolean): void {
   if (json) console.log(JSON.stringify({ kind: 'resolved', ...r }));
-  else console.log(`migration ${r.migrationId}: ${r.alreadyDone ? 'had already ended: ' : ''}${r.outcome === 'migrated' ? 'migrated' : 'rolled back'}; ${r.detail}`);
+  else console.log(`migration ${r.migrationId}: ${r.alreadyDone ? 'had already ended: ' : ''}${r.outcome === 'migrated' ? 'migrated' : r.outcome === 'original-lost' ? 'the original was lost' : 'rolled back'}; ${r.detail}`);
 }

@@ -146,6 +146,12 @@ export const ERRORS = {
     'Run `ferry check --dest HOST:PORT`: it says why; use `--restore eager`, or rebuild the dest with `npm ci` (it builds the pager).',
     status.FAILED_PRECONDITION,
   ),
+  POSTCOPY_UNSUPPORTED: spec(
+    'FERRY-1018',
+    'Post-copy needs a dest that restores lazily, and this one cannot',
+    'Run `ferry check --to HOST:PORT`: it says why the dest cannot restore lazily; or migrate with `--post-copy off`.',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.
@@ -307,6 +313,12 @@ export const ERRORS = {
     'The dest agent log and the pager log in its work dir say why; what the copy did after its resume is lost. Retry the migration (or use `--restore eager`).',
     status.ABORTED,
     true,
+  ),
+  ORIGINAL_LOST: spec(
+    'FERRY-7006',
+    'The frozen original is gone before the dest held every page: the copy on the dest waits on pages that exist nowhere now',
+    'Kill that copy on the dest (`kill -9 PID`, the detail names it) and restart the task from its own persistent state: this migration cannot be completed.',
+    status.DATA_LOSS,
   ),
 
   INTERNAL: spec('FERRY-9001', 'Internal error', 'This is a bug: keep the agent log and report it.', status.INTERNAL),

@@ -21,8 +21,13 @@
  *                  ("throttle-exhausted"). max-rounds alone does not throttle: the rounds are spent. When even
  *                  the cap would leave the task dirtying faster than the link carries, throttling only
  *                  slows the task for nothing: freeze at once ("throttle-futile").
- *   Whatever the state: once pre-copy has sent 4x the task's memory, freeze ("byte-budget").
+ *        postcopy: resume the copy on the dest now and send the rest after the resume ("postcopy"): never
+ *                  throttles (the task keeps its full speed; KubeVirt's allowPostCopy after its progress timeout).
+ *   Whatever the state: once pre-copy has sent 4x the task's memory, freeze ("byte-budget"; under postcopy,
+ *   switch to post-copy instead, "postcopy").
  *   otherwise                                                             -> another round ("continue")
+ * --post-copy always switches right after round 0, whatever round 0 found ("postcopy-always"). Converged
+ * freezes (floor, budget, small-delta) stay ordinary freezes under auto: nothing is left to send afterwards.
  */
 export interface RoundRecord {
   round: number;
@@ -37,7 +42,7 @@ export interface RoundRecord {
   transferMs: number;
 }
 
-export type NoConvergeAction = 'freeze' | 'throttle' | 'abort';
+export type NoConvergeAction = 'postcopy' | 'freeze' | 'throttle' | 'abort';
 
 export interface ConvergencePolicy {
   maxRounds: number;
@@ -45,6 +50,8 @@ export interface ConvergencePolicy {
   floorPages: number;
   pageSize: number;
   onNoConverge: NoConvergeAction;
+  /** --post-copy always: switch to post-copy after round 0 (implies onNoConverge postcopy). */
+  postCopyAlways?: boolean | undefined;
   throttleStartPercent: number;
   throttleStepPercent: number;
   throttleMaxPercent: number;
@@ -77,10 +84,15 @@ export type ConvergenceRule =
   | 'throttle-exhausted'
   | 'throttle-futile'
   | 'byte-budget'
+  | 'postcopy'
+  | 'postcopy-always'
   | 'continue';
 
+/** postcopy: freeze, and resume the copy on the dest before it holds the task's memory (the rest follows). */
+export type DecisionAction = 'continue' | 'freeze' | 'throttle' | 'postcopy' | 'abort';
+
 export interface Decision {
-  action: 'continue' | 'freeze' | 'throttle' | 'abort';
+  action: DecisionAction;
   rule: ConvergenceRule;
   reason: string;
   /** For action 'throttle': the new share of CPU to take away. */
@@ -145,6 +157,13 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
     expectedDowntimeMs,
   });
 
+  // The remote part: what the dest will fetch after the resume (the last round's dirty set, roughly).
+  const postCopyNow = (why: string): Decision => decide('postcopy', 'postcopy', `switching to post-copy: ${why}; ${mib(dirtyBytes)} left for after the resume`);
+  if (policy.postCopyAlways && history.length === 1) {
+    // Round 0 sent everything present: what is left is what the task wrote since it was read.
+    return decide('postcopy', 'postcopy-always', `switching to post-copy after round 0 (--post-copy always): ${mib(last.bytesSent)} sent in round 0; the pages written since go after the resume`);
+  }
+
   if (last.dirtyPages <= policy.floorPages) {
     return decide('freeze', 'floor', `freezing: ${last.dirtyPages} dirty pages <= floor of ${policy.floorPages}`);
   }
@@ -169,6 +188,7 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
 
   const sent = history.reduce((n, r) => n + r.bytesSent, 0);
   if (state.residentBytes && sent >= BYTE_BUDGET_FACTOR * state.residentBytes) {
+    if (policy.onNoConverge === 'postcopy') return postCopyNow(`pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
     return decide('freeze', 'byte-budget', `freezing: pre-copy has sent ${mib(sent)}, ${BYTE_BUDGET_FACTOR}x the task's ${mib(state.residentBytes)}`);
   }
 
@@ -190,6 +210,8 @@ export function decideAfterRound(state: PolicyState, policy: ConvergencePolicy):
   }
   const why = notConverging ?? `${history.length} rounds done, the maximum is ${policy.maxRounds}`;
   switch (policy.onNoConverge) {
+    case 'postcopy':
+      return postCopyNow(why);
     case 'abort':
       return decide('abort', 'no-converge', `aborting: not converging (${why}); the task keeps running here`);
     case 'freeze':

@@ -17,6 +17,10 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
+  // grpc-js backs off up to 120 s between connection attempts: a link back after a long cut would sit idle that
+  // long (a post-copy fill waits on it, with the copy faulting). A refused attempt costs one SYN: retry often.
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 1_000,
 };
 
 export const SERVER_OPTIONS: grpc.ChannelOptions = {

@@ -7,6 +7,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import type { NoConvergeAction } from '../../shared/policy/convergence.js';
 import type { TrackerChoice } from '../trackers/tracker.js';
 import { restoreChoice, type RestoreChoice } from '../migration/restore-mode.js';
+import type { PostCopyChoice } from '../migration/events.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { join } from 'node:path';
 import { costModelPath } from '../cost-model.js';
@@ -43,6 +44,8 @@ export interface MigrateOptions {
   undeliveredPatienceMs?: number | undefined;
   /** auto (default: lazy where the dest offers it), lazy or eager. */
   restore?: string | undefined;
+  /** off (default), auto (when pre-copy does not converge) or always (right after round 0). */
+  postCopy?: string | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -73,6 +76,8 @@ export interface CompiledMigrateOptions {
   undeliveredPatienceMs: number;
   /** How the dest restores; negotiate resolves auto against the dest's features. */
   restore: RestoreChoice;
+  /** When to resume the copy before the dest holds its memory (post-copy needs a lazy restore). */
+  postCopy: PostCopyChoice;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -87,6 +92,9 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
   if (!Number.isInteger(o.pid) || o.pid < 1 || o.pid > 4194304) {
     throw new FerryError('BAD_ARGUMENT', { message: `PID must be a positive integer (got ${o.pid})` });
   }
+  const restore = restoreChoice(o.restore);
+  const noPrecopy = o.noPrecopy ?? false;
+  const { postCopy, onNoConverge } = postCopyAndNoConverge(o.postCopy, o.onNoConverge, restore, noPrecopy);
   return {
     pid: o.pid,
     to: formatHostPort(parseHostPort(o.to, '--to address')),
@@ -99,8 +107,8 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     imagesRoot: o.imagesRoot ?? env.imagesRoot,
     connectTimeoutMs: positiveInt('connect timeout', o.connectTimeoutMs, 5_000, 600_000),
     bandwidthBytesPerSecond: bandwidth(o.bandwidthBytesPerSecond),
-    onNoConverge: noConvergeAction(o.onNoConverge),
-    noPrecopy: o.noPrecopy ?? false,
+    onNoConverge,
+    noPrecopy,
     tracker: trackerChoice(o.tracker),
     dumpMode: env.dumpMode,
     costModelPath: costModelPath(env.stateDir),
@@ -108,7 +116,8 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     journalDir: sourceJournalDir(env),
     commitPatienceMs: positiveInt('--commit-patience', o.commitPatienceMs, ANSWER_PATIENCE_MS, 24 * 3_600_000),
     undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
-    restore: restoreChoice(o.restore),
+    restore,
+    postCopy,
   };
 }
 
@@ -119,10 +128,45 @@ function bandwidth(v: number | undefined): number | undefined {
   return v;
 }
 
-function noConvergeAction(v: string | undefined): NoConvergeAction {
-  if (v === undefined) return 'throttle';
-  if (v === 'freeze' || v === 'throttle' || v === 'abort') return v;
-  throw new FerryError('BAD_ARGUMENT', { message: `--on-no-converge must be freeze, throttle or abort (got "${v}")` });
+function noConvergeAction(v: string | undefined): NoConvergeAction | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'postcopy' || v === 'freeze' || v === 'throttle' || v === 'abort') return v;
+  throw new FerryError('BAD_ARGUMENT', { message: `--on-no-converge must be postcopy, throttle, freeze or abort (got "${v}")` });
+}
+
+function postCopyChoice(v: string | undefined): PostCopyChoice | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'off' || v === 'auto' || v === 'always') return v;
+  throw new FerryError('BAD_ARGUMENT', { message: `--post-copy must be off, auto or always (got "${v}")`, hint: 'off (the default) never resumes the copy before the dest holds its memory.' });
+}
+
+/**
+ * --post-copy and --on-no-converge decide together: under auto the no-converge action IS post-copy, and
+ * `--on-no-converge postcopy` alone means `--post-copy auto`. Post-copy is a lazy restore after pre-copy, so
+ * it refuses --restore eager and --no-precopy. Every refusal is before anything is touched.
+ */
+function postCopyAndNoConverge(
+  pc: string | undefined,
+  nc: string | undefined,
+  restore: RestoreChoice,
+  noPrecopy: boolean,
+): { postCopy: PostCopyChoice; onNoConverge: NoConvergeAction } {
+  const asked = postCopyChoice(pc);
+  const action = noConvergeAction(nc);
+  const postCopy = asked ?? (action === 'postcopy' ? 'auto' : 'off');
+  const refuse = (message: string, hint: string): never => {
+    throw new FerryError('BAD_ARGUMENT', { message, hint });
+  };
+  if (postCopy === 'off') {
+    if (action === 'postcopy') refuse('--on-no-converge postcopy contradicts --post-copy off', 'Drop one of them: --on-no-converge postcopy alone means --post-copy auto.');
+    return { postCopy, onNoConverge: action ?? 'throttle' };
+  }
+  if (action !== undefined && action !== 'postcopy') {
+    refuse(`--post-copy ${postCopy} cannot go with --on-no-converge ${action}`, 'With post-copy the answer to a task that does not converge is post-copy itself: drop --on-no-converge (or give postcopy).');
+  }
+  if (restore === 'eager') refuse(`--post-copy ${postCopy} needs a lazy restore, not --restore eager`, 'Drop --restore eager (post-copy resumes the copy before the dest holds its memory), or use --post-copy off.');
+  if (noPrecopy) refuse(`--post-copy ${postCopy} cannot go with --no-precopy`, 'Post-copy follows at least round 0 of pre-copy: drop --no-precopy, or use --post-copy off.');
+  return { postCopy, onNoConverge: 'postcopy' };
 }
 
 function trackerChoice(v: string | undefined): TrackerChoice {

@@ -23,6 +23,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     tracker: o.tracker,
     commitPatienceMs: o.commitPatienceMs,
     restore: o.restore,
+    postCopy: o.postCopy,
   };
 }
 
@@ -42,5 +43,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     tracker: r.tracker,
     commitPatienceMs: r.commitPatienceMs,
     restore: r.restore,
+    postCopy: r.postCopy,
   };
 }

@@ -107,3 +107,20 @@ export function fillUnresolvedError(t: CommitTarget & { restoredPid: number }, c
     cause,
   });
 }
+
+/**
+ * The error of a fill whose frozen original is gone while pages are still owed (post-copy: the only full copy of
+ * the remote pages; lazy: the only proof of the unconfirmed ones): the copy on the dest waits on them forever.
+ */
+export function originalLostError(t: CommitTarget & { restoredPid: number }, cause: unknown): FerryError {
+  const pid = t.restoredPid > 0 ? String(t.restoredPid) : '?';
+  return new FerryError('ORIGINAL_LOST', {
+    phase: 'fill',
+    side: 'source',
+    sourceState: 'gone',
+    message: `the frozen original is gone before the dest held every page: the copy on ${t.to} (pid ${pid}) waits on pages that exist nowhere now and cannot be completed`,
+    hint: `Kill that copy on the dest (\`kill -9 ${pid}\` on ${t.to}) and restart the task from its own persistent state: migration ${t.migrationId} cannot be completed.`,
+    detail: `the original (pid ${t.rootPid}) was frozen on this host until the dest held every page; it is gone (${cause instanceof Error ? cause.message : String(cause)})`,
+    cause,
+  });
+}

@@ -86,7 +86,7 @@ export function fromEventMessage(msg: m.MigrationEventMessage): MigrationEvent {
       };
     case 'decision': {
       const d = required(msg.decision, msg.kind);
-      if (d.action !== 'continue' && d.action !== 'freeze' && d.action !== 'throttle' && d.action !== 'abort') throw malformed(`decision action ${d.action}`);
+      if (d.action !== 'continue' && d.action !== 'freeze' && d.action !== 'throttle' && d.action !== 'postcopy' && d.action !== 'abort') throw malformed(`decision action ${d.action}`);
       return {
         kind: 'decision',
         action: d.action,

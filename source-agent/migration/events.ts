@@ -1,6 +1,7 @@
 /** Progress of a migration, as snapshots: the CLI renders them, the Source service streams them. */
 import type { SerializedFerryError } from '../../shared/errors/ferry-error.js';
 import type { Phase } from '../../shared/phases.js';
+import type { DecisionAction } from '../../shared/policy/convergence.js';
 
 export interface PhaseTimes {
   /** criu dump of the frozen tree (the freeze starts with it). */
@@ -91,7 +92,7 @@ export type MigrationEvent =
   | { kind: 'round'; round: RoundSummary; pagesSent: number; bytesSent: number; rateBytesPerSecond: number }
   | {
       kind: 'decision';
-      action: 'continue' | 'freeze' | 'throttle' | 'abort';
+      action: DecisionAction;
       rule: string;
       message: string;
       expectedDowntimeMs: number | undefined;

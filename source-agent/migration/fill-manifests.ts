@@ -4,10 +4,12 @@
  * them against the frozen original, without the images dir (which goes with its agent).
  *
  * Binary, little-endian, bounded (a file that breaks a bound is refused as JOURNAL_UNREADABLE):
- *   header  char[8] "FRYFILL1"; u32 version = 1; u32 n_tasks; u32 page_size; u32 reserved
+ *   header  char[8] "FRYFILL1"; u32 version = 2; u32 n_tasks; u32 page_size; u32 reserved
  *   task    u32 task (the images' key); u32 host_pid; u32 n_runs; u32 reserved; u64 n_pages
  *           n_runs x { u64 first_page; u64 count }   (the pagemap's entries: manifest index order)
  *           n_pages x 16 bytes of hash; ceil(n_pages / 8) bytes of the unconfirmed bitmap (LSB first)
+ *           version 2: ceil(n_pages / 8) bytes of the remote bitmap (post-copy: the dest has no bytes of these)
+ * Version 1 files (from before post-copy) are still read: they have no remote pages.
  */
 import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,9 +28,12 @@ export interface FillManifest {
   hashes: Buffer;
   /** One bit per page, LSB first: 1 = to confirm against the original. Empty: all confirmed. */
   unconfirmed: Buffer;
+  /** Post-copy: one bit per page, LSB first: 1 = the dest has no bytes of it (always sent as bytes). Empty: none. */
+  remote: Buffer;
 }
 
 const MAGIC = 'FRYFILL1';
+const VERSION = 2;
 const HEADER = 24;
 const TASK_HEADER = 24;
 /** 64 GiB of 4 KiB pages' hashes with room: a bigger file is not one of ours. */
@@ -41,10 +46,10 @@ export function fillManifestsPath(journalDir: string, migrationId: string): stri
 
 export function encodeFillManifests(manifests: readonly FillManifest[], pageSize: number): Buffer {
   const pagesOf = (m: FillManifest): number => m.hashes.length / HASH_BYTES;
-  const size = manifests.reduce((n, m) => n + TASK_HEADER + m.runs.starts.length * 16 + m.hashes.length + Math.ceil(pagesOf(m) / 8), HEADER);
+  const size = manifests.reduce((n, m) => n + TASK_HEADER + m.runs.starts.length * 16 + m.hashes.length + 2 * Math.ceil(pagesOf(m) / 8), HEADER);
   const b = Buffer.alloc(size);
   b.write(MAGIC, 0, 'latin1');
-  b.writeUInt32LE(1, 8);
+  b.writeUInt32LE(VERSION, 8);
   b.writeUInt32LE(manifests.length, 12);
   b.writeUInt32LE(pageSize, 16);
   let o = HEADER;
@@ -62,6 +67,8 @@ export function encodeFillManifests(manifests: readonly FillManifest[], pageSize
     o += m.hashes.copy(b, o);
     m.unconfirmed.copy(b, o, 0, Math.min(m.unconfirmed.length, Math.ceil(n / 8)));
     o += Math.ceil(n / 8);
+    m.remote.copy(b, o, 0, Math.min(m.remote.length, Math.ceil(n / 8)));
+    o += Math.ceil(n / 8);
   }
   return b;
 }
@@ -74,7 +81,10 @@ export function decodeFillManifests(b: Buffer, where: string): { pageSize: numbe
     if (o + n > b.length) bad(`truncated at ${o}`);
   };
   need(0, HEADER);
-  if (b.toString('latin1', 0, 8) !== MAGIC || b.readUInt32LE(8) !== 1) bad('not a fill manifests file');
+  if (b.toString('latin1', 0, 8) !== MAGIC) bad('not a fill manifests file');
+  const version = b.readUInt32LE(8);
+  if (version !== 1 && version !== VERSION) bad(`version ${version}, not 1 or ${VERSION}`);
+  const bitmaps = version === 1 ? 1 : 2;
   const nTasks = b.readUInt32LE(12);
   const pageSize = b.readUInt32LE(16);
   if (nTasks > MAX_TASKS) bad(`${nTasks} tasks`);
@@ -88,7 +98,7 @@ export function decodeFillManifests(b: Buffer, where: string): { pageSize: numbe
     const nPages = Number(b.readBigUInt64LE(o + 16));
     o += TASK_HEADER;
     // Every bound before any allocation sized by the file's own numbers.
-    need(o, nRuns * 16 + nPages * HASH_BYTES + Math.ceil(nPages / 8));
+    need(o, nRuns * 16 + nPages * HASH_BYTES + bitmaps * Math.ceil(nPages / 8));
     const runs: PageRuns = { starts: [], counts: [] };
     let covered = 0;
     for (let i = 0; i < nRuns; i++, o += 16) {
@@ -102,7 +112,11 @@ export function decodeFillManifests(b: Buffer, where: string): { pageSize: numbe
     o += nPages * HASH_BYTES;
     const unconfirmed = Buffer.from(b.subarray(o, o + Math.ceil(nPages / 8)));
     o += Math.ceil(nPages / 8);
-    manifests.push({ task, hostPid, runs, hashes, unconfirmed });
+    const remoteBits = bitmaps === 2 ? b.subarray(o, o + Math.ceil(nPages / 8)) : Buffer.alloc(0);
+    // All clear is "none", as in the manifest: the fill then checks no bit per page.
+    const remote = remoteBits.some((x) => x !== 0) ? Buffer.from(remoteBits) : Buffer.alloc(0);
+    o += bitmaps === 2 ? Math.ceil(nPages / 8) : 0;
+    manifests.push({ task, hostPid, runs, hashes, unconfirmed, remote });
   }
   if (o !== b.length) bad(`${b.length - o} bytes after the last task`);
   return { pageSize, manifests };

@@ -156,14 +156,15 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       confirmedPages: filled?.confirmedPages ?? 0,
       filledPages: Number(filled?.done.filledPages ?? 0),
       pagerFillUs: Number(filled?.done.fillUs ?? 0),
-      postCopy: 'off',
-      postCopied: false,
-      precopyBytes: 0,
-      downtimeBytes: 0,
-      postcopyBytes: 0,
-      remotePages: 0,
-      faultWaitP50Us: 0,
-      faultWaitP99Us: 0,
+      postCopy: opts.postCopy,
+      postCopied: precopied.postCopy,
+      // By phase, as QEMU reports them: while the task ran, while it was frozen, after the copy resumed.
+      precopyBytes: rounds.reduce((n, r) => n + r.bytesSent, 0),
+      downtimeBytes: sent.delta.sentBytes + sent.images.bytes,
+      postcopyBytes: filled?.dataBytes ?? 0,
+      remotePages: sent.delta.remotePages,
+      faultWaitP50Us: Number(filled?.done.waitP50Us ?? 0),
+      faultWaitP99Us: Number(filled?.done.waitP99Us ?? 0),
     };
     await learnFixedCost(
       opts.costModelPath,
@@ -196,7 +197,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
           : ctx.sourceState;
     // Rolled back, unless the original's fate is still open: then the journal says what --resume must finish.
     if (first.sourceState !== 'frozen' && first.sourceState !== 'unknown') {
-      await ctx.journal.record('done', { outcome: 'rolled-back', code: first.code }).catch((e: unknown) => log.error('journal write failed', { err: e }));
+      const outcome = first.key === 'ORIGINAL_LOST' ? 'original-lost' : 'rolled-back';
+      await ctx.journal.record('done', { outcome, code: first.code }).catch((e: unknown) => log.error('journal write failed', { err: e }));
     }
     announcer.announce({ kind: 'failed', phase, error: first.toJSON() });
     throw first;

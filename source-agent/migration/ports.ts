@@ -7,6 +7,7 @@ import { criuDump } from '../../shared/criu/criu-runner.js';
 import { requireCriu } from '../../shared/criu/criu-binary.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
 import { localPeerInfo } from '../../shared/peer-info.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -81,6 +82,8 @@ export interface SourceHost {
    * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
    */
   dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number; mode: DumpMode; onCriuStarted?: (pid: number) => void }): Promise<DumpKind>;
+  /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
+  startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
   readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
@@ -160,6 +163,7 @@ export const realSourceHost: SourceHost = {
     await criuDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs, onStarted: o.onCriuStarted });
     return 'full';
   },
+  startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);

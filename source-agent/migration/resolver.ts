@@ -28,8 +28,8 @@ import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { askCommit, fillUnresolvedError, unresolvedError } from './commit-outcome.js';
-import { fillUntilDone, type OriginalPageReader } from '../pages/confirm-pages.js';
+import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
+import { fillUntilDone, whileOriginal, type OriginalPageReader } from '../pages/confirm-pages.js';
 import { loadFillManifests, type FillManifest } from './fill-manifests.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
@@ -157,15 +157,13 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
     // or report its fill failed: both still resolve.
     log.error('the fill manifests are unreadable: only the dest\'s done or failure can resolve this migration', { err: e });
   }
-  const original = new Set(stillOriginal(m));
-  const read = deps.readPages ?? readOriginal;
-  const readPages: OriginalPageReader = (pid, first, count) => {
-    if (!original.has(pid)) throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'unknown', detail: `process ${pid} of the original is gone or is another process now` });
-    return read(pid, first, count);
-  };
+  // Gone (or its pid reused), checked around every chunk: the pages still owed exist nowhere else (ORIGINAL_LOST).
+  const journaled = new Map(m.started.tree.map((p) => [p.hostPid, p.startTime]));
+  const readPages = whileOriginal(deps.readPages ?? readOriginal, (pid) => journaled.has(pid) && readStat(pid)?.startTime === journaled.get(pid));
   const dest = await connectOr(m, deps, (e) => fillUnresolvedError(target, e));
   try {
     const outcome = await fillUntilDone(dest, {
+      lost: (cause) => originalLostError(target, cause),
       migrationId,
       epoch: m.started.epoch,
       manifests,
@@ -177,6 +175,12 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
       unanswered: (cause) => fillUnresolvedError(target, cause),
     });
     if (outcome.kind === 'unanswered') throw outcome.error;
+    if (outcome.kind === 'lost') {
+      // Nothing can finish it: journaled as ended (no pass tries again), and the operator told what to kill.
+      await journal.record('done', { outcome: 'original-lost', code: outcome.error.code, resolved: true });
+      log.error('the frozen original is gone before the dest held every page: the copy on the dest cannot be completed', { err: outcome.error });
+      throw outcome.error;
+    }
     if (outcome.kind === 'failed') {
       const thawed = thawOriginal(m);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });

@@ -37,6 +37,12 @@ export function chooseRestoreMode(choice: RestoreChoice, dest: PeerInfo): { mode
   return { mode: 'eager', note: `eager restore (${lazy.reason})` };
 }
 
+/** Post-copy is a lazy restore: POSTCOPY_UNSUPPORTED (before anything is touched) to a dest that cannot do one. */
+export function requirePostCopySupport(dest: PeerInfo): void {
+  const lazy = restoreModesOf(dest)[0]!;
+  if (!lazy.ok) throw new FerryError('POSTCOPY_UNSUPPORTED', { phase: 'negotiate', side: 'dest', sourceState: 'running', detail: `dest ${dest.hostname}: ${lazy.reason}` });
+}
+
 export function restoreChoice(v: string | undefined): RestoreChoice {
   if (v === undefined) return 'auto';
   if (v === 'auto' || v === 'lazy' || v === 'eager') return v;

@@ -21,7 +21,8 @@ import { readStat } from '../../shared/kernel/proc-status.js';
 import { removeFillManifests, saveFillManifests, type FillManifest } from './fill-manifests.js';
 
 export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'filled' | 'done';
-export type MigrationOutcome = 'migrated' | 'rolled-back';
+/** original-lost: the frozen original died before the dest held every page (post-copy, lazy restore): nothing to finish. */
+export type MigrationOutcome = 'migrated' | 'rolled-back' | 'original-lost';
 
 /** A process of the tree as journaled: a pid is only this process while its start time matches. */
 export interface JournaledProcess {
@@ -135,7 +136,7 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
     if (e.state === 'restored') m.lazyRestore = e.restore === 'lazy';
     if (e.state === 'committed') m.fillPending = e.fill === 'pending';
     if (e.state === 'filled') m.fillPending = false;
-    if (e.state === 'done') m.outcome = e.outcome === 'migrated' ? 'migrated' : 'rolled-back';
+    if (e.state === 'done') m.outcome = e.outcome === 'migrated' || e.outcome === 'original-lost' ? e.outcome : 'rolled-back';
   }
   return m;
 }

@@ -6,6 +6,9 @@
  * hashes of all dumped pages form the manifest the dest checks the images against. For a lazy restore, the
  * pages taken on the tracker's word are marked unconfirmed in their manifest: the fill confirms them against the
  * frozen original after the resume (confirm-pages.ts) instead of a read-back inside the freeze.
+ * Post-copy: no lazy page of a task is read at all. One the dest holds goes as held and unconfirmed (whatever the
+ * tracker says: the fill compares it with the original, so a page written before round 0 read it is not sent
+ * twice); one it lacks is remote (zero hash, remote and unconfirmed bits): the fill sends its bytes after the resume.
  */
 import { open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -37,14 +40,24 @@ export interface FinalDeltaResult {
   sentPages: number;
   sentBytes: number;
   zeroPages: number;
+  /** Post-copy: pages the dest lacks at the resume (the manifests' remote bits). */
+  remotePages: number;
 }
+
+/** eager: every page is checked inside the freeze; lazy: the trusted ones are confirmed in the fill; postcopy: see above. */
+export type FinalDeltaMode = 'eager' | 'lazy' | 'postcopy';
 
 const invalid = (detail: string): FerryError => new FerryError('IMAGE_INVALID', { phase: 'final-delta', side: 'source', detail });
 
 type DumpedChunk =
   | { kind: 'read'; pages: Float64Array; data: Buffer; fromTask: boolean }
   /** Pages the tracker says are unchanged since the dest got them: not read, their hash is the held one. */
-  | { kind: 'held'; pages: Float64Array; slots: Int32Array };
+  | { kind: 'held'; pages: Float64Array; slots: Int32Array }
+  /** Post-copy: pages the dest lacks, left for the fill. */
+  | { kind: 'remote'; pages: Float64Array; remote: true };
+
+/** Nothing written: in post-copy every held page is taken as held (and confirmed in the fill). */
+const NOTHING_WRITTEN: PageRuns = { starts: [], counts: [] };
 
 /**
  * Splits a lazy entry into runs to read and runs the dest already holds unchanged (`changed` from the tracker;
@@ -94,6 +107,7 @@ async function* dumpedPages(
   chunk: Buffer,
   changed: PageRuns | undefined,
   held: PageHashIndex,
+  postCopy = false,
 ): AsyncGenerator<DumpedChunk> {
   let fileOffset = 0;
   for (const e of entries) {
@@ -110,7 +124,15 @@ async function* dumpedPages(
       }
     } else if ((e.flags & PE_LAZY) !== 0) {
       const slots = new Int32Array(e.nrPages);
-      for (const run of lazyRuns(e, changed, held, slots)) {
+      for (const run of lazyRuns(e, postCopy ? NOTHING_WRITTEN : changed, held, slots)) {
+        if (run.read && postCopy) {
+          // Not held (the only reason to read with nothing written): the fill sends it after the resume.
+          for (let done = 0; done < run.count; done += BATCH_PAGES) {
+            const n = Math.min(BATCH_PAGES, run.count - done);
+            yield { kind: 'remote', pages: Float64Array.from({ length: n }, (_, i) => run.first + done + i), remote: true };
+          }
+          continue;
+        }
         if (!run.read) {
           for (let done = 0; done < run.count; done += BATCH_PAGES) {
             const n = Math.min(BATCH_PAGES, run.count - done);
@@ -142,9 +164,11 @@ export async function sendFinalDelta(
   pageSize: number,
   readTask: TaskPageReader,
   changed?: Map<number, PageRuns>,
-  /** Lazy restore: mark the held pages unconfirmed (one bit per page, pagemap order, LSB first). */
-  markUnconfirmed = false,
+  /** lazy, postcopy: mark the held pages unconfirmed (one bit per page, pagemap order, LSB first). */
+  mode: FinalDeltaMode = 'eager',
 ): Promise<FinalDeltaResult> {
+  const markUnconfirmed = mode !== 'eager';
+  const postCopy = mode === 'postcopy';
   const names = (await readdir(imagesDir)).sort();
   const manifests: PagesImageManifest[] = [];
   const pageRuns: PageRuns[] = [];
@@ -165,6 +189,7 @@ export async function sendFinalDelta(
     const hashes = Buffer.allocUnsafe(total * HASH_BYTES);
     // Allocated at the first held chunk: a manifest without one says "all confirmed" with an empty field.
     let unconfirmed: Buffer | undefined;
+    let remote: Buffer | undefined;
     const index = heldIndex(held, task);
     const pagesFile = presentPages > 0 ? await open(join(imagesDir, `pages-${pagemap.pagesId}.img`), 'r') : undefined;
     try {
@@ -173,22 +198,26 @@ export async function sendFinalDelta(
       }
       if (!taskMatch && presentPages !== total) throw invalid(`${name}: lazy pages outside a task`);
       let done = 0;
-      const chunks = dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk, changed?.get(task), index);
+      const chunks = dumpedPages(entries, pagesFile, (first, count) => readTask(task, first, count), pageSize, chunk, changed?.get(task), index, postCopy);
       await pipeline.send(task, chunks, held, sink, sent, (c, chunkHashes) => {
         chunkHashes.copy(hashes, done * HASH_BYTES);
         if (c.kind === 'read' && c.fromTask) taskPages += c.pages.length;
         if (c.kind === 'held' && markUnconfirmed) setBits((unconfirmed ??= Buffer.alloc(Math.ceil(total / 8))), done, c.pages.length);
+        if (c.kind === 'remote') {
+          setBits((unconfirmed ??= Buffer.alloc(Math.ceil(total / 8))), done, c.pages.length);
+          setBits((remote ??= Buffer.alloc(Math.ceil(total / 8))), done, c.pages.length);
+        }
         done += c.pages.length;
       });
       if (done !== total) throw invalid(`${name}: read ${done} of ${total} pages`);
     } finally {
       await pagesFile?.close();
     }
-    manifests.push({ pagemapImage: name, task, hashes, ...(unconfirmed && { unconfirmed }) });
+    manifests.push({ pagemapImage: name, task, hashes, ...(unconfirmed && { unconfirmed }), ...(remote && { remote }) });
     pageRuns.push({ starts: entries.map((e) => e.firstPage), counts: entries.map((e) => e.nrPages) });
     dumpPages += total;
   }
-  return { manifests, pageRuns, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages };
+  return { manifests, pageRuns, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages, remotePages: sent.remotePages };
 }
 
 /** Sets bits [first, first + count) of an LSB-first bitmap, a byte at a time where it can. */

@@ -28,7 +28,14 @@ export interface HeldChunk {
   readonly slots?: Int32Array;
 }
 
-export type PipelineChunk = ReadChunk | HeldChunk;
+/** Post-copy: pages the dest holds no bytes of and gets none now (the fill sends them); their hash is zero. */
+export interface RemoteChunk {
+  readonly pages: Float64Array;
+  readonly data?: undefined;
+  readonly remote: true;
+}
+
+export type PipelineChunk = ReadChunk | HeldChunk | RemoteChunk;
 
 /** What passes through the pipeline did (added to as they go: a pass that fails keeps what it read). */
 export interface PipelineStats {
@@ -40,6 +47,8 @@ export interface PipelineStats {
   vanishedPages: number;
   /** Pages taken as held without reading them. */
   heldPages: number;
+  /** Post-copy: pages left for after the resume (neither read nor held). */
+  remotePages: number;
   /** Pages sent (new, or changed since the dest's copy), the zero ones among them (sent as a flag), and the data bytes sent. */
   sentPages: number;
   zeroPages: number;
@@ -47,7 +56,7 @@ export interface PipelineStats {
 }
 
 export function emptyPipelineStats(): PipelineStats {
-  return { readPages: 0, bytesRead: 0, readMs: 0, vanishedPages: 0, heldPages: 0, sentPages: 0, zeroPages: 0, sentBytes: 0 };
+  return { readPages: 0, bytesRead: 0, readMs: 0, vanishedPages: 0, heldPages: 0, remotePages: 0, sentPages: 0, zeroPages: 0, sentBytes: 0 };
 }
 
 /** The dest's pages of task `task` as the source knows them (created empty for a task not seen yet). */
@@ -89,6 +98,13 @@ export class PagePipeline {
     for await (const chunk of chunks) {
       const n = chunk.pages.length;
       this.reserve(n);
+      if ('remote' in chunk) {
+        this.hashes.fill(0, 0, n * HASH_BYTES);
+        stats.remotePages += n;
+        hashed?.(chunk, this.hashes.subarray(0, n * HASH_BYTES));
+        t0 = performance.now();
+        continue;
+      }
       if (chunk.data === undefined) {
         const slots = chunk.slots;
         for (let i = 0; i < n; i++) index.copyHash(slots ? slots[i]! : index.slotOf(chunk.pages[i]!)!, this.hashes, i * HASH_BYTES);

@@ -262,6 +262,15 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
       expectUntouched(task!.rootPid);
     });
 
+    it('post-copy against itself: --post-copy off --on-no-converge postcopy, --post-copy auto --restore eager: FERRY-0001 (issue 12)', async () => {
+      for (const args of [['--post-copy', 'off', '--on-no-converge', 'postcopy'], ['--post-copy', 'auto', '--restore', 'eager'], ['--post-copy', 'always', '--no-precopy']]) {
+        const r = await runMigrate(hosts!, task!.rootPid, dest, { args, env: env() });
+        expectRefused(r, 'FERRY-0001');
+      }
+      expectUntouched(task!.rootPid);
+      expect(dest!.leftovers()).toEqual([]);
+    });
+
     it('dest-agent in plaintext (--insecure) on a non-loopback address without --insecure-any-address: FERRY-0003', async () => {
       const workDir = makeTempDir('ferry-e2e-dest-');
       try {

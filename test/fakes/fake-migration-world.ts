@@ -166,6 +166,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
       return 'full' as const;
     },
+    startTime: () => 1,
     readPages: () => {
       throw new Error('a full dump needs no reads from the task');
     },
@@ -285,7 +286,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       setImmediate(() => h.end(error));
     };
     const sendDone = (): void => {
-      const done = { filledPages: '3', faults: '2', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1000', faultsWaited: '1' };
+      const done = { filledPages: '3', faults: '2', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1000', faultsWaited: '1', waitP50Us: '40', waitP99Us: '900' };
       const deliver = (): void => {
         if (over) return;
         log.push('dest.fill-done');

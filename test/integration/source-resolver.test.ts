@@ -126,7 +126,7 @@ function deps(dir: string, answer: Answer, calls: string[] = [], fill?: FillAnsw
 /** The manifests a lazy restore left beside the journal: 4 pages at page 0x100, the last 3 unconfirmed. */
 async function lazyManifests(dir: string, id: string, pid: number): Promise<void> {
   const hashes = originalHashes(0x100, 4);
-  await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]) }], PAGE);
+  await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes, unconfirmed: Buffer.from([0b1110]), remote: Buffer.alloc(0) }], PAGE);
 }
 const LAZY_COMMITTED: [SourceJournalState, Record<string, unknown>?][] = [['restored', { restoredPid: 4242, restore: 'lazy' }], ['committing'], ['committed', { restoredPid: 4242, fill: 'pending' }]];
 
@@ -239,6 +239,33 @@ describe('source resolver', () => {
     expect((await resolveMigration(id, deps(dir, 'commit', calls, { kind: 'done', needed: 3 }))).outcome).toBe('migrated');
     expect(calls).toEqual(['connect', 'commit 99', 'connect', 'fill', 'fill 1:1+3']);
     await waitFor(() => gone(pid), 5_000, 'the original killed');
+  });
+
+  it('a pending post-copy fill: the remote pages kept in the manifests go as bytes, then the original is killed (issue 12)', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, LAZY_COMMITTED);
+    await saveFillManifests(dir, id, [{ task: 1, hostPid: pid, runs: { starts: [0x100], counts: [4] }, hashes: Buffer.concat([originalHashes(0x100, 2), Buffer.alloc(32)]), unconfirmed: Buffer.from([0b1110]), remote: Buffer.from([0b1100]) }], PAGE);
+    const calls: string[] = [];
+    expect((await resolveMigration(id, deps(dir, 'commit', calls, { kind: 'done', needed: 3 }))).outcome).toBe('migrated');
+    expect(calls).toEqual(['connect', 'fill', 'fill 1:1+3 bytes']);
+    await waitFor(() => gone(pid), 5_000, 'the original killed');
+  });
+
+  it('a pending fill whose original is gone: ORIGINAL_LOST naming the copy on the dest, the journal ended (original-lost), nothing else signalled', async () => {
+    const dir = await tmp();
+    const pid = await frozenOriginal();
+    const id = await journal(dir, pid, LAZY_COMMITTED);
+    await lazyManifests(dir, id, pid);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => gone(pid), 5_000, 'the original died');
+    const e = await expectFerryRejection(resolveMigration(id, deps(dir, 'commit', [], { kind: 'done', needed: 3 })), 'ORIGINAL_LOST');
+    expect(e.sourceState).toBe('gone');
+    expect(e.message).toContain('(pid 4242)');
+    expect(e.hint).toContain('kill -9 4242');
+    expect(await readSourceJournal(dir, id)).toMatchObject({ state: 'done', outcome: 'original-lost' });
+    // A second --resume finds it ended.
+    expect(await resolveMigration(id, deps(dir, 'commit'))).toMatchObject({ alreadyDone: true, outcome: 'original-lost' });
   });
 
   it('at "filled": kills the original without asking', async () => {

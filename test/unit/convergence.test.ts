@@ -71,6 +71,53 @@ describe('convergence policy', () => {
     });
   }
 
+  describe('post-copy (issue 12)', () => {
+    const auto: Partial<ConvergencePolicy> = { onNoConverge: 'postcopy' };
+    const always: Partial<ConvergencePolicy> = { onNoConverge: 'postcopy', postCopyAlways: true };
+    const rows: { name: string; dirty: number[]; link?: number; throttle?: number; policy: Partial<ConvergencePolicy>; action: Decision['action']; rule: Decision['rule'] }[] = [
+      { name: 'always: right after round 0', dirty: [65536], policy: always, action: 'postcopy', rule: 'postcopy-always' },
+      { name: 'always: even a task under the floor at round 0', dirty: [50], policy: always, action: 'postcopy', rule: 'postcopy-always' },
+      { name: 'auto: round 0 continues as ever', dirty: [65536], policy: auto, action: 'continue', rule: 'continue' },
+      { name: 'auto: diverging (dirty rate above the link) switches instead of throttling', dirty: [65536, 70000], link: 10, policy: auto, action: 'postcopy', rule: 'postcopy' },
+      { name: 'auto: diverging so fast that throttling would be futile switches too', dirty: [65536, 700000], link: 10, policy: auto, action: 'postcopy', rule: 'postcopy' },
+      { name: 'auto: a growing dirty set switches', dirty: [65536, 20000, 23000], policy: auto, action: 'postcopy', rule: 'postcopy' },
+      { name: 'auto: poor shrinking twice in a row switches (where QEMU would throttle)', dirty: [65536, 30000, 30000, 30000], policy: auto, action: 'postcopy', rule: 'postcopy' },
+      { name: 'auto: max rounds spent switches', dirty: [65536, 60000, 55000], policy: { ...auto, maxRounds: 3 }, action: 'postcopy', rule: 'postcopy' },
+      { name: 'auto: converging freezes as usual (budget)', dirty: [65536, 2000], policy: auto, action: 'freeze', rule: 'budget' },
+      { name: 'auto: converging freezes as usual (floor)', dirty: [65536, 50], policy: auto, action: 'freeze', rule: 'floor' },
+      { name: 'auto: slowly converging continues', dirty: [65536, 40000, 30000], policy: auto, action: 'continue', rule: 'continue' },
+      { name: 'always: later rounds (none are run) decide as auto', dirty: [65536, 2000], policy: always, action: 'freeze', rule: 'budget' },
+    ];
+    for (const row of rows) {
+      it(row.name, () => {
+        const d = decide(rounds(row.dirty, row.link), { throttle: row.throttle, policy: row.policy });
+        expect({ action: d.action, rule: d.rule }).toEqual({ action: row.action, rule: row.rule });
+      });
+    }
+
+    it('auto never throttles: no row of the no-converge branch keeps a throttle share', () => {
+      for (const dirty of [[65536, 70000], [65536, 30000, 30000, 30000], [65536, 100000, 200000]]) {
+        const d = decide(rounds(dirty, 10), { policy: auto });
+        expect(d.action).toBe('postcopy');
+        expect(d.throttlePercent).toBe(0);
+      }
+    });
+
+    it('switches at the byte budget instead of freezing with the large dirty set', () => {
+      const h = rounds([65536, 60000, 60000, 60000, 60000]);
+      const d = decideAfterRound({ history: h, fixedCost: cheap, throttlePercent: 0, residentBytes: 65536 * PAGE }, { ...policy, ...auto });
+      expect({ action: d.action, rule: d.rule }).toEqual({ action: 'postcopy', rule: 'postcopy' });
+      expect(d.reason).toMatch(/^switching to post-copy: pre-copy has sent [\d.]+ MiB, 4x the task's 256.0 MiB; 234.4 MiB left for after the resume$/);
+    });
+
+    it('says why in words, with the figures', () => {
+      const d = decide(rounds([65536, 70000], 10), { policy: auto });
+      expect(d.reason).toMatch(/^switching to post-copy: dirty rate [\d.]+ MiB\/s > link [\d.]+ MiB\/s; 273.4 MiB left for after the resume$/);
+      const a = decide(rounds([65536]), { policy: always });
+      expect(a.reason).toBe('switching to post-copy after round 0 (--post-copy always): 256.0 MiB sent in round 0; the pages written since go after the resume');
+    });
+  });
+
   it('throttles like QEMU: 20 %, then +10 % per round, capped', () => {
     const h = rounds([65536, 70000], 10);
     expect(decide(h).throttlePercent).toBe(20);

@@ -270,6 +270,8 @@ describe('exitCodeFor', () => {
     { name: 'a restore failure, source resumed', error: new FerryError('CRIU_RESTORE_FAILED', { phase: 'restore', sourceState: 'running' }), want: EXIT.failed },
     { name: 'a rejected commit, source resumed', error: new FerryError('COMMIT_REJECTED', { phase: 'commit', sourceState: 'running' }), want: EXIT.failed },
     { name: 'an internal error', error: new FerryError('INTERNAL'), want: EXIT.failed },
+    { name: 'post-copy to a dest that cannot restore lazily is refused (nothing touched)', error: new FerryError('POSTCOPY_UNSUPPORTED', { phase: 'negotiate', sourceState: 'running' }), want: EXIT.usage },
+    { name: 'the frozen original lost during the fill: the operator must act', error: new FerryError('ORIGINAL_LOST', { phase: 'fill', sourceState: 'gone' }), want: EXIT.unknown },
     { name: 'a non-Ferry error', error: new Error('boom'), want: EXIT.failed },
     { name: 'a thrown string', error: 'boom', want: EXIT.failed },
   ];

@@ -42,7 +42,7 @@ async function destWithFill(script: Script): Promise<{ client: DestClient; got: 
 
 /** 8 pages from page 0x500 of the fake original; all unconfirmed. */
 function manifest(): { manifests: FillManifest[]; read: typeof originalPages } {
-  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes: originalHashes(0x500, 8), unconfirmed: Buffer.from([0xff]) }], read: originalPages };
+  return { manifests: [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes: originalHashes(0x500, 8), unconfirmed: Buffer.from([0xff]), remote: Buffer.alloc(0) }], read: originalPages };
 }
 
 const done: m.FillDone = { filledPages: '8', faults: '1', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '5', faultsWaited: '1' };
@@ -84,5 +84,31 @@ describe('the Fill call over gRPC', () => {
     expect(outcome.kind).toBe('failed');
     expect(outcome.kind === 'failed' && outcome.error.key).toBe('FILL_FAILED');
     expect(calls).toBe(1);
+  });
+
+  it('post-copy on the wire: FillReady reaches the source, with_data reaches the dest (issue 12)', async () => {
+    // 8 pages at 0x500: 0-1 ready on the dest already, 2-7 unconfirmed, of which 3 and 6 remote (zero hash).
+    const hashes = originalHashes(0x500, 8);
+    for (const i of [3, 6]) hashes.fill(0, i * 16, (i + 1) * 16);
+    const manifests: FillManifest[] = [{ task: 1, hostPid: 99, runs: { starts: [0x500], counts: [8] }, hashes, unconfirmed: Buffer.from([0xff]), remote: Buffer.from([0b0100_1000]) }];
+    const { client, got } = await destWithFill((call, got) => {
+      call.on('data', (r: m.FillRequest) => {
+        got.push(r);
+        if (got.length === 1) call.write({ ready: { task: 1, pages: Buffer.from([0b11]) } });
+        if (got.length === 2) {
+          call.write({ done: { ...done, remotePages: '2', waitP50Us: '120', waitP99Us: '3400', waitMaxUs: '5000' } });
+          call.end();
+        }
+      });
+    });
+    // A call after the first: its sweep waits for the dest's first event (the FillReady), not a moment longer.
+    const t0 = Date.now();
+    const r = await confirmPages((h) => client.fill(h, new AbortController().signal), { migrationId: 'id', epoch: '7', manifests, pageSize: PAGE, readPages: originalPages, log: silentLogger, signal: new AbortController().signal, readyWaitMs: 5_000 });
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(got[1]).toMatchObject({ task: 1, firstIndex: '2', count: 6 });
+    expect([...got[1]!.withData!]).toEqual([0b0001_0010]); // pages 3 and 6 of 2..7: bits 1 and 4
+    expect(got[1]!.data.equals(Buffer.concat([originalPages(0, 0x503, 1)[0]!.data, originalPages(0, 0x506, 1)[0]!.data]))).toBe(true);
+    expect(r).toMatchObject({ remotePages: 2, confirmedPages: 4, dataBytes: 2 * PAGE });
+    expect(r.done).toMatchObject({ remotePages: '2', waitP50Us: '120', waitP99Us: '3400' });
   });
 });

@@ -92,7 +92,7 @@ describe('final delta', () => {
   const changed = (): Map<number, PageRuns> => new Map([[TASK, { starts: [B + 2], counts: [1] }]]);
 
   it('for a lazy restore, marks the pages trusted on the tracker\'s word unconfirmed, one bit per page in pagemap order (issue 11)', async () => {
-    const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed(), true);
+    const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed(), 'lazy');
     const task = r.manifests.find((x) => x.task === TASK)!;
     // Indexes 0-3 are the pages image's (read), 4-9 the lazy B..B+5 of which B+2 (index 6) was written and read.
     expect([...task.unconfirmed!]).toEqual([0b1011_0000, 0b0000_0011]);
@@ -101,6 +101,35 @@ describe('final delta', () => {
     // Eager: no bits at all.
     const eager = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, stoppedTask().readTask, changed());
     expect(eager.manifests.every((x) => x.unconfirmed === undefined)).toBe(true);
+  });
+
+  it('in post-copy reads no lazy page of a task: held ones go unconfirmed, missing ones remote (zero hash); present and shmem pages as ever (issue 12)', async () => {
+    const index = new PageHashIndex();
+    index.set(A, hashOf(bytesOf(A)), 0);
+    index.set(A + 1, hashOf(bytesOf(A + 1, 9)), 0);
+    // Pre-copy left B, B+1 and B+3 on the dest; B+2, B+4 and B+5 never went.
+    for (const i of [0, 1, 3]) index.set(B + i, hashOf(bytesOf(B + i)), 0);
+    const held = new Map([[TASK, index]]);
+    const task = stoppedTask();
+    const rec = recorder();
+    // The tracker says B+1 and B+2 were written: post-copy reads neither (the fill compares B+1 with the original).
+    const r = await sendFinalDelta(imagesDir, held, rec.sink, PAGE, task.readTask, new Map([[TASK, { starts: [B + 1], counts: [2] }]]), 'postcopy');
+    expect(task.reads).toEqual([]);
+    expect(rec.sent.get(TASK)).toEqual([A + 1, A + 2, A + 3]);
+    expect(rec.sent.get(SHMEM_KEY)).toEqual([0x9000, 0x9001]);
+    expect(r).toMatchObject({ dumpPages: 12, taskPages: 0, trustedPages: 3, remotePages: 3, sentPages: 5 });
+    const man = r.manifests.find((x) => x.task === TASK)!;
+    // Indexes 0-3: the pages image (read, confirmed); 4-9: B..B+5, every one unconfirmed; 6, 8 and 9 remote.
+    expect([...man.unconfirmed!]).toEqual([0b1111_0000, 0b0000_0011]);
+    expect([...man.remote!]).toEqual([0b0100_0000, 0b0000_0011]);
+    const zero = Buffer.alloc(HASH_BYTES);
+    for (const i of [6, 8, 9]) expect(man.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES).equals(zero)).toBe(true);
+    for (const [i, p] of [[4, B], [5, B + 1], [7, B + 3]] as const) expect(man.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES).equals(hashOf(bytesOf(p)))).toBe(true);
+    // Remote pages are not held by the dest: the index gains nothing for them.
+    expect(held.get(TASK)!.slotOf(B + 2)).toBeUndefined();
+    const shmem = r.manifests.find((x) => x.task === SHMEM_KEY)!;
+    expect(shmem.remote).toBeUndefined();
+    expect(shmem.unconfirmed).toBeUndefined();
   });
 
   it('sends what the dest lacks, trusts the unwritten lazy pages unread, and hashes every dumped page', async () => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePagemap, PE_LAZY } from '../../shared/criu/pagemap-image.js';
-import type { FerryError } from '../../shared/errors/ferry-error.js';
+import { SystemCallError, type FerryError } from '../../shared/errors/ferry-error.js';
 import { silentLogger } from '../../shared/logging/logger.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { PageHashIndex } from '../../shared/pages/page-hash-index.js';
@@ -70,6 +70,10 @@ interface LazyRun {
   options?: Partial<MigrateOptions>;
   /** Pages of the frozen original whose bytes differ from what pre-copy sent (page -> fill byte). */
   differs?: Map<number, number>;
+  /** The original is gone by the time the fill reads it (process_vm_readv: ESRCH). */
+  originalGone?: boolean;
+  /** The original died after the Commit and its pid now belongs to another process (another start time). */
+  pidReused?: boolean;
 }
 
 async function runLazy(o: LazyRun = {}) {
@@ -85,8 +89,10 @@ async function runLazy(o: LazyRun = {}) {
       await writeFile(join(imagesDir, 'inventory.img'), Buffer.alloc(10));
       return 'lazy' as const;
     },
+    startTime: () => (o.pidReused && w.log.includes('dest.commit') ? 2 : 1),
     readPages: (_pid, first, count) => {
       w.log.push(`read ${first - FIRST}+${count}`);
+      if (o.originalGone && w.log.includes('dest.commit')) throw new SystemCallError('process_vm_readv', 3, 'ESRCH');
       const pages = new Float64Array(count).map((_, i) => first + i);
       const data = Buffer.alloc(count * PAGE, 1);
       for (let i = 0; i < count; i++) {
@@ -104,9 +110,12 @@ async function runLazy(o: LazyRun = {}) {
     (e: unknown) => ({ summary: undefined, error: e as FerryError }),
   );
   /** The Fill requests after each call's first one (which only names the session), as "index+count[ bytes]". */
-  const answers = w.fillRequests.filter((r) => r.count > 0).map((r) => `${r.firstIndex}+${r.count}${r.data.length > 0 ? ' bytes' : ''}`);
+  const answers = w.fillRequests.filter((r) => r.count > 0).map((r) => `${r.firstIndex}+${r.count}${r.data.length > 0 ? ' bytes' : ''}${r.withData ? `[${bitsOf(r.withData).join()}]` : ''}`);
   return { ...w, ...result, events, answers };
 }
+
+/** The bits set in an LSB-first bitmap. */
+const bitsOf = (bits: Buffer): number[] => Array.from({ length: bits.length * 8 }, (_, i) => i).filter((i) => (bits[i >> 3]! & (1 << (i & 7))) !== 0);
 
 const at = (log: string[], x: string): number => {
   const i = log.indexOf(x);
@@ -169,7 +178,8 @@ describe('lazy restore: the source side (issue 11)', () => {
   it('a trusted page that differs in the frozen original is sent as the original\'s bytes, and counted', async () => {
     const r = await runLazy({ differs: new Map([[FIRST + 1, 9]]) });
     expect(r.error).toBeUndefined();
-    expect(r.answers).toEqual(['0+1', '1+1 bytes', '2+2']);
+    // One request for the chunk: its with_data bitmap names the page sent as bytes (issue 12).
+    expect(r.answers).toEqual(['0+4 bytes[1]']);
     const sent = r.fillRequests.find((q) => q.data.length > 0)!;
     expect(sent.data.equals(Buffer.alloc(PAGE, 9))).toBe(true);
     expect(r.summary).toMatchObject({ replacedPages: 1, confirmedPages: HELD - 1 });
@@ -255,5 +265,76 @@ describe('lazy restore: the source side (issue 11)', () => {
       expect(r.log).not.toContain('journal.manifests');
       expect(at(r.log, 'journal.committed')).toBeLessThan(at(r.log, 'signal.SIGKILL'));
     }
+  });
+});
+
+describe('post-copy: the source side (issue 12)', () => {
+  it('--post-copy always switches after round 0: the final delta reads no lazy page, the pages the dest lacks go remote, the fill sends them', async () => {
+    const r = await runLazy({ options: { postCopy: 'always' } });
+    expect(r.error).toBeUndefined();
+    const decision = r.events.find((e) => e.kind === 'decision');
+    expect(decision).toMatchObject({ action: 'postcopy', rule: 'postcopy-always' });
+    // Nothing read inside the freeze: the only read is the fill's, after the Commit.
+    const reads = r.log.filter((x) => x.startsWith('read'));
+    expect(reads).toEqual(['read 0+6']);
+    expect(r.log.indexOf('read 0+6')).toBeGreaterThan(at(r.log, 'dest.commit'));
+    expect(r.finalDeltaPages()).toBe(0);
+    const req = r.restoreRequest()!;
+    expect(req.mode).toBe('RESTORE_MODE_LAZY');
+    // 0..3 held (unconfirmed), 4 and 5 remote (unconfirmed too, zero hash).
+    expect([...req.pages[0]!.unconfirmed!]).toEqual([0b11_1111]);
+    expect([...req.pages[0]!.remote!]).toEqual([0b11_0000]);
+    expect(req.pages[0]!.hashes.subarray(4 * 16).equals(Buffer.alloc(32))).toBe(true);
+    // The journal's manifests keep the remote bits for a resolver.
+    expect([...r.savedManifests[0]![0]!.remote]).toEqual([0b11_0000]);
+    // One request: the two remote pages with bytes, the four held ones confirmed.
+    expect(r.answers).toEqual(['0+6 bytes[4,5]']);
+    expect(r.summary).toMatchObject({
+      postCopy: 'always',
+      postCopied: true,
+      remotePages: 2,
+      precopyBytes: HELD * PAGE,
+      downtimeBytes: 20, // no page in the freeze, the images' 20 bytes
+      postcopyBytes: 2 * PAGE,
+      confirmedPages: HELD,
+      replacedPages: 0,
+      faultWaitP50Us: 40,
+      faultWaitP99Us: 900,
+    });
+  });
+
+  it('--post-copy auto on a converging task freezes as usual: nothing remote, nothing post-copied', async () => {
+    const r = await runLazy({ options: { postCopy: 'auto' } });
+    expect(r.error).toBeUndefined();
+    expect(r.restoreRequest()!.pages[0]!.remote).toBeUndefined();
+    expect(r.summary).toMatchObject({ postCopy: 'auto', postCopied: false, remotePages: 0, postcopyBytes: 0 });
+  });
+
+  it('post-copy to a dest that cannot restore lazily: POSTCOPY_UNSUPPORTED in negotiate, nothing touched', async () => {
+    const r = await runLazy({ lazyDest: false, options: { postCopy: 'auto' } });
+    expect(r.error?.key).toBe('POSTCOPY_UNSUPPORTED');
+    expect(r.error?.phase).toBe('negotiate');
+    expect(r.error?.sourceState).toBe('running');
+    expect(r.log.filter((x) => !x.startsWith('task.') && x !== 'dest.close')).toEqual([]);
+  });
+
+  it('the original gone during the fill: ORIGINAL_LOST naming the copy on the dest, nothing thawed or killed, journaled as ended', async () => {
+    const r = await runLazy({ options: { postCopy: 'always' }, originalGone: true });
+    expect(r.error?.key).toBe('ORIGINAL_LOST');
+    expect(r.error?.sourceState).toBe('gone');
+    expect(r.error?.phase).toBe('fill');
+    expect(r.error?.message).toContain('(pid 777)');
+    expect(r.log).not.toContain('signal.SIGCONT');
+    expect(r.log).not.toContain('signal.SIGKILL');
+    expect(r.log).not.toContain('dest.abort');
+    expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'original-lost', code: 'FERRY-7006' });
+  });
+
+  it('the original\'s pid taken by another process during the fill: ORIGINAL_LOST, never a byte of that process sent', async () => {
+    const r = await runLazy({ options: { postCopy: 'always' }, pidReused: true });
+    expect(r.error?.key).toBe('ORIGINAL_LOST');
+    expect(r.log.filter((x) => x.startsWith('read'))).toEqual([]);
+    expect(r.fillRequests.every((q) => q.data.length === 0)).toBe(true);
+    expect(r.log).not.toContain('signal.SIGKILL');
   });
 });

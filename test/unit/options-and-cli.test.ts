@@ -43,6 +43,45 @@ describe('compileMigrateOptions', () => {
       commitPatienceMs: 300_000,
       undeliveredPatienceMs: 10_000,
       restore: 'auto',
+      postCopy: 'off',
+    });
+  });
+
+  describe('--post-copy and --on-no-converge (issue 12)', () => {
+    const compile = (o: Partial<MigrateOptions>) => compileMigrateOptions({ pid: 42, to: 'h:1', ...o });
+    it('post-copy is off by default; auto and always make the no-converge action postcopy', () => {
+      expect(compile({})).toMatchObject({ postCopy: 'off', onNoConverge: 'throttle' });
+      expect(compile({ postCopy: 'auto' })).toMatchObject({ postCopy: 'auto', onNoConverge: 'postcopy' });
+      expect(compile({ postCopy: 'always', onNoConverge: 'postcopy' })).toMatchObject({ postCopy: 'always', onNoConverge: 'postcopy' });
+      expect(compile({ postCopy: 'off', onNoConverge: 'freeze' })).toMatchObject({ postCopy: 'off', onNoConverge: 'freeze' });
+    });
+    it('--on-no-converge postcopy alone means --post-copy auto', () => {
+      expect(compile({ onNoConverge: 'postcopy' })).toMatchObject({ postCopy: 'auto', onNoConverge: 'postcopy' });
+      expect(compile({ onNoConverge: 'postcopy', restore: 'lazy' })).toMatchObject({ postCopy: 'auto', restore: 'lazy' });
+    });
+    it.each<[string, Partial<MigrateOptions>]>([
+      ['--post-copy off --on-no-converge postcopy', { postCopy: 'off', onNoConverge: 'postcopy' }],
+      ['--post-copy auto --on-no-converge throttle', { postCopy: 'auto', onNoConverge: 'throttle' }],
+      ['--post-copy always --on-no-converge freeze', { postCopy: 'always', onNoConverge: 'freeze' }],
+      ['--post-copy auto --on-no-converge abort', { postCopy: 'auto', onNoConverge: 'abort' }],
+      ['--post-copy auto --restore eager', { postCopy: 'auto', restore: 'eager' }],
+      ['--on-no-converge postcopy --restore eager', { onNoConverge: 'postcopy', restore: 'eager' }],
+      ['--post-copy always --no-precopy', { postCopy: 'always', noPrecopy: true }],
+      ['--post-copy sometimes', { postCopy: 'sometimes' }],
+      ['--on-no-converge pray', { onNoConverge: 'pray' as MigrateOptions['onNoConverge'] }],
+    ])('refuses %s with BAD_ARGUMENT (exit 2, nothing touched)', (_name, o) => {
+      const e = expectFerryError(() => compile(o), 'BAD_ARGUMENT');
+      expect(e.hint.length).toBeGreaterThan(10);
+    });
+    it('ferry migrate parses --post-copy and refuses a contradiction before it dials anything', async () => {
+      const { migrateCommand, MIGRATE_HELP } = await import('../../cli/commands/migrate.js');
+      expect(MIGRATE_HELP).toContain('--post-copy WHEN');
+      expect(MIGRATE_HELP).toContain('ORIGINAL_LOST');
+      await expect(migrateCommand(['42', '--to', '127.0.0.1:9', '--post-copy', 'off', '--on-no-converge', 'postcopy'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+      await expect(migrateCommand(['42', '--to', '127.0.0.1:9', '--post-copy', 'auto', '--restore', 'eager'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+    });
+    it('--post-copy off goes with --restore eager and --no-precopy as before', () => {
+      expect(compile({ postCopy: 'off', restore: 'eager', noPrecopy: true })).toMatchObject({ postCopy: 'off', restore: 'eager', noPrecopy: true });
     });
   });
 
@@ -304,6 +343,16 @@ describe('rendering', () => {
     ]) {
       expect(text).toContain(piece);
     }
+  });
+
+  it('formatSummary splits the bytes by phase and, after a post-copy, says what came after the resume (issue 12)', () => {
+    const big = { ...summary, dumpPages: 1000, precopyBytes: 4096 * 1000, downtimeBytes: 2 ** 20, postcopyBytes: 300 * 4096, remotePages: 300, faultWaitP50Us: 420, faultWaitP99Us: 12_300 };
+    const text = formatSummary(big);
+    expect(text).toContain('bytes: pre-copy 3.9 MiB, downtime 1.0 MiB, post-copy 1.2 MiB = 1.56 x RSS');
+    expect(text).toContain('post-copy: 300 pages after the resume, 4 faults waited (p50 0.42 ms, p99 12 ms)');
+    const notPostCopied = formatSummary({ ...big, postCopied: false });
+    expect(notPostCopied).toContain('bytes: pre-copy');
+    expect(notPostCopied).not.toContain('post-copy:');
   });
 
   it('formatSummary copes with missing phase times', () => {

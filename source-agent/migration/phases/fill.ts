@@ -7,6 +7,8 @@
  *                runs again, from the freeze point (what the copy did since its resume is lost)
  *   no answer    for --commit-patience since the dest's last event: the original stays frozen, the journal at
  *                `committed` with the fill pending, exit 3 naming `ferry migrate --resume ID`
+ *   lost         the original is gone while the dest still lacks pages: ORIGINAL_LOST, exit 3, the copy on the
+ *                dest named for the operator to kill (post-copy's one unrecoverable case)
  * The downtime ended at the Commit's answer; nothing here is inside it.
  */
 import { injectFault } from '../../../shared/fault-injection.js';
@@ -39,6 +41,11 @@ export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c:
     throw e;
   }
   if (outcome.kind === 'unanswered') throw outcome.error;
+  if (outcome.kind === 'lost') {
+    // Nothing to thaw, nothing to kill: the one unrecoverable case; the error names the copy to kill on the dest.
+    ctx.sourceState = 'gone';
+    throw outcome.error;
+  }
   const { result } = outcome;
   const fillMs = performance.now() - c.answeredAt;
   const d = result.done;

@@ -18,6 +18,8 @@ export interface DeltaSent {
   /** Reads pages of the frozen tree by the task keys the images use (the check beside the restore too). */
   readTask: TaskPageReader;
   finalDeltaMs: number;
+  /** Post-copy: the task's lazy pages were not read; the fill sends what differs or is remote. */
+  postCopy: boolean;
 }
 
 /**
@@ -45,13 +47,15 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
   // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
   const changed = f.dumpKind === 'lazy' ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
   if (changed && faultArmed('source.tracker-misses-page')) missWrites(changed, log);
+  // A plain dump has every page in its images: they are all sent now, and post-copy is a lazy restore only.
+  if (pre.postCopy && f.dumpKind === 'full') log.warn('post-copy with a plain dump (FERRY_DUMP=full, or no userfaultfd here): every page goes inside the freeze');
   const tScan = performance.now();
   const round = pre.rounds.length; // the final delta's batches count as the round after the last one
-  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, n.restore.mode === 'lazy');
+  const delta = await sendFinalDelta(f.imagesDir, pre.held, (task, batch) => p.stream.send(task, round, batch), host.pageSize, readTask, changed, pre.postCopy ? 'postcopy' : n.restore.mode);
   const tPages = performance.now();
   // The images go up while the page stream drains; Restore waits for both (the dest must hold every page).
   const [, images] = await Promise.all([p.stream.finish(), n.dest.uploadImages(f.imagesDir, { migrationId: ctx.migrationId, epoch: ctx.epoch }, ctx.signal)]);
   log.debug('final delta steps', { scanMs: Math.round(tScan - t0), pagesMs: Math.round(tPages - tScan), finishMs: Math.round(performance.now() - tPages) });
-  log.info('final delta sent', { dumpKind: f.dumpKind, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
-  return { delta, images, readTask, finalDeltaMs: performance.now() - t0 };
+  log.info('final delta sent', { dumpKind: f.dumpKind, postCopy: pre.postCopy, remotePages: delta.remotePages, taskPages: delta.taskPages, dumpPages: delta.dumpPages, sentPages: delta.sentPages, images: images.files, imageBytes: images.bytes });
+  return { delta, images, readTask, finalDeltaMs: performance.now() - t0, postCopy: pre.postCopy };
 }

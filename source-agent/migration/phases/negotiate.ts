@@ -7,7 +7,7 @@ import type { TrackerName } from '../../trackers/tracker.js';
 import { checkPeers } from '../check-peers.js';
 import type { TargetTree } from '../inspect-target.js';
 import type { MigrationContext } from '../migration-context.js';
-import { chooseRestoreMode, type RestoreMode } from '../restore-mode.js';
+import { chooseRestoreMode, requirePostCopySupport, type RestoreMode } from '../restore-mode.js';
 import type { DestPort, MigrationPorts } from '../ports.js';
 import type { TaskLock } from '../../task-lock.js';
 
@@ -35,6 +35,7 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
     const answer = await dest.negotiate({ source: local }, signal);
     const protocolVersion = checkPeers(local, answer);
+    if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
     const tracker = await host.chooseTracker(opts.tracker);
     ctx.announcer.announce({

@@ -20,11 +20,13 @@ export interface Precopied {
   throttle: { method: string; maxPercent: number } | undefined;
   /** What the dest holds, per task key: page -> hash. The final delta sends only what differs. */
   held: Map<number, PageHashIndex>;
+  /** The policy chose post-copy: the final delta sends no task page the dest lacks; the fill sends them. */
+  postCopy: boolean;
 }
 
 export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared): Promise<Precopied> {
   const held = new Map<number, PageHashIndex>();
-  if (ctx.opts.noPrecopy) return { rounds: [], decision: 'pre-copy off (stop-and-copy): freezing at once', throttle: undefined, held };
+  if (ctx.opts.noPrecopy) return { rounds: [], decision: 'pre-copy off (stop-and-copy): freezing at once', throttle: undefined, held, postCopy: false };
   const { host, opts, signal, announcer } = ctx;
   const { tracker, stream } = p;
   const rootPid = n.target.rootPid;
@@ -37,6 +39,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
     floorPages: opts.floorPages,
     pageSize: host.pageSize,
     onNoConverge: opts.onNoConverge,
+    postCopyAlways: opts.postCopy === 'always',
     ...DEFAULT_THROTTLE,
   };
   let throttle: ThrottlePort | undefined;
@@ -98,7 +101,8 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
         case 'abort':
           throw new FerryError('PRECOPY_NOT_CONVERGING', { phase: 'precopy', side: 'source', sourceState: 'running', detail: decision.reason });
         case 'freeze':
-          return { rounds, decision: decision.reason, throttle: throttle ? { method: throttle.method, maxPercent: maxThrottle } : undefined, held };
+        case 'postcopy':
+          return { rounds, decision: decision.reason, throttle: throttle ? { method: throttle.method, maxPercent: maxThrottle } : undefined, held, postCopy: decision.action === 'postcopy' };
       }
     }
   } finally {

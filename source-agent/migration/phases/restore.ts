@@ -6,8 +6,8 @@
  * of them before the source confirmed it); the manifests are kept beside the journal, on disk before the
  * Commit can be sent, so that a resolver can run the fill after this agent died.
  */
-import { COMMIT_LEASE_MS, fillUnresolvedError } from '../commit-outcome.js';
-import { fillUntilDone, type FillOutcome } from '../../pages/confirm-pages.js';
+import { COMMIT_LEASE_MS, fillUnresolvedError, originalLostError } from '../commit-outcome.js';
+import { fillUntilDone, whileOriginal, type FillOutcome } from '../../pages/confirm-pages.js';
 import type { FillManifest } from '../fill-manifests.js';
 import type { MigrationContext } from '../migration-context.js';
 import { verifyDumpedPages } from '../../pages/final-delta-pages.js';
@@ -39,7 +39,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
   const { opts } = ctx;
   const lazy = n.restore.mode === 'lazy';
   const fillManifests = lazy ? fillManifestsOf(d, f) : [];
-  const fill = lazy ? openFill(ctx, n, fillManifests) : undefined;
+  const fill = lazy ? openFill(ctx, n, f, fillManifests, d.postCopy) : undefined;
   const restoring = n.dest.restore(
     {
       migrationId: ctx.migrationId,
@@ -73,7 +73,10 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
  * pager serves it only once this side confirmed it from the frozen original. Its own signal: a Ctrl-C after the
  * resume must not cut it short (phases/fill.ts); a rollback before the resume stops it.
  */
-function openFill(ctx: MigrationContext, n: Negotiated, manifests: FillManifest[]): EarlyFill {
+function openFill(ctx: MigrationContext, n: Negotiated, f: Frozen, manifests: FillManifest[], postCopy: boolean): EarlyFill {
+  // The frozen tree's processes as they are now: a pid read later must still be the same process.
+  const started = new Map(f.tree.map((t) => [t.hostPid, ctx.host.startTime(t.hostPid)]));
+  const isOriginal = (pid: number): boolean => started.get(pid) !== undefined && ctx.host.startTime(pid) === started.get(pid);
   const stop = new AbortController();
   let startSweep!: () => void;
   const sweepAfter = new Promise<void>((ok) => (startSweep = ok));
@@ -86,12 +89,15 @@ function openFill(ctx: MigrationContext, n: Negotiated, manifests: FillManifest[
       epoch: ctx.epoch,
       manifests,
       pageSize: ctx.host.pageSize,
-      readPages: (pid, first, count) => ctx.host.readPages(pid, first, count),
+      readPages: whileOriginal((pid, first, count) => ctx.host.readPages(pid, first, count), isOriginal),
       log: ctx.log,
       signal: stop.signal,
       sweepAfter,
+      freshSession: true,
+      postCopy,
       patienceMs: ctx.opts.commitPatienceMs,
       unanswered: (cause) => fillUnresolvedError({ ...target, restoredPid: early.restoredPid }, cause),
+      lost: (cause) => originalLostError({ ...target, restoredPid: early.restoredPid }, cause),
     }),
   };
   // Observed by the fill phase; a rollback before it ends the call and nobody waits for it.
@@ -106,6 +112,6 @@ function fillManifestsOf(d: DeltaSent, f: Frozen): FillManifest[] {
     const hostPid = hostPidOf.get(man.task);
     // Non-task pagemaps (shared memory) are restored by criu from their images: nothing of theirs is filled.
     if (hostPid === undefined) return [];
-    return [{ task: man.task, hostPid, runs: d.delta.pageRuns[i]!, hashes: man.hashes, unconfirmed: man.unconfirmed ?? Buffer.alloc(0) }];
+    return [{ task: man.task, hostPid, runs: d.delta.pageRuns[i]!, hashes: man.hashes, unconfirmed: man.unconfirmed ?? Buffer.alloc(0), remote: man.remote ?? Buffer.alloc(0) }];
   });
 }
