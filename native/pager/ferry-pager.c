@@ -1593,6 +1593,24 @@ static void read_uffd(struct proc *p) {
   pthread_rwlock_unlock(&p->lock);
 }
 
+/*
+ * Finds processes whose mm is gone although no ioctl told it yet: a copy killed while every page it still lacks
+ * waits for the source (post-copy, the source lost) would otherwise keep the pager waiting for ever. UFFDIO_CONTINUE
+ * checks the mm first (ESRCH once it is gone) and then refuses an anonymous range (EINVAL): it changes nothing.
+ * Main thread, on the timer tick.
+ */
+static void probe_exited(void) {
+  pthread_mutex_lock(&g_mu);
+  size_t np = g_nprocs;
+  pthread_mutex_unlock(&g_mu);
+  for (size_t i = 0; i < np; i++) {
+    struct proc *p = g_procs[i];
+    if (atomic_load(&p->exited) || p->swept || p->nr == 0) continue;
+    struct uffdio_continue c = {.range = {.start = p->r[0].start, .len = (uint64_t)g_ps}, .mode = UFFDIO_CONTINUE_MODE_DONTWAKE};
+    if (ioctl(p->uffd, UFFDIO_CONTINUE, &c) < 0 && errno == ESRCH) atomic_store(&p->exited, true);
+  }
+}
+
 /* A process whose mm is gone: its pending pages are done (dropped). */
 static void sweep_exited(void) {
   pthread_mutex_lock(&g_mu);
@@ -2000,6 +2018,7 @@ int main(int argc, char **argv) {
           send_stats_frame(F_PROGRESS);
         }
         if (++ticks % 10 == 0 && strcmp(g_state, "serving") == 0) write_status("serving", NULL);
+        if (ticks % 5 == 0) probe_exited();
       }
     }
     if (atomic_load(&g_failed)) finish(3, "failed", g_fail_reason);
