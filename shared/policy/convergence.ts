@@ -86,6 +86,7 @@ export type ConvergenceRule =
   | 'byte-budget'
   | 'postcopy'
   | 'postcopy-always'
+  | 'postcopy-early'
   | 'continue';
 
 /** postcopy: freeze, and resume the copy on the dest before it holds the task's memory (the rest follows). */

@@ -31,7 +31,19 @@ export interface TrackerRoundStats {
   bytesSent: number;
   /** Pages that vanished between the scan and the read (unmapped while running: normal). */
   vanishedPages: number;
+  /** The round's scan found this many pages to read (exact trackers; the hash tracker reads every present page). */
+  candidatePages?: number;
+  /** The round ended after its scan, nothing read or sent: `beforeRead` said so (post-copy takes over). */
+  stoppedBeforeRead?: boolean;
 }
+
+/**
+ * Asked once per round by an exact tracker, after its scan of every task and before it reads a page: the pages
+ * it would read and how many are present. False ends the round there. The scan has reset the tracking, so a
+ * stopped round leaves the tracker's word unusable for the final delta: only post-copy, which takes no held page
+ * on the tracker's word, may follow one.
+ */
+export type BeforeRead = (candidatePages: number, presentPages: number) => boolean;
 
 export interface DirtyTracker {
   readonly name: TrackerName;
@@ -41,7 +53,7 @@ export interface DirtyTracker {
    * The final delta reads only these; a full read-back check still runs beside the restore.
    */
   changedSinceLastRound?(tasks: readonly TrackedTask[]): Map<number, PageRuns>;
-  round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats>;
+  round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal, beforeRead?: BeforeRead): Promise<TrackerRoundStats>;
   close(): void;
 }
 

@@ -36,14 +36,20 @@ const PAGES = 6;
 const HELD = 4;
 
 /** A tracker that sent pages 0x1000..0x1003 in round 0 (and holds them), and reports nothing written since. */
-function tracker(fail?: Failure): DirtyTracker {
+function tracker(fail?: Failure, dirtyAfterRound0?: number): DirtyTracker {
   let rounds = 0;
   return {
     name: 'uffd-wp',
     changedSinceLastRound: () => new Map([[1, { starts: [], counts: [] }]]),
-    round: async (_tasks, held, sink) => {
+    round: async (_tasks, held, sink, _signal, beforeRead) => {
       const round = rounds++;
       if (fail === 'precopy') throw new Error('fake failure at precopy');
+      // An exact tracker's scan found this dirty set after round 0: it asks before it reads any of it.
+      if (round > 0 && dirtyAfterRound0 !== undefined && beforeRead && !beforeRead(dirtyAfterRound0, PAGES)) {
+        return { presentPages: PAGES, dirtyPages: dirtyAfterRound0, zeroPages: 0, bytesRead: 0, readMs: 0, bytesSent: 0, vanishedPages: 0, candidatePages: dirtyAfterRound0, stoppedBeforeRead: true };
+      }
+      // A round 0 of 50 ms at least: the rate it gives makes any dirty set here miss a 1 ms budget.
+      if (round === 0 && dirtyAfterRound0 !== undefined) await new Promise((r) => setTimeout(r, 50));
       if (round === 0) {
         const index = new PageHashIndex();
         held.set(1, index);
@@ -74,13 +80,15 @@ interface LazyRun {
   originalGone?: boolean;
   /** The original died after the Commit and its pid now belongs to another process (another start time). */
   pidReused?: boolean;
+  /** The dirty set the tracker's scan finds after round 0 (asked through BeforeRead). */
+  dirtyAfterRound0?: number;
 }
 
 async function runLazy(o: LazyRun = {}) {
   const w = world(o.fail, { lazyDest: o.lazyDest ?? true, fill: o.fill });
   const host: SourceHost = {
     ...w.ports.host,
-    createTracker: () => tracker(o.fail),
+    createTracker: () => tracker(o.fail, o.dirtyAfterRound0),
     dump: async ({ imagesDir }) => {
       w.log.push('dump');
       if (o.fail === 'dump') throw new Error('fake failure at dump');
@@ -301,6 +309,23 @@ describe('post-copy: the source side (issue 12)', () => {
       faultWaitP50Us: 40,
       faultWaitP99Us: 900,
     });
+  });
+
+  it('--post-copy auto switches before round 1 is sent when its dirty set is most of round 0 and misses the budget', async () => {
+    // 3 of the 4 pages round 0 sent are dirty again; at the fake's rate they would take far over 1 ms.
+    const r = await runLazy({ dirtyAfterRound0: 3, options: { postCopy: 'auto', maxDowntimeMs: 1 } });
+    expect(r.error).toBeUndefined();
+    const decision = r.events.find((e) => e.kind === 'decision' && e.action === 'postcopy');
+    expect(decision).toMatchObject({ rule: 'postcopy-early', remainingBytes: 3 * PAGE });
+    expect(r.summary).toMatchObject({ postCopied: true, rounds: [expect.objectContaining({ round: 0 })] });
+    expect(r.summary!.rounds).toHaveLength(1);
+    expect(r.summary!.decision).toMatch(/^switching to post-copy before round 1: its dirty set .* is 75 % of what round 0 sent/);
+  });
+
+  it('--post-copy auto keeps pre-copy going when the dirty set after round 0 is half of it or less', async () => {
+    const r = await runLazy({ dirtyAfterRound0: 2, options: { postCopy: 'auto', maxDowntimeMs: 1 } });
+    expect(r.error).toBeUndefined();
+    expect(r.events.some((e) => e.kind === 'decision' && e.rule === 'postcopy-early')).toBe(false);
   });
 
   it('--post-copy auto on a converging task freezes as usual: nothing remote, nothing post-copied', async () => {

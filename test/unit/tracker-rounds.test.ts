@@ -11,7 +11,7 @@ import { decodePageBatch, readPageNumber } from '../../shared/transport/page-bat
 import type { BatchSink } from '../../source-agent/pages/page-pipeline.js';
 import { HashTracker } from '../../source-agent/trackers/hash-tracker.js';
 import { SoftDirtyTracker } from '../../source-agent/trackers/soft-dirty/soft-dirty-tracker.js';
-import type { DirtyTracker, TrackedTask } from '../../source-agent/trackers/tracker.js';
+import type { BeforeRead, DirtyTracker, TrackedTask } from '../../source-agent/trackers/tracker.js';
 import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { FakeKernel, type FakeProcess } from '../fakes/fake-kernel.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
@@ -54,13 +54,14 @@ function world(make: Make, pageSize = PAGE) {
   const kernel = new FakeKernel(pageSize);
   const tracker = make(kernel);
   const held = new Map<number, PageHashIndex>();
-  const round = async (...procs: FakeProcess[]) => {
+  const round = async (...procs: FakeProcess[]) => roundWith(undefined, ...procs);
+  const roundWith = async (beforeRead: BeforeRead | undefined, ...procs: FakeProcess[]) => {
     const rec = recorder(pageSize);
-    const stats = await tracker.round(procs.map(taskOf), held, rec.sink, signal);
+    const stats = await tracker.round(procs.map(taskOf), held, rec.sink, signal, beforeRead);
     const sentOf = (p: FakeProcess): number[] => [...(rec.sent.get(taskOf(p).key)?.keys() ?? [])].sort((a, b) => a - b);
     return { ...rec, stats, sentOf };
   };
-  return { kernel, tracker, held, round };
+  return { kernel, tracker, held, round, roundWith };
 }
 
 describe.each(trackers)('$name tracker rounds (fake kernel)', ({ exact, make }) => {
@@ -92,6 +93,36 @@ describe.each(trackers)('$name tracker rounds (fake kernel)', ({ exact, make }) 
     const r2 = await w.round(p);
     expect(r2.sentOf(p)).toEqual([]);
     expect(r2.stats.bytesRead).toBe(exact ? 0 : 40 * PAGE);
+    w.tracker.close();
+  });
+
+  it('an exact tracker asks before it reads, with the whole dirty set of every task; false reads and sends nothing', async () => {
+    const w = world(make);
+    const p = w.kernel.spawn(100).map(A, 64).write(A, 40);
+    const q = w.kernel.spawn(101).map(B, 16).write(B, 16);
+    const asked: [number, number][] = [];
+    const ask = (candidates: number, present: number): boolean => (asked.push([candidates, present]), asked.length === 1);
+    await w.roundWith(ask, p, q); // round 0 too: every present page is its candidate
+    p.write(A, 5);
+    q.write(B, 3);
+    p.reads.length = 0;
+    q.reads.length = 0;
+    const r1 = await w.roundWith(ask, p, q);
+    if (!exact) {
+      // The hash tracker cannot tell what was written without reading it all: it never asks, it sends.
+      expect(asked).toEqual([]);
+      expect(r1.sentOf(p)).toEqual(range(A, 5));
+      return;
+    }
+    expect(asked).toEqual([
+      [56, 56],
+      [8, 56],
+    ]);
+    expect(r1.stats).toMatchObject({ stoppedBeforeRead: true, candidatePages: 8, dirtyPages: 8, bytesSent: 0, bytesRead: 0 });
+    expect(r1.sentOf(p)).toEqual([]);
+    expect(r1.sentOf(q)).toEqual([]);
+    expect(p.reads).toEqual([]);
+    expect(q.reads).toEqual([]);
     w.tracker.close();
   });
 

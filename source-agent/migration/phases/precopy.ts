@@ -4,6 +4,7 @@
  */
 import { FerryError } from '../../../shared/errors/ferry-error.js';
 import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
+import { switchBeforeRead, type EarlySwitch } from '../../../shared/policy/post-copy-switch.js';
 import { DEFAULT_THROTTLE, decideAfterRound, transferRate, type ConvergencePolicy, type RoundRecord } from '../../../shared/policy/convergence.js';
 import { fixedCost, loadCostSamples } from '../../cost-model.js';
 import type { TrackedTask } from '../../trackers/tracker.js';
@@ -52,7 +53,29 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
       const tasks: TrackedTask[] = host.tree(rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
       if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
       const t0 = performance.now();
-      const stats = await tracker.round(tasks, held, (task, batch) => stream.send(task, round, batch), signal);
+      // --post-copy auto: a dirty set that cannot converge switches before its round is sent (an exact tracker asks).
+      let early: EarlySwitch | undefined;
+      const beforeRead =
+        opts.onNoConverge === 'postcopy' && round > 0
+          ? (candidates: number): boolean => !(early = switchBeforeRead(history, candidates, { pageSize: host.pageSize, maxDowntimeMs: opts.maxDowntimeMs }))
+          : undefined;
+      const stats = await tracker.round(tasks, held, (task, batch) => stream.send(task, round, batch), signal, beforeRead);
+      if (stats.stoppedBeforeRead && early) {
+        // Nothing of this round was sent: it is no round of the history, only the reason the pre-copy ended.
+        announcer.announce({
+          kind: 'decision',
+          action: 'postcopy',
+          rule: early.rule,
+          message: early.reason,
+          expectedDowntimeMs: undefined,
+          dirtyRateBytesPerSecond: undefined,
+          transferRateBytesPerSecond: transferRate(history),
+          fixedCostMs: 0,
+          throttlePercent: throttle?.percent ?? 0,
+          remainingBytes: stats.dirtyPages * host.pageSize,
+        });
+        return { rounds, decision: early.reason, throttle: throttle ? { method: throttle.method, maxPercent: maxThrottle } : undefined, held, postCopy: true };
+      }
       await stream.flush(); // the round ends when the dest holds it: its time includes the transfer
       const durationMs = performance.now() - t0;
       readMs += stats.readMs;

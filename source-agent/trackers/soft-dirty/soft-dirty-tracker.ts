@@ -19,7 +19,7 @@ import { intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written
 import { dumpableVmas, type Vma } from '../../../shared/kernel/proc-maps.js';
 import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
 import { emptyPipelineStats, PagePipeline, type BatchSink } from '../../pages/page-pipeline.js';
-import { rethrowUnlessExited, roundStats, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
+import { rethrowUnlessExited, roundStats, type BeforeRead, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
 import { realSoftDirtyKernel, type SoftDirtyKernel, type SoftDirtyReader } from './soft-dirty-kernel.js';
 import { subtractRuns, vmaRuns, type SoftDirtyScan } from './soft-dirty-pagemap.js';
 import { probeSoftDirty, type SoftDirtyProbeResult } from './probe.js';
@@ -82,7 +82,7 @@ export class SoftDirtyTracker implements DirtyTracker {
     return Promise.resolve(probeSoftDirty());
   }
 
-  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats> {
+  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal, beforeRead?: BeforeRead): Promise<TrackerRoundStats> {
     const pass = emptyPipelineStats();
     let presentPages = 0;
     const detail = emptyDetail();
@@ -91,6 +91,7 @@ export class SoftDirtyTracker implements DirtyTracker {
     for (const pid of [...this.states.keys()]) if (!wanted.has(pid)) this.states.delete(pid); // exited or left the tree
 
     const plans: Plan[] = [];
+    const toRead: { task: TrackedTask; candidates: PageRuns }[] = [];
     for (const task of tasks) {
       const stat = this.kernel.stat(task.hostPid);
       const maps = stat && stat.state !== 'Z' && stat.state !== 'X' ? this.kernel.maps(task.hostPid) : undefined;
@@ -127,6 +128,12 @@ export class SoftDirtyTracker implements DirtyTracker {
       }
       this.states.set(task.hostPid, { startTime: plan.startTime, covered });
       detail.candidatePages += runsPageCount(candidates);
+      toRead.push({ task, candidates });
+    }
+    if (beforeRead && !beforeRead(detail.candidatePages, presentPages)) {
+      return { ...roundStats(presentPages, pass), dirtyPages: detail.candidatePages, candidatePages: detail.candidatePages, stoppedBeforeRead: true };
+    }
+    for (const { task, candidates } of toRead) {
       try {
         await this.pipeline.send(task.key, this.kernel.readPages(task.hostPid, candidates, signal), held, sink, pass);
       } catch (e) {
@@ -134,7 +141,7 @@ export class SoftDirtyTracker implements DirtyTracker {
         this.states.delete(task.hostPid); // the task exited mid-round
       }
     }
-    return roundStats(presentPages, pass);
+    return { ...roundStats(presentPages, pass), candidatePages: detail.candidatePages };
   }
 
   /**

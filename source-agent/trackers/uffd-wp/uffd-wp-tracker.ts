@@ -22,7 +22,7 @@ import { intersectRuns, unionRuns } from '../../../shared/kernel/pagemap-written
 import { dumpableVmas, isSpecialArea, type Vma } from '../../../shared/kernel/proc-maps.js';
 import type { PageHashIndex } from '../../../shared/pages/page-hash-index.js';
 import { emptyPipelineStats, PagePipeline, type BatchSink } from '../../pages/page-pipeline.js';
-import { rethrowUnlessExited, roundStats, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
+import { rethrowUnlessExited, roundStats, type BeforeRead, type DirtyTracker, type TrackedTask, type TrackerRoundStats } from '../tracker.js';
 import type { PresenceReader } from '../tracker-kernel.js';
 import { probeUffdWp, type ProbeResult } from './probe.js';
 import { realUffdWpKernel, type UffdWpKernel, type WrittenScanner } from './uffd-wp-kernel.js';
@@ -90,7 +90,7 @@ export class UffdWpTracker implements DirtyTracker {
     return Promise.resolve(probeUffdWp());
   }
 
-  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal): Promise<TrackerRoundStats> {
+  async round(tasks: readonly TrackedTask[], held: Map<number, PageHashIndex>, sink: BatchSink, signal: AbortSignal, beforeRead?: BeforeRead): Promise<TrackerRoundStats> {
     const pass = emptyPipelineStats();
     const found = { presentPages: 0 };
     const detail = emptyDetail();
@@ -99,18 +99,31 @@ export class UffdWpTracker implements DirtyTracker {
     const wanted = new Set(tasks.map((t) => t.hostPid));
     for (const pid of [...this.states.keys()]) if (!wanted.has(pid)) this.drop(pid);
 
+    // Every task is scanned before any is read: the round knows its whole dirty set before it sends a page.
+    const scanned: { task: TrackedTask; candidates: PageRuns }[] = [];
     for (const task of tasks) {
       signal.throwIfAborted();
       try {
         const candidates = this.findCandidates(task.hostPid, detail, found);
-        if (!candidates) continue; // exited: CRIU will not dump it either
+        if (candidates) scanned.push({ task, candidates }); // else exited: CRIU will not dump it either
+      } catch (e) {
+        rethrowUnlessExited(e);
+        this.drop(task.hostPid);
+      }
+    }
+    if (beforeRead && !beforeRead(detail.candidatePages, found.presentPages)) {
+      return { ...roundStats(found.presentPages, pass), dirtyPages: detail.candidatePages, candidatePages: detail.candidatePages, stoppedBeforeRead: true };
+    }
+    for (const { task, candidates } of scanned) {
+      signal.throwIfAborted();
+      try {
         await this.pipeline.send(task.key, this.kernel.readPages(task.hostPid, candidates, signal), held, sink, pass);
       } catch (e) {
         rethrowUnlessExited(e);
         this.drop(task.hostPid); // the task exited mid-round
       }
     }
-    return roundStats(found.presentPages, pass);
+    return { ...roundStats(found.presentPages, pass), candidatePages: detail.candidatePages };
   }
 
   changedSinceLastRound(tasks: readonly TrackedTask[]): Map<number, PageRuns> {
