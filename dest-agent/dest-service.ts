@@ -508,6 +508,7 @@ export class DestService {
     call.once('cancelled', release);
     let detach: (() => void) | undefined;
     let answered = false; // the fill's end went out: what the source's half does after that no longer matters
+    let ackedBytes = 0;
     try {
       let s: DestSession | undefined;
       let ended: Promise<void> | undefined;
@@ -552,6 +553,8 @@ export class DestService {
           if (step.kind === 'confirm') await pager.confirm(req.task, step.first, step.count);
           else this.opts.metrics.remotePages.inc(await pager.replace(req.task, step.first, step.data));
         }
+        // The source's window: these bytes are off the link now.
+        if (req.data.length > 0) call.write({ ack: { dataBytes: String((ackedBytes += req.data.length)) } });
       }
       await ended; // the source closed its side: the fill's end still reaches it
     } catch (e) {

@@ -145,12 +145,17 @@ export interface FillReady {
   task: number;
   pages: Buffer;
 }
+/** The data bytes of this call's requests the dest has handed to its pager, so far. */
+export interface FillAck {
+  dataBytes: U64;
+}
 export interface FillEvent {
   wanted?: FillWanted;
   progress?: FillProgress;
   done?: FillDone;
   ready?: FillReady;
-  detail?: 'wanted' | 'progress' | 'done' | 'ready';
+  ack?: FillAck;
+  detail?: 'wanted' | 'progress' | 'done' | 'ready' | 'ack';
 }
 
 export interface AbortRequest {

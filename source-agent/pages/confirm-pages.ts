@@ -11,7 +11,8 @@
  *
  * Each answered chunk is one request; its with_data bitmap says which pages carry bytes (post-copy answers
  * many scattered pages with bytes). The dest's FillReady marks pages its pager has from an earlier call, so the
- * sweep skips them. The sweep goes in chunks of SWEEP_CHUNK_PAGES: a want waits behind ~1 MiB at most.
+ * sweep skips them. The sweep goes in chunks of SWEEP_CHUNK_PAGES and keeps at most FILL_WINDOW_BYTES unacked
+ * (a dest that sends no FillAck, from before them, is not held to the window): a want waits behind little.
  *
  * One call at a time, one request in flight (each write waits for the stream's drain), the wants queue bounded:
  * nothing here grows with what the dest sends. A call that breaks is opened again (the sweep starts over: the
@@ -29,6 +30,12 @@ import type { FillManifest } from '../migration/fill-manifests.js';
 export const FILL_CHUNK_PAGES = 1024;
 /** Pages per request of the sweep: a want that arrives meanwhile waits behind 1 MiB (4 KiB pages) at most. */
 export const SWEEP_CHUNK_PAGES = 256;
+/**
+ * Page bytes the sweep keeps on the way at most (sent, not yet acked by the dest: FillAck). Without it the sweep
+ * fills the socket buffers and a shaper's queue (50 ms of a tbf), and every fault's answer waits behind them.
+ * 2 MiB is ~17 ms of a 1 Gbit/s link and more than its round trip carries, so the push still fills the link.
+ */
+export const FILL_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Wanted ranges queued at most; a dest that asks for more than this at once is not answering in step. */
 const MAX_QUEUED_WANTS = 4096;
 /** Pages that differ logged one by one at most (then counted only). */
@@ -211,6 +218,9 @@ export async function confirmPages(
     w?.();
   };
   let heard = false;
+  /** This call's data bytes written, and the most the dest has acked (undefined: it sends no acks). */
+  let written = 0;
+  let acked: number | undefined;
   const call = open({
     event: (e) => {
       alive();
@@ -236,7 +246,8 @@ export async function confirmPages(
           return;
         }
         for (let i = 0; i < t.answered.length; i++) t.answered[i]! |= e.ready.pages[i]!;
-      } else if (e.done) done = e.done;
+      } else if (e.ack) acked = Math.max(acked ?? 0, Number(e.ack.dataBytes));
+      else if (e.done) done = e.done;
       else if (e.progress) o.log.debug('fill progress', { filledPages: e.progress.filledPages, totalPages: e.progress.totalPages, faults: e.progress.faults });
       poke();
     },
@@ -249,6 +260,7 @@ export async function confirmPages(
   let logged = 0;
   const base = { migrationId: o.migrationId, epoch: o.epoch };
   const send = async (task: number, first: number, count: number, data: Buffer, withData?: Buffer): Promise<void> => {
+    written += data.length;
     await call.write({ ...base, task, firstIndex: String(first), count, data, ...(withData && { withData }) });
     totals.dataBytes += data.length;
     if (life.sent) life.sent.dataBytes += data.length;
@@ -366,6 +378,10 @@ export async function confirmPages(
           timer = setTimeout(resolve, readyBy - Date.now());
         });
         clearTimeout(timer);
+        continue;
+      }
+      if (!swept && sweeping && acked !== undefined && written - acked > FILL_WINDOW_BYTES) {
+        await new Promise<void>((resolve) => (wake = resolve)); // an ack, a want or the end wakes it
         continue;
       }
       if (!swept && sweeping) {

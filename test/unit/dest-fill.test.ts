@@ -264,6 +264,9 @@ describe('the Fill handler against a fake pager (a filling session taken over af
     ]);
     expect(pager.frames[1]!.payload.equals(data)).toBe(true);
     expect((await dest.metrics.remotePages.get()).values[0]?.value).toBe(4);
+    // Once handed to the pager, the request's bytes are acked (the source's window).
+    await until('the ack', () => (one.events.some((e) => e.ack) ? true : undefined));
+    expect(one.events.find((e) => e.ack)?.ack).toEqual({ dataBytes: String(4 * PS) });
     // The call breaks; a want comes while no call is open; the session waits (longer than its idle bound).
     one.call.cancel();
     await one.ended;

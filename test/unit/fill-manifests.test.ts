@@ -18,7 +18,7 @@ import type { FillCallHandlers } from '../../source-agent/fill-call.js';
 import { decodeFillManifests, encodeFillManifests, fillManifestsPath, loadFillManifests, type FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import { SourceJournal } from '../../source-agent/migration/source-journal.js';
 import { setBits } from '../../source-agent/pages/final-delta-pages.js';
-import { confirmPages, fillUntilDone, whileOriginal } from '../../source-agent/pages/confirm-pages.js';
+import { confirmPages, FILL_WINDOW_BYTES, fillUntilDone, SWEEP_CHUNK_PAGES, whileOriginal } from '../../source-agent/pages/confirm-pages.js';
 import { originalLostError } from '../../source-agent/migration/commit-outcome.js';
 import { FerryError, SystemCallError } from '../../shared/errors/ferry-error.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
@@ -185,6 +185,46 @@ describe('post-copy in the fill (issue 12)', () => {
     }
     // Remote pages are neither confirmed nor "replaced" (nothing of theirs was at the dest to differ).
     expect(r).toMatchObject({ remotePages: 167, confirmedPages: 333, replacedPages: 0, dataBytes: 167 * PAGE });
+  });
+
+  it('the sweep keeps at most FILL_WINDOW_BYTES unacked once the dest acks; a want still goes at once', async () => {
+    const N = 2048; // 8 MiB, all remote: every page is bytes
+    const man: FillManifest = { task: 3, hostPid: 77, runs: { starts: [0x10000], counts: [N] }, hashes: Buffer.alloc(N * 16), unconfirmed: Buffer.alloc(N / 8, 0xff), remote: Buffer.alloc(N / 8, 0xff) };
+    const requests: m.FillRequest[] = [];
+    let handlers!: FillCallHandlers;
+    let sent = 0;
+    const open = (h: FillCallHandlers) => {
+      handlers = h;
+      return {
+        write: (req: m.FillRequest) => {
+          requests.push(req);
+          sent += req.data.length;
+          if (requests.length === 2) h.event({ ack: { dataBytes: String(req.data.length) } }); // the dest acks: the window applies
+          if (requests.reduce((n, q) => n + q.count, 0) >= N) {
+            h.event({ done: { filledPages: String(N), faults: '0', replacedPages: '0', damagedPages: '0', zeroPages: '0', fillUs: '1', faultsWaited: '0' } });
+            setImmediate(() => h.end(undefined));
+          }
+          return Promise.resolve();
+        },
+        end: () => undefined,
+        cancel: () => undefined,
+      };
+    };
+    const running = confirmPages(open, { migrationId: 'id', epoch: '1', manifests: [man], pageSize: PAGE, readPages: read, log: silentLogger, signal: new AbortController().signal });
+    await new Promise((r) => setTimeout(r, 50));
+    // One chunk acked (1 MiB); then 2 MiB more, and one chunk over: the sweep waits with 3 MiB unacked.
+    const stalledAt = requests.length;
+    expect(sent - 1024 * 1024).toBeGreaterThan(FILL_WINDOW_BYTES);
+    expect(sent - 1024 * 1024).toBeLessThanOrEqual(FILL_WINDOW_BYTES + SWEEP_CHUNK_PAGES * PAGE);
+    // A want is answered although the window is full.
+    handlers.event({ wanted: { task: 3, firstIndex: String(N - 1), count: 1, bytes: false } });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(requests.length).toBe(stalledAt + 1);
+    expect(requests[stalledAt]).toMatchObject({ firstIndex: String(N - 1), count: 1 });
+    // Acks let it go on to the end.
+    handlers.event({ ack: { dataBytes: String(N * PAGE) } });
+    const r = await running;
+    expect(r).toMatchObject({ remotePages: N, dataBytes: N * PAGE });
   });
 
   it('a want of remote pages gets their bytes first, ahead of the sweep, even when not asked for bytes', async () => {
