@@ -21,7 +21,16 @@ const HEAL_MS = 10_000;
 const DELIVERED_AFTER_UP_MS = 3_000;
 const DOWN_SECONDS = process.env.FERRY_FAULT_MATRIX === 'full' ? [5, 60] : [5];
 
-describe.skipIf(!runnable)('testbed: cutLink / healLink', () => {
+/** A line each way is held back (not delivered within HELD_MS) while the connection stays open. */
+async function expectHeldBothWays(p: LinkProbe, tag: string): Promise<void> {
+  p.connector.send(`${tag}-to-dst`);
+  p.listener.send(`${tag}-to-src`);
+  await expect(p.listener.waitForLine(`${tag}-to-dst`, HELD_MS)).rejects.toThrow(/timed out/);
+  await expect(p.connector.waitForLine(`${tag}-to-src`, HELD_MS)).rejects.toThrow(/timed out/);
+  expect(p.connected()).toBe(true);
+}
+
+describe.skipIf(!runnable)('testbed: cutLink / healLink and downLink / upLink', () => {
   let hosts: TwoHosts | undefined;
   let probe: LinkProbe | undefined;
 
@@ -48,11 +57,7 @@ describe.skipIf(!runnable)('testbed: cutLink / healLink', () => {
     await h.cutLink();
     await h.cutLink(); // idempotent
     expect(await h.linkIsCut()).toBe(true);
-    p.connector.send('during-cut-to-dst');
-    p.listener.send('during-cut-to-src');
-    await expect(p.listener.waitForLine('during-cut-to-dst', HELD_MS)).rejects.toThrow(/timed out/);
-    await expect(p.connector.waitForLine('during-cut-to-src', HELD_MS)).rejects.toThrow(/timed out/);
-    expect(p.connected()).toBe(true);
+    await expectHeldBothWays(p, 'during-cut');
 
     await h.healLink();
     await h.healLink(); // idempotent
@@ -88,30 +93,6 @@ describe.skipIf(!runnable)('testbed: cutLink / healLink', () => {
     }
   });
 
-  it('destroy() removes both namespaces, with any cut in them', async () => {
-    const h = hosts!;
-    await h.cutLink();
-    await probe!.close();
-    await h.destroy();
-    expect(existsSync(h.src.netns)).toBe(false);
-    expect(existsSync(h.dst.netns)).toBe(false);
-  });
-});
-
-describe.skipIf(!runnable)('testbed: downLink / upLink (ip link set down on the veth)', () => {
-  let hosts: TwoHosts | undefined;
-  let probe: LinkProbe | undefined;
-
-  beforeAll(async () => {
-    hosts = await createTwoHosts();
-    probe = await startLinkProbe(hosts);
-  });
-
-  afterAll(async () => {
-    await probe?.close();
-    await hosts?.destroy();
-  });
-
   it('a down stops traffic both ways without an error on either side; the up delivers it on the same connection', async () => {
     const h = hosts!;
     const p = probe!;
@@ -119,11 +100,7 @@ describe.skipIf(!runnable)('testbed: downLink / upLink (ip link set down on the 
     await h.downLink(); // idempotent
     expect(await h.linkIsDown()).toBe(true);
     expect(await h.linkIsCut()).toBe(false); // the other kind of cut is not involved
-    p.connector.send('during-down-to-dst');
-    p.listener.send('during-down-to-src');
-    await expect(p.listener.waitForLine('during-down-to-dst', HELD_MS)).rejects.toThrow(/timed out/);
-    await expect(p.connector.waitForLine('during-down-to-src', HELD_MS)).rejects.toThrow(/timed out/);
-    expect(p.connected()).toBe(true);
+    await expectHeldBothWays(p, 'during-down');
 
     await h.upLink();
     await h.upLink(); // idempotent
@@ -171,4 +148,13 @@ describe.skipIf(!runnable)('testbed: downLink / upLink (ip link set down on the 
       seconds * 1000 + 30_000,
     );
   }
+
+  it('destroy() removes both namespaces, with any cut in them', async () => {
+    const h = hosts!;
+    await h.cutLink();
+    await probe!.close();
+    await h.destroy();
+    expect(existsSync(h.src.netns)).toBe(false);
+    expect(existsSync(h.dst.netns)).toBe(false);
+  });
 });
