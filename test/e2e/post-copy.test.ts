@@ -14,7 +14,9 @@
  *
  * The recovery cases use `--post-copy always` (post-copy right after round 0): they need a long fill, not auto's
  * decision, which the first case covers. The task is fully hot, so after round 0 nearly every page is dirty again
- * and the fill carries about the whole task over the slow link: seconds, long enough to act inside it.
+ * and the fill carries about the whole task over the slow link: seconds, long enough to act inside it. Its memory
+ * also grows (memtest --cold-mib/--grow-mib-per-s: pages first touched after the rounds that could have sent them),
+ * so the dest lacks some pages altogether at the resume (remote pages: the frozen original is their only copy).
  *
  * While the fill runs nothing here reads a copy's argv (taskCopies, pgrep -f): that faults on its stack page,
  * which may be missing for as long as a cut lasts. Copies are counted by comm (memtestsIn) until the summary.
@@ -54,10 +56,18 @@ const FULL = process.env.FERRY_FAULT_MATRIX === 'full';
 
 const LINK = '100mbit';
 const DIRTY_MIB_PER_S = 64;
-/** auto: round 0 and the rounds that show it does not converge (~6 s each), then a fill of ~6 s. */
-const AUTO_MIB = 64;
-/** always: round 0 (~12 s), then a fill of ~12 s, the window the recovery cases act in. */
-const RECOVERY_MIB = 128;
+interface TaskShape {
+  mib: number;
+  /** Untouched at start, then first-touched at growMibPerSec: still growing when the copy resumes. */
+  coldMib: number;
+  growMibPerSec: number;
+}
+/** auto: round 0 and the rounds that show it does not converge (~5 s each, ~20 s), then a fill of ~5 s; it grows
+ * for 32 s, so the pages touched after the last round are remote. */
+const AUTO_TASK: TaskShape = { mib: 64, coldMib: 16, growMibPerSec: 0.5 };
+/** always: round 0 (~9 s), then a fill of ~12 s, the window the recovery cases act in; what grows after round 0
+ * read the task (~20 MiB) is remote. */
+const RECOVERY_TASK: TaskShape = { mib: 128, coldMib: 32, growMibPerSec: 2 };
 const AUTO = ['--post-copy', 'auto', '--restore', 'lazy'];
 const ALWAYS = ['--post-copy', 'always', '--restore', 'lazy'];
 /** Into the fill before acting: the page stream is busy by then. */
@@ -105,8 +115,8 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   }, 60_000);
 
-  async function memtest(mib: number): Promise<MemtestHandle> {
-    const t = await startMemtest({ name: `pc-${process.pid}-${++n}`, mib, dirtyMibPerSec: DIRTY_MIB_PER_S, stateDir: stateDir!, netns: hosts!.src.netns, onResume: 'verify' });
+  async function memtest(shape: TaskShape): Promise<MemtestHandle> {
+    const t = await startMemtest({ name: `pc-${process.pid}-${++n}`, ...shape, dirtyMibPerSec: DIRTY_MIB_PER_S, stateDir: stateDir!, netns: hosts!.src.netns, onResume: 'verify' });
     tasks.push(t);
     return t;
   }
@@ -161,20 +171,20 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
     return expectVerifiedCopy(task, s.restoredPid);
   }
 
-  it(`--post-copy auto: ${AUTO_MIB} MiB rewritten at ${DIRTY_MIB_PER_S} MiB/s migrates, every page verified at the resume and after the last page`, async () => {
-    const task = await memtest(AUTO_MIB);
+  it(`--post-copy auto: ${AUTO_TASK.mib} MiB rewritten at ${DIRTY_MIB_PER_S} MiB/s migrates, every page verified at the resume and after the last page`, async () => {
+    const task = await memtest(AUTO_TASK);
     const r = await startMigrate(hosts!, task.rootPid, dest, { args: AUTO, timeoutMs: 240_000 }).done;
     const atResume = await expectPostCopied(task, r, 'auto');
     const decision = r.lines.findLast((l): l is Extract<FerryLine, { kind: 'decision' }> => l.kind === 'decision');
     expect(decision?.message, 'the decision says why, in words').toMatch(/post-copy/);
-    console.info(`post-copy auto ${AUTO_MIB} MiB: ${figures(r)}; the copy's check at its resume took ${Math.round(atResume.verify_ms)} ms`);
+    console.info(`post-copy auto ${AUTO_TASK.mib} MiB: ${figures(r)}; the copy's check at its resume took ${Math.round(atResume.verify_ms)} ms (${atResume.grown_pages} pages touched by then)`);
   }, 300_000);
 
   const cuts = FULL ? [5, 60] : [5];
   for (const seconds of cuts) {
     it(`the link cut (ip link set down) for ${seconds} s during the fill, then restored: the copy waits, the migration completes`, async () => {
       const h = hosts!;
-      const task = await memtest(RECOVERY_MIB);
+      const task = await memtest(RECOVERY_TASK);
       const earlier = new Set(memtestsIn(h.dst.netns));
       const run = startMigrate(h, task.rootPid, dest, { args: ALWAYS, timeoutMs: 240_000 + seconds * 1000 });
       const { copy } = await intoTheFill(run, earlier);
@@ -197,7 +207,7 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
   }
 
   it('the dest agent killed -9 during the fill and restarted: the pager carries on, the migration completes', async () => {
-    const task = await memtest(RECOVERY_MIB);
+    const task = await memtest(RECOVERY_TASK);
     const earlier = new Set(memtestsIn(hosts!.dst.netns));
     const run = startMigrate(hosts!, task.rootPid, dest, { args: ALWAYS, timeoutMs: 240_000 });
     const { copy } = await intoTheFill(run, earlier);
@@ -214,7 +224,7 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
 
   it('ferry migrate killed -9 during the fill, then ferry migrate --resume ID: the migration completes, one copy', async () => {
     const h = hosts!;
-    const task = await memtest(RECOVERY_MIB);
+    const task = await memtest(RECOVERY_TASK);
     const earlier = new Set(memtestsIn(h.dst.netns));
     const run = startMigrate(h, task.rootPid, dest, { args: ALWAYS, timeoutMs: 240_000 });
     const { copy, migrationId } = await intoTheFill(run, earlier);
