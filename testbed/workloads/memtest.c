@@ -10,10 +10,10 @@
  * rewrites pseudo-random pages of the first H MiB (default: all N) at R MiB/s in ~10 ms ticks, bumping
  * each page's generation, which gives pre-copy a known dirty rate to chase.
  *
- * With --cold-mib K the last K MiB of the mapping are left untouched at start (never present, so never sent by a
- * pre-copy round that ran before they were), and --grow-mib-per-s G first-touches them in order at G MiB/s: a
- * task whose memory grows, so a migration finds pages at the freeze that no round saw (post-copy's remote pages).
- * An untouched page must read zero; the rewrites pick pages among those touched so far.
+ * With --cold-mib K the last K MiB of the mapping are PROT_NONE at start (no round can read them, as a mapping
+ * made later), and --grow-mib-per-s G opens and first-touches them in order at G MiB/s: a task whose memory grows,
+ * so a migration finds pages at the freeze that no round saw (post-copy's remote pages). A check skips the pages
+ * not opened yet; the rewrites pick pages among those touched so far.
  *
  * Control is by signal, results are files in DIR, written atomically (tmp + rename):
  *   start    NAME.ready.json   after the fill
@@ -68,7 +68,7 @@ static uint64_t g_pages;
 static uint64_t g_hot_pages;
 static double g_cold_mib;
 static double g_grow_mib;
-/* Pages [0, g_grown) have been written; the rest are still untouched (generation UNTOUCHED, reading zero). */
+/* Pages [0, g_grown) have been written; the rest are still PROT_NONE (generation UNTOUCHED). */
 static uint64_t g_grown;
 #define UNTOUCHED UINT32_MAX
 static uint64_t *g_mem;
@@ -155,10 +155,7 @@ static uint64_t check_page(uint64_t page) {
   const uint64_t *words = g_mem + page * g_words_per_page;
   uint32_t gen = g_gen[page];
   uint64_t bad = 0;
-  if (gen == UNTOUCHED) {
-    for (uint64_t w = 0; w < g_words_per_page; w++) bad += words[w] != 0;
-    return bad;
-  }
+  if (gen == UNTOUCHED) return 0; /* PROT_NONE still: nothing to read */
   uint64_t key = page_key(page, gen);
   int torn_ok = g_in_progress == (int64_t)page;
   uint64_t prev_key = torn_ok ? page_key(page, gen - 1) : 0;
@@ -476,6 +473,10 @@ int main(int argc, char **argv) {
   g_grown = g_pages - (uint64_t)(g_cold_mib * 1024 * 1024) / g_page_size;
   for (uint64_t p = 0; p < g_grown; p++) write_page(p, 0);
   for (uint64_t p = g_grown; p < g_pages; p++) g_gen[p] = UNTOUCHED;
+  if (g_grown < g_pages && mprotect((char *)g_mem + g_grown * g_page_size, (g_pages - g_grown) * g_page_size, PROT_NONE) < 0) {
+    perror("memtest: mprotect cold");
+    return 1;
+  }
   double fill_ms = (double)(mono_ns() - t0) / 1e6;
 
   char json[512];
@@ -524,7 +525,11 @@ int main(int argc, char **argv) {
       grow_budget += grow_pages_per_ns * (double)dt;
       uint64_t n = (uint64_t)grow_budget;
       grow_budget -= (double)n;
-      for (uint64_t i = 0; i < n && g_grown < g_pages; i++) write_page(g_grown++, 0);
+      for (uint64_t i = 0; i < n && g_grown < g_pages; i++) {
+        /* Merges with the open part before it: the mapping grows, its VMA count does not. */
+        if (mprotect((char *)g_mem + g_grown * g_page_size, g_page_size, PROT_READ | PROT_WRITE) < 0) abort();
+        write_page(g_grown++, 0);
+      }
     }
     uint64_t span = g_hot_pages < g_grown ? g_hot_pages : g_grown;
     if (span > 0) {

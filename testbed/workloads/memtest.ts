@@ -43,7 +43,7 @@ export interface MemtestOptions {
   hotMib?: number;
   /** MiB of a scratch mapping that SIGWINCH's churn unmaps and zaps in part (default 0: none). */
   churnMib?: number;
-  /** The last coldMib MiB untouched at start (they read zero), first-touched in order at growMibPerSec: memory a
+  /** The last coldMib MiB PROT_NONE at start, opened and first-touched in order at growMibPerSec: memory a
    * migration's earlier rounds never saw (post-copy's remote pages). Default 0 and 0. */
   coldMib?: number;
   growMibPerSec?: number;
@@ -101,7 +101,7 @@ export interface VerifyReport {
   started_at_ms: number;
   /** CLOCK_REALTIME when the check ended, comparable with Date.now() on the same host. */
   verified_at_ms: number;
-  /** Pages written so far (all but the still untouched part of --cold-mib). */
+  /** Pages written so far (all but the part of --cold-mib not opened yet, which a check skips). */
   grown_pages: number;
 }
 
