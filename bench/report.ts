@@ -166,7 +166,7 @@ function postCopyRow(s: CaseMethodStats): string[] {
     fmtSpread(s.postcopyBytesPerRss, two),
     methodById(s.method).stopAndCopy ? '–' : fmtSpread(s.rounds, int),
     methodById(s.method).stopAndCopy ? '–' : fmtSpread(s.precopyWorkRatio, two),
-    fmtSpread(s.fillWorkRatio, two),
+    lazy ? fmtSpread(s.fillWorkRatio, two) : '–',
     lazy ? fmtSpread(s.remotePages, int) : '–',
     lazy ? fmtSpread(s.fillFaultsWaited, int) : '–',
     lazy ? fmtSpread(s.faultWaitP50Us, usToMs) : '–',
@@ -179,7 +179,7 @@ function postCopyTable(stats: CaseMethodStats[]): string | undefined {
   const cases = [...new Set(stats.filter((s) => methodById(s.method).postCopy !== undefined).map((s) => s.caseId))];
   if (cases.length === 0) return undefined;
   const rows = stats.filter((s) => cases.includes(s.caseId) && ['ferry-postcopy', 'ferry-postcopy-always', 'ferry-live-lazy', 'ferry-stop-copy'].includes(s.method));
-  return `${table(POST_COPY_HEADER, rows.map(postCopyRow))}\n\n(${cases.join(', ')}; medians and min–max; RSS = the dump's pages x 4 KiB; work post-copy = from the resume to \`ferry migrate\`'s return)`;
+  return `${table(POST_COPY_HEADER, rows.map(postCopyRow))}\n\n(${cases.join(', ')}; medians and min–max; RSS = the dump's pages x 4 KiB; work post-copy = from the resume to \`ferry migrate\`'s return, the fill: lazy restores only)`;
 }
 
 /** The targets a results file is judged by: issue 12's for a `--post-copy` run; else issue 11's and 3's (and 12's

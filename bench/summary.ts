@@ -323,8 +323,10 @@ export const POST_COPY_LIMITS = { downtimeMs: 200, bytesPerRss: 1.5, totalVsStop
 const perRss = (s: CaseMethodStats): string =>
   `pre-copy ${fmtRatio(s.precopyBytesPerRss?.median ?? NaN)}, downtime ${fmtRatio(s.downtimeBytesPerRss?.median ?? NaN)}, post-copy ${fmtRatio(s.postcopyBytesPerRss?.median ?? NaN)} x RSS`;
 
-/** A figure the issue asks to see, whatever its value: met when measured. */
-function reported(id: string, what: string, value: number | undefined, precopy: number | undefined): TargetResult {
+/** A figure the issue asks to see, whatever its value: met when the runs measured it, n/a without runs. */
+function reported(id: string, what: string, s: CaseMethodStats | undefined): TargetResult {
+  const value = s?.fillWorkRatio?.median;
+  const precopy = s?.precopyWorkRatio?.median;
   return {
     id,
     issue: 12,
@@ -333,8 +335,8 @@ function reported(id: string, what: string, value: number | undefined, precopy: 
     value: value === undefined ? 'n/a' : fmtRatio(value),
     ratioToLimit: undefined,
     bound: 'lower',
-    met: value !== undefined,
-    note: value === undefined ? 'not measured in this run (the fill was too short to tell, or no run post-copied)' : undefined,
+    met: s === undefined ? undefined : value !== undefined,
+    note: s === undefined ? 'not measured in this run' : value === undefined ? 'the runs gave no rate (a fill too short to tell)' : undefined,
     beside: precopy === undefined ? undefined : `during pre-copy: ${fmtRatio(precopy)}`,
   };
 }
@@ -374,7 +376,7 @@ export function evaluatePostCopyTargets(stats: readonly CaseMethodStats[]): Targ
       );
       if (s?.totalMs && stop?.totalMs) vsStop.beside = `${fmtMs(s.totalMs.median)} vs ${fmtMs(stop.totalMs.median)}`;
       results.push(vsStop);
-      results.push(reported(`postcopy-work-rate-${key}`, `task work rate during post-copy / idle (${where})`, s?.fillWorkRatio?.median, s?.precopyWorkRatio?.median));
+      results.push(reported(`postcopy-work-rate-${key}`, `task work rate during post-copy / idle (${where})`, s && s.ok > 0 ? s : undefined));
     }
   }
   return results;

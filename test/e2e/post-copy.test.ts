@@ -8,8 +8,10 @@
  * - recovery during the fill (after the `fill` phase event, before the summary): the link cut (`ip link set
  *   down` on the veth) for 5 s, and for 60 s (FERRY_FAULT_MATRIX=full, `npm run test:faults`); the dest agent
  *   killed -9 and restarted; `ferry migrate` killed -9, then `ferry migrate --resume ID`. The copy waits on its
- *   missing pages meanwhile (never killed, never given a wrong page) and the migration completes.
- * Every case: exit 0, post-copied with remote pages, the copy's memory verified, exactly one copy running (the
+ *   missing pages meanwhile (never killed, never given a wrong page) and the migration completes;
+ * - the one unrecoverable case: the frozen original killed during the fill: ORIGINAL_LOST, exit 3, the copy named
+ *   (and left waiting: the operator kills it).
+ * Every other case: exit 0, post-copied with remote pages, the copy's memory verified, exactly one copy running (the
  * original, frozen until the dest held every page, gone after), no pager and no session left.
  *
  * The recovery cases use `--post-copy always` (post-copy right after round 0): they need a long fill, not auto's
@@ -220,6 +222,29 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
     const r = await run.done;
     await expectPostCopied(task, r, 'always');
     console.info(`post-copy, dest agent killed and restarted: ${figures(r)}`);
+  }, 360_000);
+
+  it('the frozen original killed during the fill: ORIGINAL_LOST (exit 3) names the copy, which Ferry leaves waiting (never killed for it)', async () => {
+    const h = hosts!;
+    const task = await memtest(RECOVERY_TASK);
+    const earlier = new Set(memtestsIn(h.dst.netns));
+    const run = startMigrate(h, task.rootPid, dest, { args: ALWAYS, timeoutMs: 240_000 });
+    const { copy } = await intoTheFill(run, earlier);
+    task.adopt(copy); // stop() kills it: here it is the test that plays the operator
+    process.kill(task.rootPid, 'SIGKILL');
+    const r = await run.done;
+    expect(r.exitCode, describeResult(r)).toBe(3);
+    expect(r.error).toMatchObject({ code: 'FERRY-7006', sourceState: 'gone' });
+    expect(r.error?.message).toContain(`pid ${copy}`);
+    expect(r.error?.hint).toContain(`kill -9 ${copy}`);
+    // The copy still waits on the pages the original took with it: nothing killed it, nothing gave it a page.
+    await sleep(INTO_FILL_MS);
+    expect(readPidState(copy), `the copy (pid ${copy}) after ORIGINAL_LOST`).toMatch(/^[RSD]$/);
+    // The operator's part: kill it; then no pager and no session are left.
+    process.kill(copy, 'SIGKILL');
+    await eventually(() => readPidState(copy) === undefined || readPidState(copy) === 'Z', SETTLE_MS, `the copy (pid ${copy}) to die`);
+    await eventually(() => pagersOf(dest!.workDir).length === 0 && dest!.leftovers().length === 0, SETTLE_MS, () => `the pager to exit and the session to be removed after the copy's kill (left: ${dest!.leftovers().join(', ')})`);
+    console.info(`post-copy, the original killed in the fill: exit 3, ${r.error?.code}: ${r.error?.message}`);
   }, 360_000);
 
   it('ferry migrate killed -9 during the fill, then ferry migrate --resume ID: the migration completes, one copy', async () => {
