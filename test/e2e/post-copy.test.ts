@@ -243,7 +243,8 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
     // The operator's part: kill it; then no pager and no session are left.
     process.kill(copy, 'SIGKILL');
     await eventually(() => readPidState(copy) === undefined || readPidState(copy) === 'Z', SETTLE_MS, `the copy (pid ${copy}) to die`);
-    await eventually(() => pagersOf(dest!.workDir).length === 0 && dest!.leftovers().length === 0, SETTLE_MS, () => `the pager to exit and the session to be removed after the copy's kill (left: ${dest!.leftovers().join(', ')})`);
+    await eventually(() => pagersOf(dest!.workDir).length === 0, SETTLE_MS, () => `the pager to exit after the copy's kill (pagers ${pagersOf(dest!.workDir).join(', ')})`);
+    await eventually(() => dest!.leftovers().length === 0, SETTLE_MS, () => `the dest session to be removed once its copy and pager are gone (left: ${dest!.leftovers().join(', ')})`);
     console.info(`post-copy, the original killed in the fill: exit 3, ${r.error?.code}: ${r.error?.message}`);
   }, 360_000);
 
