@@ -79,6 +79,19 @@ const FILL_STARTS_MS = 120_000;
 /** The copy's and the original's process states after the migration (a killed original is reaped within ~2 s). */
 const SETTLE_MS = 15_000;
 
+/** From `ip link set up` to the fill's next progress: the reconnect, bounded (grpc-js's own backoff reaches 120 s). */
+const MOVES_AGAIN_MS = 10_000;
+
+/** When the source's log (JSON lines) first showed the fill moving at or after `after` (ms since the epoch). */
+function firstFillLogAfter(stderr: string, after: number): number | undefined {
+  for (const line of stderr.split('\n')) {
+    if (!line.includes('"msg":"fill progress"') && !line.includes('"msg":"fill done')) continue;
+    const ts = Date.parse((JSON.parse(line) as { ts: string }).ts);
+    if (ts >= after) return ts;
+  }
+  return undefined;
+}
+
 const isFill = (l: FerryLine): boolean => l.kind === 'phase' && l.phase === 'fill';
 /** The migration ended one way or the other (the summary, or the error). */
 const ended = (run: FerryRun): boolean => run.lines.some((l) => l.kind === 'done' || l.kind === 'summary' || l.kind === 'failed' || l.kind === 'error');
@@ -188,7 +201,9 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
       const h = hosts!;
       const task = await memtest(RECOVERY_TASK);
       const earlier = new Set(memtestsIn(h.dst.netns));
-      const run = startMigrate(h, task.rootPid, dest, { args: ALWAYS, timeoutMs: 240_000 + seconds * 1000 });
+      const startedAt = Date.now();
+      // debug: the source logs each progress event of the fill, which tells when the fill moved again.
+      const run = startMigrate(h, task.rootPid, dest, { args: ALWAYS, env: { FERRY_LOG_LEVEL: 'debug' }, timeoutMs: 240_000 + seconds * 1000 });
       const { copy } = await intoTheFill(run, earlier);
       let upAt: number;
       await h.downLink();
@@ -198,13 +213,19 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
         expectOneCopyDuringFill(task, copy);
         expect(ended(run), `the migration ended during a ${seconds} s cut: ${JSON.stringify(run.lines.at(-1))}`).toBe(false);
       } finally {
-        await h.upLink();
         upAt = Date.now();
+        await h.upLink();
       }
       const r = await run.done;
       await expectPostCopied(task, r, 'always');
       expect(r.summary!.fillMs, 'the cut lay inside the fill').toBeGreaterThanOrEqual(seconds * 1000);
-      console.info(`post-copy, link cut ${seconds} s: ${figures(r)}; ferry migrate returned ${((Date.now() - upAt) / 1000).toFixed(1)} s after the link came back`);
+      // Not a reconnect in a long backoff: the fill moves again within a few seconds of the link's return.
+      const moved = firstFillLogAfter(r.stderr, upAt);
+      expect(moved, `a fill progress line after the link came back\n${describeResult(r)}`).toBeDefined();
+      expect(moved! - upAt, 'from the link\'s return to the fill moving again').toBeLessThanOrEqual(MOVES_AGAIN_MS);
+      console.info(
+        `post-copy, link cut ${seconds} s: ${figures(r)}; the fill moved again ${moved! - upAt} ms after the link came back, ferry migrate returned ${((r.durationMs + startedAt - upAt) / 1000).toFixed(1)} s after it`,
+      );
     }, 360_000 + seconds * 1000);
   }
 
