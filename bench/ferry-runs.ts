@@ -102,7 +102,8 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
   return {
     downtimeMs: s.downtimeMs,
     totalMs: s.totalMs,
-    bytesSent: s.pageBytesSent + s.imageBytesSent,
+    // Post-copy's bytes go after the resume (the fill): not in pageBytesSent, still over the link.
+    bytesSent: s.pageBytesSent + s.imageBytesSent + (s.postcopyBytes ?? 0),
     rounds: s.rounds.length,
     restoredPid: s.restoredPid,
     phases: { dump: p.dumpMs ?? 0, transfer: p.finalDeltaMs ?? 0, rebuild: p.rebuildMs ?? 0, restore: p.restoreMs ?? 0, commit: p.commitMs ?? 0 },
