@@ -1,5 +1,5 @@
 /**
- * What the benchmark measures: the links, the cases (link, RSS, dirty rate) and the three ways of moving a task,
+ * What the benchmark measures: the links, the cases (link, RSS, dirty rate) and the ways of moving a task,
  * plus a rough time model used to print an estimate at start and to fit the repetitions into the time budget.
  */
 
@@ -31,7 +31,7 @@ export interface BenchCase {
   large: boolean;
 }
 
-export type MethodId = 'ferry-live-lazy' | 'ferry-live-eager' | 'ferry-stop-copy' | 'criu-stop-copy';
+export type MethodId = 'ferry-live-lazy' | 'ferry-live-eager' | 'ferry-stop-copy' | 'criu-stop-copy' | 'ferry-postcopy' | 'ferry-postcopy-always';
 /** The id of Ferry's pre-copy method before issue 11 split it by restore mode (old results files, `--methods`). */
 export const LEGACY_LIVE = 'ferry-live';
 
@@ -45,6 +45,8 @@ export interface Method {
   /** How the dest restores: Ferry's pager pages the copy in after the resume (lazy), or criu restores it all
    * before (eager; plain CRIU's restore is eager too). */
   restore: 'lazy' | 'eager';
+  /** Ferry's --post-copy (issue 12), when the method asks for it. */
+  postCopy?: 'auto' | 'always';
 }
 
 // Throttle rather than freeze with a large dirty set when pre-copy cannot converge (the 128 MiB/s cases).
@@ -56,7 +58,29 @@ export const METHODS: readonly Method[] = [
   // The stop-and-copy baseline stays eager: it is what "stop-and-copy downtime" means in the targets.
   { id: 'ferry-stop-copy', label: 'Ferry stop-and-copy', ferryFlags: ['--no-precopy', '--restore', 'eager'], stopAndCopy: true, restore: 'eager' },
   { id: 'criu-stop-copy', label: 'plain CRIU', ferryFlags: [], stopAndCopy: true, restore: 'eager' },
+  // Issue 12: resume on the dest when pre-copy does not converge (auto) or right after round 0 (always); the pages
+  // the dest lacks come from the frozen original after the resume. Only `--post-copy` runs them.
+  { id: 'ferry-postcopy', label: 'Ferry post-copy (auto)', ferryFlags: ['--post-copy', 'auto', '--restore', 'lazy'], stopAndCopy: false, restore: 'lazy', postCopy: 'auto' },
+  {
+    id: 'ferry-postcopy-always',
+    label: 'Ferry post-copy (always)',
+    ferryFlags: ['--post-copy', 'always', '--restore', 'lazy'],
+    stopAndCopy: false,
+    restore: 'lazy',
+    postCopy: 'always',
+  },
 ];
+
+/** Which run: the matrix (`--quick`, the full one, or narrowed), `--lazy-vs-eager` (issue 11), `--post-copy` (issue 12). */
+export type BenchPlan = 'matrix' | 'lazy-vs-eager' | 'post-copy';
+
+/** `--post-copy`: the two post-copy methods beside today's throttle path and the stop-and-copy baseline. */
+export const POST_COPY_METHODS: readonly MethodId[] = ['ferry-postcopy', 'ferry-postcopy-always', 'ferry-live-lazy', 'ferry-stop-copy'];
+
+/** The methods a plan runs before `--methods` narrows them: post-copy only in its own run (the matrix stays issue 11's). */
+export function planMethods(plan: BenchPlan): MethodId[] {
+  return plan === 'post-copy' ? [...POST_COPY_METHODS] : METHODS.filter((m) => m.postCopy === undefined).map((m) => m.id);
+}
 
 export function isMethodId(id: string): id is MethodId {
   return METHODS.some((m) => m.id === id);
@@ -115,14 +139,21 @@ export function lazyVsEagerCases(): BenchCase[] {
   return [makeCase('1gbit', 256, 8), makeCase('1gbit', 1024, 8)];
 }
 
+/** `--post-copy`: issue 12's cases (1 Gbit/s, 128 MiB/s dirtying: pre-copy cannot converge; 256 MiB and 1 GiB). */
+export function postCopyCases(): BenchCase[] {
+  return [makeCase('1gbit', 256, 128), makeCase('1gbit', 1024, 128)];
+}
+
 /**
  * The methods a case runs. `--lazy-vs-eager`: lazy and eager everywhere, the stop-and-copy baselines only where a
- * target divides by them (1 GiB). Otherwise every method, except eager pre-copy on the 100 Mbit/s link: its restore
- * is the one the 1 Gbit/s cases measure, the link dominates there, and those are the longest runs of the matrix
- * (leaving them out buys the target cases their repetitions within the budget).
+ * target divides by them (1 GiB). `--post-copy`: every method at both sizes (each target compares with the
+ * stop-and-copy total of its own size). Otherwise every method, except eager pre-copy on the 100 Mbit/s link: its
+ * restore is the one the 1 Gbit/s cases measure, the link dominates there, and those are the longest runs of the
+ * matrix (leaving them out buys the target cases their repetitions within the budget).
  */
-export function methodsForCase(c: Pick<BenchCase, 'mib' | 'link'>, methods: readonly MethodId[], lazyVsEager: boolean): MethodId[] {
-  if (lazyVsEager) return methods.filter((m) => !methodById(m).stopAndCopy || c.mib === 1024);
+export function methodsForCase(c: Pick<BenchCase, 'mib' | 'link'>, methods: readonly MethodId[], plan: BenchPlan): MethodId[] {
+  if (plan === 'post-copy') return [...methods];
+  if (plan === 'lazy-vs-eager') return methods.filter((m) => !methodById(m).stopAndCopy || c.mib === 1024);
   return methods.filter((m) => m !== 'ferry-live-eager' || c.link.id !== '100mbit');
 }
 
@@ -159,6 +190,14 @@ export function estimateRunSeconds(c: BenchCase, method: MethodId): number {
       // Not converging: rounds until the throttle is exhausted, each re-sending most of the memory.
       const precopy = converges(c) ? transfer * (1 + 1.5 * ratio) : transfer * (c.link.id === '100mbit' ? 12 : 7);
       return fixedSeconds(c) + 1 + precopy + (method === 'ferry-live-lazy' ? ferryLazy : ferryFreeze);
+    }
+    case 'ferry-postcopy':
+    case 'ferry-postcopy-always': {
+      // auto: the rounds until the policy sees no convergence (~3 of them re-sending most of the memory); always:
+      // round 0 only. Then a short freeze and the fill, which carries the pages dirty since their last round
+      // (most of the task at 128 MiB/s) over the link.
+      const precopy = method === 'ferry-postcopy' && !converges(c) ? transfer * 3 : transfer;
+      return fixedSeconds(c) + 1 + precopy + 0.5 + transfer;
     }
     case 'ferry-stop-copy':
       return fixedSeconds(c) + 1 + transfer + ferryFreeze;

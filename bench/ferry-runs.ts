@@ -102,7 +102,8 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
   return {
     downtimeMs: s.downtimeMs,
     totalMs: s.totalMs,
-    bytesSent: s.pageBytesSent + s.imageBytesSent,
+    // Post-copy's bytes go after the resume (the fill): not in pageBytesSent, still over the link.
+    bytesSent: s.pageBytesSent + s.imageBytesSent + (s.postcopyBytes ?? 0),
     rounds: s.rounds.length,
     restoredPid: s.restoredPid,
     phases: { dump: p.dumpMs ?? 0, transfer: p.finalDeltaMs ?? 0, rebuild: p.rebuildMs ?? 0, restore: p.restoreMs ?? 0, commit: p.commitMs ?? 0 },
@@ -113,8 +114,24 @@ export async function ferryMigrate(ctx: FerryContext): Promise<FerryOutcome> {
     restoreMode: s.restoreMode,
     fill:
       s.restoreMode === 'lazy'
-        ? { fillMs: s.fillMs, faults: s.fillFaults, faultsWaited: s.fillFaultsWaited, replacedPages: s.replacedPages, confirmedPages: s.confirmedPages, dumpPages: s.dumpPages, filledPages: s.filledPages, pagerFillUs: s.pagerFillUs }
+        ? {
+            fillMs: s.fillMs,
+            faults: s.fillFaults,
+            faultsWaited: s.fillFaultsWaited,
+            replacedPages: s.replacedPages,
+            confirmedPages: s.confirmedPages,
+            dumpPages: s.dumpPages,
+            filledPages: s.filledPages,
+            pagerFillUs: s.pagerFillUs,
+            remotePages: s.remotePages,
+            faultWaitP50Us: s.faultWaitP50Us,
+            faultWaitP99Us: s.faultWaitP99Us,
+          }
         : undefined,
+    // A summary before issue 12 has no split: leave it out rather than report zeros.
+    phaseBytes: typeof s.precopyBytes === 'number' ? { precopy: s.precopyBytes, downtime: s.downtimeBytes, postcopy: s.postcopyBytes } : undefined,
+    dumpPages: s.dumpPages,
+    postCopied: s.postCopied,
     precopyWritesPerSec,
     lastPrecopySample,
     freezeSeenMonoMs,

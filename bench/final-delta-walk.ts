@@ -49,7 +49,7 @@ async function one(mib: number): Promise<void> {
     for (let rep = 0; rep < 5; rep++) {
       for (const mode of ['eager', 'lazy'] as const) {
         const t0 = performance.now();
-        await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed, mode === 'lazy');
+        await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed, mode);
         runs[mode]!.push(performance.now() - t0);
       }
       const d = await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed);
@@ -57,9 +57,9 @@ async function one(mib: number): Promise<void> {
       await verifyDumpedPages(dir, d.manifests, PAGE, readTask);
       runs.verify!.push(performance.now() - t0);
       // The fill's sweep against a dest that takes every request at once (the source's side of the fill alone).
-      const lazy = await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed, true);
+      const lazy = await sendFinalDelta(dir, new Map([[1, index]]), sink, PAGE, readTask, changed, 'lazy');
       const m = lazy.manifests[0]!;
-      const manifest = { task: 1, hostPid: 1, runs: lazy.pageRuns[0]!, hashes: m.hashes, unconfirmed: m.unconfirmed ?? Buffer.alloc(0) };
+      const manifest = { task: 1, hostPid: 1, runs: lazy.pageRuns[0]!, hashes: m.hashes, unconfirmed: m.unconfirmed ?? Buffer.alloc(0), remote: Buffer.alloc(0) };
       const t1 = performance.now();
       await confirmPages(
         (h) => {

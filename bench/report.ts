@@ -5,7 +5,7 @@
 import { LINKS, METHODS, formatMib, methodById, type LinkId, type MethodId } from './cases.js';
 import { PHASE_LABELS, type BenchFile, type DowntimeSplit } from './results.js';
 import { renderChart, type Chart, type Panel, type Series } from './svg-plot.js';
-import { aggregate, evaluateTargets, lazyVsEager, type CaseMethodStats, type Spread, type TargetResult } from './summary.js';
+import { aggregate, evaluatePostCopyTargets, evaluateTargets, lazyVsEager, type CaseMethodStats, type Spread, type TargetResult } from './summary.js';
 
 const LINK_ORDER: LinkId[] = ['1gbit', '100mbit', 'unshaped'];
 const METHOD_ORDER: MethodId[] = METHODS.map((m) => m.id);
@@ -130,6 +130,65 @@ function lazyVsEagerTable(stats: CaseMethodStats[]): string | undefined {
   return `${table(LAZY_HEADER, body)}\n\n(${cases}; medians and min–max)`;
 }
 
+const POST_COPY_HEADER = [
+  'RSS',
+  'method',
+  'ok/runs',
+  'post-copied',
+  'downtime ms',
+  'total s',
+  'sent / RSS',
+  'pre-copy / RSS',
+  'downtime / RSS',
+  'post-copy / RSS',
+  'rounds',
+  'work pre-copy / idle',
+  'work post-copy / idle',
+  'remote pages',
+  'faults waited',
+  'wait p50 ms',
+  'wait p99 ms',
+];
+const usToMs = (v: number): string => (v / 1000).toFixed(2);
+
+function postCopyRow(s: CaseMethodStats): string[] {
+  const lazy = s.restoreMode === 'lazy';
+  return [
+    formatMib(s.mib),
+    methodById(s.method).label,
+    `${s.ok}/${s.ok + s.failed}`,
+    `${s.postCopied}/${s.ok}`,
+    fmtSpread(s.downtimeMs, ms),
+    fmtSpread(s.totalMs, sec),
+    fmtSpread(s.phaseBytesPerRss, two),
+    fmtSpread(s.precopyBytesPerRss, two),
+    fmtSpread(s.downtimeBytesPerRss, two),
+    fmtSpread(s.postcopyBytesPerRss, two),
+    methodById(s.method).stopAndCopy ? '–' : fmtSpread(s.rounds, int),
+    methodById(s.method).stopAndCopy ? '–' : fmtSpread(s.precopyWorkRatio, two),
+    lazy ? fmtSpread(s.fillWorkRatio, two) : '–',
+    lazy ? fmtSpread(s.remotePages, int) : '–',
+    lazy ? fmtSpread(s.fillFaultsWaited, int) : '–',
+    lazy ? fmtSpread(s.faultWaitP50Us, usToMs) : '–',
+    lazy ? fmtSpread(s.faultWaitP99Us, usToMs) : '–',
+  ];
+}
+
+/** Issue 12's figures: the post-copy methods beside today's throttle path and stop-and-copy, per case. */
+function postCopyTable(stats: CaseMethodStats[]): string | undefined {
+  const cases = [...new Set(stats.filter((s) => methodById(s.method).postCopy !== undefined).map((s) => s.caseId))];
+  if (cases.length === 0) return undefined;
+  const rows = stats.filter((s) => cases.includes(s.caseId) && ['ferry-postcopy', 'ferry-postcopy-always', 'ferry-live-lazy', 'ferry-stop-copy'].includes(s.method));
+  return `${table(POST_COPY_HEADER, rows.map(postCopyRow))}\n\n(${cases.join(', ')}; medians and min–max; RSS = the dump's pages x 4 KiB; work post-copy = from the resume to \`ferry migrate\`'s return, the fill: lazy restores only)`;
+}
+
+/** The targets a results file is judged by: issue 12's for a `--post-copy` run; else issue 11's and 3's (and 12's
+ * when it has post-copy runs). */
+export function targetsOf(file: BenchFile, stats: readonly CaseMethodStats[]): TargetResult[] {
+  const post = stats.some((s) => methodById(s.method).postCopy !== undefined) ? evaluatePostCopyTargets(stats) : [];
+  return file.mode === 'post-copy' ? post : [...evaluateTargets(stats), ...post];
+}
+
 function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]): string => `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
@@ -151,20 +210,22 @@ const TARGET_HEADER = ['issue', 'target', 'limit', 'measured (median)', 'measure
 /** The result and target tables for the console (Markdown tables read fine in a terminal). */
 export function consoleReport(file: BenchFile): string {
   const stats = sortStats(aggregate(file.runs));
-  const targets = evaluateTargets(stats);
+  const targets = targetsOf(file, stats);
   const lazy = lazyVsEagerTable(stats);
+  const post = postCopyTable(stats);
   return [
     table(RESULT_HEADER, stats.map(resultRow)),
     ...(lazy ? ['', 'Lazy vs eager restore (pre-copy; the downtime split in ms, the fill after the resume):', lazy] : []),
+    ...(post ? ['', 'Post-copy vs the throttle path vs stop-and-copy (bytes by phase, work rates, faults that waited):', post] : []),
     '',
-    'Targets (issue 11: lazy restore; issue 3: pre-copy, eager restore):',
+    file.mode === 'post-copy' ? 'Targets (issue 12: post-copy):' : 'Targets (issue 11: lazy restore; issue 3: pre-copy, eager restore; issue 12: post-copy):',
     table(TARGET_HEADER, targetRows(targets)),
   ].join('\n');
 }
 
 export function markdownReport(file: BenchFile, svgName: string): string {
   const stats = sortStats(aggregate(file.runs));
-  const targets = evaluateTargets(stats);
+  const targets = targetsOf(file, stats);
   const m = file.machine;
   const failed = file.runs.filter((r) => !r.ok);
   const reps = spreadOfReps(file);
@@ -201,6 +262,9 @@ export function markdownReport(file: BenchFile, svgName: string): string {
       '    the pages it trusted against the frozen original; `ferry migrate` returns when the fill is done and the original is killed.',
       '  - **Ferry pre-copy, eager**: the same with `--restore eager`: `criu restore` brings every page in before the resume.',
       '  - **Ferry stop-and-copy**: `ferry migrate ... --no-precopy --restore eager`: frozen at once, the final delta carries every page.',
+      '  - **Ferry post-copy (auto / always)** (`--post-copy` runs only): `ferry migrate ... --post-copy auto|always --restore lazy`: the copy',
+      '    resumes when pre-copy does not converge (auto) or right after round 0 (always), and the pages the dest lacks come from the',
+      '    frozen original after the resume. Bytes by phase: the summary\'s precopyBytes, downtimeBytes and postcopyBytes over the dump\'s pages x 4 KiB.',
       '  - **plain CRIU**: `criu dump --leave-stopped` (src netns) → `tar | tcp-pipe` over the shaped link → `criu restore -d` (dst netns) →',
       '    SIGKILL to the stopped original. Images on tmpfs on both sides; the receiver waits before the clock starts.',
       '- Downtime: Ferry\'s summary (`downtimeMs`: start of `criu dump` to the Commit\'s answer, the copy resumed). Plain CRIU: start of',
@@ -239,6 +303,16 @@ export function markdownReport(file: BenchFile, svgName: string): string {
     out.push('The same pre-copy, two restores, interleaved in one run: the downtime split (ms), then what the lazy fill did after the resume.');
     out.push('');
     out.push(lazyTable);
+  }
+  const postTable = postCopyTable(stats);
+  if (postTable) {
+    out.push('');
+    out.push('### Post-copy');
+    out.push('');
+    out.push('Post-copy (`--post-copy auto|always --restore lazy`) beside the throttle path and stop-and-copy, interleaved in one run: bytes');
+    out.push('sent by phase over the RSS, the task\'s work rate before and after the resume, and the faults that waited for a page.');
+    out.push('');
+    out.push(postTable);
   }
   out.push('');
   out.push(`![Downtime versus dirty rate](${svgName})`);
@@ -291,6 +365,8 @@ const METHOD_STYLE: Record<MethodId, { color: string; label: string }> = {
   'ferry-live-eager': { color: '#1f77b4', label: 'Ferry pre-copy, eager restore' },
   'ferry-stop-copy': { color: '#d62728', label: 'Ferry stop-and-copy' },
   'criu-stop-copy': { color: '#7f7f7f', label: 'plain CRIU stop-and-copy' },
+  'ferry-postcopy': { color: '#9467bd', label: 'Ferry post-copy (auto)' },
+  'ferry-postcopy-always': { color: '#ff7f0e', label: 'Ferry post-copy (always)' },
 };
 const RSS_STYLE: { mib: number; dash: string; marker: Series['marker'] }[] = [
   { mib: 256, dash: '', marker: 'circle' },

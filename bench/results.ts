@@ -48,6 +48,19 @@ export interface FillFigures {
   /** The pager's own figures: pages it put in, and its time from criu restore's end to the last (0: older runs). */
   filledPages?: number;
   pagerFillUs?: number;
+  /** Post-copy (issue 12; absent in older files): pages the dest lacked at the resume, and the wait of the faults
+   * that waited for a page, median and 99th percentile (µs, the pager's own clock; 0 when none waited). */
+  remotePages?: number;
+  faultWaitP50Us?: number;
+  faultWaitP99Us?: number;
+}
+
+/** Ferry's bytes sent by phase (its summary, issue 12): page bytes while the task ran; page + image bytes while it
+ * was frozen; page bytes after the resume. */
+export interface PhaseBytes {
+  precopy: number;
+  downtime: number;
+  postcopy: number;
 }
 
 /**
@@ -98,6 +111,11 @@ export interface MethodOutcome {
   restoreMode?: 'lazy' | 'eager' | undefined;
   /** Ferry's fill (lazy), or undefined. */
   fill?: FillFigures | undefined;
+  /** Ferry's bytes by phase and the dump's pages (its RSS as the split's ratios count it); absent before issue 12. */
+  phaseBytes?: PhaseBytes | undefined;
+  dumpPages?: number | undefined;
+  /** Ferry: whether the copy resumed before the dest held its memory (post-copy). */
+  postCopied?: boolean | undefined;
 }
 
 export interface RunRecord {
@@ -152,8 +170,8 @@ export interface MachineInfo {
 export interface BenchFile {
   version: 1;
   /** partial: a full run narrowed with --cases or --methods (it never replaces the committed summary). */
-  /** lazy-vs-eager: `--lazy-vs-eager`, the runs issue 11's targets need. */
-  mode: 'quick' | 'full' | 'partial' | 'lazy-vs-eager';
+  /** lazy-vs-eager: `--lazy-vs-eager`, the runs issue 11's targets need; post-copy: `--post-copy`, issue 12's. */
+  mode: 'quick' | 'full' | 'partial' | 'lazy-vs-eager' | 'post-copy';
   startedAt: string;
   finishedAt: string;
   durationMs: number;

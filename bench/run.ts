@@ -19,11 +19,13 @@ import {
   lazyVsEagerCases,
   methodById,
   methodsForCase,
-  METHODS,
   parseMethodIds,
+  planMethods,
   planRepetitions,
+  postCopyCases,
   quickCases,
   type BenchCase,
+  type BenchPlan,
   type Link,
   type Method,
   type MethodId,
@@ -32,9 +34,9 @@ import { checkLink, describeQdisc, shapeLink } from './link.js';
 import { describeMachine } from './machine.js';
 import { measureRun, type RunEnv } from './measure.js';
 import { Cleanup, killEverythingStarted, runCommand } from './proc.js';
-import { consoleReport, downtimeChart, markdownReport } from './report.js';
+import { consoleReport, downtimeChart, markdownReport, targetsOf } from './report.js';
 import { upgradeBenchFile, type BenchFile, type LinkCheck, type RunRecord } from './results.js';
-import { aggregate, evaluateTargets, lazyVsEager } from './summary.js';
+import { aggregate, lazyVsEager } from './summary.js';
 
 const USAGE = `Usage: npm run bench -- [options]
 
@@ -42,13 +44,18 @@ const USAGE = `Usage: npm run bench -- [options]
   --lazy-vs-eager    issue 11's figures: 1 Gbit/s, 8 MiB/s, 256 MiB and 1 GiB, ferry-live-lazy and
                      ferry-live-eager (and at 1 GiB the two stop-and-copy baselines the ratio target
                      needs), 3 repetitions interleaved (about 6 minutes; budget 12)
+  --post-copy        issue 12's figures: 1 Gbit/s, 128 MiB/s dirtying, 256 MiB and 1 GiB, ferry-postcopy
+                     (auto), ferry-postcopy-always, ferry-live-lazy (the throttle path) and ferry-stop-copy,
+                     2 repetitions interleaved (about 10 minutes; budget 15); writes
+                     bench/results/latest-post-copy-summary.json
   --large            add the 4 GiB case (1 Gbit/s, 8 MiB/s); needs ~18 GiB of free memory
   --reps N           repetitions of each case (default 3; 1 with --quick)
   --budget MIN       time budget in minutes (default 29; 3 with --quick): repetitions after the first are
                      left out when they would not fit
   --cases ID,...     only these cases (ids as printed, e.g. 1gbit-256m-d8)
   --methods ID,...   only these methods: ferry-live-lazy, ferry-live-eager, ferry-stop-copy,
-                     criu-stop-copy (ferry-live = both ferry-live-lazy and ferry-live-eager)
+                     criu-stop-copy, ferry-postcopy, ferry-postcopy-always (ferry-live = both
+                     ferry-live-lazy and ferry-live-eager)
   --docs / --no-docs write docs/benchmarks.md and docs/benchmarks-downtime.svg (default: yes for a full run)
   --report FILE      no migrations: print the report of a results file (and rewrite docs/ unless --no-docs)
   --dry-run          print the plan and the time estimate, then stop
@@ -65,6 +72,7 @@ const PLAN_SHARE = 0.92;
 interface Options {
   quick: boolean;
   lazyVsEager: boolean;
+  postCopy: boolean;
   large: boolean;
   reps: number;
   budgetMs: number;
@@ -83,6 +91,7 @@ function parseOptions(argv: string[]): Options | undefined {
     options: {
       quick: { type: 'boolean' },
       'lazy-vs-eager': { type: 'boolean' },
+      'post-copy': { type: 'boolean' },
       large: { type: 'boolean' },
       reps: { type: 'string' },
       budget: { type: 'string' },
@@ -99,14 +108,15 @@ function parseOptions(argv: string[]): Options | undefined {
   if (values.help) return undefined;
   const quick = values.quick ?? false;
   const lazyVsEager = values['lazy-vs-eager'] ?? false;
-  if (quick && lazyVsEager) throw new UsageError('--quick and --lazy-vs-eager are two different runs: pick one');
+  const postCopy = values['post-copy'] ?? false;
+  if ([quick, lazyVsEager, postCopy].filter(Boolean).length > 1) throw new UsageError('--quick, --lazy-vs-eager and --post-copy are different runs: pick one');
   const num = (name: string, v: string | undefined, dflt: number): number => {
     if (v === undefined) return dflt;
     const n = Number(v);
     if (!(n > 0) || !Number.isFinite(n)) throw new UsageError(`--${name} must be a positive number (got "${v}")`);
     return n;
   };
-  const reps = Math.round(num('reps', values.reps, quick ? 1 : 3));
+  const reps = Math.round(num('reps', values.reps, quick ? 1 : postCopy ? 2 : 3));
   let methodIds: MethodId[] | undefined;
   try {
     methodIds = values.methods === undefined ? undefined : parseMethodIds(values.methods);
@@ -116,13 +126,14 @@ function parseOptions(argv: string[]): Options | undefined {
   return {
     quick,
     lazyVsEager,
+    postCopy,
     large: values.large ?? false,
     reps,
-    budgetMs: num('budget', values.budget, quick ? 3 : lazyVsEager ? 12 : 29) * 60_000,
+    budgetMs: num('budget', values.budget, quick ? 3 : lazyVsEager ? 12 : postCopy ? 15 : 29) * 60_000,
     caseIds: values.cases?.split(',').map((c) => c.trim()),
     methodIds,
     // Only a full, unfiltered run replaces docs/ by default.
-    docs: values['no-docs'] ? false : (values.docs ?? (!quick && !lazyVsEager && values.cases === undefined && values.methods === undefined)),
+    docs: values['no-docs'] ? false : (values.docs ?? (!quick && !lazyVsEager && !postCopy && values.cases === undefined && values.methods === undefined)),
     reportOnly: values.report,
     dryRun: values['dry-run'] ?? false,
   };
@@ -165,20 +176,27 @@ function memAvailableBytes(): number {
   return Number(kb ?? 0) * 1024;
 }
 
+const SUMMARY_FILES: Partial<Record<BenchFile['mode'], string>> = {
+  full: 'latest-summary.json',
+  'lazy-vs-eager': 'latest-lazy-vs-eager-summary.json',
+  'post-copy': 'latest-post-copy-summary.json',
+};
+
 async function writeOutputs(file: BenchFile, opts: Options, resultsPath: string): Promise<string[]> {
   const written = [resultsPath];
   await writeFile(resultsPath, `${JSON.stringify(file, null, 1)}\n`);
-  if (file.mode === 'full' || file.mode === 'lazy-vs-eager') {
-    // A full run's summary is committed; a lazy-vs-eager one sits beside it, so it never hides the full matrix.
-    const summaryPath = join(RESULTS_DIR, file.mode === 'full' ? 'latest-summary.json' : 'latest-lazy-vs-eager-summary.json');
+  const summaryName = SUMMARY_FILES[file.mode];
+  if (summaryName) {
+    // A full run's summary is committed; the lazy-vs-eager and post-copy ones sit beside it, so they never hide the full matrix.
+    const summaryPath = join(RESULTS_DIR, summaryName);
     const stats = aggregate(file.runs);
     const summary = {
       ...file,
       runs: undefined,
       results: resultsPath.slice(REPO_ROOT.length),
       stats,
-      lazyVsEager: lazyVsEager(stats).map((r) => ({ caseId: r.caseId, mib: r.mib, lazy: r.lazy?.method, eager: r.eager?.method })),
-      targets: evaluateTargets(stats),
+      ...(file.mode === 'post-copy' ? {} : { lazyVsEager: lazyVsEager(stats).map((r) => ({ caseId: r.caseId, mib: r.mib, lazy: r.lazy?.method, eager: r.eager?.method })) }),
+      targets: targetsOf(file, stats),
     };
     await writeFile(summaryPath, `${JSON.stringify(summary, null, 1)}\n`);
     written.push(summaryPath);
@@ -212,7 +230,8 @@ async function main(): Promise<number> {
     return 0;
   }
 
-  let cases: BenchCase[] = opts.quick ? quickCases() : opts.lazyVsEager ? lazyVsEagerCases() : fullCases(opts.large);
+  const kind: BenchPlan = opts.lazyVsEager ? 'lazy-vs-eager' : opts.postCopy ? 'post-copy' : 'matrix';
+  let cases: BenchCase[] = opts.quick ? quickCases() : opts.lazyVsEager ? lazyVsEagerCases() : opts.postCopy ? postCopyCases() : fullCases(opts.large);
   if (opts.caseIds) {
     const unknown = opts.caseIds.filter((id) => !cases.some((c) => c.id === id));
     if (unknown.length > 0) {
@@ -221,7 +240,9 @@ async function main(): Promise<number> {
     }
     cases = cases.filter((c) => opts.caseIds!.includes(c.id));
   }
-  const wanted = METHODS.filter((m) => !opts.methodIds || opts.methodIds.includes(m.id));
+  const wanted = planMethods(kind)
+    .filter((id) => !opts.methodIds || opts.methodIds.includes(id))
+    .map(methodById);
 
   const controller = new AbortController();
   const signal = controller.signal;
@@ -257,7 +278,7 @@ async function main(): Promise<number> {
   }
   const methodIds = methods.map((m) => m.id);
   // The methods of each case (cases.ts methodsForCase says which a case leaves out, and why).
-  const methodsOf = (c: BenchCase): Method[] => methodsForCase(c, methodIds, opts.lazyVsEager).map(methodById);
+  const methodsOf = (c: BenchCase): Method[] => methodsForCase(c, methodIds, kind).map(methodById);
   const large = cases.find((c) => c.large);
   if (large && memAvailableBytes() < 4.5 * large.mib * 2 ** 20) {
     console.error(`bench: the ${large.id} case needs ~${(4.5 * large.mib) / 1024} GiB of free memory (plain CRIU: tmpfs images on both sides and two copies of the task); skipping it`);
@@ -273,7 +294,7 @@ async function main(): Promise<number> {
   let plan = planRepetitions(cases, perCase, opts.reps, budgetS * PLAN_SHARE - SETUP_SECONDS);
   const plannedS = SETUP_SECONDS + cases.reduce((s, c, i) => s + perCase[i]! * plan.get(c.id)!, 0);
   const planned = [...plan.values()];
-  const mode: BenchFile['mode'] = opts.quick ? 'quick' : opts.lazyVsEager ? 'lazy-vs-eager' : opts.caseIds || opts.methodIds ? 'partial' : 'full';
+  const mode: BenchFile['mode'] = opts.quick ? 'quick' : opts.lazyVsEager ? 'lazy-vs-eager' : opts.postCopy ? 'post-copy' : opts.caseIds || opts.methodIds ? 'partial' : 'full';
   log(`${mode} benchmark: ${cases.length} case(s) x ${methodIds.length} method(s) (${methodIds.join(', ')}), up to ${opts.reps} repetition(s)`);
   log(
     `estimate: ${minutes(plannedS)} (budget ${minutes(budgetS)}; ${minutes(SETUP_SECONDS + oneRep * opts.reps)} for ${opts.reps} repetition(s) of everything); ` +
@@ -424,9 +445,13 @@ function describeRun(r: RunRecord, reps: number): string {
   const fill = o.fill ? `, fill ${Math.round(o.fill.fillMs)} ms (${o.fill.faults} faults, ${o.fill.faultsWaited} waited, ${o.fill.replacedPages} replaced)` : '';
   const p = o.phases;
   const split = `dump ${Math.round(p.dump)}, delta ${Math.round(p.transfer)}, rebuild ${Math.round(p.rebuild)}, restore ${Math.round(p.restore)}, commit ${Math.round(p.commit)}`;
+  const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const b = o.phaseBytes;
+  const byPhase = b ? ` (pre-copy ${mib(b.precopy)}, downtime ${mib(b.downtime)}, post-copy ${mib(b.postcopy)})` : '';
+  const post = o.postCopied && o.fill ? `, post-copied: ${o.fill.remotePages ?? 0} remote pages, waits p50 ${o.fill.faultWaitP50Us ?? 0} µs p99 ${o.fill.faultWaitP99Us ?? 0} µs` : '';
   return (
-    `${head}: downtime ${Math.round(o.downtimeMs)} ms (${o.restoreMode ?? 'eager'}: ${split})${fill}, total ${(o.totalMs / 1000).toFixed(1)} s, ` +
-    `${(o.bytesSent / 2 ** 20).toFixed(0)} MiB sent, ${o.rounds} rounds${work}${fillWork}, verify ok (run ${(r.wallMs / 1000).toFixed(1)} s)`
+    `${head}: downtime ${Math.round(o.downtimeMs)} ms (${o.restoreMode ?? 'eager'}: ${split})${fill}${post}, total ${(o.totalMs / 1000).toFixed(1)} s, ` +
+    `${(o.bytesSent / 2 ** 20).toFixed(0)} MiB sent${byPhase}, ${o.rounds} rounds${work}${fillWork}, verify ok (run ${(r.wallMs / 1000).toFixed(1)} s)`
   );
 }
 

@@ -3,6 +3,7 @@
  * other host. It can be killed and restarted at the same address with the same work dir, as a crashed agent
  * is restarted; only the final stop() removes a work dir the harness made for it.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readPidState } from './process-probes.js';
@@ -90,6 +91,27 @@ export async function killPagersOf(workDir: string): Promise<void> {
     }
   }
   for (let i = 0; i < 100 && victims.some((pid) => existsSync(`/proc/${pid}`) && readPidState(pid) !== 'Z'); i++) await sleep(20);
+}
+
+/**
+ * The pagers running for sessions under `workDir` (not their guardians: forks with the same command line). It
+ * reads every process's command line (pgrep -f): not while a lazily restored copy's stack page may be missing.
+ */
+export function pagersOf(workDir: string): number[] {
+  let pids: number[];
+  try {
+    pids = execFileSync('pgrep', ['-f', `ferry_pager --plan ${workDir}`], { encoding: 'utf8', timeout: 10_000 }).trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  const ppid = (pid: number): number => Number(/\) \S (\d+)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1] ?? 0);
+  return pids.filter((pid) => {
+    try {
+      return !pids.includes(ppid(pid));
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
 }
 
 /** `ferry dest-agent --listen ADDR:PORT --allow-peer OTHER-ID` inside a host (mutual TLS); resolves once it listens. */

@@ -17,10 +17,23 @@
  * has: its frames still leave, and the peer's veth, seeing another station's MAC, drops them before IP looks
  * at them. This kernel has neither nft nor iptables nor tc classifiers; this needs only `ip`. Healing deletes
  * the entries and ARP finds the peer again.
+ *
+ * A link down (downLink, issue 12's "`ip link set down` on the veth") is the other cut: the src's end of the
+ * veth set down, as an operator or a failing NIC does. What it does on this kernel (6.18, measured with a TCP
+ * connection across a veth whose one end was set down for 5 s and for 60 s):
+ *   - the downed end loses its connected route (the kernel puts it back at `up`) and its neighbour entries; the
+ *     other end shows NO-CARRIER and keeps its route (flagged linkdown); a tbf qdisc on the downed end stays;
+ *   - a new connect() from the downed side fails at once with ENETUNREACH; one from the other side hangs (its
+ *     SYNs are dropped), so a gRPC client on the src side fails fast and backs off, one on the dst side waits;
+ *   - an established connection survives both 5 s and 60 s: neither side sees an error or an RST, and what was
+ *     written meanwhile, both ways, arrives within ~0.6 s of the `up` (no wait for a backed-off retransmission
+ *     timer was seen, after 60 s either).
+ * upLink sets it up again and waits, bounded, until each host reaches the other (a TCP connect answered).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { testStateDir } from './temp-dirs.js';
 import { createTestPki } from './test-pki.js';
@@ -65,6 +78,13 @@ export interface TwoHosts {
   healLink(): Promise<void>;
   /** Whether either host still holds a cut's neighbour entry (read from the kernel, not remembered). */
   linkIsCut(): Promise<boolean>;
+  /** `ip link set down` on the src's end of the veth (the header says what that does). Idempotent. */
+  downLink(): Promise<void>;
+  /** `ip link set up` on both ends, then waits until each host reaches the other again (default bound 10 s;
+   * throws when they do not). Idempotent. */
+  upLink(timeoutMs?: number): Promise<void>;
+  /** Whether either end of the veth is administratively down (read from the kernel). */
+  linkIsDown(): Promise<boolean>;
   /** Deletes both namespaces (the veth and any cut go with them). Idempotent. */
   destroy(): Promise<void>;
 }
@@ -218,8 +238,51 @@ export async function createTwoHosts(): Promise<TwoHosts> {
       for (const [h, peer] of ends()) if (await holdsCutEntry(h, peer)) return true;
       return false;
     },
+    downLink: async () => {
+      await ip(['-n', src.name, 'link', 'set', src.link, 'down']);
+    },
+    upLink: async (timeoutMs = UP_TIMEOUT_MS) => {
+      for (const h of [src, dst]) await ip(['-n', h.name, 'link', 'set', h.link, 'up']);
+      const deadline = Date.now() + timeoutMs;
+      for (const [h, peer] of ends()) {
+        while (!(await reaches(h, peer))) {
+          if (Date.now() >= deadline) throw new Error(`${h.name} does not reach ${peer.address} ${timeoutMs} ms after ip link set up`);
+          await sleep(REACH_RETRY_MS);
+        }
+      }
+    },
+    linkIsDown: async () => {
+      for (const h of [src, dst]) if (!(await isAdminUp(h))) return true;
+      return false;
+    },
     destroy,
   };
+}
+
+/** `ip link set up` to both hosts reaching each other: carrier, the route back, ARP; ~0.1 s here. */
+const UP_TIMEOUT_MS = 10_000;
+const REACH_RETRY_MS = 100;
+/** A probe's connect is answered (refused or accepted) within a millisecond on a live veth. */
+const REACH_PROBE_MS = 1_000;
+/** Port 1 (tcpmux): nothing of ours listens there, so a reachable peer answers the SYN with a RST. */
+const REACH_PORT = 1;
+
+/**
+ * Whether `h` reaches `peer`: a TCP connect from h's namespace to a closed port of the peer's address gets an
+ * answer (refused, or accepted should something listen). Unreachable: ENETUNREACH (no route), or no answer.
+ */
+async function reaches(h: Host, peer: Host): Promise<boolean> {
+  try {
+    await execFileAsync('nsenter', [`--net=${h.netns}`, 'bash', '-c', `exec 3<>/dev/tcp/${peer.address}/${REACH_PORT}`], { timeout: REACH_PROBE_MS });
+    return true;
+  } catch (err) {
+    return /refused/i.test((err as { stderr?: string }).stderr ?? '');
+  }
+}
+
+async function isAdminUp(h: Host): Promise<boolean> {
+  const [shown] = JSON.parse(await ip(['-n', h.name, '-j', 'link', 'show', 'dev', h.link])) as { flags?: string[] }[];
+  return shown?.flags?.includes('UP') ?? false;
 }
 
 async function holdsCutEntry(h: Host, peer: Host): Promise<boolean> {

@@ -72,3 +72,18 @@ export function requireBuilt(): void {
     throw new Error(`${DIST_MAIN} is missing: run \`npm run build\` first (npm test does it) — the e2e tests run the compiled CLI`);
   }
 }
+
+/**
+ * Whether the compiled `ferry migrate` has a flag (its --help names it): a feature this build predates skips with
+ * the reason. Without a build this holds, so that requireBuilt() reports the missing build instead of a skip.
+ */
+export function hasMigrateFlag(flag: string): Requirement {
+  const reason = `\`ferry migrate\` of this build has no ${flag} (not in \`ferry migrate --help\`)`;
+  if (!existsSync(DIST_MAIN)) return { ok: true, reason };
+  try {
+    const help = execFileSync(process.execPath, [join(REPO_ROOT, 'bin', 'ferry.js'), 'migrate', '--help'], { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    return { ok: new RegExp(`(^|\\s)${flag}(\\s|=|$)`, 'm').test(help), reason };
+  } catch (err) {
+    return { ok: false, reason: `\`ferry migrate --help\` failed: ${String(err)}` };
+  }
+}

@@ -3,6 +3,7 @@
  * process carrying the task's `--name`, its state letter, and which host's network namespace it is in. A copy
  * still inside criu's restorer does not carry the name yet, so a test asks again once things have settled.
  */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { nsInode, pidsWithArgs } from './leftovers.js';
 import type { Host, TwoHosts } from './netns-hosts.js';
 import { readPidState } from './process-probes.js';
@@ -33,4 +34,24 @@ export function taskCopies(hosts: TwoHosts, name: string, program = 'memtest'): 
     copies.push({ pid, state, host: net === src ? 'src' : net === dst ? 'dst' : undefined });
   }
   return copies;
+}
+
+/**
+ * memtest processes in a network namespace (a path such as host.netns), by their comm, which reads no memory of
+ * theirs: safe while a lazily restored copy's pages are still arriving, where reading its argv (taskCopies,
+ * pgrep -f) faults on its stack page and blocks until the pager has it (in post-copy, for as long as a link cut
+ * lasts).
+ */
+export function memtestsIn(netns: string): number[] {
+  const want = statSync(netns).ino;
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'memtest' && statSync(`/proc/${pid}/ns/net`).ino === want;
+      } catch {
+        return false;
+      }
+    });
 }

@@ -9,7 +9,7 @@
  * failure right after the pager started (the original resumes with verified memory).
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
@@ -27,7 +27,8 @@ import {
   type TwoHosts,
 } from '../../testbed/two-hosts.js';
 import { continueProcess } from '../../testbed/process-probes.js';
-import { taskCopies } from '../../testbed/task-copies.js';
+import { pagersOf } from '../../testbed/dest-agent.js';
+import { memtestsIn, taskCopies } from '../../testbed/task-copies.js';
 import { startPythonCheck } from '../../testbed/workloads/python-check.js';
 import { readPidState, startMemtest, type ChurnReport, type MemtestHandle, type VerifyReport } from '../../testbed/workloads/memtest.js';
 import { probeLazyRestore } from '../../dest-agent/lazy/lazy-restore-support.js';
@@ -48,39 +49,6 @@ function figures(r: FerryResult): string {
     `downtime ${ms(s.downtimeMs)} (dump ${ms(p.dumpMs)}, final delta ${ms(p.finalDeltaMs)}, rebuild ${ms(p.rebuildMs)}, restore ${ms(p.restoreMs)}, commit ${ms(p.commitMs)}); ` +
     `fill ${ms(s.fillMs)} after the resume (${s.fillFaults} faults, ${s.fillFaultsWaited} waited for the source; ${s.confirmedPages} confirmed, ${s.replacedPages} replaced)`
   );
-}
-
-/** The pagers running for sessions under this work dir (not their guardians: forks with the same command line). */
-function pagersOf(workDir: string): number[] {
-  let pids: number[];
-  try {
-    pids = execFileSync('pgrep', ['-f', `ferry_pager --plan ${workDir}`], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-  const ppid = (pid: number): number => Number(/\) \S (\d+)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1] ?? 0);
-  return pids.filter((pid) => {
-    try {
-      return !pids.includes(ppid(pid));
-    } catch {
-      return false; // gone meanwhile
-    }
-  });
-}
-
-/** memtest processes in a network namespace, by their comm (which reads no memory of theirs). */
-function memtestsIn(netns: string): number[] {
-  const want = statSync(netns).ino;
-  return readdirSync('/proc')
-    .filter((n) => /^\d+$/.test(n))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'memtest' && statSync(`/proc/${pid}/ns/net`).ino === want;
-      } catch {
-        return false;
-      }
-    });
 }
 
 describe.skipIf(!runnable)('lazy restore between two network-namespace hosts', () => {

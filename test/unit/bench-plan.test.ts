@@ -7,16 +7,20 @@ import {
   methodsForCase,
   METHODS,
   parseMethodIds,
+  planMethods,
   planRepetitions,
+  postCopyCases,
   recordedMethod,
   type MethodId,
 } from '../../bench/cases.js';
 
 const ALL = METHODS.map((m) => m.id);
+/** The methods of the matrix and of --lazy-vs-eager: every one but post-copy's. */
+const MATRIX = planMethods('matrix');
 
 describe('bench methods (issue 11: lazy vs eager)', () => {
   it('two pre-copy methods that differ only in --restore; the stop-and-copy baseline is eager', () => {
-    expect(ALL).toEqual(['ferry-live-lazy', 'ferry-live-eager', 'ferry-stop-copy', 'criu-stop-copy']);
+    expect(MATRIX).toEqual(['ferry-live-lazy', 'ferry-live-eager', 'ferry-stop-copy', 'criu-stop-copy']);
     expect(methodById('ferry-live-lazy').ferryFlags).toEqual(['--on-no-converge', 'throttle', '--restore', 'lazy']);
     expect(methodById('ferry-live-eager').ferryFlags).toEqual(['--on-no-converge', 'throttle', '--restore', 'eager']);
     // `auto` would be lazy where the dest offers it: the baseline must say eager.
@@ -40,16 +44,16 @@ describe('bench methods (issue 11: lazy vs eager)', () => {
   it('--lazy-vs-eager: the two target cases; the baselines only at 1 GiB', () => {
     const [small, large] = lazyVsEagerCases();
     expect([small!.id, large!.id]).toEqual(['1gbit-256m-d8', '1gbit-1g-d8']);
-    expect(methodsForCase(small!, ALL, true)).toEqual(['ferry-live-lazy', 'ferry-live-eager']);
-    expect(methodsForCase(large!, ALL, true)).toEqual(ALL);
+    expect(methodsForCase(small!, MATRIX, 'lazy-vs-eager')).toEqual(['ferry-live-lazy', 'ferry-live-eager']);
+    expect(methodsForCase(large!, MATRIX, 'lazy-vs-eager')).toEqual(MATRIX);
     // A --methods filter still applies.
-    expect(methodsForCase(large!, ['ferry-live-lazy', 'criu-stop-copy'], true)).toEqual(['ferry-live-lazy', 'criu-stop-copy']);
+    expect(methodsForCase(large!, ['ferry-live-lazy', 'criu-stop-copy'], 'lazy-vs-eager')).toEqual(['ferry-live-lazy', 'criu-stop-copy']);
   });
 
   it('the full matrix: every method, but no eager pre-copy at 100 Mbit/s', () => {
     for (const c of fullCases(false)) {
-      const expected: MethodId[] = c.link.id === '100mbit' ? ALL.filter((m) => m !== 'ferry-live-eager') : ALL;
-      expect(methodsForCase(c, ALL, false), c.id).toEqual(expected);
+      const expected: MethodId[] = c.link.id === '100mbit' ? MATRIX.filter((m) => m !== 'ferry-live-eager') : MATRIX;
+      expect(methodsForCase(c, MATRIX, 'matrix'), c.id).toEqual(expected);
     }
   });
 
@@ -60,6 +64,32 @@ describe('bench methods (issue 11: lazy vs eager)', () => {
     expect(lazy).toBeGreaterThan(0);
     expect(lazy).toBeLessThan(eager);
     expect(estimateCaseSeconds(large!, ['ferry-live-lazy', 'ferry-live-eager'])).toBeCloseTo(lazy + eager);
+  });
+});
+
+describe('bench methods (issue 12: post-copy)', () => {
+  it('two post-copy methods, lazy, auto and always; only --post-copy runs them, beside the throttle path and stop-and-copy', () => {
+    expect(ALL).toEqual([...MATRIX, 'ferry-postcopy', 'ferry-postcopy-always']);
+    expect(methodById('ferry-postcopy').ferryFlags).toEqual(['--post-copy', 'auto', '--restore', 'lazy']);
+    expect(methodById('ferry-postcopy-always').ferryFlags).toEqual(['--post-copy', 'always', '--restore', 'lazy']);
+    expect(planMethods('post-copy')).toEqual(['ferry-postcopy', 'ferry-postcopy-always', 'ferry-live-lazy', 'ferry-stop-copy']);
+    expect(planMethods('lazy-vs-eager')).toEqual(MATRIX);
+    expect(parseMethodIds('ferry-postcopy-always')).toEqual(['ferry-postcopy-always']);
+  });
+
+  it('--post-copy: 1 Gbit/s, 128 MiB/s dirtying, 256 MiB and 1 GiB; every method at both sizes', () => {
+    const cases = postCopyCases();
+    expect(cases.map((c) => c.id)).toEqual(['1gbit-256m-d128', '1gbit-1g-d128']);
+    for (const c of cases) expect(methodsForCase(c, planMethods('post-copy'), 'post-copy')).toEqual(planMethods('post-copy'));
+  });
+
+  it('the time model: always costs less than auto, which stops pre-copy before the throttle path; 2 repetitions fit in 15 minutes', () => {
+    const [small, large] = postCopyCases();
+    const [auto, always, throttle] = (['ferry-postcopy', 'ferry-postcopy-always', 'ferry-live-lazy'] as const).map((m) => estimateCaseSeconds(large!, [m]));
+    expect(always).toBeLessThan(auto!);
+    expect(auto).toBeLessThan(throttle!);
+    const oneRep = estimateCaseSeconds(small!, planMethods('post-copy')) + estimateCaseSeconds(large!, planMethods('post-copy'));
+    expect(2 * oneRep).toBeLessThan(15 * 60 * 0.92);
   });
 });
 

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { MethodId } from '../../bench/cases.js';
 import { consoleReport, downtimeChart, markdownReport } from '../../bench/report.js';
-import { downtimeSplit, upgradeBenchFile, type BenchFile, type DowntimePhases, type FillFigures, type RunRecord } from '../../bench/results.js';
-import { aggregate, evaluateTargets, lazyVsEager, type TargetResult } from '../../bench/summary.js';
+import { downtimeSplit, upgradeBenchFile, type BenchFile, type DowntimePhases, type FillFigures, type MethodOutcome, type RunRecord } from '../../bench/results.js';
+import { aggregate, evaluatePostCopyTargets, evaluateTargets, lazyVsEager, type TargetResult } from '../../bench/summary.js';
 import { fillWork, MIN_FILL_SPAN_MS, writesPerSecAcross, type Sample } from '../../bench/work-rate.js';
 
-const CASES = { '1gbit-256m-d8': 256, '1gbit-1g-d8': 1024 } as const;
+const CASES = { '1gbit-256m-d8': 256, '1gbit-1g-d8': 1024, '1gbit-256m-d128': 256, '1gbit-1g-d128': 1024 } as const;
 
 function run(caseId: keyof typeof CASES, method: MethodId | 'ferry-live', downtimeMs: number, over: Partial<RunRecord> & { phases?: Partial<DowntimePhases>; fill?: FillFigures; restoreMode?: 'lazy' | 'eager' } = {}): RunRecord {
   const { phases, fill, restoreMode, ...rest } = over;
@@ -158,10 +158,10 @@ describe('bench targets (issue 11 and issue 3)', () => {
   });
 });
 
-function benchFile(runs: RunRecord[]): BenchFile {
+function benchFile(runs: RunRecord[], mode: BenchFile['mode'] = 'lazy-vs-eager'): BenchFile {
   return {
     version: 1,
-    mode: 'lazy-vs-eager',
+    mode,
     startedAt: '',
     finishedAt: '',
     durationMs: 60_000,
@@ -192,5 +192,119 @@ describe('results files before issue 11', () => {
     expect(f.skipped[0]!.method).toBe('ferry-live-eager');
     // aggregate reads an old file's runs as they are too.
     expect(aggregate(old.runs).map((s) => s.method)).toEqual(['ferry-live-eager', 'ferry-live-lazy', 'ferry-stop-copy']);
+  });
+});
+
+describe('bench post-copy (issue 12): bytes by phase over the RSS, fault waits, the targets', () => {
+  const MIB = 2 ** 20;
+  /** A post-copy run of a 128 MiB/s case: bytes by phase in MiB, the dump's RSS (pages of 4 KiB), the fill. */
+  const post = (
+    caseId: '1gbit-256m-d128' | '1gbit-1g-d128',
+    method: MethodId,
+    downtimeMs: number,
+    totalMs: number,
+    mib: { pre: number; down: number; post: number },
+    more: { postCopied?: boolean; waits?: [number, number]; fillWork?: number; ok?: boolean } = {},
+  ): RunRecord => {
+    const size = CASES[caseId];
+    const r = run(caseId, method, downtimeMs, { dirtyMibPerSec: 128, restoreMode: 'lazy', ok: more.ok ?? true, ...(more.ok === false ? { error: 'bad page' } : {}) });
+    const o: MethodOutcome = r.outcome!;
+    o.totalMs = totalMs;
+    o.phaseBytes = { precopy: mib.pre * MIB, downtime: mib.down * MIB, postcopy: mib.post * MIB };
+    o.dumpPages = (size * MIB) / 4096;
+    o.postCopied = more.postCopied ?? true;
+    o.fill = { ...fill(3000, o.dumpPages), faultsWaited: 400, remotePages: (mib.post * MIB) / 4096, faultWaitP50Us: more.waits?.[0] ?? 800, faultWaitP99Us: more.waits?.[1] ?? 9000 };
+    if (more.fillWork !== undefined) {
+      r.fillWork = fillWork({ from: stats(0, 0), freezeMonoMs: 0, rateBefore: 0, resumeMonoMs: 0, resumeFrom: 'fill-line', to: stats(more.fillWork, 1000) });
+    }
+    return r;
+  };
+  const stop = (caseId: '1gbit-256m-d128' | '1gbit-1g-d128', totalMs: number): RunRecord => {
+    const r = run(caseId, 'ferry-stop-copy', totalMs - 500, { dirtyMibPerSec: 128, restoreMode: 'eager' });
+    r.outcome!.totalMs = totalMs;
+    r.outcome!.phaseBytes = { precopy: 0, downtime: CASES[caseId] * MIB, postcopy: 0 };
+    r.outcome!.dumpPages = (CASES[caseId] * MIB) / 4096;
+    return r;
+  };
+
+  it('per phase / the dump\'s RSS, their sum, post-copied runs, and the waits (medians over the ok runs)', () => {
+    const runs = [
+      post('1gbit-256m-d128', 'ferry-postcopy', 120, 6000, { pre: 256, down: 2, post: 64 }, { waits: [500, 8000], fillWork: 1000 }),
+      post('1gbit-256m-d128', 'ferry-postcopy', 140, 7000, { pre: 384, down: 2, post: 128 }, { waits: [700, 12_000], fillWork: 1400 }),
+      // Failed: left out of every figure but the count.
+      post('1gbit-256m-d128', 'ferry-postcopy', 9000, 9000, { pre: 9000, down: 0, post: 0 }, { ok: false }),
+    ];
+    const [s] = aggregate(runs);
+    expect(s).toMatchObject({ ok: 2, failed: 1, postCopied: 2 });
+    expect(s!.precopyBytesPerRss).toMatchObject({ median: 1.25, min: 1, max: 1.5 });
+    expect(s!.downtimeBytesPerRss!.median).toBeCloseTo(2 / 256);
+    expect(s!.postcopyBytesPerRss).toMatchObject({ median: 0.375, min: 0.25, max: 0.5 });
+    expect(s!.phaseBytesPerRss!.median).toBeCloseTo((256 + 2 + 64 + 384 + 2 + 128) / 2 / 256);
+    expect(s!.remotePages).toMatchObject({ median: (96 * MIB) / 4096 });
+    expect(s!.faultWaitP50Us).toMatchObject({ median: 600 });
+    expect(s!.faultWaitP99Us).toMatchObject({ median: 10_000 });
+    expect(s!.fillFaultsWaited!.median).toBe(400);
+    // 1000 and 1400 writes in the second after the resume, against 2000 a second idle.
+    expect(s!.fillWorkRatio!.median).toBeCloseTo(0.6);
+    // A run before issue 12 (no split) has no ratio rather than a zero one.
+    const old = run('1gbit-256m-d8', 'ferry-live-lazy', 150, { restoreMode: 'lazy' });
+    expect(aggregate([old])[0]).toMatchObject({ phaseBytesPerRss: undefined, postCopied: 0, remotePages: undefined });
+  });
+
+  const complete = (): RunRecord[] => [
+    post('1gbit-256m-d128', 'ferry-postcopy', 150, 8000, { pre: 256, down: 3, post: 90 }, { fillWork: 1200 }),
+    post('1gbit-1g-d128', 'ferry-postcopy', 180, 30_000, { pre: 1024, down: 4, post: 500 }, { fillWork: 1000 }),
+    post('1gbit-256m-d128', 'ferry-postcopy-always', 120, 6000, { pre: 256, down: 3, post: 200 }),
+    // always at 1 GiB: downtime, bytes and total all missed.
+    post('1gbit-1g-d128', 'ferry-postcopy-always', 260, 40_000, { pre: 1024, down: 4, post: 700 }, { postCopied: false }),
+    stop('1gbit-256m-d128', 9000),
+    stop('1gbit-1g-d128', 35_000),
+  ];
+
+  it('met and missed: downtime <= 200 ms, bytes / RSS <= 1.5, total <= the stop-and-copy total, work rate reported', () => {
+    const t = evaluatePostCopyTargets(aggregate(complete()));
+    expect(t).toHaveLength(2 * 2 * 4);
+    expect(t.every((x) => x.issue === 12)).toBe(true);
+    expect(byId(t, 'postcopy-downtime-auto-1gbit-256m-d128')).toMatchObject({ met: true, value: '150 ms', limit: '<= 200 ms' });
+    expect(byId(t, 'postcopy-downtime-auto-1gbit-1g-d128')).toMatchObject({ met: true, value: '180 ms' });
+    const bytes1g = byId(t, 'postcopy-bytes-auto-1gbit-1g-d128');
+    expect(bytes1g).toMatchObject({ met: true, value: '1.492' });
+    expect(bytes1g.ratioToLimit).toBeCloseTo((1024 + 4 + 500) / 1024 / 1.5);
+    expect(byId(t, 'postcopy-bytes-auto-1gbit-256m-d128')).toMatchObject({ met: true });
+    const total256 = byId(t, 'postcopy-total-vs-stop-and-copy-auto-1gbit-256m-d128');
+    expect(total256).toMatchObject({ met: true, limit: '<= 1', beside: '8000 ms vs 9000 ms' });
+    expect(total256.ratioToLimit).toBeCloseTo(8000 / 9000);
+    expect(byId(t, 'postcopy-work-rate-auto-1gbit-1g-d128')).toMatchObject({ met: true, value: '0.5', limit: 'reported', beside: 'during pre-copy: 0.95' });
+    // always at 1 GiB: every limit missed, the notes say why.
+    expect(byId(t, 'postcopy-downtime-always-1gbit-1g-d128')).toMatchObject({ met: false, value: '260 ms' });
+    const bytesAlways = byId(t, 'postcopy-bytes-always-1gbit-1g-d128');
+    expect(bytesAlways).toMatchObject({ met: false, value: '1.688' });
+    expect(bytesAlways.note).toMatch(/^pre-copy 1, downtime 0\.004, post-copy 0\.684 x RSS; post-copied in 0 of 1 runs$/);
+    const totalAlways = byId(t, 'postcopy-total-vs-stop-and-copy-always-1gbit-1g-d128');
+    expect(totalAlways.met).toBe(false);
+    expect(totalAlways.note).toMatch(/3 pre-copy rounds, then a fill of 3000 ms/);
+    // Runs without a fill work sample: missed (the rate is hidden), not n/a.
+    expect(byId(t, 'postcopy-work-rate-always-1gbit-1g-d128')).toMatchObject({ met: false, value: 'n/a', note: 'the runs gave no rate (a fill too short to tell)' });
+  });
+
+  it('n/a without the runs: no post-copy run, or no stop-and-copy to compare with', () => {
+    const t = evaluatePostCopyTargets(aggregate(complete().slice(0, 2)));
+    expect(byId(t, 'postcopy-downtime-always-1gbit-256m-d128')).toMatchObject({ met: undefined, value: 'n/a' });
+    expect(byId(t, 'postcopy-total-vs-stop-and-copy-auto-1gbit-256m-d128')).toMatchObject({ met: undefined, value: 'n/a' });
+    expect(byId(t, 'postcopy-work-rate-always-1gbit-1g-d128')).toMatchObject({ met: undefined, value: 'n/a', note: 'not measured in this run' });
+  });
+
+  it('the report of a --post-copy run: the post-copy table and issue 12\'s targets only', () => {
+    const text = consoleReport(benchFile(complete(), 'post-copy'));
+    expect(text).toMatch(/Post-copy vs the throttle path vs stop-and-copy/);
+    // 256 MiB auto: 2/... sent/RSS = (256+3+90)/256 = 1.36; pre 1.00, downtime 0.01, post 0.35; waits 0.80 / 9.00 ms.
+    expect(text).toMatch(/\| 256 MiB \| Ferry post-copy \(auto\) \| 1\/1 \| 1\/1 \| 150 \| 8\.0 \| 1\.36 \| 1\.00 \| 0\.01 \| 0\.35 \| 3 \| 0\.95 \| 0\.60 \| 23040 \| 400 \| 0\.80 \| 9\.00 \|/);
+    // An eager restore has no fill: no work rate after the resume, no faults.
+    expect(text).toMatch(/\| 1 GiB \| Ferry stop-and-copy \| 1\/1 \| 0\/1 \| 34500 \| 35\.0 \| 1\.00 \| 0\.00 \| 1\.00 \| 0\.00 \| – \| – \| – \| – \| – \| – \| – \|/);
+    expect(text).toMatch(/Targets \(issue 12: post-copy\)/);
+    expect(text).not.toMatch(/\| 11 \|/);
+    expect(text).toMatch(/\| 12 \| bytes sent \/ RSS \(1 GiB, 128 MiB\/s, 1 Gbit\/s, auto\) \| <= 1\.5 \| 1\.492 \| 0\.99 \| met \|/);
+    // A lazy-vs-eager file has no post-copy section.
+    expect(consoleReport(benchFile(complete().slice(4)))).not.toMatch(/Post-copy vs/);
   });
 });

@@ -2,13 +2,18 @@
  * memtest: a workload that proves its memory survived a live migration.
  *
  *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H] [--churn-mib C]
- *           [--on-resume verify|churn]
+ *           [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G]
  *
  * It maps N MiB of private anonymous memory and fills every page with a pattern that is a pure function
  * of (seed, page, generation, word). A per-page generation table lives in the process's own memory, so it
  * is migrated together with the data it describes: after a restore the process can check itself. It then
  * rewrites pseudo-random pages of the first H MiB (default: all N) at R MiB/s in ~10 ms ticks, bumping
  * each page's generation, which gives pre-copy a known dirty rate to chase.
+ *
+ * With --cold-mib K the last K MiB of the mapping are PROT_NONE at start (no round can read them, as a mapping
+ * made later), and --grow-mib-per-s G opens and first-touches them in order at G MiB/s: a task whose memory grows,
+ * so a migration finds pages at the freeze that no round saw (post-copy's remote pages). A check skips the pages
+ * not opened yet; the rewrites pick pages among those touched so far.
  *
  * Control is by signal, results are files in DIR, written atomically (tmp + rename):
  *   start    NAME.ready.json   after the fill
@@ -61,6 +66,11 @@ static size_t g_page_size;
 static size_t g_words_per_page;
 static uint64_t g_pages;
 static uint64_t g_hot_pages;
+static double g_cold_mib;
+static double g_grow_mib;
+/* Pages [0, g_grown) have been written; the rest are still PROT_NONE (generation UNTOUCHED). */
+static uint64_t g_grown;
+#define UNTOUCHED UINT32_MAX
 static uint64_t *g_mem;
 static uint32_t *g_gen;
 static uint64_t g_rng;
@@ -144,14 +154,16 @@ static void write_page(uint64_t page, uint32_t gen) {
 static uint64_t check_page(uint64_t page) {
   const uint64_t *words = g_mem + page * g_words_per_page;
   uint32_t gen = g_gen[page];
+  uint64_t bad = 0;
+  if (gen == UNTOUCHED) return 0; /* PROT_NONE still: nothing to read */
   uint64_t key = page_key(page, gen);
   int torn_ok = g_in_progress == (int64_t)page;
   uint64_t prev_key = torn_ok ? page_key(page, gen - 1) : 0;
-  uint64_t bad = 0;
   for (uint64_t w = 0; w < g_words_per_page; w++) {
     uint64_t v = words[w];
     if (v == word_value(key, w)) continue;
-    if (torn_ok && v == word_value(prev_key, w)) continue;
+    /* A first touch interrupted: its words were zero before. */
+    if (torn_ok && (gen == 0 ? v == 0 : v == word_value(prev_key, w))) continue;
     bad++;
   }
   return bad;
@@ -226,10 +238,10 @@ static void do_verify(const char *kind) {
            ",\"bad_words\":%" PRIu64 ",\"first_bad_page\":%s,\"in_progress\":%s,\"writes\":%" PRIu64
            ",\"ticks\":%" PRIu64 ",\"verifies\":%" PRIu64 ",\"mib\":%g,\"hot_mib\":%g,\"dirty_mib_per_s\":%g"
            ",\"seed\":\"%" PRIu64 "\",\"verify_ms\":%.3f,\"started_at_ms\":%" PRId64
-           ",\"verified_at_ms\":%" PRId64 "}\n",
+           ",\"verified_at_ms\":%" PRId64 ",\"grown_pages\":%" PRIu64 "}\n",
            g_name, (long)getpid(), host_pid(), g_pages, bad_pages, bad_words, first_bad_s, in_progress_s, g_writes,
            g_ticks, g_verifies, g_mib, g_hot_mib, g_rate_mib, g_seed, (double)(mono_ns() - t0) / 1e6, started_at,
-           real_ms());
+           real_ms(), g_grown);
   publish(kind, json);
 }
 
@@ -349,9 +361,10 @@ static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
           "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
-          " [--churn-mib C]\n"
+          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
-          "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0)\n");
+          "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0);\n"
+          "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0)\n");
   exit(2);
 }
 
@@ -373,6 +386,7 @@ static void parse_args(int argc, char **argv) {
       {"seed", required_argument, NULL, 's'},      {"hot-mib", required_argument, NULL, 'h'},
       {"churn-mib", required_argument, NULL, 'c'},
       {"on-resume", required_argument, NULL, 'o'},
+      {"cold-mib", required_argument, NULL, 'k'},  {"grow-mib-per-s", required_argument, NULL, 'g'},
       {NULL, 0, NULL, 0},
   };
   int have_rate = 0;
@@ -388,6 +402,8 @@ static void parse_args(int argc, char **argv) {
     case 'd': g_state_dir = optarg; break;
     case 'h': g_hot_mib = parse_number(optarg, "--hot-mib"); break;
     case 'c': g_churn_mib = parse_number(optarg, "--churn-mib"); break;
+    case 'k': g_cold_mib = parse_number(optarg, "--cold-mib"); break;
+    case 'g': g_grow_mib = parse_number(optarg, "--grow-mib-per-s"); break;
     case 'o':
       if (strcmp(optarg, "verify") == 0) g_on_resume = 1;
       else if (strcmp(optarg, "churn") == 0) g_on_resume = 2;
@@ -413,6 +429,7 @@ static void parse_args(int argc, char **argv) {
     usage("NAME must match [A-Za-z0-9._-]{1,64} and not start with '.'");
   if (g_hot_mib < 0) g_hot_mib = g_mib;
   if (g_hot_mib > g_mib) usage("--hot-mib must not exceed --mib");
+  if (g_cold_mib >= g_mib) usage("--cold-mib must be less than --mib");
 }
 
 int main(int argc, char **argv) {
@@ -453,7 +470,13 @@ int main(int argc, char **argv) {
 
   g_resumed_pid = host_pid();
   int64_t t0 = mono_ns();
-  for (uint64_t p = 0; p < g_pages; p++) write_page(p, 0);
+  g_grown = g_pages - (uint64_t)(g_cold_mib * 1024 * 1024) / g_page_size;
+  for (uint64_t p = 0; p < g_grown; p++) write_page(p, 0);
+  for (uint64_t p = g_grown; p < g_pages; p++) g_gen[p] = UNTOUCHED;
+  if (g_grown < g_pages && mprotect((char *)g_mem + g_grown * g_page_size, (g_pages - g_grown) * g_page_size, PROT_NONE) < 0) {
+    perror("memtest: mprotect cold");
+    return 1;
+  }
   double fill_ms = (double)(mono_ns() - t0) / 1e6;
 
   char json[512];
@@ -465,7 +488,8 @@ int main(int argc, char **argv) {
   publish("ready", json);
 
   double pages_per_ns = g_rate_mib * 1024.0 * 1024.0 / (double)g_page_size / 1e9;
-  double budget = 0;
+  double grow_pages_per_ns = g_grow_mib * 1024.0 * 1024.0 / (double)g_page_size / 1e9;
+  double budget = 0, grow_budget = 0;
   int64_t last = mono_ns();
   const struct timespec tick = {0, TICK_NS};
   while (!g_want_exit) {
@@ -497,12 +521,23 @@ int main(int argc, char **argv) {
     /* A restore on another host can move CLOCK_MONOTONIC either way: never go negative, never burst. */
     if (dt < 0) dt = 0;
     if (dt > MAX_CATCHUP_NS) dt = MAX_CATCHUP_NS;
-    if (g_hot_pages > 0) {
+    if (g_grown < g_pages) {
+      grow_budget += grow_pages_per_ns * (double)dt;
+      uint64_t n = (uint64_t)grow_budget;
+      grow_budget -= (double)n;
+      for (uint64_t i = 0; i < n && g_grown < g_pages; i++) {
+        /* Merges with the open part before it: the mapping grows, its VMA count does not. */
+        if (mprotect((char *)g_mem + g_grown * g_page_size, g_page_size, PROT_READ | PROT_WRITE) < 0) abort();
+        write_page(g_grown++, 0);
+      }
+    }
+    uint64_t span = g_hot_pages < g_grown ? g_hot_pages : g_grown;
+    if (span > 0) {
       budget += pages_per_ns * (double)dt;
       uint64_t n = (uint64_t)budget;
       budget -= (double)n;
       for (uint64_t i = 0; i < n; i++) {
-        uint64_t p = next_rand() % g_hot_pages;
+        uint64_t p = next_rand() % span;
         write_page(p, g_gen[p] + 1);
         g_writes++;
       }

@@ -43,6 +43,10 @@ export interface MemtestOptions {
   hotMib?: number;
   /** MiB of a scratch mapping that SIGWINCH's churn unmaps and zaps in part (default 0: none). */
   churnMib?: number;
+  /** The last coldMib MiB PROT_NONE at start, opened and first-touched in order at growMibPerSec: memory a
+   * migration's earlier rounds never saw (post-copy's remote pages). Default 0 and 0. */
+  coldMib?: number;
+  growMibPerSec?: number;
   /** After a migration (the first tick on a new host pid): check every page at once, or churn (a lazy restore is
    * then still paging the copy in). The report is read with resumeReport(). */
   onResume?: 'verify' | 'churn';
@@ -97,6 +101,8 @@ export interface VerifyReport {
   started_at_ms: number;
   /** CLOCK_REALTIME when the check ended, comparable with Date.now() on the same host. */
   verified_at_ms: number;
+  /** Pages written so far (all but the part of --cold-mib not opened yet, which a check skips). */
+  grown_pages: number;
 }
 
 export interface StatsReport {
@@ -266,6 +272,8 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
   if (opts.seed !== undefined) args.push('--seed', opts.seed.toString());
   if (opts.hotMib !== undefined) args.push('--hot-mib', String(opts.hotMib));
   if (opts.churnMib !== undefined) args.push('--churn-mib', String(opts.churnMib));
+  if (opts.coldMib !== undefined) args.push('--cold-mib', String(opts.coldMib));
+  if (opts.growMibPerSec !== undefined) args.push('--grow-mib-per-s', String(opts.growMibPerSec));
   if (opts.onResume !== undefined) args.push('--on-resume', opts.onResume);
   // setsid makes the task its own session and process group, so rollback can SIGCONT the group and CRIU needs
   // no --shell-job. It does not fork here: unshare's child is not a group leader.
