@@ -64,8 +64,8 @@ interface TaskShape {
   coldMib: number;
   growMibPerSec: number;
 }
-/** auto: round 0 and the rounds that show it does not converge (~5 s each, ~20 s), then a fill of ~5 s; it grows
- * for 32 s, so the pages touched after the last round are remote. */
+/** auto: round 0 (~4 s) and whatever rounds the policy needs to see it does not converge (~4 s each), then a fill
+ * of ~4 s; it grows for 32 s, so the pages touched after the last round are remote. */
 const AUTO_TASK: TaskShape = { mib: 64, coldMib: 16, growMibPerSec: 0.5 };
 /** always: round 0 (~9 s), then a fill of ~12 s, the window the recovery cases act in; what grows after round 0
  * read the task (~20 MiB) is remote. */
