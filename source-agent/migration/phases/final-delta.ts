@@ -45,7 +45,8 @@ export async function finalDelta(ctx: MigrationContext, n: Negotiated, p: Prepar
     return host.readPages(pid, first, count);
   };
   // With exact write tracking only the written pages are read now; all of them are checked beside the restore.
-  const changed = f.dumpKind === 'lazy' ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
+  // Post-copy reads none and trusts no tracker: its scan of the frozen tree would only lengthen the freeze.
+  const changed = f.dumpKind === 'lazy' && !pre.postCopy ? p.tracker.changedSinceLastRound?.(f.tree.map((t) => ({ hostPid: t.hostPid, key: t.nsPid }))) : undefined;
   if (changed && faultArmed('source.tracker-misses-page')) missWrites(changed, log);
   // A plain dump has every page in its images: they are all sent now, and post-copy is a lazy restore only.
   if (pre.postCopy && f.dumpKind === 'full') log.warn('post-copy with a plain dump (FERRY_DUMP=full, or no userfaultfd here): every page goes inside the freeze');
