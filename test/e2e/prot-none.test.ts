@@ -41,7 +41,7 @@ describe.skipIf(!runnable)('a task with data in a PROT_NONE area between two net
   });
 
   const modes: { restore: 'eager' | 'lazy'; args: string[]; skip?: string }[] = [
-    { restore: 'eager', args: [] },
+    { restore: 'eager', args: ['--restore', 'eager'] },
     { restore: 'lazy', args: ['--restore', 'lazy'], ...(!lazy.ok && { skip: lazy.reason }) },
   ];
   for (const mode of modes) {
