@@ -387,6 +387,19 @@ static void install_handlers(void) {
   }
 }
 
+/* A private mapping of `pages` pages, each word w of page p set to word(p, w); NULL (reported) on failure. */
+static uint64_t *map_filled(uint64_t pages, uint64_t (*word)(uint64_t, uint64_t), const char *what) {
+  uint64_t *m = mmap(NULL, pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    fprintf(stderr, "memtest: mmap %s: %s\n", what, strerror(errno));
+    return NULL;
+  }
+  madvise(m, pages * g_page_size, MADV_NOHUGEPAGE);
+  for (uint64_t p = 0; p < pages; p++)
+    for (uint64_t w = 0; w < g_words_per_page; w++) m[p * g_words_per_page + w] = word(p, w);
+  return m;
+}
+
 static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
@@ -489,25 +502,10 @@ int main(int argc, char **argv) {
    * no longer be R. Best effort; a kernel without THP fails this harmlessly. */
   madvise(g_mem, len, MADV_NOHUGEPAGE);
   g_scratch_pages = (uint64_t)(g_churn_mib * 1024 * 1024) / g_page_size;
-  if (g_scratch_pages > 0) {
-    g_scratch = mmap(NULL, g_scratch_pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g_scratch == MAP_FAILED) {
-      perror("memtest: mmap scratch");
-      return 1;
-    }
-    madvise(g_scratch, g_scratch_pages * g_page_size, MADV_NOHUGEPAGE);
-    for (uint64_t p = 0; p < g_scratch_pages; p++)
-      for (uint64_t w = 0; w < g_words_per_page; w++) g_scratch[p * g_words_per_page + w] = scratch_word(p, w);
-  }
+  if (g_scratch_pages > 0 && !(g_scratch = map_filled(g_scratch_pages, scratch_word, "scratch"))) return 1;
   g_sealed_pages = (uint64_t)(g_sealed_mib * 1024 * 1024) / g_page_size;
   if (g_sealed_pages > 0) {
-    g_sealed = mmap(NULL, g_sealed_pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g_sealed == MAP_FAILED) {
-      perror("memtest: mmap sealed");
-      return 1;
-    }
-    for (uint64_t p = 0; p < g_sealed_pages; p++)
-      for (uint64_t w = 0; w < g_words_per_page; w++) g_sealed[p * g_words_per_page + w] = sealed_word(p, w);
+    if (!(g_sealed = map_filled(g_sealed_pages, sealed_word, "sealed"))) return 1;
     if (mprotect(g_sealed, g_sealed_pages * g_page_size, PROT_NONE) < 0) {
       perror("memtest: mprotect sealed");
       return 1;
