@@ -143,18 +143,6 @@ export async function runTrackerContract(tracker: DirtyTracker, targetBinary: st
     const areaSent = [...(r3.sent.get(pid) ?? [])].filter((p) => p >= areaBase && p < areaBase + NEW_AREA).length;
     check('a new area is sent whole', areaSent === NEW_AREA, `sent ${areaSent} of ${NEW_AREA}`);
 
-    // PROT_NONE (issue 13, maps04): data under it is read like any other (through /proc/PID/mem), and an area
-    // sealed and opened again is still tracked.
-    const inArea = (sent: Map<number, Set<number>>, first: number): number[] => [...(sent.get(pid) ?? [])].filter((p) => p >= first && p < first + NEW_AREA);
-    const sealed = /^mapped ([0-9a-f]+)$/.exec(await target.ask(`sealed ${NEW_AREA}`));
-    const sealedBase = parseInt(sealed?.[1] ?? '0', 16) / PAGE_SIZE;
-    await target.ask('seal');
-    const r3s = await doRound();
-    check('a new PROT_NONE area with data is sent whole', inArea(r3s.sent, sealedBase).length === NEW_AREA, `sent ${inArea(r3s.sent, sealedBase).length} of ${NEW_AREA}`);
-    await target.ask('unseal 7');
-    const r3u = await doRound();
-    check('a page written once a PROT_NONE area is opened again is sent', inArea(r3u.sent, areaBase).includes(areaBase + 7), `sent ${inArea(r3u.sent, areaBase).length} pages of the area`);
-
     await target.ask('grow');
     regionPages = REGION + RESERVE;
     const r4 = await doRound();

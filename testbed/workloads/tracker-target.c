@@ -4,9 +4,6 @@
  *   w P        rewrite page P of the region with new bytes          -> ok
  *   map N      map N new pages elsewhere, filled                     -> mapped HEXADDR
  *   unmap      unmap that mapping                                    -> ok
- *   seal       make that mapping PROT_NONE (its data stays)          -> ok
- *   unseal P   make it read-write again and rewrite its page P       -> ok
- *   sealed N   map N more pages elsewhere, filled, then PROT_NONE    -> mapped HEXADDR
  *   grow       make the reserve read-write and fill it (area grows)  -> ok
  *   shrink K   unmap the last K pages of the (grown) region          -> ok
  *   fork       fork a child that rewrites region pages 0..63 and idles -> child PID
@@ -49,15 +46,7 @@ int main(int argc, char **argv) {
       extra_pages = n;
       fill(extra, n);
       printf("mapped %lx\n", (unsigned long)extra);
-    } else if (sscanf(cmd, "sealed %ld", &n) == 1) {
-      uint8_t *s = mmap(NULL, n * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      madvise(s, n * PS, MADV_NOHUGEPAGE);
-      fill(s, n);
-      mprotect(s, n * PS, PROT_NONE);
-      printf("mapped %lx\n", (unsigned long)s);
-    } else if (strncmp(cmd, "seal", 4) == 0) { mprotect(extra, extra_pages * PS, PROT_NONE); printf("ok\n"); }
-    else if (sscanf(cmd, "unseal %ld", &n) == 1) { mprotect(extra, extra_pages * PS, PROT_READ | PROT_WRITE); fill(extra + n * PS, 1); printf("ok\n"); }
-    else if (strncmp(cmd, "unmap", 5) == 0) { munmap(extra, extra_pages * PS); extra = NULL; printf("ok\n"); }
+    } else if (strncmp(cmd, "unmap", 5) == 0) { munmap(extra, extra_pages * PS); extra = NULL; printf("ok\n"); }
     else if (strncmp(cmd, "grow", 4) == 0) { mprotect(r + pages * PS, reserve * PS, PROT_READ | PROT_WRITE); fill(r + pages * PS, reserve); pages = len; printf("ok\n"); }
     else if (sscanf(cmd, "shrink %ld", &n) == 1) { munmap(r + (pages - n) * PS, n * PS); pages -= n; len = pages; printf("ok\n"); }
     else if (strncmp(cmd, "fork", 4) == 0) {
