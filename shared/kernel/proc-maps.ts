@@ -122,10 +122,10 @@ export function isSpecialArea(vma: Vma): boolean {
  * final delta (which dumps whatever CRIU dumps):
  * - [vdso], [vvar], [vvar_vclock], [vsyscall], [uprobes] are left out (CRIU never dumps vvar; the vdso is a
  *   couple of pages and the restore side may replace it);
+ * - unreadable areas ('---p' guard gaps, PROT_NONE reservations) are left out: process_vm_readv cannot read
+ *   them without FOLL_FORCE;
  * - shared mappings are left out, as CRIU dumps them separately (shmem images, or the file itself).
- * Areas without PROT_READ ('---p' guard gaps, PROT_NONE data) are kept: ProcessMemoryReader reads what
- * process_vm_readv refuses through /proc/PID/mem, and a guard gap holds no page to read.
  */
 export function dumpableVmas(vmas: readonly Vma[]): Vma[] {
-  return vmas.filter((v) => isPrivate(v) && !isSpecialArea(v) && v.endPage > v.startPage);
+  return vmas.filter((v) => isPrivate(v) && v.perms[0] === 'r' && !isSpecialArea(v) && v.endPage > v.startPage);
 }

@@ -2,8 +2,7 @@
  * A fake of the trackers' kernel ports (source-agent/trackers/tracker-kernel.ts and the soft-dirty and uffd-wp
  * extensions): small in-memory processes with their areas, present pages and bytes, soft-dirty bits, and uffd-wp
  * registrations and write-protect bits. It answers as the kernel does where the round logic can tell: a gone
- * process is ESRCH on reads and ENOENT on opens, a page outside every area is unreadable (a PROT_NONE one is read,
- * as ProcessMemoryReader reads it through /proc/PID/mem), a scan of a
+ * process is ESRCH on reads and ENOENT on opens, a page outside every readable area is unreadable, a scan of a
  * range that is not fully registered is EPERM, a uffd of a replaced mm (exec) is ESRCH.
  *
  * Not modelled: swap, huge pages, page cache, threads, and the ptrace injection itself (injectUffd just hands
@@ -271,7 +270,7 @@ export class FakeKernel implements SoftDirtyKernel, UffdWpKernel {
       const read: number[] = [];
       const unreadable: number[] = [];
       for (const page of planned) {
-        if (p.areaOf(page) === undefined) {
+        if (p.areaOf(page)?.perms[0] !== 'r') {
           unreadable.push(page);
           continue;
         }
