@@ -122,8 +122,10 @@ export function isSpecialArea(vma: Vma): boolean {
  * final delta (which dumps whatever CRIU dumps):
  * - [vdso], [vvar], [vvar_vclock], [vsyscall], [uprobes] are left out (CRIU never dumps vvar; the vdso is a
  *   couple of pages and the restore side may replace it);
- * - unreadable areas ('---p' guard gaps, PROT_NONE reservations) are left out: process_vm_readv cannot read
- *   them without FOLL_FORCE;
+ * - areas without PROT_READ ('---p' guard gaps, PROT_NONE reservations and data) are left out: the final delta
+ *   reads their dumped pages (ProcessMemoryReader falls back to /proc/PID/mem for them). Tried in pre-copy
+ *   (issue 13), the rounds sent a PROT_NONE reservation that was still untouched as zero pages, so post-copy
+ *   lost its remote pages (test/e2e/post-copy.test.ts): a reservation can be large and is not data yet;
  * - shared mappings are left out, as CRIU dumps them separately (shmem images, or the file itself).
  */
 export function dumpableVmas(vmas: readonly Vma[]): Vma[] {

@@ -21,6 +21,7 @@
 import { FerryError, SystemCallError } from '../../shared/errors/ferry-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { hashPages } from '../../shared/native/addon.js';
+import { describePageAddresses } from '../../shared/kernel/process-memory.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { FillCall, FillCallHandlers } from '../fill-call.js';
@@ -295,7 +296,7 @@ export async function confirmPages(
     let at = first; // the next manifest index to answer
     for (const c of readOriginal(t, firstPage, count)) {
       if (c.unreadable.length > 0) {
-        throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'frozen', detail: `task ${t.m.task}: pages ${c.unreadable.slice(0, 5).join(', ')} of the frozen original cannot be read` });
+        throw new FerryError('MEMORY_READ_FAILED', { phase: 'fill', side: 'source', sourceState: 'frozen', detail: `task ${t.m.task}: pages at ${describePageAddresses(c.unreadable)} of the frozen original cannot be read` });
       }
       const n = c.pages.length;
       if (at + n !== first + (c.pages[n - 1]! - firstPage) + 1) throw new FerryError('INTERNAL', { phase: 'fill', side: 'source', detail: 'the page reader skipped pages' });

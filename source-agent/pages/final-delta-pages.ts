@@ -20,6 +20,7 @@ import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
 import { BATCH_PAGES } from '../../shared/transport/page-batch.js';
 import type { PageRuns } from '../../shared/kernel/pagemap.js';
+import { describePageAddresses } from '../../shared/kernel/process-memory.js';
 import { emptyPipelineStats, heldIndex, PagePipeline, type BatchSink } from './page-pipeline.js';
 
 /** Non-task pagemaps (shared memory) get keys above every pid; they have no pre-copy, so all pages go now. */
@@ -145,7 +146,7 @@ async function* dumpedPages(
         }
         for (const c of readTask(run.first, run.count)) {
           if (c.unreadable.length > 0) {
-            throw new FerryError('MEMORY_READ_FAILED', { phase: 'final-delta', side: 'source', detail: `pages ${c.unreadable.slice(0, 5).join(', ')} of the stopped task cannot be read` });
+            throw new FerryError('MEMORY_READ_FAILED', { phase: 'final-delta', side: 'source', detail: `pages at ${describePageAddresses(c.unreadable)} of the stopped task cannot be read` });
           }
           yield { kind: 'read', pages: c.pages, data: c.data, fromTask: true };
         }
@@ -255,7 +256,7 @@ export async function verifyDumpedPages(
         hashPages(c.data, n, pageSize, got);
         for (let i = 0; i < n; i++) {
           if (got.compare(m.hashes, (done + i) * HASH_BYTES, (done + i + 1) * HASH_BYTES, i * HASH_BYTES, (i + 1) * HASH_BYTES) !== 0) {
-            throw new FerryError('TRACKER_MISSED_PAGE', { phase: 'final-delta', side: 'source', detail: `task ${m.task} page ${c.pages[i]}: its bytes differ from what the dest holds` });
+            throw new FerryError('TRACKER_MISSED_PAGE', { phase: 'final-delta', side: 'source', detail: `task ${m.task} page at ${describePageAddresses([c.pages[i]!])}: its bytes differ from what the dest holds` });
           }
         }
         done += n;

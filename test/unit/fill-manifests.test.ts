@@ -122,6 +122,19 @@ describe('the sweep', () => {
     expect(r).toMatchObject({ confirmedPages: 3300, replacedPages: 0, dataBytes: 0 });
   });
 
+  it('a page of the frozen original that cannot be read: MEMORY_READ_FAILED naming its address in hex', async () => {
+    const { open } = fakeFill(3300);
+    const holed = (pid: number, first: number, count: number) => {
+      const [c] = read(pid, first, count);
+      return first <= 0x10100 && 0x10100 < first + count ? [{ ...c!, unreadable: [0x10100] }] : [c!];
+    };
+    const e = await confirmPages(open, { migrationId: 'id', epoch: '1', manifests: [manifest()], pageSize: PAGE, readPages: holed, log: silentLogger, signal: new AbortController().signal }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toMatchObject({ key: 'MEMORY_READ_FAILED', phase: 'fill', detail: 'task 3: pages at 0x10100000 of the frozen original cannot be read' });
+  });
+
   it('sends one request per chunk, the bytes of exactly the pages that differ marked in with_data (distinct pages: no index may slip)', async () => {
     const man = manifest();
     // Stale hashes (the tracker missed these writes) at scattered indexes, two of them adjacent.

@@ -166,12 +166,15 @@ describe('final delta', () => {
     const task = stoppedTask();
     const r = await sendFinalDelta(imagesDir, heldAfterPrecopy(), recorder().sink, PAGE, task.readTask, changed());
     task.memory.set(B + 4, bytesOf(B + 4, 5)); // written, but not in `changed`: trusted, so its old hash is in the manifest
-    await expectFerryRejection(verifyDumpedPages(imagesDir, r.manifests, PAGE, task.readTask), 'TRACKER_MISSED_PAGE');
+    const e = await expectFerryRejection(verifyDumpedPages(imagesDir, r.manifests, PAGE, task.readTask), 'TRACKER_MISSED_PAGE');
+    expect(e.detail).toContain(`page at 0x${((B + 4) * PAGE).toString(16)}:`); // an address, in hex
   });
 
   it('refuses a stopped task whose lazy page cannot be read (MEMORY_READ_FAILED)', async () => {
     const readTask: TaskPageReader = (_task, first, count) => [{ data: Buffer.alloc(0), pages: new Float64Array(0), unreadable: Array.from({ length: count }, (_, i) => first + i) }];
     const e = await expectFerryRejection(sendFinalDelta(imagesDir, new Map(), recorder().sink, PAGE, readTask), 'MEMORY_READ_FAILED');
     expect(e.phase).toBe('final-delta');
+    // The addresses in hex, not page numbers in decimal (maps04's "pages 34254928906"): the first five, and a count.
+    expect(e.detail).toBe('pages at 0x2000000, 0x2001000, 0x2002000, 0x2003000, 0x2004000 (and 1 more) of the stopped task cannot be read');
   });
 });

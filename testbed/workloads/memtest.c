@@ -2,7 +2,7 @@
  * memtest: a workload that proves its memory survived a live migration.
  *
  *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H] [--churn-mib C]
- *           [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G]
+ *           [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]
  *
  * It maps N MiB of private anonymous memory and fills every page with a pattern that is a pure function
  * of (seed, page, generation, word). A per-page generation table lives in the process's own memory, so it
@@ -14,6 +14,11 @@
  * made later), and --grow-mib-per-s G opens and first-touches them in order at G MiB/s: a task whose memory grows,
  * so a migration finds pages at the freeze that no round saw (post-copy's remote pages). A check skips the pages
  * not opened yet; the rewrites pick pages among those touched so far.
+ *
+ * With --sealed-mib P a mapping of P MiB more is filled with a pattern of its own and then made PROT_NONE, as a
+ * task keeps data it must not touch by accident (maps04): process_vm_readv cannot read it, CRIU dumps it. Each
+ * check opens it PROT_READ, checks it (its bad pages count in bad_pages, and in sealed_bad_pages) and seals it
+ * again; it is never written after the fill.
  *
  * Control is by signal, results are files in DIR, written atomically (tmp + rename):
  *   start    NAME.ready.json   after the fill
@@ -87,6 +92,9 @@ static volatile sig_atomic_t g_want_stats;
 static volatile sig_atomic_t g_want_exit;
 static volatile sig_atomic_t g_want_churn;
 static double g_churn_mib;
+static double g_sealed_mib;
+static uint64_t *g_sealed;
+static uint64_t g_sealed_pages;
 /* --on-resume: 0 none, 1 verify, 2 churn; the host pid the last action (or the start) saw. */
 static int g_on_resume;
 static long g_resumed_pid;
@@ -213,6 +221,25 @@ static void publish(const char *kind, const char *json) {
   }
 }
 
+/* The sealed mapping's pattern: a pure function of the page, as the scratch's. */
+static uint64_t sealed_word(uint64_t page, uint64_t w) { return word_value(page_key(page + (2ULL << 40), 0), w); }
+
+/* Bad pages of the sealed mapping, opened for the check and sealed again. */
+static uint64_t check_sealed(void) {
+  size_t len = g_sealed_pages * g_page_size;
+  uint64_t bad = 0;
+  if (g_sealed_pages == 0) return 0;
+  if (mprotect(g_sealed, len, PROT_READ) < 0) return g_sealed_pages;
+  for (uint64_t p = 0; p < g_sealed_pages; p++)
+    for (uint64_t w = 0; w < g_words_per_page; w++)
+      if (g_sealed[p * g_words_per_page + w] != sealed_word(p, w)) {
+        bad++;
+        break;
+      }
+  mprotect(g_sealed, len, PROT_NONE);
+  return bad;
+}
+
 static void do_verify(const char *kind) {
   /* A driver accepts only a check that began after its request, so it needs the start, not just the end. */
   int64_t started_at = real_ms();
@@ -226,9 +253,11 @@ static void do_verify(const char *kind) {
     bad_pages++;
     bad_words += bad;
   }
+  uint64_t sealed_bad = check_sealed();
+  bad_pages += sealed_bad;
   g_verifies++;
   int64_t in_progress = g_in_progress;
-  char first_bad_s[24], in_progress_s[24], json[1024];
+  char first_bad_s[24], in_progress_s[24], json[1100];
   if (first_bad == NO_PAGE) strcpy(first_bad_s, "null");
   else snprintf(first_bad_s, sizeof first_bad_s, "%" PRId64, first_bad);
   if (in_progress == NO_PAGE) strcpy(in_progress_s, "null");
@@ -238,10 +267,11 @@ static void do_verify(const char *kind) {
            ",\"bad_words\":%" PRIu64 ",\"first_bad_page\":%s,\"in_progress\":%s,\"writes\":%" PRIu64
            ",\"ticks\":%" PRIu64 ",\"verifies\":%" PRIu64 ",\"mib\":%g,\"hot_mib\":%g,\"dirty_mib_per_s\":%g"
            ",\"seed\":\"%" PRIu64 "\",\"verify_ms\":%.3f,\"started_at_ms\":%" PRId64
-           ",\"verified_at_ms\":%" PRId64 ",\"grown_pages\":%" PRIu64 "}\n",
+           ",\"verified_at_ms\":%" PRId64 ",\"grown_pages\":%" PRIu64 ",\"sealed_pages\":%" PRIu64
+           ",\"sealed_bad_pages\":%" PRIu64 "}\n",
            g_name, (long)getpid(), host_pid(), g_pages, bad_pages, bad_words, first_bad_s, in_progress_s, g_writes,
            g_ticks, g_verifies, g_mib, g_hot_mib, g_rate_mib, g_seed, (double)(mono_ns() - t0) / 1e6, started_at,
-           real_ms(), g_grown);
+           real_ms(), g_grown, g_sealed_pages, sealed_bad);
   publish(kind, json);
 }
 
@@ -357,14 +387,28 @@ static void install_handlers(void) {
   }
 }
 
+/* A private mapping of `pages` pages, each word w of page p set to word(p, w); NULL (reported) on failure. */
+static uint64_t *map_filled(uint64_t pages, uint64_t (*word)(uint64_t, uint64_t), const char *what) {
+  uint64_t *m = mmap(NULL, pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    fprintf(stderr, "memtest: mmap %s: %s\n", what, strerror(errno));
+    return NULL;
+  }
+  madvise(m, pages * g_page_size, MADV_NOHUGEPAGE);
+  for (uint64_t p = 0; p < pages; p++)
+    for (uint64_t w = 0; w < g_words_per_page; w++) m[p * g_words_per_page + w] = word(p, w);
+  return m;
+}
+
 static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
           "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
-          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G]\n"
+          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
           "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0);\n"
-          "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0)\n");
+          "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0);\n"
+          "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0)\n");
   exit(2);
 }
 
@@ -386,7 +430,7 @@ static void parse_args(int argc, char **argv) {
       {"seed", required_argument, NULL, 's'},      {"hot-mib", required_argument, NULL, 'h'},
       {"churn-mib", required_argument, NULL, 'c'},
       {"on-resume", required_argument, NULL, 'o'},
-      {"cold-mib", required_argument, NULL, 'k'},  {"grow-mib-per-s", required_argument, NULL, 'g'},
+      {"sealed-mib", required_argument, NULL, 'P'}, {"cold-mib", required_argument, NULL, 'k'},  {"grow-mib-per-s", required_argument, NULL, 'g'},
       {NULL, 0, NULL, 0},
   };
   int have_rate = 0;
@@ -403,6 +447,7 @@ static void parse_args(int argc, char **argv) {
     case 'h': g_hot_mib = parse_number(optarg, "--hot-mib"); break;
     case 'c': g_churn_mib = parse_number(optarg, "--churn-mib"); break;
     case 'k': g_cold_mib = parse_number(optarg, "--cold-mib"); break;
+    case 'P': g_sealed_mib = parse_number(optarg, "--sealed-mib"); break;
     case 'g': g_grow_mib = parse_number(optarg, "--grow-mib-per-s"); break;
     case 'o':
       if (strcmp(optarg, "verify") == 0) g_on_resume = 1;
@@ -457,15 +502,14 @@ int main(int argc, char **argv) {
    * no longer be R. Best effort; a kernel without THP fails this harmlessly. */
   madvise(g_mem, len, MADV_NOHUGEPAGE);
   g_scratch_pages = (uint64_t)(g_churn_mib * 1024 * 1024) / g_page_size;
-  if (g_scratch_pages > 0) {
-    g_scratch = mmap(NULL, g_scratch_pages * g_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g_scratch == MAP_FAILED) {
-      perror("memtest: mmap scratch");
+  if (g_scratch_pages > 0 && !(g_scratch = map_filled(g_scratch_pages, scratch_word, "scratch"))) return 1;
+  g_sealed_pages = (uint64_t)(g_sealed_mib * 1024 * 1024) / g_page_size;
+  if (g_sealed_pages > 0) {
+    if (!(g_sealed = map_filled(g_sealed_pages, sealed_word, "sealed"))) return 1;
+    if (mprotect(g_sealed, g_sealed_pages * g_page_size, PROT_NONE) < 0) {
+      perror("memtest: mprotect sealed");
       return 1;
     }
-    madvise(g_scratch, g_scratch_pages * g_page_size, MADV_NOHUGEPAGE);
-    for (uint64_t p = 0; p < g_scratch_pages; p++)
-      for (uint64_t w = 0; w < g_words_per_page; w++) g_scratch[p * g_words_per_page + w] = scratch_word(p, w);
   }
 
   g_resumed_pid = host_pid();

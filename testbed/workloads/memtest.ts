@@ -47,6 +47,9 @@ export interface MemtestOptions {
    * migration's earlier rounds never saw (post-copy's remote pages). Default 0 and 0. */
   coldMib?: number;
   growMibPerSec?: number;
+  /** MiB of a mapping filled at start and then made PROT_NONE (process_vm_readv cannot read it; CRIU dumps it):
+   * every check opens it, checks it and seals it again. Default 0. */
+  sealedMib?: number;
   /** After a migration (the first tick on a new host pid): check every page at once, or churn (a lazy restore is
    * then still paging the copy in). The report is read with resumeReport(). */
   onResume?: 'verify' | 'churn';
@@ -103,6 +106,9 @@ export interface VerifyReport {
   verified_at_ms: number;
   /** Pages written so far (all but the part of --cold-mib not opened yet, which a check skips). */
   grown_pages: number;
+  /** Pages of the --sealed-mib mapping; its bad pages count in bad_pages and in sealed_bad_pages. */
+  sealed_pages: number;
+  sealed_bad_pages: number;
 }
 
 export interface StatsReport {
@@ -274,6 +280,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
   if (opts.churnMib !== undefined) args.push('--churn-mib', String(opts.churnMib));
   if (opts.coldMib !== undefined) args.push('--cold-mib', String(opts.coldMib));
   if (opts.growMibPerSec !== undefined) args.push('--grow-mib-per-s', String(opts.growMibPerSec));
+  if (opts.sealedMib !== undefined) args.push('--sealed-mib', String(opts.sealedMib));
   if (opts.onResume !== undefined) args.push('--on-resume', opts.onResume);
   // setsid makes the task its own session and process group, so rollback can SIGCONT the group and CRIU needs
   // no --shell-job. It does not fork here: unshare's child is not a group leader.
