@@ -83,8 +83,11 @@ export interface FeatureTaskHandle {
 export async function startFeatureTask(mode: FeatureTaskMode, netns: string, dir: string, name: string): Promise<FeatureTaskHandle> {
   const out = join(dir, `${name}.report.json`);
   const launcher: ChildProcess = spawn('nsenter', [`--net=${netns}`, 'unshare', '--pid', '--fork', 'setsid', 'python3', '-c', PYTHON, mode, out], { stdio: 'ignore', detached: true });
+  let original: number | undefined;
   const stop = (more: readonly number[] = []): void => {
-    for (const pid of [...more, launcher.pid]) {
+    // The original too: after a refused or rolled-back migration it still runs, and it is pid 1 of its own
+    // namespace, which the launcher's death does not end.
+    for (const pid of [...more, original, launcher.pid]) {
       try {
         if (pid) process.kill(pid, 'SIGKILL');
       } catch {
@@ -97,6 +100,7 @@ export async function startFeatureTask(mode: FeatureTaskMode, netns: string, dir
     await waitFor(() => existsSync(`${out}.ready`), 20_000, `the ${mode} task to start`);
     // nsenter execs unshare, whose only child is python (pid 1 of its namespace).
     const pid = Number(readFileSync(`/proc/${launcher.pid}/task/${launcher.pid}/children`, 'utf8').trim().split(' ')[0]);
+    original = pid;
     return {
       pid,
       lockFiles: { flock: `${out}.flock`, posix: `${out}.posix` },
