@@ -31,7 +31,7 @@ import { fillDone, checkFillRequest, type FillBounds } from './lazy/fill-message
 import { decodePlan, REMOTE_PAGE } from './lazy/pager-plan.js';
 import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
-import { restoreStopped, resumeTree, killTree } from './restore.js';
+import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -347,6 +347,7 @@ export class DestService {
     // Post-copy's remote pages: refused here, with the session as it was, if the manifests misname any.
     for (const man of req.pages) if (hasRemote(man)) s.images.checkUploaded(man.pagemapImage);
     await checkRemotePages(s.imagesDir, req.pages, req.mode);
+    const features = await restoreFeatures(req.criuFeatures);
     // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
     await s.transition('restoring', { manifests: req.pages.length });
     try {
@@ -376,7 +377,7 @@ export class DestService {
         s.pager = await PagerLink.start(paths, s.log, fillBounds(s));
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
-        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true)]);
+        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {
         const source = this.pageSource(s);
@@ -385,7 +386,7 @@ export class DestService {
         t1 = process.hrtime.bigint();
         // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
         // A source that went away will never commit: criu (and what it made) is killed at once.
-        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone), source.verify()]);
+        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features), source.verify()]);
       }
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;

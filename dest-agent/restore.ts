@@ -5,6 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { faultArmed, faultPending, injectFault } from '../shared/fault-injection.js';
 import { criuLogFileName, pruneCriuLogs } from '../shared/criu/criu-log-files.js';
 import { criuRestore } from '../shared/criu/criu-runner.js';
+import { NO_CRIU_FEATURES, probeNetworkLock, type CriuFeatures } from '../shared/criu/criu-features.js';
+import { FerryError } from '../shared/errors/ferry-error.js';
+import type { CriuFeaturesMessage } from '../shared/transport/messages.js';
 import { requireCriu } from '../shared/criu/criu-binary.js';
 import { criuProcessesFor } from '../shared/criu/criu-processes.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
@@ -18,7 +21,21 @@ export const RESTORED_PID_FILE = 'restored.pid';
  * PE_LAZY pages are left to the session's pager, which must already listen. The logs dir
  * is pruned first (its CRIU logs are bounded, see criu-log-files.ts); a failed prune only logs.
  */
-export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal, lazy = false): Promise<number> {
+/**
+ * The CRIU features a Restore asks for, checked before the session moves: established TCP needs a network
+ * lock here (criu restore unlocks the connections with the method the dump used).
+ */
+export async function restoreFeatures(asked: CriuFeaturesMessage | null | undefined): Promise<CriuFeatures> {
+  const f: CriuFeatures = { fileLocks: asked?.fileLocks === true, tcpEstablished: asked?.tcpEstablished === true };
+  if (!f.tcpEstablished) return f;
+  const criu = await requireCriu('dest');
+  if ((await probeNetworkLock(criu)) === undefined) {
+    throw new FerryError('TCP_LOCK_UNAVAILABLE', { side: 'dest', phase: 'restore', detail: `${criu} check --feature nftables failed and iptables-restore is not on PATH: this dest cannot restore established TCP connections` });
+  }
+  return f;
+}
+
+export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal, lazy = false, features: CriuFeatures = NO_CRIU_FEATURES): Promise<number> {
   const criu = await requireCriu('dest');
   await pruneCriuLogs(s.logDir).catch((e: unknown) => s.log.warn('CRIU logs not pruned', { logDir: s.logDir, error: String(e) }));
   if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
@@ -29,6 +46,8 @@ export async function restoreStopped(s: DestSession, timeoutMs: number, signal?:
     logFile: join(s.logDir, criuLogFileName(s.id, 'restore')),
     leaveStopped: true,
     detach: true,
+    fileLocks: features.fileLocks,
+    tcpEstablished: features.tcpEstablished,
     // The pager (lazy/pager-link.ts) listens on lazy-pages.socket in the images dir, CRIU's work dir.
     extraArgs: lazy ? ['--lazy-pages'] : [],
     timeoutMs: timeoutMs || 120_000,

@@ -1,6 +1,7 @@
 /** What this host offers to a peer in Negotiate: versions, platform, trackers, CRIU. */
 import { hostname, release } from 'node:os';
 import { probeCriu } from './criu/criu-binary.js';
+import { probeNetworkLock, TCP_ESTABLISHED_FEATURE } from './criu/criu-features.js';
 import { ferryVersion } from './repo-root.js';
 import type { PeerInfo } from './transport/messages.js';
 import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
@@ -30,6 +31,8 @@ export const LAZY_RESTORE_FEATURE = 'lazy-restore';
  */
 export async function localPeerInfo(trackers: readonly string[], moreFeatures: readonly string[] = []): Promise<PeerInfo> {
   const criu = await probeCriu();
+  // A side without a network lock cannot dump or restore an established connection: it says so by omission.
+  const tcp = criu.ok && (await probeNetworkLock(criu.path)) !== undefined ? [TCP_ESTABLISHED_FEATURE] : [];
   return {
     ferryVersion: ferryVersion(),
     protocolVersions: protocolVersions(),
@@ -40,7 +43,7 @@ export async function localPeerInfo(trackers: readonly string[], moreFeatures: r
     trackers: [...trackers],
     criuVersion: criu.ok ? criu.version : '',
     criuProblem: criu.ok ? '' : criu.reason,
-    features: [...FEATURES, ...moreFeatures],
+    features: [...FEATURES, ...tcp, ...moreFeatures],
   };
 }
 

@@ -42,6 +42,13 @@ Options:
                           ORIGINAL_LOST). Needs a dest that restores lazily; not with --restore eager or
                           --no-precopy
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
+  --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
+                          --file-locks on dump and restore (off: CRIU refuses a task holding a lock)
+  --tcp-established WHEN  off (default: CRIU refuses a task with a connected TCP socket), auto (when the task
+                          has one) or on: CRIU's --tcp-established on dump and restore, with the network lock
+                          that works on the host (nftables, else iptables); refused at once (FERRY-1019) when
+                          the source or the dest has none. The connection's local address must exist on the
+                          dest. Not the default yet: a rollback after such a dump breaks those connections
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
@@ -85,6 +92,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'commit-patience': { type: 'string' },
       restore: { type: 'string' },
       'post-copy': { type: 'string' },
+      'file-locks': { type: 'string' },
+      'tcp-established': { type: 'string' },
       ...TLS_FLAGS,
     },
     true,
@@ -120,6 +129,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     commitPatienceMs: msFlag('commit-patience', values['commit-patience']),
     restore: values.restore,
     postCopy: values['post-copy'],
+    fileLocks: values['file-locks'],
+    tcpEstablished: values['tcp-established'],
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

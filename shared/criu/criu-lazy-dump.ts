@@ -22,6 +22,7 @@ import { waitTreeStopped } from '../kernel/process-wait.js';
 import { formatQuote, readCriuLogErrors } from './criu-log.js';
 import { criuOutputFile, readCriuOutputTail } from './criu-log-files.js';
 import { spawnCriu, STOP_WAIT_MS } from './criu-runner.js';
+import { criuFeatureArgs, NO_CRIU_FEATURES, type CriuFeatures, type NetworkLock } from './criu-features.js';
 
 export interface LazyDumpOptions {
   criu: string;
@@ -32,6 +33,9 @@ export interface LazyDumpOptions {
   readyTimeoutMs: number;
   /** Told criu's pid once it runs (the freeze lease waits for it before it thaws). */
   onStarted?: ((pid: number) => void) | undefined;
+  /** --file-locks, --tcp-established (with `networkLock`), as a plain dump takes them. */
+  features?: CriuFeatures;
+  networkLock?: NetworkLock | undefined;
 }
 
 export interface LazyDump {
@@ -50,7 +54,7 @@ async function failure(what: string, logFile: string): Promise<FerryError> {
 /** Starts the lazy dump; resolves once every image is written and the tree is frozen. */
 export async function startLazyDump(o: LazyDumpOptions): Promise<LazyDump> {
   const logFile = resolve(o.logFile);
-  const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4'];
+  const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4', ...criuFeatureArgs(o.features ?? NO_CRIU_FEATURES, o.networkLock)];
   const outputFile = criuOutputFile(logFile);
   let child: ChildProcess;
   try {

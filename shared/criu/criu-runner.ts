@@ -29,6 +29,7 @@ import { waitGone, waitTreeStopped } from '../kernel/process-wait.js';
 import { killTreeAndWait, signalProcess, treePids } from '../kernel/signal-tree.js';
 import { formatQuote, readCriuLogErrors } from './criu-log.js';
 import { criuOutputFile, readCriuOutputTail } from './criu-log-files.js';
+import { criuFeatureArgs, type NetworkLock } from './criu-features.js';
 
 /** After SIGKILL, how long to wait for the killed processes to disappear. */
 const REAP_WAIT_MS = 5000;
@@ -53,6 +54,8 @@ interface CommonOptions {
   tcpEstablished?: boolean;
   /** `--file-locks`: carry file locks (criu refuses a task holding one without it). */
   fileLocks?: boolean;
+  /** `--network-lock`: how a dump with `tcpEstablished` blocks the connections (restore reads it from the images). */
+  networkLock?: NetworkLock | undefined;
   /** More criu arguments, appended as given. */
   extraArgs?: readonly string[];
   logLevel?: CriuLogLevel;
@@ -84,15 +87,14 @@ export interface CriuDumpResult {
 function commonArgs(o: CommonOptions, defaultLevel: CriuLogLevel): string[] {
   const args = ['-D', resolve(o.imagesDir), '-o', resolve(o.logFile), `-v${o.logLevel ?? defaultLevel}`];
   if (o.leaveStopped ?? true) args.push('--leave-stopped');
-  if (o.tcpEstablished) args.push('--tcp-established');
-  if (o.fileLocks) args.push('--file-locks');
-  return args;
+  return [...args, ...criuFeatureArgs({ fileLocks: o.fileLocks ?? false, tcpEstablished: o.tcpEstablished ?? false })];
 }
 
 /** The argument list of `criu dump` for these options. */
 export function criuDumpArgs(o: CriuDumpOptions): string[] {
   if (!Number.isSafeInteger(o.pid) || o.pid <= 1) throw new RangeError(`invalid pid ${o.pid}`);
-  return ['dump', '-t', String(o.pid), ...commonArgs(o, 4), ...(o.extraArgs ?? [])];
+  const lock = o.tcpEstablished && o.networkLock ? ['--network-lock', o.networkLock] : [];
+  return ['dump', '-t', String(o.pid), ...commonArgs(o, 4), ...lock, ...(o.extraArgs ?? [])];
 }
 
 /**

@@ -152,6 +152,12 @@ export const ERRORS = {
     'Run `ferry check --to HOST:PORT`: it says why the dest cannot restore lazily; or migrate with `--post-copy off`.',
     status.FAILED_PRECONDITION,
   ),
+  TCP_LOCK_UNAVAILABLE: spec(
+    'FERRY-1019',
+    'The task has established TCP connections, and no network-lock method works on the source or the dest',
+    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `npm run setup` provisions it) or iptables-restore on that host, or migrate with `--tcp-established off` (CRIU then refuses a connected socket).',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.

@@ -87,6 +87,12 @@ export interface RestoreRequest {
   timeoutMs: number;
   commitLeaseMs: number;
   mode?: RestoreMode;
+  /** The CRIU features the dump used; the restore needs the same. Absent: none. */
+  criuFeatures?: CriuFeaturesMessage | null;
+}
+export interface CriuFeaturesMessage {
+  fileLocks: boolean;
+  tcpEstablished: boolean;
 }
 export interface RestoreResponse {
   restoredPid: number;
@@ -194,6 +200,8 @@ export interface MigrateRequest {
   commitPatienceMs?: number | undefined;
   restore?: string | undefined;
   postCopy?: string | undefined;
+  fileLocks?: string | undefined;
+  tcpEstablished?: string | undefined;
 }
 
 export type ProtoPhase =

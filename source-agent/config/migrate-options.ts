@@ -10,8 +10,17 @@ import { restoreChoice, type RestoreChoice } from '../migration/restore-mode.js'
 import type { PostCopyChoice } from '../migration/events.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import { join } from 'node:path';
+import { featureChoice, type FeatureChoice } from '../../shared/criu/criu-features.js';
+import type { CriuFeaturesChoice } from '../migration/criu-features-choice.js';
 import { costModelPath } from '../cost-model.js';
 import { readSourceEnvironment, sourceJournalDir, type DumpMode, type SourceEnvironment } from './environment.js';
+
+/**
+ * Off until asked for: a rollback after a dump with --tcp-established resumes sockets CRIU left in repair mode
+ * behind its network lock (docs: netns-tcp-lab), which breaks those connections; without it CRIU refuses the
+ * dump and the thaw leaves them intact.
+ */
+const TCP_ESTABLISHED_DEFAULT: FeatureChoice = 'off';
 
 /** A Commit that may have reached the dest is asked about this long (the dest decides within its lease). */
 export const ANSWER_PATIENCE_MS = 5 * 60_000;
@@ -46,6 +55,10 @@ export interface MigrateOptions {
   restore?: string | undefined;
   /** off (default), auto (when pre-copy does not converge) or always (right after round 0). */
   postCopy?: string | undefined;
+  /** auto (default: when the tree holds a file lock), on or off: criu's --file-locks. */
+  fileLocks?: string | undefined;
+  /** auto (default: when the tree has a connected TCP socket), on or off: criu's --tcp-established. */
+  tcpEstablished?: string | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -78,6 +91,8 @@ export interface CompiledMigrateOptions {
   restore: RestoreChoice;
   /** When to resume the copy before the dest holds its memory (post-copy needs a lazy restore). */
   postCopy: PostCopyChoice;
+  /** criu's --file-locks and --tcp-established; auto decides from what the tree holds (criu-features-choice.ts). */
+  criuFeatures: CriuFeaturesChoice;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -118,7 +133,14 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
     restore,
     postCopy,
+    criuFeatures: { fileLocks: criuFeatureFlag('--file-locks', o.fileLocks), tcpEstablished: o.tcpEstablished === undefined ? TCP_ESTABLISHED_DEFAULT : criuFeatureFlag('--tcp-established', o.tcpEstablished) },
   };
+}
+
+function criuFeatureFlag(flag: string, v: string | undefined): FeatureChoice {
+  const c = featureChoice(v);
+  if (c === undefined) throw new FerryError('BAD_ARGUMENT', { message: `${flag} must be auto, on or off (got "${v}")`, hint: `auto (the default) turns it on when the task needs it.` });
+  return c;
 }
 
 /** At least 1 MB/s: below that a migration of any real task would take hours. */

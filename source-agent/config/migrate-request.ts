@@ -24,6 +24,8 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     commitPatienceMs: o.commitPatienceMs,
     restore: o.restore,
     postCopy: o.postCopy,
+    fileLocks: o.fileLocks,
+    tcpEstablished: o.tcpEstablished,
   };
 }
 
@@ -44,5 +46,7 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     commitPatienceMs: r.commitPatienceMs,
     restore: r.restore,
     postCopy: r.postCopy,
+    fileLocks: r.fileLocks,
+    tcpEstablished: r.tcpEstablished,
   };
 }

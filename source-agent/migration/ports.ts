@@ -27,6 +27,8 @@ import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
 import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
+import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
+import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
@@ -81,7 +83,20 @@ export interface SourceHost {
    * criu dump --leave-stopped of the tree into imagesDir. Deliberately not cancellable: a criu killed
    * mid-dump leaves parasite mappings in the task, so Ctrl-C waits for the dump and then rolls back.
    */
-  dump(o: { pid: number; imagesDir: string; logFile: string; timeoutMs: number; mode: DumpMode; onCriuStarted?: (pid: number) => void }): Promise<DumpKind>;
+  dump(o: {
+    pid: number;
+    imagesDir: string;
+    logFile: string;
+    timeoutMs: number;
+    mode: DumpMode;
+    onCriuStarted?: (pid: number) => void;
+    features: CriuFeatures;
+    networkLock?: NetworkLock | undefined;
+  }): Promise<DumpKind>;
+  /** What criu must be told about these processes (file locks, connected TCP), read from /proc. */
+  criuNeeds(pids: readonly number[]): TaskCriuNeeds;
+  /** The network-lock method that works here for established TCP, or undefined; probed once. */
+  networkLock(): Promise<NetworkLock | undefined>;
   /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
   startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
@@ -155,14 +170,27 @@ export const realSourceHost: SourceHost = {
   dump: async (o) => {
     const criu = await requireCriu('source');
     if (o.mode !== 'full' && (await lazyDumpSupported(criu))) {
-      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted });
+      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted, features: o.features, networkLock: o.networkLock });
       // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
       await dump.finish();
       return 'lazy';
     }
-    await criuDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, leaveStopped: true, timeoutMs: o.timeoutMs, onStarted: o.onCriuStarted });
+    await criuDump({
+      criu,
+      pid: o.pid,
+      imagesDir: o.imagesDir,
+      logFile: o.logFile,
+      leaveStopped: true,
+      timeoutMs: o.timeoutMs,
+      onStarted: o.onCriuStarted,
+      fileLocks: o.features.fileLocks,
+      tcpEstablished: o.features.tcpEstablished,
+      networkLock: o.networkLock,
+    });
     return 'full';
   },
+  criuNeeds: (pids) => readTaskCriuNeeds(pids),
+  networkLock: async () => probeNetworkLock(await requireCriu('source')),
   startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {

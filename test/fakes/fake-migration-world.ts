@@ -117,6 +117,8 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     tree: () => [{ hostPid: 4242, nsPid: 1 }],
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
+    criuNeeds: () => ({ fileLocks: [], tcpConnections: [] }),
+    networkLock: () => Promise.resolve('nftables' as const),
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;

@@ -44,6 +44,7 @@ describe('compileMigrateOptions', () => {
       undeliveredPatienceMs: 10_000,
       restore: 'auto',
       postCopy: 'off',
+      criuFeatures: { fileLocks: 'auto', tcpEstablished: 'off' },
     });
   });
 

@@ -13,6 +13,8 @@ import type { DumpKind, FreezeLeasePort, TreeMember } from '../ports.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { UndoHandle } from '../rollback-stack.js';
 import type { Negotiated } from './negotiate.js';
+import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
+import { chooseCriuFeatures } from '../criu-features-choice.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -25,6 +27,8 @@ export interface Frozen {
   /** performance.now() at the freeze: downtime counts from here. */
   frozenAt: number;
   dumpMs: number;
+  /** What the dump used; the restore must use the same. */
+  criuFeatures: CriuFeatures;
 }
 
 /**
@@ -34,6 +38,9 @@ export interface Frozen {
 export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: (dir: string) => void): Promise<Frozen> {
   const { host, opts, migrationId } = ctx;
   const rootPid = n.target.rootPid;
+  // Looked at again while the task still runs: a lock taken or a connection made during pre-copy counts.
+  const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
+  if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
   await mkdir(logsDir, { recursive: true });
@@ -63,6 +70,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     logFile: join(logsDir, criuLogFileName(migrationId, 'dump')),
     timeoutMs: opts.freezeTimeoutMs,
     mode: opts.dumpMode,
+    features: criu.features,
+    networkLock: criu.networkLock,
     // If this agent dies now, the guard lets criu finish before it thaws (a killed dump can kill the task).
     onCriuStarted: (pid) => {
       lease.waitForDump(pid);
@@ -73,5 +82,5 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
       }
     },
   });
-  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt };
+  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
 }

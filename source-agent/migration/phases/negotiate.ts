@@ -10,6 +10,8 @@ import type { MigrationContext } from '../migration-context.js';
 import { chooseRestoreMode, requirePostCopySupport, type RestoreMode } from '../restore-mode.js';
 import type { DestPort, MigrationPorts } from '../ports.js';
 import type { TaskLock } from '../../task-lock.js';
+import type { PeerInfo } from '../../../shared/transport/messages.js';
+import { chooseCriuFeatures, type ChosenCriuFeatures } from '../criu-features-choice.js';
 
 export interface Negotiated {
   target: TargetTree;
@@ -20,6 +22,10 @@ export interface Negotiated {
   tracker: { name: TrackerName; note: string };
   /** --restore resolved against the dest's features (only the dest decides whether lazy works). */
   restore: { mode: RestoreMode; note: string };
+  /** The CRIU features the tree needs now; freeze looks again just before the dump. */
+  criu: ChosenCriuFeatures;
+  /** The dest's PeerInfo: freeze checks a feature turned on late against it. */
+  destInfo: PeerInfo;
 }
 
 /** On success the caller owns `taskLock` and `dest` and must release and close them; on failure it is done here. */
@@ -37,6 +43,7 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     const protocolVersion = checkPeers(local, answer);
     if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
+    const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(target.tasks.map((t) => t.hostPid)), await host.networkLock(), answer.dest);
     const tracker = await host.chooseTracker(opts.tracker);
     ctx.announcer.announce({
       kind: 'started',
@@ -48,7 +55,8 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
       trackerNote: tracker.note,
     });
     ctx.log.info('restore mode', { mode: restore.mode, note: restore.note });
-    return { target, taskLock, dest, protocolVersion, tracker, restore };
+    ctx.log.info('criu features', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
+    return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest };
   } catch (e) {
     dest?.close();
     taskLock.release();

@@ -48,6 +48,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
       timeoutMs: opts.restoreTimeoutMs,
       commitLeaseMs: COMMIT_LEASE_MS,
       mode: lazy ? 'RESTORE_MODE_LAZY' : 'RESTORE_MODE_EAGER',
+      criuFeatures: f.criuFeatures,
     },
     ctx.signal,
   );
