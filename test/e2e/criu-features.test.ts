@@ -73,7 +73,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
   it.skip('a task holding a flock and a POSIX lock: moved with auto, the copy holds both (the original holds them until the commit: restore blocks)', async () => {
     const { t, copies } = await task('lock');
 
-    const r = await runMigrate(hosts!, t.pid, dest, { args: ['--tcp-established', 'auto'], timeoutMs: 60_000 });
+    const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const copy = r.summary!.restoredPid;
     copies.push(copy);
@@ -95,7 +95,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     const before = await t.report(t.pid);
     expect(before.error, JSON.stringify(before)).toBeNull();
 
-    const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });
+    const r = await runMigrate(hosts!, t.pid, dest, { args: ['--tcp-established', 'auto'], timeoutMs: 60_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const copy = r.summary!.restoredPid;
     copies.push(copy);
