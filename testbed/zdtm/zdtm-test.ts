@@ -1,0 +1,160 @@
+/**
+ * One CRIU ZDTM static test carried by `ferry migrate` between the two netns hosts, judged by the test's own
+ * protocol (test/zdtm.py of CRIU): started by make's %.pid rule (--pidfile, --outfile and its --filename or
+ * --dirname), under `ferry run` as pid 1 of its own pid namespace behind a tiny init (zdtm-init.c), migrated,
+ * then SIGTERM on the dest; the test writes PASS or FAIL into its .out file as it exits.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { DestAgentHandle } from '../dest-agent.js';
+import { runMigrate } from '../ferry-migrate.js';
+import { describeResult, runFerry, REPO_ROOT } from '../ferry-process.js';
+import type { TwoHosts } from '../netns-hosts.js';
+import { readPidState } from '../process-probes.js';
+import { waitFor } from '../wait-for.js';
+
+const execFileAsync = promisify(execFile);
+const INIT_SOURCE = fileURLToPath(new URL('./zdtm-init.c', import.meta.url));
+const BUILD_DIR = join(REPO_ROOT, 'build', 'workloads');
+
+/** pass: the test printed PASS after the move; fail: anything else, with the stage that failed. */
+export interface ZdtmOutcome {
+  test: string;
+  verdict: 'pass' | 'fail';
+  stage: 'start' | 'migrate' | 'verdict' | 'passed';
+  /** The FERRY code of a failed migration, if any. */
+  code?: string;
+  detail: string;
+  downtimeMs?: number;
+}
+
+/** The path of test/zdtm/static (scripts/provision-zdtm.sh: fetched from Debian and built once), or a reason. */
+export function provisionZdtm(): { dir?: string; reason: string } {
+  try {
+    const out = execFileSync('bash', [join(REPO_ROOT, 'scripts', 'provision-zdtm.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10 * 60_000 });
+    const dir = out.trim().split('\n').at(-1) ?? '';
+    return dir.startsWith('/') ? { dir, reason: '' } : { reason: `scripts/provision-zdtm.sh printed "${dir}"` };
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr?.trim().split('\n').slice(-2).join(' | ') ?? String(err);
+    return { reason: `scripts/provision-zdtm.sh failed: ${stderr}` };
+  }
+}
+
+let initBuilt: Promise<string> | undefined;
+export function buildZdtmInit(): Promise<string> {
+  initBuilt ??= (async () => {
+    const out = join(BUILD_DIR, 'zdtm-init');
+    if (existsSync(out) && statSync(out).mtimeMs >= statSync(INIT_SOURCE).mtimeMs) return out;
+    mkdirSync(BUILD_DIR, { recursive: true });
+    await execFileAsync('gcc', ['-O2', '-Wall', '-Wextra', '-static', '-o', out, INIT_SOURCE]);
+    return out;
+  })();
+  return initBuilt;
+}
+
+/** make's %.pid rule for the test, as argv (./NAME --pidfile=NAME.pid --outfile=NAME.out [--filename|--dirname]). */
+function startCommand(staticDir: string, test: string): string[] {
+  const out = execFileSync('make', ['-s', '-n', '-C', staticDir, `${test}.pid`], { encoding: 'utf8', timeout: 30_000 });
+  const line = out.split('\n').find((l) => l.startsWith(`./${test} `));
+  if (!line) throw new Error(`make -n ${test}.pid names no ./${test} command: ${out.trim()}`);
+  return line.trim().split(/\s+/);
+}
+
+/** The test's .desc flags (a Python dict literal): 'suid' tests keep root, the others drop to ZDTM_UID. */
+function descFlags(staticDir: string, test: string): string[] {
+  const desc = join(staticDir, `${test}.desc`);
+  if (!existsSync(desc)) return [];
+  return /'flags':\s*'([^']*)'/.exec(readFileSync(desc, 'utf8'))?.[1]?.split(/\s+/) ?? [];
+}
+
+function childrenOf(hostPid: number): number[] {
+  try {
+    const text = readFileSync(`/proc/${hostPid}/task/${hostPid}/children`, 'utf8').trim();
+    return text ? text.split(' ').map(Number) : [];
+  } catch {
+    return [];
+  }
+}
+
+function kill(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+export interface ZdtmRunOptions {
+  hosts: TwoHosts;
+  dest: DestAgentHandle;
+  staticDir: string;
+  logDir: string;
+  imagesDir: string;
+}
+
+export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<ZdtmOutcome> {
+  const bin = join(o.staticDir, test);
+  if (!existsSync(bin)) return { test, verdict: 'fail', stage: 'start', detail: 'not built (a header or library missing on this host)' };
+  const init = await buildZdtmInit();
+  for (const ext of ['.pid', '.out', '.out.inprogress']) rmSync(join(o.staticDir, test + ext), { force: true });
+  // Non-suid tests drop to ZDTM_UID (zdtm.py's numbers) and must still write their .out and .pid.
+  chmodSync(o.staticDir, 0o777);
+  const suid = descFlags(o.staticDir, test).includes('suid');
+  const env: Record<string, string> = { TMPDIR: '/tmp', ZDTM_THREAD_BOMB: '5' };
+  if (!suid) Object.assign(env, { ZDTM_UID: '18943', ZDTM_GID: '58467', ZDTM_GROUPS: '27495 48244' });
+
+  const run = await runFerry(['run', '--json', '--name', `zdtm-${test}`, '--log-dir', o.logDir, '--', init, o.staticDir, ...startCommand(o.staticDir, test)], {
+    host: o.hosts.src,
+    env,
+    timeoutMs: 20_000,
+  });
+  if (run.exitCode !== 0) return { test, verdict: 'fail', stage: 'start', detail: `ferry run: ${describeResult(run)}` };
+  const task = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { pid: number; launcherPid: number };
+  const victims = new Set<number>([task.pid, task.launcherPid]);
+  try {
+    // Ready when the pidfile is written and the test's first process has exited: init's only child is the test.
+    const pidFile = join(o.staticDir, `${test}.pid`);
+    try {
+      await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '' && childrenOf(task.pid).length === 1, 30_000, `${test} to write its pidfile`);
+    } catch (err) {
+      return { test, verdict: 'fail', stage: 'start', detail: `${String(err)}; ${outText(o.staticDir, test)}` };
+    }
+    for (const c of childrenOf(task.pid)) victims.add(c);
+
+    const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, timeoutMs: 90_000 });
+    if (result.exitCode !== 0 || !result.summary) {
+      const code = result.error?.code;
+      return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error?.message ?? describeResult(result) };
+    }
+    const restored = result.summary.restoredPid;
+    victims.add(restored);
+    const [testPid] = childrenOf(restored);
+    if (testPid === undefined) return { test, verdict: 'fail', stage: 'verdict', detail: `the restored init (${restored}) has no child`, downtimeMs: result.summary.downtimeMs };
+    victims.add(testPid);
+    kill(testPid, 'SIGTERM');
+    try {
+      await waitFor(() => readPidState(testPid) === undefined, 30_000, `${test} (pid ${testPid}) to exit on SIGTERM`);
+    } catch (err) {
+      return { test, verdict: 'fail', stage: 'verdict', detail: String(err), downtimeMs: result.summary.downtimeMs };
+    }
+    const out = outText(o.staticDir, test);
+    const passed = out.split(/\s+/).includes('PASS');
+    return { test, verdict: passed ? 'pass' : 'fail', stage: passed ? 'passed' : 'verdict', detail: out, downtimeMs: result.summary.downtimeMs };
+  } finally {
+    for (const pid of victims) kill(pid, 'SIGKILL');
+    await waitFor(() => [...victims].every((p) => readPidState(p) === undefined || readPidState(p) === 'Z'), 10_000, `${test}'s processes to be gone`).catch(() => undefined);
+    for (const ext of ['.pid', '.test']) rmSync(join(o.staticDir, test + ext), { recursive: true, force: true });
+  }
+}
+
+function outText(staticDir: string, test: string): string {
+  for (const f of [`${test}.out`, `${test}.out.inprogress`]) {
+    const p = join(staticDir, f);
+    if (existsSync(p)) return readFileSync(p, 'utf8').trim().split('\n').slice(-3).join(' | ');
+  }
+  return 'no .out file';
+}
