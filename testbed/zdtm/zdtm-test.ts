@@ -72,6 +72,21 @@ function childrenOf(hostPid: number): number[] {
   }
 }
 
+/** Every process below hostPid, depth first. */
+function descendants(hostPid: number): number[] {
+  return childrenOf(hostPid).flatMap((c) => [c, ...descendants(c)]);
+}
+
+/** The pid a process has in its own (innermost) pid namespace: the last NSpid field. */
+function innermostPid(hostPid: number): number | undefined {
+  try {
+    const line = readFileSync(`/proc/${hostPid}/status`, 'utf8').split('\n').find((l) => l.startsWith('NSpid:'));
+    return line ? Number(line.split(/\s+/).at(-1)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function kill(pid: number | undefined, sig: NodeJS.Signals): void {
   if (pid === undefined) return;
   try {
@@ -111,14 +126,25 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
   const task = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { pid: number; launcherPid: number };
   const victims = new Set<number>([task.pid, task.launcherPid]);
   try {
-    // Ready when the pidfile is written and the test's first process has exited: init's only child is the test.
+    // make's %.pid rule returns when the test's first process (init's first child) has written the pidfile
+    // and exited; the test proper (the pidfile's pid) runs on. Other tests' orphans may be init's children too.
     const pidFile = join(o.staticDir, `${test}.pid`);
+    let nsPid: number;
     try {
-      await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '' && childrenOf(task.pid).length === 1, 30_000, `${test} to write its pidfile`);
+      const first = await waitFor(() => childrenOf(task.pid)[0], 10_000, `zdtm-init to start ${test}`);
+      nsPid = await waitFor(
+        () => {
+          const text = existsSync(pidFile) ? readFileSync(pidFile, 'utf8').trim() : '';
+          const state = readPidState(first);
+          return text !== '' && (state === undefined || state === 'Z') ? Number(text) : undefined;
+        },
+        30_000,
+        `${test} to write its pidfile`,
+      );
     } catch (err) {
       return { test, verdict: 'fail', stage: 'start', detail: `${String(err)}; ${outText(o.staticDir, test)}` };
     }
-    for (const c of childrenOf(task.pid)) victims.add(c);
+    for (const p of descendants(task.pid)) victims.add(p);
 
     const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, args: o.migrateArgs ?? [], timeoutMs: 90_000 });
     if (result.exitCode !== 0 || !result.summary) {
@@ -127,8 +153,10 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     }
     const restored = result.summary.restoredPid;
     victims.add(restored);
-    const [testPid] = childrenOf(restored);
-    if (testPid === undefined) return { test, verdict: 'fail', stage: 'verdict', detail: `the restored init (${restored}) has no child`, downtimeMs: result.summary.downtimeMs };
+    const tree = descendants(restored);
+    for (const p of tree) victims.add(p);
+    const testPid = tree.find((p) => innermostPid(p) === nsPid);
+    if (testPid === undefined) return { test, verdict: 'fail', stage: 'verdict', detail: `no pid ${nsPid} in the restored tree of ${restored}`, downtimeMs: result.summary.downtimeMs };
     victims.add(testPid);
     kill(testPid, 'SIGTERM');
     try {
@@ -149,10 +177,10 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
 /** What make's %.cleanout rule removes: the pidfile, the out files and the files the test made. */
 function cleanout(staticDir: string, test: string): void {
   for (const f of readdirSync(staticDir)) {
-    const ours = f.startsWith(`${test}.`) || f.includes(`${test}.test`) || f.startsWith(`chew_${test}.test`);
-    if (ours && f !== `${test}.desc` && f !== `${test}.c` && f !== `${test}.o` && f !== `${test}.d`) {
-      rmSync(join(staticDir, f), { recursive: true, force: true });
-    }
+    // make's rule: $<.pid* $<.out* *$<.test* $<.*.test $<.*.state $<.state chew_$<.test*
+    const rest = f.startsWith(`${test}.`) ? f.slice(test.length + 1) : undefined;
+    const made = (rest !== undefined && /^(pid|out|state)|\.(test|state)$/.test(rest)) || f.includes(`${test}.test`);
+    if (made) rmSync(join(staticDir, f), { recursive: true, force: true });
   }
 }
 
