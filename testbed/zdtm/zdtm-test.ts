@@ -126,17 +126,16 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
   const task = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { pid: number; launcherPid: number };
   const victims = new Set<number>([task.pid, task.launcherPid]);
   try {
-    // make's %.pid rule returns when the test's first process (init's first child) has written the pidfile
-    // and exited; the test proper (the pidfile's pid) runs on. Other tests' orphans may be init's children too.
+    // make's %.pid rule returns when the test's first process (pid 2: init's first fork) has written the
+    // pidfile and exited; the test proper (the pidfile's pid) runs on, and so may orphans reparented to init.
     const pidFile = join(o.staticDir, `${test}.pid`);
     let nsPid: number;
     try {
-      const first = await waitFor(() => childrenOf(task.pid)[0], 10_000, `zdtm-init to start ${test}`);
       nsPid = await waitFor(
         () => {
           const text = existsSync(pidFile) ? readFileSync(pidFile, 'utf8').trim() : '';
-          const state = readPidState(first);
-          return text !== '' && (state === undefined || state === 'Z') ? Number(text) : undefined;
+          const firstRuns = descendants(task.pid).some((p) => innermostPid(p) === 2 && readPidState(p) !== 'Z');
+          return text !== '' && !firstRuns ? Number(text) : undefined;
         },
         30_000,
         `${test} to write its pidfile`,
