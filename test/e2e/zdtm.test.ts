@@ -26,7 +26,7 @@ interface ExpectedResults {
 const expected = JSON.parse(readFileSync(new URL('../../testbed/zdtm/expected-results.json', import.meta.url), 'utf8')) as ExpectedResults;
 const FULL = process.env.FERRY_ZDTM === 'full';
 const only = process.env.FERRY_ZDTM_TESTS?.split(',').filter(Boolean);
-const selected = only ?? (FULL ? Object.keys(expected.tests) : expected.ci);
+const selected = only?.length ? only : FULL ? Object.keys(expected.tests) : expected.ci;
 
 const base =
   canRun('ZDTM through ferry migrate', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('unshare'), hasCommand('gcc'), hasCommand('make')) &&
