@@ -21,29 +21,13 @@ done
 
 [ "$(id -u)" = 0 ] || { log "building ZDTM needs root (apt's sandbox; the tests themselves need root too)"; exit 1; }
 for tool in gcc make xz; do command -v $tool >/dev/null || { log "needs $tool"; exit 1; }; done
-arch=$(dpkg --print-architecture)
 
-debian_mirror() { # the Debian mirror this host already uses, as provision-criu.sh finds it
-  { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
-    grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | sed -E 's/\[[^]]*\] //' | awk '{print $2}'
-  } | grep -E '/debian/?$' | grep -v -- '-security' | head -1 || true
-}
+. "$(dirname "$0")/private-apt.sh"
 mirror=${FERRY_DEBIAN_MIRROR:-$(debian_mirror)}
 [ -n "$mirror" ] || { log "no Debian mirror in /etc/apt; set FERRY_DEBIAN_MIRROR"; exit 1; }
 
-apt_dir=$DIR/apt
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/parts" "$apt_dir/src"
-: > "$apt_dir/status"
-echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" > "$apt_dir/sources.list"
-if id _apt >/dev/null 2>&1; then  # apt's download sandbox user must be able to write
-  chmod 755 "$CACHE" "$DIR" "$apt_dir" "$apt_dir/lists" "$apt_dir/archives"
-  chown _apt "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/src"
-fi
-apt_opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts="$apt_dir/parts"
-  -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null
-  -o Dir::State::Lists="$apt_dir/lists" -o Dir::State::status="$apt_dir/status"
-  -o Dir::Cache="$apt_dir" -o Dir::Cache::archives="$apt_dir/archives"
-  -o APT::Architectures="$arch" -o Acquire::Languages=none -o APT::Get::List-Cleanup=false)
+mkdir -p "$DIR"
+private_apt "$DIR/apt" "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" "$CACHE"
 
 log "fetching the criu source package from $mirror ($SUITE) into $DIR"
 apt-get "${apt_opts[@]}" -qq update >&2

@@ -13,7 +13,7 @@ import type { DestAgentHandle } from '../dest-agent.js';
 import { runMigrate } from '../ferry-migrate.js';
 import { describeResult, runFerry, REPO_ROOT } from '../ferry-process.js';
 import type { TwoHosts } from '../netns-hosts.js';
-import { readPidState } from '../process-probes.js';
+import { processStartTime, readPidState } from '../process-probes.js';
 import { waitFor } from '../wait-for.js';
 
 const execFileAsync = promisify(execFile);
@@ -124,7 +124,11 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
   });
   if (run.exitCode !== 0) return { test, verdict: 'fail', stage: 'start', detail: `ferry run: ${describeResult(run)}` };
   const task = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { pid: number; launcherPid: number };
-  const victims = new Set<number>([task.pid, task.launcherPid]);
+  // By pid and start time: a pid that is gone may be reused by the time the finally block kills.
+  const victims = new Map<number, string | undefined>();
+  const watch = (pid: number): void => void victims.set(pid, processStartTime(pid));
+  watch(task.pid);
+  watch(task.launcherPid);
   try {
     // make's %.pid rule returns when the test's first process (pid 2: init's first fork) has written the
     // pidfile and exited; the test proper (the pidfile's pid) runs on, and so may orphans reparented to init.
@@ -143,7 +147,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     } catch (err) {
       return { test, verdict: 'fail', stage: 'start', detail: `${String(err)}; ${outText(o.staticDir, test)}` };
     }
-    for (const p of descendants(task.pid)) victims.add(p);
+    for (const p of descendants(task.pid)) watch(p);
 
     const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, args: o.migrateArgs ?? [], timeoutMs: 90_000 });
     if (result.exitCode !== 0 || !result.summary) {
@@ -151,12 +155,11 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
       return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error ? `${result.error.message}: ${result.error.detail ?? ''}` : describeResult(result) };
     }
     const restored = result.summary.restoredPid;
-    victims.add(restored);
+    watch(restored);
     const tree = descendants(restored);
-    for (const p of tree) victims.add(p);
+    for (const p of tree) watch(p);
     const testPid = tree.find((p) => innermostPid(p) === nsPid);
     if (testPid === undefined) return { test, verdict: 'fail', stage: 'verdict', detail: `no pid ${nsPid} in the restored tree of ${restored}`, downtimeMs: result.summary.downtimeMs };
-    victims.add(testPid);
     kill(testPid, 'SIGTERM');
     try {
       await waitFor(() => readPidState(testPid) === undefined, 30_000, `${test} (pid ${testPid}) to exit on SIGTERM`);
@@ -167,8 +170,9 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     const passed = out.split(/\s+/).includes('PASS');
     return { test, verdict: passed ? 'pass' : 'fail', stage: passed ? 'passed' : 'verdict', detail: out, downtimeMs: result.summary.downtimeMs };
   } finally {
-    for (const pid of victims) kill(pid, 'SIGKILL');
-    await waitFor(() => [...victims].every((p) => readPidState(p) === undefined || readPidState(p) === 'Z'), 10_000, `${test}'s processes to be gone`).catch(() => undefined);
+    const alive = [...victims].filter(([pid, started]) => started !== undefined && processStartTime(pid) === started).map(([pid]) => pid);
+    for (const pid of alive) kill(pid, 'SIGKILL');
+    await waitFor(() => alive.every((p) => readPidState(p) === undefined || readPidState(p) === 'Z'), 10_000, `${test}'s processes to be gone`).catch(() => undefined);
     cleanout(o.staticDir, test); // the verdict's last lines are in the outcome's detail
   }
 }
