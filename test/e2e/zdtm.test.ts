@@ -16,6 +16,8 @@ interface Expectation {
   expect: 'pass' | 'fail' | 'invalid';
   category?: string;
   reason?: string;
+  /** The FERRY code an expected failure fails with: a failure for another cause is no match. */
+  code?: string;
 }
 interface ExpectedResults {
   migrateArgs: string[];
@@ -64,7 +66,10 @@ describe.skipIf(!runnable)(`CRIU ZDTM static tests through ferry migrate (${FULL
       outcomes.push(got);
       const seen = `${got.verdict} at ${got.stage}${got.code ? ` (${got.code})` : ''}: ${got.detail}`;
       if (want!.expect === 'pass') expect(got.verdict, seen).toBe('pass');
-      else if (want!.expect === 'fail') expect(got.verdict, `expected to fail (${want!.reason}) but passed: update expected-results.json`).toBe('fail');
+      else if (want!.expect === 'fail') {
+        expect(got.verdict, `expected to fail (${want!.reason}) but passed: update expected-results.json`).toBe('fail');
+        if (want!.code) expect(got.code, `expected to fail with ${want!.code}; ${seen}`).toBe(want!.code);
+      }
     }, 150_000);
   }
 });

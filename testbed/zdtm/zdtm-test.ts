@@ -111,6 +111,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
   if (!existsSync(bin)) return { test, verdict: 'fail', stage: 'start', detail: 'not built (a header or library missing on this host)' };
   const init = await buildZdtmInit();
   cleanout(o.staticDir, test);
+  const sysvBefore = sysvObjects();
   // zdtm.py drops non-suid tests to ZDTM_UID; here every test keeps root (as a `ferry run` task of root does):
   // root of this host lacks CAP_SYS_RESOURCE, so CRIU cannot read the rlimits of a task of another uid and
   // every dropped test would fail on that one cause ("Can't get rlimit 0"). Tests that setuid themselves
@@ -174,6 +175,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     for (const pid of alive) kill(pid, 'SIGKILL');
     await waitFor(() => alive.every((p) => readPidState(p) === undefined || readPidState(p) === 'Z'), 10_000, `${test}'s processes to be gone`).catch(() => undefined);
     cleanout(o.staticDir, test); // the verdict's last lines are in the outcome's detail
+    removeSysvSince(sysvBefore);
   }
 }
 
@@ -184,6 +186,31 @@ function cleanout(staticDir: string, test: string): void {
     const rest = f.startsWith(`${test}.`) ? f.slice(test.length + 1) : undefined;
     const made = (rest !== undefined && /^(pid|out|state)|\.(test|state)$/.test(rest)) || f.includes(`${test}.test`);
     if (made) rmSync(join(staticDir, f), { recursive: true, force: true });
+  }
+}
+
+const SYSV = { shm: '-m', msg: '-q', sem: '-s' } as const;
+
+/** The SysV IPC objects of the host IPC namespace, as "kind id" (the test runs in it, as `ferry run` starts it). */
+function sysvObjects(): Set<string> {
+  const ids = new Set<string>();
+  for (const kind of Object.keys(SYSV) as (keyof typeof SYSV)[]) {
+    for (const line of readFileSync(`/proc/sysvipc/${kind}`, 'utf8').trim().split('\n').slice(1)) ids.add(`${kind} ${line.trim().split(/\s+/)[1]}`);
+  }
+  return ids;
+}
+
+/** Removes the SysV objects made since `before` (a SIGKILLed shm or msgque test leaves its objects behind, and
+ * the next run of it fails with EEXIST). */
+function removeSysvSince(before: Set<string>): void {
+  for (const obj of sysvObjects()) {
+    if (before.has(obj)) continue;
+    const [kind, id] = obj.split(' ') as [keyof typeof SYSV, string];
+    try {
+      execFileSync('ipcrm', [SYSV[kind], id], { stdio: 'ignore', timeout: 5_000 });
+    } catch {
+      // removed meanwhile
+    }
   }
 }
 
