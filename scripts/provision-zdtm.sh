@@ -30,7 +30,7 @@ mkdir -p "$DIR"
 private_apt "$DIR/apt" "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" "$CACHE"
 
 log "fetching the criu source package from $mirror ($SUITE) into $DIR"
-apt-get "${apt_opts[@]}" -qq update >&2
+apt-get "${apt_opts[@]}" -qq --error-on=any update >&2 || { log "cannot read $SUITE's Sources from $mirror"; exit 1; }
 # --print-uris names the files with their sizes and hashes from the signed index; fetch only the orig tarball.
 line=$(apt-get "${apt_opts[@]}" -qq --print-uris source criu | grep -E "_[0-9.]+\.orig\.tar\.xz' " | head -1)
 [ -n "$line" ] || { log "no criu orig tarball in $SUITE's Sources"; exit 1; }
