@@ -35,12 +35,7 @@ arch=$(dpkg --print-architecture)
 [ "$arch" = amd64 ] || { log "only amd64 is supported for the private CRIU prefix (this host: $arch); install criu >= 4.2 yourself"; exit 1; }
 multiarch=x86_64-linux-gnu
 
-# The Debian mirror this host already uses (never a host of our choosing); deb822 first, then one-line format.
-debian_mirror() {
-  { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
-    grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | sed -E 's/\[[^]]*\] //' | awk '{print $2}'
-  } | grep -E '/debian/?$' | grep -v -- '-security' | head -1 || true
-}
+. "$(dirname "$0")/private-apt.sh"
 mirror=${FERRY_DEBIAN_MIRROR:-$(debian_mirror)}
 [ -n "$mirror" ] || { log "no Debian mirror in /etc/apt; set FERRY_DEBIAN_MIRROR"; exit 1; }
 
@@ -51,18 +46,8 @@ pkgs=(criu libc6 libbsd0 libmd0 libgnutls30t64 libp11-kit0 libffi8 libidn2-0 lib
       libprotobuf-c1 libnl-3-200 libnet9 libuuid1)
 
 work=$PREFIX.partial
-rm -rf "$work"; mkdir -p "$work/apt/lists/partial" "$work/apt/archives/partial" "$work/apt/debs" "$work/apt/parts" "$work/bin"
-: > "$work/apt/status"
-echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" > "$work/apt/sources.list"
-if id _apt >/dev/null 2>&1; then  # apt's download sandbox user must be able to write
-  chmod 755 "$CACHE" "$work" "$work/apt" "$work/apt/lists" "$work/apt/archives"
-  chown _apt "$work/apt/lists/partial" "$work/apt/archives/partial" "$work/apt/debs"
-fi
-apt_opts=(-o Dir::Etc::SourceList="$work/apt/sources.list" -o Dir::Etc::SourceParts="$work/apt/parts"
-  -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null
-  -o Dir::State::Lists="$work/apt/lists" -o Dir::State::status="$work/apt/status"
-  -o Dir::Cache="$work/apt" -o Dir::Cache::archives="$work/apt/archives"
-  -o APT::Architectures="$arch" -o Acquire::Languages=none -o APT::Get::List-Cleanup=false)
+rm -rf "$work"; mkdir -p "$work/bin"
+private_apt "$work/apt" "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $SUITE main" "$CACHE"
 
 log "fetching criu and its libraries from $mirror ($SUITE) into $PREFIX"
 apt-get "${apt_opts[@]}" -qq update >&2
