@@ -11,6 +11,7 @@
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
+import { TASK_PAGEMAP } from '../../shared/criu/image-names.js';
 import { decodeMmVmas } from '../../shared/criu/mm-image.js';
 import { decodePagemap, encodePagemap, PE_LAZY, type Pagemap } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
@@ -112,11 +113,17 @@ export async function prepareLazyImages(s: PageSourceSession, manifests: readonl
     }
     const tTaskPages = performance.now();
     tPages += tTaskPages - tTask;
-    const mmName = `mm-${m.task}.img`;
-    const vmas = decodeMmVmas(await readFile(join(s.imagesDir, mmName)).catch(() => {
-      throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
-    }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: cols, hashes: m.hashes });
+    // Shared memory's pagemaps (pagemap-shmem-*.img) belong to no task and have no lazy entry (the source refuses
+    // one): CRIU restores them whole from their pages image; the pager has nothing of theirs to fill.
+    if (TASK_PAGEMAP.test(m.pagemapImage)) {
+      const mmName = `mm-${m.task}.img`;
+      const vmas = decodeMmVmas(await readFile(join(s.imagesDir, mmName)).catch(() => {
+        throw invalid(`${mmName} is missing: the lazy ranges cannot be split at VMA edges`);
+      }), mmName).sort((a: { start: bigint }, b: { start: bigint }) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+      tasks.push({ nsPid: m.task, ranges: planRanges(pm, vmas, s.pageSize), pages: cols, hashes: m.hashes });
+    } else if (pm.entries.some((e) => (e.flags & PE_LAZY) !== 0)) {
+      throw invalid(`${m.pagemapImage}: lazy pages outside a task`);
+    }
     await writeEagerPages(s, pm, cols, files, m);
     tImages += performance.now() - tTaskPages;
   }
