@@ -125,6 +125,16 @@ describe.skipIf(!runnable)(`post-copy between two network-namespace hosts (${LIN
     // A failed case may leave the link down: the namespaces go anyway, but the agents' stop must not wait on it.
     await hosts?.upLink().catch(() => undefined);
     for (const t of tasks) await t.stop();
+    // A case that failed before it learned its copy's pid leaves that copy: every memtest in either namespace goes.
+    for (const ns of [hosts?.dst.netns, hosts?.src.netns]) {
+      for (const pid of ns ? memtestsIn(ns) : []) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone already */
+        }
+      }
+    }
     await dest?.stop();
     await hosts?.destroy();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
