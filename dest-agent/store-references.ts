@@ -5,7 +5,7 @@
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { PE_LAZY, PE_PRESENT, type Pagemap } from '../shared/criu/pagemap-image.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
-import { bitAt } from './page-bitmap.js';
+import { bitAt } from '../shared/pages/page-bitmap.js';
 import type { TaskPageStore } from './page-store.js';
 import type { PagesManifest } from './restore-page-source.js';
 

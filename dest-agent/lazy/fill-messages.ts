@@ -1,7 +1,7 @@
 /** The Fill stream's messages on the dest: each request checked against the session's manifests, the end in wire form. */
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import type * as m from '../../shared/transport/messages.js';
-import { bitAt } from '../page-bitmap.js';
+import { bitAt } from '../../shared/pages/page-bitmap.js';
 import { checkMigrationId } from '../request-bounds.js';
 import { MAX_REPLACE_PAGES, type PagerStats } from './pager-control.js';
 

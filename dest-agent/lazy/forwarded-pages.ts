@@ -5,7 +5,7 @@
  * then sends everything again (the pager ignores what it has).
  */
 import type * as m from '../../shared/transport/messages.js';
-import { bitAt } from '../page-bitmap.js';
+import { bitAt } from '../../shared/pages/page-bitmap.js';
 import type { FillBounds } from './fill-messages.js';
 import type { PagerWant } from './pager-control.js';
 

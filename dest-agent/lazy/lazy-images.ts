@@ -19,7 +19,7 @@ import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import { remoteCount } from './remote-pages.js';
 import type { TaskPageStore } from '../page-store.js';
 import type { PagesManifest, PageSourceSession } from '../restore-page-source.js';
-import { bitAt } from '../page-bitmap.js';
+import { bitAt } from '../../shared/pages/page-bitmap.js';
 import { checkStoreReferences, NO_SLOT } from '../store-references.js';
 import { planRanges, REMOTE_FILE, splitLazyPagemap, writePlanFile, type PlanPageColumns, type PlanTask } from './pager-plan.js';
 

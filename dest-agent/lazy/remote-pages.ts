@@ -12,7 +12,7 @@ import { TASK_PAGEMAP } from '../../shared/criu/image-names.js';
 import { decodePagemap, PE_LAZY, type Pagemap } from '../../shared/criu/pagemap-image.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
-import { bitAt } from '../page-bitmap.js';
+import { bitAt } from '../../shared/pages/page-bitmap.js';
 
 const invalid = (detail: string): FerryError => new FerryError('REQUEST_INVALID', { side: 'dest', phase: 'restore', detail });
 

@@ -22,6 +22,7 @@ import { FerryError, SystemCallError } from '../../shared/errors/ferry-error.js'
 import type { Logger } from '../../shared/logging/logger.js';
 import { hashPages } from '../../shared/native/addon.js';
 import { describePageAddresses } from '../../shared/kernel/process-memory.js';
+import { bitAt } from '../../shared/pages/page-bitmap.js';
 import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { FillCall, FillCallHandlers } from '../fill-call.js';
@@ -138,7 +139,6 @@ interface Want {
   bytes: boolean;
 }
 
-const bit = (bits: Uint8Array, i: number): boolean => (bits[i >> 3]! & (1 << (i & 7))) !== 0;
 
 /**
  * Runs the fill until the dest says done or failed, opening the call again when it breaks; `patienceMs` bounds
@@ -306,9 +306,9 @@ export async function confirmPages(
       let withBytes = 0;
       for (let k = 0; k < n; k++) {
         const i = at + k;
-        const remote = t.m.remote.length > 0 && bit(t.m.remote, i);
+        const remote = t.m.remote.length > 0 && bitAt(t.m.remote, i);
         const differs = !remote && hashes.compare(t.m.hashes, i * HASH_BYTES, (i + 1) * HASH_BYTES, k * HASH_BYTES, (k + 1) * HASH_BYTES) !== 0;
-        const firstTime = !bit(t.answered, i);
+        const firstTime = !bitAt(t.answered, i);
         t.answered[i >> 3]! |= 1 << (i & 7);
         if (bytes || remote || differs) {
           withData[k >> 3]! |= 1 << (k & 7);
@@ -326,7 +326,7 @@ export async function confirmPages(
       else if (withBytes > 0) {
         data = Buffer.allocUnsafe(withBytes * o.pageSize);
         let d = 0;
-        for (let k = 0; k < n; k++) if (bit(withData, k)) d += c.data.copy(data, d, k * o.pageSize, (k + 1) * o.pageSize);
+        for (let k = 0; k < n; k++) if (bitAt(withData, k)) d += c.data.copy(data, d, k * o.pageSize, (k + 1) * o.pageSize);
       }
       await send(t.m.task, at, n, data, withBytes > 0 && withBytes < n ? withData : undefined);
       at += n;
@@ -365,7 +365,7 @@ export async function confirmPages(
         // one for bytes (the dest's copy is damaged) always gets them.
         let from = w.first;
         const end = w.first + w.count;
-        if (!w.bytes) while (from < end && bit(t.answered, from)) from++;
+        if (!w.bytes) while (from < end && bitAt(t.answered, from)) from++;
         if (from < end) {
           totals.wantedPages += end - from;
           await answerRange(t, from, end - from, w.bytes);
@@ -448,12 +448,12 @@ function* sweepRanges(tasks: Map<number, TaskState>): Generator<{ t: TaskState; 
           i += 8;
           continue;
         }
-        if (!bit(bits, i) || bit(t.answered, i)) {
+        if (!bitAt(bits, i) || bitAt(t.answered, i)) {
           i++;
           continue;
         }
         let j = i + 1;
-        while (j < end && j - i < SWEEP_CHUNK_PAGES && bit(bits, j) && !bit(t.answered, j)) j++;
+        while (j < end && j - i < SWEEP_CHUNK_PAGES && bitAt(bits, j) && !bitAt(t.answered, j)) j++;
         yield { t, first: i, count: j - i };
         i = j;
       }

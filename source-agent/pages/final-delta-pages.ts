@@ -16,6 +16,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { ANY_PAGEMAP, TASK_PAGEMAP } from '../../shared/criu/image-names.js';
 import { decodePagemap, PE_LAZY, PE_PRESENT, type PagemapEntry } from '../../shared/criu/pagemap-image.js';
 import { hashPages } from '../../shared/native/addon.js';
+import { setBits } from '../../shared/pages/page-bitmap.js';
 import { HASH_BYTES, PageHashIndex } from '../../shared/pages/page-hash-index.js';
 import type { PagesImageManifest } from '../../shared/transport/messages.js';
 import { BATCH_PAGES } from '../../shared/transport/page-batch.js';
@@ -221,14 +222,6 @@ export async function sendFinalDelta(
   return { manifests, pageRuns, dumpPages, taskPages, trustedPages: sent.heldPages, sentPages: sent.sentPages, sentBytes: sent.sentBytes, zeroPages: sent.zeroPages, remotePages: sent.remotePages };
 }
 
-/** Sets bits [first, first + count) of an LSB-first bitmap, a byte at a time where it can. */
-export function setBits(bits: Buffer, first: number, count: number): void {
-  let i = first;
-  const end = first + count;
-  for (; i < end && (i & 7) !== 0; i++) bits[i >> 3]! |= 1 << (i & 7);
-  for (; i + 8 <= end; i += 8) bits[i >> 3] = 0xff;
-  for (; i < end; i++) bits[i >> 3]! |= 1 << (i & 7);
-}
 
 /**
  * The check behind a tracker's word: reads every dumped page again (stopped task or pages image), hashes it

@@ -70,7 +70,11 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
   // original's lock until the restore timeout. Measured with plain CRIU too (dump --leave-stopped, restore
   // while the original is stopped). It needs the source to drop the frozen original's locks before the
   // restore (and take them back on rollback), which is not built yet.
-  it.skip('a task holding a flock and a POSIX lock: moved with auto, the copy holds both (the original holds them until the commit: restore blocks)', async () => {
+  it('a task holding a flock and a POSIX lock: moved with auto, the copy holds both (the original holds them until the commit: restore blocks)', async (ctx) => {
+    if (process.env.FERRY_TRY_LOCK_MOVE !== '1') {
+      console.log('skipped: on one machine the dest restore waits for the lock the stopped original holds (FERRY_TRY_LOCK_MOVE=1 runs it)');
+      ctx.skip();
+    }
     const { t, copies } = await task('lock');
 
     const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });

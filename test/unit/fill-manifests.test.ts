@@ -17,7 +17,7 @@ import type * as m from '../../shared/transport/messages.js';
 import type { FillCallHandlers } from '../../source-agent/fill-call.js';
 import { decodeFillManifests, encodeFillManifests, fillManifestsPath, loadFillManifests, type FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import { SourceJournal } from '../../source-agent/migration/source-journal.js';
-import { setBits } from '../../source-agent/pages/final-delta-pages.js';
+import { setBits } from '../../shared/pages/page-bitmap.js';
 import { confirmPages, FILL_WINDOW_BYTES, fillUntilDone, SWEEP_CHUNK_PAGES, whileOriginal } from '../../source-agent/pages/confirm-pages.js';
 import { originalLostError } from '../../source-agent/migration/commit-outcome.js';
 import { FerryError, SystemCallError } from '../../shared/errors/ferry-error.js';
