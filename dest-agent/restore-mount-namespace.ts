@@ -21,7 +21,7 @@ export function restoreMountNamespace(asked: MountNamespaceMessage | null | unde
   checkListLength('mount_ns.external_mounts', paths.length, MAX_EXTERNAL_MOUNTS, 'restore');
   for (const [i, p] of paths.entries()) {
     checkText(`mount_ns.external_mounts[${i}]`, p, MAX_PATH, 'restore');
-    if (!p.startsWith('/') || posix.normalize(p) !== p || p.includes('\0')) {
+    if (!p.startsWith('/') || posix.normalize(p) !== p || (p !== '/' && p.endsWith('/')) || p.includes('\0')) {
       throw new FerryError('REQUEST_INVALID', { side: 'dest', phase: 'restore', detail: `mount_ns.external_mounts[${i}] is not a normalized absolute path` });
     }
   }
