@@ -5,7 +5,7 @@
  * reports what it sees: the segment (found again by key, read through a fresh attach), its IPC and mount
  * namespaces, and its /proc (what /proc/self resolves to, what /proc/1 is, the fs type mounted at /proc).
  */
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { runFerry, describeResult } from '../ferry-process.js';
 import type { Host } from '../netns-hosts.js';
@@ -72,6 +72,8 @@ export interface IsolatedTaskHandle {
   launcherPid: number;
   token: string;
   report(hostPid: number, timeoutMs?: number): Promise<IsolatedTaskReport>;
+  /** Host pids of the python processes running with this task's token: the original and any copy. */
+  instances(): number[];
   /** SIGKILL to the task, its launcher and every pid given (copies); removes its files. */
   stop(more?: readonly number[]): void;
 }
@@ -99,6 +101,7 @@ export async function startIsolatedTask(host: Host, dir: string, name: string, r
       ...task,
       token,
       stop,
+      instances: () => pythonsWith(token),
       report: async (hostPid, timeoutMs = 20_000) => {
         rmSync(out, { force: true });
         const asked = Date.now();
@@ -111,4 +114,19 @@ export async function startIsolatedTask(host: Host, dir: string, name: string, r
     stop();
     throw e;
   }
+}
+
+function pythonsWith(token: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone
+    }
+    if (/python3?$/.test(argv[0] ?? '') && argv.includes(token)) found.push(Number(name));
+  }
+  return found;
 }
