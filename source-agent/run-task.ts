@@ -42,11 +42,10 @@ export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
   const start = launcher(o.isolation ?? HOST_ISOLATION, o.command, o.args, stdout, stderr);
   let launcherPid: number | undefined;
   try {
-    const [program, ...argv] = start.argv as [string, ...string[]];
+    const [program, ...argv] = start as [string, ...string[]];
     const child = spawn(program, argv, {
       detached: true,
-      // Node opens everything else close-on-exec: no other fd is inherited
-      stdio: start.opensStdio ? 'ignore' : ['ignore', out, err],
+      stdio: ['ignore', out, err], // Node opens everything else close-on-exec: no other fd is inherited
     });
     launcherPid = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));

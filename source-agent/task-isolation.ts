@@ -47,15 +47,13 @@ const MOUNT_SETUP = [
   'exec setsid "$@"',
 ].join('\n');
 
-export interface Launcher {
-  argv: string[];
-  /** The launcher opens the stdio files itself (inside the task's mount namespace): spawn it with none. */
-  opensStdio: boolean;
-}
-
-/** The command that starts `command` with this isolation, as pid 1 of a new pid namespace and session leader. */
-export function launcher(iso: TaskIsolation, command: string, args: readonly string[], stdout: string, stderr: string): Launcher {
+/**
+ * The command (argv) that starts `command` with this isolation, as pid 1 of a new pid namespace and session
+ * leader. Spawned with the stdio files as fds 1 and 2 in every case: with private mounts the setup reopens
+ * them inside before the command runs, and until then unshare's and the setup's own errors land there.
+ */
+export function launcher(iso: TaskIsolation, command: string, args: readonly string[], stdout: string, stderr: string): string[] {
   const unshare = ['unshare', '--pid', '--fork', ...(iso.ipc === 'private' ? ['--ipc'] : [])];
-  if (iso.mounts === 'host') return { argv: [...unshare, 'setsid', command, ...args], opensStdio: false };
-  return { argv: [...unshare, '--mount', '--propagation', 'private', '--', 'sh', '-c', MOUNT_SETUP, 'ferry-run', stdout, stderr, command, ...args], opensStdio: true };
+  if (iso.mounts === 'host') return [...unshare, 'setsid', command, ...args];
+  return [...unshare, '--mount', '--propagation', 'private', '--', 'sh', '-c', MOUNT_SETUP, 'ferry-run', stdout, stderr, command, ...args];
 }
