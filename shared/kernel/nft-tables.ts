@@ -3,7 +3,8 @@
  * binary is needed (CRIU links libnftables; the host may have no nft at all). Used for the lock CRIU's
  * `--network-lock nftables` leaves behind a `--leave-stopped` dump: `table inet CRIU-<run id>`.
  *
- * The socket is opened inside the namespace of a given process (setns of this thread and straight back: a
+ * Namespaces are named by an nsfs path (`/proc/PID/ns/net`, `/proc/thread-self/ns/net` for this one's). The
+ * socket is opened inside the namespace (setns of this thread and straight back: a
  * netlink socket stays in the namespace it was made in), then used from here. Every receive is bounded by
  * SO_RCVTIMEO.
  */
@@ -41,9 +42,8 @@ export interface NftTable {
 
 const RECV_TIMEOUT_MS = 2_000;
 
-/** A netlink-netfilter socket in the network namespace of `pid` (this process's own when they are the same). */
-function netfilterSocketIn(pid: number): number {
-  const target = `/proc/${pid}/ns/net`;
+/** A netlink-netfilter socket in the network namespace `target` names (no setns when it is this thread's). */
+function netfilterSocketIn(target: string): number {
   const here = '/proc/thread-self/ns/net';
   const open = (): number => {
     const fd = socket(AF_NETLINK, SOCK_RAW_CLOEXEC, NETLINK_NETFILTER);
@@ -117,9 +117,9 @@ function receive(fd: number, done: (m: NetlinkMessage) => boolean): void {
 /** The errno of an NLMSG_ERROR message (0 for an acknowledgement). */
 const errorOf = (m: NetlinkMessage): number => -m.body.readInt32LE(0);
 
-/** The nftables tables of the network namespace `pid` is in. */
-export function listNftTables(pid: number): NftTable[] {
-  const fd = netfilterSocketIn(pid);
+/** The nftables tables of the network namespace `netns` names. */
+export function listNftTables(netns: string): NftTable[] {
+  const fd = netfilterSocketIn(netns);
   try {
     const seq = 1;
     sendto(fd, message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, 0), KERNEL);
@@ -128,7 +128,7 @@ export function listNftTables(pid: number): NftTable[] {
       if (m.type === NLMSG_DONE) return true;
       if (m.type === NLMSG_ERROR) {
         const errno = errorOf(m);
-        if (errno !== 0) throw new SystemCallError('netlink GETTABLE', errno, `E${errno}`, `pid ${pid}'s netns`);
+        if (errno !== 0) throw new SystemCallError('netlink GETTABLE', errno, `E${errno}`, netns);
         return true;
       }
       if (m.type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE)) return false;
@@ -149,11 +149,11 @@ export function listNftTables(pid: number): NftTable[] {
   }
 }
 
-/** Deletes `table FAMILY NAME` in the network namespace `pid` is in; false when there is no such table. */
-export function deleteNftTable(pid: number, table: NftTable): boolean {
+/** Deletes `table FAMILY NAME` in the network namespace `netns` names; false when there is no such table. */
+export function deleteNftTable(netns: string, table: NftTable): boolean {
   const family = FAMILY_NUMBER[table.family];
   if (family === undefined) throw new Error(`unknown nftables family ${table.family}`);
-  const fd = netfilterSocketIn(pid);
+  const fd = netfilterSocketIn(netns);
   try {
     const seq = 2;
     const batch = Buffer.concat([

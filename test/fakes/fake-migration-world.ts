@@ -119,6 +119,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     requireCriu: () => Promise.resolve('/fake/criu'),
     criuNeeds: () => ({ fileLocks: [], tcpConnections: [] }),
     networkLock: () => Promise.resolve('nftables' as const),
+    tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
+    tcpDumpUndoCommand: () => undefined,
+    undoTcpDump: () => ({ released: [], errors: [] }),
+    dropTcpDumpLock: () => Promise.resolve({ released: [], errors: [] }),
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;
@@ -145,6 +149,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('lease.arm');
       return {
         waitForDump: () => log.push('lease.wait-for-dump'),
+        runBeforeThaw: (argv: readonly string[]) => log.push(`lease.before-thaw ${argv.length > 0 ? 'set' : 'cleared'}`),
         disarm: () => {
           log.push('lease.disarm');
           if (fail === 'disarm') return Promise.reject(new FerryError('FREEZE_LEASE_EXPIRED'));
