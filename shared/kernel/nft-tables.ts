@@ -10,7 +10,7 @@
  */
 import { openSync, closeSync, statSync } from 'node:fs';
 import { SystemCallError } from '../errors/ferry-error.js';
-import { recv, sendto, setns, setsockopt, socket, SOL_SOCKET, SO_RCVTIMEO } from '../native/libc.js';
+import { errnoName, recv, sendto, setns, setsockopt, socket, SOL_SOCKET, SO_RCVTIMEO } from '../native/libc.js';
 import { closeFd } from '../native/ptrace.js';
 
 const AF_NETLINK = 16;
@@ -29,6 +29,7 @@ const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_NEWTABLE = 0;
 const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_DELTABLE = 2;
+const NLM_F_CREATE = 0x400;
 const NFTA_TABLE_NAME = 1;
 
 /** The families `nft` names (NFPROTO_*). */
@@ -128,7 +129,7 @@ export function listNftTables(netns: string): NftTable[] {
       if (m.type === NLMSG_DONE) return true;
       if (m.type === NLMSG_ERROR) {
         const errno = errorOf(m);
-        if (errno !== 0) throw new SystemCallError('netlink GETTABLE', errno, `E${errno}`, netns);
+        if (errno !== 0) throw new SystemCallError('netlink GETTABLE', errno, errnoName(errno), netns);
         return true;
       }
       if (m.type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE)) return false;
@@ -149,8 +150,8 @@ export function listNftTables(netns: string): NftTable[] {
   }
 }
 
-/** Deletes `table FAMILY NAME` in the network namespace `netns` names; false when there is no such table. */
-export function deleteNftTable(netns: string, table: NftTable): boolean {
+/** One table message (NEWTABLE or DELTABLE) in a batch; returns the kernel's errno for it (0: done). */
+function tableBatch(netns: string, table: NftTable, type: number, flags: number): number {
   const family = FAMILY_NUMBER[table.family];
   if (family === undefined) throw new Error(`unknown nftables family ${table.family}`);
   const fd = netfilterSocketIn(netns);
@@ -158,7 +159,7 @@ export function deleteNftTable(netns: string, table: NftTable): boolean {
     const seq = 2;
     const batch = Buffer.concat([
       message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, NFNL_SUBSYS_NFTABLES),
-      message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, stringAttr(NFTA_TABLE_NAME, table.name)),
+      message((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | NLM_F_ACK | flags, seq, family, 0, stringAttr(NFTA_TABLE_NAME, table.name)),
       message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 3, 0, NFNL_SUBSYS_NFTABLES),
     ]);
     sendto(fd, batch, KERNEL);
@@ -168,10 +169,22 @@ export function deleteNftTable(netns: string, table: NftTable): boolean {
       errno = errorOf(m);
       return true;
     });
-    if (errno === 2) return false; // ENOENT
-    if (errno !== 0) throw new SystemCallError('netlink DELTABLE', errno, `E${errno}`, `table ${table.family} ${table.name}`);
-    return true;
+    return errno;
   } finally {
     closeFd(fd);
   }
+}
+
+/** Deletes `table FAMILY NAME` in the network namespace `netns` names; false when there is no such table. */
+export function deleteNftTable(netns: string, table: NftTable): boolean {
+  const errno = tableBatch(netns, table, NFT_MSG_DELTABLE, 0);
+  if (errno === 2) return false; // ENOENT
+  if (errno !== 0) throw new SystemCallError('netlink DELTABLE', errno, errnoName(errno), `table ${table.family} ${table.name}`);
+  return true;
+}
+
+/** Adds an empty `table FAMILY NAME` (the paired verb; tests make CRIU-like locks with it). */
+export function addNftTable(netns: string, table: NftTable): void {
+  const errno = tableBatch(netns, table, NFT_MSG_NEWTABLE, NLM_F_CREATE);
+  if (errno !== 0) throw new SystemCallError('netlink NEWTABLE', errno, errnoName(errno), `table ${table.family} ${table.name}`);
 }
