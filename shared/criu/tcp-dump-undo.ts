@@ -127,5 +127,11 @@ export function undoTcpEstablishedDump(pids: readonly number[], lock: TcpDumpLoc
  */
 export function tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock): string[] | undefined {
   const main = fileURLToPath(new URL('./tcp-dump-undo-main.js', import.meta.url));
-  return existsSync(main) ? [process.execPath, main, JSON.stringify(lock), ...pids.map(String)] : undefined;
+  if (!existsSync(main)) return undefined;
+  // Each pid with its start time: the program leaves alone a pid reused by then.
+  const procs = pids.flatMap((pid) => {
+    const st = readStat(pid);
+    return st ? [`${pid}:${st.startTime}`] : [];
+  });
+  return [process.execPath, main, JSON.stringify(lock), ...procs];
 }

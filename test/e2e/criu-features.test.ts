@@ -164,14 +164,22 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     console.log(`${what}: the connection carries on (client: longest wait for an echo ${c1.maxGapMs} ms, ${c1.trips} trips; server ${s1.trips})`);
   }
 
-  it('a server in the task, its client outside: a fault after the --tcp-established dump rolls back with the connection intact', async () => {
+  it.each([
+    ['source.final-delta', 'FERRY-9001'],
+    ['dest.restore-fails', 'FERRY-6003'],
+  ])('a server in the task, its client outside: FERRY_FAULT=%s after the --tcp-established dump (%s) rolls back with the connection intact', async (fault, code) => {
     const { server, client } = await serverAndClient();
-    const r = await runMigrate(hosts!, server.pid, dest, { env: { FERRY_FAULT: 'source.final-delta', FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
-    expect(r.exitCode, describeResult(r)).toBe(1);
-    expect(r.error?.code, describeResult(r)).toBe('FERRY-9001');
-    expect(r.error?.message ?? '', describeResult(r)).toContain('source.final-delta');
-    expect(r.error?.rollbackErrors ?? [], describeResult(r)).toEqual([]);
-    await expectConnectionCarriesOn(server, client, 'the rollback');
+    const onDest = fault.startsWith('dest.');
+    const faulty = onDest ? await startDestAgent(hosts!, { env: { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' } }) : dest;
+    try {
+      const r = await runMigrate(hosts!, server.pid, faulty, { env: onDest ? {} : { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
+      expect(r.exitCode, describeResult(r)).toBe(1);
+      expect(r.error?.code, describeResult(r)).toBe(code);
+      expect(r.error?.rollbackErrors ?? [], describeResult(r)).toEqual([]);
+      await expectConnectionCarriesOn(server, client, `the rollback after ${fault}`);
+    } finally {
+      if (onDest) await faulty?.stop();
+    }
   }, 120_000);
 
   it('the same, `ferry migrate` killed after the dump: its freeze guard undoes the dump before the thaw, --resume rolls back', async () => {
