@@ -28,6 +28,8 @@ export interface Frozen {
   lease: FreezeLeasePort;
   /** Released once the dest runs the copy: from then on nothing may resume the original. */
   thaw: UndoHandle;
+  /** Resumes the original after the commit (its copy on the dest was killed): the undo of the dump first. */
+  resume(): void;
   imagesDir: string;
   dumpKind: DumpKind;
   /** performance.now() at the freeze: downtime counts from here. */
@@ -69,7 +71,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   });
   const logFile = join(logsDir, criuLogFileName(migrationId, 'dump'));
   const tcpLock = criu.features.tcpEstablished ? host.tcpDumpLock(rootPid, logFile) : undefined;
-  const thaw = tcpLock ? pushTcpDumpUndo(ctx, tree, tcpLock, thawStep) : thawStep;
+  const tcpUndo = tcpLock ? pushTcpDumpUndo(ctx, tree, tcpLock, thawStep) : undefined;
+  const thaw = tcpUndo?.thaw ?? thawStep;
   if (tcpLock) {
     // If this process dies from here on, the guard thaws the tree: it must undo the dump first.
     const undo = host.tcpDumpUndoCommand(tree.map((t) => t.hostPid), tcpLock);
@@ -97,7 +100,13 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
       }
     },
   });
-  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
+  // After the commit (the thaw released): what a lazy restore's failed fill resumes the original with.
+  const resume = (): void => {
+    tcpUndo?.undoNow();
+    host.signalTree(rootPid, 'SIGCONT');
+    ctx.sourceState = 'running';
+  };
+  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
 }
 
 /** How long a commit waits for the killed original to be gone before it deletes CRIU's lock. */
@@ -106,28 +115,44 @@ const GONE_BEFORE_UNLOCK_MS = 5_000;
 /**
  * Pushes the undo of a --tcp-established dump above the thaw and returns the thaw's handle, wrapped: once the
  * thaw is released (the commit), the step no longer resumes sockets of an original that must stay stopped.
- * Ending the migration it then deletes only the lock, after the original is gone (a committed migration), or
- * undoes everything if the original was resumed elsewhere (a lazy restore's failed fill thaws it itself).
+ * Ending the migration it then deletes only the lock, after the original is gone (a committed migration).
+ * `undoNow` is the same undo for a thaw after the commit (a lazy restore's failed fill): the step then skips it.
  */
-function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], lock: TcpDumpLock, thawStep: UndoHandle): UndoHandle {
+function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], lock: TcpDumpLock, thawStep: UndoHandle): { thaw: UndoHandle; undoNow: () => void } {
   const { host } = ctx;
   const startTimes = new Map(tree.map((t) => [t.hostPid, host.startTime(t.hostPid)]));
   // Only the frozen tree's processes, while their pid is still theirs: a pid reused since is never touched.
   const original = (): number[] => tree.map((t) => t.hostPid).filter((pid) => startTimes.get(pid) !== undefined && host.startTime(pid) === startTimes.get(pid));
   let thawReleased = false;
-  ctx.rollback.push("take the original's sockets out of TCP repair and delete CRIU's lock", async () => {
-    let report;
-    if (ctx.sourceState === 'gone') report = await host.dropTcpDumpLock(tree.map((t) => t.hostPid), lock, GONE_BEFORE_UNLOCK_MS);
-    else if (!thawReleased || ctx.sourceState === 'running') report = host.undoTcpDump(original(), lock);
-    else return; // frozen for a commit whose answer is still open: its sockets and its lock stay as they are
+  let undone = false;
+  const undo = (): string[] => {
+    undone = true;
+    const report = host.undoTcpDump(original(), lock);
     ctx.log.info('tcp-established dump undone', { released: report.released, tableDeleted: report.tableDeleted, errors: report.errors });
-    if (report.errors.length > 0) throw new Error(report.errors.join('; '));
+    return report.errors;
+  };
+  ctx.rollback.push("take the original's sockets out of TCP repair and delete CRIU's lock", async () => {
+    let errors: string[];
+    if (ctx.sourceState === 'gone') {
+      const report = await host.dropTcpDumpLock(tree.map((t) => t.hostPid), lock, GONE_BEFORE_UNLOCK_MS);
+      ctx.log.info("CRIU's lock after the kill", { tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
+      errors = report.errors;
+    } else if (!thawReleased) errors = undo();
+    else return; // frozen for a commit whose answer is still open, or undone already by the thaw after the commit
+    if (errors.length > 0) throw new Error(errors.join('; '));
   });
   return {
-    what: thawStep.what,
-    release: () => {
-      thawReleased = true;
-      thawStep.release();
+    thaw: {
+      what: thawStep.what,
+      release: () => {
+        thawReleased = true;
+        thawStep.release();
+      },
+    },
+    undoNow: () => {
+      if (undone) return;
+      const errors = undo();
+      if (errors.length > 0) ctx.log.error('the tcp-established dump is not fully undone: its connections may be reset or blocked', { errors });
     },
   };
 }
