@@ -128,14 +128,14 @@ function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], loc
   const undo = (): string[] => {
     undone = true;
     const report = host.undoTcpDump(original(), lock);
-    ctx.log.info('tcp-established dump undone', { released: report.released, tableDeleted: report.tableDeleted, errors: report.errors });
+    (report.errors.length > 0 ? ctx.log.error : ctx.log.info).call(ctx.log, 'tcp-established dump undone', { released: report.released, tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
     return report.errors;
   };
   ctx.rollback.push("take the original's sockets out of TCP repair and delete CRIU's lock", async () => {
     let errors: string[];
     if (ctx.sourceState === 'gone') {
       const report = await host.dropTcpDumpLock(tree.map((t) => t.hostPid), lock, GONE_BEFORE_UNLOCK_MS);
-      ctx.log.info("CRIU's lock after the kill", { tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
+      (report.errors.length > 0 ? ctx.log.error : ctx.log.info).call(ctx.log, "CRIU's lock after the kill", { tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
       errors = report.errors;
     } else if (!thawReleased) errors = undo();
     else return; // frozen for a commit whose answer is still open, or undone already by the thaw after the commit
