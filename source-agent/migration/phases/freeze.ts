@@ -20,7 +20,7 @@ import type { UndoHandle } from '../rollback-stack.js';
 import type { Negotiated } from './negotiate.js';
 import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
-import type { TcpDumpLock } from '../../../shared/criu/tcp-dump-undo.js';
+import type { TcpDumpLock, TcpDumpUndoReport } from '../../../shared/criu/tcp-dump-undo.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -109,6 +109,12 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
 }
 
+function logUndo(ctx: MigrationContext, what: string, report: TcpDumpUndoReport): void {
+  const fields = { released: report.released, tableDeleted: report.tableDeleted, note: report.note, errors: report.errors };
+  if (report.errors.length > 0) ctx.log.error(what, fields);
+  else ctx.log.info(what, fields);
+}
+
 /** How long a commit waits for the killed original to be gone before it deletes CRIU's lock. */
 const GONE_BEFORE_UNLOCK_MS = 5_000;
 
@@ -128,14 +134,14 @@ function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], loc
   const undo = (): string[] => {
     undone = true;
     const report = host.undoTcpDump(original(), lock);
-    (report.errors.length > 0 ? ctx.log.error : ctx.log.info).call(ctx.log, 'tcp-established dump undone', { released: report.released, tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
+    logUndo(ctx, 'tcp-established dump undone', report);
     return report.errors;
   };
   ctx.rollback.push("take the original's sockets out of TCP repair and delete CRIU's lock", async () => {
     let errors: string[];
     if (ctx.sourceState === 'gone') {
       const report = await host.dropTcpDumpLock(tree.map((t) => t.hostPid), lock, GONE_BEFORE_UNLOCK_MS);
-      (report.errors.length > 0 ? ctx.log.error : ctx.log.info).call(ctx.log, "CRIU's lock after the kill", { tableDeleted: report.tableDeleted, note: report.note, errors: report.errors });
+      logUndo(ctx, "CRIU's lock after the kill", report);
       errors = report.errors;
     } else if (!thawReleased) errors = undo();
     else return; // frozen for a commit whose answer is still open, or undone already by the thaw after the commit
