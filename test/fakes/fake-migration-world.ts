@@ -120,6 +120,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
     criuNeeds: () => ({ fileLocks: [], tcpConnections: opts.tcpConnected ? [{ pid: 4242, local: '0100007F:1F90', remote: '0100007F:A000', state: 'ESTABLISHED' }] : [] }),
+    mountNamespace: () => undefined,
     networkLock: () => Promise.resolve('nftables' as const),
     tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
     tcpDumpUndoCommand: () => ['ferry-tcp-undo'],

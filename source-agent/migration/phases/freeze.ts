@@ -21,6 +21,7 @@ import type { Negotiated } from './negotiate.js';
 import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
 import type { TcpDumpLock, TcpDumpUndoReport } from '../../../shared/criu/tcp-dump-undo.js';
+import type { TaskMountNamespace } from '../../../shared/kernel/task-mount-namespace.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -37,6 +38,8 @@ export interface Frozen {
   dumpMs: number;
   /** What the dump used; the restore must use the same. */
   criuFeatures: CriuFeatures;
+  /** The task's own mount namespace, as the dump declared it; the restore rebuilds it. */
+  mountNs: TaskMountNamespace | undefined;
 }
 
 /**
@@ -48,6 +51,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const rootPid = n.target.rootPid;
   // Looked at again while the task still runs: a lock taken or a connection made during pre-copy counts.
   const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
+  const mountNs = host.mountNamespace(rootPid);
+  if (mountNs) ctx.log.info('the task has its own mount namespace', { externalMounts: mountNs.externalMounts.length });
   if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
@@ -90,6 +95,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     mode: opts.dumpMode,
     features: criu.features,
     networkLock: criu.networkLock,
+    mountNs,
     // If this agent dies now, the guard lets criu finish before it thaws (a killed dump can kill the task).
     onCriuStarted: (pid) => {
       lease.waitForDump(pid);
@@ -106,7 +112,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     host.signalTree(rootPid, 'SIGCONT');
     ctx.sourceState = 'running';
   };
-  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
+  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features, mountNs };
 }
 
 function logUndo(ctx: MigrationContext, what: string, report: TcpDumpUndoReport): void {
