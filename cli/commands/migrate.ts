@@ -44,11 +44,12 @@ Options:
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
                           --file-locks on dump and restore (off: CRIU refuses a task holding a lock)
-  --tcp-established WHEN  off (default: CRIU refuses a task with a connected TCP socket), auto (when the task
-                          has one) or on: CRIU's --tcp-established on dump and restore, with the network lock
+  --tcp-established WHEN  auto (default: when the task has a connected TCP socket), on or off (CRIU refuses
+                          such a task): CRIU's --tcp-established on dump and restore, with the network lock
                           that works on the host (nftables, else iptables); refused at once (FERRY-1019) when
                           the source or the dest has none. The connection's local address must exist on the
-                          dest. Not the default yet: a rollback after such a dump breaks those connections
+                          dest. A rollback takes the sockets out of TCP repair and deletes CRIU's lock
+                          before it thaws the task: the connections carry on
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,

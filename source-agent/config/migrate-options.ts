@@ -16,11 +16,10 @@ import { costModelPath } from '../cost-model.js';
 import { readSourceEnvironment, sourceJournalDir, type DumpMode, type SourceEnvironment } from './environment.js';
 
 /**
- * Off until asked for: a rollback after a dump with --tcp-established resumes sockets CRIU left in repair mode
- * behind its network lock (docs: netns-tcp-lab), which breaks those connections; without it CRIU refuses the
- * dump and the thaw leaves them intact.
+ * Auto: a rollback after a dump with --tcp-established takes the sockets out of repair mode and deletes CRIU's
+ * lock before the thaw (shared/criu/tcp-dump-undo.ts), so the connections survive a failed migration.
  */
-const TCP_ESTABLISHED_DEFAULT: FeatureChoice = 'off';
+const TCP_ESTABLISHED_DEFAULT: FeatureChoice = 'auto';
 
 /** A Commit that may have reached the dest is asked about this long (the dest decides within its lease). */
 export const ANSWER_PATIENCE_MS = 5 * 60_000;

@@ -29,6 +29,7 @@ import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
+import { dropCriuLockOnceGone, lockNetns, tcpDumpUndoCommand, undoTcpEstablishedDump, type TcpDumpLock, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
 import { readTaskMountNamespace, type TaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
 import { criuMountNamespaceArgs } from '../../shared/criu/criu-mount-namespace.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
@@ -48,6 +49,8 @@ export interface TreeMember {
 export interface FreezeLeasePort {
   /** The guard, firing, first waits for this criu dump to end (see thaw-guard.ts). */
   waitForDump(criuPid: number): void;
+  /** A command the guard runs before it thaws the tree on its own (the undo of a --tcp-established dump). */
+  runBeforeThaw(argv: readonly string[]): void;
   disarm(): Promise<void>;
   release(): Promise<void>;
 }
@@ -103,6 +106,14 @@ export interface SourceHost {
   mountNamespace(rootPid: number): TaskMountNamespace | undefined;
   /** The network-lock method that works here for established TCP, or undefined; probed once. */
   networkLock(): Promise<NetworkLock | undefined>;
+  /** Where a --tcp-established dump of this tree puts CRIU's lock (tcp-dump-undo.ts). */
+  tcpDumpLock(rootPid: number, dumpLog: string): TcpDumpLock;
+  /** That undo as a command for the freeze guard; undefined where it cannot run (not built). */
+  tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock): string[] | undefined;
+  /** Rollback of a --tcp-established dump: the stopped tree's sockets out of repair mode, the lock deleted. */
+  undoTcpDump(pids: readonly number[], lock: TcpDumpLock): TcpDumpUndoReport;
+  /** After the commit: once `pids` are gone (within `budgetMs`), the lock deleted; errors say why not. */
+  dropTcpDumpLock(pids: readonly number[], lock: TcpDumpLock, budgetMs: number): Promise<TcpDumpUndoReport>;
   /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
   startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
@@ -199,6 +210,10 @@ export const realSourceHost: SourceHost = {
   criuNeeds: (pids) => readTaskCriuNeeds(pids),
   mountNamespace: (rootPid) => readTaskMountNamespace(rootPid),
   networkLock: async () => probeNetworkLock(await requireCriu('source')),
+  tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: lockNetns(rootPid) }),
+  tcpDumpUndoCommand,
+  undoTcpDump: undoTcpEstablishedDump,
+  dropTcpDumpLock: dropCriuLockOnceGone,
   startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {
