@@ -49,6 +49,8 @@ Options:
                           that works on the host (nftables, else iptables); refused at once (FERRY-1019) when
                           the source or the dest has none. The connection's local address must exist on the
                           dest. Not the default yet: a rollback after such a dump breaks those connections
+  --allow CHECK[,CHECK]   let the migration run although this preflight check refuses it; only
+                          cpu-features may be overridden (see \`ferry check PID --to\`; README, Preflight)
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
@@ -94,6 +96,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'post-copy': { type: 'string' },
       'file-locks': { type: 'string' },
       'tcp-established': { type: 'string' },
+      allow: { type: 'string', multiple: true },
       ...TLS_FLAGS,
     },
     true,
@@ -131,6 +134,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     postCopy: values['post-copy'],
     fileLocks: values['file-locks'],
     tcpEstablished: values['tcp-established'],
+    allow: values.allow,
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

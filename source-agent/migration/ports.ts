@@ -25,6 +25,7 @@ import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { readPreflightFacts, type AgentFacts, type TreeFacts } from '../preflight/preflight-facts.js';
 import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
@@ -97,6 +98,8 @@ export interface SourceHost {
   criuNeeds(pids: readonly number[]): TaskCriuNeeds;
   /** The network-lock method that works here for established TCP, or undefined; probed once. */
   networkLock(): Promise<NetworkLock | undefined>;
+  /** What the preflight's checks read of the tree and of this process, from /proc only. */
+  preflightFacts(pids: readonly number[]): { tree: TreeFacts; agent: AgentFacts };
   /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
   startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
@@ -191,6 +194,7 @@ export const realSourceHost: SourceHost = {
   },
   criuNeeds: (pids) => readTaskCriuNeeds(pids),
   networkLock: async () => probeNetworkLock(await requireCriu('source')),
+  preflightFacts: (pids) => readPreflightFacts(pids),
   startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {

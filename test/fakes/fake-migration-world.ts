@@ -2,6 +2,7 @@
  * A fake world for the source's state machine: a SourceHost and a DestPort that record every effect, in
  * order, and fail where told (test/unit/migration-state-machine.test.ts drives a migration through it).
  */
+import { quietPreflightFacts } from './fake-preflight-facts.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
@@ -119,6 +120,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     requireCriu: () => Promise.resolve('/fake/criu'),
     criuNeeds: () => ({ fileLocks: [], tcpConnections: [] }),
     networkLock: () => Promise.resolve('nftables' as const),
+    preflightFacts: quietPreflightFacts,
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;

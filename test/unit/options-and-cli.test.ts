@@ -45,6 +45,7 @@ describe('compileMigrateOptions', () => {
       restore: 'auto',
       postCopy: 'off',
       criuFeatures: { fileLocks: 'auto', tcpEstablished: 'off' },
+      allow: [],
     });
   });
 
