@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { checkPeerInfo } from '../../dest-agent/request-bounds.js';
 import { parseCpuFlags } from '../../shared/kernel/cpu-flags.js';
 import { parseNetSockets, procNetIp } from '../../shared/kernel/proc-net-sockets.js';
 import type { PeerInfo } from '../../shared/transport/messages.js';
@@ -237,6 +238,14 @@ describe('preflight', () => {
     expect(allowed.verdict).toBe('note');
     expect(allowed.message).toContain('--allow cpu-features');
     expect(finding(run([{ pid: 100 }], { input: { dest: peer({ cpuFlags: undefined }) } }), 'cpu-features').verdict).toBe('note');
+  });
+
+  it('the dest bounds what a peer reports of its CPU and addresses', () => {
+    expect(() => checkPeerInfo(peer())).not.toThrow();
+    expectFerryError(() => checkPeerInfo(peer({ cpuFlags: Array.from({ length: 513 }, (_, i) => `f${i}`) })), 'REQUEST_INVALID');
+    expectFerryError(() => checkPeerInfo(peer({ cpuFlags: ['x'.repeat(65)] })), 'REQUEST_INVALID');
+    expectFerryError(() => checkPeerInfo(peer({ addresses: Array.from({ length: 257 }, (_, i) => `10.0.${i >> 8}.${i & 255}`) })), 'REQUEST_INVALID');
+    expectFerryError(() => checkPeerInfo(peer({ addresses: ['1'.repeat(65)] })), 'REQUEST_INVALID');
   });
 
   it('--allow takes only overridable checks, as comma lists or repeated', () => {
