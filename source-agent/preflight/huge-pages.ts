@@ -1,7 +1,7 @@
 /**
- * Huge pages (hugetlbfs files, MAP_HUGETLB anonymous memory: smaps KernelPageSize above 4 kB). CRIU 4.2 dumps
- * them (criu/proc_parse.c, is_hugetlb_dev), but Ferry's page plane tracks, reads and sends 4 KiB pages: refused
- * as a Ferry limit. Transparent huge pages are 4 kB to smaps and are carried.
+ * Huge pages (hugetlbfs files, MAP_HUGETLB anonymous memory: smaps KernelPageSize above the base page). CRIU 4.2
+ * dumps them (criu/proc_parse.c, is_hugetlb_dev), but Ferry's page plane tracks, reads and sends base pages:
+ * refused as a Ferry limit. Transparent huge pages have the base KernelPageSize in smaps and are carried.
  */
 import { ok, refuse, some, type PreflightCheck } from './preflight-check.js';
 

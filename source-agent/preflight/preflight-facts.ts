@@ -6,6 +6,7 @@
  */
 import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { parseMaps, type Vma } from '../../shared/kernel/proc-maps.js';
 import { parseNetSockets, SOCKET_TABLES, type NetSocket } from '../../shared/kernel/proc-net-sockets.js';
 import { readProcText } from '../../shared/kernel/proc-status.js';
@@ -38,7 +39,7 @@ export interface TaskFacts {
   uids: IdQuad;
   gids: IdQuad;
   maps: Vma[];
-  /** Areas whose KernelPageSize exceeds 4 kB (smaps). */
+  /** Areas whose KernelPageSize exceeds the base page size (smaps). */
   hugeAreas: HugeArea[];
   /** Areas backed by a character device (a GPU's /dev/dri/renderD128, /dev/zero, ...). */
   deviceMappings: DeviceMapping[];
@@ -93,8 +94,8 @@ function nsLinks(dir: string): TaskFacts['ns'] {
   return ns;
 }
 
-/** The areas of an smaps text whose KernelPageSize is above 4 kB. */
-export function parseHugeAreas(smaps: string): HugeArea[] {
+/** The areas of an smaps text whose KernelPageSize is above the base page (4 kB on x86_64, 64 kB on some arm64). */
+export function parseHugeAreas(smaps: string, basePageKb = PAGE_SIZE / 1024): HugeArea[] {
   const out: HugeArea[] = [];
   let current: { start: string; path: string } | undefined;
   for (const line of smaps.split('\n')) {
@@ -104,7 +105,7 @@ export function parseHugeAreas(smaps: string): HugeArea[] {
       continue;
     }
     const size = /^KernelPageSize:\s+(\d+) kB$/.exec(line);
-    if (size && current && Number(size[1]) > 4) out.push({ ...current, kernelPageKb: Number(size[1]) });
+    if (size && current && Number(size[1]) > basePageKb) out.push({ ...current, kernelPageKb: Number(size[1]) });
   }
   return out;
 }
