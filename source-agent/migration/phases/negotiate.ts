@@ -43,20 +43,19 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
     const answer = await dest.negotiate({ source: local }, signal);
     const protocolVersion = checkPeers(local, answer);
+    if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
+    const restore = chooseRestoreMode(opts.restore, answer.dest);
     const pids = target.tasks.map((t) => t.hostPid);
-    const findings = runPreflight(
-      { ...host.preflightFacts(pids), criuFeatures: opts.criuFeatures, networkLock: await host.networkLock(), source: local, dest: answer.dest, arch: local.arch },
-      opts.allow,
-    );
+    const networkLock = await host.networkLock();
+    const findings = runPreflight({ ...host.preflightFacts(pids), criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, arch: local.arch }, opts.allow);
     const refusal = preflightRefusal(findings);
     if (refusal) throw refusal;
     for (const f of findings.filter((x) => x.verdict === 'note')) ctx.log.info('preflight note', { check: f.check, code: f.code, message: f.message });
+    const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(pids), networkLock, answer.dest);
+    const tracker = await host.chooseTracker(opts.tracker);
+    // Nothing was touched until here: every refusal above leaves the host and the task as they were.
     ensurePrivateDirectory(opts.imagesRoot); // the dump goes there: nobody else may swap or read it
     taskLock = host.lockTask(opts.taskLocksDir, target);
-    if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
-    const restore = chooseRestoreMode(opts.restore, answer.dest);
-    const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(pids), await host.networkLock(), answer.dest);
-    const tracker = await host.chooseTracker(opts.tracker);
     ctx.announcer.announce({
       kind: 'started',
       migrationId: ctx.migrationId,
