@@ -58,8 +58,8 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     expect(lockFree('flock', t.lockFiles.flock)).toBe(false);
     expect(lockFree('posix', t.lockFiles.posix)).toBe(false);
     const off = await runMigrate(hosts!, t.pid, dest, { args: ['--file-locks', 'off'], timeoutMs: 60_000 });
-    expect(off.exitCode, describeResult(off)).toBe(1);
-    // The preflight refuses it before anything is touched (where CRIU refused it in the freeze, FERRY-4001).
+    // The preflight refuses it before anything is touched (exit 2; CRIU refused it in the freeze, FERRY-4001).
+    expect(off.exitCode, describeResult(off)).toBe(2);
     expect(off.error?.code, describeResult(off)).toBe('FERRY-1202');
     expect(off.error?.detail ?? '', describeResult(off)).toMatch(/file locks/i);
     expect((await t.report(t.pid)).locks).toHaveLength(2);
@@ -94,7 +94,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
   it('a task holding both ends of a TCP connection: refused with --tcp-established off, moved with auto, the connection carries data', async () => {
     const { t, copies } = await task('tcp');
     const off = await runMigrate(hosts!, t.pid, dest, { args: ['--tcp-established', 'off'], timeoutMs: 60_000 });
-    expect(off.exitCode, describeResult(off)).toBe(1);
+    expect(off.exitCode, describeResult(off)).toBe(2);
     expect(off.error?.code, describeResult(off)).toBe('FERRY-1203');
     expect(off.error?.detail ?? '', describeResult(off)).toMatch(/tcp-established/);
     const before = await t.report(t.pid);
