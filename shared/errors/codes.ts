@@ -373,6 +373,12 @@ export const ERRORS = {
     'Run `npm ci` on the dest (it builds build/Release/ferry_pager) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
     status.FAILED_PRECONDITION,
   ),
+  MOUNT_MISSING_ON_DEST: spec(
+    'FERRY-6007',
+    "The task has its own mount namespace and a mount it took from the source host has no path on the dest",
+    'Create the path the detail names on the dest (or mount the same file system there), or start the task without `--mounts private`; the source was resumed.',
+    status.FAILED_PRECONDITION,
+  ),
 
   COMMIT_UNCONFIRMED: spec(
     'FERRY-7001',

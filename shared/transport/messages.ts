@@ -93,6 +93,12 @@ export interface RestoreRequest {
   mode?: RestoreMode;
   /** The CRIU features the dump used; the restore needs the same. Absent: none. */
   criuFeatures?: CriuFeaturesMessage | null;
+  /** The task's own mount namespace (`ferry run --mounts private`). Absent: it shares the host's. */
+  mountNs?: MountNamespaceMessage | null;
+}
+export interface MountNamespaceMessage {
+  /** Mount points bind-mounted from the same path on the dest. */
+  externalMounts: string[];
 }
 export interface CriuFeaturesMessage {
   fileLocks: boolean;

@@ -30,6 +30,8 @@ import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
+import { readTaskMountNamespace, type TaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
+import { criuMountNamespaceArgs } from '../../shared/criu/criu-mount-namespace.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
@@ -93,9 +95,13 @@ export interface SourceHost {
     onCriuStarted?: (pid: number) => void;
     features: CriuFeatures;
     networkLock?: NetworkLock | undefined;
+    /** The task's own mount namespace, if it has one: its external mounts are declared to criu. */
+    mountNs?: TaskMountNamespace | undefined;
   }): Promise<DumpKind>;
   /** What criu must be told about these processes (file locks, connected TCP), read from /proc. */
   criuNeeds(pids: readonly number[]): TaskCriuNeeds;
+  /** The task's own mount namespace as criu must be told about it; undefined when it shares this agent's. */
+  mountNamespace(rootPid: number): TaskMountNamespace | undefined;
   /** The network-lock method that works here for established TCP, or undefined; probed once. */
   networkLock(): Promise<NetworkLock | undefined>;
   /** What the preflight's checks read of the tree and of this process, from /proc only. */
@@ -173,7 +179,7 @@ export const realSourceHost: SourceHost = {
   dump: async (o) => {
     const criu = await requireCriu('source');
     if (o.mode !== 'full' && (await lazyDumpSupported(criu))) {
-      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted, features: o.features, networkLock: o.networkLock });
+      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted, features: o.features, networkLock: o.networkLock, extraArgs: criuMountNamespaceArgs(o.mountNs, 'dump') });
       // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
       await dump.finish();
       return 'lazy';
@@ -189,10 +195,12 @@ export const realSourceHost: SourceHost = {
       fileLocks: o.features.fileLocks,
       tcpEstablished: o.features.tcpEstablished,
       networkLock: o.networkLock,
+      extraArgs: criuMountNamespaceArgs(o.mountNs, 'dump'),
     });
     return 'full';
   },
   criuNeeds: (pids) => readTaskCriuNeeds(pids),
+  mountNamespace: (rootPid) => readTaskMountNamespace(rootPid),
   networkLock: async () => probeNetworkLock(await requireCriu('source')),
   preflightFacts: (pids) => readPreflightFacts(pids),
   startTime: (pid) => readStat(pid)?.startTime,

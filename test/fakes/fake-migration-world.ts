@@ -119,6 +119,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
     criuNeeds: () => ({ fileLocks: [], tcpConnections: [] }),
+    mountNamespace: () => undefined,
     networkLock: () => Promise.resolve('nftables' as const),
     preflightFacts: quietPreflightFacts,
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),

@@ -15,6 +15,7 @@ import type { UndoHandle } from '../rollback-stack.js';
 import type { Negotiated } from './negotiate.js';
 import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
+import type { TaskMountNamespace } from '../../../shared/kernel/task-mount-namespace.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -29,6 +30,8 @@ export interface Frozen {
   dumpMs: number;
   /** What the dump used; the restore must use the same. */
   criuFeatures: CriuFeatures;
+  /** The task's own mount namespace, as the dump declared it; the restore rebuilds it. */
+  mountNs: TaskMountNamespace | undefined;
 }
 
 /**
@@ -40,6 +43,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const rootPid = n.target.rootPid;
   // Looked at again while the task still runs: a lock taken or a connection made during pre-copy counts.
   const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
+  const mountNs = host.mountNamespace(rootPid);
+  if (mountNs) ctx.log.info('the task has its own mount namespace', { externalMounts: mountNs.externalMounts.length });
   if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
@@ -72,6 +77,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     mode: opts.dumpMode,
     features: criu.features,
     networkLock: criu.networkLock,
+    mountNs,
     // If this agent dies now, the guard lets criu finish before it thaws (a killed dump can kill the task).
     onCriuStarted: (pid) => {
       lease.waitForDump(pid);
@@ -82,5 +88,5 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
       }
     },
   });
-  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
+  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features, mountNs };
 }
