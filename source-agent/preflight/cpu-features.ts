@@ -11,7 +11,7 @@ export const cpuFeaturesCheck: PreflightCheck = {
   key: 'PREFLIGHT_CPU_FEATURES',
   overridable: true,
   run({ source, dest }) {
-    if (!dest) return note('the dest\'s CPU is compared with --to');
+    if (!dest) return note('not compared: needs the dest\'s answer (--to)');
     const ours = source.cpuFlags ?? [];
     const theirs = new Set((dest.cpuFlags ?? []).slice(0, MAX_CPU_FLAGS));
     if (ours.length === 0 || theirs.size === 0) return note(`the ${ours.length === 0 ? 'source' : 'dest'} reports no CPU flags: not compared`);

@@ -19,7 +19,7 @@ export const localAddressesCheck: PreflightCheck = {
     if (bound.length === 0) return ok('no socket bound to a specific non-loopback address');
     const shared = bound.filter((b) => !b.ownNet);
     if (shared.length === 0) return note(`${bound.length} socket(s) bound to specific addresses, in the task's own network namespace: they move with it`);
-    if (!dest) return note(`${shared.length} socket(s) bound to specific addresses; whether the dest has them is checked with --to`);
+    if (!dest) return note(`${shared.length} socket(s) bound to specific addresses; not compared: needs the dest's answer (--to)`);
     if (!dest.addresses || dest.addresses.length === 0) return note('the dest does not report its addresses (an older Ferry): not compared');
     const there = new Set(dest.addresses.slice(0, MAX_HOST_ADDRESSES).map(plain));
     const missing = shared.filter((b) => !there.has(plain(b.s.localIp))).map((b) => `pid ${b.pid} ${b.s.table} ${b.s.localIp}:${b.s.localPort}`);

@@ -22,6 +22,6 @@ export const tcpConnectionsCheck: PreflightCheck = {
     if (dest && !dest.features.includes(TCP_ESTABLISHED_FEATURE)) {
       return { verdict: 'refuse', message: `${why}; the dest does not offer "${TCP_ESTABLISHED_FEATURE}" (no network lock there)`, side: 'dest', key: 'TCP_LOCK_UNAVAILABLE' };
     }
-    return note(`${why}; CRIU repairs them (--tcp-established, network lock ${networkLock}${dest ? '' : '; the dest\'s lock is checked with --to'}): ${some(conns)}`);
+    return note(`${why}; CRIU repairs them (--tcp-established, network lock ${networkLock}${dest ? '' : '; the dest\'s lock needs its answer (--to)'}): ${some(conns)}`);
   },
 };

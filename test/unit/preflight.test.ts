@@ -255,6 +255,17 @@ describe('preflight', () => {
     expectFerryError(() => compileAllow(['cpu-features,nope']), 'BAD_ARGUMENT');
   });
 
+  it('ferry check and ferry migrate refuse a bad PID or --allow before they dial anything', async () => {
+    const { checkCommand, CHECK_HELP } = await import('../../cli/commands/check.js');
+    const { migrateCommand } = await import('../../cli/commands/migrate.js');
+    expect(CHECK_HELP).toContain('--allow CHECK');
+    await expect(checkCommand(['1', '2'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+    await expect(checkCommand(['abc'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+    await expect(checkCommand(['42', '--to', '127.0.0.1:9', '--allow', 'io-uring'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+    await expect(checkCommand(['42', '--tcp-established', 'maybe'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+    await expect(migrateCommand(['42', '--to', '127.0.0.1:9', '--allow', 'cpu-features,vfork'])).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+  });
+
   it('the refusal migrate throws: the first refusing check\'s code, the others in its detail', () => {
     const findings = run([{ pid: 100, state: 'Z', threads: 3, fds: { '5': { target: 'anon_inode:[io_uring]' } } }], { input: { dest: peer({ cpuFlags: ['fpu'] }) } });
     expect(refusals(findings)).toEqual(['io-uring', 'zombie-threads', 'cpu-features']);
