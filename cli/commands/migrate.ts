@@ -25,7 +25,8 @@ Moves the running task PID (and its whole process tree) to the dest agent at HOS
 copied in rounds while it runs, then it is frozen briefly, dumped, restored on the dest, and the original
 is removed only after the dest confirms. On any failure before that, the original is resumed.
 First, before anything is touched, the preflight (the checks of \`ferry check PID --to\`) refuses a task
-that CRIU would refuse or the dest cannot take, with the first refusal's code (exit 2; 1 for a passing state, a vfork wait).
+that CRIU would refuse or the dest cannot take, with the first refusal's code (exit 2; 1 for a state
+that passes, such as a vfork wait).
 
 Options:
   --to HOST:PORT          the dest agent (required)
