@@ -19,6 +19,10 @@ export interface PeerInfo {
   features: string[];
   /** A dest without lazy-restore: why. */
   lazyRestoreProblem?: string;
+  /** /proc/cpuinfo's flags, sorted (absent from a peer of an older build: the preflight says it cannot compare). */
+  cpuFlags?: string[];
+  /** The IP addresses of the agent's network namespace. */
+  addresses?: string[];
 }
 
 export interface NegotiateRequest {
@@ -208,6 +212,8 @@ export interface MigrateRequest {
   postCopy?: string | undefined;
   fileLocks?: string | undefined;
   tcpEstablished?: string | undefined;
+  /** Preflight checks to override (`--allow`); proto3 repeated: [] when none. */
+  allow?: string[] | undefined;
 }
 
 export type ProtoPhase =

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { featureChoice, type FeatureChoice } from '../../shared/criu/criu-features.js';
 import type { CriuFeaturesChoice } from '../migration/criu-features-choice.js';
 import { costModelPath } from '../cost-model.js';
+import { compileAllow } from '../preflight/preflight.js';
 import { readSourceEnvironment, sourceJournalDir, type DumpMode, type SourceEnvironment } from './environment.js';
 
 /**
@@ -58,6 +59,8 @@ export interface MigrateOptions {
   fileLocks?: string | undefined;
   /** auto (default: when the tree has a connected TCP socket), on or off: criu's --tcp-established. */
   tcpEstablished?: string | undefined;
+  /** Preflight checks whose refusal the operator overrides (`--allow cpu-features`): overridable ones only. */
+  allow?: string[] | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -92,6 +95,8 @@ export interface CompiledMigrateOptions {
   postCopy: PostCopyChoice;
   /** criu's --file-locks and --tcp-established; auto decides from what the tree holds (criu-features-choice.ts). */
   criuFeatures: CriuFeaturesChoice;
+  /** The preflight checks `--allow` overrides, validated (source-agent/preflight/preflight.ts). */
+  allow: string[];
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -132,8 +137,14 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
     restore,
     postCopy,
-    criuFeatures: { fileLocks: criuFeatureFlag('--file-locks', o.fileLocks), tcpEstablished: o.tcpEstablished === undefined ? TCP_ESTABLISHED_DEFAULT : criuFeatureFlag('--tcp-established', o.tcpEstablished) },
+    criuFeatures: compileCriuFeatures(o.fileLocks, o.tcpEstablished),
+    allow: compileAllow(o.allow),
   };
+}
+
+/** --file-locks and --tcp-established (also `ferry check PID`'s, for its preflight). */
+export function compileCriuFeatures(fileLocks: string | undefined, tcpEstablished: string | undefined): CriuFeaturesChoice {
+  return { fileLocks: criuFeatureFlag('--file-locks', fileLocks), tcpEstablished: tcpEstablished === undefined ? TCP_ESTABLISHED_DEFAULT : criuFeatureFlag('--tcp-established', tcpEstablished) };
 }
 
 function criuFeatureFlag(flag: string, v: string | undefined): FeatureChoice {

@@ -25,6 +25,7 @@ import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { readPreflightFacts, type AgentFacts, type TreeFacts } from '../preflight/preflight-facts.js';
 import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
@@ -114,6 +115,8 @@ export interface SourceHost {
   undoTcpDump(pids: readonly number[], lock: TcpDumpLock): TcpDumpUndoReport;
   /** After the commit: once `pids` are gone (within `budgetMs`), the lock deleted; errors say why not. */
   dropTcpDumpLock(pids: readonly number[], lock: TcpDumpLock, budgetMs: number): Promise<TcpDumpUndoReport>;
+  /** What the preflight's checks read of the tree and of this process, from /proc only. */
+  preflightFacts(pids: readonly number[]): { tree: TreeFacts; agent: AgentFacts };
   /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
   startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
@@ -214,6 +217,7 @@ export const realSourceHost: SourceHost = {
   tcpDumpUndoCommand,
   undoTcpDump: undoTcpEstablishedDump,
   dropTcpDumpLock: dropCriuLockOnceGone,
+  preflightFacts: (pids) => readPreflightFacts(pids),
   startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {

@@ -3,7 +3,7 @@
  * a task holding both ends of a TCP connection over 127.0.0.1 (ZDTM's socket-tcp-local), each migrated
  * between two network-namespace hosts with the feature chosen by `auto`, and checked after the move: the
  * copy still holds both locks (another process cannot take them), the connection still carries data. The
- * override: with the feature forced off, CRIU refuses the task and the original runs on, unharmed.
+ * override: with the feature forced off, the preflight refuses the task and the original runs on, unharmed.
  * A rollback after a --tcp-established dump (a fault after the dump, or `ferry migrate` killed there and
  * resumed): a server in the task keeps its connection with a client outside it, both ways, no reset, and no
  * CRIU lock table is left in the source's namespace.
@@ -70,8 +70,9 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     expect(lockFree('flock', t.lockFiles.flock)).toBe(false);
     expect(lockFree('posix', t.lockFiles.posix)).toBe(false);
     const off = await runMigrate(hosts!, t.pid, dest, { args: ['--file-locks', 'off'], timeoutMs: 60_000 });
-    expect(off.exitCode, describeResult(off)).toBe(1);
-    expect(off.error?.code, describeResult(off)).toBe('FERRY-4001');
+    // The preflight refuses it before anything is touched (exit 2; CRIU refused it in the freeze, FERRY-4001).
+    expect(off.exitCode, describeResult(off)).toBe(2);
+    expect(off.error?.code, describeResult(off)).toBe('FERRY-1202');
     expect(off.error?.detail ?? '', describeResult(off)).toMatch(/file locks/i);
     expect((await t.report(t.pid)).locks).toHaveLength(2);
     expect(lockFree('flock', t.lockFiles.flock)).toBe(false);
@@ -105,8 +106,8 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
   it('a task holding both ends of a TCP connection: refused with --tcp-established off, moved with auto, the connection carries data', async () => {
     const { t, copies } = await task('tcp');
     const off = await runMigrate(hosts!, t.pid, dest, { args: ['--tcp-established', 'off'], timeoutMs: 60_000 });
-    expect(off.exitCode, describeResult(off)).toBe(1);
-    expect(off.error?.code, describeResult(off)).toBe('FERRY-4001');
+    expect(off.exitCode, describeResult(off)).toBe(2);
+    expect(off.error?.code, describeResult(off)).toBe('FERRY-1203');
     expect(off.error?.detail ?? '', describeResult(off)).toMatch(/tcp-established/);
     const before = await t.report(t.pid);
     expect(before.error, JSON.stringify(before)).toBeNull();

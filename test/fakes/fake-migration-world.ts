@@ -3,6 +3,7 @@
  * order, and fail where told (test/unit/migration-state-machine.test.ts drives a migration through it).
  */
 import { TCP_ESTABLISHED_FEATURE } from '../../shared/criu/criu-features.js';
+import { quietPreflightFacts } from './fake-preflight-facts.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
@@ -132,6 +133,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('tcp.drop-lock');
       return Promise.resolve({ released: [], errors: [] });
     },
+    preflightFacts: quietPreflightFacts,
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;
