@@ -1,7 +1,7 @@
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import type { PeerInfo } from '../../shared/transport/messages.js';
-import { destRestoreModes, runCheck, runTaskPreflight } from '../../source-agent/check.js';
+import { destRestoreModes, runCheck, runTaskCheck } from '../../source-agent/check.js';
 import { compileCriuFeatures } from '../../source-agent/config/migrate-options.js';
 import { compileAllow, type Finding } from '../../source-agent/preflight/preflight.js';
 import { trackerAvailability } from '../../source-agent/trackers/choose-tracker.js';
@@ -16,8 +16,9 @@ there supports (its restore modes: lazy, eager, and why not) and whether a migra
 run (over mutual TLS, as a migration would).
 With a PID, also runs the migratability preflight on that task, the first step of every migrate: each
 check (capabilities, file locks, TCP, local addresses, SysV IPC, huge pages, io_uring, uprobes, device
-mappings, namespace handles, vfork, zombie threads, CPU features) says ok, note or refuse, with a code
-and a hint (README, Preflight). The checks of the dest (local addresses, CPU features) need --to.
+mappings, namespace handles, vfork, zombie threads, mount paths, CPU features) says ok, note or refuse,
+with a code and a hint (README, Preflight). The checks of the dest (local addresses, mount paths, CPU
+features) need --to.
 Changes nothing. Exit code 0 when everything needed is there, 1 otherwise (any refusal).
 
 Options:
@@ -68,8 +69,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
   // Only a check with --to dials anything: without it the TLS files are not needed.
   const security = to ? transportSecurityFromFlags(values, ['client']) : undefined;
   if (security) warnIfPlaintext(security);
-  const r = await runCheck(to, undefined, security);
-  const findings = pid === undefined ? undefined : await runTaskPreflight(pid, r, criuFeatures, allow);
+  const { response: r, findings } = pid === undefined ? { response: await runCheck(to, undefined, security), findings: undefined } : await runTaskCheck(pid, to, criuFeatures, allow, undefined, security);
   const trackers = await trackerAvailability();
   const migratable = !findings?.some((f) => f.verdict === 'refuse');
   const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem)) && migratable;

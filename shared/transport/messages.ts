@@ -27,10 +27,14 @@ export interface PeerInfo {
 
 export interface NegotiateRequest {
   source: PeerInfo;
+  /** The mount points the dump would declare external; absent or empty: none. */
+  externalMounts?: string[];
 }
 export interface NegotiateResponse {
   dest: PeerInfo;
   protocolVersion: number;
+  /** Of the request's externalMounts, those the dest lacks (a dest with MOUNT_PATHS_FEATURE answers). */
+  missingMounts?: string[];
 }
 
 export interface PrepareRequest {

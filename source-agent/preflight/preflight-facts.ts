@@ -12,6 +12,7 @@ import { parseNetSockets, SOCKET_TABLES, type NetSocket } from '../../shared/ker
 import { readProcText } from '../../shared/kernel/proc-status.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
 import { parseTaskIds, type IdQuad } from '../../shared/kernel/task-credentials.js';
+import { readTaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
 
 /** The namespace kinds of /proc/PID/ns that an nsfs handle can name. */
 export const NAMESPACE_KINDS = ['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts'] as const;
@@ -67,6 +68,11 @@ export interface AgentFacts {
 export interface TreeFacts {
   tasks: TaskFacts[];
   criuNeeds: TaskCriuNeeds;
+  /**
+   * The mount points the dump would declare external (task-mount-namespace.ts): undefined when the root task
+   * shares this agent's mount namespace.
+   */
+  externalMounts: string[] | undefined;
 }
 
 function list(path: string): string[] {
@@ -177,10 +183,11 @@ function safeRead(path: string): string {
   }
 }
 
-/** The facts of the tree's processes (host pids); a process gone meanwhile is left out. */
+/** The facts of the tree's processes (host pids, the root first); a process gone meanwhile is left out. */
 export function readTreeFacts(pids: readonly number[], procRoot = '/proc'): TreeFacts {
   const tasks = pids.map((pid) => readTask(procRoot, pid)).filter((t) => t !== undefined);
-  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot) };
+  const mountNs = pids[0] === undefined ? undefined : readTaskMountNamespace(pids[0], procRoot);
+  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot), externalMounts: mountNs?.externalMounts };
 }
 
 function rows(text: string | undefined): number {
