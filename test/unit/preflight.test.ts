@@ -14,6 +14,8 @@ import { readPreflightFacts } from '../../source-agent/preflight/preflight-facts
 import type { PreflightInput } from '../../source-agent/preflight/preflight-check.js';
 import { compileAllow, PREFLIGHT_CHECKS, preflightRefusal, runPreflight, type Finding } from '../../source-agent/preflight/preflight.js';
 import { inVfork } from '../../source-agent/preflight/vfork.js';
+import { nsfsHandlesCheck } from '../../source-agent/preflight/nsfs-handles.js';
+import { quietAgent, quietTask, quietTree } from '../fakes/fake-preflight-facts.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
 
 const NET_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
@@ -215,6 +217,19 @@ describe('preflight', () => {
   it('nsfs handles: an fd onto a namespace outside the tree is refused, onto the tree\'s own is not', () => {
     expect(finding(run([{ pid: 100, fds: { '7': { target: 'net:[4026532999]' } } }]), 'nsfs-handles')).toMatchObject({ verdict: 'refuse', code: 'FERRY-1210' });
     expect(finding(run([{ pid: 100, fds: { '7': { target: 'net:[2]' }, '8': { target: 'pipe:[5]' }, '9': { target: 'socket:[6]' } } }]), 'nsfs-handles').verdict).toBe('ok');
+    // Opened through a bind mount (`ip netns`), the fd reads as its path: the facts' inode decides (found live, e2e).
+    const input = (nsInode: number): PreflightInput => ({
+      tree: quietTree([quietTask({ fds: [{ fd: 7, target: '/run/netns/other', nsInode }, { fd: 8, target: '/etc/hosts' }] })]),
+      agent: quietAgent(),
+      criuFeatures: { fileLocks: 'auto', tcpEstablished: 'off' },
+      networkLock: 'nftables',
+      source: peer(),
+      arch: 'x64',
+    });
+    const path = nsfsHandlesCheck.run(input(4026532999));
+    expect(path.verdict).toBe('refuse');
+    expect(path.message).toContain('fd 7 -> /run/netns/other (namespace inode 4026532999)');
+    expect(nsfsHandlesCheck.run(input(12)).verdict).toBe('ok'); // the task's own net:[12]
   });
 
   it('vfork: a thread in D inside vfork is refused (its stack, or the syscall number when the stack is unreadable)', () => {
