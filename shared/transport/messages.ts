@@ -191,12 +191,26 @@ export interface AbortResponse {
 
 export interface CheckRequest {
   dest: string;
+  /** proto3 optional: absent, no preflight. */
+  pid?: number;
+  allow?: string[];
+  fileLocks?: string;
+  tcpEstablished?: string;
+}
+export interface PreflightFindingMessage {
+  check: string;
+  verdict: string;
+  code: string;
+  message: string;
+  hint: string;
 }
 export interface CheckResponse {
   source: PeerInfo | null;
   dest: PeerInfo | null;
   destProblem: string;
   protocolVersion: number;
+  /** With CheckRequest.pid only. */
+  preflight?: PreflightFindingMessage[];
 }
 
 /** proto3 `optional` options: absent when not given. */
