@@ -73,6 +73,8 @@ describe.skipIf(!runnable)(`CRIU ZDTM static tests through ferry migrate (${FULL
       else if (want!.expect === 'fail') {
         expect(got.verdict, `expected to fail (${want!.reason}) but passed: update expected-results.json`).toBe('fail');
         if (want!.code) expect(got.code, `expected to fail with ${want!.code}; ${seen}`).toBe(want!.code);
+        // Every failed migration rolls back: the original runs on and passes its own check on the source.
+        if (got.stage === 'migrate') expect(got.rollback, seen).toEqual({ clean: true, detail: expect.any(String) });
       }
     }, 150_000);
   }
@@ -91,7 +93,8 @@ function table(outcomes: ZdtmOutcome[]): string {
   for (const o of valid.filter((v) => v.verdict !== 'pass')) {
     const want = expected.tests[o.test];
     const tag = want?.expect === 'fail' ? `expected, ${want.category}` : 'UNEXPECTED';
-    lines.push(`  FAIL ${o.test} [${tag}] at ${o.stage}${o.code ? ` ${o.code}` : ''}: ${o.detail.split('\n')[0]}${want?.reason ? `\n       why: ${want.reason}` : ''}`);
+    const rollback = o.rollback ? `\n       rollback: ${o.rollback.clean ? 'clean' : 'NOT CLEAN'}: ${o.rollback.detail.split('\n')[0]}` : '';
+    lines.push(`  FAIL ${o.test} [${tag}] at ${o.stage}${o.code ? ` ${o.code}` : ''}: ${o.detail.split('\n')[0]}${want?.reason ? `\n       why: ${want.reason}` : ''}${rollback}`);
   }
   for (const o of valid.filter((v) => v.verdict === 'pass' && expected.tests[v.test]?.expect === 'fail')) lines.push(`  UNEXPECTED PASS ${o.test}: update expected-results.json`);
   for (const o of invalid) lines.push(`  not valid here ${o.test} (${o.verdict}, not counted): ${expected.tests[o.test]!.reason}`);

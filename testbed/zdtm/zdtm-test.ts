@@ -29,6 +29,11 @@ export interface ZdtmOutcome {
   code?: string;
   detail: string;
   downtimeMs?: number;
+  /**
+   * After a failed migration: was the original resumed whole? Every process it had is alive (the same process,
+   * not stopped), and the test, sent SIGTERM on the source, judges itself PASS.
+   */
+  rollback?: { clean: boolean; detail: string };
 }
 
 /** The path of test/zdtm/static (scripts/provision-zdtm.sh: fetched from Debian and built once), or a reason. */
@@ -150,28 +155,21 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     } catch (err) {
       return { test, verdict: 'fail', stage: 'start', detail: `${String(err)}; ${outText(o.staticDir, test)}` };
     }
-    for (const p of descendants(task.pid)) watch(p);
+    const original = new Map<number, OriginalProcess>([task.pid, ...descendants(task.pid)].map((p) => [p, { started: processStartTime(p), state: readPidState(p) }]));
+    for (const p of original.keys()) watch(p);
 
     const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, args: o.migrateArgs ?? [], timeoutMs: 90_000 });
     if (result.exitCode !== 0 || !result.summary) {
       const code = result.error?.code;
-      return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error ? `${result.error.message}: ${result.error.detail ?? ''}` : describeResult(result) };
+      const rollback = await rolledBack(test, o.staticDir, original, task.pid, nsPid);
+      return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error ? `${result.error.message}: ${result.error.detail ?? ''}` : describeResult(result), rollback };
     }
     const restored = result.summary.restoredPid;
     watch(restored);
     const tree = descendants(restored);
     for (const p of tree) watch(p);
-    const testPid = tree.find((p) => innermostPid(p) === nsPid);
-    if (testPid === undefined) return { test, verdict: 'fail', stage: 'verdict', detail: `no pid ${nsPid} in the restored tree of ${restored}`, downtimeMs: result.summary.downtimeMs };
-    kill(testPid, 'SIGTERM');
-    try {
-      await waitFor(() => readPidState(testPid) === undefined, 30_000, `${test} (pid ${testPid}) to exit on SIGTERM`);
-    } catch (err) {
-      return { test, verdict: 'fail', stage: 'verdict', detail: String(err), downtimeMs: result.summary.downtimeMs };
-    }
-    const out = outText(o.staticDir, test);
-    const passed = out.split(/\s+/).includes('PASS');
-    return { test, verdict: passed ? 'pass' : 'fail', stage: passed ? 'passed' : 'verdict', detail: out, downtimeMs: result.summary.downtimeMs };
+    const judged = await ownVerdict(test, o.staticDir, tree, nsPid, `the restored tree of ${restored}`);
+    return { test, verdict: judged.passed ? 'pass' : 'fail', stage: judged.passed ? 'passed' : 'verdict', detail: judged.detail, downtimeMs: result.summary.downtimeMs };
   } finally {
     const alive = [...victims].filter(([pid, started]) => started !== undefined && processStartTime(pid) === started).map(([pid]) => pid);
     for (const pid of alive) kill(pid, 'SIGKILL');
@@ -179,6 +177,50 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     cleanout(o.staticDir, test); // the verdict's last lines are in the outcome's detail
     removeSysvSince(sysvBefore);
   }
+}
+
+/** The test's own verdict: SIGTERM to its process (nsPid in its pid namespace) in `tree`, then PASS in its .out file. */
+async function ownVerdict(test: string, staticDir: string, tree: readonly number[], nsPid: number, where: string): Promise<{ passed: boolean; detail: string }> {
+  const testPid = tree.find((p) => innermostPid(p) === nsPid);
+  if (testPid === undefined) return { passed: false, detail: `no pid ${nsPid} in ${where}` };
+  kill(testPid, 'SIGTERM');
+  try {
+    await waitFor(() => readPidState(testPid) === undefined, 30_000, `${test} (pid ${testPid}) to exit on SIGTERM`);
+  } catch (err) {
+    return { passed: false, detail: String(err) };
+  }
+  const out = outText(staticDir, test);
+  return { passed: out.split(/\s+/).includes('PASS'), detail: out };
+}
+
+/** A process of the original tree before the migration: its start time and its state (a test may stop itself). */
+interface OriginalProcess {
+  started: string | undefined;
+  state: string | undefined;
+}
+
+const isStopped = (state: string | undefined): boolean => state === 'T' || state === 't';
+
+/**
+ * A failed migration must leave the original as it was: each of its processes alive as the same process (a
+ * zombie stays a zombie), none left in the freeze's stop that was running before (bounded: the rollback's
+ * SIGCONT may land a moment after migrate exits), and the test itself, judged on the source, passes.
+ */
+async function rolledBack(test: string, staticDir: string, original: ReadonlyMap<number, OriginalProcess>, rootPid: number, nsPid: number): Promise<{ clean: boolean; detail: string }> {
+  const problems = (): string[] =>
+    [...original].flatMap(([pid, before]) => {
+      if (before.started === undefined) return [];
+      if (processStartTime(pid) !== before.started) return [`pid ${pid} is gone`];
+      const state = readPidState(pid);
+      return isStopped(state) && !isStopped(before.state) ? [`pid ${pid} is still stopped (${state})`] : [];
+    });
+  try {
+    await waitFor(() => problems().length === 0, 10_000, () => `the original to run again: ${problems().join(', ')}`);
+  } catch (err) {
+    return { clean: false, detail: String(err) };
+  }
+  const judged = await ownVerdict(test, staticDir, descendants(rootPid), nsPid, `the original tree of ${rootPid}`);
+  return { clean: judged.passed, detail: judged.passed ? 'the original runs on and passes its own check' : `the original's own check: ${judged.detail}` };
 }
 
 /** What make's %.cleanout rule removes: the pidfile, the out files and the files the test made. */
