@@ -9,7 +9,8 @@
  * dest agent (in a mount namespace of its own, made before the mount) lacks. Device mappings have no live case:
  * no character device of this machine but /dev/zero (not refused) and /dev/mem (not to be touched) can be
  * mmapped. Nor uprobes: an active uprobe needs a tracer (perf, bpftrace, tracefs uprobe_events plus a perf
- * event), machine-wide state that is not cheap to make and undo here.
+ * event), machine-wide state that is not cheap to make and undo here. And `ferry check PID --via`: the
+ * preflight runs in the source agent daemon, in its network namespace, not in the CLI's.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import { createTwoHosts, describeResult, hasCriu, makeTempDir, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
 import { startPreflightTask, type PreflightTaskHandle, type PreflightTaskMode } from '../../testbed/workloads/preflight-tasks.js';
 import { startIsolatedTask } from '../../testbed/workloads/isolated-task.js';
+import { startSourceAgentDaemon } from '../../testbed/source-agent-daemon.js';
 
 const hugePagesFree = (): number => Number(/^HugePages_Free:\s+(\d+)$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
 
@@ -58,8 +60,10 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
+  let started = 0;
   async function task(mode: PreflightTaskMode, arg?: string): Promise<PreflightTaskHandle> {
-    const t = await startPreflightTask(mode, hosts!.src.netns, dir!, `preflight-${mode}-${process.pid}`, arg);
+    // One beats file each: two tasks of a mode must not count into the same file.
+    const t = await startPreflightTask(mode, hosts!.src.netns, dir!, `preflight-${mode}-${process.pid}-${++started}`, arg);
     stops.push(() => t.stop());
     return t;
   }
@@ -206,4 +210,24 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
       await lacking.stop();
     }
   }, 180_000);
+
+  it('ferry check PID --via runs the preflight in the source agent daemon: its network namespace, not the CLI\'s', async () => {
+    const daemon = await startSourceAgentDaemon(hosts!, { allowDests: [dest!.address] });
+    try {
+      const t = await task('bound', hosts!.src.address);
+      // The CLI outside both hosts: the daemon (in the src host) sees the task in its own netns, bound to an address the dest lacks.
+      const via = await startFerry(['check', String(t.pid), '--to', dest!.address, '--via', daemon.socket, '--json'], { timeoutMs: 60_000 }).done;
+      expect(via.exitCode, describeResult(via)).toBe(1);
+      const json = JSON.parse(via.stdout.split('\n').find((l) => l.startsWith('{"ok"'))!) as CheckJson & { via: string };
+      expect(json.via).toBe(daemon.socket);
+      expect(json.preflight.find((x) => x.check === 'local-addresses')).toMatchObject({ verdict: 'refuse', code: 'FERRY-1204' });
+      // The same check in the CLI's own process sees the task in another netns than its own: nothing to compare.
+      const here = await startFerry(['check', String(t.pid), '--json'], { timeoutMs: 60_000 }).done;
+      const local = JSON.parse(here.stdout.split('\n').find((l) => l.startsWith('{"ok"'))!) as CheckJson;
+      expect(local.preflight.find((x) => x.check === 'local-addresses'), describeResult(here)).toMatchObject({ verdict: 'note' });
+      await expectUntouched(t);
+    } finally {
+      await daemon.stop();
+    }
+  }, 120_000);
 });
