@@ -11,7 +11,7 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
-import { chooseProtocolVersion, localPeerInfo, protocolVersions } from '../shared/peer-info.js';
+import { chooseProtocolVersion, localPeerInfo, MOUNT_PATHS_FEATURE, protocolVersions } from '../shared/peer-info.js';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePageBatch } from '../shared/transport/page-batch.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
@@ -32,7 +32,7 @@ import { decodePlan, REMOTE_PAGE } from './lazy/pager-plan.js';
 import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
-import { restoreMountNamespace } from './restore-mount-namespace.js';
+import { checkExternalMounts, missingMounts, restoreMountNamespace } from './restore-mount-namespace.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -175,19 +175,22 @@ export class DestService {
 
   async negotiate(req: m.NegotiateRequest): Promise<m.NegotiateResponse> {
     checkPeerInfo(req.source);
+    const mounts = req.externalMounts ?? [];
+    checkExternalMounts('external_mounts', mounts, 'negotiate');
     const now = Date.now();
     if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
       const trackers = this.opts.trackers ? this.opts.trackers() : Promise.resolve([]);
       this.peerInfo = {
         at: now,
         info: Promise.all([trackers, this.lazyProbe()]).then(async ([t, lazy]) => ({
-          ...(await localPeerInfo(t, lazy.ok ? [LAZY_RESTORE_FEATURE] : [])),
+          ...(await localPeerInfo(t, [MOUNT_PATHS_FEATURE, ...(lazy.ok ? [LAZY_RESTORE_FEATURE] : [])])),
           lazyRestoreProblem: lazy.ok ? '' : lazy.reason,
         })),
       };
     }
     const dest = await this.peerInfo.info;
-    return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []) };
+    // Which paths exist here is the answer: the source's preflight refuses a task that needs one that does not.
+    return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []), missingMounts: missingMounts(mounts) };
   }
 
   async prepare(req: m.PrepareRequest, peer: PeerKey = 'local'): Promise<m.PrepareResponse> {

@@ -1,12 +1,15 @@
 /**
  * The mount namespace a Restore asks for (proto MountNamespace), checked before the session moves: every
  * external mount must be a plain absolute path (criu takes it as `--external mnt[PATH]:PATH`) that exists
- * here, since criu bind-mounts this host's PATH into the restored namespace.
+ * here, since criu bind-mounts this host's PATH into the restored namespace. Negotiate asks the same of the
+ * same paths first (the source's preflight, mount-paths): this check is the last line of defence, for a path
+ * removed in between or a source that did not ask.
  */
 import { existsSync } from 'node:fs';
 import { posix } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { TaskMountNamespace } from '../shared/kernel/task-mount-namespace.js';
+import type { Phase } from '../shared/phases.js';
 import type { MountNamespaceMessage } from '../shared/transport/messages.js';
 import { checkListLength, checkText } from './request-bounds.js';
 
@@ -15,17 +18,27 @@ export const MAX_EXTERNAL_MOUNTS = 512;
 /** PATH_MAX. */
 const MAX_PATH = 4096;
 
+/** Bounded and each a normalized absolute path (REQUEST_INVALID naming the field otherwise). */
+export function checkExternalMounts(field: string, paths: readonly string[], phase: Phase): void {
+  checkListLength(field, paths.length, MAX_EXTERNAL_MOUNTS, phase);
+  for (const [i, p] of paths.entries()) {
+    checkText(`${field}[${i}]`, p, MAX_PATH, phase);
+    if (!p.startsWith('/') || posix.normalize(p) !== p || (p !== '/' && p.endsWith('/')) || p.includes('\0')) {
+      throw new FerryError('REQUEST_INVALID', { side: 'dest', phase, detail: `${field}[${i}] is not a normalized absolute path` });
+    }
+  }
+}
+
+/** The checked paths that do not exist on this host. */
+export function missingMounts(paths: readonly string[]): string[] {
+  return paths.filter((p) => !existsSync(p));
+}
+
 export function restoreMountNamespace(asked: MountNamespaceMessage | null | undefined): TaskMountNamespace | undefined {
   if (!asked) return undefined;
   const paths = asked.externalMounts ?? [];
-  checkListLength('mount_ns.external_mounts', paths.length, MAX_EXTERNAL_MOUNTS, 'restore');
-  for (const [i, p] of paths.entries()) {
-    checkText(`mount_ns.external_mounts[${i}]`, p, MAX_PATH, 'restore');
-    if (!p.startsWith('/') || posix.normalize(p) !== p || (p !== '/' && p.endsWith('/')) || p.includes('\0')) {
-      throw new FerryError('REQUEST_INVALID', { side: 'dest', phase: 'restore', detail: `mount_ns.external_mounts[${i}] is not a normalized absolute path` });
-    }
-  }
-  const missing = paths.filter((p) => !existsSync(p));
+  checkExternalMounts('mount_ns.external_mounts', paths, 'restore');
+  const missing = missingMounts(paths);
   if (missing.length > 0) {
     throw new FerryError('MOUNT_MISSING_ON_DEST', {
       side: 'dest',

@@ -25,6 +25,11 @@ export const FEATURES = ['page-hash-xxh3-128', 'zero-page-flag'];
  * non-cooperative events); not required of a peer: without it the source restores eagerly.
  */
 export const LAZY_RESTORE_FEATURE = 'lazy-restore';
+/**
+ * Offered by a dest that answers Negotiate's external_mounts with the missing ones; without it (an older
+ * dest) the source's preflight cannot compare, and the dest's Restore is the first to refuse.
+ */
+export const MOUNT_PATHS_FEATURE = 'mount-paths';
 
 /**
  * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own

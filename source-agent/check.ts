@@ -24,32 +24,54 @@ export function destRestoreModes(r: CheckResponse): RestoreModeSupport[] {
 
 /** `security` absent: TLS from the default files (see DestClient). */
 export async function runCheck(dest: string | undefined, signal?: AbortSignal, security?: TransportSecurity): Promise<CheckResponse> {
+  return (await askDest(dest, [], signal, security)).response;
+}
+
+/** runCheck's work; `externalMounts` go with Negotiate, and the dest's answer comes back as `missingMounts`. */
+async function askDest(dest: string | undefined, externalMounts: readonly string[], signal?: AbortSignal, security?: TransportSecurity): Promise<{ response: CheckResponse; missingMounts: string[] }> {
   const source = await localPeerInfo(await availableTrackers());
   const result: CheckResponse = { source, dest: null, destProblem: '', protocolVersion: 0 };
-  if (!dest) return result;
+  let missingMounts: string[] = [];
+  if (!dest) return { response: result, missingMounts };
   const client = new DestClient(dest, security);
   try {
     await client.connect(5_000, signal);
-    const answer = await client.negotiate({ source }, signal);
+    const answer = await client.negotiate({ source, externalMounts: [...externalMounts] }, signal);
     result.dest = answer.dest;
     result.protocolVersion = chooseProtocolVersion(source.protocolVersions, answer.dest.protocolVersions);
+    missingMounts = answer.missingMounts ?? [];
     checkPeers(source, answer);
   } catch (e) {
     result.destProblem = e instanceof FerryError ? `${e.code}: ${e.message}${e.detail ? ` (${e.detail})` : ''}` : String(e);
   } finally {
     client.close();
   }
-  return result;
+  return { response: result, missingMounts };
+}
+
+export interface TaskCheck {
+  response: CheckResponse;
+  findings: Finding[];
 }
 
 /**
- * The preflight of task `pid` against the answer of runCheck (its dest, when --to was given): the same checks
- * as the first step of migrate. inspectTarget's refusals (no such task, a kernel thread, ...) are thrown.
+ * runCheck and the preflight of task `pid` (against its dest, when given): the same checks as the first step
+ * of migrate, on facts read before Negotiate (the dest answers which of the task's mount paths it lacks).
+ * inspectTarget's refusals (no such task, a kernel thread, ...) are thrown.
  */
-export async function runTaskPreflight(pid: number, r: CheckResponse, criuFeatures: CriuFeaturesChoice, allow: readonly string[]): Promise<Finding[]> {
+export async function runTaskCheck(
+  pid: number,
+  dest: string | undefined,
+  criuFeatures: CriuFeaturesChoice,
+  allow: readonly string[],
+  signal?: AbortSignal,
+  security?: TransportSecurity,
+): Promise<TaskCheck> {
   const target = inspectTarget(pid);
+  const facts = readPreflightFacts(target.tasks.map((t) => t.hostPid));
+  const { response: r, missingMounts } = await askDest(dest, facts.tree.externalMounts ?? [], signal, security);
   const criu = await probeCriu();
   const networkLock = criu.ok ? await probeNetworkLock(criu.path) : undefined;
-  const facts = readPreflightFacts(target.tasks.map((t) => t.hostPid));
-  return runPreflight({ ...facts, criuFeatures, networkLock, source: r.source!, dest: r.dest ?? undefined, arch: r.source!.arch }, allow);
+  const input = { ...facts, criuFeatures, networkLock, source: r.source!, dest: r.dest ?? undefined, missingMounts, arch: r.source!.arch };
+  return { response: r, findings: runPreflight(input, allow) };
 }

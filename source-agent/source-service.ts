@@ -1,6 +1,7 @@
 /**
- * The Source gRPC service of `ferry source-agent`: Check, and Migrate with its progress stream, for one caller
- * (the peer of one connection). Each call is authorized before anything is touched: the dest must be on the
+ * The Source gRPC service of `ferry source-agent`: Check (with a pid, the preflight of that task, run here: this
+ * agent's capabilities and namespaces are the ones its Migrate would have), and Migrate with its progress
+ * stream, for one caller (the peer of one connection). Each call is authorized before anything is touched: the dest must be on the
  * agent's allow-list, and the caller must be allowed to migrate the whole tree (caller-permission.ts). A
  * migration runs under the agent's own signal, not the caller's: if the CLI goes away the migration still
  * finishes or rolls back.
@@ -13,8 +14,9 @@ import type { Phase } from '../shared/phases.js';
 import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage } from '../shared/transport/messages.js';
 import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { authorizeMigration, permissionLostError, reauthorizeOnProgress, type Caller } from './caller-permission.js';
-import { runCheck } from './check.js';
-import { compileMigrateOptions } from './config/migrate-options.js';
+import { runCheck, runTaskCheck } from './check.js';
+import { compileCriuFeatures, compileMigrateOptions } from './config/migrate-options.js';
+import { compileAllow } from './preflight/preflight.js';
 import { fromMigrateRequest } from './config/migrate-request.js';
 import type { DestAllowList } from './dest-allow-list.js';
 import { toEventMessage } from './migration/event-message.js';
@@ -39,7 +41,7 @@ export class SourceService {
     const log = this.log.child({ callerUid: caller.uid, callerPid: caller.pid });
     return {
       Check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => {
-        this.check(call.request, log).then(
+        this.check(call.request, caller, log).then(
           (r) => cb(null, r),
           (e: unknown) => cb(this.failed(log, 'Check', e)),
         );
@@ -56,10 +58,17 @@ export class SourceService {
     return toStatus(e) as grpc.ServiceError;
   }
 
-  private async check(request: CheckRequest, log: Logger): Promise<CheckResponse> {
+  private async check(request: CheckRequest, caller: Caller, log: Logger): Promise<CheckResponse> {
     const dest = request.dest ? this.allowDests.check(request.dest, 'Check') : undefined;
-    log.info('Check', { dest });
-    return runCheck(dest, undefined, this.security);
+    const pid = request.pid;
+    log.info('Check', { dest, pid });
+    if (pid === undefined || pid === null) return runCheck(dest, undefined, this.security);
+    // Checked like the flags typed on this host; the preflight reads the tree's /proc: only for a caller that may migrate it.
+    const allow = compileAllow(request.allow);
+    const criuFeatures = compileCriuFeatures(request.fileLocks, request.tcpEstablished);
+    authorizeMigration(caller, pid);
+    const { response, findings } = await runTaskCheck(pid, dest, criuFeatures, allow, undefined, this.security);
+    return { ...response, preflight: findings.map(({ check, verdict, code, message, hint }) => ({ check, verdict, code, message, hint })) };
   }
 
   private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>, caller: Caller, log: Logger): Promise<void> {

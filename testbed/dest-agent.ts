@@ -25,6 +25,8 @@ export interface DestAgentOptions {
   /** The sources it accepts (--allow-peer); default the other host's identity. */
   allowPeers?: string[];
   startTimeoutMs?: number;
+  /** In a mount namespace of its own, made at its start: the host's later mounts are not there. */
+  privateMounts?: boolean;
 }
 
 export interface DestAgentHandle {
@@ -134,7 +136,7 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
   };
   let daemon;
   try {
-    daemon = await startFerryDaemon({ what: `the dest agent in ${host.name}`, host, args, env: opts.env, startTimeoutMs: opts.startTimeoutMs, check });
+    daemon = await startFerryDaemon({ what: `the dest agent in ${host.name}`, host, args, env: opts.env, privateMounts: opts.privateMounts, startTimeoutMs: opts.startTimeoutMs, check });
   } catch (err) {
     if (ownWorkDir) rmSync(workDir, { recursive: true, force: true });
     throw err;

@@ -15,6 +15,8 @@ export interface FerryDaemonOptions {
   /** The command line of each start (a restart asks again, so it can repeat what the first start learned). */
   args: () => string[];
   env?: Record<string, string> | undefined;
+  /** In a mount namespace of its own (FerryRunOptions.privateMounts); a restart makes a fresh one. */
+  privateMounts?: boolean | undefined;
   /** Bound on each start, until the listening line. Default 20 s. */
   startTimeoutMs?: number | undefined;
   /** Checks the listening line of each start; a throw ends that process and fails the start. */
@@ -66,7 +68,7 @@ async function terminate(inc: Incarnation): Promise<void> {
 
 async function launch(o: FerryDaemonOptions, env: Record<string, string> | undefined): Promise<Incarnation> {
   // A daemon: no time limit; stop() ends it.
-  const run = startFerry(o.args(), { host: o.host, env, timeoutMs: 0 });
+  const run = startFerry(o.args(), { host: o.host, env, timeoutMs: 0, privateMounts: o.privateMounts });
   const inc: Incarnation = { run, exited: false, listening: {} };
   void run.done.then(() => (inc.exited = true));
   try {

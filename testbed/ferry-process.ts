@@ -17,6 +17,11 @@ const FERRY_BIN = join(REPO_ROOT, 'bin', 'ferry.js');
 export interface FerryRunOptions {
   /** Run inside this host's network namespace. */
   host?: Host;
+  /**
+   * In a mount namespace of its own (private propagation) that exec()s ferry: mounts the host makes later are
+   * not seen there (a dest that lacks a path the source has, on one machine).
+   */
+  privateMounts?: boolean | undefined;
   /** Added to (and overriding) this process's environment. */
   env?: Record<string, string>;
   /** SIGTERM (ferry rolls back) after this long, SIGKILL 10 s later. Default 60 s; 0 = no limit. */
@@ -60,7 +65,7 @@ export interface FerryRun {
 
 /** Starts `node bin/ferry.js ARGS` (inside a host's network namespace when given). */
 export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun {
-  const argv = [...(opts.host ? ['nsenter', `--net=${opts.host.netns}`] : []), process.execPath, FERRY_BIN, ...args];
+  const argv = [...(opts.host ? ['nsenter', `--net=${opts.host.netns}`] : []), ...(opts.privateMounts ? ['unshare', '--mount', '--propagation', 'private'] : []), process.execPath, FERRY_BIN, ...args];
   const started = Date.now();
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_ROOT,

@@ -241,6 +241,12 @@ export const ERRORS = {
     'Migrate to a dest with the same CPU features; or, if the task is known not to use the missing ones, override with `--allow cpu-features`.',
     status.FAILED_PRECONDITION,
   ),
+  PREFLIGHT_MOUNT_MISSING: spec(
+    'FERRY-1214',
+    'The task has its own mount namespace and a mount it took from the source host has no path on the dest',
+    'Create the paths the message names on the dest (or mount the same file systems there), or start the task without `--mounts private`.',
+    status.FAILED_PRECONDITION,
+  ),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.
   TLS_FILES_MISSING: spec(

@@ -27,10 +27,14 @@ export interface PeerInfo {
 
 export interface NegotiateRequest {
   source: PeerInfo;
+  /** The mount points the dump would declare external; absent or empty: none. */
+  externalMounts?: string[];
 }
 export interface NegotiateResponse {
   dest: PeerInfo;
   protocolVersion: number;
+  /** Of the request's externalMounts, those the dest lacks (a dest with MOUNT_PATHS_FEATURE answers). */
+  missingMounts?: string[];
 }
 
 export interface PrepareRequest {
@@ -187,12 +191,26 @@ export interface AbortResponse {
 
 export interface CheckRequest {
   dest: string;
+  /** proto3 optional: absent, no preflight. */
+  pid?: number;
+  allow?: string[];
+  fileLocks?: string;
+  tcpEstablished?: string;
+}
+export interface PreflightFindingMessage {
+  check: string;
+  verdict: string;
+  code: string;
+  message: string;
+  hint: string;
 }
 export interface CheckResponse {
   source: PeerInfo | null;
   dest: PeerInfo | null;
   destProblem: string;
   protocolVersion: number;
+  /** With CheckRequest.pid only. */
+  preflight?: PreflightFindingMessage[];
 }
 
 /** proto3 `optional` options: absent when not given. */

@@ -20,6 +20,8 @@ export interface PreflightInput {
   source: PeerInfo;
   /** Absent for `ferry check PID` without --to: the checks that need it say so. */
   dest?: PeerInfo | undefined;
+  /** The dest's answer to the tree's external mounts sent with Negotiate: those it lacks. */
+  missingMounts?: readonly string[] | undefined;
   /** x64, arm64: the syscall numbers of vfork differ. */
   arch: string;
 }

@@ -12,6 +12,7 @@ import { parseNetSockets, SOCKET_TABLES, type NetSocket } from '../../shared/ker
 import { readProcText } from '../../shared/kernel/proc-status.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
 import { parseTaskIds, type IdQuad } from '../../shared/kernel/task-credentials.js';
+import { readTaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
 
 /** The namespace kinds of /proc/PID/ns that an nsfs handle can name. */
 export const NAMESPACE_KINDS = ['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts'] as const;
@@ -43,8 +44,12 @@ export interface TaskFacts {
   hugeAreas: HugeArea[];
   /** Areas backed by a character device (a GPU's /dev/dri/renderD128, /dev/zero, ...). */
   deviceMappings: DeviceMapping[];
-  /** readlink of every fd: "socket:[123]", "anon_inode:[io_uring]", "net:[4026531840]", a path. */
-  fds: { fd: number; target: string }[];
+  /**
+   * readlink of every fd: "socket:[123]", "anon_inode:[io_uring]", "net:[4026531840]", a path. `nsInode`: the
+   * path is a namespace file (nsfs) with that inode, e.g. an `ip netns` handle opened as /run/netns/NAME: the
+   * kernel names an nsfs file by its path when it is bind-mounted, by "net:[...]" only when it is not.
+   */
+  fds: { fd: number; target: string; nsInode?: number }[];
   /** The sockets among the fds, with their local addresses (from the task's own netns tables). */
   sockets: NetSocket[];
   /** readlink of /proc/PID/ns/KIND, e.g. "net:[4026531840]"; absent when unreadable. */
@@ -67,6 +72,11 @@ export interface AgentFacts {
 export interface TreeFacts {
   tasks: TaskFacts[];
   criuNeeds: TaskCriuNeeds;
+  /**
+   * The mount points the dump would declare external (task-mount-namespace.ts): undefined when the root task
+   * shares this agent's mount namespace.
+   */
+  externalMounts: string[] | undefined;
 }
 
 function list(path: string): string[] {
@@ -127,7 +137,27 @@ function deviceMappings(dir: string, smapsText: string): DeviceMapping[] {
   return out;
 }
 
-function readTask(procRoot: string, pid: number): TaskFacts | undefined {
+/** st_dev of nsfs (the file system of /proc/self/ns/*), or undefined when that is unreadable (a fake /proc). */
+function nsfsDevice(procRoot: string): number | undefined {
+  try {
+    return statSync(join(procRoot, 'self', 'ns', 'net')).dev;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The inode of the namespace an fd onto a path is, or undefined when that path is no namespace file. */
+function nsInodeOf(fdPath: string, target: string, nsfsDev: number | undefined): number | undefined {
+  if (nsfsDev === undefined || !target.startsWith('/')) return undefined;
+  try {
+    const st = statSync(fdPath);
+    return st.dev === nsfsDev ? st.ino : undefined;
+  } catch {
+    return undefined; // closed meanwhile
+  }
+}
+
+function readTask(procRoot: string, pid: number, nsfsDev: number | undefined): TaskFacts | undefined {
   const dir = join(procRoot, String(pid));
   const status = readProcText(join(dir, 'status'));
   if (status === undefined) return undefined;
@@ -138,7 +168,9 @@ function readTask(procRoot: string, pid: number): TaskFacts | undefined {
   const fds: TaskFacts['fds'] = [];
   for (const fd of list(join(dir, 'fd'))) {
     const target = link(join(dir, 'fd', fd));
-    if (target !== undefined) fds.push({ fd: Number(fd), target });
+    if (target === undefined) continue;
+    const nsInode = nsInodeOf(join(dir, 'fd', fd), target, nsfsDev);
+    fds.push({ fd: Number(fd), target, ...(nsInode !== undefined && { nsInode }) });
   }
   const inodes = new Set(fds.map((f) => /^socket:\[(\d+)\]$/.exec(f.target)?.[1]).filter((i) => i !== undefined).map(Number));
   const sockets = inodes.size === 0 ? [] : SOCKET_TABLES.flatMap((t) => parseNetSockets(t, readProcText(join(dir, 'net', t)) ?? '')).filter((s) => inodes.has(s.inode));
@@ -177,10 +209,12 @@ function safeRead(path: string): string {
   }
 }
 
-/** The facts of the tree's processes (host pids); a process gone meanwhile is left out. */
+/** The facts of the tree's processes (host pids, the root first); a process gone meanwhile is left out. */
 export function readTreeFacts(pids: readonly number[], procRoot = '/proc'): TreeFacts {
-  const tasks = pids.map((pid) => readTask(procRoot, pid)).filter((t) => t !== undefined);
-  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot) };
+  const nsfsDev = nsfsDevice(procRoot);
+  const tasks = pids.map((pid) => readTask(procRoot, pid, nsfsDev)).filter((t) => t !== undefined);
+  const mountNs = pids[0] === undefined ? undefined : readTaskMountNamespace(pids[0], procRoot);
+  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot), externalMounts: mountNs?.externalMounts };
 }
 
 function rows(text: string | undefined): number {

@@ -13,6 +13,7 @@ import { fileLocksCheck } from './file-locks.js';
 import { hugePagesCheck } from './huge-pages.js';
 import { ioUringCheck } from './io-uring.js';
 import { localAddressesCheck } from './local-addresses.js';
+import { mountPathsCheck } from './mount-paths.js';
 import { nsfsHandlesCheck } from './nsfs-handles.js';
 import type { PreflightCheck, PreflightInput, Verdict } from './preflight-check.js';
 import { sysvIpcCheck } from './sysv-ipc.js';
@@ -35,6 +36,7 @@ export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [
   vforkCheck,
   zombieThreadsCheck,
   localAddressesCheck,
+  mountPathsCheck,
   cpuFeaturesCheck,
 ];
 

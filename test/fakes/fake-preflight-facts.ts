@@ -27,7 +27,7 @@ export function quietTask(over: Partial<TaskFacts> = {}): TaskFacts {
 }
 
 export function quietTree(tasks: TaskFacts[] = [quietTask()]): TreeFacts {
-  return { tasks, criuNeeds: { fileLocks: [], tcpConnections: [] } };
+  return { tasks, criuNeeds: { fileLocks: [], tcpConnections: [] }, externalMounts: undefined };
 }
 
 export function quietPreflightFacts(): { tree: TreeFacts; agent: AgentFacts } {

@@ -225,6 +225,7 @@ export function negotiateRequest(f?: MessageFuzzer): m.NegotiateRequest {
     ['arch', (r) => void (r.source.arch = f.string(process.arch))],
     ['features', (r) => void (r.source.features = Array.from({ length: f.rnd.range(1, 50) }, () => f.string('page-hash-xxh3-128')))],
     ['trackers', (r) => void (r.source.trackers = [f.string('hash')])],
+    ['external-mounts', (r) => void (r.externalMounts = Array.from({ length: f.rnd.range(0, 600) }, () => f.string('/tmp')))],
   ]);
 }
 

@@ -13,7 +13,8 @@ import { main } from '../../cli/main.js';
 import { fromServiceError } from '../../shared/errors/grpc-status.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { silentLogger } from '../../shared/logging/logger.js';
-import type { CheckResponse } from '../../shared/transport/messages.js';
+import type { CheckRequest, CheckResponse } from '../../shared/transport/messages.js';
+import { spawn } from 'node:child_process';
 import { CHANNEL_OPTIONS, ferryProto } from '../../shared/transport/proto.js';
 import { startSourceAgent, type SourceAgent } from '../../source-agent/source-agent.js';
 import { createTestPki } from '../../testbed/test-pki.js';
@@ -40,15 +41,15 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs the CLI in this process and returns its exit code and the error line of --json. */
-async function ferry(argv: string[]): Promise<{ code: number; error: { code: string; key: string } | undefined }> {
+/** Runs the CLI in this process and returns its exit code, the error line of --json and every line. */
+async function ferry(argv: string[]): Promise<{ code: number; error: { code: string; key: string } | undefined; lines: Record<string, unknown>[] }> {
   const out: string[] = [];
   const log = vi.spyOn(console, 'log').mockImplementation((l: unknown) => void out.push(String(l)));
   const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
   try {
     const code = await main(argv);
-    const line = out.map((l) => JSON.parse(l) as { kind: string; error?: { code: string; key: string } }).find((l) => l.kind === 'error');
-    return { code, error: line?.error };
+    const lines = out.map((l) => JSON.parse(l) as { kind: string; error?: { code: string; key: string } });
+    return { code, error: lines.find((l) => l.kind === 'error')?.error, lines };
   } finally {
     log.mockRestore();
     err.mockRestore();
@@ -56,13 +57,13 @@ async function ferry(argv: string[]): Promise<{ code: number; error: { code: str
 }
 
 /** Check over the agent's socket, as a raw client would call it. */
-function check(dest: string): Promise<CheckResponse> {
+function check(dest: string, more: Partial<CheckRequest> = {}): Promise<CheckResponse> {
   const Source = ferryProto().Source;
   const client = new Source(`unix:${agent!.socket}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as grpc.Client & {
     Check: (r: object, o: object, cb: (e: grpc.ServiceError | null, r: CheckResponse) => void) => void;
   };
   return new Promise((done, fail) =>
-    client.Check({ dest }, { deadline: Date.now() + 20_000 }, (e, r) => {
+    client.Check({ dest, ...more }, { deadline: Date.now() + 20_000 }, (e, r) => {
       client.close();
       if (e) fail(fromServiceError(e, new FerryError('INTERNAL', { detail: e.message })));
       else done(r);
@@ -91,6 +92,29 @@ describe.skipIf(!root)('source agent', () => {
     const r = await check(ALLOWED);
     expect(r.source?.hostname).toBeTruthy();
     expect(r.destProblem).toMatch(/FERRY-1006/); // nothing listens there: the agent tried, as allowed
+  });
+
+  it('ferry check PID --via runs the preflight in the agent (the Check call carries the pid) and prints its findings', async () => {
+    // A session leader of its own (setsid execs sleep), as CRIU needs; a child of this process, removed after.
+    const task = spawn('setsid', ['sleep', '30'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await ferry(['check', String(task.pid), '--via', agent!.socket, '--json']);
+      const out = r.lines.at(-1) as { ok: boolean; via: string; pid: number; preflight: { check: string; verdict: string; code: string }[] };
+      expect(r.code, JSON.stringify(out)).toBe(0);
+      expect(out).toMatchObject({ ok: true, via: agent!.socket, pid: task.pid });
+      expect(out.preflight.map((f) => f.check)).toContain('mount-paths');
+      expect(out.preflight.find((f) => f.check === 'capabilities')).toMatchObject({ verdict: 'ok', code: 'FERRY-1201' });
+      // Raw calls: the agent compiles the options itself and refuses what the CLI would have.
+      await expectFerryRejection(check('', { pid: task.pid!, allow: ['vfork'] }), 'BAD_ARGUMENT');
+      await expectFerryRejection(check('', { pid: task.pid!, tcpEstablished: 'maybe' }), 'BAD_ARGUMENT');
+      await expectFerryRejection(check('', { pid: 4194303 }), 'TASK_NOT_FOUND');
+    } finally {
+      task.kill('SIGKILL');
+    }
+    // With --via the agent dials with its own certificate: TLS flags here are a usage error.
+    const tls = await ferry(['check', '--via', agent!.socket, '--insecure', '--json']);
+    expect(tls).toMatchObject({ code: 2, error: { key: 'BAD_ARGUMENT' } });
   });
 
   it('--via takes a socket path: HOST:PORT is refused with a hint, exit 2', async () => {

@@ -384,3 +384,16 @@ describe('Prepare of a committed or existing id', () => {
     await expectFerryRejection(d.client.prepare({ ...req, epoch: '2' }), 'SESSION_CONFLICT');
   });
 });
+
+describe('external mounts in Negotiate (the preflight of mount paths)', () => {
+  it('answers which of the paths are missing here and offers mount-paths; bad or too many paths are REQUEST_INVALID', async () => {
+    const { client } = await dest();
+    const source = sourcePeer([1]);
+    const answer = await client.negotiate({ source, externalMounts: ['/', '/tmp', '/no/such/ferry/path'] });
+    expect(answer.missingMounts).toEqual(['/no/such/ferry/path']);
+    expect(answer.dest.features).toContain('mount-paths');
+    expect((await client.negotiate({ source })).missingMounts).toEqual([]);
+    for (const p of ['tmp', '/tmp/../etc', '/tmp/', `/${'x'.repeat(5000)}`]) await expectFerryRejection(client.negotiate({ source, externalMounts: [p] }), 'REQUEST_INVALID');
+    await expectFerryRejection(client.negotiate({ source, externalMounts: Array<string>(513).fill('/tmp') }), 'REQUEST_INVALID');
+  });
+});

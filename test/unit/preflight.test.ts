@@ -14,6 +14,8 @@ import { readPreflightFacts } from '../../source-agent/preflight/preflight-facts
 import type { PreflightInput } from '../../source-agent/preflight/preflight-check.js';
 import { compileAllow, PREFLIGHT_CHECKS, preflightRefusal, runPreflight, type Finding } from '../../source-agent/preflight/preflight.js';
 import { inVfork } from '../../source-agent/preflight/vfork.js';
+import { nsfsHandlesCheck } from '../../source-agent/preflight/nsfs-handles.js';
+import { quietAgent, quietTask, quietTree } from '../fakes/fake-preflight-facts.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
 
 const NET_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
@@ -38,6 +40,7 @@ interface FakeTask {
   threadsInKernel?: Record<string, { state: string; stack: string; syscall: string }>;
   /** "start-end" -> what the map_files link points to */
   mapFiles?: Record<string, string>;
+  mountinfo?: string;
 }
 
 let roots: string[] = [];
@@ -50,13 +53,14 @@ const status = (name: string, state: string, threads: number, uid: string, gid: 
   `Name:\t${name}\nState:\t${state} (x)\nTgid:\t1\nPid:\t1\nPPid:\t0\nUid:\t${uid}\nGid:\t${gid}\nThreads:\t${threads}\n`;
 
 /** A fake /proc: the tasks, this process as self (CapEff, ids, namespaces) and the host's SysV tables. */
-function fakeProc(tasks: FakeTask[], self: { capEff?: string; ns?: Record<string, string>; msg?: string } = {}): string {
+function fakeProc(tasks: FakeTask[], self: { capEff?: string; ns?: Record<string, string>; msg?: string; mountinfo?: string } = {}): string {
   const root = mkdtempSync(join(tmpdir(), 'ferry-fake-proc-'));
   roots.push(root);
   const selfDir = join(root, 'self');
   mkdirSync(join(selfDir, 'ns'), { recursive: true });
   writeFileSync(join(selfDir, 'status'), `${status('node', 'S', 1, '0\t0\t0\t0', '0\t0\t0\t0')}CapEff:\t${self.capEff ?? ALL_CAPS}\n`);
-  for (const [k, v] of Object.entries(self.ns ?? { ipc: 'ipc:[1]', net: 'net:[2]' })) symlinkSync(v, join(selfDir, 'ns', k));
+  for (const [k, v] of Object.entries(self.ns ?? { ipc: 'ipc:[1]', net: 'net:[2]', mnt: 'mnt:[3]' })) symlinkSync(v, join(selfDir, 'ns', k));
+  if (self.mountinfo !== undefined) writeFileSync(join(selfDir, 'mountinfo'), self.mountinfo);
   mkdirSync(join(root, 'sysvipc'));
   writeFileSync(join(root, 'sysvipc', 'msg'), `       key      msqid perms      cbytes       qnum\n${self.msg ?? ''}`);
   writeFileSync(join(root, 'sysvipc', 'sem'), '       key      semid perms      nsems\n');
@@ -80,6 +84,7 @@ function fakeProc(tasks: FakeTask[], self: { capEff?: string; ns?: Record<string
       writeFileSync(join(dir, 'task', tid, 'syscall'), th.syscall);
     }
     for (const [range, target] of Object.entries(t.mapFiles ?? {})) symlinkSync(target, join(dir, 'map_files', range));
+    if (t.mountinfo !== undefined) writeFileSync(join(dir, 'mountinfo'), t.mountinfo);
   }
   return root;
 }
@@ -212,6 +217,19 @@ describe('preflight', () => {
   it('nsfs handles: an fd onto a namespace outside the tree is refused, onto the tree\'s own is not', () => {
     expect(finding(run([{ pid: 100, fds: { '7': { target: 'net:[4026532999]' } } }]), 'nsfs-handles')).toMatchObject({ verdict: 'refuse', code: 'FERRY-1210' });
     expect(finding(run([{ pid: 100, fds: { '7': { target: 'net:[2]' }, '8': { target: 'pipe:[5]' }, '9': { target: 'socket:[6]' } } }]), 'nsfs-handles').verdict).toBe('ok');
+    // Opened through a bind mount (`ip netns`), the fd reads as its path: the facts' inode decides (found live, e2e).
+    const input = (nsInode: number): PreflightInput => ({
+      tree: quietTree([quietTask({ fds: [{ fd: 7, target: '/run/netns/other', nsInode }, { fd: 8, target: '/etc/hosts' }] })]),
+      agent: quietAgent(),
+      criuFeatures: { fileLocks: 'auto', tcpEstablished: 'off' },
+      networkLock: 'nftables',
+      source: peer(),
+      arch: 'x64',
+    });
+    const path = nsfsHandlesCheck.run(input(4026532999));
+    expect(path.verdict).toBe('refuse');
+    expect(path.message).toContain('fd 7 -> /run/netns/other (namespace inode 4026532999)');
+    expect(nsfsHandlesCheck.run(input(12)).verdict).toBe('ok'); // the task's own net:[12]
   });
 
   it('vfork: a thread in D inside vfork is refused (its stack, or the syscall number when the stack is unreadable)', () => {
@@ -238,6 +256,24 @@ describe('preflight', () => {
     expect(allowed.verdict).toBe('note');
     expect(allowed.message).toContain('--allow cpu-features');
     expect(finding(run([{ pid: 100 }], { input: { dest: peer({ cpuFlags: undefined }) } }), 'cpu-features').verdict).toBe('note');
+  });
+
+  it('mount paths: a private mount namespace needs the dest to have its host mounts\' paths; the dest answers which it lacks', () => {
+    const host = '20 1 8:1 / / rw - ext4 /dev/sda1 rw\n21 20 0:5 / /dev rw - devtmpfs udev rw\n22 20 0:30 / /srv/data rw - tmpfs t rw\n';
+    const task = `${host}30 20 0:40 / /proc rw - proc proc rw\n31 20 0:41 / /scratch rw - tmpfs own rw\n`;
+    const privateTask: FakeTask = { pid: 100, ns: { ipc: 'ipc:[1]', net: 'net:[2]', mnt: 'mnt:[9]' }, mountinfo: task };
+    const self = { mountinfo: host };
+    const withFeature = peer({ hostname: 'dest', features: ['mount-paths'] });
+    const f = finding(run([privateTask], { self, input: { dest: withFeature, missingMounts: ['/srv/data'] } }), 'mount-paths');
+    expect(f).toMatchObject({ verdict: 'refuse', code: 'FERRY-1214', side: 'dest' });
+    expect(f.message).toContain('/srv/data');
+    expect(finding(run([privateTask], { self, input: { dest: withFeature, missingMounts: [] } }), 'mount-paths').verdict).toBe('ok');
+    // An older dest (no feature) and no dest at all: not compared, a note; the dest's Restore still checks.
+    expect(finding(run([privateTask], { self, input: { missingMounts: [] } }), 'mount-paths').verdict).toBe('note');
+    expect(finding(run([privateTask], { self, input: { dest: undefined } }), 'mount-paths').verdict).toBe('note');
+    // The host's namespace: nothing declared, whatever the dest says.
+    expect(finding(run([{ pid: 100 }], { self, input: { dest: withFeature, missingMounts: ['/srv/data'] } }), 'mount-paths').verdict).toBe('ok');
+    expect(readPreflightFacts([100], fakeProc([privateTask], self)).tree.externalMounts).toEqual(['/dev', '/srv/data']);
   });
 
   it('the dest bounds what a peer reports of its CPU and addresses', () => {

@@ -1,7 +1,9 @@
 /**
  * Python tasks that the preflight must refuse for a real reason, each beating a counter into a file every
  * 20 ms so that a test sees it runs on after the refusal: `io-uring` holds an io_uring instance (io_uring_setup
- * through ctypes), `bound` listens on TCP at a given local address, `plain` only beats. Each runs as pid 1 of
+ * through ctypes), `bound` listens on TCP at a given local address, `nsfs` holds an fd on a given namespace
+ * file (e.g. another host's /run/netns/NAME), `hugetlb` maps and touches one MAP_HUGETLB area (it needs a free
+ * huge page: the caller sets vm.nr_hugepages), `plain` only beats. Each runs as pid 1 of
  * its own pid namespace and session leader in the given network namespace, as ferry run starts a task.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,7 +12,7 @@ import { join } from 'node:path';
 import { waitFor } from '../wait-for.js';
 
 const PYTHON = `
-import ctypes, os, socket, sys, time
+import ctypes, mmap, os, socket, sys, time
 mode, out, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 keep = []
 if mode == 'io-uring':
@@ -21,6 +23,11 @@ if mode == 'io-uring':
     keep.append(fd)
 elif mode == 'bound':
     s = socket.socket(); s.bind((arg, 0)); s.listen(1); keep.append(s)
+elif mode == 'nsfs':
+    keep.append(os.open(arg, os.O_RDONLY))
+elif mode == 'hugetlb':
+    m = mmap.mmap(-1, 2 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40000)  # MAP_HUGETLB (x86_64, arm64)
+    m[0:1] = b'x'; keep.append(m)
 n = 0
 while True:
     n += 1
@@ -29,7 +36,7 @@ while True:
     time.sleep(0.02)
 `;
 
-export type PreflightTaskMode = 'io-uring' | 'bound' | 'plain';
+export type PreflightTaskMode = 'io-uring' | 'bound' | 'nsfs' | 'hugetlb' | 'plain';
 
 export interface PreflightTaskHandle {
   /** Host pid of python (pid 1 of its namespace). */
@@ -40,7 +47,7 @@ export interface PreflightTaskHandle {
   stop(): void;
 }
 
-/** `arg`: the address `bound` binds to. */
+/** `arg`: the address `bound` binds to, the namespace file `nsfs` opens. */
 export async function startPreflightTask(mode: PreflightTaskMode, netns: string, dir: string, name: string, arg = ''): Promise<PreflightTaskHandle> {
   const out = join(dir, `${name}.beats`);
   const launcher: ChildProcess = spawn('nsenter', [`--net=${netns}`, 'unshare', '--pid', '--fork', 'setsid', 'python3', '-c', PYTHON, mode, out, arg], { stdio: 'ignore', detached: true });

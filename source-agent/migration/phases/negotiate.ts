@@ -40,14 +40,17 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
   try {
     await host.requireCriu();
     const local = await host.peerInfo();
+    const pids = target.tasks.map((t) => t.hostPid);
+    // Read before Negotiate: the dest answers which of the tree's external mount paths it lacks.
+    const facts = host.preflightFacts(pids);
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
-    const answer = await dest.negotiate({ source: local }, signal);
+    const answer = await dest.negotiate({ source: local, externalMounts: facts.tree.externalMounts ?? [] }, signal);
     const protocolVersion = checkPeers(local, answer);
     if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
-    const pids = target.tasks.map((t) => t.hostPid);
     const networkLock = await host.networkLock();
-    const findings = runPreflight({ ...host.preflightFacts(pids), criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, arch: local.arch }, opts.allow);
+    const input = { ...facts, criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, missingMounts: answer.missingMounts, arch: local.arch };
+    const findings = runPreflight(input, opts.allow);
     const refusal = preflightRefusal(findings);
     if (refusal) throw refusal;
     for (const f of findings.filter((x) => x.verdict === 'note')) ctx.log.info('preflight note', { check: f.check, code: f.code, message: f.message });
