@@ -165,6 +165,8 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       remotePages: sent.delta.remotePages,
       faultWaitP50Us: Number(filled?.done.waitP50Us ?? 0),
       faultWaitP99Us: Number(filled?.done.waitP99Us ?? 0),
+      originalExitMs: (filled?.originalExit ?? committed.originalExit)?.exitMs ?? 0,
+      originalLeft: (filled?.originalExit ?? committed.originalExit)?.left ?? [],
     };
     await learnFixedCost(
       opts.costModelPath,

@@ -173,6 +173,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       throw new Error('a full dump needs no reads from the task');
     },
     signalTree: (_pid, sig) => log.push(`signal.${sig}`),
+    waitExited: () => {
+      log.push('wait-exited');
+      return Promise.resolve([]);
+    },
     createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),
   };
   let finalDeltaPages = 0;

@@ -15,6 +15,8 @@ import { describeResult, runFerry, REPO_ROOT } from '../ferry-process.js';
 import type { TwoHosts } from '../netns-hosts.js';
 import { processStartTime, readPidState } from '../process-probes.js';
 import { waitFor } from '../wait-for.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+import { stillExiting } from '../../shared/kernel/process-wait.js';
 
 const execFileAsync = promisify(execFile);
 const INIT_SOURCE = fileURLToPath(new URL('./zdtm-init.c', import.meta.url));
@@ -149,11 +151,17 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
       return { test, verdict: 'fail', stage: 'start', detail: `${String(err)}; ${outText(o.staticDir, test)}` };
     }
     for (const p of descendants(task.pid)) watch(p);
+    const original = [task.pid, ...descendants(task.pid)].map((pid) => ({ pid, startTime: readStat(pid)?.startTime }));
 
     const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, args: o.migrateArgs ?? [], timeoutMs: 90_000 });
     if (result.exitCode !== 0 || !result.summary) {
       const code = result.error?.code;
       return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error ? `${result.error.message}: ${result.error.detail ?? ''}` : describeResult(result) };
+    }
+    // migrate returns only once the original is gone (kill-original.ts): not one of its processes may be alive.
+    const alive = original.filter(stillExiting).map((p) => p.pid);
+    if (alive.length > 0) {
+      return { test, verdict: 'fail', stage: 'migrate', detail: `migrate returned 0 with the original's pids ${alive.join(', ')} still alive (summary: originalLeft ${JSON.stringify(result.summary.originalLeft)}, ${Math.round(result.summary.originalExitMs)} ms)`, downtimeMs: result.summary.downtimeMs };
     }
     const restored = result.summary.restoredPid;
     watch(restored);
