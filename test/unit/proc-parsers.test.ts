@@ -72,7 +72,7 @@ describe('parseMaps', () => {
     expect(isAnonymous(vmas[0]!)).toBe(false);
   });
 
-  it('selects the private readable areas CRIU dumps, without the kernel-provided ones', () => {
+  it('selects the private areas CRIU dumps (PROT_NONE ones too), without the kernel-provided ones', () => {
     const picked = dumpableVmas(vmas).map((v) => `${v.perms} ${v.path}`);
     expect(picked).toEqual([
       'r--p /usr/bin/cat',
@@ -80,6 +80,7 @@ describe('parseMaps', () => {
       'rw-p /usr/bin/cat',
       'rw-p [heap]',
       'rw-p ',
+      '---p ',
       'rw-p [anon:ferry buffer]',
       'r--p /opt/my app/lib data.so',
       'rw-p [stack]',
