@@ -109,7 +109,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
   };
   const host: SourceHost = {
     pageSize: PAGE,
-    inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE }),
+    inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE, vmas: 30 }),
     lockTask: () => {
       log.push('task.lock');
       return { release: () => log.push('task.unlock') };

@@ -31,6 +31,8 @@ export interface ZdtmOutcome {
   code?: string;
   detail: string;
   downtimeMs?: number;
+  /** The policy's expected downtime at its freeze decision (its fixed cost plus the last dirty set's transfer). */
+  expectedDowntimeMs?: number;
 }
 
 /** The path of test/zdtm/static (scripts/provision-zdtm.sh: fetched from Debian and built once), or a reason. */
@@ -164,6 +166,8 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
       return { test, verdict: 'fail', stage: 'migrate', detail: `migrate returned 0 with the original's pids ${alive.join(', ')} still alive (summary: originalLeft ${JSON.stringify(result.summary.originalLeft)}, ${Math.round(result.summary.originalExitMs)} ms)`, downtimeMs: result.summary.downtimeMs };
     }
     const restored = result.summary.restoredPid;
+    const freezeDecision = result.lines.filter((l) => l.kind === 'decision').at(-1);
+    const expectedDowntimeMs = freezeDecision?.kind === 'decision' ? freezeDecision.expectedDowntimeMs : undefined;
     watch(restored);
     const tree = descendants(restored);
     for (const p of tree) watch(p);
@@ -177,7 +181,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     }
     const out = outText(o.staticDir, test);
     const passed = out.split(/\s+/).includes('PASS');
-    return { test, verdict: passed ? 'pass' : 'fail', stage: passed ? 'passed' : 'verdict', detail: out, downtimeMs: result.summary.downtimeMs };
+    return { test, verdict: passed ? 'pass' : 'fail', stage: passed ? 'passed' : 'verdict', detail: out, downtimeMs: result.summary.downtimeMs, ...(expectedDowntimeMs !== undefined && { expectedDowntimeMs }) };
   } finally {
     const alive = [...victims].filter(([pid, started]) => started !== undefined && processStartTime(pid) === started).map(([pid]) => pid);
     for (const pid of alive) kill(pid, 'SIGKILL');
