@@ -27,6 +27,8 @@ import { criuProcessesFor, waitGoneOrKill } from '../../shared/criu/criu-process
 import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
+import { waitExited } from '../../shared/kernel/process-wait.js';
+import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
 import { fillUntilDone, whileOriginal, type OriginalPageReader } from '../pages/confirm-pages.js';
@@ -82,7 +84,14 @@ function signalOriginal(m: JournaledMigration, signal: 'SIGCONT' | 'SIGKILL'): n
   return pids.length;
 }
 const thawOriginal = (m: JournaledMigration): number => signalOriginal(m, 'SIGCONT');
-const killOriginal = (m: JournaledMigration): number => signalOriginal(m, 'SIGKILL');
+/** SIGKILLs the original and waits (bounded) until it is gone, as the migration itself does (kill-original.ts). */
+async function killOriginal(m: JournaledMigration, log: Logger): Promise<number> {
+  const procs = m.started.tree.map((p) => ({ pid: p.hostPid, startTime: p.startTime }));
+  const killed = signalOriginal(m, 'SIGKILL');
+  const left = await waitExited(procs, ORIGINAL_EXIT_WAIT_MS);
+  if (left.length > 0) log.warn('the original is not gone after SIGKILL; the copy runs on the dest', { left, waitedMs: ORIGINAL_EXIT_WAIT_MS });
+  return killed;
+}
 
 /** Resolves one migration; MIGRATION_UNRESOLVED (the original stays frozen) when the dest does not answer. */
 export async function resolveMigration(migrationId: string, deps: ResolverDeps): Promise<Resolution> {
@@ -94,7 +103,7 @@ export async function resolveMigration(migrationId: string, deps: ResolverDeps):
     }
     if (m.state === 'committed' && m.fillPending) return await finishFill(m, journal, deps, log);
     if (m.state === 'committed' || m.state === 'filled') {
-      const killed = killOriginal(m);
+      const killed = await killOriginal(m, log);
       await journal.record('done', { outcome: 'migrated', resolved: true });
       log.info('resolved: the dest had committed; the original is gone', { killed });
       return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${m.restoredPid ?? '?'}); the original was killed` };
@@ -124,7 +133,7 @@ async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps:
     }
     if (outcome.kind === 'committed') {
       await journal.record('committed', { restoredPid: outcome.restoredPid, resolved: true });
-      const killed = killOriginal(m);
+      const killed = await killOriginal(m, log);
       await journal.record('done', { outcome: 'migrated', resolved: true });
       log.info('resolved: the dest committed; the original was killed', { killed, restoredPid: outcome.restoredPid });
       return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${outcome.restoredPid}); the original was killed` };
@@ -189,7 +198,7 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
     }
     const d = outcome.result.done;
     await journal.record('filled', { filledPages: Number(d.filledPages), replacedPages: outcome.result.replacedPages, resolved: true });
-    const killed = killOriginal(m);
+    const killed = await killOriginal(m, log);
     await journal.record('done', { outcome: 'migrated', resolved: true });
     log.info('resolved: the dest filled its copy; the original was killed', { killed, replacedPages: outcome.result.replacedPages });
     return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${target.restoredPid}) with every page in; the original was killed` };
