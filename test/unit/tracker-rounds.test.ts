@@ -12,7 +12,7 @@ import type { BatchSink } from '../../source-agent/pages/page-pipeline.js';
 import { HashTracker } from '../../source-agent/trackers/hash-tracker.js';
 import { SoftDirtyTracker } from '../../source-agent/trackers/soft-dirty/soft-dirty-tracker.js';
 import type { BeforeRead, DirtyTracker, TrackedTask } from '../../source-agent/trackers/tracker.js';
-import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
+import { scanSpans, UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { FakeKernel, type FakeProcess } from '../fakes/fake-kernel.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -278,5 +278,17 @@ describe('uffd-wp round logic (fake kernel)', () => {
     await expectFerryRejection(w.round(p), 'TASK_STOPPED');
     expect(w.kernel.openUffds(p.pid)).toEqual([]);
     w.tracker.close();
+  });
+});
+
+describe('uffd-wp scan spans', () => {
+  it('cover the runs that hold pages, bridging holes of up to 16 pages and no more (each scanned hole gets markers)', () => {
+    expect(scanSpans({ starts: [], counts: [] })).toEqual([]);
+    expect(scanSpans({ starts: [100, 120, 200], counts: [4, 2, 1] })).toEqual([
+      [100, 122],
+      [200, 201],
+    ]);
+    // A thread's 8 MiB stack with its top pages in use: the untouched rest is not scanned.
+    expect(scanSpans({ starts: [0x7f0000 + 2040], counts: [8] })).toEqual([[0x7f0000 + 2040, 0x7f0000 + 2048]]);
   });
 });

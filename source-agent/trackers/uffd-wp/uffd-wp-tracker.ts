@@ -160,6 +160,8 @@ export class UffdWpTracker implements DirtyTracker {
     detail.processes++;
     const vmas = dumpableVmas(maps);
     const t0 = performance.now();
+    // What holds pages before the scans (one presence walk for all areas): the spans each scan covers.
+    const before = new RunCursor(state.pagemap.presentRuns(vmas));
     const whole = emptyRuns();
     const written = emptyRuns();
     for (const vma of vmas) {
@@ -178,7 +180,7 @@ export class UffdWpTracker implements DirtyTracker {
         }
         detail.newlyRegisteredVmas++;
       }
-      const scanned = this.scanVma(state, vma);
+      const scanned = this.scanVma(state, vma, before.within(vma.startPage, vma.endPage));
       if (scanned === 'exec') return this.reopen(pid, stat.startTime, detail, found);
       if (scanned) appendAll(written, scanned);
       else appendRun(whole, vma.startPage, vma.endPage - vma.startPage);
@@ -232,9 +234,9 @@ export class UffdWpTracker implements DirtyTracker {
    * FERRY-3008). An untouched pte needs no protection: a page faulted there later has no uffd-wp bit, so the
    * first scan that covers it reports it written.
    */
-  private scanVma(state: ProcessState, vma: Vma): PageRuns | 'exec' | undefined {
+  private scanVma(state: ProcessState, vma: Vma, present: PageRuns): PageRuns | 'exec' | undefined {
     const out = emptyRuns();
-    const spans = scanSpans(state.pagemap.presentRuns([vma]));
+    const spans = scanSpans(present);
     try {
       for (const [start, end] of spans) state.scanner.scan(start, end, out);
       return out;
@@ -328,6 +330,24 @@ export class UffdWpTracker implements DirtyTracker {
 
   close(): void {
     for (const pid of [...this.states.keys()]) this.drop(pid);
+  }
+}
+
+/** Walks sorted runs forward, handing out those of each area in turn (areas come in address order). */
+class RunCursor {
+  private i = 0;
+  constructor(private readonly runs: PageRuns) {}
+
+  /** The runs (clipped) within [start, end); later calls must ask for later areas. */
+  within(start: number, end: number): PageRuns {
+    const out = emptyRuns();
+    const { starts, counts } = this.runs;
+    while (this.i < starts.length && starts[this.i]! + counts[this.i]! <= start) this.i++;
+    for (let j = this.i; j < starts.length && starts[j]! < end; j++) {
+      const s = Math.max(start, starts[j]!);
+      appendRun(out, s, Math.min(end, starts[j]! + counts[j]!) - s);
+    }
+    return out;
   }
 }
 
