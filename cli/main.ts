@@ -12,7 +12,7 @@ import { formatError } from './render.js';
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string; summary: string }> = {
   migrate: { run: migrateCommand, help: MIGRATE_HELP, summary: 'move a running task to a dest agent' },
   run: { run: runCommand, help: RUN_HELP, summary: 'start a command as a migratable task' },
-  check: { run: checkCommand, help: CHECK_HELP, summary: 'what this host (and a dest) supports' },
+  check: { run: checkCommand, help: CHECK_HELP, summary: 'what this host (and a dest) supports; with a PID, the preflight of that task' },
   'dest-agent': { run: destAgentCommand, help: DEST_AGENT_HELP, summary: 'receive migrations (daemon)' },
   'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
   certs: { run: certsCommand, help: CERTS_HELP, summary: 'make the CA and host certificates of mutual TLS' },

@@ -32,6 +32,7 @@ import { decodePlan, REMOTE_PAGE } from './lazy/pager-plan.js';
 import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
+import { restoreMountNamespace } from './restore-mount-namespace.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -348,6 +349,7 @@ export class DestService {
     for (const man of req.pages) if (hasRemote(man)) s.images.checkUploaded(man.pagemapImage);
     await checkRemotePages(s.imagesDir, req.pages, req.mode);
     const features = await restoreFeatures(req.criuFeatures);
+    const mountNs = restoreMountNamespace(req.mountNs);
     // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
     await s.transition('restoring', { manifests: req.pages.length });
     try {
@@ -377,7 +379,7 @@ export class DestService {
         s.pager = await PagerLink.start(paths, s.log, fillBounds(s));
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
-        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features)]);
+        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features, mountNs)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {
         const source = this.pageSource(s);
@@ -386,7 +388,7 @@ export class DestService {
         t1 = process.hrtime.bigint();
         // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
         // A source that went away will never commit: criu (and what it made) is killed at once.
-        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features), source.verify()]);
+        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features, mountNs), source.verify()]);
       }
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;

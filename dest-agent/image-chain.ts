@@ -13,7 +13,7 @@
  * This is the RestorePageSource (restore-page-source.ts) the dest restores from.
  */
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { decodePagemap, encodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT, type Pagemap, type PagemapEntry } from '../shared/criu/pagemap-image.js';
 import type { TaskPageStore } from './page-store.js';
@@ -143,6 +143,8 @@ async function buildParentChain(
       throw e;
     });
   }
-  await symlink(join(chainDir, `L${levels - 1}`), join(imagesDir, 'parent'));
+  // Relative: criu opens `parent` from the images dir's fd inside the restored tasks, and a task that had
+  // pivot_root'ed (ZDTM's mntns_pivot_root) resolves an absolute link in its own root ("Can't open parent path").
+  await symlink(relative(imagesDir, join(chainDir, `L${levels - 1}`)), join(imagesDir, 'parent'));
   return { levels, pages };
 }

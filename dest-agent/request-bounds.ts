@@ -6,6 +6,8 @@
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
+import { MAX_CPU_FLAG_LENGTH, MAX_CPU_FLAGS } from '../shared/kernel/cpu-flags.js';
+import { MAX_ADDRESS_LENGTH, MAX_HOST_ADDRESSES } from '../shared/kernel/host-addresses.js';
 
 /** A migration id, and so the name of its session dir (work-dir.ts): the source draws a UUID. */
 export const MIGRATION_ID = /^[A-Za-z0-9-]{8,64}$/;
@@ -61,6 +63,10 @@ export function checkPeerInfo(p: m.PeerInfo | null | undefined): void {
     checkListLength(`source.${field}`, list.length, MAX_PEER_LIST, 'negotiate');
   }
   for (const t of [...p.trackers, ...p.features]) checkText('source.trackers/features entry', t, MAX_NAME, 'negotiate');
+  checkListLength('source.cpuFlags', p.cpuFlags?.length ?? 0, MAX_CPU_FLAGS, 'negotiate');
+  for (const f of p.cpuFlags ?? []) checkText('source.cpuFlags entry', f, MAX_CPU_FLAG_LENGTH, 'negotiate');
+  checkListLength('source.addresses', p.addresses?.length ?? 0, MAX_HOST_ADDRESSES, 'negotiate');
+  for (const a of p.addresses ?? []) checkText('source.addresses entry', a, MAX_ADDRESS_LENGTH, 'negotiate');
 }
 
 /** Everything of a PrepareRequest but the pids' use on this host: ids, names, the pid list (bounded, no duplicates). */

@@ -12,6 +12,8 @@ import { requireCriu } from '../shared/criu/criu-binary.js';
 import { criuProcessesFor } from '../shared/criu/criu-processes.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
 import type { DestSession } from './session.js';
+import { criuMountNamespaceArgs } from '../shared/criu/criu-mount-namespace.js';
+import type { TaskMountNamespace } from '../shared/kernel/task-mount-namespace.js';
 
 /** Where criu writes the restored root's pid: a restarted agent reads it (restart-recovery.ts). */
 export const RESTORED_PID_FILE = 'restored.pid';
@@ -35,7 +37,14 @@ export async function restoreFeatures(asked: CriuFeaturesMessage | null | undefi
   return f;
 }
 
-export async function restoreStopped(s: DestSession, timeoutMs: number, signal?: AbortSignal, lazy = false, features: CriuFeatures = NO_CRIU_FEATURES): Promise<number> {
+export async function restoreStopped(
+  s: DestSession,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  lazy = false,
+  features: CriuFeatures = NO_CRIU_FEATURES,
+  mountNs?: TaskMountNamespace,
+): Promise<number> {
   const criu = await requireCriu('dest');
   await pruneCriuLogs(s.logDir).catch((e: unknown) => s.log.warn('CRIU logs not pruned', { logDir: s.logDir, error: String(e) }));
   if (faultArmed('dest.restore-fails')) await rm(join(s.imagesDir, 'pstree.img'), { force: true });
@@ -49,7 +58,7 @@ export async function restoreStopped(s: DestSession, timeoutMs: number, signal?:
     fileLocks: features.fileLocks,
     tcpEstablished: features.tcpEstablished,
     // The pager (lazy/pager-link.ts) listens on lazy-pages.socket in the images dir, CRIU's work dir.
-    extraArgs: lazy ? ['--lazy-pages'] : [],
+    extraArgs: [...(lazy ? ['--lazy-pages'] : []), ...criuMountNamespaceArgs(mountNs, 'restore')],
     timeoutMs: timeoutMs || 120_000,
     signal,
   });

@@ -6,6 +6,8 @@ import { ferryVersion } from './repo-root.js';
 import type { PeerInfo } from './transport/messages.js';
 import { PROTOCOL_VERSIONS_SUPPORTED } from './transport/proto.js';
 import { PAGE_SIZE } from './kernel/page-size.js';
+import { hostCpuFlags } from './kernel/cpu-flags.js';
+import { hostAddresses } from './kernel/host-addresses.js';
 
 /**
  * The protocol versions this build speaks. FERRY_TEST_PROTOCOL_VERSIONS (comma-separated) replaces them; it
@@ -44,6 +46,8 @@ export async function localPeerInfo(trackers: readonly string[], moreFeatures: r
     criuVersion: criu.ok ? criu.version : '',
     criuProblem: criu.ok ? '' : criu.reason,
     features: [...FEATURES, ...tcp, ...moreFeatures],
+    cpuFlags: hostCpuFlags(),
+    addresses: hostAddresses(),
   };
 }
 

@@ -1,4 +1,7 @@
-/** `ferry check`: what this host supports, and what the dest answers to Negotiate. Never changes anything. */
+/**
+ * `ferry check`: what this host supports, and what the dest answers to Negotiate; with a PID, the preflight
+ * migrate would run on that task (source-agent/preflight/). Never changes anything.
+ */
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { chooseProtocolVersion, localPeerInfo } from '../shared/peer-info.js';
 import type { CheckResponse } from '../shared/transport/messages.js';
@@ -7,6 +10,12 @@ import { DestClient } from './dest-client.js';
 import { checkPeers } from './migration/check-peers.js';
 import { availableTrackers } from './trackers/choose-tracker.js';
 import { restoreModesOf, type RestoreModeSupport } from './migration/restore-mode.js';
+import { inspectTarget } from './migration/inspect-target.js';
+import type { CriuFeaturesChoice } from './migration/criu-features-choice.js';
+import { readPreflightFacts } from './preflight/preflight-facts.js';
+import { runPreflight, type Finding } from './preflight/preflight.js';
+import { probeCriu } from '../shared/criu/criu-binary.js';
+import { probeNetworkLock } from '../shared/criu/criu-features.js';
 
 /** The restore modes the dest answered it supports (empty without an answer). */
 export function destRestoreModes(r: CheckResponse): RestoreModeSupport[] {
@@ -31,4 +40,16 @@ export async function runCheck(dest: string | undefined, signal?: AbortSignal, s
     client.close();
   }
   return result;
+}
+
+/**
+ * The preflight of task `pid` against the answer of runCheck (its dest, when --to was given): the same checks
+ * as the first step of migrate. inspectTarget's refusals (no such task, a kernel thread, ...) are thrown.
+ */
+export async function runTaskPreflight(pid: number, r: CheckResponse, criuFeatures: CriuFeaturesChoice, allow: readonly string[]): Promise<Finding[]> {
+  const target = inspectTarget(pid);
+  const criu = await probeCriu();
+  const networkLock = criu.ok ? await probeNetworkLock(criu.path) : undefined;
+  const facts = readPreflightFacts(target.tasks.map((t) => t.hostPid));
+  return runPreflight({ ...facts, criuFeatures, networkLock, source: r.source!, dest: r.dest ?? undefined, arch: r.source!.arch }, allow);
 }

@@ -21,6 +21,11 @@ export class FreezeLease {
     if (!this.settled) this.guard.waitFor(criuPid);
   }
 
+  /** A command the guard runs before it thaws (the undo of a --tcp-established dump). */
+  runBeforeThaw(argv: readonly string[]): void {
+    if (!this.settled) this.guard.runBeforeThaw(argv);
+  }
+
   /**
    * Takes the decision back from the guard. Resolves when the guard confirms it will never thaw; throws
    * FREEZE_LEASE_EXPIRED if it already did.
@@ -34,10 +39,14 @@ export class FreezeLease {
     }
   }
 
-  /** Rollback: let the guard thaw now (it is what it does when its input closes). */
+  /**
+   * Rollback: let the guard thaw now (it is what it does when its input closes). The rollback has run the undo
+   * of the dump itself (the step above the thaw): the guard's copy of it is dropped first.
+   */
   async release(): Promise<void> {
     if (this.settled) return;
     this.settled = true;
+    this.guard.runBeforeThaw([]);
     await this.guard.fire();
   }
 }

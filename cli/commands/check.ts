@@ -1,17 +1,30 @@
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, parseHostPort } from '../../shared/transport/address.js';
 import type { PeerInfo } from '../../shared/transport/messages.js';
-import { destRestoreModes, runCheck } from '../../source-agent/check.js';
+import { destRestoreModes, runCheck, runTaskPreflight } from '../../source-agent/check.js';
+import { compileCriuFeatures } from '../../source-agent/config/migrate-options.js';
+import { compileAllow, type Finding } from '../../source-agent/preflight/preflight.js';
 import { trackerAvailability } from '../../source-agent/trackers/choose-tracker.js';
-import { parse } from '../args.js';
+import { intFlag, parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
-export const CHECK_HELP = `Usage: ferry check [--to HOST:PORT [TLS options]] [--json]
+export const CHECK_HELP = `Usage: ferry check [PID] [--to HOST:PORT [TLS options]] [--json]
 
 Reports what this host supports (CRIU, trackers, kernel, page size) and, with --to, what the dest agent
 there supports (its restore modes: lazy, eager, and why not) and whether a migration between the two can
 run (over mutual TLS, as a migration would).
-Changes nothing. Exit code 0 when everything needed is there, 1 otherwise.
+With a PID, also runs the migratability preflight on that task, the first step of every migrate: each
+check (capabilities, file locks, TCP, local addresses, SysV IPC, huge pages, io_uring, uprobes, device
+mappings, namespace handles, vfork, zombie threads, CPU features) says ok, note or refuse, with a code
+and a hint (README, Preflight). The checks of the dest (local addresses, CPU features) need --to.
+Changes nothing. Exit code 0 when everything needed is there, 1 otherwise (any refusal).
+
+Options:
+  --allow CHECK[,CHECK]   report an overridable check's refusal as a note, as migrate --allow does
+                          (only cpu-features may be overridden)
+  --file-locks WHEN       auto (default), on or off: as migrate's, for the file-locks check
+  --tcp-established WHEN  auto (default), on or off: as migrate's, for the tcp-connections check
 
 ${tlsHelp('dest', false)}`;
 
@@ -24,22 +37,46 @@ function describe(side: string, p: PeerInfo): string[] {
   ];
 }
 
+function describeFindings(pid: number, findings: readonly Finding[]): string[] {
+  const refused = findings.filter((f) => f.verdict === 'refuse').length;
+  const lines = [`preflight of task ${pid}: ${refused === 0 ? 'migratable' : `REFUSED by ${refused} check(s)`}`];
+  for (const f of findings) {
+    lines.push(`  ${f.check.padEnd(16)}${f.verdict.padEnd(7)}${f.code}  ${f.message}`);
+    if (f.verdict === 'refuse') lines.push(`  ${''.padEnd(23)}hint: ${f.hint}`);
+  }
+  return lines;
+}
+
 export async function checkCommand(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { to: { type: 'string' }, json: { type: 'boolean' }, ...TLS_FLAGS });
+  const { values, positionals } = parse(
+    argv,
+    { to: { type: 'string' }, json: { type: 'boolean' }, allow: { type: 'string', multiple: true }, 'file-locks': { type: 'string' }, 'tcp-established': { type: 'string' }, ...TLS_FLAGS },
+    true,
+  );
   if (values.help) {
     console.log(CHECK_HELP);
     return EXIT.ok;
   }
+  if (positionals.length > 1 || (positionals.length === 1 && !/^\d+$/.test(positionals[0]!))) {
+    throw new FerryError('BAD_ARGUMENT', { message: 'ferry check takes at most one PID', hint: 'Usage: ferry check [PID] [--to HOST:PORT]' });
+  }
+  const pid = positionals.length === 1 ? intFlag('PID', positionals[0]) : undefined;
+  // Validated before anything is dialed: a mistyped check name is a usage error, not a finding.
+  const allow = compileAllow(values.allow);
+  const criuFeatures = compileCriuFeatures(values['file-locks'], values['tcp-established']);
   const to = values.to ? formatHostPort(parseHostPort(values.to, '--to address')) : undefined;
   // Only a check with --to dials anything: without it the TLS files are not needed.
   const security = to ? transportSecurityFromFlags(values, ['client']) : undefined;
   if (security) warnIfPlaintext(security);
   const r = await runCheck(to, undefined, security);
+  const findings = pid === undefined ? undefined : await runTaskPreflight(pid, r, criuFeatures, allow);
   const trackers = await trackerAvailability();
-  const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem));
+  const migratable = !findings?.some((f) => f.verdict === 'refuse');
+  const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem)) && migratable;
   const restoreModes = destRestoreModes(r);
   if (values.json) {
-    console.log(JSON.stringify({ ok, ...r, trackers, ...(to && { restoreModes }) }));
+    const preflight = findings?.map(({ check, verdict, code, message, hint }) => ({ check, verdict, code, message, hint }));
+    console.log(JSON.stringify({ ok, ...r, trackers, ...(to && { restoreModes }), ...(preflight && { pid, preflight }) }));
   } else {
     const lines = describe('source', r.source!);
     for (const t of trackers) lines.push(`    ${t.name.padEnd(11)}${t.ok ? 'yes' : 'no '}  ${t.reason}`);
@@ -47,6 +84,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
       if (r.dest) lines.push(...describe(`dest ${to}`, r.dest), '  restore', ...restoreModes.map((x) => `    ${x.mode.padEnd(11)}${x.ok ? 'yes' : 'no '}  ${x.reason}`));
       lines.push(r.destProblem ? `migration to ${to}: NOT POSSIBLE: ${r.destProblem}` : `migration to ${to}: possible (protocol ${r.protocolVersion})`);
     }
+    if (findings && pid !== undefined) lines.push(...describeFindings(pid, findings));
     console.log(lines.join('\n'));
   }
   return ok ? EXIT.ok : EXIT.failed;

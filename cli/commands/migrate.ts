@@ -24,6 +24,9 @@ export const MIGRATE_HELP = `Usage: ferry migrate PID --to HOST:PORT [options]
 Moves the running task PID (and its whole process tree) to the dest agent at HOST:PORT: its memory is
 copied in rounds while it runs, then it is frozen briefly, dumped, restored on the dest, and the original
 is removed only after the dest confirms. On any failure before that, the original is resumed.
+First, before anything is touched, the preflight (the checks of \`ferry check PID --to\`) refuses a task
+that CRIU would refuse or the dest cannot take, with the first refusal's code (exit 2; 1 for a state
+that passes, such as a vfork wait).
 
 Options:
   --to HOST:PORT          the dest agent (required)
@@ -43,12 +46,15 @@ Options:
                           --no-precopy
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
   --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
-                          --file-locks on dump and restore (off: CRIU refuses a task holding a lock)
-  --tcp-established WHEN  off (default: CRIU refuses a task with a connected TCP socket), auto (when the task
-                          has one) or on: CRIU's --tcp-established on dump and restore, with the network lock
+                          --file-locks on dump and restore (off: a task holding a lock is refused, FERRY-1202)
+  --tcp-established WHEN  auto (default: when the task has a connected TCP socket), on or off (FERRY-1203 refuses
+                          such a task): CRIU's --tcp-established on dump and restore, with the network lock
                           that works on the host (nftables, else iptables); refused at once (FERRY-1019) when
                           the source or the dest has none. The connection's local address must exist on the
-                          dest. Not the default yet: a rollback after such a dump breaks those connections
+                          dest. A rollback takes the sockets out of TCP repair and deletes CRIU's lock
+                          before it thaws the task: the connections carry on
+  --allow CHECK[,CHECK]   let the migration run although this preflight check refuses it; only
+                          cpu-features may be overridden (see \`ferry check PID --to\`; README, Preflight)
   --tracker KIND          auto (default: soft-dirty when this kernel can, else uffd-wp, else hash),
                           soft-dirty, uffd-wp or hash
   --via PATH              run the migration in the source agent daemon on this Unix socket (its --socket,
@@ -94,6 +100,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'post-copy': { type: 'string' },
       'file-locks': { type: 'string' },
       'tcp-established': { type: 'string' },
+      allow: { type: 'string', multiple: true },
       ...TLS_FLAGS,
     },
     true,
@@ -131,6 +138,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     postCopy: values['post-copy'],
     fileLocks: values['file-locks'],
     tcpEstablished: values['tcp-established'],
+    allow: values.allow,
   };
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);

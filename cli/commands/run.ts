@@ -1,9 +1,10 @@
 import { runTask } from '../../source-agent/run-task.js';
+import { isolationValue, type Isolation } from '../../source-agent/task-isolation.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 
-export const RUN_HELP = `Usage: ferry run [--name NAME] [--log-dir DIR] [--json] -- CMD [ARGS...]
+export const RUN_HELP = `Usage: ferry run [--name NAME] [--log-dir DIR] [--ipc host|private] [--mounts host|private] [--json] -- CMD [ARGS...]
 
 Starts CMD as a task Ferry can migrate: pid 1 of its own pid namespace, its own session, stdin from
 /dev/null, stdout and stderr appended to DIR/NAME.out and DIR/NAME.err, no inherited file descriptors.
@@ -13,18 +14,37 @@ The log files are reopened by path after a migration, so DIR must exist on the d
 Options:
   --name NAME      the task's name, used for its log files (default: the command's name)
   --log-dir DIR    default /var/log/ferry/tasks
+  --ipc private    its own IPC namespace: its SysV shared memory, message queues and semaphores move
+                   with it (CRIU refuses SysV shared memory in the host's namespace). Default host.
+  --mounts private its own mount namespace (propagation private) with a /proc of its own pid namespace,
+                   so /proc/self and /proc/1 are the task's. It starts as a copy of the host's mounts
+                   (less /run/netns names and the host's /proc); those stay the host's: on the dest the
+                   same paths are bind-mounted from the dest, so they must exist there. Mounts the task
+                   makes itself (a tmpfs, say) move with it. Default host.
   --json           print {"pid":..,"launcherPid":..,"stdout":..,"stderr":..}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { name: { type: 'string' }, 'log-dir': { type: 'string' }, json: { type: 'boolean' } }, true);
+  const { values, positionals } = parse(
+    argv,
+    { name: { type: 'string' }, 'log-dir': { type: 'string' }, ipc: { type: 'string' }, mounts: { type: 'string' }, json: { type: 'boolean' } },
+    true,
+  );
   if (values.help) {
     console.log(RUN_HELP);
     return EXIT.ok;
   }
   const [command, ...args] = positionals;
   if (!command) throw new FerryError('BAD_ARGUMENT', { message: 'ferry run needs a command after --', hint: 'Usage: ferry run -- CMD [ARGS...]' });
+  const ipc = isolationFlag('--ipc', values.ipc);
+  const mounts = isolationFlag('--mounts', values.mounts);
   const name = values.name ?? (command.split('/').pop() || 'task');
-  const task = await runTask({ command, args, name, logDir: values['log-dir'] ?? '/var/log/ferry/tasks' });
+  const task = await runTask({ command, args, name, logDir: values['log-dir'] ?? '/var/log/ferry/tasks', isolation: { ipc, mounts } });
   console.log(values.json ? JSON.stringify(task) : String(task.pid));
   return EXIT.ok;
+}
+
+function isolationFlag(flag: string, v: string | undefined): Isolation {
+  const iso = isolationValue(v);
+  if (iso === undefined) throw new FerryError('BAD_ARGUMENT', { message: `${flag} must be host or private (got "${v}")`, hint: `Give ${flag} host (the default) or ${flag} private.` });
+  return iso;
 }

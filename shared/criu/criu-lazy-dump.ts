@@ -36,6 +36,8 @@ export interface LazyDumpOptions {
   /** --file-locks, --tcp-established (with `networkLock`), as a plain dump takes them. */
   features?: CriuFeatures;
   networkLock?: NetworkLock | undefined;
+  /** More criu arguments, appended as given (a mount namespace's --external mnt[...]). */
+  extraArgs?: readonly string[];
 }
 
 export interface LazyDump {
@@ -54,7 +56,7 @@ async function failure(what: string, logFile: string): Promise<FerryError> {
 /** Starts the lazy dump; resolves once every image is written and the tree is frozen. */
 export async function startLazyDump(o: LazyDumpOptions): Promise<LazyDump> {
   const logFile = resolve(o.logFile);
-  const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4', ...criuFeatureArgs(o.features ?? NO_CRIU_FEATURES, o.networkLock)];
+  const args = ['dump', '-t', String(o.pid), '-D', resolve(o.imagesDir), '-o', logFile, '-v4', '--leave-stopped', '--lazy-pages', '--ps-socket', '3', '--status-fd', '4', ...criuFeatureArgs(o.features ?? NO_CRIU_FEATURES, o.networkLock), ...(o.extraArgs ?? [])];
   const outputFile = criuOutputFile(logFile);
   let child: ChildProcess;
   try {

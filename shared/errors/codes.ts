@@ -155,10 +155,92 @@ export const ERRORS = {
   TCP_LOCK_UNAVAILABLE: spec(
     'FERRY-1019',
     'The task has established TCP connections, and no network-lock method works on the source or the dest',
-    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `npm run setup` provisions it) or iptables-restore on that host, or migrate with `--tcp-established off` (CRIU then refuses a connected socket).',
+    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `npm run setup` provisions it) or iptables-restore on that host; or close the connections first (`--tcp-established off` does not help: the preflight then refuses a connected socket, FERRY-1203).',
     status.FAILED_PRECONDITION,
   ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
+
+  // 12xx: the migratability preflight (source-agent/preflight/): what CRIU would refuse in the freeze or the
+  // dest cannot provide, found before anything is touched (`ferry check PID`, and the first step of migrate).
+  PREFLIGHT_CAPABILITIES: spec(
+    'FERRY-1201',
+    'This host\'s root lacks a capability CRIU needs to dump the task',
+    'Run the agent with full root capabilities (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, CAP_SYS_PTRACE; CAP_SYS_RESOURCE for a task of another uid or one that changed its uids), e.g. outside a restricted container.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_FILE_LOCKS: spec(
+    'FERRY-1202',
+    'The task holds file locks and --file-locks is off',
+    'Migrate with `--file-locks auto` (the default) or `on`: CRIU then dumps and restores the locks.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_TCP_CONNECTED: spec(
+    'FERRY-1203',
+    'The task has connected TCP sockets and --tcp-established is off',
+    'Migrate with `--tcp-established auto` (CRIU repairs the connections; a network lock must work on both hosts), or close the connections first.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_LOCAL_ADDRESS: spec(
+    'FERRY-1204',
+    'The task has a socket bound to a local address the dest does not have',
+    'Add the address to the dest (e.g. a floating IP moved with the task), bind the task to a wildcard address, or give the task its own network namespace (`ferry run`).',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_SYSV_IPC: spec(
+    'FERRY-1205',
+    'The task maps SysV shared memory of the host\'s IPC namespace',
+    'Start the task in its own IPC namespace (`ferry run` with a private IPC namespace): CRIU carries SysV IPC only with its namespace.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_HUGE_PAGES: spec(
+    'FERRY-1206',
+    'The task maps huge pages (hugetlbfs or MAP_HUGETLB)',
+    'Run the task without hugetlb mappings: Ferry\'s page plane moves 4 KiB pages (transparent huge pages are fine).',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_IO_URING: spec(
+    'FERRY-1207',
+    'The task holds an io_uring instance',
+    'Migrate the task when it holds no io_uring fd (CRIU 4.2 cannot dump one), or make it fall back to plain syscalls.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_UPROBES: spec(
+    'FERRY-1208',
+    'The task has a uprobes area (a tracer attached user probes)',
+    'Detach the tracer (bpftrace, perf probe, ...) that placed uprobes in the task, then migrate.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_DEVICE_MAPPING: spec(
+    'FERRY-1209',
+    'The task maps a device (a GPU or another character device)',
+    'Migrate the task when it maps no device: CRIU carries only /dev/zero mappings without a device plugin.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_NSFS_HANDLE: spec(
+    'FERRY-1210',
+    'The task holds a handle on a namespace outside its tree',
+    'Close the namespace fd (e.g. an `ip netns` handle) before migrating: CRIU can carry only namespaces the tree lives in.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_VFORK: spec(
+    'FERRY-1211',
+    'A task of the tree waits in vfork() for its child to exec or exit',
+    'Migrate when the vfork child has exec()ed or exited: CRIU cannot dump two processes that share one memory.',
+    status.FAILED_PRECONDITION,
+    true,
+  ),
+  PREFLIGHT_ZOMBIE_THREADS: spec(
+    'FERRY-1212',
+    'A process of the tree is a zombie leader whose threads still run',
+    'Migrate when its threads have exited (CRIU does not support zombies with threads), or make the leader thread stay alive.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_CPU_FEATURES: spec(
+    'FERRY-1213',
+    'The dest\'s CPU lacks feature flags the source\'s has',
+    'Migrate to a dest with the same CPU features; or, if the task is known not to use the missing ones, override with `--allow cpu-features`.',
+    status.FAILED_PRECONDITION,
+  ),
 
   // 11xx: transport security (mutual TLS between the agents), checked before any migration call runs.
   TLS_FILES_MISSING: spec(
@@ -289,6 +371,12 @@ export const ERRORS = {
     'FERRY-6006',
     'Lazy restore is not possible on the dest: no pager binary or no userfaultfd',
     'Run `npm ci` on the dest (it builds build/Release/ferry_pager) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
+    status.FAILED_PRECONDITION,
+  ),
+  MOUNT_MISSING_ON_DEST: spec(
+    'FERRY-6007',
+    "The task has its own mount namespace and a mount it took from the source host has no path on the dest",
+    'Create the path the detail names on the dest (or mount the same file system there), or start the task without `--mounts private`; the source was resumed.',
     status.FAILED_PRECONDITION,
   ),
 

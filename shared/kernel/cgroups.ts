@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { readProcText, readStatus } from './proc-status.js';
 import type { ProcessTree } from './process-tree.js';
+import { parseMountInfo } from './mount-info.js';
 
 export interface CgroupMount {
   version: 1 | 2;
@@ -32,27 +33,12 @@ export interface CpuCgroup {
   mountDir: string;
 }
 
-/** mountinfo escapes space, tab, newline and backslash as octal. */
-function unescapeMountField(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
 /** The cgroup mounts of a /proc/PID/mountinfo text. */
 export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
   const mounts: CgroupMount[] = [];
-  for (const line of mountinfo.split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(' ');
-    const [fstype, , superOptions = ''] = line.slice(sep + 3).split(' ');
-    const root = left[3];
-    const mountPoint = left[4];
-    if (root === undefined || mountPoint === undefined) continue;
-    if (fstype === 'cgroup2') {
-      mounts.push({ version: 2, root: unescapeMountField(root), mountPoint: unescapeMountField(mountPoint), controllers: [] });
-    } else if (fstype === 'cgroup') {
-      mounts.push({ version: 1, root: unescapeMountField(root), mountPoint: unescapeMountField(mountPoint), controllers: superOptions.split(',') });
-    }
+  for (const m of parseMountInfo(mountinfo)) {
+    if (m.fsType === 'cgroup2') mounts.push({ version: 2, root: m.root, mountPoint: m.mountPoint, controllers: [] });
+    else if (m.fsType === 'cgroup') mounts.push({ version: 1, root: m.root, mountPoint: m.mountPoint, controllers: m.superOptions.split(',') });
   }
   return mounts;
 }

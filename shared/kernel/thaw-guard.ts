@@ -9,16 +9,19 @@ import type { Readable, Writable } from 'node:stream';
 
 // A line at a time: `disarm` ends it without a signal, `pids LIST` replaces the pids resumed besides the
 // group, `wait PID` names a process to outlive before firing (a criu dump: killed while it injects its
-// parasite it kills the task, and left running it would stop the tree again; bounded at 120 s). EOF and the
-// deadline (`read -t`, when one is given) make it fire.
+// parasite it kills the task, and left running it would stop the tree again; bounded at 120 s), `before
+// ARGV` (tab-separated; empty: none) a command to run before the SIGCONT (the undo of a --tcp-established
+// dump; bounded at 20 s). EOF and the deadline (`read -t`, when one is given) make it fire.
 const SCRIPT = `
 deadline=$1; group=$2; shift 2
 waitpid=
+before=
 while IFS= read -r \${deadline:+-t "$deadline"} line; do
   case $line in
     disarm) echo disarmed; exit 0 ;;
     pids*) set -- \${line#pids} ;;
     wait*) waitpid=\${line#wait } ;;
+    before*) before=\${line#before} ; before=\${before#?} ;;
   esac
 done
 # Until it is gone or a zombie (its reaper may be slow to reap it): the state after the ") " of /proc/PID/stat.
@@ -29,6 +32,10 @@ while [ -n "$waitpid" ] && [ $n -lt 2400 ]; do
   case \${st%% *} in Z|X) break ;; esac
   sleep 0.05; n=$((n+1))
 done
+if [ -n "$before" ]; then
+  IFS=$'\\t' read -ra cmd <<< "$before"
+  timeout 20 "\${cmd[@]}" </dev/null >/dev/null 2>&1
+fi
 kill -CONT -- "-$group" 2>/dev/null
 for pid in "$@"; do kill -CONT "$pid" 2>/dev/null; done
 echo fired
@@ -95,6 +102,12 @@ export class ThawGuard {
   /** Replaces the pids it resumes besides the process group (a deadline, if any, starts again). */
   update(pids: readonly number[]): void {
     this.child.stdin.write(`pids ${pids.join(' ')}\n`);
+  }
+
+  /** When it fires, it runs this command (after the wait, before the SIGCONT, at most 20 s); [] for none. */
+  runBeforeThaw(argv: readonly string[]): void {
+    if (argv.some((a) => /[\t\n]/.test(a))) throw new Error('a thaw guard command argument holds a tab or a newline');
+    this.child.stdin.write(`before ${argv.join('\t')}\n`);
   }
 
   /** When it fires, it first waits (at most 120 s) for this process to end: a criu dump of the tree. */

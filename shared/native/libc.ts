@@ -19,6 +19,11 @@ const ioctlFn = libc.func('int ioctl(int fd, unsigned long request, ...)');
 // optlen is a socklen_t * (u32), passed as a 4-byte Buffer that the call updates.
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)');
 const flockFn = libc.func('int flock(int fd, int operation)');
+const setsockoptFn = libc.func('int setsockopt(int fd, int level, int optname, void *optval, unsigned int optlen)');
+const socketFn = libc.func('int socket(int domain, int type, int protocol)');
+const sendtoFn = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, unsigned int addrlen)');
+const recvFn = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
+const setnsFn = libc.func('int setns(int fd, int nstype)');
 
 /** Bytes of one `struct iovec` (void *base; size_t len) on 64-bit Linux. */
 export const IOVEC_BYTES = 16;
@@ -44,6 +49,8 @@ export const Errno = {
   EINVAL: constants.errno.EINVAL,
   ENOTTY: constants.errno.ENOTTY,
   ERANGE: constants.errno.ERANGE,
+  ENOENT: constants.errno.ENOENT,
+  EAGAIN: constants.errno.EAGAIN,
 } as const;
 
 function fail(syscall: string, context?: string): never {
@@ -101,6 +108,42 @@ export function getsockopt(fd: number, level: number, optname: number, out: Uint
   len.writeUInt32LE(out.byteLength);
   if ((getsockoptFn(fd, level, optname, out, len) as number) < 0) fail('getsockopt', `fd ${fd} option ${optname}`);
   return len.readUInt32LE();
+}
+
+/** IPPROTO_TCP's TCP_REPAIR (linux/tcp.h): 1 while CRIU holds the socket in repair mode, 0 to leave it. */
+export const IPPROTO_TCP = 6;
+export const TCP_REPAIR = 19;
+export const SO_RCVTIMEO = 20;
+
+/** setsockopt(2) with the bytes of `value` (an int is 4 little-endian bytes). */
+export function setsockopt(fd: number, level: number, optname: number, value: Uint8Array): void {
+  if ((setsockoptFn(fd, level, optname, value, value.byteLength) as number) < 0) fail('setsockopt', `fd ${fd} option ${optname}`);
+}
+
+/** socket(2); the caller closes it (ptrace.ts's closeFd). */
+export function socket(domain: number, type: number, protocol: number): number {
+  const fd = socketFn(domain, type, protocol) as number;
+  if (fd < 0) fail('socket', `domain ${domain} protocol ${protocol}`);
+  return fd;
+}
+
+/** sendto(2) of all of `buf` to the address bytes `addr`; returns the bytes sent. */
+export function sendto(fd: number, buf: Uint8Array, addr: Uint8Array): number {
+  const n = sendtoFn(fd, buf, buf.byteLength, 0, addr, addr.byteLength) as number;
+  if (n < 0) fail('sendto', `fd ${fd}`);
+  return n;
+}
+
+/** recv(2) into `buf`; returns the bytes received (EAGAIN once SO_RCVTIMEO passes). */
+export function recv(fd: number, buf: Uint8Array): number {
+  const n = recvFn(fd, buf, buf.byteLength, 0) as number;
+  if (n < 0) fail('recv', `fd ${fd}`);
+  return n;
+}
+
+/** setns(2) of the calling thread (node's main thread: every koffi call runs there). */
+export function setns(fd: number, nstype: number): void {
+  if ((setnsFn(fd, nstype) as number) < 0) fail('setns', `fd ${fd}`);
 }
 
 const LOCK_EX = 2;

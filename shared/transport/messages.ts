@@ -19,6 +19,10 @@ export interface PeerInfo {
   features: string[];
   /** A dest without lazy-restore: why. */
   lazyRestoreProblem?: string;
+  /** /proc/cpuinfo's flags, sorted (absent from a peer of an older build: the preflight says it cannot compare). */
+  cpuFlags?: string[];
+  /** The IP addresses of the agent's network namespace. */
+  addresses?: string[];
 }
 
 export interface NegotiateRequest {
@@ -89,6 +93,12 @@ export interface RestoreRequest {
   mode?: RestoreMode;
   /** The CRIU features the dump used; the restore needs the same. Absent: none. */
   criuFeatures?: CriuFeaturesMessage | null;
+  /** The task's own mount namespace (`ferry run --mounts private`). Absent: it shares the host's. */
+  mountNs?: MountNamespaceMessage | null;
+}
+export interface MountNamespaceMessage {
+  /** Mount points bind-mounted from the same path on the dest. */
+  externalMounts: string[];
 }
 export interface CriuFeaturesMessage {
   fileLocks: boolean;
@@ -202,6 +212,8 @@ export interface MigrateRequest {
   postCopy?: string | undefined;
   fileLocks?: string | undefined;
   tcpEstablished?: string | undefined;
+  /** Preflight checks to override (`--allow`); proto3 repeated: [] when none. */
+  allow?: string[] | undefined;
 }
 
 export type ProtoPhase =

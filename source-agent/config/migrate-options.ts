@@ -13,14 +13,14 @@ import { join } from 'node:path';
 import { featureChoice, type FeatureChoice } from '../../shared/criu/criu-features.js';
 import type { CriuFeaturesChoice } from '../migration/criu-features-choice.js';
 import { costModelPath } from '../cost-model.js';
+import { compileAllow } from '../preflight/preflight.js';
 import { readSourceEnvironment, sourceJournalDir, type DumpMode, type SourceEnvironment } from './environment.js';
 
 /**
- * Off until asked for: a rollback after a dump with --tcp-established resumes sockets CRIU left in repair mode
- * behind its network lock (docs: netns-tcp-lab), which breaks those connections; without it CRIU refuses the
- * dump and the thaw leaves them intact.
+ * Auto: a rollback after a dump with --tcp-established takes the sockets out of repair mode and deletes CRIU's
+ * lock before the thaw (shared/criu/tcp-dump-undo.ts), so the connections survive a failed migration.
  */
-const TCP_ESTABLISHED_DEFAULT: FeatureChoice = 'off';
+const TCP_ESTABLISHED_DEFAULT: FeatureChoice = 'auto';
 
 /** A Commit that may have reached the dest is asked about this long (the dest decides within its lease). */
 export const ANSWER_PATIENCE_MS = 5 * 60_000;
@@ -59,6 +59,8 @@ export interface MigrateOptions {
   fileLocks?: string | undefined;
   /** auto (default: when the tree has a connected TCP socket), on or off: criu's --tcp-established. */
   tcpEstablished?: string | undefined;
+  /** Preflight checks whose refusal the operator overrides (`--allow cpu-features`): overridable ones only. */
+  allow?: string[] | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -93,6 +95,8 @@ export interface CompiledMigrateOptions {
   postCopy: PostCopyChoice;
   /** criu's --file-locks and --tcp-established; auto decides from what the tree holds (criu-features-choice.ts). */
   criuFeatures: CriuFeaturesChoice;
+  /** The preflight checks `--allow` overrides, validated (source-agent/preflight/preflight.ts). */
+  allow: string[];
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -133,8 +137,14 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     undeliveredPatienceMs: positiveInt('undelivered patience', o.undeliveredPatienceMs, UNDELIVERED_PATIENCE_MS, 3_600_000),
     restore,
     postCopy,
-    criuFeatures: { fileLocks: criuFeatureFlag('--file-locks', o.fileLocks), tcpEstablished: o.tcpEstablished === undefined ? TCP_ESTABLISHED_DEFAULT : criuFeatureFlag('--tcp-established', o.tcpEstablished) },
+    criuFeatures: compileCriuFeatures(o.fileLocks, o.tcpEstablished),
+    allow: compileAllow(o.allow),
   };
+}
+
+/** --file-locks and --tcp-established (also `ferry check PID`'s, for its preflight). */
+export function compileCriuFeatures(fileLocks: string | undefined, tcpEstablished: string | undefined): CriuFeaturesChoice {
+  return { fileLocks: criuFeatureFlag('--file-locks', fileLocks), tcpEstablished: tcpEstablished === undefined ? TCP_ESTABLISHED_DEFAULT : criuFeatureFlag('--tcp-established', tcpEstablished) };
 }
 
 function criuFeatureFlag(flag: string, v: string | undefined): FeatureChoice {

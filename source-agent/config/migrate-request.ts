@@ -26,6 +26,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     postCopy: o.postCopy,
     fileLocks: o.fileLocks,
     tcpEstablished: o.tcpEstablished,
+    allow: o.allow ?? [],
   };
 }
 
@@ -48,5 +49,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     postCopy: r.postCopy,
     fileLocks: r.fileLocks,
     tcpEstablished: r.tcpEstablished,
+    allow: r.allow && r.allow.length > 0 ? r.allow : undefined,
   };
 }

@@ -123,7 +123,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     let filled: Filled | undefined;
     if (negotiated.restore.mode === 'lazy') {
       enter('fill');
-      filled = await fill(ctx, negotiated, restored, committed);
+      filled = await fill(ctx, negotiated, restored, committed, frozen);
     }
 
     const { rounds } = precopied;

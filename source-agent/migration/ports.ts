@@ -26,10 +26,14 @@ import { SoftDirtyTracker } from '../trackers/soft-dirty/soft-dirty-tracker.js';
 import { UffdWpTracker } from '../trackers/uffd-wp/uffd-wp-tracker.js';
 import { createTaskThrottle } from '../throttle/choose-throttle.js';
 import { inspectTarget, type TargetTree } from './inspect-target.js';
+import { readPreflightFacts, type AgentFacts, type TreeFacts } from '../preflight/preflight-facts.js';
 import { lockTaskTree, type TaskLock } from '../task-lock.js';
 import { lazyDumpSupported, startLazyDump } from '../../shared/criu/criu-lazy-dump.js';
 import { probeNetworkLock, type CriuFeatures, type NetworkLock } from '../../shared/criu/criu-features.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
+import { dropCriuLockOnceGone, lockNetns, tcpDumpUndoCommand, undoTcpEstablishedDump, type TcpDumpLock, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
+import { readTaskMountNamespace, type TaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
+import { criuMountNamespaceArgs } from '../../shared/criu/criu-mount-namespace.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
@@ -47,6 +51,8 @@ export interface TreeMember {
 export interface FreezeLeasePort {
   /** The guard, firing, first waits for this criu dump to end (see thaw-guard.ts). */
   waitForDump(criuPid: number): void;
+  /** A command the guard runs before it thaws the tree on its own (the undo of a --tcp-established dump). */
+  runBeforeThaw(argv: readonly string[]): void;
   disarm(): Promise<void>;
   release(): Promise<void>;
 }
@@ -93,11 +99,25 @@ export interface SourceHost {
     onCriuStarted?: (pid: number) => void;
     features: CriuFeatures;
     networkLock?: NetworkLock | undefined;
+    /** The task's own mount namespace, if it has one: its external mounts are declared to criu. */
+    mountNs?: TaskMountNamespace | undefined;
   }): Promise<DumpKind>;
   /** What criu must be told about these processes (file locks, connected TCP), read from /proc. */
   criuNeeds(pids: readonly number[]): TaskCriuNeeds;
+  /** The task's own mount namespace as criu must be told about it; undefined when it shares this agent's. */
+  mountNamespace(rootPid: number): TaskMountNamespace | undefined;
   /** The network-lock method that works here for established TCP, or undefined; probed once. */
   networkLock(): Promise<NetworkLock | undefined>;
+  /** Where a --tcp-established dump of this tree puts CRIU's lock (tcp-dump-undo.ts). */
+  tcpDumpLock(rootPid: number, dumpLog: string): TcpDumpLock;
+  /** That undo as a command for the freeze guard; undefined where it cannot run (not built). */
+  tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock): string[] | undefined;
+  /** Rollback of a --tcp-established dump: the stopped tree's sockets out of repair mode, the lock deleted. */
+  undoTcpDump(pids: readonly number[], lock: TcpDumpLock): TcpDumpUndoReport;
+  /** After the commit: once `pids` are gone (within `budgetMs`), the lock deleted; errors say why not. */
+  dropTcpDumpLock(pids: readonly number[], lock: TcpDumpLock, budgetMs: number): Promise<TcpDumpUndoReport>;
+  /** What the preflight's checks read of the tree and of this process, from /proc only. */
+  preflightFacts(pids: readonly number[]): { tree: TreeFacts; agent: AgentFacts };
   /** The process's start time, undefined once it is gone: a pid is the same process only while this matches. */
   startTime(pid: number): number | undefined;
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
@@ -173,7 +193,7 @@ export const realSourceHost: SourceHost = {
   dump: async (o) => {
     const criu = await requireCriu('source');
     if (o.mode !== 'full' && (await lazyDumpSupported(criu))) {
-      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted, features: o.features, networkLock: o.networkLock });
+      const dump = await startLazyDump({ criu, pid: o.pid, imagesDir: o.imagesDir, logFile: o.logFile, readyTimeoutMs: o.timeoutMs, onStarted: o.onCriuStarted, features: o.features, networkLock: o.networkLock, extraArgs: criuMountNamespaceArgs(o.mountNs, 'dump') });
       // The delta is read from the stopped task after CRIU lets go of it: nothing is asked of CRIU's server.
       await dump.finish();
       return 'lazy';
@@ -189,11 +209,18 @@ export const realSourceHost: SourceHost = {
       fileLocks: o.features.fileLocks,
       tcpEstablished: o.features.tcpEstablished,
       networkLock: o.networkLock,
+      extraArgs: criuMountNamespaceArgs(o.mountNs, 'dump'),
     });
     return 'full';
   },
   criuNeeds: (pids) => readTaskCriuNeeds(pids),
+  mountNamespace: (rootPid) => readTaskMountNamespace(rootPid),
   networkLock: async () => probeNetworkLock(await requireCriu('source')),
+  tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: lockNetns(rootPid) }),
+  tcpDumpUndoCommand,
+  undoTcpDump: undoTcpEstablishedDump,
+  dropTcpDumpLock: dropCriuLockOnceGone,
+  preflightFacts: (pids) => readPreflightFacts(pids),
   startTime: (pid) => readStat(pid)?.startTime,
   readPages: (pid, firstPage, count) => memoryReader.chunks(pid, { starts: [firstPage], counts: [count] }),
   signalTree: (rootPid, sig) => {

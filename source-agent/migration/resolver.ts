@@ -17,6 +17,9 @@
  *   done                            as it was left               nothing
  * A `committing` whose restore was lazy and that the dest answers committed goes on to the fill.
  *
+ * A --tcp-established dump (the journal's `frozen` names its lock) is undone before the thaw: the sockets out
+ * of TCP repair, CRIU's lock deleted (tcp-dump-undo.ts); after a kill only the lock goes, once the original is.
+ *
  * The journal is locked while it resolves: a migration still running (or being resolved elsewhere) is refused
  * with MIGRATION_IN_PROGRESS. A process is only signalled while its pid and start time match the journal's.
  */
@@ -29,6 +32,7 @@ import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import { waitExited } from '../../shared/kernel/process-wait.js';
 import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
+import { dropCriuLockOnceGone, undoTcpEstablishedDump, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
 import { fillUntilDone, whileOriginal, type OriginalPageReader } from '../pages/confirm-pages.js';
@@ -65,6 +69,8 @@ export interface Resolution {
 const CONNECT_TIMEOUT_MS = 5_000;
 /** A dump its agent left running ends within this (its freeze timeout's default) or is killed. */
 const DUMP_WAIT_MS = 120_000;
+/** How long a kill is waited for before CRIU's lock is deleted (deleted earlier, a socket's reset gets out). */
+const GONE_BEFORE_UNLOCK_MS = 5_000;
 
 /** The original's processes that are still the journaled ones (pid and start time). */
 function stillOriginal(m: JournaledMigration): number[] {
@@ -83,13 +89,28 @@ function signalOriginal(m: JournaledMigration, signal: 'SIGCONT' | 'SIGKILL'): n
   for (const pid of pids) signalProcess(pid, signal);
   return pids.length;
 }
-const thawOriginal = (m: JournaledMigration): number => signalOriginal(m, 'SIGCONT');
-/** SIGKILLs the original and waits (bounded) until it is gone, as the migration itself does (kill-original.ts). */
+function logUndo(log: Logger, what: string, report: TcpDumpUndoReport): void {
+  if (report.errors.length > 0) log.error(what, { ...report });
+  else log.info(what, { ...report });
+}
+
+/** The thaw, after the undo of a --tcp-established dump (its failures logged: the thaw happens regardless). */
+function thawOriginal(m: JournaledMigration, log: Logger): number {
+  if (m.tcpLock) logUndo(log, 'tcp-established dump undone', undoTcpEstablishedDump(stillOriginal(m), m.tcpLock));
+  return signalOriginal(m, 'SIGCONT');
+}
+
+/**
+ * The kill, and a bounded wait until the original is gone, as the migration itself does (kill-original.ts);
+ * after a --tcp-established dump, CRIU's lock goes once the original is gone (bounded).
+ */
 async function killOriginal(m: JournaledMigration, log: Logger): Promise<number> {
   const procs = m.started.tree.map((p) => ({ pid: p.hostPid, startTime: p.startTime }));
+  const pids = stillOriginal(m);
   const killed = signalOriginal(m, 'SIGKILL');
   const left = await waitExited(procs, ORIGINAL_EXIT_WAIT_MS);
   if (left.length > 0) log.warn('the original is not gone after SIGKILL; the copy runs on the dest', { left, waitedMs: ORIGINAL_EXIT_WAIT_MS });
+  if (m.tcpLock) logUndo(log, "CRIU's lock after the kill", await dropCriuLockOnceGone(pids, m.tcpLock, GONE_BEFORE_UNLOCK_MS));
   return killed;
 }
 
@@ -139,7 +160,7 @@ async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps:
       return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${outcome.restoredPid}); the original was killed` };
     }
     if (outcome.kind === 'refused') {
-      const thawed = thawOriginal(m);
+      const thawed = thawOriginal(m, log);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });
       log.info('resolved: the dest holds no copy; the original was thawed', { thawed, answer: outcome.error.detail });
       return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `the dest ${m.started.to} holds no copy (${outcome.error.detail ?? outcome.error.message}); the original runs (${thawed} processes thawed)` };
@@ -191,7 +212,7 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
       throw outcome.error;
     }
     if (outcome.kind === 'failed') {
-      const thawed = thawOriginal(m);
+      const thawed = thawOriginal(m, log);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });
       log.info('resolved: the dest fill failed and its copy was killed; the original was thawed', { thawed, err: outcome.error });
       return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `the dest ${m.started.to} fill failed and it killed its copy (${outcome.error.detail ?? outcome.error.message}); the original runs (${thawed} processes thawed)` };
@@ -228,7 +249,7 @@ async function rollBack(m: JournaledMigration, journal: SourceJournal, deps: Res
       if (killed.length > 0) log.warn('killed a criu dump that did not end', { criu: killed });
     }
   }
-  const thawed = thawOriginal(m);
+  const thawed = thawOriginal(m, log);
   if (m.imagesDir !== undefined) await rm(m.imagesDir, { recursive: true, force: true });
   const aborted = await abortDest(m, deps).catch((e: unknown) => asFerryError(e, 'DEST_UNREACHABLE'));
   await journal.record('done', { outcome: 'rolled-back', resolved: true });

@@ -3,7 +3,8 @@
  * finish or undo it. The orchestrator writes it at the decision points, each on disk before it is acted on:
  *
  *   started     the dest may hold a session (dest address, epoch, the tree by pid and start time)
- *   frozen      the tree is about to be dumped (the images dir)
+ *   frozen      the tree is about to be dumped (the images dir; with --tcp-established, `tcpLock`: the dump's
+ *               log and the netns of CRIU's lock, for the undo of such a dump)
  *   restored    the dest holds a stopped copy
  *   committing  a Commit may reach the dest from here on: only the dest's answer decides the original's fate
  *   committed   the dest runs the copy: the original must die; with `fill: 'pending'` (lazy restore) only
@@ -18,6 +19,7 @@
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { JournalFile, journalIds, journalPath, readJournal, type JournalEntry } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
+import { isTcpDumpLock, type TcpDumpLock } from '../../shared/criu/tcp-dump-undo.js';
 import { removeFillManifests, saveFillManifests, type FillManifest } from './fill-manifests.js';
 
 export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'filled' | 'done';
@@ -44,6 +46,8 @@ export interface JournaledMigration {
   state: SourceJournalState;
   started: StartedFields;
   imagesDir?: string;
+  /** The dump was --tcp-established: where its lock is (tcp-dump-undo.ts). */
+  tcpLock?: TcpDumpLock;
   restoredPid?: number;
   /** The dest restored lazily: a Commit confirmed leaves the original frozen until the fill is done. */
   lazyRestore: boolean;
@@ -132,6 +136,7 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
     m.state = e.state as SourceJournalState;
     m.at = e.at;
     if (e.state === 'frozen' && typeof e.imagesDir === 'string') m.imagesDir = e.imagesDir;
+    if (e.state === 'frozen' && isTcpDumpLock(e.tcpLock)) m.tcpLock = e.tcpLock;
     if ((e.state === 'restored' || e.state === 'committed') && typeof e.restoredPid === 'number') m.restoredPid = e.restoredPid;
     if (e.state === 'restored') m.lazyRestore = e.restore === 'lazy';
     if (e.state === 'committed') m.fillPending = e.fill === 'pending';

@@ -18,6 +18,8 @@ interface Expectation {
   reason?: string;
   /** The FERRY code an expected failure fails with: a failure for another cause is no match. */
   code?: string;
+  /** More `ferry run` flags: the run flavor (zdtm runs the test only in its ns flavor: a private IPC or mount namespace). */
+  run?: string[];
 }
 interface ExpectedResults {
   migrateArgs: string[];
@@ -64,7 +66,7 @@ describe.skipIf(!runnable)(`CRIU ZDTM static tests through ferry migrate (${FULL
     it(test, async () => {
       const want = expected.tests[test];
       expect(want, `${test} is not in testbed/zdtm/expected-results.json`).toBeDefined();
-      const got = await runZdtmTest(test, { hosts: hosts!, dest: dest!, staticDir: suite.dir!, logDir: logDir!, imagesDir: imagesDir!, migrateArgs: FULL || only ? expected.migrateArgs : (expected.ciMigrateArgs ?? expected.migrateArgs) });
+      const got = await runZdtmTest(test, { hosts: hosts!, dest: dest!, staticDir: suite.dir!, logDir: logDir!, imagesDir: imagesDir!, runArgs: want!.run, migrateArgs: FULL || only ? expected.migrateArgs : (expected.ciMigrateArgs ?? expected.migrateArgs) });
       outcomes.push(got);
       const seen = `${got.verdict} at ${got.stage}${got.code ? ` (${got.code})` : ''}: ${got.detail}`;
       if (want!.expect === 'pass') expect(got.verdict, seen).toBe('pass');

@@ -2,6 +2,8 @@
  * A fake world for the source's state machine: a SourceHost and a DestPort that record every effect, in
  * order, and fail where told (test/unit/migration-state-machine.test.ts drives a migration through it).
  */
+import { TCP_ESTABLISHED_FEATURE } from '../../shared/criu/criu-features.js';
+import { quietPreflightFacts } from './fake-preflight-facts.js';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodePagemap, PE_PRESENT } from '../../shared/criu/pagemap-image.js';
@@ -96,9 +98,10 @@ function onePage(page: number, fill: number) {
 }
 
 /** A world of fakes that records every effect, in order, and fails where told. */
-export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript } = {}) {
+/** `tcpConnected`: the tree holds a connected TCP socket (the dump is --tcp-established, the dest offers it). */
+export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript; tcpConnected?: boolean } = {}) {
   const log: string[] = [];
-  const destPeer: m.PeerInfo = opts.lazyDest ? { ...peer, features: [...peer.features, 'lazy-restore'] } : peer;
+  const destPeer: m.PeerInfo = { ...peer, features: [...peer.features, ...(opts.lazyDest ? ['lazy-restore'] : []), ...(opts.tcpConnected ? [TCP_ESTABLISHED_FEATURE] : [])] };
   let restoreRequest: m.RestoreRequest | undefined;
   const fillRequests: m.FillRequest[] = [];
   const savedManifests: FillManifest[][] = [];
@@ -117,8 +120,20 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     tree: () => [{ hostPid: 4242, nsPid: 1 }],
     peerInfo: () => Promise.resolve(peer),
     requireCriu: () => Promise.resolve('/fake/criu'),
-    criuNeeds: () => ({ fileLocks: [], tcpConnections: [] }),
+    criuNeeds: () => ({ fileLocks: [], tcpConnections: opts.tcpConnected ? [{ pid: 4242, local: '0100007F:1F90', remote: '0100007F:A000', state: 'ESTABLISHED' }] : [] }),
+    mountNamespace: () => undefined,
     networkLock: () => Promise.resolve('nftables' as const),
+    tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
+    tcpDumpUndoCommand: () => ['ferry-tcp-undo'],
+    undoTcpDump: () => {
+      log.push('tcp.undo');
+      return { released: ['pid 4242 fd 3'], errors: [] };
+    },
+    dropTcpDumpLock: () => {
+      log.push('tcp.drop-lock');
+      return Promise.resolve({ released: [], errors: [] });
+    },
+    preflightFacts: quietPreflightFacts,
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;
@@ -145,6 +160,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('lease.arm');
       return {
         waitForDump: () => log.push('lease.wait-for-dump'),
+        runBeforeThaw: (argv: readonly string[]) => log.push(`lease.before-thaw ${argv.length > 0 ? 'set' : 'cleared'}`),
         disarm: () => {
           log.push('lease.disarm');
           if (fail === 'disarm') return Promise.reject(new FerryError('FREEZE_LEASE_EXPIRED'));

@@ -22,6 +22,11 @@ import { waitFor } from '../../testbed/workloads/memtest.js';
 import { originalHashes, originalPages, PAGE } from '../fakes/fake-original-pages.js';
 import { fillManifestsPath, saveFillManifests } from '../../source-agent/migration/fill-manifests.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
+import { startTcpRepairTask } from '../../testbed/workloads/tcp-repair-task.js';
+import { addNftTable, listNftTables } from '../../shared/kernel/nft-tables.js';
+import { socketsInRepair } from '../../shared/kernel/tcp-repair.js';
+import { spawnSync } from 'node:child_process';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -179,6 +184,43 @@ describe('source resolver', () => {
     await waitFor(() => stateOf(pid) === 'S', 5_000, 'the original thawed');
     expect(existsSync(images)).toBe(false);
   });
+
+  it.skipIf(!canRun('resolver: tcp-established undo', isRoot(), hasCommand('python3'), hasCommand('ip')))(
+    'before "committing", after a --tcp-established dump: the sockets leave repair and the lock goes before the thaw; after a kill only the lock goes',
+    async () => {
+      const dir = await tmp();
+      const netnsName = `ferry-it-resolver-${process.pid}`;
+      const netns = `/run/netns/${netnsName}`;
+      expect(spawnSync('ip', ['netns', 'add', netnsName], { timeout: 10_000 }).status).toBe(0);
+      const task = await startTcpRepairTask(dir, 'resolver');
+      try {
+        const runId = randomUUID();
+        const lockTable = { family: 'inet', name: `CRIU-${runId}`.slice(0, 26) };
+        const dumpLog = join(dir, 'dump.log');
+        await writeFile(dumpLog, `(00.000000) CRIU run id = ${runId}\n`);
+        addNftTable(netns, lockTable);
+        process.kill(task.pid, 'SIGSTOP');
+        await waitFor(() => stateOf(task.pid) === 'T', 5_000, 'the original stopped');
+        const id = await journal(dir, task.pid, [['frozen', { imagesDir: join(dir, 'images-t'), tcpLock: { dumpLog, netns } }]]);
+        expect((await resolveMigration(id, deps(dir, 'commit'))).outcome).toBe('rolled-back');
+        await waitFor(() => stateOf(task.pid) !== 'T', 5_000, 'the original thawed');
+        expect(socketsInRepair([task.pid])).toEqual([]);
+        expect(listNftTables(netns)).toEqual([]);
+        expect(await task.trip()).toBe('ok');
+
+        // Committed: killed, then the lock (made again) goes once it is gone.
+        addNftTable(netns, lockTable);
+        const id2 = await journal(dir, task.pid, [['frozen', { tcpLock: { dumpLog, netns } }], ['committing'], ['committed', { restoredPid: 4242 }]]);
+        expect((await resolveMigration(id2, deps(dir, 'unreachable'))).outcome).toBe('migrated');
+        expect(gone(task.pid)).toBe(true);
+        expect(listNftTables(netns)).toEqual([]);
+      } finally {
+        task.stop();
+        spawnSync('ip', ['netns', 'del', netnsName], { timeout: 10_000 });
+      }
+    },
+    30_000,
+  );
 
   it('at "committed": kills the original without asking', async () => {
     const dir = await tmp();

@@ -4,6 +4,9 @@
  * (Resuming after the agent is killed is in task-throttle.test.ts.)
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readStat } from '../../shared/kernel/proc-status.js';
@@ -56,6 +59,28 @@ describe.skipIf(!canRun('thaw guard', hasCommand('bash'), hasCommand('sleep')))(
     await sleep(250);
     expect(readStat(pid)?.state).not.toBe('T');
     await expect(lease.disarm()).rejects.toMatchObject({ key: 'FREEZE_LEASE_EXPIRED' });
+  });
+
+  it('a command given to the guard runs before its SIGCONT, the tree still stopped; a lease release() drops it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-thaw-guard-'));
+    try {
+      const pid = await stoppedTask();
+      const guard = new ThawGuard({ name: 'ferry-test-guard', pgid: pid, pids: [pid], keepAlive: false });
+      // What the command sees: the state of the tree it runs before (an argument with a space stays one).
+      guard.runBeforeThaw(['bash', '-c', `cut -d' ' -f3 /proc/${pid}/stat > "$0"`, join(dir, 'seen state')]);
+      await expect(guard.fire()).resolves.toEqual({ answer: 'fired', exit: 0 });
+      expect(readFileSync(join(dir, 'seen state'), 'utf8').trim()).toBe('T');
+      expect(await settledState(pid)).not.toBe('T');
+
+      const other = await stoppedTask();
+      const lease = new FreezeLease(5000, other, [other]);
+      lease.runBeforeThaw(['bash', '-c', `echo ran > "$0"`, join(dir, 'lease')]);
+      await lease.release();
+      expect(await settledState(other)).not.toBe('T');
+      expect(() => readFileSync(join(dir, 'lease'))).toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('fire() resumes the group and the pids given later; the first end decides', async () => {

@@ -120,9 +120,9 @@ describe('choosing the CRIU features', () => {
 
   it('the flags compile to choices, travel in the MigrateRequest, and a bad value is BAD_ARGUMENT', () => {
     const base = { pid: 10, to: '127.0.0.1:7070' };
-    // --tcp-established is asked for, never the default: a rollback after such a dump breaks the connections.
-    expect(compileMigrateOptions(base).criuFeatures).toEqual({ fileLocks: 'auto', tcpEstablished: 'off' });
-    expect(compileMigrateOptions({ ...base, tcpEstablished: 'auto' }).criuFeatures.tcpEstablished).toBe('auto');
+    // auto by default: a rollback after such a dump undoes it (tcp-dump-undo.ts), the connections survive.
+    expect(compileMigrateOptions(base).criuFeatures).toEqual({ fileLocks: 'auto', tcpEstablished: 'auto' });
+    expect(compileMigrateOptions({ ...base, tcpEstablished: 'off' }).criuFeatures.tcpEstablished).toBe('off');
     expect(compileMigrateOptions(fromMigrateRequest(toMigrateRequest({ ...base, fileLocks: 'on', tcpEstablished: 'off' }))).criuFeatures).toEqual({ fileLocks: 'on', tcpEstablished: 'off' });
     expectFerryError(() => compileMigrateOptions({ ...base, fileLocks: 'yes' }), 'BAD_ARGUMENT');
     expectFerryError(() => compileMigrateOptions({ ...base, tcpEstablished: '' }), 'BAD_ARGUMENT');

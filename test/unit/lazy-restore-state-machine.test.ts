@@ -82,10 +82,12 @@ interface LazyRun {
   pidReused?: boolean;
   /** The dirty set the tracker's scan finds after round 0 (asked through BeforeRead). */
   dirtyAfterRound0?: number;
+  /** The tree holds a connected TCP socket: the dump is --tcp-established. */
+  tcpConnected?: boolean;
 }
 
 async function runLazy(o: LazyRun = {}) {
-  const w = world(o.fail, { lazyDest: o.lazyDest ?? true, fill: o.fill });
+  const w = world(o.fail, { lazyDest: o.lazyDest ?? true, fill: o.fill, tcpConnected: o.tcpConnected });
   const host: SourceHost = {
     ...w.ports.host,
     createTracker: () => tracker(o.fail, o.dirtyAfterRound0),
@@ -204,6 +206,21 @@ describe('lazy restore: the source side (issue 11)', () => {
     // The dest's copy was committed: nothing aborts it (the dest killed it itself).
     expect(r.log).not.toContain('dest.abort');
     expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'rolled-back', code: 'FERRY-7005' });
+  });
+
+  it('FILL_FAILED after a --tcp-established dump: the sockets leave repair and the lock goes before the thaw, once', async () => {
+    const r = await runLazy({ fill: { calls: ['failed'] }, tcpConnected: true });
+    expect(r.error?.key).toBe('FILL_FAILED');
+    expect(r.log.filter((x) => x === 'tcp.undo')).toHaveLength(1);
+    expect(at(r.log, 'tcp.undo')).toBeLessThan(at(r.log, 'signal.SIGCONT'));
+    expect(r.log).not.toContain('tcp.drop-lock');
+  });
+
+  it('a lazy restore after a --tcp-established dump: the lock is deleted after the fill killed the original', async () => {
+    const r = await runLazy({ fill: { calls: ['done'] }, tcpConnected: true });
+    expect(r.error).toBeUndefined();
+    expect(r.log).not.toContain('tcp.undo');
+    expect(at(r.log, 'tcp.drop-lock')).toBeGreaterThan(at(r.log, 'signal.SIGKILL'));
   });
 
   it('a fill call that breaks is opened again, the sweep from the start', async () => {

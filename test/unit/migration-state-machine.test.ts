@@ -25,8 +25,8 @@ afterAll(async () => {
   await rm(imagesRoot, { recursive: true, force: true });
 });
 
-async function run(fail?: Failure, controller = new AbortController()) {
-  const w = world(fail);
+async function run(fail?: Failure, controller = new AbortController(), tcpConnected = false) {
+  const w = world(fail, { tcpConnected });
   const events: MigrationEvent[] = [];
   const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, commitPatienceMs: 1_500, undeliveredPatienceMs: 300 });
   try {
@@ -94,12 +94,46 @@ describe('migration state machine', () => {
       expect(r.log.includes('dest.abort')).toBe(c.prepared);
       if (c.frozen) expect(r.log.indexOf('lease.release')).toBeLessThan(r.log.indexOf('signal.SIGCONT'));
       expect(r.events.at(-1)?.kind).toBe('failed');
-      // One migration per task: the lock was taken once, and let go last.
-      expect(r.log.filter((x) => x === 'task.lock')).toHaveLength(1);
-      expect(r.log.at(-1)).toBe('task.unlock');
+      // One migration per task: the lock was taken once, and let go last; the dest and the preflight are asked
+      // before it is taken, so a failure talking to the dest never took it.
+      const beforeLock = c.fail === 'connect' || c.fail === 'negotiate';
+      expect(r.log.filter((x) => x === 'task.lock')).toHaveLength(beforeLock ? 0 : 1);
+      if (!beforeLock) expect(r.log.at(-1)).toBe('task.unlock');
       if (c.phase !== 'negotiate') expect(r.journaled.at(-1)).toMatchObject({ state: 'done', outcome: 'rolled-back', code: r.error!.code });
     });
   }
+
+  describe('a --tcp-established dump (issue 13, item 2)', () => {
+    for (const c of cases.filter((x) => x.frozen)) {
+      it(`a failure at ${c.fail}: the sockets leave repair and the lock goes before the thaw; the journal names the lock`, async () => {
+        const r = await run(c.fail, undefined, true);
+        expect(r.error!.sourceState).toBe('running');
+        expect(r.error!.rollbackErrors).toEqual([]);
+        const at = (x: string): number => r.log.indexOf(x);
+        expect(at('tcp.undo')).toBeGreaterThan(-1);
+        expect(at('tcp.undo')).toBeLessThan(at('lease.release'));
+        expect(at('tcp.undo')).toBeLessThan(at('signal.SIGCONT'));
+        expect(r.log).not.toContain('tcp.drop-lock');
+        // The guard was handed the undo (for a death of this process) and told to forget it before the thaw.
+        expect(at('lease.before-thaw set')).toBeLessThan(at('lease.release'));
+        expect(r.journaled.find((e) => e.state === 'frozen')).toMatchObject({ tcpLock: { dumpLog: expect.stringMatching(/dump/), netns: '/proc/4242/ns/net' } });
+      });
+    }
+
+    it('a commit: nothing resumes the original; the lock is deleted after the kill', async () => {
+      const r = await run(undefined, undefined, true);
+      expect(r.error).toBeUndefined();
+      expect(r.log).not.toContain('tcp.undo');
+      expect(r.log.indexOf('tcp.drop-lock')).toBeGreaterThan(r.log.indexOf('signal.SIGKILL'));
+    });
+
+    it('an unanswered commit: the sockets stay in repair and the lock stays (the dest may run the copy)', async () => {
+      const r = await run('commit-unanswered', undefined, true);
+      expect(r.error?.sourceState).toBe('frozen');
+      expect(r.log).not.toContain('tcp.undo');
+      expect(r.log).not.toContain('tcp.drop-lock');
+    }, 15_000);
+  });
 
   it('an unanswered commit leaves the original frozen: not thawed, not killed, state reported as frozen', async () => {
     const r = await run('commit-unanswered');

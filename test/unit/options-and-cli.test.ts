@@ -44,7 +44,8 @@ describe('compileMigrateOptions', () => {
       undeliveredPatienceMs: 10_000,
       restore: 'auto',
       postCopy: 'off',
-      criuFeatures: { fileLocks: 'auto', tcpEstablished: 'off' },
+      criuFeatures: { fileLocks: 'auto', tcpEstablished: 'auto' },
+      allow: [],
     });
   });
 

@@ -127,6 +127,7 @@ describe('MigrateRequest', () => {
       { pid: 42, to: '[::1]:7070', maxRounds: 3, maxDowntimeMs: 150, freezeTimeoutMs: 5000, restoreTimeoutMs: 9000, bandwidthBytesPerSecond: 12.5e6, onNoConverge: 'abort', noPrecopy: true, tracker: 'hash', commitPatienceMs: 60_000, restore: 'lazy' },
     ],
     ['post-copy (issue 12)', { pid: 42, to: 'h:1', postCopy: 'always', onNoConverge: 'postcopy' }],
+    ['--allow (issue 13)', { pid: 42, to: 'h:1', allow: ['cpu-features'] }],
   ])('carries %s as given, leaving the defaults to the agent', (_name, o) => {
     const back = fromMigrateRequest(wire(toMigrateRequest(o)));
     expect(back).toEqual(o);

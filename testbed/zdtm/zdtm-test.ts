@@ -108,6 +108,8 @@ export interface ZdtmRunOptions {
   imagesDir: string;
   /** More flags for `ferry migrate`. */
   migrateArgs?: string[];
+  /** More flags for `ferry run` (the test's run flavor, e.g. --ipc private for what zdtm runs in its ns flavor). */
+  runArgs?: string[];
 }
 
 export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<ZdtmOutcome> {
@@ -122,7 +124,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
   // (mlock_setuid, pid00) still meet it; expected-results.json lists them.
   const env: Record<string, string> = { TMPDIR: '/tmp', ZDTM_THREAD_BOMB: '5' };
 
-  const run = await runFerry(['run', '--json', '--name', `zdtm-${test}`, '--log-dir', o.logDir, '--', init, o.staticDir, ...startCommand(o.staticDir, test)], {
+  const run = await runFerry(['run', '--json', '--name', `zdtm-${test}`, '--log-dir', o.logDir, ...(o.runArgs ?? []), '--', init, o.staticDir, ...startCommand(o.staticDir, test)], {
     host: o.hosts.src,
     env,
     timeoutMs: 20_000,

@@ -16,6 +16,7 @@ import { FerryError } from '../../../shared/errors/ferry-error.js';
 import type { FillResult } from '../../pages/confirm-pages.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { Committed } from './commit.js';
+import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
 import type { Restored } from './restore.js';
 import { killOriginal, type OriginalExit } from '../kill-original.js';
@@ -26,7 +27,7 @@ export interface Filled extends FillResult {
   originalExit: OriginalExit;
 }
 
-export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c: Committed): Promise<Filled> {
+export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c: Committed, f: Frozen): Promise<Filled> {
   const rootPid = n.target.rootPid;
   if (!r.fill) throw new FerryError('INTERNAL', { phase: 'fill', side: 'source', detail: 'a lazy restore without its fill' });
   // Opened beside the Restore (phases/restore.ts); from the Commit's answer on it sweeps every unconfirmed page.
@@ -34,8 +35,7 @@ export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c:
   const outcome = await r.fill.outcome;
   if (outcome.kind === 'failed') {
     // The dest killed its copy: the original is the one copy left, and it must run again.
-    ctx.host.signalTree(rootPid, 'SIGCONT');
-    ctx.sourceState = 'running';
+    f.resume();
     ctx.log.warn('the dest fill failed: its copy was killed; the original thawed', { err: outcome.error });
     const e = outcome.error.key === 'FILL_FAILED' ? outcome.error : new FerryError('FILL_FAILED', { cause: outcome.error });
     e.phase = 'fill';

@@ -3,6 +3,11 @@
  * tree and leaves it stopped. The images go to a fresh directory under the images root (tmpfs by default),
  * held under a lease (images-dir.ts). Before any of that, while the task still runs: what killed agents left
  * under the images root is removed and old CRIU logs are pruned.
+ *
+ * A dump with --tcp-established leaves the stopped tree's sockets in TCP repair mode and CRIU's network lock in
+ * place: its undo (tcp-dump-undo.ts) is pushed above the thaw, so that a rollback runs it first; after a commit
+ * the same step only deletes the lock, once the original is gone. The freeze's journal entry names the lock,
+ * for a resolver that undoes the migration after this process died (resolver.ts).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +20,8 @@ import type { UndoHandle } from '../rollback-stack.js';
 import type { Negotiated } from './negotiate.js';
 import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
+import type { TcpDumpLock, TcpDumpUndoReport } from '../../../shared/criu/tcp-dump-undo.js';
+import type { TaskMountNamespace } from '../../../shared/kernel/task-mount-namespace.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -22,6 +29,8 @@ export interface Frozen {
   lease: FreezeLeasePort;
   /** Released once the dest runs the copy: from then on nothing may resume the original. */
   thaw: UndoHandle;
+  /** Resumes the original after the commit (its copy on the dest was killed): the undo of the dump first. */
+  resume(): void;
   imagesDir: string;
   dumpKind: DumpKind;
   /** performance.now() at the freeze: downtime counts from here. */
@@ -29,6 +38,8 @@ export interface Frozen {
   dumpMs: number;
   /** What the dump used; the restore must use the same. */
   criuFeatures: CriuFeatures;
+  /** The task's own mount namespace, as the dump declared it; the restore rebuilds it. */
+  mountNs: TaskMountNamespace | undefined;
 }
 
 /**
@@ -40,6 +51,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const rootPid = n.target.rootPid;
   // Looked at again while the task still runs: a lock taken or a connection made during pre-copy counts.
   const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
+  const mountNs = host.mountNamespace(rootPid);
+  if (mountNs) ctx.log.info('the task has its own mount namespace', { externalMounts: mountNs.externalMounts.length });
   if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
@@ -55,23 +68,34 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const tree = host.tree(rootPid);
   const lease = host.armFreezeLease(opts.freezeTimeoutMs, rootPid, tree.map((t) => t.hostPid));
   const frozen: { at?: number } = {};
-  const thaw = ctx.rollback.push('thaw the original', async () => {
+  const thawStep = ctx.rollback.push('thaw the original', async () => {
     await lease.release();
     host.signalTree(rootPid, 'SIGCONT');
     ctx.sourceState = 'running';
     if (frozen.at !== undefined) ctx.log.info('original thawed', { frozenMs: Math.round(performance.now() - frozen.at) });
   });
-  await ctx.journal.record('frozen', { imagesDir });
+  const logFile = join(logsDir, criuLogFileName(migrationId, 'dump'));
+  const tcpLock = criu.features.tcpEstablished ? host.tcpDumpLock(rootPid, logFile) : undefined;
+  const tcpUndo = tcpLock ? pushTcpDumpUndo(ctx, tree, tcpLock, thawStep) : undefined;
+  const thaw = tcpUndo?.thaw ?? thawStep;
+  if (tcpLock) {
+    // If this process dies from here on, the guard thaws the tree: it must undo the dump first.
+    const undo = host.tcpDumpUndoCommand(tree.map((t) => t.hostPid), tcpLock);
+    if (undo) lease.runBeforeThaw(undo);
+    else ctx.log.warn('the freeze guard cannot undo a tcp-established dump here (tcp-dump-undo-main.js is not built): if this process dies, the resolver does');
+  }
+  await ctx.journal.record('frozen', { imagesDir, ...(tcpLock ? { tcpLock } : {}) });
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
   const dumpKind = await host.dump({
     pid: rootPid,
     imagesDir,
-    logFile: join(logsDir, criuLogFileName(migrationId, 'dump')),
+    logFile,
     timeoutMs: opts.freezeTimeoutMs,
     mode: opts.dumpMode,
     features: criu.features,
     networkLock: criu.networkLock,
+    mountNs,
     // If this agent dies now, the guard lets criu finish before it thaws (a killed dump can kill the task).
     onCriuStarted: (pid) => {
       lease.waitForDump(pid);
@@ -82,5 +106,65 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
       }
     },
   });
-  return { tree, lease, thaw, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features };
+  // After the commit (the thaw released): what a lazy restore's failed fill resumes the original with.
+  const resume = (): void => {
+    tcpUndo?.undoNow();
+    host.signalTree(rootPid, 'SIGCONT');
+    ctx.sourceState = 'running';
+  };
+  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features, mountNs };
+}
+
+function logUndo(ctx: MigrationContext, what: string, report: TcpDumpUndoReport): void {
+  const fields = { released: report.released, tableDeleted: report.tableDeleted, note: report.note, errors: report.errors };
+  if (report.errors.length > 0) ctx.log.error(what, fields);
+  else ctx.log.info(what, fields);
+}
+
+/** How long a commit waits for the killed original to be gone before it deletes CRIU's lock. */
+const GONE_BEFORE_UNLOCK_MS = 5_000;
+
+/**
+ * Pushes the undo of a --tcp-established dump above the thaw and returns the thaw's handle, wrapped: once the
+ * thaw is released (the commit), the step no longer resumes sockets of an original that must stay stopped.
+ * Ending the migration it then deletes only the lock, after the original is gone (a committed migration).
+ * `undoNow` is the same undo for a thaw after the commit (a lazy restore's failed fill): the step then skips it.
+ */
+function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], lock: TcpDumpLock, thawStep: UndoHandle): { thaw: UndoHandle; undoNow: () => void } {
+  const { host } = ctx;
+  const startTimes = new Map(tree.map((t) => [t.hostPid, host.startTime(t.hostPid)]));
+  // Only the frozen tree's processes, while their pid is still theirs: a pid reused since is never touched.
+  const original = (): number[] => tree.map((t) => t.hostPid).filter((pid) => startTimes.get(pid) !== undefined && host.startTime(pid) === startTimes.get(pid));
+  let thawReleased = false;
+  let undone = false;
+  const undo = (): string[] => {
+    undone = true;
+    const report = host.undoTcpDump(original(), lock);
+    logUndo(ctx, 'tcp-established dump undone', report);
+    return report.errors;
+  };
+  ctx.rollback.push("take the original's sockets out of TCP repair and delete CRIU's lock", async () => {
+    let errors: string[];
+    if (ctx.sourceState === 'gone') {
+      const report = await host.dropTcpDumpLock(tree.map((t) => t.hostPid), lock, GONE_BEFORE_UNLOCK_MS);
+      logUndo(ctx, "CRIU's lock after the kill", report);
+      errors = report.errors;
+    } else if (!thawReleased) errors = undo();
+    else return; // frozen for a commit whose answer is still open, or undone already by the thaw after the commit
+    if (errors.length > 0) throw new Error(errors.join('; '));
+  });
+  return {
+    thaw: {
+      what: thawStep.what,
+      release: () => {
+        thawReleased = true;
+        thawStep.release();
+      },
+    },
+    undoNow: () => {
+      if (undone) return;
+      const errors = undo();
+      if (errors.length > 0) ctx.log.error('the tcp-established dump is not fully undone: its connections may be reset or blocked', { errors });
+    },
+  };
 }

@@ -1,6 +1,8 @@
 /**
  * negotiate: everything here only reads; a refusal touches nothing. The target is inspected, CRIU and both
- * peers are checked, and the tracker is chosen (a probe of this kernel, never of the task).
+ * peers are checked, the preflight (source-agent/preflight/) looks for anything CRIU would refuse or the dest
+ * cannot provide, and only then is the task locked; the tracker is chosen (a probe of this kernel, never of
+ * the task).
  */
 import { ensurePrivateDirectory } from '../../../shared/kernel/private-dir.js';
 import type { TrackerName } from '../../trackers/tracker.js';
@@ -12,6 +14,7 @@ import type { DestPort, MigrationPorts } from '../ports.js';
 import type { TaskLock } from '../../task-lock.js';
 import type { PeerInfo } from '../../../shared/transport/messages.js';
 import { chooseCriuFeatures, type ChosenCriuFeatures } from '../criu-features-choice.js';
+import { preflightRefusal, runPreflight } from '../../preflight/preflight.js';
 
 export interface Negotiated {
   target: TargetTree;
@@ -32,9 +35,8 @@ export interface Negotiated {
 export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): Promise<Negotiated> {
   const { host, opts, signal } = ctx;
   const target = host.inspectTarget(opts.pid);
-  ensurePrivateDirectory(opts.imagesRoot); // the dump goes there: nobody else may swap or read it
-  const taskLock = host.lockTask(opts.taskLocksDir, target);
   let dest: DestPort | undefined;
+  let taskLock: TaskLock | undefined;
   try {
     await host.requireCriu();
     const local = await host.peerInfo();
@@ -43,8 +45,17 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     const protocolVersion = checkPeers(local, answer);
     if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
-    const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(target.tasks.map((t) => t.hostPid)), await host.networkLock(), answer.dest);
+    const pids = target.tasks.map((t) => t.hostPid);
+    const networkLock = await host.networkLock();
+    const findings = runPreflight({ ...host.preflightFacts(pids), criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, arch: local.arch }, opts.allow);
+    const refusal = preflightRefusal(findings);
+    if (refusal) throw refusal;
+    for (const f of findings.filter((x) => x.verdict === 'note')) ctx.log.info('preflight note', { check: f.check, code: f.code, message: f.message });
+    const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(pids), networkLock, answer.dest);
     const tracker = await host.chooseTracker(opts.tracker);
+    // Nothing was touched until here: every refusal above leaves the host and the task as they were.
+    ensurePrivateDirectory(opts.imagesRoot); // the dump goes there: nobody else may swap or read it
+    taskLock = host.lockTask(opts.taskLocksDir, target);
     ctx.announcer.announce({
       kind: 'started',
       migrationId: ctx.migrationId,
@@ -59,7 +70,7 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest };
   } catch (e) {
     dest?.close();
-    taskLock.release();
+    taskLock?.release();
     throw e;
   }
 }

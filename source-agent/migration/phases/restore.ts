@@ -49,6 +49,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
       commitLeaseMs: COMMIT_LEASE_MS,
       mode: lazy ? 'RESTORE_MODE_LAZY' : 'RESTORE_MODE_EAGER',
       criuFeatures: f.criuFeatures,
+      mountNs: f.mountNs ? { externalMounts: f.mountNs.externalMounts } : null,
     },
     ctx.signal,
   );
