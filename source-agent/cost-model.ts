@@ -90,11 +90,11 @@ function spreads(xs: readonly number[], minSpread: number): boolean {
 const median = (xs: readonly number[]): number => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
 
 /**
- * fixedMs = a + b * bytes + c * VMAs from the samples (a sample without a VMA count, from before, counts none).
- * Each coefficient is learned only when its measure spreads across the samples; else c is PER_VMA_MS and the
- * bytes' part is proportional (all samples about one size), or, for a task far from that size, this
- * migration's measured cost per byte (`perByteMs`) on a learned base: history of small tasks must not scale
- * linearly to a task a hundred times larger.
+ * The fixed cost from the samples (a sample without a VMA count, from before, counts none). VMA counts that
+ * spread across the samples: a + c * VMAs is learned (plus this migration's cost per byte, `perByteMs`, when
+ * measured). Else c is PER_VMA_MS, and the rest is a + b * bytes when the sizes spread, proportional when all
+ * samples are about one size, or, for a task far from that size, `perByteMs` on a learned base: a history of
+ * small tasks must not scale linearly to a task a hundred times larger.
  */
 export function fitFixedCost(samples: readonly CostSample[], residentBytes: number, vmas = 0, perByteMs?: number): number | undefined {
   if (samples.length === 0) return undefined;
@@ -104,13 +104,16 @@ export function fitFixedCost(samples: readonly CostSample[], residentBytes: numb
   const learnBytes = samples.length >= 2 && spreads(bytes, 0);
   const learnVmas = samples.length >= 3 && spreads(counts, 500);
   if (learnVmas) {
+    // a + c * VMAs, on what the bytes leave (this migration's cost per byte) when it is measured. Not a + b *
+    // bytes + c * VMAs: in a history where one task has both many VMAs and many bytes (ZDTM maps06), b takes
+    // the VMAs' cost and a task with 512 MiB and 40 VMAs (maps04) was estimated at 5.5 s for a 445 ms freeze.
+    const part = (i: number): number => (perByteMs === undefined ? 0 : perByteMs * bytes[i]!);
     const w = leastSquares(
-      samples.map((_, i) => (learnBytes ? [1, bytes[i]!, counts[i]!] : [1, counts[i]!])),
-      ys,
+      samples.map((_, i) => [1, counts[i]!]),
+      ys.map((y, i) => y - part(i)),
     );
-    const [a, b, c] = w ? (learnBytes ? w : [w[0]!, 0, w[1]!]) : [];
-    const fitted = w ? a! + b! * residentBytes + c! * vmas : undefined;
-    if (fitted !== undefined && b! >= 0 && c! >= 0 && fitted > 0) return fitted;
+    const fitted = w ? w[0]! + w[1]! * vmas + (perByteMs ?? 0) * residentBytes : undefined;
+    if (fitted !== undefined && w![1]! >= 0 && fitted > 0) return fitted;
   }
   const vmaPart = PER_VMA_MS * vmas;
   const rest = samples.map((x, i) => Math.max(0, ys[i]! - PER_VMA_MS * counts[i]!));

@@ -99,6 +99,20 @@ describe('cost model', () => {
     within(fitFixedCost(history, 1 * MiB, 40)!, 185, 1.5);
   });
 
+  it('a history where one task had many VMAs and many bytes does not charge bytes for its VMAs (ZDTM maps04 after maps06)', () => {
+    const history: CostSample[] = [
+      { residentBytes: 1 * MiB, vmas: 60, fixedMs: 190, at: 'x' },
+      { residentBytes: 1.2 * MiB, vmas: 70, fixedMs: 200, at: 'x' },
+      { residentBytes: 1.1 * MiB, vmas: 120, fixedMs: 230, at: 'x' },
+      { residentBytes: 80 * MiB, vmas: 30_024, fixedMs: 4000, at: 'x' },
+    ];
+    const maps04 = { bytes: 512 * MiB, vmas: 40, rates: { readBytesPerSecond: 2 * GiB, storeBytesPerSecond: 2 * GiB } };
+    const withHistory = fixedCost(history, maps04.bytes, maps04.rates, maps04.vmas).ms;
+    // No more than the estimate without history (the rates' part for 512 MiB plus the floor); was 5.5 s.
+    expect(withHistory).toBeLessThan(1.25 * fixedCost([], maps04.bytes, maps04.rates, maps04.vmas).ms);
+    within(fixedCost(history, 80 * MiB, maps04.rates, 30_024).ms, 4000, 1.25);
+  });
+
   it('a history of small tasks only does not scale linearly to a large one: their base plus the rates and the VMAs', () => {
     const small: CostSample[] = [180, 190, 200, 185].map((ms, i) => ({ residentBytes: (1 + i * 0.05) * MiB, vmas: 25 + i, fixedMs: ms, at: 'x' }));
     const maps06 = measured[3]!;
