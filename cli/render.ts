@@ -57,6 +57,9 @@ export function formatSummary(s: MigrationSummary): string {
           `  fill        ${fmtMs(s.fillMs)} after the resume: ${s.fillFaults} faults (${s.fillFaultsWaited} waited for a confirmation), ${s.confirmedPages} pages confirmed against the original, ${s.replacedPages} replaced; the pager put ${s.filledPages} pages in (${s.pagerFillUs > 0 ? ((s.filledPages * 4096) / (s.pagerFillUs * 1000)).toFixed(2) : '0'} GB/s from criu restore's end)`,
         ]
       : []),
+    s.originalLeft.length > 0
+      ? `  original    NOT gone ${fmtMs(s.originalExitMs)} after SIGKILL: pid ${s.originalLeft.join(', ')} still alive on this host (see /proc/PID/stack)`
+      : `  original    gone ${fmtMs(s.originalExitMs)} after SIGKILL`,
   ].join('\n');
 }
 

@@ -2,11 +2,13 @@
  * The fixed cost of a freeze (dump, final images, rebuild, restore, resume: everything but sending the final
  * dirty pages), which the convergence policy adds to the transfer time of the dirty set.
  *
- * Learned: after each migration the source records (resident bytes, fixed cost) per dest in
- * the state dir's source/cost-model.json (config: --state-dir / $FERRY_STATE_DIR) and fits cost = a + b * bytes over the last samples. With no
- * history yet it is estimated from this migration's own measurements: the lazy dump and the final delta each
- * walk the task's memory about as fast as the tracker reads it, and the restore writes it into fresh memory
- * about as fast as the dest stores pages (the dest's own read-back runs beside the restore).
+ * Learned: after each migration the source records (resident bytes, VMAs, fixed cost) per dest in the state
+ * dir's source/cost-model.json (config: --state-dir / $FERRY_STATE_DIR) and fits cost = a + b * bytes + c * VMAs
+ * over the last samples (fitFixedCost). With no history yet it is estimated from this migration's own
+ * measurements: the lazy dump and the final delta each walk the task's memory about as fast as the tracker reads
+ * it, and the restore writes it into fresh memory about as fast as the dest stores pages (the dest's own
+ * read-back runs beside the restore); on top, a floor and a cost per VMA (CRIU dumps and restores each VMA, and
+ * the final delta reads each dumped area: ZDTM maps06's 30,000 VMAs froze it for 3.2 s, 12 times the estimate).
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -15,6 +17,8 @@ import { transferRate, type FixedCost, type RoundRecord } from '../shared/policy
 
 export interface CostSample {
   residentBytes: number;
+  /** VMAs of the tree at the migration's start; absent in samples from before issue 13 (counted as none). */
+  vmas?: number;
   fixedMs: number;
   at: string;
 }
@@ -47,22 +51,81 @@ export async function recordCostSample(dest: string, sample: CostSample, path: s
   await rename(`${path}.tmp`, path);
 }
 
-/** Least squares of fixedMs = a + b * bytes; proportional (a = 0) when the sizes do not differ enough. */
-export function fitFixedCost(samples: readonly CostSample[], residentBytes: number): number | undefined {
-  if (samples.length === 0) return undefined;
-  const n = samples.length;
-  const mx = samples.reduce((s, x) => s + x.residentBytes, 0) / n;
-  const my = samples.reduce((s, x) => s + x.fixedMs, 0) / n;
-  const sxx = samples.reduce((s, x) => s + (x.residentBytes - mx) ** 2, 0);
-  const spread = Math.sqrt(sxx / n);
-  if (n >= 2 && spread > 0.2 * mx) {
-    const b = samples.reduce((s, x) => s + (x.residentBytes - mx) * (x.fixedMs - my), 0) / sxx;
-    const a = my - b * mx;
-    const fitted = a + b * residentBytes;
-    if (b >= 0 && fitted > 0) return fitted;
+/**
+ * Freeze cost per VMA of the task, and the floor of any freeze (criu's start, its parasite, the restore's fork,
+ * the Commit), measured with bench/vma-cost.ts (many-maps tasks of 25 to 30,024 VMAs between two netns hosts on
+ * the 2-core dev machine: downtime = 254 ms + 106 µs per VMA, the bytes included; dump, final delta and restore
+ * each grow with the VMAs). They stand in until the history has VMA counts that differ enough to learn them.
+ */
+export const FREEZE_BASE_MS = 150;
+export const PER_VMA_MS = 0.1;
+
+/** Least squares of y = X w (rows of equal length, a column of ones first); undefined when singular. */
+function leastSquares(rows: readonly number[][], ys: readonly number[]): number[] | undefined {
+  const k = rows[0]!.length;
+  // Columns scaled to at most 1 (bytes are ~1e9, VMAs ~1e4): the elimination's pivots stay comparable.
+  const colScale = Array.from({ length: k }, (_, j) => Math.max(...rows.map((r) => Math.abs(r[j]!))) || 1);
+  const x = rows.map((r) => r.map((v, j) => v / colScale[j]!));
+  const a = Array.from({ length: k }, (_, i) => [...Array.from({ length: k }, (_, j) => x.reduce((s, r) => s + r[i]! * r[j]!, 0)), x.reduce((s, r, n) => s + r[i]! * ys[n]!, 0)]);
+  for (let c = 0; c < k; c++) {
+    const pivot = a.slice(c).reduce((best, row, i) => (Math.abs(row[c]!) > Math.abs(a[best]![c]!) ? c + i : best), c);
+    [a[c], a[pivot]] = [a[pivot]!, a[c]!];
+    if (Math.abs(a[c]![c]!) <= 1e-9 * rows.length) return undefined;
+    for (let r = 0; r < k; r++) {
+      if (r === c) continue;
+      const f = a[r]![c]! / a[c]![c]!;
+      for (let j = c; j <= k; j++) a[r]![j]! -= f * a[c]![j]!;
+    }
   }
-  const perByte = samples.map((x) => x.fixedMs / Math.max(1, x.residentBytes)).sort((p, q) => p - q);
-  return perByte[Math.floor(perByte.length / 2)]! * residentBytes;
+  return a.map((row, i) => row[k]! / row[i]! / colScale[i]!);
+}
+
+/** Whether a sample's measure differs enough across the samples to learn its coefficient. */
+function spreads(xs: readonly number[], minSpread: number): boolean {
+  const m = xs.reduce((s, x) => s + x, 0) / xs.length;
+  const sd = Math.sqrt(xs.reduce((s, x) => s + (x - m) ** 2, 0) / xs.length);
+  return sd > 0.2 * m && sd > minSpread;
+}
+
+const median = (xs: readonly number[]): number => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
+
+/**
+ * The fixed cost from the samples (a sample without a VMA count, from before, counts none). VMA counts that
+ * spread across the samples: a + c * VMAs is learned (plus this migration's cost per byte, `perByteMs`, when
+ * measured). Else c is PER_VMA_MS, and the rest is a + b * bytes when the sizes spread, proportional when all
+ * samples are about one size, or, for a task far from that size, `perByteMs` on a learned base: a history of
+ * small tasks must not scale linearly to a task a hundred times larger.
+ */
+export function fitFixedCost(samples: readonly CostSample[], residentBytes: number, vmas = 0, perByteMs?: number): number | undefined {
+  if (samples.length === 0) return undefined;
+  const bytes = samples.map((x) => x.residentBytes);
+  const counts = samples.map((x) => x.vmas ?? 0);
+  const ys = samples.map((x) => x.fixedMs);
+  const learnBytes = samples.length >= 2 && spreads(bytes, 0);
+  const learnVmas = samples.length >= 3 && spreads(counts, 500);
+  if (learnVmas) {
+    // a + c * VMAs, on what the bytes leave (this migration's cost per byte) when it is measured. Not a + b *
+    // bytes + c * VMAs: in a history where one task has both many VMAs and many bytes (ZDTM maps06), b takes
+    // the VMAs' cost and a task with 512 MiB and 40 VMAs (maps04) was estimated at 5.5 s for a 445 ms freeze.
+    const part = (i: number): number => (perByteMs === undefined ? 0 : perByteMs * bytes[i]!);
+    const w = leastSquares(
+      samples.map((_, i) => [1, counts[i]!]),
+      ys.map((y, i) => y - part(i)),
+    );
+    const fitted = w ? w[0]! + w[1]! * vmas + (perByteMs ?? 0) * residentBytes : undefined;
+    if (fitted !== undefined && w![1]! >= 0 && fitted > 0) return fitted;
+  }
+  const vmaPart = PER_VMA_MS * vmas;
+  const rest = samples.map((x, i) => Math.max(0, ys[i]! - PER_VMA_MS * counts[i]!));
+  if (learnBytes) {
+    const w = leastSquares(samples.map((x) => [1, x.residentBytes]), rest);
+    if (w && w[1]! >= 0 && w[0]! + w[1]! * residentBytes > 0) return w[0]! + w[1]! * residentBytes + vmaPart;
+  }
+  const mx = bytes.reduce((s, x) => s + x, 0) / bytes.length;
+  if (perByteMs !== undefined && (residentBytes > 2 * mx || residentBytes < mx / 2)) {
+    return median(rest.map((r, i) => Math.max(0, r - perByteMs * bytes[i]!))) + perByteMs * residentBytes + vmaPart;
+  }
+  return median(rest.map((r, i) => r / Math.max(1, bytes[i]!))) * residentBytes + vmaPart;
 }
 
 export interface MeasuredRates {
@@ -72,31 +135,36 @@ export interface MeasuredRates {
   storeBytesPerSecond: number | undefined;
 }
 
-export function fixedCost(samples: readonly CostSample[], residentBytes: number, rates: MeasuredRates): FixedCost {
-  const learned = fitFixedCost(samples, residentBytes);
-  if (learned !== undefined) {
-    return { ms: learned, source: `learned from ${samples.length} earlier migration${samples.length === 1 ? '' : 's'} to this dest` };
-  }
+/** The freeze's fixed cost for a task of `residentBytes` and `vmas` VMAs (issue 13: ZDTM maps06's 30,000). */
+export function fixedCost(samples: readonly CostSample[], residentBytes: number, rates: MeasuredRates, vmas = 0): FixedCost {
   const read = rates.readBytesPerSecond;
   const store = rates.storeBytesPerSecond;
-  if (read && store) {
-    return { ms: (2 * residentBytes * 1000) / read + (residentBytes * 1000) / store, source: "estimated from this migration's read and store rates" };
+  // The lazy dump and the final delta each walk the memory about as fast as the tracker reads it; the restore
+  // writes it about as fast as the dest stores pages.
+  const perByteMs = read && store ? 2000 / read + 1000 / store : undefined;
+  const vmaNote = vmas > 0 ? `, ${vmas} VMAs` : '';
+  const learned = fitFixedCost(samples, residentBytes, vmas, perByteMs);
+  if (learned !== undefined) {
+    return { ms: learned, source: `learned from ${samples.length} earlier migration${samples.length === 1 ? '' : 's'} to this dest${vmaNote}` };
+  }
+  if (perByteMs !== undefined) {
+    return { ms: FREEZE_BASE_MS + PER_VMA_MS * vmas + perByteMs * residentBytes, source: `estimated from this migration's read and store rates${vmaNote}` };
   }
   // Nothing measured yet (round 0 not done): a conservative 1 s per GiB, replaced after the first round.
-  return { ms: residentBytes / 2 ** 30 * 1000, source: 'provisional, before any measurement' };
+  return { ms: FREEZE_BASE_MS + PER_VMA_MS * vmas + (residentBytes / 2 ** 30) * 1000, source: `provisional, before any measurement${vmaNote}` };
 }
 
 /** Teaches the model after a migration: its freeze's cost without the transfer of the final delta's pages. */
 export async function learnFixedCost(
   path: string,
   dest: string,
-  m: { rounds: readonly RoundRecord[]; residentBytes: number; downtimeMs: number; finalDeltaBytes: number },
+  m: { rounds: readonly RoundRecord[]; residentBytes: number; vmas: number; downtimeMs: number; finalDeltaBytes: number },
   log: Logger,
 ): Promise<void> {
   const rate = transferRate(m.rounds);
   const transferMs = rate ? (m.finalDeltaBytes * 1000) / rate : 0;
   try {
-    await recordCostSample(dest, { residentBytes: m.residentBytes, fixedMs: Math.max(0, m.downtimeMs - transferMs), at: new Date().toISOString() }, path);
+    await recordCostSample(dest, { residentBytes: m.residentBytes, vmas: m.vmas, fixedMs: Math.max(0, m.downtimeMs - transferMs), at: new Date().toISOString() }, path);
   } catch (e) {
     log.warn('could not record the cost model sample', { err: e }); // the migration itself succeeded
   }

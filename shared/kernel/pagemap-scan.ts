@@ -68,8 +68,8 @@ export class PagemapScanCall {
     private readonly what: string,
   ) {}
 
-  /** Reports each matching region of pages [start, end) in address order. Throws SystemCallError. */
-  scan(start: number, end: number, q: ScanQuery, onRegion: (firstPage: number, endPage: number) => void): void {
+  /** Reports each matching region of pages [start, end) in address order, with its returned categories. Throws SystemCallError. */
+  scan(start: number, end: number, q: ScanQuery, onRegion: (firstPage: number, endPage: number, categories: number) => void): void {
     const arg = new DataView(this.arg.buffer, this.arg.byteOffset, PM_SCAN_ARG_BYTES);
     const vec = new DataView(this.vec.buffer, this.vec.byteOffset, this.vec.byteLength);
     let cursor = start;
@@ -88,7 +88,10 @@ export class PagemapScanCall {
       writeU32Pair(arg, 88, q.returnMask);
       const regions = ioctlPointer(this.fd, PAGEMAP_SCAN, this.arg, `PAGEMAP_SCAN(${this.what}) /proc/${this.pid}/pagemap`);
       this.calls++;
-      for (let i = 0; i < regions; i++) onRegion(readPageAddress(vec, i * PAGE_REGION_BYTES), readPageAddress(vec, i * PAGE_REGION_BYTES + 8));
+      for (let i = 0; i < regions; i++) {
+        const at = i * PAGE_REGION_BYTES;
+        onRegion(readPageAddress(vec, at), readPageAddress(vec, at + 8), vec.getUint32(at + 16, true)); // every PAGE_IS_* bit is below 2^32
+      }
       const walkEnd = readPageAddress(arg, 32);
       // The walk stops early only when vec fills up, which always moves walk_end forward.
       if (walkEnd <= cursor) throw new Error(`PAGEMAP_SCAN made no progress at page ${cursor} of pid ${this.pid}`);

@@ -2,9 +2,15 @@
  * /proc/PID/pagemap: which pages of a task hold data that CRIU would dump.
  *
  * A page counts when it is present in RAM or swapped out, is not a page-cache page of a file (never
- * copied-on-write: CRIU restores it by mapping the file), and is not a guard region (MADV_GUARD_INSTALL markers
- * look like swap entries). This is CRIU's page rule minus its zero-pfn test, which the pread fallback cannot
- * apply without knowing the zero page's pfn; zero pages are cheap to detect after reading anyway.
+ * copied-on-write: CRIU restores it by mapping the file), is not a guard region (MADV_GUARD_INSTALL markers
+ * look like swap entries), is not the shared zero page (CRIU's zero-pfn test: a page only read holds no data)
+ * and is not a uffd-wp pte marker. The uffd-wp tracker's first write-protecting scan puts a marker in every
+ * untouched pte of a registered area; PAGEMAP_SCAN reports markers as PAGE_IS_SWAPPED and pagemap as PM_SWAP, and
+ * counting them made the tracker read (mapping the zero page) and send every page of ZDTM maps03's 10 GiB sparse
+ * area, past the dest's budget (FERRY-3008). A marker is a swap entry of type 31 (SWP_PTE_MARKER, above every
+ * real swap file's type), visible where pagemap shows pfns and swap offsets (zero-page.ts); there the scan
+ * method re-reads its swapped regions' entries to drop markers, and both methods apply the zero-pfn test.
+ * Where pfns are hidden, zero pages and markers count (the scan still drops zero pages: PAGE_IS_PFNZERO).
  *
  * Two methods, same answer:
  * - 'scan': the PAGEMAP_SCAN ioctl (Linux >= 6.7), run-length encoded by the kernel (perf-lab §2: ~3.6 ms/GiB);
@@ -14,8 +20,9 @@
 import { closeSync, openSync } from 'node:fs';
 import { SystemCallError } from '../errors/ferry-error.js';
 import { Errno, errnoName, systemCallErrorFromNode } from '../native/libc.js';
-import { PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PagemapScanCall, pagemapBlock, preadPagemap } from './pagemap-scan.js';
+import { PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PagemapScanCall, pagemapBlock, preadPagemap } from './pagemap-scan.js';
 import type { Vma } from './proc-maps.js';
+import { zeroPagePfn } from './zero-page.js';
 
 /**
  * Runs of pages, ascending and non-overlapping: run i is pages [starts[i], starts[i] + counts[i]).
@@ -56,11 +63,25 @@ const PM_SWAP_HI = 1 << 30; // bit 62
 const PM_FILE_HI = 1 << 29; // bit 61: page-cache page (or shared anonymous)
 const PM_GUARD_HI = 1 << 26; // bit 58: guard region marker (Linux >= 6.15)
 
+const PFN_HI_MASK = 0x7fffff; // bits 32-54: the pfn's high part
+// A swap entry's type is bits 0-4 (0 where pfns are hidden); 31 is the kernel's pte-marker type (uffd-wp, guard).
+const SWAP_TYPE_MASK = 0x1f;
+const SWP_PTE_MARKER = 31;
+const TWO_32 = 2 ** 32;
+
+/** CRIU's page rule (file comment) for one entry given as its two 32-bit words; `zeroPfn` when known. */
+export function entryCounts(lo: number, hi: number, zeroPfn: number | undefined): boolean {
+  if ((hi & (PM_PRESENT_HI | PM_SWAP_HI)) === 0 || (hi & (PM_FILE_HI | PM_GUARD_HI)) !== 0) return false;
+  if ((hi & PM_PRESENT_HI) === 0) return (lo & SWAP_TYPE_MASK) !== SWP_PTE_MARKER;
+  return zeroPfn === undefined || lo + (hi & PFN_HI_MASK) * TWO_32 !== zeroPfn;
+}
+
 /**
  * Decodes pagemap entries (8 bytes each, the first for page `firstPage`) and appends the runs of pages that
- * count (see the file comment) to `out`. Only the high word of each entry is looked at: no BigInt.
+ * count (see the file comment) to `out`. Flags come from the high word of each entry; the pfn (both words) is
+ * compared only with `zeroPfn`, when known: no BigInt.
  */
-export function decodePagemapEntries(buf: Uint8Array, firstPage: number, out: PageRuns): void {
+export function decodePagemapEntries(buf: Uint8Array, firstPage: number, out: PageRuns, zeroPfn?: number): void {
   const n = Math.floor(buf.byteLength / 8);
   // A Uint32Array view needs 4-byte alignment, which a Buffer sliced from Node's pool may lack: then copy
   // (new Uint8Array(view) copies; Buffer#slice would not).
@@ -69,8 +90,7 @@ export function decodePagemapEntries(buf: Uint8Array, firstPage: number, out: Pa
   let runStart = -1;
   for (let i = 0; i < n; i++) {
     const hi = words[2 * i + 1] ?? 0;
-    const counts = (hi & (PM_PRESENT_HI | PM_SWAP_HI)) !== 0 && (hi & (PM_FILE_HI | PM_GUARD_HI)) === 0;
-    if (counts) {
+    if (entryCounts(words[2 * i] ?? 0, hi, zeroPfn)) {
       if (runStart < 0) runStart = i;
     } else if (runStart >= 0) {
       appendRun(out, firstPage + runStart, i - runStart);
@@ -175,16 +195,20 @@ export class PagemapReader {
 
   private scanSpan(start: number, end: number, out: PageRuns, withGuard: boolean): void {
     this.scanner ??= new PagemapScanCall(this.fd, this.pid, 'presence');
-    // Page-cache pages (and guard markers, which look like swap) are absent from every reported page.
-    const excluded = PAGE_IS_FILE | (withGuard ? PAGE_IS_GUARD : 0);
+    // Page-cache pages, zero pages (and guard markers, which look like swap) are absent from every reported page.
+    const excluded = PAGE_IS_FILE | PAGE_IS_PFNZERO | (withGuard ? PAGE_IS_GUARD : 0);
     const wanted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-    this.scanner.scan(start, end, { categoryInverted: excluded, categoryMask: excluded, categoryAnyofMask: wanted, returnMask: wanted }, (first, stop) =>
-      appendRun(out, first, stop - first),
-    );
+    // Swapped regions may be uffd-wp markers: their entries tell, where pagemap shows swap types.
+    const checkSwapped = zeroPagePfn() !== undefined;
+    this.scanner.scan(start, end, { categoryInverted: excluded, categoryMask: excluded, categoryAnyofMask: wanted, returnMask: wanted }, (first, stop, categories) => {
+      if (checkSwapped && (categories & PAGE_IS_PRESENT) === 0) this.preadSpan(first, stop, out);
+      else appendRun(out, first, stop - first);
+    });
   }
 
   private preadSpan(start: number, end: number, out: PageRuns): void {
-    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodePagemapEntries(entries, first, out));
+    const zeroPfn = zeroPagePfn();
+    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodePagemapEntries(entries, first, out, zeroPfn));
   }
 
 }

@@ -118,16 +118,16 @@ export function isSpecialArea(vma: Vma): boolean {
  * CRIU dumps every private mapping, file-backed or anonymous and whatever its protection, but only the pages
  * that are present or swapped and not plain page-cache pages of a file (it skips PME_FILE pages of private file
  * mappings: they were never copied-on-write and are restored by mapping the file again). pagemap.ts applies
- * that page rule; this function applies the area rule, with three differences that only move work to the
+ * that page rule; this function applies the area rule, with two differences that only move work to the
  * final delta (which dumps whatever CRIU dumps):
  * - [vdso], [vvar], [vvar_vclock], [vsyscall], [uprobes] are left out (CRIU never dumps vvar; the vdso is a
  *   couple of pages and the restore side may replace it);
- * - areas without PROT_READ ('---p' guard gaps, PROT_NONE reservations and data) are left out: the final delta
- *   reads their dumped pages (ProcessMemoryReader falls back to /proc/PID/mem for them). Tried in pre-copy
- *   (issue 13), the rounds sent a PROT_NONE reservation that was still untouched as zero pages, so post-copy
- *   lost its remote pages (test/e2e/post-copy.test.ts): a reservation can be large and is not data yet;
  * - shared mappings are left out, as CRIU dumps them separately (shmem images, or the file itself).
+ * Areas without PROT_READ ('---p' guard gaps, PROT_NONE reservations and data) are in: their pages are read
+ * through /proc/PID/mem (ProcessMemoryReader's fallback). A first try (issue 13) sent an untouched PROT_NONE
+ * reservation as zero pages, so post-copy lost its remote pages: that was the uffd-wp tracker's whole-area scan
+ * putting a marker in every untouched pte and presence counting markers (pagemap.ts), since fixed.
  */
 export function dumpableVmas(vmas: readonly Vma[]): Vma[] {
-  return vmas.filter((v) => isPrivate(v) && v.perms[0] === 'r' && !isSpecialArea(v) && v.endPage > v.startPage);
+  return vmas.filter((v) => isPrivate(v) && !isSpecialArea(v) && v.endPage > v.startPage);
 }

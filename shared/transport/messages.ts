@@ -323,6 +323,8 @@ export interface MigrationSummaryMessage {
   remotePages: U64;
   faultWaitP50Us: U64;
   faultWaitP99Us: U64;
+  originalExitMs?: number;
+  originalLeft?: number[];
 }
 
 export interface ErrorInfoMessage {

@@ -185,6 +185,8 @@ function summaryToMessage(s: MigrationSummary): m.MigrationSummaryMessage {
     remotePages: String(s.remotePages),
     faultWaitP50Us: String(s.faultWaitP50Us),
     faultWaitP99Us: String(s.faultWaitP99Us),
+    originalExitMs: s.originalExitMs,
+    originalLeft: s.originalLeft,
   };
 }
 
@@ -232,6 +234,9 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
     remotePages: Number(s.remotePages ?? 0),
     faultWaitP50Us: Number(s.faultWaitP50Us ?? 0),
     faultWaitP99Us: Number(s.faultWaitP99Us ?? 0),
+    // An agent from before issue 13 does not wait for the original: it reports nothing.
+    originalExitMs: s.originalExitMs ?? 0,
+    originalLeft: s.originalLeft ?? [],
   };
 }
 

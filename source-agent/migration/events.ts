@@ -82,6 +82,10 @@ export interface MigrationSummary {
   /** Lazy: faults that waited for the source, their median and 99th percentile wait (µs; 0 when none). */
   faultWaitP50Us: number;
   faultWaitP99Us: number;
+  /** From the SIGKILL of the original to its last process gone: migrate returns after it (kill-original.ts). */
+  originalExitMs: number;
+  /** Pids of the original still alive when migrate returned (the wait is bounded): none normally. */
+  originalLeft: number[];
 }
 
 export type PostCopyChoice = 'off' | 'auto' | 'always';

@@ -16,6 +16,8 @@ export interface TargetTree {
   tasks: TreeProcess[];
   /** Resident plus swapped bytes of the whole tree: what pre-copy will send (the dest budgets it). */
   residentBytes: number;
+  /** VMAs of the whole tree (lines of /proc/PID/maps): the freeze's cost grows with them (cost-model.ts). */
+  vmas: number;
 }
 
 export function inspectTarget(pid: number): TargetTree {
@@ -42,7 +44,20 @@ export function inspectTarget(pid: number): TargetTree {
   }
   // Swapped pages are sent too: the dest's budget and free-space check must count them.
   const residentBytes = tasks.reduce((n, t) => n + residentPages(t.hostPid) * PAGE_SIZE + swappedBytes(t.hostPid), 0);
-  return { rootPid: pid, name: status.name, pidNamespaceRoot: statusIsPidNamespaceRoot(status), tasks, residentBytes };
+  const vmas = tasks.reduce((n, t) => n + vmaCount(t.hostPid), 0);
+  return { rootPid: pid, name: status.name, pidNamespaceRoot: statusIsPidNamespaceRoot(status), tasks, residentBytes, vmas };
+}
+
+/** Lines of /proc/PID/maps; 0 once the task is gone. */
+function vmaCount(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/maps`, 'latin1');
+    let n = 0;
+    for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) n++;
+    return n;
+  } catch {
+    return 0;
+  }
 }
 
 /** VmSwap of /proc/PID/status in bytes; 0 without swap or once the task is gone. */

@@ -165,11 +165,13 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       remotePages: sent.delta.remotePages,
       faultWaitP50Us: Number(filled?.done.waitP50Us ?? 0),
       faultWaitP99Us: Number(filled?.done.waitP99Us ?? 0),
+      originalExitMs: (filled?.originalExit ?? committed.originalExit)?.exitMs ?? 0,
+      originalLeft: (filled?.originalExit ?? committed.originalExit)?.left ?? [],
     };
     await learnFixedCost(
       opts.costModelPath,
       opts.to,
-      { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
+      { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, vmas: target.vmas, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
       log,
     );
     await ctx.journal.record('done', { outcome: 'migrated' }).catch((e: unknown) => log.error('journal write failed', { err: e }));

@@ -8,6 +8,7 @@ import { requireCriu } from '../../shared/criu/criu-binary.js';
 import { PAGE_SIZE } from '../../shared/kernel/page-size.js';
 import { readProcessTree } from '../../shared/kernel/process-tree.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
+import { waitExited, type ProcessIdentity } from '../../shared/kernel/process-wait.js';
 import { signalTree, type TreeSignal } from '../../shared/kernel/signal-tree.js';
 import { localPeerInfo } from '../../shared/peer-info.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -122,6 +123,8 @@ export interface SourceHost {
   /** Reads pages of a stopped task (the final delta of a lazy dump comes from the task itself). */
   readPages(pid: number, firstPage: number, count: number): Iterable<{ data: Buffer; pages: Float64Array; unreadable: readonly number[] }>;
   signalTree(rootPid: number, signal: TreeSignal): void;
+  /** Waits (bounded) until each process has exited (shared/kernel/process-wait.ts); the pids still alive as those. */
+  waitExited(procs: readonly ProcessIdentity[], budgetMs: number, signal?: AbortSignal): Promise<number[]>;
   /** Auto-converge: takes CPU from the tree (its own cgroup when it has one, else SIGSTOP/SIGCONT cycling). */
   createThrottle(rootPid: number, log: Logger): Promise<ThrottlePort>;
 }
@@ -223,6 +226,7 @@ export const realSourceHost: SourceHost = {
   signalTree: (rootPid, sig) => {
     signalTree(rootPid, sig);
   },
+  waitExited: (procs, budgetMs, signal) => waitExited(procs, budgetMs, signal),
   createThrottle: (rootPid, log) => createTaskThrottle(rootPid, { log }),
 };
 

@@ -30,6 +30,8 @@ import { criuProcessesFor, waitGoneOrKill } from '../../shared/criu/criu-process
 import { FerryError, asFerryError } from '../../shared/errors/ferry-error.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
+import { waitExited } from '../../shared/kernel/process-wait.js';
+import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
 import { dropCriuLockOnceGone, undoTcpEstablishedDump, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
@@ -98,10 +100,16 @@ function thawOriginal(m: JournaledMigration, log: Logger): number {
   return signalOriginal(m, 'SIGCONT');
 }
 
-/** The kill; after a --tcp-established dump, CRIU's lock goes once the original is gone (bounded). */
+/**
+ * The kill, and a bounded wait until the original is gone, as the migration itself does (kill-original.ts);
+ * after a --tcp-established dump, CRIU's lock goes once the original is gone (bounded).
+ */
 async function killOriginal(m: JournaledMigration, log: Logger): Promise<number> {
+  const procs = m.started.tree.map((p) => ({ pid: p.hostPid, startTime: p.startTime }));
   const pids = stillOriginal(m);
   const killed = signalOriginal(m, 'SIGKILL');
+  const left = await waitExited(procs, ORIGINAL_EXIT_WAIT_MS);
+  if (left.length > 0) log.warn('the original is not gone after SIGKILL; the copy runs on the dest', { left, waitedMs: ORIGINAL_EXIT_WAIT_MS });
   if (m.tcpLock) logUndo(log, "CRIU's lock after the kill", await dropCriuLockOnceGone(pids, m.tcpLock, GONE_BEFORE_UNLOCK_MS));
   return killed;
 }

@@ -97,6 +97,12 @@ function table(outcomes: ZdtmOutcome[]): string {
     lines.push(`  FAIL ${o.test} [${tag}] at ${o.stage}${o.code ? ` ${o.code}` : ''}: ${o.detail.split('\n')[0]}${want?.reason ? `\n       why: ${want.reason}` : ''}${rollback}`);
   }
   for (const o of valid.filter((v) => v.verdict === 'pass' && expected.tests[v.test]?.expect === 'fail')) lines.push(`  UNEXPECTED PASS ${o.test}: update expected-results.json`);
+  // How far the policy's estimate was from the freeze (issue 13 item 5): the worst ratios, either way.
+  const ratios = passed.flatMap((o) => (o.downtimeMs && o.expectedDowntimeMs ? [{ o, r: o.downtimeMs / o.expectedDowntimeMs }] : []));
+  if (ratios.length) {
+    const far = ratios.sort((x, y) => Math.max(y.r, 1 / y.r) - Math.max(x.r, 1 / x.r)).slice(0, 3);
+    lines.push(`  downtime / estimate: ${far.map(({ o, r }) => `${o.test} ${Math.round(o.downtimeMs!)}/${Math.round(o.expectedDowntimeMs!)} ms = ${r.toFixed(2)}`).join(', ')}`);
+  }
   for (const o of invalid) lines.push(`  not valid here ${o.test} (${o.verdict}, not counted): ${expected.tests[o.test]!.reason}`);
   return lines.join('\n');
 }

@@ -270,7 +270,9 @@ export class FakeKernel implements SoftDirtyKernel, UffdWpKernel {
       const read: number[] = [];
       const unreadable: number[] = [];
       for (const page of planned) {
-        if (p.areaOf(page)?.perms[0] !== 'r') {
+        // The real port reads areas without PROT_READ through /proc/PID/mem (ProcessMemoryReader): only an
+        // unmapped page cannot be read.
+        if (p.areaOf(page) === undefined) {
           unreadable.push(page);
           continue;
         }

@@ -112,7 +112,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
   };
   const host: SourceHost = {
     pageSize: PAGE,
-    inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE }),
+    inspectTarget: (pid) => ({ rootPid: pid, name: 'fake', pidNamespaceRoot: true, tasks: [], residentBytes: 2 * PAGE, vmas: 30 }),
     lockTask: () => {
       log.push('task.lock');
       return { release: () => log.push('task.unlock') };
@@ -189,6 +189,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       throw new Error('a full dump needs no reads from the task');
     },
     signalTree: (_pid, sig) => log.push(`signal.${sig}`),
+    waitExited: () => {
+      log.push('wait-exited');
+      return Promise.resolve([]);
+    },
     createThrottle: () => Promise.reject(new Error('this workload converges: no throttle expected')),
   };
   let finalDeltaPages = 0;

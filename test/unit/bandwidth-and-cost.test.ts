@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fitFixedCost, fixedCost, loadCostSamples, recordCostSample, type CostSample } from '../../source-agent/cost-model.js';
+import { FREEZE_BASE_MS, PER_VMA_MS, fitFixedCost, fixedCost, loadCostSamples, recordCostSample, type CostSample } from '../../source-agent/cost-model.js';
 import { parseRate } from '../../shared/config/units.js';
 import { TokenBucket } from '../../source-agent/token-bucket.js';
 
@@ -59,10 +59,70 @@ describe('cost model', () => {
   });
   it('without history, estimates from the measured read and store rates, and says so', () => {
     const c = fixedCost([], GiB, { readBytesPerSecond: 4 * GiB, storeBytesPerSecond: GiB });
-    expect(c.ms).toBeCloseTo(2 * 250 + 1000, 0);
+    expect(c.ms).toBeCloseTo(FREEZE_BASE_MS + 2 * 250 + 1000, 0);
     expect(c.source).toContain("this migration's read and store rates");
     expect(fixedCost([sample(1, 900)], GiB, { readBytesPerSecond: 1, storeBytesPerSecond: 1 }).source).toContain('learned from 1 earlier migration');
   });
+  // bench/vma-cost.ts on the dev machine (many-maps tasks migrated between two netns hosts, eager restore, no
+  // history): VMAs, the freeze measured, and the bytes' part the rates gave (the whole estimate before issue 13).
+  const MiB = 2 ** 20;
+  const measured = [
+    { vmas: 25, downtimeMs: 185, bytesPartMs: 21, bytes: 1 * MiB },
+    { vmas: 3024, downtimeMs: 646, bytesPartMs: 33, bytes: 9 * MiB },
+    { vmas: 12024, downtimeMs: 1539, bytesPartMs: 90, bytes: 33 * MiB },
+    { vmas: 30024, downtimeMs: 3706, bytesPartMs: 200, bytes: 80 * MiB },
+    { vmas: 30024, downtimeMs: 3158, bytesPartMs: 192, bytes: 80 * MiB },
+  ];
+  // Read and store at one rate R: the bytes' part is 3 * bytes / R.
+  const ratesFor = (m: (typeof measured)[number]) => ({ readBytesPerSecond: (3000 * m.bytes) / m.bytesPartMs, storeBytesPerSecond: (3000 * m.bytes) / m.bytesPartMs });
+  const within = (ms: number, actual: number, factor: number): void => {
+    expect(actual / ms).toBeLessThanOrEqual(factor);
+    expect(ms / actual).toBeLessThanOrEqual(factor);
+  };
+
+  it('without history, counts the VMAs: the freeze of a task with 30,000 (ZDTM maps06) and of an ordinary one hold within 1.5x', () => {
+    for (const m of measured) {
+      const c = fixedCost([], m.bytes, ratesFor(m), m.vmas);
+      within(c.ms, m.downtimeMs, 1.5);
+      expect(c.source).toContain(`${m.vmas} VMAs`);
+      // Before: the bytes alone, 9 to 19 times too little.
+      expect(m.downtimeMs / m.bytesPartMs).toBeGreaterThan(8);
+    }
+    expect(fixedCost([], GiB, { readBytesPerSecond: 4 * GiB, storeBytesPerSecond: GiB }, 10_000).ms).toBeCloseTo(FREEZE_BASE_MS + 1500 + 10_000 * PER_VMA_MS, 0);
+  });
+
+  it('learns the cost per VMA from history whose VMA counts differ', () => {
+    const history: CostSample[] = measured.slice(0, 4).map((m) => ({ residentBytes: m.bytes, vmas: m.vmas, fixedMs: m.downtimeMs, at: 'x' }));
+    const maps06 = measured[4]!;
+    within(fitFixedCost(history, maps06.bytes, maps06.vmas)!, maps06.downtimeMs, 1.25);
+    // The history of ordinary tasks predicts an ordinary task.
+    within(fitFixedCost(history, 1 * MiB, 40)!, 185, 1.5);
+  });
+
+  it('a history where one task had many VMAs and many bytes does not charge bytes for its VMAs (ZDTM maps04 after maps06)', () => {
+    const history: CostSample[] = [
+      { residentBytes: 1 * MiB, vmas: 60, fixedMs: 190, at: 'x' },
+      { residentBytes: 1.2 * MiB, vmas: 70, fixedMs: 200, at: 'x' },
+      { residentBytes: 1.1 * MiB, vmas: 120, fixedMs: 230, at: 'x' },
+      { residentBytes: 80 * MiB, vmas: 30_024, fixedMs: 4000, at: 'x' },
+    ];
+    const maps04 = { bytes: 512 * MiB, vmas: 40, rates: { readBytesPerSecond: 2 * GiB, storeBytesPerSecond: 2 * GiB } };
+    const withHistory = fixedCost(history, maps04.bytes, maps04.rates, maps04.vmas).ms;
+    // No more than the estimate without history (the rates' part for 512 MiB plus the floor); was 5.5 s.
+    expect(withHistory).toBeLessThan(1.25 * fixedCost([], maps04.bytes, maps04.rates, maps04.vmas).ms);
+    within(fixedCost(history, 80 * MiB, maps04.rates, 30_024).ms, 4000, 1.25);
+  });
+
+  it('a history of small tasks only does not scale linearly to a large one: their base plus the rates and the VMAs', () => {
+    const small: CostSample[] = [180, 190, 200, 185].map((ms, i) => ({ residentBytes: (1 + i * 0.05) * MiB, vmas: 25 + i, fixedMs: ms, at: 'x' }));
+    const maps06 = measured[3]!;
+    const c = fixedCost(small, maps06.bytes, ratesFor(maps06), maps06.vmas);
+    expect(c.source).toContain('learned from 4 earlier migrations');
+    within(c.ms, maps06.downtimeMs, 1.5);
+    // Proportional scaling of the small tasks' cost per byte would say ~15 s.
+    expect(c.ms).toBeLessThan(6000);
+  });
+
   it('persists samples per dest and keeps the last ten', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ferry-cost-'));
     dirs.push(dir);

@@ -319,6 +319,8 @@ describe('rendering', () => {
     remotePages: 7,
     faultWaitP50Us: 40,
     faultWaitP99Us: 900,
+    originalExitMs: 12,
+    originalLeft: [],
   };
 
   it('formatSummary shows the key figures', () => {

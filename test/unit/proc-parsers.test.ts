@@ -72,7 +72,7 @@ describe('parseMaps', () => {
     expect(isAnonymous(vmas[0]!)).toBe(false);
   });
 
-  it('selects the private readable areas CRIU dumps, without the kernel-provided ones', () => {
+  it('selects the private areas CRIU dumps (PROT_NONE ones too), without the kernel-provided ones', () => {
     const picked = dumpableVmas(vmas).map((v) => `${v.perms} ${v.path}`);
     expect(picked).toEqual([
       'r--p /usr/bin/cat',
@@ -80,6 +80,7 @@ describe('parseMaps', () => {
       'rw-p /usr/bin/cat',
       'rw-p [heap]',
       'rw-p ',
+      '---p ',
       'rw-p [anon:ferry buffer]',
       'r--p /opt/my app/lib data.so',
       'rw-p [stack]',
@@ -265,6 +266,26 @@ describe('decodePagemapEntries', () => {
     expect(buf.byteOffset % 4).not.toBe(0);
     decodePagemapEntries(buf, 0x7ffd6a1b0, out);
     expect(out.starts).toEqual([0x7ffd6a1b0, 0x7ffd6a1b3, 0x7ffd6a1b8]);
+  });
+
+  it('leaves out the zero page (when its pfn is known) and uffd-wp pte markers (swap type 31)', () => {
+    const UFFD_WP = 0x02000000; // bit 57
+    const buf = Buffer.alloc(5 * 8);
+    const put = (i: number, lo: number, hi: number): void => {
+      buf.writeUInt32LE(lo, i * 8);
+      buf.writeUInt32LE(hi >>> 0, i * 8 + 4);
+    };
+    put(0, 0x3b34, PRESENT | UFFD_WP); // the zero page (pfn 0x3b34 here)
+    put(1, 0x3f, SWAP | UFFD_WP); // a uffd-wp marker: type 31, offset 1
+    put(2, 0x1234, PRESENT | EXCLUSIVE | 0x1); // pfn 0x1_00001234: data
+    put(3, 0x40, SWAP | UFFD_WP); // a real swapped page, write-protected: type 0, offset 2
+    put(4, 0x3b34, PRESENT | 0x1); // pfn 0x1_00003b34: not the zero page
+    const out = emptyRuns();
+    decodePagemapEntries(buf, 100, out, 0x3b34);
+    expect(out).toEqual({ starts: [102], counts: [3] });
+    const unknown = emptyRuns();
+    decodePagemapEntries(buf, 100, unknown); // pfns hidden: the zero page counts
+    expect(unknown).toEqual({ starts: [100, 102], counts: [1, 3] });
   });
 
   it('appendRun merges touching runs and ignores empty ones', () => {

@@ -61,6 +61,8 @@ const summary: MigrationSummary = {
   remotePages: 7,
   faultWaitP50Us: 40,
   faultWaitP99Us: 900,
+  originalExitMs: 37.5,
+  originalLeft: [4243],
 };
 
 const events: MigrationEvent[] = [

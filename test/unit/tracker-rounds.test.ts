@@ -12,7 +12,7 @@ import type { BatchSink } from '../../source-agent/pages/page-pipeline.js';
 import { HashTracker } from '../../source-agent/trackers/hash-tracker.js';
 import { SoftDirtyTracker } from '../../source-agent/trackers/soft-dirty/soft-dirty-tracker.js';
 import type { BeforeRead, DirtyTracker, TrackedTask } from '../../source-agent/trackers/tracker.js';
-import { UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
+import { scanSpans, UffdWpTracker } from '../../source-agent/trackers/uffd-wp/uffd-wp-tracker.js';
 import { FakeKernel, type FakeProcess } from '../fakes/fake-kernel.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
@@ -137,14 +137,14 @@ describe.each(trackers)('$name tracker rounds (fake kernel)', ({ exact, make }) 
     w.tracker.close();
   });
 
-  it('an area that became readable is read whole, written or not', async () => {
+  it('an area without PROT_READ is read from round 0 on, and not again when it becomes readable unwritten', async () => {
     const w = world(make);
     const p = w.kernel.spawn(100).map(A, 8).write(A, 8).map(C, 8).write(C, 8).protect(C, '---p');
     const r0 = await w.round(p);
-    expect(r0.sentOf(p)).toEqual(range(A, 8));
+    expect(r0.sentOf(p)).toEqual([...range(A, 8), ...range(C, 8)]);
     p.protect(C, 'rw-p');
     const r1 = await w.round(p);
-    expect(r1.sentOf(p)).toEqual(range(C, 8));
+    expect(r1.sentOf(p)).toEqual([]);
     w.tracker.close();
   });
 
@@ -278,5 +278,17 @@ describe('uffd-wp round logic (fake kernel)', () => {
     await expectFerryRejection(w.round(p), 'TASK_STOPPED');
     expect(w.kernel.openUffds(p.pid)).toEqual([]);
     w.tracker.close();
+  });
+});
+
+describe('uffd-wp scan spans', () => {
+  it('cover the runs that hold pages, bridging holes of up to 16 pages and no more (each scanned hole gets markers)', () => {
+    expect(scanSpans({ starts: [], counts: [] })).toEqual([]);
+    expect(scanSpans({ starts: [100, 120, 200], counts: [4, 2, 1] })).toEqual([
+      [100, 122],
+      [200, 201],
+    ]);
+    // A thread's 8 MiB stack with its top pages in use: the untouched rest is not scanned.
+    expect(scanSpans({ starts: [0x7f0000 + 2040], counts: [8] })).toEqual([[0x7f0000 + 2040, 0x7f0000 + 2048]]);
   });
 });

@@ -15,6 +15,8 @@ import { describeResult, runFerry, REPO_ROOT } from '../ferry-process.js';
 import type { TwoHosts } from '../netns-hosts.js';
 import { processStartTime, readPidState } from '../process-probes.js';
 import { waitFor } from '../wait-for.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+import { stillExiting } from '../../shared/kernel/process-wait.js';
 
 const execFileAsync = promisify(execFile);
 const INIT_SOURCE = fileURLToPath(new URL('./zdtm-init.c', import.meta.url));
@@ -34,6 +36,8 @@ export interface ZdtmOutcome {
    * not stopped), and the test, sent SIGTERM on the source, judges itself PASS.
    */
   rollback?: { clean: boolean; detail: string };
+  /** The policy's expected downtime at its freeze decision (its fixed cost plus the last dirty set's transfer). */
+  expectedDowntimeMs?: number;
 }
 
 /** The path of test/zdtm/static (scripts/provision-zdtm.sh: fetched from Debian and built once), or a reason. */
@@ -157,6 +161,7 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
     }
     const original = new Map<number, OriginalProcess>([task.pid, ...descendants(task.pid)].map((p) => [p, { started: processStartTime(p), state: readPidState(p) }]));
     for (const p of original.keys()) watch(p);
+    const originalIds = [...original.keys()].map((pid) => ({ pid, startTime: readStat(pid)?.startTime }));
 
     const result = await runMigrate(o.hosts, task.pid, o.dest, { env: { FERRY_IMAGES_DIR: o.imagesDir }, args: o.migrateArgs ?? [], timeoutMs: 90_000 });
     if (result.exitCode !== 0 || !result.summary) {
@@ -164,12 +169,19 @@ export async function runZdtmTest(test: string, o: ZdtmRunOptions): Promise<Zdtm
       const rollback = await rolledBack(test, o.staticDir, original, task.pid, nsPid);
       return { test, verdict: 'fail', stage: 'migrate', ...(code ? { code } : {}), detail: result.error ? `${result.error.message}: ${result.error.detail ?? ''}` : describeResult(result), rollback };
     }
+    // migrate returns only once the original is gone (kill-original.ts): not one of its processes may be alive.
+    const alive = originalIds.filter(stillExiting).map((p) => p.pid);
+    if (alive.length > 0) {
+      return { test, verdict: 'fail', stage: 'migrate', detail: `migrate returned 0 with the original's pids ${alive.join(', ')} still alive (summary: originalLeft ${JSON.stringify(result.summary.originalLeft)}, ${Math.round(result.summary.originalExitMs)} ms)`, downtimeMs: result.summary.downtimeMs };
+    }
     const restored = result.summary.restoredPid;
+    const freezeDecision = result.lines.filter((l) => l.kind === 'decision').at(-1);
+    const expectedDowntimeMs = freezeDecision?.kind === 'decision' ? freezeDecision.expectedDowntimeMs : undefined;
     watch(restored);
     const tree = descendants(restored);
     for (const p of tree) watch(p);
     const judged = await ownVerdict(test, o.staticDir, tree, nsPid, `the restored tree of ${restored}`);
-    return { test, verdict: judged.passed ? 'pass' : 'fail', stage: judged.passed ? 'passed' : 'verdict', detail: judged.detail, downtimeMs: result.summary.downtimeMs };
+    return { test, verdict: judged.passed ? 'pass' : 'fail', stage: judged.passed ? 'passed' : 'verdict', detail: judged.detail, downtimeMs: result.summary.downtimeMs, ...(expectedDowntimeMs !== undefined && { expectedDowntimeMs }) };
   } finally {
     const alive = [...victims].filter(([pid, started]) => started !== undefined && processStartTime(pid) === started).map(([pid]) => pid);
     for (const pid of alive) kill(pid, 'SIGKILL');

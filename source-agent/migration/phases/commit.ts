@@ -1,7 +1,7 @@
 /**
  * commit, in the order that keeps at most one copy runnable at every instant:
  *   dest restored, stopped -> disarm the freeze lease -> journal "committing" -> Commit (the dest resumes its
- *   copy) -> journal "committed" -> kill the original.
+ *   copy) -> journal "committed" -> kill the original, and wait until it is gone (kill-original.ts).
  * The lease goes first: once "committing" is on disk a restart asks the dest, and a guard that thawed the
  * original on our death would then make two copies. A crash between the two leaves the journal at
  * "restored" and the original frozen: the resolver thaws it (no Commit was sent).
@@ -16,6 +16,7 @@
  */
 import { injectFault } from '../../../shared/fault-injection.js';
 import { askCommit } from '../commit-outcome.js';
+import { killOriginal, type OriginalExit } from '../kill-original.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
@@ -28,6 +29,8 @@ export interface Committed {
   commitMs: number;
   /** performance.now() at the Commit's answer: a lazy restore's fill counts from here. */
   answeredAt: number;
+  /** Eager restore: the original killed and waited for (a lazy one's fill kills it). */
+  originalExit?: OriginalExit;
 }
 
 export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, f: Frozen): Promise<Committed> {
@@ -64,7 +67,7 @@ export async function commit(ctx: MigrationContext, n: Negotiated, p: Prepared, 
   }
   await ctx.journal.record('committed', { restoredPid }).catch((e: unknown) => ctx.log.error('journal write failed after the commit', { err: e }));
   injectFault('source.before-kill-original');
-  ctx.host.signalTree(n.target.rootPid, 'SIGKILL');
+  const originalExit = await killOriginal(ctx, n.target.rootPid);
   ctx.sourceState = 'gone';
-  return committed;
+  return { ...committed, originalExit };
 }

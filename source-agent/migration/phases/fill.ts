@@ -19,10 +19,12 @@ import type { Committed } from './commit.js';
 import type { Frozen } from './freeze.js';
 import type { Negotiated } from './negotiate.js';
 import type { Restored } from './restore.js';
+import { killOriginal, type OriginalExit } from '../kill-original.js';
 
 export interface Filled extends FillResult {
   /** From the Commit's answer to the dest's done. */
   fillMs: number;
+  originalExit: OriginalExit;
 }
 
 export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c: Committed, f: Frozen): Promise<Filled> {
@@ -53,7 +55,7 @@ export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c:
     .record('filled', { filledPages: Number(d.filledPages), faults: Number(d.faults), faultsWaited: Number(d.faultsWaited), replacedPages: result.replacedPages, fillUs: Number(d.fillUs) })
     .catch((e: unknown) => ctx.log.error('journal write failed after the fill', { err: e }));
   injectFault('source.before-kill-original');
-  ctx.host.signalTree(rootPid, 'SIGKILL');
+  const originalExit = await killOriginal(ctx, rootPid);
   ctx.sourceState = 'gone';
   ctx.log.info('fill done: the original killed', {
     fillMs: Math.round(fillMs),
@@ -64,5 +66,5 @@ export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c:
     faultsWaited: Number(d.faultsWaited),
     calls: result.calls,
   });
-  return { ...result, fillMs };
+  return { ...result, fillMs, originalExit };
 }

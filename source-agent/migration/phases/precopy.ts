@@ -96,10 +96,15 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
       announcer.announce({ kind: 'round', round: summary, pagesSent: stream.pagesSent, bytesSent: stream.bytesSent, rateBytesPerSecond: transferRate(history) ?? 0 });
 
       const residentBytes = stats.presentPages * host.pageSize;
-      const cost = fixedCost(samples, residentBytes, {
-        readBytesPerSecond: readMs > 0 ? (readBytes * 1000) / readMs : undefined,
-        storeBytesPerSecond: stream.storeMicros > 0 ? (stream.storedBytes * 1e6) / stream.storeMicros : undefined,
-      });
+      const cost = fixedCost(
+        samples,
+        residentBytes,
+        {
+          readBytesPerSecond: readMs > 0 ? (readBytes * 1000) / readMs : undefined,
+          storeBytesPerSecond: stream.storeMicros > 0 ? (stream.storedBytes * 1e6) / stream.storeMicros : undefined,
+        },
+        n.target.vmas,
+      );
       const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0, residentBytes }, policy);
       announcer.announce({
         kind: 'decision',

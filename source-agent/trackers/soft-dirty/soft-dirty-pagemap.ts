@@ -11,9 +11,11 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { SystemCallError } from '../../../shared/errors/ferry-error.js';
 import { Errno, errnoName, systemCallErrorFromNode } from '../../../shared/native/libc.js';
-import { PagemapReader, appendRun, emptyRuns, vmaSpans, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
+import { PagemapReader, appendRun, emptyRuns, entryCounts, vmaSpans, type PageRuns, type PagemapMethod } from '../../../shared/kernel/pagemap.js';
+import { zeroPagePfn } from '../../../shared/kernel/zero-page.js';
 import {
   PAGE_IS_FILE,
+  PAGE_IS_PFNZERO,
   PAGE_IS_PRESENT,
   PAGE_IS_SOFT_DIRTY,
   PAGE_IS_SWAPPED,
@@ -23,23 +25,14 @@ import {
 } from '../../../shared/kernel/pagemap-scan.js';
 import type { Vma } from '../../../shared/kernel/proc-maps.js';
 
-// pagemap entry bits, as seen in the high 32-bit word of each 64-bit entry.
-const PM_PRESENT_HI = 1 << 31; // bit 63
-const PM_SWAP_HI = 1 << 30; // bit 62
-const PM_FILE_HI = 1 << 29; // bit 61
-const PM_GUARD_HI = 1 << 26; // bit 58 (Linux >= 6.15)
+// pagemap entry bit, as seen in the high 32-bit word of each 64-bit entry.
 export const PM_SOFT_DIRTY_HI = 1 << 23; // bit 55
-
-/** Presence (CRIU's page rule, as pagemap.ts applies it) and soft-dirty of one entry's high word. */
-function counts(hi: number): boolean {
-  return (hi & (PM_PRESENT_HI | PM_SWAP_HI)) !== 0 && (hi & (PM_FILE_HI | PM_GUARD_HI)) === 0;
-}
 
 /**
  * Decodes pagemap entries (8 bytes each, the first for page `firstPage`): appends to `present` the pages that hold
  * dumpable data and to `dirty` those of them that are soft-dirty. Only the high words are read: no BigInt.
  */
-export function decodeSoftDirtyEntries(buf: Uint8Array, firstPage: number, present: PageRuns, dirty: PageRuns): void {
+export function decodeSoftDirtyEntries(buf: Uint8Array, firstPage: number, present: PageRuns, dirty: PageRuns, zeroPfn?: number): void {
   const n = Math.floor(buf.byteLength / 8);
   // A Uint32Array view needs 4-byte alignment; an unaligned Buffer is copied first.
   const bytes = buf.byteOffset % 4 === 0 ? buf : new Uint8Array(buf.subarray(0, n * 8));
@@ -48,7 +41,8 @@ export function decodeSoftDirtyEntries(buf: Uint8Array, firstPage: number, prese
   let dirtyStart = -1;
   for (let i = 0; i < n; i++) {
     const hi = words[2 * i + 1] ?? 0;
-    const isPresent = counts(hi);
+    // Presence is CRIU's page rule, as pagemap.ts applies it.
+    const isPresent = entryCounts(words[2 * i] ?? 0, hi, zeroPfn);
     const isDirty = isPresent && (hi & PM_SOFT_DIRTY_HI) !== 0;
     if (isPresent) {
       if (presentStart < 0) presentStart = i;
@@ -168,17 +162,19 @@ export class SoftDirtyPagemap {
 
   private scanSpan(start: number, end: number, out: PageRuns): void {
     this.scanner ??= new PagemapScanCall(this.fd, this.pid, 'soft-dirty');
-    // Not a page-cache page, soft-dirty, and present or swapped.
+    // Not a page-cache page nor the zero page, soft-dirty, and present or swapped.
+    const excluded = PAGE_IS_FILE | PAGE_IS_PFNZERO;
     this.scanner.scan(
       start,
       end,
-      { categoryInverted: PAGE_IS_FILE, categoryMask: PAGE_IS_FILE | PAGE_IS_SOFT_DIRTY, categoryAnyofMask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED, returnMask: PAGE_IS_SOFT_DIRTY },
+      { categoryInverted: excluded, categoryMask: excluded | PAGE_IS_SOFT_DIRTY, categoryAnyofMask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED, returnMask: PAGE_IS_SOFT_DIRTY },
       (first, stop) => appendRun(out, first, stop - first),
     );
   }
 
   private preadSpan(start: number, end: number, present: PageRuns, dirty: PageRuns): void {
-    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodeSoftDirtyEntries(entries, first, present, dirty));
+    const zeroPfn = zeroPagePfn();
+    preadPagemap(this.fd, this.pid, (this.block ??= pagemapBlock()), start, end, (entries, first) => decodeSoftDirtyEntries(entries, first, present, dirty, zeroPfn));
   }
 
 }

@@ -7,7 +7,8 @@
  * the page shows as PAGE_IS_WRITTEN in PAGEMAP_SCAN until the next write-protecting scan.
  *
  * Each round, per process: read maps; UFFDIO_REGISTER(WP) the dumpable areas not registered yet (new or
- * changed); scan each area with PM_SCAN_WP_MATCHING (report + re-protect); read pagemap presence after the scan;
+ * changed); scan the spans of each area that hold pages with PM_SCAN_WP_MATCHING (report + re-protect; see
+ * scanVma for why not the whole area); read pagemap presence after the scan;
  * then read, hash and send the written pages that are present (all present pages the first time a process is
  * seen). Pages whose hash equals the dest's copy are not sent, exactly like the hash tracker. Areas that cannot
  * be registered, and areas whose scan failed part-way, are read whole that round: correctness never depends on
@@ -159,6 +160,8 @@ export class UffdWpTracker implements DirtyTracker {
     detail.processes++;
     const vmas = dumpableVmas(maps);
     const t0 = performance.now();
+    // What holds pages before the scans (one presence walk for all areas): the spans each scan covers.
+    const before = new RunCursor(state.pagemap.presentRuns(vmas));
     const whole = emptyRuns();
     const written = emptyRuns();
     for (const vma of vmas) {
@@ -177,7 +180,7 @@ export class UffdWpTracker implements DirtyTracker {
         }
         detail.newlyRegisteredVmas++;
       }
-      const scanned = this.scanVma(state, vma);
+      const scanned = this.scanVma(state, vma, before.within(vma.startPage, vma.endPage));
       if (scanned === 'exec') return this.reopen(pid, stat.startTime, detail, found);
       if (scanned) appendAll(written, scanned);
       else appendRun(whole, vma.startPage, vma.endPage - vma.startPage);
@@ -224,11 +227,18 @@ export class UffdWpTracker implements DirtyTracker {
   /**
    * Written pages of one registered area, or undefined when it must be read whole: EPERM means part of it lost
    * its registration (e.g. MAP_FIXED over it) and pages re-protected before the failure went unreported.
+   *
+   * Only the spans that hold pages are scanned (scanSpans): a write-protecting scan over untouched ptes puts a
+   * uffd-wp marker in each, which CRIU's dump takes for a swapped page and dumps (ZDTM pthread00: every untouched
+   * page of its threads' 8 MiB stacks came back in the final delta as a zero page, past the dest's budget,
+   * FERRY-3008). An untouched pte needs no protection: a page faulted there later has no uffd-wp bit, so the
+   * first scan that covers it reports it written.
    */
-  private scanVma(state: ProcessState, vma: Vma): PageRuns | 'exec' | undefined {
+  private scanVma(state: ProcessState, vma: Vma, present: PageRuns): PageRuns | 'exec' | undefined {
     const out = emptyRuns();
+    const spans = scanSpans(present);
     try {
-      state.scanner.scan(vma.startPage, vma.endPage, out);
+      for (const [start, end] of spans) state.scanner.scan(start, end, out);
       return out;
     } catch (e) {
       if (errnoOf(e) !== 'EPERM') throw e;
@@ -239,7 +249,7 @@ export class UffdWpTracker implements DirtyTracker {
     if (refused) state.registered.delete(vmaKey(vma));
     const again = emptyRuns();
     try {
-      state.scanner.scan(vma.startPage, vma.endPage, again);
+      for (const [start, end] of spans) state.scanner.scan(start, end, again);
     } catch (e) {
       if (errnoOf(e) !== 'EPERM') throw e;
     }
@@ -321,6 +331,40 @@ export class UffdWpTracker implements DirtyTracker {
   close(): void {
     for (const pid of [...this.states.keys()]) this.drop(pid);
   }
+}
+
+/** Walks sorted runs forward, handing out those of each area in turn (areas come in address order). */
+class RunCursor {
+  private i = 0;
+  constructor(private readonly runs: PageRuns) {}
+
+  /** The runs (clipped) within [start, end); later calls must ask for later areas. */
+  within(start: number, end: number): PageRuns {
+    const out = emptyRuns();
+    const { starts, counts } = this.runs;
+    while (this.i < starts.length && starts[this.i]! + counts[this.i]! <= start) this.i++;
+    for (let j = this.i; j < starts.length && starts[j]! < end; j++) {
+      const s = Math.max(start, starts[j]!);
+      appendRun(out, s, Math.min(end, starts[j]! + counts[j]!) - s);
+    }
+    return out;
+  }
+}
+
+/** Holes up to this many pages between runs are scanned with them: one ioctl instead of two, a few markers. */
+const SCAN_GAP_PAGES = 16;
+
+/** The spans to scan for `present` (runs of one area, in order): the runs, with short holes bridged. */
+export function scanSpans(present: PageRuns): [number, number][] {
+  const spans: [number, number][] = [];
+  for (let i = 0; i < present.starts.length; i++) {
+    const start = present.starts[i]!;
+    const end = start + present.counts[i]!;
+    const last = spans[spans.length - 1];
+    if (last && start - last[1] <= SCAN_GAP_PAGES) last[1] = end;
+    else spans.push([start, end]);
+  }
+  return spans;
 }
 
 function emptyDetail(): UffdWpRoundDetail {
