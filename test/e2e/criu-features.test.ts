@@ -10,10 +10,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { twoHostFixture } from '../support/two-host-fixture.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { createTwoHosts, describeResult, hasCriu, makeTempDir, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
+import { describeResult, hasCriu, makeTempDir, runMigrate, startDestAgent } from '../../testbed/two-hosts.js';
 import { startFeatureTask, type FeatureTaskHandle, type FeatureTaskMode } from '../../testbed/workloads/criu-feature-tasks.js';
 import { startFerry } from '../../testbed/two-hosts.js';
 import { listNftTables } from '../../shared/kernel/nft-tables.js';
@@ -36,32 +37,16 @@ function lockFree(kind: 'flock' | 'posix', path: string): boolean {
 let criuTables: () => string[] = () => [];
 
 describe.skipIf(!runnable)('CRIU features per task between two network-namespace hosts', () => {
-  let hosts: TwoHosts | undefined;
-  let dest: DestAgentHandle | undefined;
-  let dir: string | undefined;
-  const stops: (() => void)[] = [];
-
-  beforeAll(async () => {
-    requireBuilt();
-    dir = makeTempDir('ferry-e2e-criu-features-');
-    hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
-    const netns = hosts.src.netns;
+  const fx = twoHostFixture('ferry-e2e-criu-features-', (f) => {
+    const netns = f.hosts.src.netns;
     criuTables = () => listNftTables(netns).filter((t) => t.name.startsWith('CRIU-')).map((t) => `${t.family} ${t.name}`);
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const stop of stops) stop();
-    await dest?.stop();
-    await hosts?.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   let started = 0;
   async function task(mode: FeatureTaskMode, args: string[] = []): Promise<{ t: FeatureTaskHandle; copies: number[] }> {
-    const t = await startFeatureTask(mode, hosts!.src.netns, dir!, `features-${mode}-${process.pid}-${started++}`, args);
+    const t = await startFeatureTask(mode, fx.hosts.src.netns, fx.dir, `features-${mode}-${process.pid}-${started++}`, args);
     const copies: number[] = [];
-    stops.push(() => t.stop(copies));
+    fx.stops.push(() => t.stop(copies));
     return { t, copies };
   }
 
@@ -69,7 +54,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     const { t } = await task('lock');
     expect(lockFree('flock', t.lockFiles.flock)).toBe(false);
     expect(lockFree('posix', t.lockFiles.posix)).toBe(false);
-    const off = await runMigrate(hosts!, t.pid, dest, { args: ['--file-locks', 'off'], timeoutMs: 60_000 });
+    const off = await runMigrate(fx.hosts, t.pid, fx.dest, { args: ['--file-locks', 'off'], timeoutMs: 60_000 });
     // The preflight refuses it before anything is touched (exit 2; CRIU refused it in the freeze, FERRY-4001).
     expect(off.exitCode, describeResult(off)).toBe(2);
     expect(off.error?.code, describeResult(off)).toBe('FERRY-1202');
@@ -90,7 +75,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     }
     const { t, copies } = await task('lock');
 
-    const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });
+    const r = await runMigrate(fx.hosts, t.pid, fx.dest, { timeoutMs: 60_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const copy = r.summary!.restoredPid;
     copies.push(copy);
@@ -105,7 +90,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
 
   it('a task holding both ends of a TCP connection: refused with --tcp-established off, moved with auto, the connection carries data', async () => {
     const { t, copies } = await task('tcp');
-    const off = await runMigrate(hosts!, t.pid, dest, { args: ['--tcp-established', 'off'], timeoutMs: 60_000 });
+    const off = await runMigrate(fx.hosts, t.pid, fx.dest, { args: ['--tcp-established', 'off'], timeoutMs: 60_000 });
     expect(off.exitCode, describeResult(off)).toBe(2);
     expect(off.error?.code, describeResult(off)).toBe('FERRY-1203');
     expect(off.error?.detail ?? '', describeResult(off)).toMatch(/tcp-established/);
@@ -113,7 +98,7 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     expect(before.error, JSON.stringify(before)).toBeNull();
 
     // The default (auto) carries it.
-    const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });
+    const r = await runMigrate(fx.hosts, t.pid, fx.dest, { timeoutMs: 60_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     // The commit deletes CRIU's lock once the original is gone.
     expect(criuTables(), 'CRIU lock tables left on the source').toEqual([]);
@@ -171,9 +156,9 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
   ])('a server in the task, its client outside: FERRY_FAULT=%s after the --tcp-established dump (%s) rolls back with the connection intact', async (fault, code) => {
     const { server, client } = await serverAndClient();
     const onDest = fault.startsWith('dest.');
-    const faulty = onDest ? await startDestAgent(hosts!, { env: { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' } }) : dest;
+    const faulty = onDest ? await startDestAgent(fx.hosts, { env: { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' } }) : fx.dest;
     try {
-      const r = await runMigrate(hosts!, server.pid, faulty, { env: onDest ? {} : { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
+      const r = await runMigrate(fx.hosts, server.pid, faulty, { env: onDest ? {} : { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
       expect(r.exitCode, describeResult(r)).toBe(1);
       expect(r.error?.code, describeResult(r)).toBe(code);
       expect(r.error?.rollbackErrors ?? [], describeResult(r)).toEqual([]);
@@ -188,10 +173,10 @@ describe.skipIf(!runnable)('CRIU features per task between two network-namespace
     const state = makeTempDir('ferry-e2e-criu-features-state-');
     try {
       const env = { FERRY_STATE_DIR: state };
-      const r = await runMigrate(hosts!, server.pid, dest, { env: { ...env, FERRY_FAULT: 'source.final-delta:kill', FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
+      const r = await runMigrate(fx.hosts, server.pid, fx.dest, { env: { ...env, FERRY_FAULT: 'source.final-delta:kill', FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 });
       expect(r.exitCode, describeResult(r)).not.toBe(0);
       await expectConnectionCarriesOn(server, client, 'the guard\'s thaw');
-      const resumed = await startFerry(['migrate', '--resume', 'all', '--json'], { host: hosts!.src, env, timeoutMs: 60_000 }).done;
+      const resumed = await startFerry(['migrate', '--resume', 'all', '--json'], { host: fx.hosts.src, env, timeoutMs: 60_000 }).done;
       expect(resumed.exitCode, describeResult(resumed)).toBe(1);
       await expectConnectionCarriesOn(server, client, 'the resolver');
     } finally {

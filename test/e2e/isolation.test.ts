@@ -7,10 +7,11 @@
  * or a failure at the commit once the dest restored its copy) leaves the original running with its namespaces
  * and its segment, no copy, and no mount on the host.
  */
-import { readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { twoHostFixture } from '../support/two-host-fixture.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { createTwoHosts, describeResult, eventually, hasCriu, makeTempDir, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
+import { describeResult, eventually, hasCriu, runMigrate, startDestAgent } from '../../testbed/two-hosts.js';
 import { readMountInfo } from '../../shared/kernel/mount-info.js';
 import { FERRY_SHM_KEY, startIsolatedTask, type IsolatedTaskHandle, type IsolatedTaskReport } from '../../testbed/workloads/isolated-task.js';
 
@@ -42,29 +43,12 @@ function expectIsolation(r: IsolatedTaskReport, t: IsolatedTaskHandle, runArgs: 
 }
 
 describe.skipIf(!runnable)('ferry run isolation that CRIU carries, between two network-namespace hosts', () => {
-  let hosts: TwoHosts | undefined;
-  let dest: DestAgentHandle | undefined;
-  let dir: string | undefined;
-  const stops: (() => void)[] = [];
-
-  beforeAll(async () => {
-    requireBuilt();
-    dir = makeTempDir('ferry-e2e-isolation-');
-    hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const stop of stops) stop();
-    await dest?.stop();
-    await hosts?.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fx = twoHostFixture('ferry-e2e-isolation-');
 
   async function task(name: string, runArgs: string[], shm = true): Promise<{ t: IsolatedTaskHandle; copies: number[] }> {
-    const t = await startIsolatedTask(hosts!.src, dir!, `${name}-${process.pid}`, runArgs, shm);
+    const t = await startIsolatedTask(fx.hosts.src, fx.dir, `${name}-${process.pid}`, runArgs, shm);
     const copies: number[] = [];
-    stops.push(() => t.stop(copies));
+    fx.stops.push(() => t.stop(copies));
     return { t, copies };
   }
 
@@ -80,7 +64,7 @@ describe.skipIf(!runnable)('ferry run isolation that CRIU carries, between two n
     expectIsolation(before, t, runArgs);
     expect(hostSegments()).toBe(0);
 
-    const r = await runMigrate(hosts!, t.pid, dest, { timeoutMs: 60_000 });
+    const r = await runMigrate(fx.hosts, t.pid, fx.dest, { timeoutMs: 60_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const copy = r.summary!.restoredPid;
     copies.push(copy);
@@ -99,9 +83,9 @@ describe.skipIf(!runnable)('ferry run isolation that CRIU carries, between two n
     const mountsBefore = hostMounts();
     const { t } = await task(`rollback-${where}`, runArgs);
     const env = { FERRY_FAULT: fault, FERRY_TEST_FAULTS: '1' };
-    const faulty = where === 'dest' ? await startDestAgent(hosts!, { env }) : dest!;
+    const faulty = where === 'dest' ? await startDestAgent(fx.hosts, { env }) : fx.dest;
     try {
-      const r = await runMigrate(hosts!, t.pid, faulty, { timeoutMs: 60_000, ...(where === 'source' ? { env } : {}) });
+      const r = await runMigrate(fx.hosts, t.pid, faulty, { timeoutMs: 60_000, ...(where === 'source' ? { env } : {}) });
       expect(r.exitCode, describeResult(r)).toBe(1);
       expect(r.error, describeResult(r)).toMatchObject({ code, phase, side });
       const after = await t.report(t.pid);
@@ -113,7 +97,7 @@ describe.skipIf(!runnable)('ferry run isolation that CRIU carries, between two n
       expect(faulty.leftovers()).toEqual([]);
       expect(hostMounts()).toEqual(mountsBefore);
     } finally {
-      if (faulty !== dest) await faulty.stop();
+      if (faulty !== fx.dest) await faulty.stop();
     }
   }, 120_000);
 });

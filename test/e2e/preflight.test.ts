@@ -16,11 +16,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { twoHostFixture } from '../support/two-host-fixture.js';
 import { parseCpuFlags } from '../../shared/kernel/cpu-flags.js';
 import { startFerry, type FerryResult } from '../../testbed/ferry-process.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { createTwoHosts, describeResult, hasCriu, makeTempDir, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
+import { describeResult, hasCriu, runMigrate, startDestAgent, type DestAgentHandle } from '../../testbed/two-hosts.js';
 import { startPreflightTask, type PreflightTaskHandle, type PreflightTaskMode } from '../../testbed/workloads/preflight-tasks.js';
 import { startIsolatedTask } from '../../testbed/workloads/isolated-task.js';
 import { startSourceAgentDaemon } from '../../testbed/source-agent-daemon.js';
@@ -41,35 +42,18 @@ function flagToHide(): string {
 }
 
 describe.skipIf(!runnable)('the preflight between two network-namespace hosts', () => {
-  let hosts: TwoHosts | undefined;
-  let dest: DestAgentHandle | undefined;
-  let dir: string | undefined;
-  const stops: (() => void)[] = [];
-
-  beforeAll(async () => {
-    requireBuilt();
-    dir = makeTempDir('ferry-e2e-preflight-');
-    hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const stop of stops) stop();
-    await dest?.stop();
-    await hosts?.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fx = twoHostFixture('ferry-e2e-preflight-');
 
   let started = 0;
   async function task(mode: PreflightTaskMode, arg?: string): Promise<PreflightTaskHandle> {
     // One beats file each: two tasks of a mode must not count into the same file.
-    const t = await startPreflightTask(mode, hosts!.src.netns, dir!, `preflight-${mode}-${process.pid}-${++started}`, arg);
-    stops.push(() => t.stop());
+    const t = await startPreflightTask(mode, fx.hosts.src.netns, fx.dir, `preflight-${mode}-${process.pid}-${++started}`, arg);
+    fx.stops.push(() => t.stop());
     return t;
   }
 
   async function check(pid: number, to: DestAgentHandle, args: string[] = []): Promise<{ r: FerryResult; json: CheckJson }> {
-    const r = await startFerry(['check', String(pid), '--to', to.address, '--json', ...args], { host: hosts!.src, timeoutMs: 60_000 }).done;
+    const r = await startFerry(['check', String(pid), '--to', to.address, '--json', ...args], { host: fx.hosts.src, timeoutMs: 60_000 }).done;
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"ok"'));
     expect(line, describeResult(r)).toBeDefined();
     return { r, json: JSON.parse(line!) as CheckJson };
@@ -99,7 +83,7 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
     const f = json.preflight.find((x) => x.check === checkName)!;
     expect(f, JSON.stringify(json.preflight)).toMatchObject({ verdict: 'refuse', code });
     expect(f.hint).not.toBe('');
-    const m = await runMigrate(hosts!, t.pid, to, { timeoutMs: 60_000 });
+    const m = await runMigrate(fx.hosts, t.pid, to, { timeoutMs: 60_000 });
     // 2: refused before anything changed (cli/exit-codes.ts).
     expect(m.exitCode, describeResult(m)).toBe(2);
     expect(m.error?.code, describeResult(m)).toBe(code);
@@ -111,19 +95,19 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
 
   it('a task holding an io_uring instance: refused (FERRY-1207), the task runs on', async () => {
     const t = await task('io-uring');
-    const f = await expectRefused(t, dest!, 'io-uring', 'FERRY-1207');
+    const f = await expectRefused(t, fx.dest, 'io-uring', 'FERRY-1207');
     expect(f.message).toMatch(/io_uring fd/);
   }, 120_000);
 
   it('a task listening on the src host\'s own address: refused (FERRY-1204), the dest lacks it', async () => {
-    const t = await task('bound', hosts!.src.address);
-    const f = await expectRefused(t, dest!, 'local-addresses', 'FERRY-1204');
-    expect(f.message).toContain(hosts!.src.address);
+    const t = await task('bound', fx.hosts.src.address);
+    const f = await expectRefused(t, fx.dest, 'local-addresses', 'FERRY-1204');
+    expect(f.message).toContain(fx.hosts.src.address);
   }, 120_000);
 
   it('a dest whose CPU lacks a flag of the source\'s: refused (FERRY-1213) with the flag named; --allow cpu-features moves the task', async () => {
     const hidden = flagToHide();
-    const lacking = await startDestAgent(hosts!, { env: { FERRY_TEST_HIDE_CPU_FLAGS: hidden } });
+    const lacking = await startDestAgent(fx.hosts, { env: { FERRY_TEST_HIDE_CPU_FLAGS: hidden } });
     try {
       const t = await task('plain');
       const f = await expectRefused(t, lacking, 'cpu-features', 'FERRY-1213');
@@ -131,10 +115,10 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
       const allowed = await check(t.pid, lacking, ['--allow', 'cpu-features']);
       expect(allowed.r.exitCode, describeResult(allowed.r)).toBe(0);
       expect(allowed.json.preflight.find((x) => x.check === 'cpu-features')?.verdict).toBe('note');
-      const m = await runMigrate(hosts!, t.pid, lacking, { args: ['--allow', 'cpu-features'], timeoutMs: 90_000 });
+      const m = await runMigrate(fx.hosts, t.pid, lacking, { args: ['--allow', 'cpu-features'], timeoutMs: 90_000 });
       expect(m.exitCode, describeResult(m)).toBe(0);
       const copy = m.summary!.restoredPid;
-      stops.push(() => {
+      fx.stops.push(() => {
         try {
           process.kill(copy, 'SIGKILL');
         } catch {
@@ -150,10 +134,10 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
   }, 180_000);
 
   it('a task holding an fd on the dest host\'s network namespace: refused (FERRY-1210), the task runs on', async () => {
-    const t = await task('nsfs', hosts!.dst.netns);
-    const f = await expectRefused(t, dest!, 'nsfs-handles', 'FERRY-1210');
+    const t = await task('nsfs', fx.hosts.dst.netns);
+    const f = await expectRefused(t, fx.dest, 'nsfs-handles', 'FERRY-1210');
     // Opened through its bind mount, the fd reads as the path: the inode says it is a namespace.
-    expect(f.message).toContain(`-> ${hosts!.dst.netns} (namespace inode`);
+    expect(f.message).toContain(`-> ${fx.hosts.dst.netns} (namespace inode`);
   }, 120_000);
 
   it('a task with a MAP_HUGETLB area: refused (FERRY-1206), the task runs on', async (ctx) => {
@@ -167,7 +151,7 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
         ctx.skip();
       }
       const t = await task('hugetlb');
-      const f = await expectRefused(t, dest!, 'huge-pages', 'FERRY-1206');
+      const f = await expectRefused(t, fx.dest, 'huge-pages', 'FERRY-1206');
       expect(f.message).toMatch(/2048 kB/);
       t.stop();
     } finally {
@@ -179,8 +163,8 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
     // On one machine: a dest agent in a mount namespace made now; then the source host mounts a tmpfs on a
     // directory both see, and a second one inside it, whose path only the source has. The task's namespace
     // copies both, and the dump would declare both external.
-    const lacking = await startDestAgent(hosts!, { privateMounts: true });
-    const outer = join(dir!, 'mnt');
+    const lacking = await startDestAgent(fx.hosts, { privateMounts: true });
+    const outer = join(fx.dir, 'mnt');
     const inner = join(outer, 'only-on-source');
     mkdirSync(outer);
     const mounted: string[] = [];
@@ -190,8 +174,8 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
       mkdirSync(inner);
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'ferry-e2e', inner]);
       mounted.unshift(inner);
-      const t = await startIsolatedTask(hosts!.src, dir!, `preflight-mounts-${process.pid}`, ['--mounts', 'private'], false);
-      stops.push(() => t.stop());
+      const t = await startIsolatedTask(fx.hosts.src, fx.dir, `preflight-mounts-${process.pid}`, ['--mounts', 'private'], false);
+      fx.stops.push(() => t.stop());
       const before = await t.report(t.pid);
       const f = await expectRefused(t, lacking, 'mount-paths', 'FERRY-1214', async () => {
         expect(readFileSync(`/proc/${t.pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
@@ -201,7 +185,7 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
       expect(f.message).toContain(inner);
       expect(f.message).not.toContain(`${outer}; `);
       // The dest of the host's own mount namespace has both paths: no refusal there.
-      const there = await check(t.pid, dest!);
+      const there = await check(t.pid, fx.dest);
       expect(there.json.preflight.find((x) => x.check === 'mount-paths'), JSON.stringify(there.json.preflight)).toMatchObject({ verdict: 'ok' });
       t.stop();
     } finally {
@@ -212,11 +196,11 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
   }, 180_000);
 
   it('ferry check PID --via runs the preflight in the source agent daemon: its network namespace, not the CLI\'s', async () => {
-    const daemon = await startSourceAgentDaemon(hosts!, { allowDests: [dest!.address] });
+    const daemon = await startSourceAgentDaemon(fx.hosts, { allowDests: [fx.dest.address] });
     try {
-      const t = await task('bound', hosts!.src.address);
+      const t = await task('bound', fx.hosts.src.address);
       // The CLI outside both hosts: the daemon (in the src host) sees the task in its own netns, bound to an address the dest lacks.
-      const via = await startFerry(['check', String(t.pid), '--to', dest!.address, '--via', daemon.socket, '--json'], { timeoutMs: 60_000 }).done;
+      const via = await startFerry(['check', String(t.pid), '--to', fx.dest.address, '--via', daemon.socket, '--json'], { timeoutMs: 60_000 }).done;
       expect(via.exitCode, describeResult(via)).toBe(1);
       const json = JSON.parse(via.stdout.split('\n').find((l) => l.startsWith('{"ok"'))!) as CheckJson & { via: string };
       expect(json.via).toBe(daemon.socket);
