@@ -171,7 +171,7 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     await learnFixedCost(
       opts.costModelPath,
       opts.to,
-      { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, vmas: target.vmas, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
+      { rounds, residentBytes: summary.dumpPages * ctx.host.pageSize, vmas: target.vmas, restore: negotiated.restore.mode, downtimeMs: summary.downtimeMs, finalDeltaBytes: sent.delta.sentBytes },
       log,
     );
     await ctx.journal.record('done', { outcome: 'migrated' }).catch((e: unknown) => log.error('journal write failed', { err: e }));

@@ -104,6 +104,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
           storeBytesPerSecond: stream.storeMicros > 0 ? (stream.storedBytes * 1e6) / stream.storeMicros : undefined,
         },
         n.target.vmas,
+        n.restore.mode,
       );
       const decision = decideAfterRound({ history, fixedCost: cost, throttlePercent: throttle?.percent ?? 0, residentBytes }, policy);
       announcer.announce({
