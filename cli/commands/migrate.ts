@@ -152,13 +152,14 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     tcpEstablished: values['tcp-established'],
     allow: values.allow,
   };
+  // Before the socket is looked at: a usage error, whatever the agent's state.
+  if (values.via !== undefined && metricsGiven) {
+    throw new FerryError('BAD_ARGUMENT', { message: '--metrics and --pushgateway apply to an in-process migration only', hint: "With --via the source agent's own --metrics serves the migration: drop --metrics and --pushgateway." });
+  }
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);
   if (via && tlsGiven) {
     throw new FerryError('BAD_ARGUMENT', { message: 'the TLS flags apply to an in-process migration only', hint: 'With --via the source agent dials the dest with its own certificate: drop --tls-*, --allow-peer and --insecure.' });
-  }
-  if (via && metricsGiven) {
-    throw new FerryError('BAD_ARGUMENT', { message: '--metrics and --pushgateway apply to an in-process migration only', hint: "With --via the source agent's own --metrics serves the migration: drop --metrics and --pushgateway." });
   }
   const opts = via ? undefined : compileMigrateOptions(options);
   // The CLI dials the dest itself: its certificate is a TLS client's.
