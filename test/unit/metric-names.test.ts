@@ -10,23 +10,13 @@ import { registerBuildInfo } from '../../shared/metrics/build-info.js';
 import { createAgentRegistry } from '../../shared/metrics/agent-registry.js';
 import { createDestMetrics } from '../../dest-agent/dest-metrics.js';
 import type { DestSession, DestSessionState } from '../../dest-agent/session.js';
-import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
+import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { SourceMetrics } from '../../source-agent/source-metrics.js';
 import { canRun, hasCommand } from '../../testbed/requirements.js';
+import { ROUND, THROTTLE_DECISION } from '../support/migration-events.js';
 
-const round = { round: 0, presentPages: 100, dirtyPages: 100, zeroPages: 10, bytesSent: 90 * 4096, bytesRead: 100 * 4096, durationMs: 50, transferMs: 40, throttlePercent: 0 };
-const decision: MigrationEvent = {
-  kind: 'decision',
-  action: 'freeze',
-  rule: 'converged',
-  message: 'freezing',
-  expectedDowntimeMs: 120,
-  dirtyRateBytesPerSecond: 5e6,
-  transferRateBytesPerSecond: 1e7,
-  fixedCostMs: 100,
-  throttlePercent: 0,
-  remainingBytes: 10 * 4096,
-};
+const round = ROUND;
+const decision = THROTTLE_DECISION;
 const summary = {
   rounds: [round], totalMs: 1000, downtimeMs: 140, finalDeltaPages: 3, imageBytesSent: 500, restoreMode: 'lazy', fillMs: 200, replacedPages: 0,
   precopyBytes: 90 * 4096, downtimeBytes: 500, postcopyBytes: 0, faultWaitP50Us: 250, faultWaitP99Us: 4000,

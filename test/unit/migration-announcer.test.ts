@@ -4,22 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { MigrationAnnouncer, logEvents } from '../../source-agent/migration/announcer.js';
-import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
+import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { SourceMetrics } from '../../source-agent/source-metrics.js';
+import { ROUND, THROTTLE_DECISION } from '../support/migration-events.js';
 
-const round = { round: 0, presentPages: 100, dirtyPages: 100, zeroPages: 10, bytesSent: 90 * 4096, bytesRead: 100 * 4096, durationMs: 50, transferMs: 40, throttlePercent: 0 };
-const decision: MigrationEvent = {
-  kind: 'decision',
-  action: 'throttle',
-  rule: 'not-converging',
-  message: 'throttling',
-  expectedDowntimeMs: 400,
-  dirtyRateBytesPerSecond: 5e6,
-  transferRateBytesPerSecond: 1e7,
-  fixedCostMs: 100,
-  throttlePercent: 30,
-  remainingBytes: 100 * 4096,
-};
+const round = ROUND;
+const decision = THROTTLE_DECISION;
 
 async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
   const metric = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
