@@ -50,7 +50,11 @@ export async function startMigrateMetrics(flags: MigrateMetricsFlags, maxDowntim
   if (flags.serveAt) {
     const processMetrics = new Registry();
     collectDefaultMetrics({ register: processMetrics });
-    server = await serveMetrics(Registry.merge([own, processMetrics]), flags.serveAt);
+    const at = formatHostPort(flags.serveAt);
+    // Before the migration starts: a port in use is the operator's to change, nothing was touched.
+    server = await serveMetrics(Registry.merge([own, processMetrics]), flags.serveAt).catch((e: unknown) => {
+      throw new FerryError('BAD_ARGUMENT', { message: `cannot serve /metrics on ${at}: ${e instanceof Error ? e.message : String(e)}`, hint: 'Give --metrics a free port on an address of this host (port 0 picks one).', cause: e });
+    });
     warn(`ferry migrate: metrics on http://${formatHostPort({ host: flags.serveAt.host, port: server.port })}/metrics`);
   }
   return {

@@ -94,6 +94,7 @@ export class SourceMetrics {
   /** One migration's listener (subscribe it to its announcer): each migration keeps its own phase and info series. */
   track(m: TrackedMigration): EventSink {
     let phase: Phase | undefined;
+    let opened = false;
     let info: Record<'migration_id' | 'pid' | 'tracker' | 'dest', string> | undefined;
     const enter = (next: Phase | undefined): void => {
       if (phase) this.phase.dec({ phase });
@@ -112,7 +113,8 @@ export class SourceMetrics {
     };
     return (e: MigrationEvent): void => {
       // The orchestrator starts in negotiate without announcing it: the first event opens the migration.
-      if (phase === undefined && e.kind !== 'done' && e.kind !== 'failed') {
+      if (!opened) {
+        opened = true;
         this.inFlight.inc();
         this.budget.set(m.maxDowntimeMs / 1000);
         enter('negotiate');

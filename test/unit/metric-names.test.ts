@@ -139,6 +139,16 @@ describe('metric families (docs/metrics.md)', () => {
     expect(await value('ferry_source_migration_info', { migration_id: 'm1' })).toBeUndefined();
   });
 
+  it('a migration that fails before its first phase leaves nothing in flight', async () => {
+    const registry = new Registry();
+    const observe = new SourceMetrics(registry, 4096).track({ maxDowntimeMs: 300 });
+    observe({ kind: 'failed', phase: 'negotiate', error: new FerryError('DEST_UNREACHABLE').toJSON() });
+    const text = await registry.metrics();
+    expect(text).toMatch(/^ferry_source_migrations_in_flight 0$/m);
+    expect(text).toMatch(/^ferry_source_migration_phase\{phase="negotiate"\} 0$/m);
+    expect(text).toMatch(/^ferry_source_migrations_total\{result="rolled-back",phase="negotiate"\} 1$/m);
+  });
+
   it('the dest counts open sessions by state and phase and times the fill', async () => {
     const { dest } = exercised();
     const text = await dest.metrics();

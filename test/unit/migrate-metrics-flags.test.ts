@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { parseMigrateMetricsFlags } from '../../cli/migrate-metrics.js';
+import { parseMigrateMetricsFlags, startMigrateMetrics } from '../../cli/migrate-metrics.js';
 import { parsePushgatewayUrl, pushMetrics } from '../../shared/metrics/pushgateway.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
 
@@ -108,6 +108,26 @@ describe('ferry migrate --metrics and --pushgateway', () => {
         expect(Date.now() - t0).toBeLessThan(3_000);
       },
     );
+  });
+
+  it('serves while the migration runs, stops at finish(); a port in use is BAD_ARGUMENT before the migration', async () => {
+    const warnings: string[] = [];
+    const m = await startMigrateMetrics({ serveAt: { host: '127.0.0.1', port: 0 }, pushgateway: undefined }, 300, (l) => warnings.push(l));
+    const url = /http:\/\/\S+\/metrics/.exec(warnings[0] ?? '')?.[0];
+    expect(url).toBeDefined();
+    m!.listener({ kind: 'phase', phase: 'prepare' });
+    const text = await (await fetch(url!)).text();
+    expect(text).toMatch(/^ferry_source_migration_phase\{phase="prepare"\} 1$/m);
+    expect(text).toMatch(/^process_cpu_seconds_total /m);
+    await withServer(
+      () => [200, ''],
+      async (taken) => {
+        await expect(startMigrateMetrics({ serveAt: { host: '127.0.0.1', port: Number(taken.port) }, pushgateway: undefined }, 300, () => undefined)).rejects.toMatchObject({ key: 'BAD_ARGUMENT' });
+      },
+    );
+    await m!.finish();
+    await expect(fetch(url!)).rejects.toThrow();
+    expect(await startMigrateMetrics({ serveAt: undefined, pushgateway: undefined }, 300, () => undefined)).toBeUndefined();
   });
 
   it('parsePushgatewayUrl keeps a base path', () => {
