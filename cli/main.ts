@@ -6,6 +6,7 @@ import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
 import { MIGRATE_HELP, migrateCommand } from './commands/migrate.js';
 import { RUN_HELP, runCommand } from './commands/run.js';
 import { SOURCE_AGENT_HELP, sourceAgentCommand } from './commands/source-agent.js';
+import { VERSION_HELP, versionCommand } from './commands/version.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { formatError } from './render.js';
 
@@ -16,11 +17,14 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   'dest-agent': { run: destAgentCommand, help: DEST_AGENT_HELP, summary: 'receive migrations (daemon)' },
   'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
   certs: { run: certsCommand, help: CERTS_HELP, summary: 'make the CA and host certificates of mutual TLS' },
+  version: { run: versionCommand, help: VERSION_HELP, summary: "Ferry's version, the CRIU found, Node's (also --version)" },
 };
 
 const USAGE = `Usage: ferry COMMAND [options]   (ferry COMMAND --help for details)
 
 Live migration of Linux process trees between hosts.
+
+  ferry --version           Ferry's version, the CRIU found, Node's
 
 Commands:
 ${Object.entries(COMMANDS)
@@ -33,7 +37,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? EXIT.ok : EXIT.usage;
   }
-  const command = COMMANDS[name];
+  const command = COMMANDS[name === '--version' || name === '-V' ? 'version' : name];
   if (!command) {
     console.error(`ferry: unknown command "${name}"\n\n${USAGE}`);
     return EXIT.usage;

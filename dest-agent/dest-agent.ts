@@ -1,6 +1,6 @@
 /** Starts the dest agent: the Dest gRPC service on HOST:PORT, and /metrics when asked. */
-import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/logging/logger.js';
+import { createAgentRegistry } from '../shared/metrics/agent-registry.js';
 import { checkMetricsAddress } from '../shared/metrics/metrics-server.js';
 import type { HostPort } from '../shared/transport/address.js';
 import { startAgentServer, type AgentServer } from '../shared/transport/agent-server.js';
@@ -34,8 +34,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   if (opts.metrics) checkMetricsAddress(opts.metrics);
   // Before anything is removed: a directory Ferry did not make is refused whole.
   await openWorkDir(opts.workDir);
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  const registry = await createAgentRegistry('dest');
   const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits });
   // Before the first call: a session the previous agent restored is live again, the others are ended.
   await service.recover();

@@ -116,6 +116,7 @@ export class DestService {
     this.files = new LevelFilePool(this.limits.maxOpenLevelFiles);
     this.pageSource = opts.pageSource ?? ((s) => new ImageChainPageSource(s));
     this.sessions.subscribe(logTransition);
+    this.sessions.subscribe(opts.metrics.onTransition);
     this.sessions.subscribe(({ to }) => {
       if (to === 'committed' || to === 'aborted') opts.metrics.migrations.inc({ result: to });
     });

@@ -9,8 +9,8 @@
  * There is no TCP listener: a caller on another host would need mutual TLS and an identity to authorize,
  * which is a later mode, not a loopback port that any local user can reach.
  */
-import { Registry, collectDefaultMetrics } from 'prom-client';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
+import { createAgentRegistry } from '../shared/metrics/agent-registry.js';
 import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { serveMetrics, type MetricsServer } from '../shared/metrics/metrics-server.js';
@@ -56,8 +56,7 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
   // Loopback only: the metrics name the tasks and dests of this host.
   if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
   await sweepImagesRoot(opts.imagesRoot ?? readSourceEnvironment().imagesRoot, opts.log);
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  const registry = await createAgentRegistry('source');
   const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity);
   const server = await startUnixSocketServer({
     path: opts.socket ?? DEFAULT_SOURCE_SOCKET,

@@ -86,7 +86,7 @@ export class SourceService {
       if (call.cancelled) return; // the caller left; the migration goes on
       call.write(toEventMessage(migrationId, phase, e));
     };
-    const listeners: EventSink[] = [(e) => this.metrics.observe(e)];
+    const listeners: EventSink[] = [this.metrics.track(opts)];
     if (caller.uid !== 0) listeners.push(reauthorizeOnProgress(caller, opts.pid, controller, log));
     try {
       await migrate(opts, { log, emit, signal: controller.signal, listeners, ports: grpcPorts(this.security) });

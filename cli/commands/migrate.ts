@@ -13,6 +13,7 @@ import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { grpcPorts } from '../../source-agent/migration/ports.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
 import { EXIT } from '../exit-codes.js';
+import { parseMigrateMetricsFlags, startMigrateMetrics, type MigrateMetricsFlags } from '../migrate-metrics.js';
 import { resumeCommand } from './resume.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { ProgressView, formatSummary } from '../render.js';
@@ -67,6 +68,10 @@ Options:
   --resume ID|all         finish a migration whose ferry migrate (or source agent) died, from its journal
                           under FERRY_STATE_DIR: killed at its commit, it asks the dest, then kills or
                           thaws the original; before it, it thaws the original and aborts the dest session
+  --metrics HOST:PORT     serve the migration's Prometheus metrics at /metrics while it runs (one address,
+                          not 0.0.0.0; port 0 picks one, printed on stderr). In-process only
+  --pushgateway URL       at the end, committed or not, push the final figures to this Pushgateway (job
+                          ferry_migrate; 5 s at most; a failed push is a warning). In-process only
   --json                  progress events and the summary as JSON lines on stdout
   -h, --help              this help
 
@@ -101,6 +106,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'file-locks': { type: 'string' },
       'tcp-established': { type: 'string' },
       allow: { type: 'string', multiple: true },
+      metrics: { type: 'string' },
+      pushgateway: { type: 'string' },
       ...TLS_FLAGS,
     },
     true,
@@ -109,7 +116,12 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     console.log(MIGRATE_HELP);
     return EXIT.ok;
   }
+  const metricsFlags = parseMigrateMetricsFlags(values);
+  const metricsGiven = values.metrics !== undefined || values.pushgateway !== undefined;
   if (values.resume !== undefined) {
+    if (metricsGiven) {
+      throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate --resume takes no --metrics or --pushgateway', hint: 'Drop --metrics and --pushgateway: a resumed migration reports in its summary and journal only.' });
+    }
     if (positionals.length > 0 || values.to !== undefined || values.via !== undefined) {
       throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate --resume takes a migration id (or all) and no PID, --to or --via', hint: 'Usage: ferry migrate --resume ID (the id is in the "started" line of the migration)' });
     }
@@ -140,6 +152,10 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     tcpEstablished: values['tcp-established'],
     allow: values.allow,
   };
+  // Before the socket is looked at: a usage error, whatever the agent's state.
+  if (values.via !== undefined && metricsGiven) {
+    throw new FerryError('BAD_ARGUMENT', { message: '--metrics and --pushgateway apply to an in-process migration only', hint: "With --via the source agent's own --metrics serves the migration: drop --metrics and --pushgateway." });
+  }
   const via = values.via === undefined ? undefined : sourceAgentSocket(values.via);
   const tlsGiven = Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined);
   if (via && tlsGiven) {
@@ -150,7 +166,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
   const security = via ? undefined : transportSecurityFromFlags(values, ['client']);
   if (security) warnIfPlaintext(security);
   const view = new ProgressView(process.stdout, values.json ?? false);
-  const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, security!, view);
+  const summary = via ? await migrateVia(via, toMigrateRequest(options), view) : await migrateHere(opts!, security!, view, metricsFlags);
   view.finish();
   if (values.json) console.log(JSON.stringify({ kind: 'summary', summary }));
   else console.log(formatSummary(summary));
@@ -158,15 +174,18 @@ export async function migrateCommand(argv: string[]): Promise<number> {
 }
 
 /** In this process; Ctrl-C (SIGINT/SIGTERM) rolls back before exiting. */
-async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecurity, view: ProgressView): Promise<MigrationSummary> {
+async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecurity, view: ProgressView, metricsFlags: MigrateMetricsFlags): Promise<MigrationSummary> {
+  const metrics = await startMigrateMetrics(metricsFlags, opts.maxDowntimeMs, (line) => console.error(line));
   const controller = new AbortController();
   const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { side: 'source' }));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     const ports = grpcPorts(security);
-    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal, ports });
+    const listeners = metrics ? [metrics.listener] : [];
+    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal, ports, listeners });
   } finally {
+    await metrics?.finish();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -48,9 +48,10 @@ export interface AgentServerOptions {
 const REFUSAL_LOG_WINDOW_MS = 10_000;
 const REFUSAL_LOGS_PER_WINDOW = 20;
 
-function refusalRecorder(registry: Registry, log: Logger): (r: PeerRefusal) => void {
+function refusalRecorder(registry: Registry, side: Side, log: Logger): (r: PeerRefusal) => void {
   const counter = new Counter({
-    name: 'ferry_peer_refusals_total',
+    // One prefix per component (docs/metrics.md).
+    name: `ferry_${side}_peer_refusals_total`,
     help: 'Calls refused before any handler ran: caller not authenticated, not allowed, or without a usable identity',
     labelNames: ['code'],
     registers: [registry],
@@ -84,7 +85,7 @@ export async function startAgentServer(o: AgentServerOptions): Promise<AgentServ
   // Who may call first (on the metadata), then what it sent (each message).
   const interceptors = [
     ...(security.kind === 'tls'
-      ? [peerAuthorizationInterceptor({ allowList: security.allowList, side: o.side!, authorize: o.authorizePeer, onRefused: refusalRecorder(o.registry, log) })]
+      ? [peerAuthorizationInterceptor({ allowList: security.allowList, side: o.side!, authorize: o.authorizePeer, onRefused: refusalRecorder(o.registry, o.side!, log) })]
       : []),
     undecodableMessageInterceptor(o.side ?? 'dest'),
   ];

@@ -147,7 +147,7 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     expect(metricValue(text, 'ferry_dest_sessions_total{result="committed"}')).toBe(1);
     expect(metricValue(text, 'ferry_dest_pages_received_total')).toBe(result.summary!.pagesSent);
     expect(metricValue(text, 'ferry_dest_page_bytes_received_total')).toBe(result.summary!.pageBytesSent);
-    expect(metricValue(text, 'ferry_restore_seconds_count')).toBe(1);
+    expect(metricValue(text, 'ferry_dest_restore_duration_seconds_count')).toBe(1);
   });
 });
 

@@ -119,10 +119,10 @@ async function metric(d: RunningDest, sample: string): Promise<number> {
 
 /** The caller's view (a coded error), the agent's (a log line and the counter) and the work dir (untouched). */
 async function expectRefusedEverywhere(d: RunningDest, call: () => Promise<unknown>, key: ErrorKey, code: string): Promise<void> {
-  const before = await metric(d, `ferry_peer_refusals_total{code="${code}"}`);
+  const before = await metric(d, `ferry_dest_peer_refusals_total{code="${code}"}`);
   const files = readdirSync(d.workDir).sort();
   await expectFerryRejection(call(), key);
-  expect(await metric(d, `ferry_peer_refusals_total{code="${code}"}`)).toBe(before + 1);
+  expect(await metric(d, `ferry_dest_peer_refusals_total{code="${code}"}`)).toBe(before + 1);
   expect(d.logs.some((l) => l.msg === 'call refused' && l.code === code)).toBe(true);
   expect(readdirSync(d.workDir).sort()).toEqual(files);
 }

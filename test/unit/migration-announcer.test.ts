@@ -4,22 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { MigrationAnnouncer, logEvents } from '../../source-agent/migration/announcer.js';
-import type { MigrationEvent, MigrationSummary } from '../../source-agent/migration/events.js';
+import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { SourceMetrics } from '../../source-agent/source-metrics.js';
+import { ROUND, THROTTLE_DECISION } from '../support/migration-events.js';
 
-const round = { round: 0, presentPages: 100, dirtyPages: 100, zeroPages: 10, bytesSent: 90 * 4096, bytesRead: 100 * 4096, durationMs: 50, transferMs: 40, throttlePercent: 0 };
-const decision: MigrationEvent = {
-  kind: 'decision',
-  action: 'throttle',
-  rule: 'not-converging',
-  message: 'throttling',
-  expectedDowntimeMs: 400,
-  dirtyRateBytesPerSecond: 5e6,
-  transferRateBytesPerSecond: 1e7,
-  fixedCostMs: 100,
-  throttlePercent: 30,
-  remainingBytes: 100 * 4096,
-};
+const round = ROUND;
+const decision = THROTTLE_DECISION;
 
 async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
   const metric = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
@@ -62,30 +52,30 @@ describe('MigrationAnnouncer', () => {
     const registry = new Registry();
     const metrics = new SourceMetrics(registry, 4096);
     const announcer = new MigrationAnnouncer(createLogger({}, () => undefined));
-    announcer.subscribe((e) => metrics.observe(e));
+    announcer.subscribe(metrics.track({ maxDowntimeMs: 300 }));
     announcer.announce({ kind: 'round', round, pagesSent: 100, bytesSent: 90 * 4096, rateBytesPerSecond: 1e7 });
     announcer.announce(decision);
-    expect(await metricValue(registry, 'ferry_pages_total', { kind: 'zero' })).toBe(10);
-    expect(await metricValue(registry, 'ferry_remaining_bytes')).toBe(100 * 4096);
-    expect(await metricValue(registry, 'ferry_throttle_ratio')).toBeCloseTo(0.3);
+    expect(await metricValue(registry, 'ferry_source_pages_total', { kind: 'zero' })).toBe(10);
+    expect(await metricValue(registry, 'ferry_source_remaining_bytes')).toBe(100 * 4096);
+    expect(await metricValue(registry, 'ferry_source_throttle_ratio')).toBeCloseTo(0.3);
     announcer.announce({ kind: 'failed', phase: 'precopy', error: new FerryError('PAGE_STREAM_FAILED').toJSON() });
-    expect(await metricValue(registry, 'ferry_migrations_total', { result: 'rolled-back', phase: 'precopy' })).toBe(1);
-    expect(await metricValue(registry, 'ferry_throttle_ratio')).toBe(0);
+    expect(await metricValue(registry, 'ferry_source_migrations_total', { result: 'rolled-back', phase: 'precopy' })).toBe(1);
+    expect(await metricValue(registry, 'ferry_source_throttle_ratio')).toBe(0);
   });
 
   it('splits the bytes sent by phase and keeps the last migration\'s fault waits (issue 12)', async () => {
     const registry = new Registry();
-    const metrics = new SourceMetrics(registry, 4096);
-    metrics.observe({ kind: 'round', round, pagesSent: 100, bytesSent: 90 * 4096, rateBytesPerSecond: 1e7 });
+    const observe = new SourceMetrics(registry, 4096).track({ maxDowntimeMs: 300 });
+    observe({ kind: 'round', round, pagesSent: 100, bytesSent: 90 * 4096, rateBytesPerSecond: 1e7 });
     const summary = {
       rounds: [round], totalMs: 1000, downtimeMs: 100, finalDeltaPages: 0, imageBytesSent: 500, restoreMode: 'lazy', fillMs: 2000, replacedPages: 0,
       precopyBytes: 90 * 4096, downtimeBytes: 500, postcopyBytes: 7 * 4096, faultWaitP50Us: 250, faultWaitP99Us: 40_000,
     } as unknown as MigrationSummary;
-    metrics.observe({ kind: 'done', summary });
-    expect(await metricValue(registry, 'ferry_sent_bytes_total', { phase: 'precopy' })).toBe(90 * 4096);
-    expect(await metricValue(registry, 'ferry_sent_bytes_total', { phase: 'downtime' })).toBe(500);
-    expect(await metricValue(registry, 'ferry_sent_bytes_total', { phase: 'postcopy' })).toBe(7 * 4096);
-    expect(await metricValue(registry, 'ferry_fault_wait_seconds', { quantile: '0.5' })).toBeCloseTo(0.00025);
-    expect(await metricValue(registry, 'ferry_fault_wait_seconds', { quantile: '0.99' })).toBeCloseTo(0.04);
+    observe({ kind: 'done', summary });
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'precopy' })).toBe(90 * 4096);
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'downtime' })).toBe(500);
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'postcopy' })).toBe(7 * 4096);
+    expect(await metricValue(registry, 'ferry_source_fault_wait_median_seconds')).toBeCloseTo(0.00025);
+    expect(await metricValue(registry, 'ferry_source_fault_wait_p99_seconds')).toBeCloseTo(0.04);
   });
 });
