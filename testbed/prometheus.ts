@@ -58,6 +58,8 @@ export interface PrometheusHandle {
   queryRange(promql: string, start: number, end: number, stepSeconds: number): Promise<RangeSeries[]>;
   /** The targets' health as Prometheus sees it: job -> up. */
   targetsUp(): Promise<Record<string, boolean>>;
+  /** The rules Prometheus loaded, with their health after the last evaluation. */
+  rules(): Promise<{ name: string; type: 'alerting' | 'recording'; health: string; lastError?: string }[]>;
   /** The Pushgateway's own /metrics text (what it holds, with its push_time_seconds). */
   pushgatewayMetrics(): Promise<string>;
   /** SIGTERM to both (SIGKILL after 10 s), then removes the config and data dir. Idempotent. */
@@ -189,6 +191,10 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       targetsUp: async () => {
         const data = (await getJson(host, `${url}/api/v1/targets?state=active`)) as { activeTargets: { labels: Record<string, string>; health: string }[] };
         return Object.fromEntries(data.activeTargets.map((t) => [t.labels.job ?? '', t.health === 'up']));
+      },
+      rules: async () => {
+        const data = (await getJson(host, `${url}/api/v1/rules`)) as { groups: { rules: { name: string; type: 'alerting' | 'recording'; health: string; lastError?: string }[] }[] };
+        return data.groups.flatMap((g) => g.rules.map((r) => ({ name: r.name, type: r.type, health: r.health, ...(r.lastError ? { lastError: r.lastError } : {}) })));
       },
       pushgatewayMetrics: () => httpGetIn(host, `${pushgatewayUrl}/metrics`),
       stop,
