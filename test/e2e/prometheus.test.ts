@@ -193,11 +193,21 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     const used = new Set<string>();
     for (const file of ['prometheus/ferry-rules.yml', 'prometheus/ferry-alerts.yml', 'grafana/ferry.json']) {
       // Recording rules' own names carry a colon: not exported, so not matched here.
-      for (const m of readFileSync(join(DEPLOY, file), 'utf8').matchAll(/(?<![\w:])(ferry_[a-z_]+)(?![\w:])/g)) used.add(m[1]!);
+      for (const m of readFileSync(join(DEPLOY, file), 'utf8').matchAll(/(?<![\w:])(ferry_[a-z0-9_]+)(?![\w:])/g)) used.add(m[1]!);
     }
     const missing = [...used].filter((n) => !exported.has(n));
     console.log(`families used by deploy/: ${used.size}, exported: ${exported.size}`);
     expect(missing).toEqual([]);
+
+    // Every dashboard query is PromQL this Prometheus evaluates, Grafana's variables filled as Grafana would.
+    const dashboard = JSON.parse(readFileSync(join(DEPLOY, 'grafana', 'ferry.json'), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+    const filled = (e: string): string =>
+      e.replaceAll('$__rate_interval', '1m').replaceAll('$__interval', '15s').replaceAll('$__range', '5m').replaceAll('$source', '.*').replaceAll('$dest', '.*');
+    const failed: string[] = [];
+    for (const { panel, expr } of exprs) await prom!.query(filled(expr)).catch((err: Error) => failed.push(`${panel}: ${err.message}`));
+    console.log(`dashboard: ${exprs.length} queries evaluated`);
+    expect(failed).toEqual([]);
   });
 
   it('ferry migrate --pushgateway: the Pushgateway holds the summary and Prometheus scraped it', async (ctx) => {
