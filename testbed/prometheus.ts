@@ -153,7 +153,10 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     const pushgatewayUrl = `http://127.0.0.1:${pushPort}`;
     const config = join(dir, 'prometheus.yml');
     writeFileSync(config, configYaml(opts, `127.0.0.1:${pushPort}`));
-    servers.push(startServer(host, ['prometheus-pushgateway', `--web.listen-address=127.0.0.1:${pushPort}`]));
+    // Debian's build persists to /var/lib/prometheus/pushgateway.data unless told: keep it in our dir.
+    servers.push(
+      startServer(host, ['prometheus-pushgateway', `--web.listen-address=127.0.0.1:${pushPort}`, `--persistence.file=${join(dir, 'pushgateway.data')}`]),
+    );
     servers.push(
       startServer(host, [
         'prometheus',

@@ -113,7 +113,7 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(s.rounds.length).toBeGreaterThanOrEqual(3);
 
     // The scrape after the end: bounded, then the window is closed.
-    await waitFor(async () => (await prom!.query('sum(ferry_source_migrations_total{result="committed"})')).some((x) => x.value >= 1), 15_000, 'a scrape of the committed migration');
+    await waitFor(async () => (await prom!.query('sum(ferry_source_migrations_total{job="ferry-source",result="committed"})')).some((x) => x.value >= 1), 15_000, 'a scrape of the committed migration');
     await waitFor(async () => (await prom!.query('sum(ferry_dest_sessions_total{result="committed"})')).some((x) => x.value >= 1), 15_000, "a scrape of the dest's committed session");
     const tEnd = Math.ceil(Date.now() / 1000);
     // `x - x offset W` at tEnd compares with the last scrape before the migration began.
@@ -122,44 +122,44 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     migrated = { summary: s, t0, tEnd };
 
     // The round series was seen rising: each scrape a round later or the same, several distinct rounds seen.
-    const rounds = await prom!.queryRange('ferry_source_precopy_round', Math.floor(t0), tEnd, 1);
+    const rounds = await prom!.queryRange('ferry_source_precopy_round{job="ferry-source"}', Math.floor(t0), tEnd, 1);
     const seen = rounds[0]!.values.map(([, v]) => v);
     console.log(`PromQL query_range ferry_source_precopy_round [${w} s, step 1 s]\n  -> ${seen.join(' ')}`);
     for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThanOrEqual(seen[i - 1]!);
     expect(new Set(seen).size).toBeGreaterThanOrEqual(3);
     expect(seen.at(-1)).toBe(s.rounds.length - 1);
     // Every round counted once (the counter's rise over the window, exact: no extrapolation).
-    expect(await scalar(`ferry_source_precopy_rounds_total - ferry_source_precopy_rounds_total offset ${window}`, tEnd)).toBe(s.rounds.length);
+    expect(await scalar(`ferry_source_precopy_rounds_total{job="ferry-source"} - ferry_source_precopy_rounds_total{job="ferry-source"} offset ${window}`, tEnd)).toBe(s.rounds.length);
 
     // Dirty pages fell: the largest dirty set seen in the window is over twice the last round's.
-    const maxDirty = await scalar(`max_over_time(ferry_source_dirty_pages[${window}])`, tEnd);
-    const lastDirty = await scalar('ferry_source_dirty_pages', tEnd);
+    const maxDirty = await scalar(`max_over_time(ferry_source_dirty_pages{job="ferry-source"}[${window}])`, tEnd);
+    const lastDirty = await scalar('ferry_source_dirty_pages{job="ferry-source"}', tEnd);
     expect(maxDirty).toBe(Math.max(...s.rounds.map((x) => x.dirtyPages)));
     expect(lastDirty).toBe(s.rounds.at(-1)!.dirtyPages);
     expect(maxDirty).toBeGreaterThan(2 * lastDirty);
 
     // One downtime observed, the one the CLI reported; the expectation it froze on beside it.
-    expect(await scalar(`ferry_source_downtime_seconds_count - ferry_source_downtime_seconds_count offset ${window}`, tEnd)).toBe(1);
-    expect(await scalar(`ferry_source_downtime_seconds_sum - ferry_source_downtime_seconds_sum offset ${window}`, tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
-    expect(await scalar('ferry_source_last_downtime_seconds', tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
-    expect(await scalar('ferry_source_expected_downtime_seconds', tEnd)).toBeGreaterThan(0);
-    expect(await scalar('ferry_source_downtime_budget_seconds', tEnd)).toBeGreaterThan(0);
+    expect(await scalar(`ferry_source_downtime_seconds_count{job="ferry-source"} - ferry_source_downtime_seconds_count{job="ferry-source"} offset ${window}`, tEnd)).toBe(1);
+    expect(await scalar(`ferry_source_downtime_seconds_sum{job="ferry-source"} - ferry_source_downtime_seconds_sum{job="ferry-source"} offset ${window}`, tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
+    expect(await scalar('ferry_source_last_downtime_seconds{job="ferry-source"}', tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
+    expect(await scalar('ferry_source_expected_downtime_seconds{job="ferry-source"}', tEnd)).toBeGreaterThan(0);
+    expect(await scalar('ferry_source_downtime_budget_seconds{job="ferry-source"}', tEnd)).toBeGreaterThan(0);
 
     // The migrations counter rose by one, with the committed result; the dest's sessions likewise.
-    const results = byLabel(await query(`sum by (result) (ferry_source_migrations_total - ferry_source_migrations_total offset ${window})`, tEnd), 'result');
+    const results = byLabel(await query(`sum by (result) (ferry_source_migrations_total{job="ferry-source"} - ferry_source_migrations_total{job="ferry-source"} offset ${window})`, tEnd), 'result');
     expect(results).toMatchObject({ committed: 1, 'rolled-back': 0 });
     expect(Object.values(results).reduce((a, b) => a + b, 0)).toBe(1);
     expect(await scalar(`sum(ferry_dest_sessions_total{result="committed"} - ferry_dest_sessions_total{result="committed"} offset ${window})`, tEnd)).toBe(1);
 
     // Bytes by phase: pre-copy as the rounds sent them, the freeze's bytes under downtime.
-    const bytes = byLabel(await query(`sum by (phase) (ferry_source_sent_bytes_total - ferry_source_sent_bytes_total offset ${window})`, tEnd), 'phase');
+    const bytes = byLabel(await query(`sum by (phase) (ferry_source_sent_bytes_total{job="ferry-source"} - ferry_source_sent_bytes_total{job="ferry-source"} offset ${window})`, tEnd), 'phase');
     expect(bytes.precopy).toBe(s.rounds.reduce((a, x) => a + x.bytesSent, 0));
     expect(bytes.downtime).toBeGreaterThan(0);
 
     // In flight during the window, in pre-copy at some scrape, idle at the end.
-    expect(await scalar(`max_over_time(ferry_source_migrations_in_flight[${window}])`, tEnd)).toBe(1);
-    expect(await scalar(`max_over_time(ferry_source_migration_phase{phase="precopy"}[${window}])`, tEnd)).toBe(1);
-    expect(await scalar('ferry_source_migrations_in_flight', tEnd)).toBe(0);
+    expect(await scalar(`max_over_time(ferry_source_migrations_in_flight{job="ferry-source"}[${window}])`, tEnd)).toBe(1);
+    expect(await scalar(`max_over_time(ferry_source_migration_phase{job="ferry-source",phase="precopy"}[${window}])`, tEnd)).toBe(1);
+    expect(await scalar('ferry_source_migrations_in_flight{job="ferry-source"}', tEnd)).toBe(0);
     expect(await scalar(`max_over_time(ferry_dest_sessions_in_flight[${window}])`, tEnd)).toBe(1);
     expect(byLabel(await query('ferry_build_info', tEnd), 'side')).toEqual({ source: 1, dest: 1 });
 
@@ -258,21 +258,21 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
       const r = await prom!.queryRange(promql, start, tEnd, 1);
       return (r[0]?.values ?? []).map(([t, v]): [number, number] => [t - start, v]);
     };
-    const freezeAt = (await range('ferry_source_migration_phase{phase="freeze"}')).find(([, v]) => v > 0)?.[0];
+    const freezeAt = (await range('ferry_source_migration_phase{job="ferry-source",phase="freeze"}')).find(([, v]) => v > 0)?.[0];
     const marks = freezeAt === undefined ? [] : [{ at: freezeAt, label: 'freeze' }];
     const svg = renderTimeSeries({
       title: 'One migration, as a Prometheus scraping both agents every second saw it',
       subtitle: `${WORKLOAD.mib} MiB task rewriting ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}: ${summary.rounds.length} rounds, downtime ${summary.downtimeMs} ms (test/e2e/prometheus.test.ts)`,
       panels: [
-        { title: 'ferry_source_precopy_round', unit: '', marks, lines: [{ label: 'round', color: '#1f77b4', points: await range('ferry_source_precopy_round') }] },
-        { title: 'ferry_source_dirty_pages (the last round\'s dirty set)', unit: '', marks, lines: [{ label: 'dirty pages', color: '#d62728', points: await range('ferry_source_dirty_pages') }] },
+        { title: 'ferry_source_precopy_round', unit: '', marks, lines: [{ label: 'round', color: '#1f77b4', points: await range('ferry_source_precopy_round{job="ferry-source"}') }] },
+        { title: 'ferry_source_dirty_pages (the last round\'s dirty set)', unit: '', marks, lines: [{ label: 'dirty pages', color: '#d62728', points: await range('ferry_source_dirty_pages{job="ferry-source"}') }] },
         {
           title: 'dirty rate vs transfer rate',
           unit: 'MiB/s',
           marks,
           lines: [
-            { label: 'transfer', color: '#2ca02c', points: await range('ferry_source_transfer_rate_bytes_per_second / 1048576') },
-            { label: 'dirty', color: '#ff7f0e', dash: '5,3', points: await range('ferry_source_dirty_rate_bytes_per_second / 1048576') },
+            { label: 'transfer', color: '#2ca02c', points: await range('ferry_source_transfer_rate_bytes_per_second{job="ferry-source"} / 1048576') },
+            { label: 'dirty', color: '#ff7f0e', dash: '5,3', points: await range('ferry_source_dirty_rate_bytes_per_second{job="ferry-source"} / 1048576') },
           ],
         },
         {
@@ -280,9 +280,9 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
           unit: 's',
           marks,
           lines: [
-            { label: 'expected', color: '#9467bd', points: await range('ferry_source_expected_downtime_seconds') },
-            { label: 'budget', color: '#7f7f7f', dash: '2,3', points: await range('ferry_source_downtime_budget_seconds') },
-            { label: 'actual', color: '#d62728', points: await range('ferry_source_last_downtime_seconds') },
+            { label: 'expected', color: '#9467bd', points: await range('ferry_source_expected_downtime_seconds{job="ferry-source"}') },
+            { label: 'budget', color: '#7f7f7f', dash: '2,3', points: await range('ferry_source_downtime_budget_seconds{job="ferry-source"}') },
+            { label: 'actual', color: '#d62728', points: await range('ferry_source_last_downtime_seconds{job="ferry-source"}') },
           ],
         },
         {
@@ -290,8 +290,8 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
           unit: 'MiB',
           marks,
           lines: [
-            { label: 'precopy', color: '#1f77b4', points: await range('sum(ferry_source_sent_bytes_total{phase="precopy"}) / 1048576') },
-            { label: 'downtime', color: '#d62728', points: await range('sum(ferry_source_sent_bytes_total{phase="downtime"}) / 1048576') },
+            { label: 'precopy', color: '#1f77b4', points: await range('sum(ferry_source_sent_bytes_total{job="ferry-source",phase="precopy"}) / 1048576') },
+            { label: 'downtime', color: '#d62728', points: await range('sum(ferry_source_sent_bytes_total{job="ferry-source",phase="downtime"}) / 1048576') },
           ],
         },
       ],
