@@ -14,6 +14,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { REPO_ROOT, runFerry } from '../../testbed/ferry-process.js';
@@ -170,7 +171,9 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(loaded.length).toBeGreaterThan(5);
     expect(loaded.filter((x) => x.health !== 'ok')).toEqual([]);
     const overBudget = (await scalar('ferry_source_last_downtime_seconds{job="ferry-source"} > bool ferry_source_downtime_budget_seconds{job="ferry-source"}', tEnd)) === 1;
-    const firing = (await query('ALERTS{alertstate="firing"}', tEnd)).map((a) => a.metric.alertname);
+    // Rules run every second, after the scrape they read: two evaluations later the alerts have settled.
+    await sleep(2_000);
+    const firing = (await query('ALERTS{alertstate="firing"}', Date.now() / 1000)).map((a) => a.metric.alertname);
     expect(firing).toEqual(overBudget ? ['FerryDowntimeOverBudget'] : []);
   }, 180_000);
 
