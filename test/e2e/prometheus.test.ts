@@ -269,7 +269,7 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     const marks = freezeAt === undefined ? [] : [{ at: freezeAt, label: 'freeze' }];
     const svg = renderTimeSeries({
       title: 'One migration, as a Prometheus scraping both agents every second saw it',
-      subtitle: `${WORKLOAD.mib} MiB task rewriting ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}: ${summary.rounds.length} rounds, downtime ${summary.downtimeMs} ms (test/e2e/prometheus.test.ts)`,
+      subtitle: `${WORKLOAD.mib} MiB task rewriting ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}: ${summary.rounds.length} rounds, downtime ${Math.round(summary.downtimeMs)} ms (test/e2e/prometheus.test.ts)`,
       panels: [
         { title: 'ferry_source_precopy_round', unit: '', marks, lines: [{ label: 'round', color: '#1f77b4', points: await range('ferry_source_precopy_round{job="ferry-source"}') }] },
         { title: 'ferry_source_dirty_pages (the last round\'s dirty set)', unit: '', marks, lines: [{ label: 'dirty pages', color: '#d62728', points: await range('ferry_source_dirty_pages{job="ferry-source"}') }] },
