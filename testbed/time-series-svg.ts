@@ -18,20 +18,23 @@ export interface TimeSeriesPanel {
   /** The unit shown after the axis ticks ('s', 'pages', 'MiB'). */
   unit: string;
   lines: TimeSeriesLine[];
+  /** Top of the y axis; higher values are drawn clipped at it (e.g. an early expectation far above the rest). */
+  yMax?: number;
   /** Vertical markers (e.g. the freeze), at unix seconds. */
   marks?: { at: number; label: string }[];
 }
 
 export interface TimeSeriesChart {
   title: string;
-  subtitle: string;
+  /** One line each. */
+  subtitle: string[];
   panels: TimeSeriesPanel[];
 }
 
 const W = 720;
 const PANEL_H = 130;
 const GAP = 46;
-const M = { left: 78, right: 150, top: 64, bottom: 40 };
+const M = { left: 78, right: 150, top: 78, bottom: 40 };
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const f = (n: number): string => (Math.round(n * 10) / 10).toString();
@@ -63,14 +66,14 @@ export function renderTimeSeries(chart: TimeSeriesChart): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${height}" fill="white"/>`,
     `<text x="${M.left}" y="22" font-size="15" font-weight="bold">${esc(chart.title)}</text>`,
-    `<text x="${M.left}" y="40" fill="#555">${esc(chart.subtitle)}</text>`,
+    ...chart.subtitle.map((line, i) => `<text x="${M.left}" y="${38 + i * 14}" fill="#555">${esc(line)}</text>`),
   ];
   chart.panels.forEach((p, i) => {
     const top = M.top + i * (PANEL_H + GAP);
-    const hi = Math.max(0, ...p.lines.flatMap((l) => l.points.map(([, v]) => v)));
+    const hi = p.yMax ?? Math.max(0, ...p.lines.flatMap((l) => l.points.map(([, v]) => v)));
     const ys = ticks(hi);
     const yMax = ys.at(-1)!;
-    const y = (v: number): number => top + PANEL_H - (v / yMax) * PANEL_H;
+    const y = (v: number): number => top + PANEL_H - (Math.min(v, yMax) / yMax) * PANEL_H;
     out.push(`<text x="${M.left}" y="${top - 8}" font-weight="bold">${esc(p.title)}</text>`);
     for (const v of ys) {
       out.push(`<line x1="${M.left}" x2="${M.left + plotW}" y1="${f(y(v))}" y2="${f(y(v))}" stroke="#e4e4e4"/>`);

@@ -269,7 +269,10 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     const marks = freezeAt === undefined ? [] : [{ at: freezeAt, label: 'freeze' }];
     const svg = renderTimeSeries({
       title: 'One migration, as a Prometheus scraping both agents every second saw it',
-      subtitle: `${WORKLOAD.mib} MiB task rewriting ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}: ${summary.rounds.length} rounds, downtime ${Math.round(summary.downtimeMs)} ms (test/e2e/prometheus.test.ts)`,
+      subtitle: [
+        `${WORKLOAD.mib} MiB task rewriting its first ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}, scraped every second (test/e2e/prometheus.test.ts)`,
+        `${summary.rounds.length} rounds, dirty pages ${summary.rounds.map((x) => x.dirtyPages).join(' > ')}, downtime ${Math.round(summary.downtimeMs)} ms`,
+      ],
       panels: [
         { title: 'ferry_source_precopy_round', unit: '', marks, lines: [{ label: 'round', color: '#1f77b4', points: await range('ferry_source_precopy_round{job="ferry-source"}') }] },
         { title: 'ferry_source_dirty_pages (the last round\'s dirty set)', unit: '', marks, lines: [{ label: 'dirty pages', color: '#d62728', points: await range('ferry_source_dirty_pages{job="ferry-source"}') }] },
@@ -283,8 +286,9 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
           ],
         },
         {
-          title: 'downtime: expected if frozen now, budget, actual',
+          title: 'downtime: expected if frozen now (clipped), budget, actual',
           unit: 's',
+          yMax: 1,
           marks,
           lines: [
             { label: 'expected', color: '#9467bd', points: await range('ferry_source_expected_downtime_seconds{job="ferry-source"}') },
