@@ -260,18 +260,23 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
       return;
     }
     const { t0, tEnd, summary } = migrated;
+    // From just before the migration to a few scrapes after its end (Prometheus kept scraping meanwhile).
     const start = Math.floor(t0) - 2;
+    const end = Math.min(Math.floor(Date.now() / 1000), tEnd + 4);
     const range = async (promql: string): Promise<[number, number][]> => {
-      const r = await prom!.queryRange(promql, start, tEnd, 1);
+      const r = await prom!.queryRange(promql, start, end, 1);
       return (r[0]?.values ?? []).map(([t, v]): [number, number] => [t - start, v]);
     };
-    const freezeAt = (await range('ferry_source_migration_phase{job="ferry-source",phase="freeze"}')).find(([, v]) => v > 0)?.[0];
-    const marks = freezeAt === undefined ? [] : [{ at: freezeAt, label: 'freeze' }];
+    // The freeze lasts less than a scrape: mark the first scrape that saw the migration over.
+    const inFlight = await range('ferry_source_migrations_in_flight{job="ferry-source"}');
+    const ran = inFlight.findIndex(([, v]) => v > 0);
+    const endedAt = ran < 0 ? undefined : inFlight.slice(ran).find(([, v]) => v === 0)?.[0];
+    const marks = endedAt === undefined ? [] : [{ at: endedAt, label: 'committed' }];
     const svg = renderTimeSeries({
       title: 'One migration, as a Prometheus scraping both agents every second saw it',
       subtitle: [
-        `${WORKLOAD.mib} MiB task rewriting its first ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}, scraped every second (test/e2e/prometheus.test.ts)`,
-        `${summary.rounds.length} rounds, dirty pages ${summary.rounds.map((x) => x.dirtyPages).join(' > ')}, downtime ${Math.round(summary.downtimeMs)} ms`,
+        `${WORKLOAD.mib} MiB task rewriting its first ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}, scraped every second`,
+        `${summary.rounds.length} rounds, dirty pages ${summary.rounds.map((x) => x.dirtyPages).join(' > ')}, downtime ${Math.round(summary.downtimeMs)} ms (test/e2e/prometheus.test.ts)`,
       ],
       panels: [
         { title: 'ferry_source_precopy_round', unit: '', marks, lines: [{ label: 'round', color: '#1f77b4', points: await range('ferry_source_precopy_round{job="ferry-source"}') }] },
