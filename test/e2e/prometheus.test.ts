@@ -117,8 +117,9 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     await waitFor(async () => (await prom!.query('sum(ferry_source_migrations_total{job="ferry-source",result="committed"})')).some((x) => x.value >= 1), 15_000, 'a scrape of the committed migration');
     await waitFor(async () => (await prom!.query('sum(ferry_dest_sessions_total{result="committed"})')).some((x) => x.value >= 1), 15_000, "a scrape of the dest's committed session");
     const tEnd = Math.ceil(Date.now() / 1000);
-    // `x - x offset W` at tEnd compares with the last scrape before the migration began.
-    const w = Math.floor(tEnd - t0);
+    // `x - x offset W` at tEnd compares with the last scrape before the migration began (tEnd - W <= t0; one
+    // was waited for in beforeAll).
+    const w = Math.ceil(tEnd - t0);
     const window = `${w}s`;
     migrated = { summary: s, t0, tEnd };
 
