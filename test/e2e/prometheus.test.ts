@@ -218,6 +218,20 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     for (const { panel, expr } of exprs) await prom!.query(filled(expr)).catch((err: Error) => failed.push(`${panel}: ${err.message}`));
     console.log(`dashboard: ${exprs.length} queries evaluated`);
     expect(failed).toEqual([]);
+
+    // The recording rules ran on the real series (every 15 s: bounded wait for one evaluation of each).
+    const rules = await waitFor(
+      async () => {
+        const all = await prom!.rules();
+        return all.every((x) => x.health !== 'unknown') && all;
+      },
+      20_000,
+      'one evaluation of every rule',
+    );
+    expect(rules.filter((x) => x.health !== 'ok')).toEqual([]);
+    const now = Date.now() / 1000;
+    expect(byLabel(await query('job_instance_result:ferry_source_migrations:rate5m', now), 'result')).toHaveProperty('committed');
+    expect((await query('job_instance_phase:ferry_source_sent_bytes:rate1m{phase="precopy"}', now)).length).toBeGreaterThan(0);
   });
 
   it('ferry migrate --pushgateway: the Pushgateway holds the summary and Prometheus scraped it', async (ctx) => {
