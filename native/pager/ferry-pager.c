@@ -1822,12 +1822,38 @@ static void finish(int code, const char *state, const char *reason) {
   write_status(state, reason);
   if (code == 0) send_stats_frame(F_DONE);
   else ctl_send(F_FAILED, 0, 0, 0, 0, reason, (uint32_t)strlen(reason));
-  /* Bounded: the agent gets a second to read the last frame. */
-  for (int i = 0; i < 50 && g_ctl >= 0 && g_outlen > 0; i++) {
+  /* Bounded by time, not by tries (POLLOUT returns at once while a partial send leaves the rest queued): the agent
+   * gets 5 s to read the last frames, a loaded host's event loop included. What it never read is logged. */
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += 5;
+  while (g_ctl >= 0 && g_outlen > 0) {
     ctl_flush();
     if (g_outlen == 0 || g_ctl < 0) break;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec)) {
+      logmsg("the agent did not read the last %zu bytes (the %s frame among them) within 5 s", (size_t)g_outlen, code == 0 ? "DONE" : "FAILED");
+      break;
+    }
     struct pollfd pf = {.fd = g_ctl, .events = POLLOUT};
     poll(&pf, 1, 20);
+  }
+  /* A graceful close: only our side ends, and we read on until the agent closes its own (within the same 5 s).
+   * Closed at once, a CONFIRM the agent sends meanwhile fails with EPIPE, and Node then destroys its socket with
+   * the DONE still unread in it (pager e2e (b) under load: "socket error: write EPIPE", no DONE). */
+  if (g_ctl >= 0 && g_outlen == 0 && shutdown(g_ctl, SHUT_WR) == 0) {
+    char sink[4096];
+    for (;;) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      long left_ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+      if (left_ms <= 0) break;
+      struct pollfd pf = {.fd = g_ctl, .events = POLLIN};
+      if (poll(&pf, 1, (int)(left_ms < 100 ? left_ms : 100)) < 0 && errno != EINTR) break;
+      ssize_t r = recv(g_ctl, sink, sizeof sink, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+    }
   }
   if (g_guardian_sk >= 0) send_fd(g_guardian_sk, 'D', -1, NULL, 0);
   if (o_control) unlink(o_control);

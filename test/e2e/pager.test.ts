@@ -185,11 +185,19 @@ describe.skipIf(!runnable)('the pager serves a lazy restore', () => {
     const run = await restore({ confirmed: (_t, k) => !halfUnconfirmed(k) });
     const { control, wants } = run;
     const done = new Promise<PagerStats>((resolve) => control.once('done', resolve));
+    let closedWhy = '';
+    control.once('closed', (why: string) => (closedWhy = why));
     process.kill(run.restored, 'SIGCONT');
     // The copy touches everything at once while the confirmations stream: its faults wait for CONFIRMs.
     const verifying = memtest.verify(run.restored, 120_000);
     await confirmRest(control, halfUnconfirmed);
-    const stats = await done;
+    // Bounded, and saying what the pager and its connection did: a lost DONE must fail with a reason, not hang.
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => {
+        void readPagerStatus(run.s.statusFile).then((st) => reject(new Error(`no DONE within 60 s; control ${control.closed ? `closed (${closedWhy})` : 'open'}; pager status ${JSON.stringify(st)}`)));
+      }, 60_000).unref(),
+    );
+    const stats = await Promise.race([done, timeout]);
     expect((await exitOf(run)).code).toBe(0);
     expect((await verifying).bad_pages).toBe(0);
     expectStatsAddUp(stats);
