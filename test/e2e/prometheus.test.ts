@@ -117,10 +117,14 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     await waitFor(async () => (await prom!.query('sum(ferry_source_migrations_total{job="ferry-source",result="committed"})')).some((x) => x.value >= 1), 15_000, 'a scrape of the committed migration');
     await waitFor(async () => (await prom!.query('sum(ferry_dest_sessions_total{result="committed"})')).some((x) => x.value >= 1), 15_000, "a scrape of the dest's committed session");
     const tEnd = Math.ceil(Date.now() / 1000);
-    // `x - x offset W` at tEnd compares with the last scrape before the migration began (tEnd - W <= t0; one
-    // was waited for in beforeAll).
+    // The window reaches back to the migration's start (tEnd - W <= t0; a scrape before it was waited for in
+    // beforeAll).
     const w = Math.ceil(tEnd - t0);
     const window = `${w}s`;
+    // A counter's rise over the migration as max - min over a range reaching 5 s before it: a range ignores the
+    // staleness a failed scrape leaves, where `x - x offset W` found no sample at its instant (the dest's scrape
+    // timed out at the migration's start once, on the busy cores: an empty answer).
+    const range = `${w + 5}s`;
     migrated = { summary: s, t0, tEnd };
 
     // The round series was seen rising: each scrape a round later or the same, several distinct rounds seen.
@@ -131,7 +135,7 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(new Set(seen).size).toBeGreaterThanOrEqual(3);
     expect(seen.at(-1)).toBe(s.rounds.length - 1);
     // Every round counted once (the counter's rise over the window, exact: no extrapolation).
-    expect(await scalar(`ferry_source_precopy_rounds_total{job="ferry-source"} - ferry_source_precopy_rounds_total{job="ferry-source"} offset ${window}`, tEnd)).toBe(s.rounds.length);
+    expect(await scalar(`(max_over_time(ferry_source_precopy_rounds_total{job="ferry-source"}[${range}]) - min_over_time(ferry_source_precopy_rounds_total{job="ferry-source"}[${range}]))`, tEnd)).toBe(s.rounds.length);
 
     // Dirty pages fell: the largest dirty set seen in the window is over twice the last round's.
     const maxDirty = await scalar(`max_over_time(ferry_source_dirty_pages{job="ferry-source"}[${window}])`, tEnd);
@@ -141,20 +145,20 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(maxDirty).toBeGreaterThan(2 * lastDirty);
 
     // One downtime observed, the one the CLI reported; the expectation it froze on beside it.
-    expect(await scalar(`ferry_source_downtime_seconds_count{job="ferry-source"} - ferry_source_downtime_seconds_count{job="ferry-source"} offset ${window}`, tEnd)).toBe(1);
-    expect(await scalar(`ferry_source_downtime_seconds_sum{job="ferry-source"} - ferry_source_downtime_seconds_sum{job="ferry-source"} offset ${window}`, tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
+    expect(await scalar(`(max_over_time(ferry_source_downtime_seconds_count{job="ferry-source"}[${range}]) - min_over_time(ferry_source_downtime_seconds_count{job="ferry-source"}[${range}]))`, tEnd)).toBe(1);
+    expect(await scalar(`(max_over_time(ferry_source_downtime_seconds_sum{job="ferry-source"}[${range}]) - min_over_time(ferry_source_downtime_seconds_sum{job="ferry-source"}[${range}]))`, tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
     expect(await scalar('ferry_source_last_downtime_seconds{job="ferry-source"}', tEnd)).toBeCloseTo(s.downtimeMs / 1000, 3);
     expect(await scalar('ferry_source_expected_downtime_seconds{job="ferry-source"}', tEnd)).toBeGreaterThan(0);
     expect(await scalar('ferry_source_downtime_budget_seconds{job="ferry-source"}', tEnd)).toBeGreaterThan(0);
 
     // The migrations counter rose by one, with the committed result; the dest's sessions likewise.
-    const results = byLabel(await query(`sum by (result) (ferry_source_migrations_total{job="ferry-source"} - ferry_source_migrations_total{job="ferry-source"} offset ${window})`, tEnd), 'result');
+    const results = byLabel(await query(`sum by (result) ((max_over_time(ferry_source_migrations_total{job="ferry-source"}[${range}]) - min_over_time(ferry_source_migrations_total{job="ferry-source"}[${range}])))`, tEnd), 'result');
     expect(results).toMatchObject({ committed: 1, 'rolled-back': 0 });
     expect(Object.values(results).reduce((a, b) => a + b, 0)).toBe(1);
-    expect(await scalar(`sum(ferry_dest_sessions_total{result="committed"} - ferry_dest_sessions_total{result="committed"} offset ${window})`, tEnd)).toBe(1);
+    expect(await scalar(`sum((max_over_time(ferry_dest_sessions_total{result="committed"}[${range}]) - min_over_time(ferry_dest_sessions_total{result="committed"}[${range}])))`, tEnd)).toBe(1);
 
     // Bytes by phase: pre-copy as the rounds sent them, the freeze's bytes under downtime.
-    const bytes = byLabel(await query(`sum by (phase) (ferry_source_sent_bytes_total{job="ferry-source"} - ferry_source_sent_bytes_total{job="ferry-source"} offset ${window})`, tEnd), 'phase');
+    const bytes = byLabel(await query(`sum by (phase) ((max_over_time(ferry_source_sent_bytes_total{job="ferry-source"}[${range}]) - min_over_time(ferry_source_sent_bytes_total{job="ferry-source"}[${range}])))`, tEnd), 'phase');
     expect(bytes.precopy).toBe(s.rounds.reduce((a, x) => a + x.bytesSent, 0));
     expect(bytes.downtime).toBeGreaterThan(0);
 
