@@ -4,12 +4,12 @@
  * its read-back check and (lazy restore) the fill read it through /proc/PID/mem; before, the migration failed with
  * MEMORY_READ_FAILED in the final delta. The copy checks itself after the move: it opens the area, checks every page and seals it again.
  */
-import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { twoHostFixture } from '../support/two-host-fixture.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { createTwoHosts, describeResult, eventually, hasCriu, makeTempDir, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
+import { describeResult, eventually, hasCriu, runMigrate } from '../../testbed/two-hosts.js';
 import { taskCopies } from '../../testbed/task-copies.js';
-import { readPidState, startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
+import { readPidState, startMemtest } from '../../testbed/workloads/memtest.js';
 import { probeLazyRestore } from '../../dest-agent/lazy/lazy-restore-support.js';
 
 const SEALED_MIB = 16;
@@ -21,24 +21,7 @@ const runnable =
   canRun('e2e PROT_NONE memory (CRIU)', hasCriu());
 
 describe.skipIf(!runnable)('a task with data in a PROT_NONE area between two network-namespace hosts', () => {
-  let hosts: TwoHosts | undefined;
-  let dest: DestAgentHandle | undefined;
-  let stateDir: string | undefined;
-  const tasks: MemtestHandle[] = [];
-
-  beforeAll(async () => {
-    requireBuilt();
-    stateDir = makeTempDir('ferry-e2e-protnone-');
-    hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const t of tasks) await t.stop();
-    await dest?.stop();
-    await hosts?.destroy();
-    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
-  });
+  const fx = twoHostFixture('ferry-e2e-protnone-');
 
   const modes: { restore: 'eager' | 'lazy'; args: string[]; skip?: string }[] = [
     { restore: 'eager', args: ['--restore', 'eager'] },
@@ -50,11 +33,11 @@ describe.skipIf(!runnable)('a task with data in a PROT_NONE area between two net
         console.log(`skipped: lazy restore is not possible here: ${mode.skip}`);
         ctx.skip();
       }
-      const task = await startMemtest({ name: `protnone-${mode.restore}-${process.pid}`, mib: 32, dirtyMibPerSec: 4, sealedMib: SEALED_MIB, stateDir: stateDir!, netns: hosts!.src.netns });
-      tasks.push(task);
+      const task = await startMemtest({ name: `protnone-${mode.restore}-${process.pid}`, mib: 32, dirtyMibPerSec: 4, sealedMib: SEALED_MIB, stateDir: fx.dir, netns: fx.hosts.src.netns });
+      fx.stops.push(() => task.stop());
       expect(await task.verify()).toMatchObject({ sealed_pages: SEALED_PAGES, sealed_bad_pages: 0, bad_pages: 0 });
 
-      const r = await runMigrate(hosts!, task.rootPid, dest, { args: mode.args, timeoutMs: 90_000 });
+      const r = await runMigrate(fx.hosts, task.rootPid, fx.dest, { args: mode.args, timeoutMs: 90_000 });
       if (r.summary) task.adopt(r.summary.restoredPid);
       expect(r.exitCode, describeResult(r)).toBe(0);
       const s = r.summary!;
@@ -64,7 +47,7 @@ describe.skipIf(!runnable)('a task with data in a PROT_NONE area between two net
       const check = await task.verify(s.restoredPid);
       expect(check).toMatchObject({ host_pid: s.restoredPid, sealed_pages: SEALED_PAGES, sealed_bad_pages: 0, bad_pages: 0, bad_words: 0 });
       await eventually(() => readPidState(task.rootPid) === undefined, 10_000, 'the original to be gone');
-      expect(taskCopies(hosts!, task.name).map((c) => c.pid)).toEqual([s.restoredPid]);
+      expect(taskCopies(fx.hosts, task.name).map((c) => c.pid)).toEqual([s.restoredPid]);
       // Pre-copy reads areas without PROT_READ too (proc-maps.ts, dumpableVmas; through /proc/PID/mem): the sealed
       // pages, unchanged since, are not read again from the stopped task in the final delta.
       expect(s.presentPages).toBeGreaterThanOrEqual(SEALED_PAGES);

@@ -15,15 +15,15 @@ export interface TwoHostFixture {
   readonly hosts: TwoHosts;
   readonly dest: DestAgentHandle;
   readonly dir: string;
-  /** Run in afterAll, before the dest and the hosts go. */
-  readonly stops: (() => void)[];
+  /** Run in afterAll, in order and awaited, before the dest and the hosts go. */
+  readonly stops: (() => void | Promise<void>)[];
 }
 
 export function twoHostFixture(dirPrefix: string, onReady?: (f: TwoHostFixture) => void): TwoHostFixture {
   let hosts: TwoHosts | undefined;
   let dest: DestAgentHandle | undefined;
   let dir: string | undefined;
-  const stops: (() => void)[] = [];
+  const stops: (() => void | Promise<void>)[] = [];
   const ready = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new Error(`the two-host fixture has no ${what}: its beforeAll failed or has not run`);
     return v;
@@ -50,7 +50,7 @@ export function twoHostFixture(dirPrefix: string, onReady?: (f: TwoHostFixture) 
   }, 60_000);
 
   afterAll(async () => {
-    for (const stop of stops) stop();
+    for (const stop of stops) await stop();
     await dest?.stop();
     await hosts?.destroy();
     if (dir) rmSync(dir, { recursive: true, force: true });
