@@ -1,5 +1,6 @@
 /** The `ferry` command: parse, call, render. The work happens in the agents' modules. */
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { nodeRuntime } from '../shared/runtime/node-runtime.js';
 import { CERTS_HELP, certsCommand } from './commands/certs.js';
 import { CHECK_HELP, checkCommand } from './commands/check.js';
 import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
@@ -44,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const json = rest.includes('--json');
   try {
+    // Before any command touches a task or a host; `ferry --version` still says which Node this is.
+    if (command.run !== versionCommand) refuseUnsupportedRuntime();
     return await command.run(rest);
   } catch (e) {
     const fe = e instanceof FerryError ? e : new FerryError('INTERNAL', { detail: e instanceof Error ? (e.stack ?? e.message) : String(e) });
@@ -51,4 +54,10 @@ export async function main(argv: string[]): Promise<number> {
     console.error(formatError(fe));
     return exitCodeFor(fe);
   }
+}
+
+function refuseUnsupportedRuntime(): void {
+  // FERRY_TEST_NODE_VERSION stands in for this process's version in tests (no old Node is installed to run them).
+  const runtime = nodeRuntime(process.env.FERRY_TEST_NODE_VERSION || process.versions.node);
+  if (runtime.status === 'unsupported') throw new FerryError('NODE_UNSUPPORTED', { detail: `this is Node ${runtime.version} (${process.execPath}); ${runtime.note}` });
 }

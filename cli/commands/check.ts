@@ -10,6 +10,7 @@ import { trackerAvailability, type TrackerAvailability } from '../../source-agen
 import type { TrackerName } from '../../source-agent/trackers/tracker.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { intFlag, parse } from '../args.js';
+import { nodeRuntime } from '../../shared/runtime/node-runtime.js';
 import { EXIT } from '../exit-codes.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 
@@ -42,8 +43,14 @@ function describe(side: string, p: PeerInfo): string[] {
     `${side}: ${p.hostname} (ferry ${p.ferryVersion}, protocol ${p.protocolVersions.join(',')})`,
     `  kernel     ${p.kernel} ${p.arch}, page size ${p.pageSize}`,
     `  criu       ${p.criuVersion ? `${p.criuVersion} ok` : `MISSING: ${p.criuProblem}`}`,
+    `  node       ${p.nodeVersion ? describeRuntime(p.nodeVersion) : 'not reported (an older Ferry)'}`,
     `  trackers   ${p.trackers.join(', ') || 'none'}`,
   ];
+}
+
+function describeRuntime(version: string): string {
+  const r = nodeRuntime(version);
+  return `${r.version} ${r.status}: ${r.note}`;
 }
 
 /** Check in the source agent on `socket`: its answer, or its refusal with its code. Bounded: the agent's own dials are. */
