@@ -50,7 +50,7 @@ function describe(side: string, p: PeerInfo): string[] {
 
 function describeRuntime(version: string): string {
   const r = nodeRuntime(version);
-  return `${r.version} ${r.status}: ${r.note}`;
+  return `${r.version} ${r.status === 'supported' ? 'ok,' : `${r.status}:`} ${r.note}`;
 }
 
 /** Check in the source agent on `socket`: its answer, or its refusal with its code. Bounded: the agent's own dials are. */
