@@ -23,7 +23,7 @@ Options:
   --listen HOST:PORT        gRPC address (required; port 0 picks a free port, printed at start)
   --work-dir DIR            page stores, images and CRIU logs (default /var/lib/ferry/dest)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics
-${configHelp('dest-agent', 26)}
+${configHelp('dest-agent', 28)}
   -h, --help                this help
 
 ${tlsHelp('source', true)}`;

@@ -7,7 +7,8 @@ export const CONFIG_FLAG = { config: { type: 'string' } } as const;
 export function configHelp(table: 'dest-agent' | 'source-agent', indent: number): string {
   const pad = ' '.repeat(indent);
   return [
-    `  ${'--config FILE'.padEnd(indent - 2)}settings in TOML, [${table}] with these flags' names (default $FERRY_CONFIG,`,
-    `${pad}else ${DEFAULT_CONFIG_FILE} if it exists); a flag or FERRY_* variable overrides the file`,
+    `  ${'--config FILE'.padEnd(indent - 2)}settings in TOML: [${table}], its keys named as these flags`,
+    `${pad}(default $FERRY_CONFIG, else ${DEFAULT_CONFIG_FILE} if it exists);`,
+    `${pad}a flag or a FERRY_* variable overrides the file`,
   ].join('\n');
 }
