@@ -1,9 +1,10 @@
 /**
  * The compiled `ferry` with a config file: `ferry dest-agent --config F --insecure` listens where the file
- * says (listen and work-dir in the file only), and `ferry config check` passes the shipped example and
- * refuses a broken file with CONFIG_INVALID and exit 2.
+ * says (listen and work-dir in the file only), `ferry source-agent --config F` takes its socket and the
+ * [paths] of the file (it sweeps the file's images dir at start), and `ferry config check` passes the shipped
+ * example and refuses a broken file with CONFIG_INVALID and exit 2.
  */
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, runFerry, startFerry, tail, type FerryLine } from '../../testbed/ferry-process.js';
@@ -44,6 +45,29 @@ describe('the config file, from dist', () => {
       expect(configLine?.file).toBe(config);
       expect(configLine?.settings?.find((s) => s.key === 'dest-agent.work-dir')?.from).toBe('file');
       expect(configLine?.settings?.find((s) => s.key === 'dest-agent.insecure')?.from).toBe('flag');
+    } finally {
+      agent.child.kill('SIGTERM');
+      const r = await agent.done;
+      expect(r.exitCode, tail(r.stderr)).toBe(0);
+    }
+  });
+
+  it.runIf(runnable)("starts a source agent on the file's socket, sweeping the file's images dir", async () => {
+    const images = join(dir, 'images');
+    // What a killed agent leaves: an images dir and its lease, which no process holds.
+    const leftover = `${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}-${'1'.repeat(12)}`;
+    mkdirSync(join(images, leftover), { recursive: true, mode: 0o700 });
+    writeFileSync(join(images, `${leftover}.lease`), '');
+    const socket = join(dir, 'run', 'source.sock');
+    const config = join(dir, 'source.toml');
+    writeFileSync(config, `[source-agent]\nsocket = "${socket}"\ninsecure = true\n[paths]\nimages-dir = "${images}"\nstate-dir = "${join(dir, 'state')}"\n`);
+    // FERRY_STATE_DIR (the harness sets it) would win over the file: unset it here.
+    const agent = startFerry(['source-agent', '--config', config], { timeoutMs: 60_000, env: { FERRY_STATE_DIR: '' } });
+    try {
+      const listening = (await agent.waitForLine((l) => l.kind === 'other' && l.value.event === 'listening', 30_000)) as Extract<FerryLine, { kind: 'other' }>;
+      expect(listening.value.socket).toBe(socket);
+      expect(existsSync(join(images, leftover))).toBe(false);
+      expect(agent.stderr()).toContain('"key":"paths.state-dir","value":"' + join(dir, 'state') + '","from":"file"');
     } finally {
       agent.child.kill('SIGTERM');
       const r = await agent.done;
