@@ -9,6 +9,7 @@ import { parse } from '../args.js';
 import { compileDestAgentConfig, compileSourceAgentConfig, loadAgentConfig, type Setting } from '../config/agent-config.js';
 import { CONFIG_FLAG } from '../config/config-flag.js';
 import { EXIT } from '../exit-codes.js';
+import { groupId } from '../socket-group.js';
 
 export const CONFIG_HELP = `Usage: ferry config check [--config FILE] [--json]
 
@@ -39,7 +40,16 @@ function checkConfig(argv: string[]): number {
     throw new FerryError('BAD_ARGUMENT', { message: `ferry config takes one subcommand, check${positionals[0] ? ` (got "${positionals[0].slice(0, 32)}")` : ''}`, hint: 'Usage: ferry config check [--config FILE] [--json]' });
   }
   const file = loadAgentConfig(values.config);
-  const settings = effectiveSettings([...compileDestAgentConfig({}, file).settings, ...compileSourceAgentConfig({}, file).settings]);
+  const source = compileSourceAgentConfig({}, file);
+  const settings = effectiveSettings([...compileDestAgentConfig({}, file).settings, ...source.settings]);
+  // The agent resolves its group at start (a dest host need not have it): here it is only a note.
+  if (source.socketGroup !== undefined) {
+    try {
+      groupId(source.socketGroup);
+    } catch (e) {
+      settings.find((x) => x.key === 'source-agent.socket-group')!.note = `${(e as Error).message}: the source agent would not start on this host`;
+    }
+  }
   if (values.json) console.log(JSON.stringify({ ok: true, file: file.path ?? null, settings }));
   else console.log(describe(file.path, values.config, settings));
   return EXIT.ok;

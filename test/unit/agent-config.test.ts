@@ -186,7 +186,7 @@ describe('precedence: flag > FERRY_* > file > default', () => {
     expect(c.metrics).toBeUndefined();
     expect(setting(c.settings, 'dest-agent.metrics')).toMatchObject({ value: null, from: 'default' });
     // Without the file, the built-in defaults.
-    const bare = compileDestAgentConfig({}, loadAgentConfig(undefined, { FERRY_CONFIG: '' }), NO_ENV);
+    const bare = compileDestAgentConfig({}, load(''), NO_ENV);
     expect(bare.workDir).toBe('/var/lib/ferry/dest');
     expect(bare.listen).toBeUndefined();
   });
