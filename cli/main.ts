@@ -2,6 +2,7 @@
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { CERTS_HELP, certsCommand } from './commands/certs.js';
 import { CHECK_HELP, checkCommand } from './commands/check.js';
+import { CONFIG_HELP, configCommand } from './commands/config.js';
 import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
 import { MIGRATE_HELP, migrateCommand } from './commands/migrate.js';
 import { RUN_HELP, runCommand } from './commands/run.js';
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   check: { run: checkCommand, help: CHECK_HELP, summary: 'what this host (and a dest) supports; with a PID, the preflight of that task' },
   'dest-agent': { run: destAgentCommand, help: DEST_AGENT_HELP, summary: 'receive migrations (daemon)' },
   'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
+  config: { run: configCommand, help: CONFIG_HELP, summary: "check the agents' config file and show their effective settings" },
   certs: { run: certsCommand, help: CERTS_HELP, summary: 'make the CA and host certificates of mutual TLS' },
   version: { run: versionCommand, help: VERSION_HELP, summary: "Ferry's version, the CRIU found, Node's (also --version)" },
 };

@@ -12,6 +12,7 @@ import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocke
 import { intFlag, parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
+import { applyHostConfig } from '../config/agent-config.js';
 
 export const CHECK_HELP = `Usage: ferry check [PID] [--to HOST:PORT] [--via PATH | TLS options] [--json]
 
@@ -99,6 +100,8 @@ export async function checkCommand(argv: string[]): Promise<number> {
     // The agent's trackers are those it offers; why one is not is in its own log.
     trackers = (r.source?.trackers ?? []).map((name) => ({ name: name as TrackerName, ok: true, reason: 'offered by the source agent' }));
   } else {
+    // The criu of the host's config file, as its agents run it.
+    applyHostConfig();
     // Only a check with --to dials anything: without it the TLS files are not needed.
     const security = to ? transportSecurityFromFlags(values, ['client']) : undefined;
     if (security) warnIfPlaintext(security);

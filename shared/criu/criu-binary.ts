@@ -48,6 +48,23 @@ export function findRepoRoot(start: string = dirname(fileURLToPath(import.meta.u
 
 const located = new Map<string, Promise<string>>();
 
+/**
+ * The config file's [criu] path, below FERRY_CRIU. Process-wide like the variable it stands under: every
+ * caller of locateCriu (restore, preflight, the metrics' build info, `ferry check`) must run the same criu,
+ * and threading one path through all of them would change a dozen signatures for one setting. The command
+ * that read the file sets it once, at start.
+ */
+let configuredCriu: string | undefined;
+
+export function useConfiguredCriu(path: string | undefined): void {
+  configuredCriu = path === '' ? undefined : path;
+}
+
+/** The criu the operator chose, if any: FERRY_CRIU, else the config file's; undefined = provision one. */
+export function chosenCriu(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.FERRY_CRIU || configuredCriu;
+}
+
 export interface LocateCriuOptions {
   /** Which side asks: chooses SOURCE_NO_CRIU or DEST_NO_CRIU for the error. */
   side?: Side;
@@ -55,14 +72,16 @@ export interface LocateCriuOptions {
 }
 
 /**
- * The path of the criu binary to use, from `scripts/provision-criu.sh` (which honours FERRY_CRIU).
- * Cached per process and per FERRY_CRIU value; a failure is not cached, so a later call retries.
+ * The path of the criu binary to use, from `scripts/provision-criu.sh` (which honours FERRY_CRIU, here also
+ * the config file's [criu] path below it). Cached per process and per chosen path; a failure is not cached,
+ * so a later call retries.
  */
 export function locateCriu(opts: LocateCriuOptions = {}): Promise<string> {
-  const key = process.env.FERRY_CRIU ?? '';
+  const chosen = chosenCriu();
+  const key = chosen ?? '';
   let p = located.get(key);
   if (!p) {
-    p = runProvision(opts.signal);
+    p = runProvision(opts.signal, chosen);
     located.set(key, p);
     p.catch(() => located.delete(key));
   }
@@ -81,11 +100,13 @@ export function requireCriu(side: Side, opts: { signal?: AbortSignal } = {}): Pr
   return locateCriu({ ...opts, side });
 }
 
-async function runProvision(signal: AbortSignal | undefined): Promise<string> {
+async function runProvision(signal: AbortSignal | undefined, chosen: string | undefined): Promise<string> {
   const script = join(findRepoRoot(), 'scripts', 'provision-criu.sh');
   let stdout: string;
   try {
-    ({ stdout } = await execFileP('bash', [script], { signal, timeout: PROVISION_TIMEOUT_MS, maxBuffer: 1 << 20 }));
+    // The script checks a chosen criu (FERRY_CRIU in its environment only: this process's stays as it was).
+    const env = chosen === undefined ? process.env : { ...process.env, FERRY_CRIU: chosen };
+    ({ stdout } = await execFileP('bash', [script], { signal, env, timeout: PROVISION_TIMEOUT_MS, maxBuffer: 1 << 20 }));
   } catch (e) {
     const err = e as { stderr?: string; message?: string };
     const said = (err.stderr ?? '').trim().split('\n').slice(-3).join(' | ');

@@ -98,6 +98,13 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
     true,
   ),
+  // The agents' config file (0030-0039).
+  CONFIG_INVALID: spec(
+    'FERRY-0030',
+    'The config file is invalid',
+    "Correct the file (`ferry config check --config FILE` lists every problem); its keys are the flags' names in [dest-agent], [source-agent], [tls], [log], [paths] and [criu], as in deploy/ferry.toml.example.",
+    status.INVALID_ARGUMENT,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),
