@@ -49,7 +49,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   useConfiguredCriu(config.criuPath);
   // The dest only answers: its certificate serves TLS servers.
   const security = transportSecurityFromFlags(config.tls, ['server']);
-  const log = createLogger({ side: 'dest' }, undefined, config.log.level);
+  const log = createLogger({ side: 'dest' }, undefined, config.log.level, config.log.format);
   if (config.file) log.info('config', { file: config.file, settings: config.settings });
   const stopped = untilStopped();
   const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers });

@@ -178,6 +178,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
 
 /** In this process; Ctrl-C (SIGINT/SIGTERM) rolls back before exiting. */
 async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecurity, view: ProgressView, metricsFlags: MigrateMetricsFlags): Promise<MigrationSummary> {
+  // First: a bad FERRY_LOG_LEVEL / FERRY_LOG_FORMAT is refused before anything listens.
+  const log = createLogger({ side: 'source' }, undefined, 'silent');
   const metrics = await startMigrateMetrics(metricsFlags, opts.maxDowntimeMs, (line) => console.error(line));
   const controller = new AbortController();
   const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { side: 'source' }));
@@ -186,7 +188,7 @@ async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecu
   try {
     const ports = grpcPorts(security);
     const listeners = metrics ? [metrics.listener] : [];
-    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal, ports, listeners });
+    return await migrate(opts, { log, emit: (e) => view.event(e), signal: controller.signal, ports, listeners });
   } finally {
     await metrics?.finish();
     process.off('SIGINT', onSignal);

@@ -57,7 +57,7 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
   // The agent dials dests: its certificate is a client's (checked now, before it listens).
   const dialSecurity = transportSecurityFromFlags(config.tls, ['client']);
   requireRoot();
-  const log = createLogger({ side: 'source' }, undefined, config.log.level);
+  const log = createLogger({ side: 'source' }, undefined, config.log.level, config.log.format);
   if (config.file) log.info('config', { file: config.file, settings: config.settings });
   if (dialSecurity.kind === 'insecure') log.warn('PLAINTEXT (--insecure): migrations dial the dests unauthenticated');
   const stopped = untilStopped();

@@ -105,6 +105,19 @@ export const ERRORS = {
     "Correct the file (`ferry config check --config FILE` lists every problem); its keys are the flags' names in [dest-agent], [source-agent], [tls], [log], [paths] and [criu], as in deploy/ferry.toml.example.",
     status.INVALID_ARGUMENT,
   ),
+  // The agents' logs (shared/logging/), checked when the logger is made: at an agent's start (0040-0049).
+  LOG_LEVEL_INVALID: spec(
+    'FERRY-0040',
+    'FERRY_LOG_LEVEL (or the log level given) is not a log level',
+    'Set FERRY_LOG_LEVEL to debug, info, warn, error or silent, or unset it (the agents then log at info).',
+    status.INVALID_ARGUMENT,
+  ),
+  LOG_FORMAT_INVALID: spec(
+    'FERRY-0041',
+    'FERRY_LOG_FORMAT (or the log format given) is not a log format',
+    'Set FERRY_LOG_FORMAT to json, text or auto (text on a terminal, JSON otherwise), or unset it (auto).',
+    status.INVALID_ARGUMENT,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),

@@ -53,6 +53,7 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
   let lastProgress = performance.now();
   try {
     for (let round = 0; ; round++) {
+      ctx.round = round;
       signal.throwIfAborted();
       const tasks: TrackedTask[] = host.tree(rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
       if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
