@@ -34,7 +34,8 @@ export async function setupCommand(argv: string[]): Promise<number> {
     console.log('native addon  ok');
   } catch (e) {
     ok = false;
-    console.log(`native addon  MISSING: ${e instanceof FerryError ? `${e.code} ${e.detail ?? e.message}; ${e.hint}` : String(e)}`);
+    // The first line: node's message goes on with its require stack.
+    console.log(`native addon  MISSING: ${e instanceof FerryError ? `${e.code} ${(e.detail ?? e.message).split('\n')[0]}; ${e.hint}` : String(e)}`);
   }
   const lazy = await probeLazyRestore();
   // Not a failure: a dest without it restores eagerly (migrate --restore eager, and auto falls back).
