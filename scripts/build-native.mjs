@@ -12,8 +12,10 @@ const prefix = dirname(dirname(process.execPath));
 const args = ['rebuild'];
 if (!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
 
-// npm names its bundled node-gyp in the environment of lifecycle scripts; outside npm, the one on PATH.
-const gyp = process.env.npm_config_node_gyp;
+// npm names its bundled node-gyp in the environment of lifecycle scripts; run by hand, the one npm ships
+// beside this node, else one on PATH.
+const besideNode = join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+const gyp = process.env.npm_config_node_gyp || (existsSync(besideNode) ? besideNode : undefined);
 const r = gyp ? spawnSync(process.execPath, [gyp, ...args], { stdio: 'inherit' }) : spawnSync('node-gyp', args, { stdio: 'inherit' });
 if (r.status !== 0) {
   console.error(
