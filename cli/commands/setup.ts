@@ -16,7 +16,8 @@ Makes this host ready to migrate from and to, as root:
   2. Ferry's native addon and the lazy-restore pager (built when the package was installed).
   3. What \`ferry check\` reports without a PID: CRIU, the dirty-page trackers, kernel and page size.
 Migrations, the agents and \`ferry --version\` only look for CRIU; this is the step that provisions it.
-Exit code 0 when the host can migrate, 1 otherwise (the lines say what is missing).`;
+Exit code 0 when the host can migrate, 1 otherwise (the lines say what is missing); 2 when CRIU could not be
+provisioned (FERRY-1020, nothing of the system changed).`;
 
 export async function setupCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {});
@@ -25,7 +26,7 @@ export async function setupCommand(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   const criu = await provisionCriu({ progress: (line) => console.error(line) }).catch((e: unknown) => {
-    throw new FerryError('SOURCE_NO_CRIU', { message: 'ferry setup could not provision CRIU', detail: e instanceof Error ? e.message : String(e), cause: e });
+    throw new FerryError('CRIU_PROVISION_FAILED', { detail: e instanceof Error ? e.message : String(e), cause: e });
   });
   console.log(`criu          ${(await criuVersion(criu)).text} (${criu})`);
   let ok = true;

@@ -1,7 +1,7 @@
 /**
  * Finding and probing the CRIU binary. `scripts/provision-criu.sh` decides which criu Ferry uses (FERRY_CRIU,
- * the system's criu >= 4.2, or a private Debian build it provisions) and prints its path on its last stdout
- * line; this module runs it once per process and caches the answer.
+ * the system's criu >= 4.2, or a private Debian build that `ferry setup` provisions) and prints its path on its
+ * last stdout line; this module runs it (to find: once per process, cached; to provision: `ferry setup`).
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';

@@ -169,7 +169,13 @@ export const ERRORS = {
   TCP_LOCK_UNAVAILABLE: spec(
     'FERRY-1019',
     'The task has established TCP connections, and no network-lock method works on the source or the dest',
-    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `npm run setup` provisions it) or iptables-restore on that host; or close the connections first (`--tcp-established off` does not help: the preflight then refuses a connected socket, FERRY-1203).',
+    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `ferry setup` provisions it) or iptables-restore on that host; or close the connections first (`--tcp-established off` does not help: the preflight then refuses a connected socket, FERRY-1203).',
+    status.FAILED_PRECONDITION,
+  ),
+  CRIU_PROVISION_FAILED: spec(
+    'FERRY-1020',
+    '`ferry setup` could not provision CRIU on this host',
+    'The detail quotes provision-criu.sh (not root, no Debian mirror in /etc/apt, not amd64, a download that failed): fix that and run `ferry setup` again, or install a CRIU >= 4.2 yourself and set FERRY_CRIU to it.',
     status.FAILED_PRECONDITION,
   ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
