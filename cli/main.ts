@@ -4,8 +4,10 @@ import { CERTS_HELP, certsCommand } from './commands/certs.js';
 import { CHECK_HELP, checkCommand } from './commands/check.js';
 import { CONFIG_HELP, configCommand } from './commands/config.js';
 import { DEST_AGENT_HELP, destAgentCommand } from './commands/dest-agent.js';
+import { INSTALL_SERVICE_HELP, installServiceCommand } from './commands/install-service.js';
 import { MIGRATE_HELP, migrateCommand } from './commands/migrate.js';
 import { RUN_HELP, runCommand } from './commands/run.js';
+import { SETUP_HELP, setupCommand } from './commands/setup.js';
 import { SOURCE_AGENT_HELP, sourceAgentCommand } from './commands/source-agent.js';
 import { VERSION_HELP, versionCommand } from './commands/version.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
@@ -19,6 +21,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   'source-agent': { run: sourceAgentCommand, help: SOURCE_AGENT_HELP, summary: 'run migrations for the CLI (optional daemon)' },
   config: { run: configCommand, help: CONFIG_HELP, summary: "check the agents' config file and show their effective settings" },
   certs: { run: certsCommand, help: CERTS_HELP, summary: 'make the CA and host certificates of mutual TLS' },
+  setup: { run: setupCommand, help: SETUP_HELP, summary: 'provision CRIU on this host and check what it supports' },
+  'install-service': { run: installServiceCommand, help: INSTALL_SERVICE_HELP, summary: 'put the hardened systemd units of the agents in place' },
   version: { run: versionCommand, help: VERSION_HELP, summary: "Ferry's version, the CRIU found, Node's (also --version)" },
 };
 
