@@ -20,6 +20,8 @@ export function describeEvent(e: MigrationEvent): string | undefined {
         (r.throttlePercent > 0 ? `; task throttled to ${100 - r.throttlePercent} %` : '')
       );
     }
+    case 'progress':
+      return `round ${e.round}: sending, ${fmtBytes(e.bytesSent)} sent in all`;
     case 'decision':
       return e.message;
     case 'done':
@@ -90,11 +92,13 @@ export class ProgressView {
     }
     const text = describeEvent(e);
     if (text === undefined) return;
+    // A running round's progress only moves the status line; a log of lines gets the rounds themselves.
+    if (e.kind === 'progress' && !this.out.isTTY) return;
     if (!this.out.isTTY) {
       this.out.write(text + '\n');
       return;
     }
-    if (e.kind === 'round') {
+    if (e.kind === 'round' || e.kind === 'progress') {
       this.status = text;
       const now = Date.now();
       if (now - this.lastDraw >= 100) {

@@ -19,7 +19,7 @@ export const LISTEN_SECURITY_FLAGS = {
   'insecure-listen': { type: 'string' },
 } as const;
 
-interface TlsFlagValues {
+export interface TlsFlagValues {
   'tls-cert'?: string | undefined;
   'tls-key'?: string | undefined;
   'tls-ca'?: string | undefined;

@@ -99,6 +99,11 @@ export interface DestOptions {
   lazyRestore?: () => Promise<LazyRestoreSupport>;
 }
 
+/** Which migration a stream call was about, once its first message said so: for the log of its failure. */
+interface CallSession {
+  id?: string;
+}
+
 export class DestService {
   private readonly limits: DestLimits;
   private readonly sessions: SessionRegistry;
@@ -133,7 +138,7 @@ export class DestService {
         fn(call.request, peerKey(call), gone.signal).then(
           (res) => cb(null, res),
           (e: unknown) => {
-            this.opts.log.warn('call failed', { err: e });
+            this.callLog((call.request as { migrationId?: unknown } | null)?.migrationId).warn('call failed', { err: e });
             cb(toStatus(e));
           },
         );
@@ -145,27 +150,39 @@ export class DestService {
       Commit: unary((r: m.CommitRequest, peer) => this.commit(r, peer)),
       Abort: unary((r: m.AbortRequest, peer) => this.abort(r, peer)),
       Fill: (call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>) => {
-        this.fill(call, peerKey(call)).catch((e: unknown) => {
-          this.opts.log.warn('fill stream failed', { err: e });
+        const seen: CallSession = {};
+        this.fill(call, peerKey(call), seen).catch((e: unknown) => {
+          this.callLog(seen.id).warn('fill stream failed', { err: e });
           call.emit('error', toStatus(e));
         });
       },
       StreamPages: (call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>) => {
-        this.streamPages(call, peerKey(call)).catch((e: unknown) => {
-          this.opts.log.warn('page stream failed', { err: e });
+        const seen: CallSession = {};
+        this.streamPages(call, peerKey(call), seen).catch((e: unknown) => {
+          this.callLog(seen.id).warn('page stream failed', { err: e });
           call.emit('error', toStatus(e));
         });
       },
       UploadImages: (call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, cb: grpc.sendUnaryData<m.UploadImagesResponse>) => {
-        this.uploadImages(call, peerKey(call)).then(
+        const seen: CallSession = {};
+        this.uploadImages(call, peerKey(call), seen).then(
           (res) => cb(null, res),
           (e: unknown) => {
-            this.opts.log.warn('image upload failed', { err: e });
+            this.callLog(seen.id).warn('image upload failed', { err: e });
             cb(toStatus(e));
           },
         );
       },
     };
+  }
+
+  /**
+   * The log of a call about migration `id`: its live session's (with the phase and round there), or one that
+   * names the id (bounded, as every logged string is). The agent's own for a call that named none.
+   */
+  private callLog(id: unknown): Logger {
+    if (typeof id !== 'string' || id === '') return this.opts.log;
+    return this.sessions.all().find((s) => s.id === id)?.log ?? this.opts.log.child({ side: 'dest', migrationId: id });
   }
 
   /** Whether this host can restore lazily (the pager is built, CRIU and the kernel have uffd-noncoop), asked once. */
@@ -238,7 +255,7 @@ export class DestService {
       id: req.migrationId,
       epoch,
       pageSize: PAGE_SIZE,
-      log: this.opts.log.child({ migrationId: req.migrationId }),
+      log: this.opts.log.child({ side: 'dest', migrationId: req.migrationId }),
       fields: { task: req.taskName, expectedBytes: req.expectedBytes, peer },
       peer,
       budget: new SessionBudget(Number(quota), PAGE_SIZE),
@@ -266,7 +283,7 @@ export class DestService {
     return s;
   }
 
-  async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local'): Promise<void> {
+  async streamPages(call: grpc.ServerDuplexStream<m.PageBatchMessage, m.PageAck>, peer: PeerKey = 'local', seen: CallSession = {}): Promise<void> {
     const release = this.streams.acquire(peer, 'precopy');
     // The slot is the call's: a peer that walks away frees it at once; its batches still queued are dropped.
     // A source only ever drops its page stream when its migration failed (or it died): the session it fed is
@@ -293,6 +310,7 @@ export class DestService {
       let lastSeq = -1n;
       // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
       for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
+        seen.id = raw.migrationId;
         const s = this.session(raw.migrationId, raw.epoch, 'precopy', peer);
         s.expect('receiving', 'precopy');
         fed = s;
@@ -302,6 +320,8 @@ export class DestService {
         checkBatchSize(raw);
         const t0 = process.hrtime.bigint();
         const batch = decodePageBatch(raw, s.pageSize);
+        // One line per round, not per batch: where the migration is, on this host's log too.
+        if (s.receivedRound(raw.round)) s.log.info('receiving a round', { round: raw.round });
         const store = s.store(raw.task);
         await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch, ended.signal);
         injectFault('dest.stream-pages'); // a batch is stored (acts at the first)
@@ -322,7 +342,7 @@ export class DestService {
     }
   }
 
-  async uploadImages(call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, peer: PeerKey = 'local'): Promise<m.UploadImagesResponse> {
+  async uploadImages(call: grpc.ServerReadableStream<m.ImageChunk, m.UploadImagesResponse>, peer: PeerKey = 'local', seen: CallSession = {}): Promise<m.UploadImagesResponse> {
     const release = this.streams.acquire(peer, 'final-delta');
     call.once('cancelled', release); // as for the page stream
     try {
@@ -330,8 +350,10 @@ export class DestService {
       let files = 0;
       let bytes = 0;
       for await (const chunk of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.ImageChunk>)) {
+        seen.id = chunk.migrationId;
         const s = this.session(chunk.migrationId, chunk.epoch, 'final-delta', peer);
         s.expect('receiving', 'final-delta');
+        if (files === 0 && bytes === 0) s.imagesBegan();
         if (await s.images.write(chunk)) files++;
         if (files === 1) injectFault('dest.upload-images');
         bytes += chunk.data.length;
@@ -510,7 +532,7 @@ export class DestService {
    * and progress come back, and the stream ends with FillDone once every page is in (FILL_FAILED if the copy
    * had to be killed). A session that already ended answers at once.
    */
-  async fill(call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>, peer: PeerKey = 'local'): Promise<void> {
+  async fill(call: grpc.ServerDuplexStream<m.FillRequest, m.FillEvent>, peer: PeerKey = 'local', seen: CallSession = {}): Promise<void> {
     const release = this.streams.acquire(peer, 'commit');
     call.once('cancelled', release);
     let detach: (() => void) | undefined;
@@ -521,6 +543,7 @@ export class DestService {
       let ended: Promise<void> | undefined;
       for await (const req of call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.FillRequest>) {
         if (!s) {
+          seen.id = req.migrationId;
           checkMigrationId(req.migrationId, 'commit');
           const over = this.sessions.endedSession(req.migrationId, req.epoch, 'commit', peer);
           if (over?.outcome === 'committed') {

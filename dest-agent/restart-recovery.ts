@@ -28,6 +28,7 @@ import { JournalFile } from '../shared/journal/journal-file.js';
 import { readStat, startedAtMs } from '../shared/kernel/proc-status.js';
 import { signalTree } from '../shared/kernel/signal-tree.js';
 import type { Logger } from '../shared/logging/logger.js';
+import type { Phase } from '../shared/phases.js';
 import { destJournalDir, destJournalIds, JOURNAL_DIR, pruneEndedJournals, readDestJournal, type JournaledSession } from './dest-journal.js';
 import { RESTORED_PID_FILE } from './restore.js';
 import type { DestSession } from './session.js';
@@ -64,6 +65,16 @@ export interface Recovered {
 }
 
 /** The copy the journal names, if that very process (pid and start time) still exists. */
+/** The phase of the lines about a session this recovery finds (a revived session's log then says its own). */
+const RECOVERY_PHASE: Readonly<Record<JournaledSession['state'], Phase>> = {
+  receiving: 'rollback', // ended here
+  restoring: 'rollback', // ended here, its copy killed once criu is done
+  restored: 'restore', // taken over (or ended, when its copy is gone)
+  filling: 'fill',
+  committed: 'commit',
+  aborted: 'rollback',
+};
+
 function liveCopy(j: JournaledSession): { pid: number; stopped: boolean } | undefined {
   if (j.restoredPid === undefined || j.restoredPid <= 1) return undefined;
   const st = readStat(j.restoredPid);
@@ -102,7 +113,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       log.error('a session journal is unreadable: its session is left as it is, for a human', { migrationId: id, err: e });
       continue;
     }
-    const mlog = log.child({ migrationId: id });
+    const mlog = j ? log.child({ side: 'dest', migrationId: id, phase: RECOVERY_PHASE[j.state] }) : log;
     if (!j) {
       // The first write was torn: the session never answered Prepare.
       await removeDir(id);

@@ -115,16 +115,22 @@ export class DestSession {
   /** Aborts a session that hears nothing while it receives (expireWhenIdle); refreshed by touch(). */
   private idle: NodeJS.Timeout | undefined;
   private journal!: JournalFile;
+  /** The round of the last page batch received (the final delta's count as the round after the last one). */
+  private lastRound: number | undefined;
+  private imagesArriving = false;
+  /** Every line about this session, with its phase and round as they are when the line is written. */
+  readonly log: Logger;
 
   private constructor(
     readonly id: string,
     readonly epoch: bigint,
     readonly dir: string,
     readonly pageSize: number,
-    readonly log: Logger,
+    log: Logger,
     private readonly onTransition: DestSessionListener,
     init: DestSessionInit,
   ) {
+    this.log = log.withContext(() => ({ phase: this.phase, round: this.phase === 'precopy' ? this.lastRound : undefined }));
     this.imagesDir = join(dir, 'images');
     this.storeDir = join(dir, 'pages');
     this.logDir = join(dir, '..', LOGS_DIR);
@@ -176,6 +182,38 @@ export class DestSession {
 
   get state(): DestSessionState {
     return this.current;
+  }
+
+  /**
+   * The migration's phase as this side sees it, for the log: prepare until the first page, precopy while pages
+   * come, final-delta once the images do; then what the state says.
+   */
+  get phase(): Phase {
+    switch (this.current) {
+      case 'receiving':
+        return this.imagesArriving ? 'final-delta' : this.lastRound === undefined ? 'prepare' : 'precopy';
+      case 'restoring':
+      case 'restored':
+        return 'restore';
+      case 'filling':
+        return 'fill';
+      case 'committed':
+        return 'commit';
+      case 'aborted':
+        return 'rollback';
+    }
+  }
+
+  /** A page batch of `round` arrived. True for the first of its round. */
+  receivedRound(round: number): boolean {
+    if (round === this.lastRound) return false;
+    this.lastRound = round;
+    return true;
+  }
+
+  /** The final delta's images began to arrive. */
+  imagesBegan(): void {
+    this.imagesArriving = true;
   }
 
   /**

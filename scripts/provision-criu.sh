@@ -7,7 +7,14 @@
 #    through that glibc's loader. Nothing of the system changes: apt runs with private lists, status and cache,
 #    the debs are only unpacked (dpkg-deb -x), the host glibc and /etc/apt are untouched.
 # The prefix is cached ($FERRY_CACHE_DIR, default /var/cache/ferry): a second run only re-checks it.
+#
+# --find-only: steps 1 and 2 and the cached prefix of 3, never a download; exit 3 when none is there. The
+# agents and the CLI find CRIU this way: only `ferry setup` (and scripts/setup.sh) provision, as an explicit
+# step of the operator's (docs/operations.md, Install).
 set -euo pipefail
+
+find_only=
+[ "${1:-}" = --find-only ] && find_only=1
 
 MIN_MAJOR=4 MIN_MINOR=2
 SUITE=${FERRY_CRIU_SUITE:-forky}
@@ -29,6 +36,7 @@ if [ -n "${FERRY_CRIU:-}" ]; then
 fi
 if sys=$(command -v criu) && usable "$sys"; then echo "$sys"; exit 0; fi
 if [ -x "$PREFIX/bin/criu" ] && usable "$PREFIX/bin/criu"; then echo "$PREFIX/bin/criu"; exit 0; fi
+[ -z "$find_only" ] || { log "no criu >= $MIN_MAJOR.$MIN_MINOR here (FERRY_CRIU unset, none on PATH, none provisioned in $PREFIX): run \`ferry setup\`"; exit 3; }
 
 [ "$(id -u)" = 0 ] || { log "installing CRIU needs root (CRIU itself needs root too)"; exit 1; }
 arch=$(dpkg --print-architecture)

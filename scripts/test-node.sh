@@ -8,9 +8,8 @@ cd "$(dirname "$0")/.."
 line=${1:?usage: test-node.sh 24|22 [vitest args]}
 shift
 node=$(bash scripts/provision-node.sh "$line" | tail -1)
+# npm ci's addon build (scripts/build-native.mjs) finds this runtime's headers beside it: nothing to download.
 PATH=$(dirname "$node"):$PATH
-# Where npm ci has to build the addon under this runtime: node-gyp cannot download headers here, the package has them.
-npm_config_nodedir=$(dirname "$(dirname "$node")")
-export PATH npm_config_nodedir
+export PATH
 echo "test-node: node $(node --version) ($node), N-API $(node -p process.versions.napi)" >&2
 exec bash scripts/test.sh "$@"

@@ -20,6 +20,20 @@ export function repoRoot(): string {
   }
 }
 
+interface PackageJson {
+  version: string;
+  engines?: { node?: string };
+}
+
+function packageJson(): PackageJson {
+  return JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as PackageJson;
+}
+
 export function ferryVersion(): string {
-  return (JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  return packageJson().version;
+}
+
+/** package.json's `engines.node`: the Node versions Ferry runs on ('*' when it names none). */
+export function nodeEngineRange(): string {
+  return packageJson().engines?.node ?? '*';
 }

@@ -22,7 +22,7 @@ import { DestAllowList } from './dest-allow-list.js';
 import { sweepImagesRoot } from './images-dir.js';
 import { SourceMetrics } from './source-metrics.js';
 import { SourceService } from './source-service.js';
-import { readSourceEnvironment, sourceJournalDir } from './config/environment.js';
+import { readSourceEnvironment, sourceJournalDir, type SourceEnvironment } from './config/environment.js';
 import { startResolveLoop } from './resolve-loop.js';
 
 export const DEFAULT_SOURCE_SOCKET = '/run/ferry/source.sock';
@@ -37,11 +37,13 @@ export interface SourceAgentOptions {
   /** How migrations and checks dial the dests: mutual TLS (the CLI's default) or plaintext when asked. */
   dialSecurity: TransportSecurity;
   metrics?: HostPort | undefined;
-  /** Where migrations put their dumps (FERRY_IMAGES_DIR by default): swept at start. */
+  /** Where migrations put their dumps (default the environment's images root): swept at start. */
   imagesRoot?: string | undefined;
   log: Logger;
-  /** Where this host's migrations journal (default from FERRY_STATE_DIR): the daemon finishes those left unresolved. */
+  /** Where this host's migrations journal (default from the environment's state dir): the daemon finishes those left unresolved. */
   journalDir?: string | undefined;
+  /** FERRY_* over the config file's [paths], as the command compiled them; default the variables alone. */
+  environment?: SourceEnvironment | undefined;
 }
 
 export interface SourceAgent {
@@ -55,9 +57,10 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
   const allowDests = new DestAllowList(opts.allowDests);
   // Loopback only: the metrics name the tasks and dests of this host.
   if (opts.metrics) checkListenPolicy(opts.metrics, undefined);
-  await sweepImagesRoot(opts.imagesRoot ?? readSourceEnvironment().imagesRoot, opts.log);
+  const environment = opts.environment ?? readSourceEnvironment();
+  await sweepImagesRoot(opts.imagesRoot ?? environment.imagesRoot, opts.log);
   const registry = await createAgentRegistry('source');
-  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity);
+  const service = new SourceService(opts.log, new SourceMetrics(registry, PAGE_SIZE), allowDests, opts.dialSecurity, environment);
   const server = await startUnixSocketServer({
     path: opts.socket ?? DEFAULT_SOURCE_SOCKET,
     gid: opts.socketGid,
@@ -72,7 +75,7 @@ export async function startSourceAgent(opts: SourceAgentOptions): Promise<Source
     server.close();
     throw e;
   }
-  const resolver = startResolveLoop({ journalDir: opts.journalDir ?? sourceJournalDir(readSourceEnvironment()), dialSecurity: opts.dialSecurity, log: opts.log });
+  const resolver = startResolveLoop({ journalDir: opts.journalDir ?? sourceJournalDir(environment), dialSecurity: opts.dialSecurity, log: opts.log });
   if (allowDests.size === 0) opts.log.warn('no --allow-dest given: every Migrate, and every Check with a dest, will be refused');
   opts.log.info('source agent listening', { socket: server.path, socketGid: opts.socketGid, allowDests: opts.allowDests, metricsPort: metrics?.port });
   return {

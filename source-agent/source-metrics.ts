@@ -63,8 +63,8 @@ export class SourceMetrics {
     this.round = new Gauge({ name: 'ferry_source_precopy_round', help: 'The last pre-copy round finished (0-based)', registers });
     this.rounds = new Counter({ name: 'ferry_source_precopy_rounds_total', help: 'Pre-copy rounds finished (dirty syncs)', registers });
     this.dirtyPages = new Gauge({ name: 'ferry_source_dirty_pages', help: 'Pages the last pre-copy round found dirty and sent', registers });
-    this.pagesPerSecond = new Gauge({ name: 'ferry_source_pages_per_second', help: 'Pages sent per second in the last round', registers });
-    this.transferRate = new Gauge({ name: 'ferry_source_transfer_rate_bytes_per_second', help: 'Page bytes sent per second in the last round', registers });
+    this.pagesPerSecond = new Gauge({ name: 'ferry_source_pages_per_second', help: 'Pre-copy pages sent per second: while a round runs, since its last progress (every 0.5 s); then the round\'s average', registers });
+    this.transferRate = new Gauge({ name: 'ferry_source_transfer_rate_bytes_per_second', help: 'Pre-copy page bytes sent per second: while a round runs, since its last progress (every 0.5 s); then the round\'s average', registers });
     this.roundDuration = new Histogram({ name: 'ferry_source_round_duration_seconds', help: 'Pre-copy round wall time', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10], registers });
     this.transferred = new Counter({ name: 'ferry_source_transferred_bytes_total', help: 'Bytes sent to the dest by kind: precopy pages, final-delta pages, images', labelNames: ['kind'], registers });
     this.expectedDowntime = new Gauge({ name: 'ferry_source_expected_downtime_seconds', help: 'Expected downtime if frozen now (dirty set / rate + fixed cost)', registers });
@@ -104,6 +104,16 @@ export class SourceMetrics {
         this.phaseStart.set(Date.now() / 1000);
       }
     };
+    // Pre-copy bytes are counted as the stream sends them (progress, then each round's end up to the same
+    // cumulative figure), so that a long round shows on the rate panels while it runs.
+    let precopyCounted = 0;
+    let rateSample: { at: number; pages: number; bytes: number } | undefined;
+    const countPrecopy = (bytesSent: number): void => {
+      if (bytesSent <= precopyCounted) return;
+      this.sentBytes.inc({ phase: 'precopy' }, bytesSent - precopyCounted);
+      this.transferred.inc({ kind: 'precopy' }, bytesSent - precopyCounted);
+      precopyCounted = bytesSent;
+    };
     const end = (): void => {
       enter(undefined);
       this.inFlight.dec();
@@ -126,7 +136,21 @@ export class SourceMetrics {
           return;
         case 'phase':
           return enter(e.phase);
+        case 'progress': {
+          if (e.phase !== 'precopy') return;
+          countPrecopy(e.bytesSent);
+          const now = performance.now();
+          if (rateSample && now > rateSample.at) {
+            const seconds = (now - rateSample.at) / 1000;
+            this.pagesPerSecond.set((e.pagesSent - rateSample.pages) / seconds);
+            this.transferRate.set((e.bytesSent - rateSample.bytes) / seconds);
+          }
+          rateSample = { at: now, pages: e.pagesSent, bytes: e.bytesSent };
+          return;
+        }
         case 'round':
+          countPrecopy(e.bytesSent);
+          rateSample = undefined;
           return this.recordRound(e.round);
         case 'decision':
           return this.recordDecision(e);
@@ -150,8 +174,6 @@ export class SourceMetrics {
     this.transferRate.set(r.durationMs > 0 ? (r.bytesSent * 1000) / r.durationMs : 0);
     this.pagesPerSecond.set(r.durationMs > 0 ? (r.dirtyPages * 1000) / r.durationMs : 0);
     this.roundDuration.observe(r.durationMs / 1000);
-    this.transferred.inc({ kind: 'precopy' }, r.bytesSent);
-    this.sentBytes.inc({ phase: 'precopy' }, r.bytesSent);
     this.pages.inc({ kind: 'sent' }, pagesSent);
     this.pages.inc({ kind: 'zero' }, r.zeroPages);
   }

@@ -15,6 +15,7 @@ import type { CheckRequest, CheckResponse, MigrateRequest, MigrationEventMessage
 import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { authorizeMigration, permissionLostError, reauthorizeOnProgress, type Caller } from './caller-permission.js';
 import { runCheck, runTaskCheck } from './check.js';
+import { readSourceEnvironment, type SourceEnvironment } from './config/environment.js';
 import { compileCriuFeatures, compileMigrateOptions } from './config/migrate-options.js';
 import { compileAllow } from './preflight/preflight.js';
 import { fromMigrateRequest } from './config/migrate-request.js';
@@ -34,6 +35,8 @@ export class SourceService {
     private readonly allowDests: DestAllowList,
     /** How this agent dials the dests (mutual TLS with its own certificate, unless --insecure). */
     private readonly security: TransportSecurity,
+    /** The paths its migrations use (FERRY_* over the config file), compiled once by the agent's command. */
+    private readonly environment: SourceEnvironment = readSourceEnvironment(),
   ) {}
 
   /** The handlers of one connection, whose every call comes from `caller`. */
@@ -72,7 +75,7 @@ export class SourceService {
   }
 
   private async migrate(call: grpc.ServerWritableStream<MigrateRequest, MigrationEventMessage>, caller: Caller, log: Logger): Promise<void> {
-    const opts = compileMigrateOptions(fromMigrateRequest(call.request));
+    const opts = compileMigrateOptions(fromMigrateRequest(call.request), this.environment);
     this.allowDests.check(opts.to, 'Migrate');
     authorizeMigration(caller, opts.pid);
     log.info('Migrate', { pid: opts.pid, dest: opts.to });

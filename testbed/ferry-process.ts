@@ -75,6 +75,8 @@ export function startFerry(args: string[], opts: FerryRunOptions = {}): FerryRun
     env: {
       ...process.env,
       FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info',
+      // JSON whatever the shell running the tests asked for: the tests read the agents' logs.
+      FERRY_LOG_FORMAT: 'json',
       FERRY_STATE_DIR: testStateDir(),
       ...(opts.host ? { FERRY_TLS_DIR: opts.host.tlsDir } : {}),
       ...opts.env,

@@ -36,11 +36,11 @@ const PANEL_H = 130;
 const GAP = 46;
 const M = { left: 78, right: 150, top: 78, bottom: 40 };
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const f = (n: number): string => (Math.round(n * 10) / 10).toString();
+export const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+export const f = (n: number): string => (Math.round(n * 10) / 10).toString();
 
 /** About four round ticks from 0 to at least hi. */
-function ticks(hi: number): number[] {
+export function ticks(hi: number): number[] {
   if (!(hi > 0)) return [0, 1];
   const raw = hi / 4;
   const mag = 10 ** Math.floor(Math.log10(raw));
@@ -50,7 +50,7 @@ function ticks(hi: number): number[] {
   return out;
 }
 
-function tickLabel(v: number, unit: string): string {
+export function tickLabel(v: number, unit: string): string {
   const s = Math.abs(v) >= 1000 ? `${Number((v / 1000).toPrecision(3))}k` : String(Number(v.toPrecision(3)));
   return unit ? `${s} ${unit}` : s;
 }

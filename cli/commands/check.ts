@@ -10,21 +10,26 @@ import { trackerAvailability, type TrackerAvailability } from '../../source-agen
 import type { TrackerName } from '../../source-agent/trackers/tracker.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { intFlag, parse } from '../args.js';
-import { nodeRuntime } from '../../shared/runtime/node-runtime.js';
+import { nodeLifeNote } from '../../shared/runtime/node-runtime.js';
 import { EXIT } from '../exit-codes.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
+import { applyHostConfig } from '../config/agent-config.js';
+import { runtimeReport } from '../../shared/metrics/build-info.js';
+import { runtimeJson, runtimeLine } from './version.js';
 
 export const CHECK_HELP = `Usage: ferry check [PID] [--to HOST:PORT] [--via PATH | TLS options] [--json]
 
-Reports what this host supports (CRIU, trackers, kernel, page size) and, with --to, what the dest agent
-there supports (its restore modes: lazy, eager, and why not) and whether a migration between the two can
-run (over mutual TLS, as a migration would).
+Reports what this command runs on (the runtime line: Ferry's version, Node's and whether package.json's
+engines allow it, CRIU's path and version, the kernel), what this host supports (CRIU, trackers, kernel,
+page size) and, with --to, what the dest agent there supports (its restore modes: lazy, eager, and why
+not) and whether a migration between the two can run (over mutual TLS, as a migration would).
 With a PID, also runs the migratability preflight on that task, the first step of every migrate: each
 check (capabilities, file locks, TCP, local addresses, SysV IPC, huge pages, io_uring, uprobes, device
 mappings, namespace handles, vfork, zombie threads, mount paths, CPU features) says ok, note or refuse,
 with a code and a hint (README, Preflight). The checks of the dest (local addresses, mount paths, CPU
 features) need --to.
-Changes nothing. Exit code 0 when everything needed is there, 1 otherwise (any refusal).
+Changes nothing. Exit code 0 when everything needed is there, 1 otherwise (any refusal, no CRIU, a Node
+outside the engines).
 
 Options:
   --allow CHECK[,CHECK]   report an overridable check's refusal as a note, as migrate --allow does
@@ -43,14 +48,9 @@ function describe(side: string, p: PeerInfo): string[] {
     `${side}: ${p.hostname} (ferry ${p.ferryVersion}, protocol ${p.protocolVersions.join(',')})`,
     `  kernel     ${p.kernel} ${p.arch}, page size ${p.pageSize}`,
     `  criu       ${p.criuVersion ? `${p.criuVersion} ok` : `MISSING: ${p.criuProblem}`}`,
-    `  node       ${p.nodeVersion ? describeRuntime(p.nodeVersion) : 'not reported (an older Ferry)'}`,
+    `  node       ${p.nodeVersion ? `${p.nodeVersion}, ${nodeLifeNote(p.nodeVersion)}` : 'not reported (an older Ferry)'}`,
     `  trackers   ${p.trackers.join(', ') || 'none'}`,
   ];
-}
-
-function describeRuntime(version: string): string {
-  const r = nodeRuntime(version);
-  return `${r.version} ${r.status === 'supported' ? 'ok,' : `${r.status}:`} ${r.note}`;
 }
 
 /** Check in the source agent on `socket`: its answer, or its refusal with its code. Bounded: the agent's own dials are. */
@@ -97,6 +97,8 @@ export async function checkCommand(argv: string[]): Promise<number> {
   if (via && Object.keys(TLS_FLAGS).some((f) => values[f as keyof typeof TLS_FLAGS] !== undefined)) {
     throw new FerryError('BAD_ARGUMENT', { message: 'the TLS flags apply to a check in this process only', hint: 'With --via the source agent dials the dest with its own certificate: drop --tls-*, --allow-peer and --insecure.' });
   }
+  // Beside the check: it reads nothing the check changes, and criu --version is quick.
+  const runtime = runtimeReport();
   let r: CheckResponse;
   let findings: readonly PreflightFindingMessage[] | undefined;
   let trackers: TrackerAvailability[];
@@ -106,6 +108,8 @@ export async function checkCommand(argv: string[]): Promise<number> {
     // The agent's trackers are those it offers; why one is not is in its own log.
     trackers = (r.source?.trackers ?? []).map((name) => ({ name: name as TrackerName, ok: true, reason: 'offered by the source agent' }));
   } else {
+    // The criu of the host's config file, as its agents run it.
+    applyHostConfig();
     // Only a check with --to dials anything: without it the TLS files are not needed.
     const security = to ? transportSecurityFromFlags(values, ['client']) : undefined;
     if (security) warnIfPlaintext(security);
@@ -113,14 +117,15 @@ export async function checkCommand(argv: string[]): Promise<number> {
     trackers = await trackerAvailability();
   }
   const migratable = !findings?.some((f) => f.verdict === 'refuse');
-  const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem)) && migratable;
+  const rt = await runtime;
+  const ok = !!r.source?.criuVersion && (!to || (!!r.dest && !r.destProblem)) && migratable && rt.nodeSupported !== false;
   const restoreModes = destRestoreModes(r);
   if (values.json) {
     const preflight = findings?.map(({ check, verdict, code, message, hint }) => ({ check, verdict, code, message, hint }));
     const { preflight: _agentFindings, ...response } = r;
-    console.log(JSON.stringify({ ok, ...response, ...(via && { via: via.path }), trackers, ...(to && { restoreModes }), ...(preflight && { pid, preflight }) }));
+    console.log(JSON.stringify({ ok, runtime: runtimeJson(rt), ...response, ...(via && { via: via.path }), trackers, ...(to && { restoreModes }), ...(preflight && { pid, preflight }) }));
   } else {
-    const lines = describe('source', r.source!);
+    const lines = [`runtime: ${runtimeLine(rt)}`, ...describe('source', r.source!)];
     for (const t of trackers) lines.push(`    ${t.name.padEnd(11)}${t.ok ? 'yes' : 'no '}  ${t.reason}`);
     if (to) {
       if (r.dest) lines.push(...describe(`dest ${to}`, r.dest), '  restore', ...restoreModes.map((x) => `    ${x.mode.padEnd(11)}${x.ok ? 'yes' : 'no '}  ${x.reason}`));

@@ -1,13 +1,16 @@
 import { startDestAgent } from '../../dest-agent/dest-agent.js';
+import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { availableTrackers } from '../../source-agent/trackers/choose-tracker.js';
-import { parseHostPort } from '../../shared/transport/address.js';
 import { parse } from '../args.js';
+import { CONFIG_FLAG, configHelp } from '../config/config-flag.js';
+import { compileDestAgentConfig, loadAgentConfig } from '../config/agent-config.js';
 import { EXIT } from '../exit-codes.js';
 import { LISTEN_SECURITY_FLAGS, TLS_FLAGS, tlsHelp, transportSecurityFromFlags } from '../tls-flags.js';
 import { requireRoot, untilStopped } from './daemon.js';
 
-export const DEST_AGENT_HELP = `Usage: ferry dest-agent --listen HOST:PORT [--work-dir DIR] [--metrics HOST:PORT] [TLS options]
+export const DEST_AGENT_HELP = `Usage: ferry dest-agent --listen HOST:PORT [--work-dir DIR] [--metrics HOST:PORT] [--config FILE] [TLS options]
 
 Receives migrations: keeps each migration's pages, rebuilds CRIU's images, restores the task stopped and
 resumes it when the source commits.
@@ -20,6 +23,7 @@ Options:
   --listen HOST:PORT        gRPC address (required; port 0 picks a free port, printed at start)
   --work-dir DIR            page stores, images and CRIU logs (default /var/lib/ferry/dest)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics
+${configHelp('dest-agent', 28)}
   -h, --help                this help
 
 ${tlsHelp('source', true)}`;
@@ -29,6 +33,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
     listen: { type: 'string' },
     'work-dir': { type: 'string' },
     metrics: { type: 'string' },
+    ...CONFIG_FLAG,
     ...TLS_FLAGS,
     ...LISTEN_SECURITY_FLAGS,
   });
@@ -36,16 +41,21 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
     console.log(DEST_AGENT_HELP);
     return EXIT.ok;
   }
-  const listen = parseHostPort(values.listen ?? '', '--listen address', { allowPortZero: true });
-  const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
+  // Flags over FERRY_* over the file, all checked before anything is touched.
+  const config = compileDestAgentConfig(values, loadAgentConfig(values.config));
+  const { listen, metrics } = config;
+  if (!listen) throw new FerryError('BAD_ADDRESS', { message: 'The dest agent needs --listen HOST:PORT (or listen in [dest-agent] of its config file)' });
   requireRoot();
+  useConfiguredCriu(config.criuPath);
   // The dest only answers: its certificate serves TLS servers.
-  const security = transportSecurityFromFlags(values, ['server']);
-  const log = createLogger({ side: 'dest' });
-  const agent = await startDestAgent({ listen, workDir: values['work-dir'] ?? '/var/lib/ferry/dest', security, metrics, log, trackers: availableTrackers });
+  const security = transportSecurityFromFlags(config.tls, ['server']);
+  const log = createLogger({ side: 'dest' }, undefined, config.log.level, config.log.format);
+  if (config.file) log.info('config', { file: config.file, settings: config.settings });
+  const stopped = untilStopped();
+  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort, tls: security.kind === 'tls' }));
-  await untilStopped();
+  await stopped;
   await agent.close();
   return EXIT.ok;
 }

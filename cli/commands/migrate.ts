@@ -12,6 +12,7 @@ import type { MigrationSummary } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { grpcPorts } from '../../source-agent/migration/ports.js';
 import { intFlag, msFlag, parse, rateFlag } from '../args.js';
+import { applyHostConfig } from '../config/agent-config.js';
 import { EXIT } from '../exit-codes.js';
 import { parseMigrateMetricsFlags, startMigrateMetrics, type MigrateMetricsFlags } from '../migrate-metrics.js';
 import { resumeCommand } from './resume.js';
@@ -125,9 +126,10 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     if (positionals.length > 0 || values.to !== undefined || values.via !== undefined) {
       throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate --resume takes a migration id (or all) and no PID, --to or --via', hint: 'Usage: ferry migrate --resume ID (the id is in the "started" line of the migration)' });
     }
+    const environment = applyHostConfig();
     const security = transportSecurityFromFlags(values, ['client']);
     warnIfPlaintext(security);
-    return resumeCommand(values.resume, security, values.json ?? false, msFlag('commit-patience', values['commit-patience']));
+    return resumeCommand(values.resume, security, values.json ?? false, msFlag('commit-patience', values['commit-patience']), environment);
   }
   if (positionals.length !== 1 || !/^\d+$/.test(positionals[0]!)) {
     throw new FerryError('BAD_ARGUMENT', { message: 'ferry migrate needs exactly one PID', hint: 'Usage: ferry migrate PID --to HOST:PORT (see --help)' });
@@ -161,7 +163,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
   if (via && tlsGiven) {
     throw new FerryError('BAD_ARGUMENT', { message: 'the TLS flags apply to an in-process migration only', hint: 'With --via the source agent dials the dest with its own certificate: drop --tls-*, --allow-peer and --insecure.' });
   }
-  const opts = via ? undefined : compileMigrateOptions(options);
+  // In this process: the host's config file's [paths] and [criu], as the source agent would use them.
+  const opts = via ? undefined : compileMigrateOptions(options, applyHostConfig());
   // The CLI dials the dest itself: its certificate is a TLS client's.
   const security = via ? undefined : transportSecurityFromFlags(values, ['client']);
   if (security) warnIfPlaintext(security);
@@ -175,6 +178,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
 
 /** In this process; Ctrl-C (SIGINT/SIGTERM) rolls back before exiting. */
 async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecurity, view: ProgressView, metricsFlags: MigrateMetricsFlags): Promise<MigrationSummary> {
+  // First: a bad FERRY_LOG_LEVEL / FERRY_LOG_FORMAT is refused before anything listens.
+  const log = createLogger({ side: 'source' }, undefined, 'silent');
   const metrics = await startMigrateMetrics(metricsFlags, opts.maxDowntimeMs, (line) => console.error(line));
   const controller = new AbortController();
   const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { side: 'source' }));
@@ -183,7 +188,7 @@ async function migrateHere(opts: CompiledMigrateOptions, security: TransportSecu
   try {
     const ports = grpcPorts(security);
     const listeners = metrics ? [metrics.listener] : [];
-    return await migrate(opts, { log: createLogger({ side: 'source' }, undefined, 'silent'), emit: (e) => view.event(e), signal: controller.signal, ports, listeners });
+    return await migrate(opts, { log, emit: (e) => view.event(e), signal: controller.signal, ports, listeners });
   } finally {
     await metrics?.finish();
     process.off('SIGINT', onSignal);

@@ -5,15 +5,21 @@
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import type { TransportSecurity } from '../../shared/transport/transport-security.js';
-import { readSourceEnvironment, sourceJournalDir } from '../../source-agent/config/environment.js';
+import { readSourceEnvironment, sourceJournalDir, type SourceEnvironment } from '../../source-agent/config/environment.js';
 import { ANSWER_PATIENCE_MS } from '../../source-agent/config/migrate-options.js';
 import { connectGrpcDest } from '../../source-agent/migration/ports.js';
 import { resolveMigration, unresolvedMigrations, type Resolution } from '../../source-agent/migration/resolver.js';
 import { EXIT, exitCodeFor } from '../exit-codes.js';
 import { formatError } from '../render.js';
 
-export async function resumeCommand(which: string, security: TransportSecurity, json: boolean, answerPatienceMs = ANSWER_PATIENCE_MS): Promise<number> {
-  const journalDir = sourceJournalDir(readSourceEnvironment());
+export async function resumeCommand(
+  which: string,
+  security: TransportSecurity,
+  json: boolean,
+  answerPatienceMs = ANSWER_PATIENCE_MS,
+  environment: SourceEnvironment = readSourceEnvironment(),
+): Promise<number> {
+  const journalDir = sourceJournalDir(environment);
   const log = createLogger({ side: 'source' }, undefined, 'silent');
   const ids = which === 'all' ? (await unresolvedMigrations(journalDir, log)).map((m) => m.migrationId) : [which];
   if (ids.length === 0 && !json) console.log('nothing to resume: every migration journaled on this host has ended');

@@ -1,14 +1,16 @@
-import { execFileSync } from 'node:child_process';
+import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
-import { parseHostPort } from '../../shared/transport/address.js';
 import { DEFAULT_SOURCE_SOCKET, startSourceAgent } from '../../source-agent/source-agent.js';
 import { parse } from '../args.js';
+import { compileSourceAgentConfig, loadAgentConfig } from '../config/agent-config.js';
+import { CONFIG_FLAG, configHelp } from '../config/config-flag.js';
+import { groupId } from '../socket-group.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags } from '../tls-flags.js';
 import { EXIT } from '../exit-codes.js';
 import { requireRoot, untilStopped } from './daemon.js';
 
-export const SOURCE_AGENT_HELP = `Usage: ferry source-agent [--socket PATH] [--socket-group GROUP] --allow-dest HOST:PORT... [--metrics HOST:PORT]
+export const SOURCE_AGENT_HELP = `Usage: ferry source-agent [--socket PATH] [--socket-group GROUP] --allow-dest HOST:PORT... [--metrics HOST:PORT] [--config FILE]
 
 Optional daemon on the source host: \`ferry migrate --via PATH\` runs migrations here, so they finish or
 roll back even if the CLI goes away. Without it, \`ferry migrate\` runs the migration in-process.
@@ -21,6 +23,8 @@ Options:
   --socket-group GROUP   let this group connect too (socket mode 0660); default root only (0600)
   --allow-dest HOST:PORT a dest migrations and checks may go to (repeatable; none = refuse every migration)
   --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (loopback only)
+${configHelp('source-agent', 25)}
+                         (a repeated flag such as --allow-dest replaces the file's list)
   -h, --help             this help
 
 ${tlsHelp('dest', false)}`;
@@ -32,6 +36,7 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
     'allow-dest': { type: 'string', multiple: true },
     metrics: { type: 'string' },
     listen: { type: 'string' },
+    ...CONFIG_FLAG,
     ...TLS_FLAGS,
   });
   if (values.help) {
@@ -44,35 +49,22 @@ export async function sourceAgentCommand(argv: string[]): Promise<number> {
       hint: 'Use --socket PATH (default /run/ferry/source.sock) and `ferry migrate --via PATH`.',
     });
   }
-  const metrics = values.metrics ? parseHostPort(values.metrics, '--metrics address', { allowPortZero: true }) : undefined;
-  const socketGid = values['socket-group'] === undefined ? undefined : groupId(values['socket-group']);
+  // Flags over FERRY_* over the file, all checked before anything is touched.
+  const config = compileSourceAgentConfig(values, loadAgentConfig(values.config));
+  const { metrics, environment } = config;
+  const socketGid = config.socketGroup === undefined ? undefined : groupId(config.socketGroup, values['socket-group'] === undefined ? `source-agent.socket-group of ${config.file}` : '--socket-group');
+  useConfiguredCriu(config.criuPath);
   // The agent dials dests: its certificate is a client's (checked now, before it listens).
-  const dialSecurity = transportSecurityFromFlags(values, ['client']);
+  const dialSecurity = transportSecurityFromFlags(config.tls, ['client']);
   requireRoot();
-  const log = createLogger({ side: 'source' });
+  const log = createLogger({ side: 'source' }, undefined, config.log.level, config.log.format);
+  if (config.file) log.info('config', { file: config.file, settings: config.settings });
   if (dialSecurity.kind === 'insecure') log.warn('PLAINTEXT (--insecure): migrations dial the dests unauthenticated');
-  const agent = await startSourceAgent({ socket: values.socket, socketGid, allowDests: values['allow-dest'] ?? [], dialSecurity, metrics, log });
+  const stopped = untilStopped();
+  const agent = await startSourceAgent({ socket: config.socket, socketGid, allowDests: config.allowDests, dialSecurity, metrics, log, environment });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', socket: agent.socket, metricsPort: agent.metricsPort }));
-  await untilStopped();
+  await stopped;
   await agent.close();
   return EXIT.ok;
-}
-
-/** A group name or number -> gid, through NSS (`getent`), so that LDAP or sssd groups work too. */
-function groupId(group: string): number {
-  if (/^\d+$/.test(group)) return Number(group);
-  const bad = (detail: string): never => {
-    throw new FerryError('BAD_ARGUMENT', { message: `--socket-group: no group named "${group.slice(0, 64)}"`, hint: 'Create it (groupadd ferry) or name an existing group.', detail });
-  };
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$/.test(group)) bad('not a group name');
-  let line = '';
-  try {
-    line = execFileSync('getent', ['group', group], { encoding: 'utf8', timeout: 5_000 });
-  } catch (e) {
-    bad((e as Error).message);
-  }
-  const gid = line.split(':')[2];
-  if (gid === undefined || !/^\d+$/.test(gid)) bad(`getent answered "${line.trim()}"`);
-  return Number(gid);
 }

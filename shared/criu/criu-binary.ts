@@ -1,11 +1,12 @@
 /**
  * Finding and probing the CRIU binary. `scripts/provision-criu.sh` decides which criu Ferry uses (FERRY_CRIU,
- * the system's criu >= 4.2, or a private Debian build it provisions) and prints its path on its last stdout
- * line; this module runs it once per process and caches the answer.
+ * the system's criu >= 4.2, or a private Debian build that `ferry setup` provisions) and prints its path on its
+ * last stdout line; this module runs it (to find: once per process, cached; to provision: `ferry setup`).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { FerryError } from '../errors/ferry-error.js';
@@ -14,7 +15,7 @@ import type { Side } from '../phases.js';
 const execFileP = promisify(execFile);
 
 export const MIN_CRIU_VERSION = { major: 4, minor: 2 } as const;
-/** The first provisioning downloads about 8 MB of debs; a slow mirror has taken 45 s. */
+/** The first provisioning (`ferry setup`) downloads about 8 MB of debs; a slow mirror has taken 45 s. */
 const PROVISION_TIMEOUT_MS = 10 * 60_000;
 const QUICK_TIMEOUT_MS = 30_000;
 
@@ -48,6 +49,23 @@ export function findRepoRoot(start: string = dirname(fileURLToPath(import.meta.u
 
 const located = new Map<string, Promise<string>>();
 
+/**
+ * The config file's [criu] path, below FERRY_CRIU. Process-wide like the variable it stands under: every
+ * caller of locateCriu (restore, preflight, the metrics' build info, `ferry check`) must run the same criu,
+ * and threading one path through all of them would change a dozen signatures for one setting. The command
+ * that read the file sets it once, at start.
+ */
+let configuredCriu: string | undefined;
+
+export function useConfiguredCriu(path: string | undefined): void {
+  configuredCriu = path === '' ? undefined : path;
+}
+
+/** The criu the operator chose, if any: FERRY_CRIU, else the config file's; undefined = provision one. */
+export function chosenCriu(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.FERRY_CRIU || configuredCriu;
+}
+
 export interface LocateCriuOptions {
   /** Which side asks: chooses SOURCE_NO_CRIU or DEST_NO_CRIU for the error. */
   side?: Side;
@@ -55,14 +73,17 @@ export interface LocateCriuOptions {
 }
 
 /**
- * The path of the criu binary to use, from `scripts/provision-criu.sh` (which honours FERRY_CRIU).
- * Cached per process and per FERRY_CRIU value; a failure is not cached, so a later call retries.
+ * The path of the criu binary to use, from `scripts/provision-criu.sh --find-only` (which honours FERRY_CRIU,
+ * here also the config file's [criu] path below it): never a download, so that a migration or `ferry --version`
+ * does not fetch packages as root (`ferry setup` does). Cached per process and per chosen path; a failure is
+ * not cached, so a later call retries.
  */
 export function locateCriu(opts: LocateCriuOptions = {}): Promise<string> {
-  const key = process.env.FERRY_CRIU ?? '';
+  const chosen = chosenCriu();
+  const key = chosen ?? '';
   let p = located.get(key);
   if (!p) {
-    p = runProvision(opts.signal);
+    p = runProvision('find', chosen, opts.signal);
     located.set(key, p);
     p.catch(() => located.delete(key));
   }
@@ -81,19 +102,41 @@ export function requireCriu(side: Side, opts: { signal?: AbortSignal } = {}): Pr
   return locateCriu({ ...opts, side });
 }
 
-async function runProvision(signal: AbortSignal | undefined): Promise<string> {
-  const script = join(findRepoRoot(), 'scripts', 'provision-criu.sh');
-  let stdout: string;
-  try {
-    ({ stdout } = await execFileP('bash', [script], { signal, timeout: PROVISION_TIMEOUT_MS, maxBuffer: 1 << 20 }));
-  } catch (e) {
-    const err = e as { stderr?: string; message?: string };
-    const said = (err.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
-    throw new Error(`${script} failed: ${said || err.message || String(e)}`, { cause: e });
-  }
-  const path = stdout.trim().split('\n').at(-1)?.trim() ?? '';
-  if (!path.startsWith('/')) throw new Error(`${script} printed no absolute criu path (last line: "${path}")`);
+/**
+ * Provisions CRIU when none is usable here (the download of scripts/provision-criu.sh, cached in
+ * FERRY_CACHE_DIR) and returns its path: `ferry setup` only. Everything else finds CRIU with `locateCriu`,
+ * which never downloads. `progress` gets the script's stderr lines as they come (what it fetches).
+ */
+export async function provisionCriu(opts: { signal?: AbortSignal; progress?: (line: string) => void } = {}): Promise<string> {
+  const chosen = chosenCriu();
+  const path = await runProvision('provision', chosen, opts.signal, opts.progress);
+  located.set(chosen ?? '', Promise.resolve(path));
   return path;
+}
+
+function runProvision(mode: 'find' | 'provision', chosen: string | undefined, signal?: AbortSignal, progress?: (line: string) => void): Promise<string> {
+  const script = join(findRepoRoot(), 'scripts', 'provision-criu.sh');
+  const args = mode === 'find' ? [script, '--find-only'] : [script];
+  return new Promise<string>((resolve, reject) => {
+    // A chosen criu goes to the script as FERRY_CRIU in its environment only: this process's stays as it was.
+    const env = chosen === undefined ? process.env : { ...process.env, FERRY_CRIU: chosen };
+    const child = spawn('bash', args, { signal, env, timeout: mode === 'find' ? QUICK_TIMEOUT_MS : PROVISION_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    const said: string[] = [];
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-4096)));
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      said.push(line);
+      if (said.length > 3) said.shift();
+      progress?.(line);
+    });
+    child.on('error', (e) => reject(new Error(`${script} failed: ${e.message}`, { cause: e })));
+    child.on('close', (code, sig) => {
+      if (code !== 0) return reject(new Error(`${script} failed: ${said.join(' | ') || `exit ${code ?? sig}`}`));
+      const path = stdout.trim().split('\n').at(-1)?.trim() ?? '';
+      if (!path.startsWith('/')) return reject(new Error(`${script} printed no absolute criu path (last line: "${path}")`));
+      resolve(path);
+    });
+  });
 }
 
 /** Parses the `Version: 4.2.1` line of `criu --version`. */

@@ -98,9 +98,43 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
     true,
   ),
-  // The runtime Ferry itself runs on (0030-0039).
-  NODE_UNSUPPORTED: spec(
+  // The agents' config file (0030-0039).
+  CONFIG_INVALID: spec(
     'FERRY-0030',
+    'The config file is invalid',
+    "Correct the file (`ferry config check --config FILE` lists every problem); its keys are the flags' names in [dest-agent], [source-agent], [tls], [log], [paths] and [criu], as in deploy/ferry.toml.example.",
+    status.INVALID_ARGUMENT,
+  ),
+  // The agents' logs (shared/logging/), checked when the logger is made: at an agent's start (0040-0049).
+  LOG_LEVEL_INVALID: spec(
+    'FERRY-0040',
+    'FERRY_LOG_LEVEL (or the log level given) is not a log level',
+    'Set FERRY_LOG_LEVEL to debug, info, warn, error or silent, or unset it (the agents then log at info).',
+    status.INVALID_ARGUMENT,
+  ),
+  LOG_FORMAT_INVALID: spec(
+    'FERRY-0041',
+    'FERRY_LOG_FORMAT (or the log format given) is not a log format',
+    'Set FERRY_LOG_FORMAT to json, text or auto (text on a terminal, JSON otherwise), or unset it (auto).',
+    status.INVALID_ARGUMENT,
+  ),
+
+  // Installing the services (0050-0059): `ferry install-service`.
+  SERVICE_FILE_EDITED: spec(
+    'FERRY-0050',
+    'A unit file install-service would replace was edited on this host',
+    'Keep local changes in a drop-in (`systemctl edit UNIT`) or /etc/default/ferry; compare with `ferry install-service --dry-run`, then run it again with --force to replace the file.',
+    status.FAILED_PRECONDITION,
+  ),
+  SERVICE_PATH_CONFLICT: spec(
+    'FERRY-0051',
+    'A path install-service must make a directory or a file is something else',
+    'Move what is at that path (the detail names it) out of the way, then run `ferry install-service` again.',
+    status.FAILED_PRECONDITION,
+  ),
+  // The runtime Ferry itself runs on (0060-0069).
+  NODE_UNSUPPORTED: spec(
+    'FERRY-0060',
     'Ferry does not run on this Node.js release',
     'Run Ferry with Node 22 or 24 (LTS): a distribution package, nodejs.org, or `bash scripts/provision-node.sh 24`, which prints the path of a private one.',
     status.FAILED_PRECONDITION,
@@ -122,9 +156,9 @@ export const ERRORS = {
     status.FAILED_PRECONDITION,
   ),
   DEST_UNREACHABLE: spec('FERRY-1006', 'The dest agent cannot be reached', 'Check that `ferry dest-agent` runs on the dest and that HOST:PORT is reachable from here.', status.UNAVAILABLE, true),
-  DEST_NO_CRIU: spec('FERRY-1007', 'The dest has no working CRIU', 'On the dest, run `ferry check` and install CRIU >= 4.2 (`npm run setup` provisions one).', status.FAILED_PRECONDITION),
+  DEST_NO_CRIU: spec('FERRY-1007', 'The dest has no working CRIU', 'On the dest, run `ferry setup` (it provisions CRIU >= 4.2 into /var/cache/ferry) or set FERRY_CRIU to a CRIU >= 4.2; `ferry check` says what is missing.', status.FAILED_PRECONDITION),
   PROTOCOL_MISMATCH: spec('FERRY-1008', 'The agents share no protocol version', 'Install the same Ferry release on both hosts.', status.FAILED_PRECONDITION),
-  SOURCE_NO_CRIU: spec('FERRY-1009', 'The source has no working CRIU', 'Run `ferry check` and install CRIU >= 4.2 (`npm run setup` provisions one).', status.FAILED_PRECONDITION),
+  SOURCE_NO_CRIU: spec('FERRY-1009', 'The source has no working CRIU', 'Run `ferry setup` (it provisions CRIU >= 4.2 into /var/cache/ferry) or set FERRY_CRIU to a CRIU >= 4.2; `ferry check` says what is missing.', status.FAILED_PRECONDITION),
   TASK_STOPPED: spec('FERRY-1010', 'The task is stopped (job control or a debugger)', 'Resume it (`kill -CONT PID`) or detach the debugger, then migrate.', status.FAILED_PRECONDITION),
   PLATFORM_MISMATCH: spec('FERRY-1011', 'The hosts differ in architecture or page size', 'Migrate between hosts of the same architecture and page size.', status.FAILED_PRECONDITION),
   TASK_IS_FERRY: spec('FERRY-1012', 'The pid is Ferry itself or one of its ancestors', 'Migrate a task that Ferry does not depend on.', status.INVALID_ARGUMENT),
@@ -162,7 +196,13 @@ export const ERRORS = {
   TCP_LOCK_UNAVAILABLE: spec(
     'FERRY-1019',
     'The task has established TCP connections, and no network-lock method works on the source or the dest',
-    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `npm run setup` provisions it) or iptables-restore on that host; or close the connections first (`--tcp-established off` does not help: the preflight then refuses a connected socket, FERRY-1203).',
+    'Install CRIU built with nftables (Debian\'s criu 4.2 is; `ferry setup` provisions it) or iptables-restore on that host; or close the connections first (`--tcp-established off` does not help: the preflight then refuses a connected socket, FERRY-1203).',
+    status.FAILED_PRECONDITION,
+  ),
+  CRIU_PROVISION_FAILED: spec(
+    'FERRY-1020',
+    '`ferry setup` could not provision CRIU on this host',
+    'The detail quotes provision-criu.sh (not root, no Debian mirror in /etc/apt, not amd64, a download that failed): fix that and run `ferry setup` again, or install a CRIU >= 4.2 yourself and set FERRY_CRIU to it.',
     status.FAILED_PRECONDITION,
   ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
@@ -383,7 +423,7 @@ export const ERRORS = {
   PAGER_UNAVAILABLE: spec(
     'FERRY-6006',
     'Lazy restore is not possible on the dest: no pager binary or no userfaultfd',
-    'Run `npm ci` on the dest (it builds build/Release/ferry_pager) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
+    'Install Ferry again on the dest (the install builds build/Release/ferry_pager; `npm ci` in a checkout) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
     status.FAILED_PRECONDITION,
   ),
   MOUNT_MISSING_ON_DEST: spec(
@@ -431,7 +471,7 @@ export const ERRORS = {
   INTERNAL: spec('FERRY-9001', 'Internal error', 'This is a bug: keep the agent log and report it.', status.INTERNAL),
   CANCELLED: spec('FERRY-9002', 'The migration was interrupted and rolled back', 'Run the command again when ready.', status.CANCELLED, true),
   SESSION_NOT_FOUND: spec('FERRY-9003', 'The dest has no session with this migration id', 'The dest agent may have restarted; retry the migration.', status.NOT_FOUND, true),
-  NATIVE_UNAVAILABLE: spec('FERRY-9004', "Ferry's native addon is not built", 'Run `npm ci` (it builds the addon with node-gyp) on this host.', status.FAILED_PRECONDITION),
+  NATIVE_UNAVAILABLE: spec('FERRY-9004', "Ferry's native addon is not built", 'Install Ferry again on this host (`npm install -g ferry-VERSION.tgz` builds the addon; it needs gcc, make, python3 and libxxhash-dev), or run `npm ci` in a checkout.', status.FAILED_PRECONDITION),
   REQUEST_INVALID: spec(
     'FERRY-9005',
     "A peer's request is malformed or exceeds one of the agent's bounds",

@@ -1,8 +1,13 @@
-/** What this build is: Ferry's version, the CRIU it would run, Node's. For `ferry --version` and ferry_build_info. */
+/**
+ * What this build is and runs on: Ferry's version, the CRIU it would run, Node's (and whether package.json's
+ * engines allow it), the kernel. One source for `ferry --version`, `ferry check` and ferry_build_info.
+ */
+import { arch, release } from 'node:os';
 import { Gauge, type Registry } from 'prom-client';
 import { criuVersion, locateCriu } from '../criu/criu-binary.js';
+import { satisfiesEngines } from '../node-engines.js';
 import type { Side } from '../phases.js';
-import { ferryVersion } from '../repo-root.js';
+import { ferryVersion, nodeEngineRange } from '../repo-root.js';
 
 export interface BuildVersions {
   version: string;
@@ -24,6 +29,22 @@ export async function buildVersions(opts: { signal?: AbortSignal } = {}): Promis
     const reason = e instanceof Error ? ((e as { detail?: string }).detail ?? e.message) : String(e);
     return { ...base, criuVersion: 'none', criuProblem: reason, criuPath: undefined };
   }
+}
+
+export interface RuntimeReport extends BuildVersions {
+  /** package.json's engines.node, and whether nodeVersion is in it (undefined: the range is not one Ferry reads). */
+  nodeEngines: string;
+  nodeSupported: boolean | undefined;
+  /** uname -r and the machine, as `ferry check` shows a peer's. */
+  kernel: string;
+  arch: string;
+}
+
+/** buildVersions and the rest of what runs here. Never throws either. */
+export async function runtimeReport(opts: { signal?: AbortSignal } = {}): Promise<RuntimeReport> {
+  const v = await buildVersions(opts);
+  const nodeEngines = nodeEngineRange();
+  return { ...v, nodeEngines, nodeSupported: satisfiesEngines(v.nodeVersion, nodeEngines), kernel: release(), arch: arch() };
 }
 
 /** `ferry_build_info{version,criu_version,node_version,side} 1`, one series per agent (docs/metrics.md). */

@@ -1,6 +1,7 @@
 /**
  * The environment variables that configure the source, read and validated once (at option compile time), so
- * that nothing deeper in the code looks at process.env. Test-only switches (FERRY_FAULT,
+ * that nothing deeper in the code looks at process.env. The config file's [paths] (cli/config/) is the layer
+ * below them: a command that read the file passes its values in. Test-only switches (FERRY_FAULT,
  * FERRY_TEST_PROTOCOL_VERSIONS) and the log level stay where they act.
  */
 import { tmpdir } from 'node:os';
@@ -18,15 +19,32 @@ export interface SourceEnvironment {
   dumpMode: DumpMode;
 }
 
-export function readSourceEnvironment(env: NodeJS.ProcessEnv = process.env): SourceEnvironment {
+/** The config file's [paths]: a layer below the variables (an operator's FERRY_STATE_DIR=... still wins). */
+export interface SourcePathsConfig {
+  imagesDir?: string | undefined;
+  stateDir?: string | undefined;
+}
+
+export const DEFAULT_STATE_DIR = '/var/lib/ferry';
+
+export function defaultImagesRoot(): string {
+  return process.platform === 'linux' ? '/dev/shm/ferry' : tmpdir();
+}
+
+export function readSourceEnvironment(env: NodeJS.ProcessEnv = process.env, file: SourcePathsConfig = {}): SourceEnvironment {
   return {
-    imagesRoot: nonEmpty(env.FERRY_IMAGES_DIR) ?? (process.platform === 'linux' ? '/dev/shm/ferry' : tmpdir()),
-    stateDir: nonEmpty(env.FERRY_STATE_DIR) ?? '/var/lib/ferry',
+    imagesRoot: nonEmpty(env.FERRY_IMAGES_DIR) ?? file.imagesDir ?? defaultImagesRoot(),
+    stateDir: nonEmpty(env.FERRY_STATE_DIR) ?? file.stateDir ?? DEFAULT_STATE_DIR,
     dumpMode: dumpMode(nonEmpty(env.FERRY_DUMP)),
   };
 }
 
 /** Where the source's migrations journal their decisions (source-journal.ts). */
+/** Whether a variable sets this (an empty one does not), for `ferry config check`'s "where from". */
+export function setInEnvironment(env: NodeJS.ProcessEnv, name: 'FERRY_IMAGES_DIR' | 'FERRY_STATE_DIR'): boolean {
+  return nonEmpty(env[name]) !== undefined;
+}
+
 export function sourceJournalDir(env: SourceEnvironment): string {
   return join(env.stateDir, 'source', 'journal');
 }

@@ -21,7 +21,7 @@ export function phaseFromProto(p: m.ProtoPhase): Phase | undefined {
 export function toEventMessage(migrationId: string, phase: Phase, e: MigrationEvent): m.MigrationEventMessage {
   const msg: m.MigrationEventMessage = {
     migrationId,
-    phase: protoPhase(e.kind === 'phase' || e.kind === 'failed' ? e.phase : phase),
+    phase: protoPhase(e.kind === 'phase' || e.kind === 'failed' || e.kind === 'progress' ? e.phase : phase),
     kind: e.kind,
     round: 0,
     dirtyPages: '0',
@@ -43,6 +43,11 @@ export function toEventMessage(migrationId: string, phase: Phase, e: MigrationEv
       msg.bytesSent = String(e.bytesSent);
       msg.rateBytesPerSecond = e.rateBytesPerSecond;
       msg.roundSummary = roundToMessage(e.round);
+      break;
+    case 'progress':
+      msg.round = e.round;
+      msg.pagesSent = String(e.pagesSent);
+      msg.bytesSent = String(e.bytesSent);
       break;
     case 'decision':
       msg.message = e.message;
@@ -84,6 +89,8 @@ export function fromEventMessage(msg: m.MigrationEventMessage): MigrationEvent {
         bytesSent: Number(msg.bytesSent),
         rateBytesPerSecond: msg.rateBytesPerSecond,
       };
+    case 'progress':
+      return { kind: 'progress', phase: required(phase, msg.kind), round: msg.round, pagesSent: Number(msg.pagesSent), bytesSent: Number(msg.bytesSent) };
     case 'decision': {
       const d = required(msg.decision, msg.kind);
       if (d.action !== 'continue' && d.action !== 'freeze' && d.action !== 'throttle' && d.action !== 'postcopy' && d.action !== 'abort') throw malformed(`decision action ${d.action}`);

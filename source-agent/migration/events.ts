@@ -94,6 +94,8 @@ export type MigrationEvent =
   | { kind: 'started'; migrationId: string; pid: number; dest: string; tasks: number; tracker: string; trackerNote: string }
   | { kind: 'phase'; phase: Phase }
   | { kind: 'round'; round: RoundSummary; pagesSent: number; bytesSent: number; rateBytesPerSecond: number }
+  /** While a round runs: what the page stream has sent in this migration so far (cumulative, like a round's). */
+  | { kind: 'progress'; phase: Phase; round: number; pagesSent: number; bytesSent: number }
   | {
       kind: 'decision';
       action: DecisionAction;

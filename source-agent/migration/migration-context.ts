@@ -33,6 +33,8 @@ export interface MigrationContext {
   journal: JournalPort;
   /** The phase in progress; only the orchestrator moves it. */
   readonly phase: Phase;
+  /** The pre-copy round in progress (0-based), on every log line with the phase; precopy moves it, a new phase clears it. */
+  round: number | undefined;
   /** Whether the original runs, is frozen or is gone: reported with any failure. */
   sourceState: SourceState;
 }

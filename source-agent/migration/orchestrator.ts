@@ -68,14 +68,16 @@ const NEXT: Readonly<Record<Phase, Phase | undefined>> = {
 
 export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps): Promise<MigrationSummary> {
   const migrationId = randomUUID();
-  const log = deps.log.child({ side: 'source', migrationId });
+  const state: { phase: Phase; round: number | undefined } = { phase: 'negotiate', round: undefined };
+  // Every line of this migration, whoever writes it (a phase, the tracker, the throttle, the page stream), says
+  // where the machine is as it is written.
+  const log = deps.log.child({ side: 'source', migrationId }).withContext(() => ({ phase: state.phase, round: state.round }));
   const ports = deps.ports ?? realPorts;
   const started = performance.now();
   const announcer = new MigrationAnnouncer(log);
   announcer.subscribe(logEvents(log));
   for (const listener of deps.listeners ?? []) announcer.subscribe(listener);
   announcer.subscribe(deps.emit);
-  const state = { phase: 'negotiate' as Phase };
   const ctx: MigrationContext = {
     migrationId,
     epoch: drawEpoch(),
@@ -89,11 +91,18 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
     get phase() {
       return state.phase;
     },
+    get round() {
+      return state.round;
+    },
+    set round(r) {
+      state.round = r;
+    },
     sourceState: 'running',
   };
   const enter = (next: Phase): void => {
     if (NEXT[state.phase] !== next) throw new FerryError('INTERNAL', { phase: state.phase, side: 'source', detail: `illegal transition ${state.phase} -> ${next}` });
     state.phase = next;
+    state.round = undefined;
     // From the commit on the copy runs: a Ctrl-C cannot undo it; the fill's own loop says what --resume finishes.
     if (next !== 'fill') deps.signal.throwIfAborted();
     announcer.announce({ kind: 'phase', phase: next });

@@ -34,6 +34,7 @@ import { waitExited } from '../../shared/kernel/process-wait.js';
 import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
 import { dropCriuLockOnceGone, undoTcpEstablishedDump, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import type { Phase } from '../../shared/phases.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
 import { fillUntilDone, whileOriginal, type OriginalPageReader } from '../pages/confirm-pages.js';
 import { loadFillManifests, type FillManifest } from './fill-manifests.js';
@@ -114,10 +115,17 @@ async function killOriginal(m: JournaledMigration, log: Logger): Promise<number>
   return killed;
 }
 
+/** The phase of a resolution's log lines: what it finishes (the commit, the fill) or undoes. */
+function resolvingPhase(m: JournaledMigration): Phase {
+  if (m.state === 'committed' && m.fillPending) return 'fill';
+  if (m.state === 'done') return m.outcome === 'migrated' ? 'commit' : 'rollback';
+  return m.state === 'committing' || m.state === 'committed' || m.state === 'filled' ? 'commit' : 'rollback';
+}
+
 /** Resolves one migration; MIGRATION_UNRESOLVED (the original stays frozen) when the dest does not answer. */
 export async function resolveMigration(migrationId: string, deps: ResolverDeps): Promise<Resolution> {
   const { journal, migration: m } = await SourceJournal.take(deps.journalDir, migrationId);
-  const log = deps.log.child({ migrationId, resolving: m.state });
+  const log = deps.log.child({ side: 'source', migrationId, phase: resolvingPhase(m), resolving: m.state });
   try {
     if (m.state === 'done') {
       return { migrationId, outcome: m.outcome ?? 'rolled-back', alreadyDone: true, detail: `the journal says it ended ${m.outcome ?? 'rolled back'}` };

@@ -3,13 +3,16 @@
  * migration between the two network-namespace hosts show the rounds going by, the phase changing, the dirty set
  * falling and the session open then closed on the dest; `ferry migrate --metrics` serves the same while an
  * in-process migration runs and `--pushgateway` pushes its final figures (to a small recording server here;
- * the real Pushgateway is the Prometheus test's).
+ * the real Pushgateway is the Prometheus test's). The same migration's logs: every line both agents wrote
+ * parses as JSON, and the migration's lines carry side, migration id, phase and, in the pre-copy, the round.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PHASES } from '../../shared/phases.js';
+import { migrationRecords, parseAgentLog, type AgentLogRecord } from '../../testbed/agent-log.js';
 import { pollMetricsIn, type MetricsPoller, type PolledScrape } from '../../testbed/metrics-scrape.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
@@ -88,6 +91,38 @@ function expectSourceSeries(scrapes: readonly PolledScrape[], url: number, resul
   expect(series(scrapes, url, 'ferry_source_migrations_in_flight')).toContain(1);
 }
 
+/**
+ * Both agents' logs of one migration (issue 14): every line parses as JSON (parseAgentLog throws on one that
+ * does not); each of the migration's lines names its side, the id and a phase; those of the pre-copy (after
+ * its 'phase' line) carry the round, and the rounds are the summary's.
+ */
+function expectMigrationLogs(sourceLog: string, destLog: string, result: FerryResult): void {
+  const s = result.summary!;
+  const src = migrationRecords(parseAgentLog(sourceLog, 'the source agent'), s.migrationId);
+  const dst = migrationRecords(parseAgentLog(destLog, 'the dest agent'), s.migrationId);
+  const inPrecopy = (recs: AgentLogRecord[]): AgentLogRecord[] => recs.filter((r) => r.phase === 'precopy' && r.msg !== 'phase');
+  console.log(`  logs: source ${src.length} lines of the migration (${inPrecopy(src).length} in the pre-copy), dest ${dst.length} (${inPrecopy(dst).length})`);
+  for (const [side, recs] of [['source', src], ['dest', dst]] as const) {
+    expect(recs.length, `${side}: lines of the migration`).toBeGreaterThanOrEqual(3);
+    for (const r of recs) {
+      expect([r.side, typeof r.ts, typeof r.level, typeof r.msg], JSON.stringify(r)).toEqual([side, 'string', 'string', 'string']);
+      expect(PHASES, JSON.stringify(r)).toContain(r.phase);
+    }
+    const precopy = inPrecopy(recs);
+    expect(precopy.length, `${side}: lines in the pre-copy`).toBeGreaterThanOrEqual(2);
+    for (const r of precopy) expect(Number.isInteger(r.round), JSON.stringify(r)).toBe(true);
+  }
+  const rounds = s.rounds.map((_, i) => i);
+  expect(src.filter((r) => r.msg === 'round done').map((r) => r.round)).toEqual(rounds);
+  expect(src.filter((r) => r.msg === 'decision').map((r) => r.round)).toEqual(rounds);
+  // The dest sees a round when its first batch comes (the final delta's pages are the round after the last).
+  const destRounds = dst.filter((r) => r.msg === 'receiving a round').map((r) => r.round as number);
+  expect(destRounds[0]).toBe(0);
+  expect(destRounds.length).toBeGreaterThanOrEqual(2);
+  expect(destRounds.every((r, i) => i === 0 || r > destRounds[i - 1]!)).toBe(true);
+  expect(destRounds.at(-1)!).toBeLessThanOrEqual(s.rounds.length);
+}
+
 /** A one-route HTTP server inside the host that answers 200 to every request and reports it on stdout. */
 async function startRecordingServer(host: Host, port: number): Promise<{ requests: { method: string; url: string; body: string }[]; stop(): Promise<void> }> {
   const script = `
@@ -151,7 +186,7 @@ describe.skipIf(!runnable)('metrics while a migration runs', () => {
     return task;
   }
 
-  it('both agents, scraped every 150 ms, show the rounds, the phases and the dest session go by', async () => {
+  it('both agents, scraped every 150 ms, show the rounds, the phases and the dest session go by; their logs say where each line is', async () => {
     const task = await memtest('e2e-metrics-via');
     const src = `http://127.0.0.1:${daemon!.metricsPort}/metrics`;
     const dst = `http://${hosts!.dst.address}:${dest!.metricsPort}/metrics`;
@@ -186,6 +221,7 @@ describe.skipIf(!runnable)('metrics while a migration runs', () => {
     expect(lastDest['ferry_dest_sessions_total{result="committed"}']).toBe(1);
     expect(lastDest['ferry_dest_restore_duration_seconds_count']).toBe(1);
     expect(Object.keys(lastDest).some((k) => k.startsWith('ferry_build_info{') && k.includes('side="dest"'))).toBe(true);
+    expectMigrationLogs(daemon!.stderr(), dest!.stderr(), result);
   }, 180_000);
 
   it('ferry migrate --metrics serves the migration while it runs; --pushgateway pushes its final figures', async () => {

@@ -10,7 +10,7 @@
  * The workload converges in several rounds of a second or more, so that a scrape every second sees them go by:
  * 24 MiB under --bandwidth 2MiB (round 0 ~12 s), whose first 12 MiB are rewritten at 1 MiB/s: each later round
  * finds about a third of the one before dirty (measured: the task writes ~60 % of its nominal rate), so rounds
- * 1 and 2 last ~4 s and ~1 s and the policy freezes at round 3 or 4. FERRY_CONVERGENCE_SVG=PATH writes the migration's picture there (docs/convergence.svg).
+ * 1 and 2 last ~4 s and ~1 s and the policy freezes at round 3 or 4. FERRY_CONVERGENCE_SVG=PATH writes the migration's picture there (docs/convergence.svg), FERRY_DASHBOARD_SVG=PATH the dashboard's (docs/dashboard.svg).
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,7 +21,9 @@ import { REPO_ROOT } from '../../testbed/ferry-process.js';
 import { metricsFindings, PROM_CLIENT_FINDINGS } from '../../testbed/promtool.js';
 import { startPrometheus, type InstantSample, type PrometheusHandle } from '../../testbed/prometheus.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { renderTimeSeries } from '../../testbed/time-series-svg.js';
+import { esc as escapeXml, renderTimeSeries } from '../../testbed/time-series-svg.js';
+import { renderDashboard, type DrawnPanel } from '../../testbed/dashboard-svg.js';
+import { fetchPanel, fillVariables, loadDashboard } from '../../testbed/grafana-dashboard.js';
 import {
   createTwoHosts,
   describeResult,
@@ -137,6 +139,15 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     // Every round counted once (the counter's rise over the window, exact: no extrapolation).
     expect(await scalar(`(max_over_time(ferry_source_precopy_rounds_total{job="ferry-source"}[${range}]) - min_over_time(ferry_source_precopy_rounds_total{job="ferry-source"}[${range}]))`, tEnd)).toBe(s.rounds.length);
 
+    // Round 0 (~12 s) is seen moving while it runs: the pre-copy bytes rise at several scrapes before it ends.
+    const sentRange = await prom!.queryRange('sum(ferry_source_sent_bytes_total{job="ferry-source",phase="precopy"})', Math.floor(t0), tEnd, 1);
+    const roundsRange = await prom!.queryRange('ferry_source_precopy_rounds_total{job="ferry-source"}', Math.floor(t0), tEnd, 1);
+    const roundsAtStart = roundsRange[0]!.values[0]![1];
+    const firstRoundEnd = roundsRange[0]!.values.find(([, v]) => v > roundsAtStart)![0];
+    const duringRound0 = new Set(sentRange[0]!.values.filter(([t]) => t < firstRoundEnd).map(([, v]) => v));
+    console.log(`pre-copy bytes seen during round 0 (before ${firstRoundEnd - Math.floor(t0)} s): ${[...duringRound0].join(' ')}`);
+    expect(duringRound0.size).toBeGreaterThanOrEqual(4);
+
     // Dirty pages fell: the largest dirty set seen in the window is over twice the last round's.
     const maxDirty = await scalar(`max_over_time(ferry_source_dirty_pages{job="ferry-source"}[${window}])`, tEnd);
     const lastDirty = await scalar('ferry_source_dirty_pages{job="ferry-source"}', tEnd);
@@ -214,12 +225,9 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(missing).toEqual([]);
 
     // Every dashboard query is PromQL this Prometheus evaluates, Grafana's variables filled as Grafana would.
-    const dashboard = JSON.parse(readFileSync(join(DEPLOY, 'grafana', 'ferry.json'), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
-    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
-    const filled = (e: string): string =>
-      e.replaceAll('$__rate_interval', '1m').replaceAll('$__interval', '15s').replaceAll('$__range', '5m').replaceAll('$source', '.*').replaceAll('$dest', '.*');
+    const exprs = loadDashboard().panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
     const failed: string[] = [];
-    for (const { panel, expr } of exprs) await prom!.query(filled(expr)).catch((err: Error) => failed.push(`${panel}: ${err.message}`));
+    for (const { panel, expr } of exprs) await prom!.query(fillVariables(expr, { stepSeconds: 15, rangeSeconds: 300 })).catch((err: Error) => failed.push(`${panel}: ${err.message}`));
     console.log(`dashboard: ${exprs.length} queries evaluated`);
     expect(failed).toEqual([]);
 
@@ -237,6 +245,51 @@ describe.skipIf(!runnable)('a real Prometheus scraping both agents during a migr
     expect(byLabel(await query('job_instance_result:ferry_source_migrations:rate5m', now), 'result')).toHaveProperty('committed');
     expect((await query('job_instance_phase:ferry_source_sent_bytes:rate1m{phase="precopy"}', now)).length).toBeGreaterThan(0);
   });
+
+  it("the dashboard's panels over the migration, fetched as Grafana would: each shows it (FERRY_DASHBOARD_SVG=PATH draws them)", async () => {
+    expect(migrated, 'the migration above ran').toBeDefined();
+    const { t0, tEnd, summary } = migrated!;
+    const start = Math.floor(t0) - 2;
+    const end = tEnd + 2;
+    const dashboard = loadDashboard();
+    const panels: DrawnPanel[] = [];
+    for (const panel of dashboard.panels) panels.push({ panel, series: panel.type === 'row' ? [] : await fetchPanel(prom!, panel, start, end, 1) });
+    const hasData = (p: DrawnPanel): boolean => p.series.some((s) => s.values.some(([, v]) => Number.isFinite(v)));
+    console.log(`dashboard panels without data over the migration: ${panels.filter((p) => p.panel.type !== 'row' && !hasData(p)).map((p) => p.panel.title).join(', ') || 'none'}`);
+    // What one committed migration must show on the dashboard (the rest needs a rollback, a throttle, post-copy or an hour of history).
+    const mustShow = [
+      'Migrations in flight', 'Dest sessions open', 'Source phase', 'Dest session state', 'Pre-copy round', 'Dirty pages per round',
+      'Dirty rate vs transfer rate', 'Pages per second', 'Round duration (p50, p99)', 'Expected vs actual downtime', 'Bytes sent by phase',
+      'Bytes by phase over the range', 'Results over time', 'Pages received', 'Agents up', 'CPU', 'Resident memory', 'Versions',
+    ];
+    const titles = panels.map((p) => p.panel.title);
+    for (const title of mustShow) {
+      expect(titles, `the dashboard has the panel "${title}"`).toContain(title);
+      expect(hasData(panels.find((p) => p.panel.title === title)!), `the panel "${title}" shows data`).toBe(true);
+    }
+    // The round panel reads as the migration ran; the results panel saw the committed one.
+    const roundSeries = panels.find((p) => p.panel.title === 'Pre-copy round')!.series;
+    expect(Math.max(...roundSeries.flatMap((s) => s.values.map(([, v]) => v)))).toBe(summary.rounds.length - 1);
+    expect(panels.find((p) => p.panel.title === 'Results over time')!.series.map((s) => s.metric.result)).toContain('committed');
+
+    const svg = renderDashboard({
+      title: `${dashboard.title}, over one migration (a real Prometheus scraping both agents every second)`,
+      subtitle: [
+        `deploy/grafana/ferry.json's panels and PromQL, drawn from the query API by testbed/dashboard-svg.ts (test/e2e/prometheus.test.ts)`,
+        `${WORKLOAD.mib} MiB task rewriting ${WORKLOAD.hotMib} MiB at ${WORKLOAD.dirtyMibPerSec} MiB/s, --bandwidth ${BANDWIDTH}: ${summary.rounds.length} rounds, downtime ${Math.round(summary.downtimeMs)} ms`,
+      ],
+      start,
+      end,
+      stepSeconds: 1,
+      panels,
+    });
+    for (const title of titles) expect(svg).toContain(escapeXml(title));
+    const out = process.env.FERRY_DASHBOARD_SVG;
+    if (out) {
+      writeFileSync(out, svg);
+      console.log(`wrote ${out} (${svg.length} bytes)`);
+    }
+  }, 60_000);
 
   it('ferry migrate --pushgateway: the Pushgateway holds the summary and Prometheus scraped it', async () => {
     const task = await startMemtest({ name: `prom-push-${process.pid}`, mib: 8, dirtyMibPerSec: 0, stateDir: stateDir!, netns: hosts!.src.netns });

@@ -16,7 +16,7 @@ import type { DestSession } from '../../dest-agent/session.js';
 import { markSessionDir } from '../../dest-agent/work-dir.js';
 import { JournalFile } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
-import { silentLogger } from '../../shared/logging/logger.js';
+import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
 
 const children: ChildProcess[] = [];
@@ -98,8 +98,12 @@ describe('dest restart recovery', () => {
     const pid = await stoppedSleeper();
     const startTime = readStat(pid)!.startTime;
     await leftBehind(work, 'sess-commit', [['restoring'], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '123' }]]);
-    const found = await recoverSessions(work, silentLogger, noRevive);
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger({ side: 'dest' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+    const found = await recoverSessions(work, log, noRevive);
     await waitFor(() => readStat(pid)?.state === 'S', 5_000, 'committed copy resumed');
+    // The line about it says which migration and where it was (issue 14).
+    expect(lines.find((l) => l.msg === 'resumed a committed copy: the previous agent died before resuming it')).toMatchObject({ side: 'dest', migrationId: 'sess-commit', phase: 'commit', pid });
     expect(found.ended).toEqual([{ id: 'sess-commit', outcome: { outcome: 'committed', epoch: 77n, peer: 'local', restoredPid: pid, resumedAtUs: 123n } }]);
   });
 

@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { JournalFile, journalPath } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
-import { silentLogger } from '../../shared/logging/logger.js';
+import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { DestPort } from '../../source-agent/migration/ports.js';
 import { resolveMigration, unresolvedMigrations, type ResolverDeps } from '../../source-agent/migration/resolver.js';
@@ -178,9 +178,14 @@ describe('source resolver', () => {
     await writeFile(join(images, 'pages-1.img'), 'x');
     const id = await journal(dir, pid, [['frozen', { imagesDir: images }], ['restored', { restoredPid: 4242 }]]);
     const calls: string[] = [];
-    const r = await resolveMigration(id, deps(dir, 'commit', calls));
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger({ side: 'source' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+    const r = await resolveMigration(id, { ...deps(dir, 'commit', calls), log });
     expect(r.outcome).toBe('rolled-back');
     expect(calls).toEqual(['connect', 'abort 99']); // never a Commit
+    // Its log says which migration, and that this is its rollback (issue 14).
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(l).toMatchObject({ side: 'source', migrationId: id, phase: 'rollback', resolving: 'restored' });
     await waitFor(() => stateOf(pid) === 'S', 5_000, 'the original thawed');
     expect(existsSync(images)).toBe(false);
   });

@@ -63,6 +63,27 @@ describe('MigrationAnnouncer', () => {
     expect(await metricValue(registry, 'ferry_source_throttle_ratio')).toBe(0);
   });
 
+  it("counts pre-copy bytes as a round sends them, up to the round's end, and shows its rate while it runs", async () => {
+    const registry = new Registry();
+    const observe = new SourceMetrics(registry, 4096).track({ maxDowntimeMs: 300 });
+    observe({ kind: 'progress', phase: 'precopy', round: 0, pagesSent: 100, bytesSent: 100 * 4096 });
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'precopy' })).toBe(100 * 4096);
+    await new Promise((r) => setTimeout(r, 20));
+    observe({ kind: 'progress', phase: 'precopy', round: 0, pagesSent: 300, bytesSent: 300 * 4096 });
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'precopy' })).toBe(300 * 4096);
+    expect(await metricValue(registry, 'ferry_source_transferred_bytes_total', { kind: 'precopy' })).toBe(300 * 4096);
+    // 200 pages in >= 20 ms: a live rate, not the 0 of a round not yet ended.
+    const live = await metricValue(registry, 'ferry_source_pages_per_second');
+    expect(live).toBeGreaterThan(0);
+    expect(live).toBeLessThanOrEqual(200 / 0.02);
+    // The round's end brings the counter to the stream's cumulative figure, never past it, never twice.
+    observe({ kind: 'round', round: { ...round, round: 0, bytesSent: 400 * 4096 }, pagesSent: 400, bytesSent: 400 * 4096, rateBytesPerSecond: 1e7 });
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'precopy' })).toBe(400 * 4096);
+    // The final delta goes through the same stream while frozen: not pre-copy.
+    observe({ kind: 'progress', phase: 'final-delta', round: 1, pagesSent: 450, bytesSent: 450 * 4096 });
+    expect(await metricValue(registry, 'ferry_source_sent_bytes_total', { phase: 'precopy' })).toBe(400 * 4096);
+  });
+
   it('splits the bytes sent by phase and keeps the last migration\'s fault waits (issue 12)', async () => {
     const registry = new Registry();
     const observe = new SourceMetrics(registry, 4096).track({ maxDowntimeMs: 300 });

@@ -91,6 +91,8 @@ const events: MigrationEvent[] = [
   { kind: 'phase', phase: 'fill' },
   { kind: 'failed', phase: 'fill', error: new FerryError('FILL_FAILED', { phase: 'fill', side: 'dest', sourceState: 'running' }).toJSON() },
   { kind: 'done', summary: { ...summary, restoreMode: 'eager', fillMs: 0, fillFaults: 0, fillFaultsWaited: 0, replacedPages: 0, confirmedPages: 0, filledPages: 0, pagerFillUs: 0 } },
+  // A running round's progress (cumulative figures, like a round's).
+  { kind: 'progress', phase: 'precopy', round: 3, pagesSent: 41_000, bytesSent: 160 * 2 ** 20 },
 ];
 
 describe('MigrationEvent over the wire', () => {

@@ -14,6 +14,9 @@ import type { ThrottlePort } from '../ports.js';
 import type { Negotiated } from './negotiate.js';
 import type { Prepared } from './prepare.js';
 
+/** How often a running round announces what it has sent (metrics, `ferry migrate`'s status line). */
+export const PROGRESS_EVERY_MS = 500;
+
 export interface Precopied {
   rounds: RoundSummary[];
   /** Why the freeze came, in words. */
@@ -47,8 +50,10 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
   let maxThrottle = 0;
   let readMs = 0;
   let readBytes = 0;
+  let lastProgress = performance.now();
   try {
     for (let round = 0; ; round++) {
+      ctx.round = round;
       signal.throwIfAborted();
       const tasks: TrackedTask[] = host.tree(rootPid).map((t) => ({ hostPid: t.hostPid, key: t.nsPid }));
       if (tasks.length === 0) throw new FerryError('TASK_EXITED', { phase: 'precopy', side: 'source', sourceState: 'gone' });
@@ -59,7 +64,21 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
         opts.onNoConverge === 'postcopy' && round > 0
           ? (candidates: number): boolean => !(early = switchBeforeRead(history, candidates, { pageSize: host.pageSize, maxDowntimeMs: opts.maxDowntimeMs }))
           : undefined;
-      const stats = await tracker.round(tasks, held, (task, batch) => stream.send(task, round, batch), signal, beforeRead);
+      const stats = await tracker.round(
+        tasks,
+        held,
+        async (task, batch) => {
+          await stream.send(task, round, batch);
+          // A round can last minutes: its progress, at most twice a second, so a scrape every second sees it move.
+          const now = performance.now();
+          if (now - lastProgress >= PROGRESS_EVERY_MS) {
+            lastProgress = now;
+            announcer.announce({ kind: 'progress', phase: 'precopy', round, pagesSent: stream.pagesSent, bytesSent: stream.bytesSent });
+          }
+        },
+        signal,
+        beforeRead,
+      );
       if (stats.stoppedBeforeRead && early) {
         // Nothing of this round was sent: it is no round of the history, only the reason the pre-copy ended.
         announcer.announce({
