@@ -23,8 +23,8 @@ export interface FerryDataPlaneOptions {
   dirtyMibPerSec: number;
   /** Flags after `ferry migrate PID --to DEST --json`. */
   flags: string[];
-  /** NODE_OPTIONS of the migrating CLI (a CPU profile). */
-  nodeOptions?: string | undefined;
+  /** More environment for the migrating CLI (a CPU profile's hook). */
+  env?: Record<string, string> | undefined;
   signal: AbortSignal;
   timeoutMs: number;
 }
@@ -141,7 +141,7 @@ export async function ferryDataPlaneRun(o: FerryDataPlaneOptions): Promise<Ferry
     const tx0 = await txBytes(o.hosts, o.signal);
     const run = startMigrate(o.hosts, t.rootPid, o.dest, {
       args: o.flags,
-      env: { FERRY_IMAGES_DIR: imagesDir, ...(o.nodeOptions ? { NODE_OPTIONS: o.nodeOptions } : {}) },
+      env: { FERRY_IMAGES_DIR: imagesDir, ...o.env },
       timeoutMs: o.timeoutMs,
       signal: o.signal,
     });

@@ -9,7 +9,7 @@
  * Everything it creates (namespaces and their qdisc, the dest agents, tasks and copies, temp dirs, child
  * processes) is removed at the end, on failure and on Ctrl-C (a second Ctrl-C kills at once).
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,6 +37,7 @@ const USAGE = `Usage: npm run bench:data-plane -- [options]
 const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results');
 const DOCS_MD = join(REPO_ROOT, 'docs', 'benchmarks.md');
 const STREAM_PROBE = join(REPO_ROOT, 'build', 'bench', 'bench', 'stream-probe.js');
+const CPU_PROFILE_HOOK = join(REPO_ROOT, 'build', 'bench', 'bench', 'cpu-profile-hook.js');
 const DOCS_SECTION = 'data-plane';
 
 interface Options {
@@ -236,7 +237,11 @@ async function main(): Promise<number> {
       await save();
       // The profiled run goes right after the TLS cell, on the same link.
       if (plan.id === 'tls-unshaped' && opts.profile) {
-        file.profile = await profiledRun(hosts, plan, signal);
+        file.profile = await profiledRun(hosts, plan, signal).catch((e: unknown): ProfileResult => {
+          signal.throwIfAborted();
+          log(`profile: FAILED: ${(e as Error).message.split('\n')[0]}`);
+          return { mib: plan.mib, note: `The profiled run failed: ${(e as Error).message.split('\n')[0]}` };
+        });
         await save();
       }
     }
@@ -280,11 +285,14 @@ async function profiledRun(hosts: TwoHosts, plan: CellPlan, signal: AbortSignal)
   const dir = makeTempDir(`ferry-bench-prof-${process.pid}-`);
   const srcDir = join(dir, 'source');
   const dstDir = join(dir, 'dest');
-  const prof = (d: string): string => `--cpu-prof --cpu-prof-dir=${d}`;
+  // Node 20 refuses --cpu-prof in NODE_OPTIONS: the hook starts the same profiler from inside.
+  const prof = (d: string): Record<string, string> => ({ NODE_OPTIONS: `--import=${CPU_PROFILE_HOOK}`, FERRY_BENCH_CPU_PROF_DIR: d });
   const result: ProfileResult = { mib: plan.mib };
   let dest: DestAgentHandle | undefined;
+  mkdirSync(srcDir);
+  mkdirSync(dstDir);
   try {
-    dest = await startDestAgent(hosts, { env: { NODE_OPTIONS: prof(dstDir) } });
+    dest = await startDestAgent(hosts, { env: prof(dstDir) });
     const r = await ferryDataPlaneRun({
       hosts,
       dest,
@@ -293,7 +301,7 @@ async function profiledRun(hosts: TwoHosts, plan: CellPlan, signal: AbortSignal)
       content: plan.content,
       dirtyMibPerSec: plan.dirtyMibPerSec,
       flags: plan.flags,
-      nodeOptions: prof(srcDir),
+      env: prof(srcDir),
       signal,
       timeoutMs: 60_000 + plan.mib * 120,
     });
