@@ -29,10 +29,11 @@ export interface FerryDataPlaneOptions {
   timeoutMs: number;
 }
 
+/** CPU seconds of each side; undefined when a process was gone at one end of the span. */
 export interface CpuSplit {
-  source: number;
-  dest: number;
-  task: number;
+  source: number | undefined;
+  dest: number | undefined;
+  task: number | undefined;
 }
 
 export interface FerryDataPlaneRun {
@@ -53,7 +54,8 @@ export interface FerryDataPlaneRun {
   bytesSent: number;
   /** Bytes the src veth transmitted during the migration: frames on the wire, whatever the codec. */
   wireBytes: number;
-  /** CPU seconds over round 0 and over the whole migration. */
+  /** CPU seconds over round 0 and over the whole migration (the task's: to the freeze; the original is killed
+   * before the summary). */
   round0Cpu: CpuSplit | undefined;
   totalCpu: CpuSplit | undefined;
   badPages: number | undefined;
@@ -91,10 +93,9 @@ interface CpuPoint {
   task: number | undefined;
 }
 
-const diff = (a: CpuPoint | undefined, b: CpuPoint | undefined): CpuSplit | undefined =>
-  a && b && a.source !== undefined && b.source !== undefined && a.dest !== undefined && b.dest !== undefined && a.task !== undefined && b.task !== undefined
-    ? { source: b.source - a.source, dest: b.dest - a.dest, task: b.task - a.task }
-    : undefined;
+const minus = (a: number | undefined, b: number | undefined): number | undefined => (a !== undefined && b !== undefined ? b - a : undefined);
+const diff = (a: CpuPoint | undefined, b: CpuPoint | undefined, taskEnd: CpuPoint | undefined = b): CpuSplit | undefined =>
+  a && b ? { source: minus(a.source, b.source), dest: minus(a.dest, b.dest), task: minus(a.task, taskEnd?.task) } : undefined;
 
 export async function ferryDataPlaneRun(o: FerryDataPlaneOptions): Promise<FerryDataPlaneRun> {
   const out: FerryDataPlaneRun = {
@@ -156,9 +157,10 @@ export async function ferryDataPlaneRun(o: FerryDataPlaneOptions): Promise<Ferry
       );
     const precopy = at((l) => l.kind === 'phase' && l.phase === 'precopy');
     const round0 = at((l) => l.kind === 'round' && l.round.round === 0);
+    const freeze = at((l) => (l.kind === 'decision' && l.action === 'freeze') || (l.kind === 'phase' && l.phase !== 'prepare' && l.phase !== 'precopy'));
     const end = at((l) => l.kind === 'summary');
     const result = await run.done;
-    const [p0, p1, p2] = [await precopy, await round0, await end];
+    const [p0, p1, pf, p2] = [await precopy, await round0, await freeze, await end];
     out.wireBytes = (await txBytes(o.hosts, o.signal)) - tx0;
     o.signal.throwIfAborted();
     const s = result.summary;
@@ -167,7 +169,7 @@ export async function ferryDataPlaneRun(o: FerryDataPlaneOptions): Promise<Ferry
     out.round0Cpu = diff(p0, p1);
     if (p0 && p1) out.round0Window = { fromUs: p0.monoUs, toUs: p1.monoUs };
     // The dest and the task at the summary; the source (the CLI) then too, before it exits.
-    out.totalCpu = diff(start, p2);
+    out.totalCpu = diff(start, p2, pf);
     const r0 = s.rounds[0];
     if (r0) {
       out.round0Bytes = r0.bytesSent;

@@ -47,7 +47,8 @@ export interface DataPlaneFile {
   /** References per link, measured in this run over the same veth. */
   references: Record<LinkId, (ReferenceResult | ReferenceSkip)[]>;
   cells: CellResult[];
-  storeRate: StoreRate | undefined;
+  /** The dest's store on the benchmark's work-dir filesystem and on a disk. */
+  storeRates: StoreRate[];
   profile: ProfileResult | undefined;
 }
 
@@ -62,9 +63,12 @@ export interface DataPlaneTarget {
 }
 
 const isRef = (r: ReferenceResult | ReferenceSkip | undefined): r is ReferenceResult => r !== undefined && !('skipped' in r);
+/** The reference `id` of a link; measured more than once (before and after the cells), the mean rate. */
 export const refOf = (f: DataPlaneFile, link: LinkId, id: string): ReferenceResult | undefined => {
-  const r = f.references[link].find((x) => x.id === id);
-  return isRef(r) ? r : undefined;
+  const rs = f.references[link].filter((x) => x.id === id).filter(isRef);
+  if (rs.length === 0) return undefined;
+  const mean = (pick: (r: ReferenceResult) => number): number => rs.reduce((a, r) => a + pick(r), 0) / rs.length;
+  return { ...rs[0]!, mibPerSec: mean((r) => r.mibPerSec), gbitPerSec: mean((r) => r.gbitPerSec) };
 };
 const cellOf = (f: DataPlaneFile, id: string): FerryDataPlaneRun | undefined => {
   const c = f.cells.find((x) => x.id === id);
@@ -190,7 +194,9 @@ export function dataPlaneMarkdown(f: DataPlaneFile, resultsFile: string): string
     '',
     ...cellRows(f),
     '',
-    f.storeRate ? `Dest store rate: ${f.storeRate.mbPerSec.toFixed(0)} MB/s (${mibOf(f.storeRate.bytes)} MiB in ${f.storeRate.ms.toFixed(0)} ms, under ${f.storeRate.dir}).` : 'Dest store rate: not measured.',
+    f.storeRates.length > 0
+      ? `Dest store rate: ${f.storeRates.map((r) => `${r.mbPerSec.toFixed(0)} MB/s on ${r.fsType} (${r.dir}, ${mibOf(r.bytes)} MiB in ${r.ms.toFixed(0)} ms)`).join('; ')}.`
+      : 'Dest store rate: not measured.',
     ...(f.profile ? ['', '### Where round 0 spends its CPU (`node --cpu-prof`, a separate run)', ...profileRows(f.profile)] : []),
     '',
     '### Targets',

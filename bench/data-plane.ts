@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { tempBase } from '../testbed/temp-dirs.js';
 import { createTwoHosts, makeTempDir, REPO_ROOT, requireBuilt, startDestAgent, type DestAgentHandle, type TwoHosts } from '../testbed/two-hosts.js';
 import { canRun, criuPath, hasCriu, hasMigrateFlag, isRoot } from '../testbed/requirements.js';
 import { buildMemtest } from '../testbed/workloads/memtest.js';
@@ -53,6 +54,7 @@ function parseOptions(argv: string[]): Options | undefined {
   return { quick, profile: !quick && !values['no-profile'], docs: !values['no-docs'] };
 }
 
+const sec = (v: number | undefined): string => (v === undefined ? 'n/a' : v.toFixed(2));
 const log = (msg: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 /** The cells of a run, in the order they run (grouped by link, so each shaping is set once). */
@@ -152,7 +154,7 @@ async function main(): Promise<number> {
     flags,
     references: { unshaped: [], '1gbit': [], '100mbit': [] },
     cells: [],
-    storeRate: undefined,
+    storeRates: [],
     profile: undefined,
   };
   const save = async (): Promise<void> => {
@@ -166,8 +168,12 @@ async function main(): Promise<number> {
   let exitCode = 0;
   try {
     const storeMib = opts.quick ? 256 : 1024;
-    file.storeRate = await measureStoreRate(storeMib, signal);
-    log(`dest store rate: ${file.storeRate.mbPerSec.toFixed(0)} MB/s (${storeMib} MiB under ${file.storeRate.dir})`);
+    // Where the benchmark's dest agents keep their sessions (tmpfs), and a disk, as /var/lib/ferry would be.
+    for (const parent of [tempBase(), '/var/tmp']) {
+      const rate = await measureStoreRate(storeMib, parent, signal);
+      file.storeRates.push(rate);
+      log(`dest store rate: ${rate.mbPerSec.toFixed(0)} MB/s (${storeMib} MiB under ${rate.dir}, ${rate.fsType})`);
+    }
 
     const hosts: TwoHosts = await createTwoHosts();
     cleanup.defer('delete the two hosts', () => hosts.destroy());
@@ -190,7 +196,11 @@ async function main(): Promise<number> {
       if (shaped === link) return;
       await shapeLink(hosts, linkOf(link), signal);
       shaped = link;
-      // The references of each link, right before its cells.
+      await references(link);
+    };
+    // The references of a link, right before its cells (and for the raw veth again after them: the cores are
+    // shared, so a ratio is taken against the mean of both).
+    const references = async (link: LinkId): Promise<void> => {
       const refs = file.references[link];
       const add = (r: (typeof refs)[number]): void => {
         refs.push(r);
@@ -213,6 +223,7 @@ async function main(): Promise<number> {
         log(`${plan.id}: skipped (${plan.skipped})`);
         continue;
       }
+      if (shaped === 'unshaped' && plan.link !== 'unshaped') await references('unshaped');
       await shape(plan.link);
       const timeoutMs = 60_000 + plan.mib * (plan.link === '100mbit' ? 400 : 60);
       cell.run = await ferryDataPlaneRun({
@@ -231,7 +242,7 @@ async function main(): Promise<number> {
       log(
         r.ok
           ? `${plan.id}: round 0 ${r.round0MiBPerSec.toFixed(0)} MiB/s (${(r.round0Bytes / 2 ** 20).toFixed(0)} MiB in ${r.round0Ms.toFixed(0)} ms), total ${(r.totalMs / 1000).toFixed(1)} s, downtime ${r.downtimeMs.toFixed(0)} ms, wire ${(r.wireBytes / 2 ** 20).toFixed(0)} MiB, ${r.rounds} rounds` +
-              (r.round0Cpu ? `; round 0 CPU s: source ${r.round0Cpu.source.toFixed(2)}, dest ${r.round0Cpu.dest.toFixed(2)}, task ${r.round0Cpu.task.toFixed(2)}` : '')
+              (r.round0Cpu ? `; round 0 CPU s: source ${sec(r.round0Cpu.source)}, dest ${sec(r.round0Cpu.dest)}, task ${sec(r.round0Cpu.task)}` : '')
           : `${plan.id}: FAILED: ${(r.error ?? '').split('\n').slice(0, 3).join(' | ')}`,
       );
       await save();

@@ -4,13 +4,14 @@
  * sessions live on. put() is what the dest does per batch (every page's hash checked, positioned writev), so
  * bytes / the time of the puts is the rate the data plane must not exceed (`store MB/s`, 10^6 bytes/s).
  */
-import { rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { TaskPageStore } from '../dest-agent/page-store.js';
 import { hashPages } from '../shared/native/addon.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import { BATCH_PAGES, decodePageBatch, PAGE_KIND_DATA, writePageNumber } from '../shared/transport/page-batch.js';
-import { makeTempDir } from '../testbed/two-hosts.js';
+import { runCommand } from './proc.js';
 
 const PAGE_SIZE = 4096;
 /** Distinct page contents cycled through (the bytes need not differ across the whole task). */
@@ -20,14 +21,17 @@ export interface StoreRate {
   bytes: number;
   ms: number;
   mbPerSec: number;
+  /** The parent dir measured in and its filesystem type (tmpfs, ext4, ...). */
   dir: string;
+  fsType: string;
 }
 
-export async function measureStoreRate(mib: number, signal: AbortSignal): Promise<StoreRate> {
+export async function measureStoreRate(mib: number, parent: string, signal: AbortSignal): Promise<StoreRate> {
+  const fs = await runCommand(['stat', '-f', '-c', '%T', parent], { signal, timeoutMs: 10_000 });
   const pool = randomFillSync(Buffer.allocUnsafe(POOL_PAGES * PAGE_SIZE));
   const poolHashes = Buffer.allocUnsafe(POOL_PAGES * HASH_BYTES);
   hashPages(pool, POOL_PAGES, PAGE_SIZE, poolHashes);
-  const dir = makeTempDir(`ferry-bench-store-${process.pid}-`);
+  const dir = await mkdtemp(join(parent, `ferry-bench-store-${process.pid}-`));
   const store = TaskPageStore.create(dir, 1, PAGE_SIZE);
   const scratch = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
   const batches = Math.ceil((mib * 2 ** 20) / (BATCH_PAGES * PAGE_SIZE));
@@ -57,5 +61,5 @@ export async function measureStoreRate(mib: number, signal: AbortSignal): Promis
     await rm(dir, { recursive: true, force: true });
   }
   const bytes = batches * BATCH_PAGES * PAGE_SIZE;
-  return { bytes, ms, mbPerSec: bytes / 1e6 / (ms / 1000), dir: dir.replace(/[^/]+$/, '') };
+  return { bytes, ms, mbPerSec: bytes / 1e6 / (ms / 1000), dir: parent, fsType: fs.stdout.trim() || 'unknown' };
 }
