@@ -37,10 +37,10 @@ function frameName(n: ProfileNode): string {
   const f = n.callFrame;
   const fn = f.functionName || '(anonymous)';
   if (!f.url) return fn;
-  // Short and stable: the path from the repo's top dirs (dist/..., node_modules/<pkg>/...), or node:internal.
+  // Short and stable: <package>/<file> in node_modules, else the file and its directory (native/addon.js).
   const url = f.url.replace(/^file:\/\//, '');
-  const m = /(?:node_modules\/((?:@[^/]+\/)?[^/]+)\/.*\/|\/(dist|build)\/)([^/]+)$/.exec(url);
-  const file = m ? `${m[1] ?? m[2]}/${m[3]}` : url.split('/').slice(-2).join('/');
+  const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\/(?:.*\/)?([^/]+)$/.exec(url);
+  const file = m ? `${m[1]}/${m[2]}` : url.split('/').slice(-2).join('/');
   return `${fn} (${file}:${f.lineNumber + 1})`;
 }
 
