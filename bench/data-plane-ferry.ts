@@ -9,8 +9,8 @@ import { readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeResult, eventually, makeTempDir, pidsWithArgs, startMigrate, type DestAgentHandle, type FerryLine, type TwoHosts } from '../testbed/two-hosts.js';
-import { startMemtest, type MemtestHandle } from '../testbed/workloads/memtest.js';
-import { Cleanup, runChecked, trackTask, untrackTask } from './proc.js';
+import { startTrackedTask } from './measure.js';
+import { Cleanup, runChecked, trackTask } from './proc.js';
 
 const CLOCK_TICKS = 100;
 
@@ -126,16 +126,8 @@ export async function ferryDataPlaneRun(o: FerryDataPlaneOptions): Promise<Ferry
     for (const pid of strays) process.kill(pid, 'SIGKILL');
     if (strays.length > 0) await eventually(() => pidsWithArgs('memtest', '--name', o.name).length === 0, 15_000, `stray copies of ${o.name} to exit`);
   });
-  let task: MemtestHandle | undefined;
   try {
-    task = await startMemtest({ name: o.name, mib: o.mib, dirtyMibPerSec: o.dirtyMibPerSec, content: o.content, stateDir: join(runDir, 'state'), netns: o.hosts.src.netns });
-    const t = task;
-    const pids = [t.rootPid, t.unsharePid];
-    pids.forEach(trackTask);
-    cleanup.defer('stop the task and its copy', async () => {
-      await t.stop();
-      pids.forEach(untrackTask);
-    });
+    const { task: t, pids } = await startTrackedTask(cleanup, { name: o.name, mib: o.mib, dirtyMibPerSec: o.dirtyMibPerSec, content: o.content, stateDir: join(runDir, 'state'), netns: o.hosts.src.netns });
     const imagesDir = join(runDir, 'images');
     await mkdir(imagesDir);
 

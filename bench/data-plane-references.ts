@@ -15,6 +15,8 @@ export interface ReferenceResult {
   mibPerSec: number;
   gbitPerSec: number;
   bytes: number;
+  /** Measured before or after the link's Ferry cells (the raw veth's are measured both times). */
+  when?: 'before' | 'after' | undefined;
   /** CPU seconds per GiB of the sender and of the receiver (Node streams only). */
   senderCpuSecPerGiB?: number | undefined;
   receiverCpuSecPerGiB?: number | undefined;

@@ -87,6 +87,15 @@ export function dataPlaneTargets(f: DataPlaneFile): DataPlaneTarget[] {
   const r0 = tls?.round0MiBPerSec;
   floor('precopy-vs-node-tls', 'pre-copy round 0 (TLS, unshaped) / bare Node TLS stream', 0.8, r0 && nodeTls ? r0 / nodeTls.mibPerSec : undefined, !tls ? 'the TLS cell failed' : 'no Node TLS reference', `${fmt(r0)} vs ${fmt(nodeTls?.mibPerSec)} MiB/s`);
   floor('precopy-vs-iperf3', 'pre-copy round 0 (TLS, unshaped) / iperf3 one stream', 0.4, r0 && iperf ? r0 / iperf.mibPerSec : undefined, !tls ? 'the TLS cell failed' : 'no iperf3 reference', `${fmt(r0)} vs ${fmt(iperf?.mibPerSec)} MiB/s`);
+  const fastAuto = cellOf(f, 'tls-unshaped-compress-auto');
+  floor(
+    'compress-fast-link',
+    'pre-copy round 0 on the raw veth, --compress auto / no flag (never slower on a fast link)',
+    0.95,
+    fastAuto && r0 ? fastAuto.round0MiBPerSec / r0 : undefined,
+    f.cells.find((c) => c.id === 'tls-unshaped-compress-auto')?.skipped ?? 'a cell failed',
+    `${fmt(fastAuto?.round0MiBPerSec)} vs ${fmt(r0)} MiB/s`,
+  );
   const g = cellOf(f, 'tls-1gbit');
   const gRef = refOf(f, '1gbit', 'iperf3');
   floor('precopy-vs-1gbit', 'pre-copy round 0 (TLS) / iperf3 on a tbf 1 Gbit/s link', 0.95, g && gRef ? g.round0MiBPerSec / gRef.mibPerSec : undefined, !g ? 'the 1 Gbit/s cell failed' : 'no iperf3 reference', `${fmt(g?.round0MiBPerSec)} vs ${fmt(gRef?.mibPerSec)} MiB/s`);
@@ -119,7 +128,7 @@ function referenceRows(f: DataPlaneFile): string[] {
   for (const link of ['unshaped', '1gbit', '100mbit'] as const) {
     for (const r of f.references[link]) {
       if ('skipped' in r) rows.push(`| ${link} | ${r.label} | skipped: ${r.skipped} | | | |`);
-      else rows.push(`| ${link} | ${r.label} | ${r.gbitPerSec.toFixed(2)} | ${r.mibPerSec.toFixed(0)} | ${fmt(r.senderCpuSecPerGiB, 2)} | ${fmt(r.receiverCpuSecPerGiB, 2)} |`);
+      else rows.push(`| ${link} | ${r.label}${r.when === 'after' ? ' (after the cells)' : ''} | ${r.gbitPerSec.toFixed(2)} | ${r.mibPerSec.toFixed(0)} | ${fmt(r.senderCpuSecPerGiB, 2)} | ${fmt(r.receiverCpuSecPerGiB, 2)} |`);
     }
   }
   return rows;
@@ -185,10 +194,12 @@ export function dataPlaneMarkdown(f: DataPlaneFile, resultsFile: string): string
     '',
     'One run, one veth pair between the two netns hosts; both agents, the task and the kernel share the cores. Round 0',
     "MiB/s: the summary's round 0 page bytes over its wall time (read, hash, send, the dest's acks); the ratios divide",
-    'it by the references of the same link measured in the same run. CPU s/GiB: utime + stime (/proc/PID/stat) of',
-    "the migrating CLI (the source), the dest agent and the task from round 0's start to its end, per GiB of round 0.",
+    'it by the references of the same link measured in the same run (the raw veth\'s before and after its cells: their',
+    "mean). CPU s/GiB: utime + stime (/proc/PID/stat) of the migrating CLI (the source), the dest agent and the task",
+    "from round 0's start to its end, per GiB of round 0 page data (all threads; the profile below is the main thread).",
     'Wire MiB: the src veth\'s tx counter over the migration (frames and TLS included). Store MB/s: the dest\'s',
-    'TaskPageStore.put (hash check + positioned writev) of 1 MiB batches on its work dir\'s filesystem, alone.',
+    'TaskPageStore.put (hash check + positioned writev) of 1 MiB batches, alone, on the benchmark dest\'s work-dir',
+    'filesystem (tmpfs) and on a disk.',
     '',
     ...referenceRows(f),
     '',

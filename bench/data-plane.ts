@@ -80,6 +80,18 @@ function planCells(quick: boolean, flags: DataPlaneFile['flags']): CellPlan[] {
       skipped: flags.pageChannels ? undefined : noChannels,
     });
   }
+  // Compression must never slow a fast link: auto on the raw veth, against the TLS cell (no flag: the default).
+  cells.push({
+    id: 'tls-unshaped-compress-auto',
+    label: 'Ferry, TLS, --compress auto',
+    link: 'unshaped',
+    mib: big,
+    content: 'random',
+    dirtyMibPerSec: 8,
+    flags: ['--compress', 'auto'],
+    insecure: false,
+    skipped: flags.compress ? undefined : noCompress,
+  });
   cells.push({ id: 'tls-1gbit', label: 'Ferry, mutual TLS', link: '1gbit', mib: big, content: 'random', dirtyMibPerSec: 8, flags: [], insecure: false });
   for (const content of ['heap', 'random'] as const) {
     for (const codec of ['off', 'auto'] as const) {
@@ -200,9 +212,10 @@ async function main(): Promise<number> {
     };
     // The references of a link, right before its cells (and for the raw veth again after them: the cores are
     // shared, so a ratio is taken against the mean of both).
-    const references = async (link: LinkId): Promise<void> => {
+    const references = async (link: LinkId, when: 'before' | 'after' = 'before'): Promise<void> => {
       const refs = file.references[link];
       const add = (r: (typeof refs)[number]): void => {
+        if (!('skipped' in r)) r.when = when;
         refs.push(r);
         log('skipped' in r ? `${link}: ${r.label}: skipped (${r.skipped})` : `${link}: ${r.label}: ${r.gbitPerSec.toFixed(2)} Gbit/s (${r.mibPerSec.toFixed(0)} MiB/s)`);
       };
@@ -223,7 +236,7 @@ async function main(): Promise<number> {
         log(`${plan.id}: skipped (${plan.skipped})`);
         continue;
       }
-      if (shaped === 'unshaped' && plan.link !== 'unshaped') await references('unshaped');
+      if (shaped === 'unshaped' && plan.link !== 'unshaped') await references('unshaped', 'after');
       await shape(plan.link);
       const timeoutMs = 60_000 + plan.mib * (plan.link === '100mbit' ? 400 : 60);
       cell.run = await ferryDataPlaneRun({

@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import { connect as netConnect, createServer as netServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as tlsServer, type TLSSocket } from 'node:tls';
+import { acceptOne } from './accept-one.js';
 
 const WRITE_BYTES = 1 << 20;
 const IDLE_TIMEOUT_MS = 60_000;
@@ -36,20 +37,10 @@ function cpuUs(since: NodeJS.CpuUsage): number {
 
 async function receive(address: string, tlsDir: string | undefined): Promise<void> {
   const cpu0 = process.cpuUsage();
-  const socket = await new Promise<Socket>((resolve, reject) => {
-    // Mutual TLS as the agents do it: the client must show a certificate of the same CA.
-    const server = tlsDir ? tlsServer({ ...tlsFiles(tlsDir), requestCert: true, rejectUnauthorized: true }) : netServer({ noDelay: true });
-    server.once('error', reject);
-    server.once(tlsDir ? 'secureConnection' : 'connection', (s: Socket) => {
-      server.close();
-      resolve(s);
-    });
-    server.listen(0, address, () => {
-      const addr = server.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port'));
-      process.stderr.write(`${JSON.stringify({ port: addr.port })}\n`);
-    });
-  });
+  // Mutual TLS as the agents do it: the client must show a certificate of the same CA.
+  const socket = tlsDir
+    ? await acceptOne(tlsServer({ ...tlsFiles(tlsDir), requestCert: true, rejectUnauthorized: true }), address, 'secureConnection')
+    : await acceptOne(netServer({ noDelay: true }), address);
   socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(new Error('idle for too long')));
   let bytes = 0;
   let first = 0;
