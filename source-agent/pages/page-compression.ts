@@ -126,13 +126,13 @@ export class PageCompression {
     const busy = this.busyMs + (this.inflight > 0 ? performance.now() - this.busySince : 0);
     // A window of a few ms says more about timer resolution than about the link.
     if (this.ackedWire > 0 && busy >= 5) {
-      let link = (this.ackedWire * 1000) / busy;
-      if (this.opts.capBytesPerSecond !== undefined) link = Math.min(link, this.opts.capBytesPerSecond);
-      this.estimates.linkBytesPerSecond = blend(this.estimates.linkBytesPerSecond, link);
+      this.estimates.linkBytesPerSecond = blend(this.estimates.linkBytesPerSecond, (this.ackedWire * 1000) / busy);
       this.ackedWire = 0;
       this.busyMs = 0;
       if (this.inflight > 0) this.busySince = performance.now();
     }
+    const cap = this.opts.capBytesPerSecond;
+    if (cap !== undefined) this.estimates.linkBytesPerSecond = Math.min(this.estimates.linkBytesPerSecond ?? cap, cap);
     if (this.probeFrame > 0) {
       this.estimates.ratio = blend(this.estimates.ratio, this.probeRaw / this.probeFrame);
       if (this.probeMs > 0) this.estimates.compressBytesPerSecond = blend(this.estimates.compressBytesPerSecond, (this.probeRaw * 1000) / this.probeMs);

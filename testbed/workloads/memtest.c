@@ -119,7 +119,24 @@ static uint64_t page_key(uint64_t page, uint32_t gen) {
   return mix64(mix64(g_seed ^ (page * GOLDEN)) ^ ((uint64_t)gen * 0xD1B54A32D192ED03ULL));
 }
 
-static uint64_t word_value(uint64_t key, uint64_t word) { return mix64(key + (word + 1) * GOLDEN); }
+static int g_heap_like;
+
+/* --heap-like: pages a compressor sees as a managed heap does (zstd -1 shrinks them several times, as the lab's
+ * heap-like pages): 64-byte objects of a header (the page's key), a pointer, small integers and zero padding.
+ * The key is in every object, so a misplaced or stale page is still caught. */
+static uint64_t heap_word(uint64_t key, uint64_t word) {
+  uint64_t r = mix64(key + (word / 8 + 1) * GOLDEN);
+  switch (word % 8) {
+  case 0: return key;
+  case 1: return 0x00007f3a00000000ULL | (r & 0xfffff0ULL);
+  case 2: return r >> 56;
+  case 3: return (r >> 20) & 0xffffULL;
+  case 4: return (word / 8) * 24;
+  default: return 0;
+  }
+}
+
+static uint64_t word_value(uint64_t key, uint64_t word) { return g_heap_like ? heap_word(key, word) : mix64(key + (word + 1) * GOLDEN); }
 
 static int64_t mono_ns(void) {
   struct timespec ts;
@@ -404,11 +421,12 @@ static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
           "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
-          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]\n"
+          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P] [--heap-like]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
           "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0);\n"
           "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0);\n"
-          "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0)\n");
+          "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0);\n"
+          "  --heap-like: compressible pages (objects of pointers, small ints, padding) instead of random ones\n");
   exit(2);
 }
 
@@ -431,6 +449,7 @@ static void parse_args(int argc, char **argv) {
       {"churn-mib", required_argument, NULL, 'c'},
       {"on-resume", required_argument, NULL, 'o'},
       {"sealed-mib", required_argument, NULL, 'P'}, {"cold-mib", required_argument, NULL, 'k'},  {"grow-mib-per-s", required_argument, NULL, 'g'},
+      {"heap-like", no_argument, NULL, 'H'},
       {NULL, 0, NULL, 0},
   };
   int have_rate = 0;
@@ -449,6 +468,7 @@ static void parse_args(int argc, char **argv) {
     case 'k': g_cold_mib = parse_number(optarg, "--cold-mib"); break;
     case 'P': g_sealed_mib = parse_number(optarg, "--sealed-mib"); break;
     case 'g': g_grow_mib = parse_number(optarg, "--grow-mib-per-s"); break;
+    case 'H': g_heap_like = 1; break;
     case 'o':
       if (strcmp(optarg, "verify") == 0) g_on_resume = 1;
       else if (strcmp(optarg, "churn") == 0) g_on_resume = 2;
