@@ -37,7 +37,7 @@ function load(): ZstdLib | undefined {
       getErrorName: z.func('const char *ZSTD_getErrorName(size_t code)'),
       createCCtx: z.func('ZSTD_CCtx *ZSTD_createCCtx(void)'),
       createDCtx: z.func('ZSTD_DCtx *ZSTD_createDCtx(void)'),
-    } as ZstdLib;
+    };
   } catch (e) {
     loadProblem = `libzstd.so.1 could not be loaded: ${(e as Error).message}`;
   }
