@@ -9,6 +9,7 @@
  * Ratios are within this run (2 shared cores: compare rows, not runs).
  */
 import { rmSync } from 'node:fs';
+import zlib from 'node:zlib';
 import { BatchPayloadDecoder, BatchPayloadEncoder, PAGE_CODEC } from '../shared/pages/batch-codec.js';
 import { zstdProblem } from '../shared/native/zstd.js';
 import { heapLikePages, randomPages } from '../testbed/page-contents.js';
@@ -48,6 +49,29 @@ function codecFigures(name: string, make: (pages: number, seed: number) => Buffe
   }
   const mbps = (bytes: number, ms: number): string => (bytes > 0 ? (bytes / 1e6 / (ms / 1000)).toFixed(0) : '- (sent raw)');
   return `| ${name} | ${(raw / frames).toFixed(2)} | ${mbps(raw, compressMs)} | ${mbps(decoded, decompressMs)} |`;
+}
+
+type ZstdSync = (b: Buffer, o: { params: Record<number, number> }) => Buffer;
+
+/**
+ * node:zlib's zstd (Node 22.15+) on the same batches, for the comparison the codec's choice rests on: Ferry takes
+ * koffi -> libzstd, measured faster (reused context and buffer) in every run under Node 22 and 24 here.
+ */
+function zlibFigures(): string {
+  const z = zlib as unknown as { zstdCompressSync?: ZstdSync; constants: Record<string, number> };
+  if (!z.zstdCompressSync) return `| (node:zlib has no zstd in Node ${process.version}) | | | |`;
+  const level = z.constants.ZSTD_c_compressionLevel!;
+  const batches = Array.from({ length: 16 }, (_, i) => heapLikePages(256, PAGE, i + 1));
+  let raw = 0;
+  let out = 0;
+  const t0 = performance.now();
+  for (let rep = 0; rep < 8; rep++) {
+    for (const b of batches) {
+      raw += b.length;
+      out += z.zstdCompressSync(b, { params: { [level]: 1 } }).length;
+    }
+  }
+  return `| heap-like, node:zlib zstd | ${(raw / out).toFixed(2)} | ${(raw / 1e6 / ((performance.now() - t0) / 1000)).toFixed(0)} | - |`;
 }
 
 interface Row {
@@ -113,6 +137,7 @@ async function main(): Promise<void> {
   console.log('| pages | ratio | compress MB/s | decompress MB/s |\n|---|---|---|---|');
   console.log(codecFigures('heap-like', (n, seed) => heapLikePages(n, PAGE, seed)));
   console.log(codecFigures('random', (n) => randomPages(n, PAGE)));
+  console.log(zlibFigures());
 
   requireBuilt();
   const hosts = await createTwoHosts();

@@ -49,7 +49,11 @@ export interface EncodedPayload {
   frameBytes?: number | undefined;
 }
 
-/** One stream's encoder: one zstd context and output buffer, reused batch after batch. */
+/**
+ * One stream's encoder: one zstd context and output buffer, reused batch after batch. koffi -> libzstd rather
+ * than node:zlib's zstd (Node 22.15+): on the same 1 MiB heap-like batches it measured 1.1-2x faster under Node
+ * 22 and 24 here (5-8x on incompressible ones, which libzstd gives up on sooner), and it works on Node 20.
+ */
 export class BatchPayloadEncoder {
   private zstd: ZstdCompressor | undefined;
 
