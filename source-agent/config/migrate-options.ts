@@ -64,6 +64,8 @@ export interface MigrateOptions {
   allow?: string[] | undefined;
   /** auto (default: where the link is the limit), off or zstd: the page batches' codec. */
   compress?: string | undefined;
+  /** zstd's level, 1 (default) to 19; no flag: the choice's speed estimates assume a fast level. */
+  compressLevel?: number | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -147,7 +149,7 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     criuFeatures: compileCriuFeatures(o.fileLocks, o.tcpEstablished),
     allow: compileAllow(o.allow),
     compress: compressMode(o.compress),
-    compressLevel: 1,
+    compressLevel: positiveInt('compress level', o.compressLevel, 1, 19),
   };
 }
 
