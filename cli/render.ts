@@ -17,6 +17,7 @@ export function describeEvent(e: MigrationEvent): string | undefined {
       return (
         `round ${r.round}: ${r.dirtyPages} dirty of ${r.presentPages} present pages, ${fmtBytes(r.bytesSent)} in ${fmtMs(r.durationMs)}` +
         ` (${fmtBytes(e.rateBytesPerSecond)}/s); total ${fmtBytes(e.bytesSent)}` +
+        (r.codec === 'zstd' ? `; zstd: ${fmtBytes(r.wireBytes)} on the wire` : '') +
         (r.throttlePercent > 0 ? `; task throttled to ${100 - r.throttlePercent} %` : '')
       );
     }
@@ -36,6 +37,13 @@ function rssRatio(s: MigrationSummary): string {
   const rss = s.dumpPages * 4096;
   return rss > 0 ? ((s.precopyBytes + s.downtimeBytes + s.postcopyBytes) / rss).toFixed(2) : '0';
 }
+/** What --compress did: the wire bytes and ratio, or why nothing was compressed. */
+function compression(s: MigrationSummary): string {
+  if (s.compress === 'off') return '';
+  if (s.pageCodec !== 'zstd') return ' (no codec both agents speak: sent as is)';
+  const ratio = s.pageWireBytes > 0 ? s.pageBytesSent / s.pageWireBytes : 1;
+  return `: pages ${fmtBytes(s.pageWireBytes)} on the wire (${ratio.toFixed(2)} x smaller)`;
+}
 const fmtWait = (us: number): string => `${(us / 1000).toFixed(us >= 10_000 ? 0 : 2)} ms`;
 
 export function formatSummary(s: MigrationSummary): string {
@@ -45,6 +53,7 @@ export function formatSummary(s: MigrationSummary): string {
     `  rounds      ${s.rounds.length} (${s.decision})`,
     `  pages       ${s.presentPages} present at round 0, ${s.pagesSent} sent (${s.finalDeltaPages} in the final delta of ${s.dumpPages} dumped)`,
     `  bytes       ${fmtBytes(s.pageBytesSent)} of pages + ${fmtBytes(s.imageBytesSent)} of images`,
+    `  compress    ${s.compress}${compression(s)}`,
     `  bytes: pre-copy ${fmtBytes(s.precopyBytes)}, downtime ${fmtBytes(s.downtimeBytes)}, post-copy ${fmtBytes(s.postcopyBytes)} = ${rssRatio(s)} x RSS`,
     ...(s.postCopied
       ? [

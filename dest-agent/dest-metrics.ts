@@ -55,7 +55,7 @@ export function createDestMetrics(registry: Registry): DestMetrics {
     migrations,
     onTransition,
     pagesReceived: new Counter({ name: 'ferry_dest_pages_received_total', help: 'Pages received and verified by the dest', registers }),
-    bytesReceived: new Counter({ name: 'ferry_dest_page_bytes_received_total', help: 'Page data bytes received (zero pages travel as flags)', registers }),
+    bytesReceived: new Counter({ name: 'ferry_dest_page_bytes_received_total', help: 'Page data bytes received, as stored (after decompression; zero pages travel as flags)', registers }),
     remotePages: new Counter({ name: 'ferry_dest_remote_pages_total', help: 'Post-copy: remote pages the pager got from the source during the fill', registers }),
     restoreSeconds: new Histogram({
       name: 'ferry_dest_restore_duration_seconds',

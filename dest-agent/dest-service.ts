@@ -14,6 +14,7 @@ import type { Phase } from '../shared/phases.js';
 import { chooseProtocolVersion, localPeerInfo, MOUNT_PATHS_FEATURE, protocolVersions } from '../shared/peer-info.js';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePageBatch } from '../shared/transport/page-batch.js';
+import { acceptedPageCodecs, BatchPayloadDecoder } from '../shared/pages/batch-codec.js';
 import { HASH_BYTES } from '../shared/pages/page-hash-index.js';
 import type * as m from '../shared/transport/messages.js';
 import { faultArmed, injectFault } from '../shared/fault-injection.js';
@@ -42,9 +43,11 @@ import {
   checkAbortReason,
   checkBatchSize,
   checkManifests,
+  checkListLength,
   checkMigrationId,
   checkPeerInfo,
   checkPrepareRequest,
+  checkText,
   durationMs,
 } from './request-bounds.js';
 import { SessionBudget } from './session-budget.js';
@@ -195,6 +198,9 @@ export class DestService {
     checkPeerInfo(req.source);
     const mounts = req.externalMounts ?? [];
     checkExternalMounts('external_mounts', mounts, 'negotiate');
+    const offered = req.pageCodecs ?? [];
+    checkListLength('page_codecs', offered.length, 8, 'negotiate');
+    for (const c of offered) checkText('page_codecs entry', c, 16, 'negotiate');
     const now = Date.now();
     if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
       const trackers = this.opts.trackers ? this.opts.trackers() : Promise.resolve([]);
@@ -208,7 +214,12 @@ export class DestService {
     }
     const dest = await this.peerInfo.info;
     // Which paths exist here is the answer: the source's preflight refuses a task that needs one that does not.
-    return { dest, protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []), missingMounts: missingMounts(mounts) };
+    return {
+      dest,
+      protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []),
+      missingMounts: missingMounts(mounts),
+      pageCodecs: acceptedPageCodecs(offered),
+    };
   }
 
   async prepare(req: m.PrepareRequest, peer: PeerKey = 'local'): Promise<m.PrepareResponse> {
@@ -307,6 +318,7 @@ export class DestService {
     try {
       const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
       const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
+      const payloads = new BatchPayloadDecoder();
       let lastSeq = -1n;
       // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
       for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
@@ -319,7 +331,8 @@ export class DestService {
         lastSeq = seq;
         checkBatchSize(raw);
         const t0 = process.hrtime.bigint();
-        const batch = decodePageBatch(raw, s.pageSize);
+        const data = payloads.decode({ codec: raw.codec ?? 0, payload: raw.data, rawBytes: raw.rawBytes ?? 0 }, raw.kinds, raw.pageNumbers.length / 8, s.pageSize);
+        const batch = decodePageBatch({ pageNumbers: raw.pageNumbers, hashes: raw.hashes, kinds: raw.kinds, data }, s.pageSize);
         // One line per round, not per batch: where the migration is, on this host's log too.
         if (s.receivedRound(raw.round)) s.log.info('receiving a round', { round: raw.round });
         const store = s.store(raw.task);
@@ -328,7 +341,8 @@ export class DestService {
         this.opts.metrics.pagesReceived.inc(batch.count);
         this.opts.metrics.bytesReceived.inc(batch.data.length);
         const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
-        if (!call.write({ seq: raw.seq, pages: batch.count, bytes: String(batch.data.length), storeUs })) await idle.drained(call);
+        const ack: m.PageAck = { seq: raw.seq, pages: batch.count, bytes: String(raw.data.length), storeUs, rawBytes: String(batch.data.length) };
+        if (!call.write(ack)) await idle.drained(call);
       }
       answered = true;
       call.end();

@@ -19,10 +19,20 @@ export interface MigrateViaOptions extends MigrateOptions {
   host?: Host;
 }
 
+/**
+ * FERRY_TEST_COMPRESS=zstd|off|auto runs every migration of the e2e suite with that --compress (unless the test
+ * gives its own): the suite must pass with compression forced on and forced off (issue 15).
+ */
+function suiteCompress(args: readonly string[]): string[] {
+  const c = process.env.FERRY_TEST_COMPRESS;
+  return c && !args.includes('--compress') ? ['--compress', c] : [];
+}
+
 function migrateArgs(pid: number | string, dest: DestAgentHandle | undefined, opts: MigrateOptions, via: string[]): string[] {
   const to = opts.to ?? dest?.address;
   if (to === undefined) throw new Error('ferry migrate needs a dest agent or opts.to');
-  return ['migrate', String(pid), '--to', to, ...via, '--json', ...(opts.args ?? [])];
+  const args = opts.args ?? [];
+  return ['migrate', String(pid), '--to', to, ...via, '--json', ...args, ...suiteCompress(args)];
 }
 
 /** `ferry migrate PID --to ... --json` inside the src host: the migration runs in the CLI's process. */

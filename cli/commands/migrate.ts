@@ -47,6 +47,10 @@ Options:
                           ORIGINAL_LOST). Needs a dest that restores lazily; not with --restore eager or
                           --no-precopy
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
+  --compress WHEN         auto (default: zstd only while the measured link is the limit, never on a fast
+                          link), off or zstd (every batch that shrinks; FERRY-1025 when the source or the
+                          dest has no libzstd). Both agents must speak it (Negotiate); every page's hash is
+                          checked after decompression
   --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
                           --file-locks on dump and restore (off: a task holding a lock is refused, FERRY-1202)
   --tcp-established WHEN  auto (default: when the task has a connected TCP socket), on or off (FERRY-1203 refuses
@@ -106,6 +110,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'post-copy': { type: 'string' },
       'file-locks': { type: 'string' },
       'tcp-established': { type: 'string' },
+      compress: { type: 'string' },
       allow: { type: 'string', multiple: true },
       metrics: { type: 'string' },
       pushgateway: { type: 'string' },
@@ -152,6 +157,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     postCopy: values['post-copy'],
     fileLocks: values['file-locks'],
     tcpEstablished: values['tcp-established'],
+    compress: values.compress,
     allow: values.allow,
   };
   // Before the socket is looked at: a usage error, whatever the agent's state.

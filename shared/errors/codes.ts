@@ -205,6 +205,12 @@ export const ERRORS = {
     'The detail quotes provision-criu.sh (not root, no Debian mirror in /etc/apt, not amd64, a download that failed): fix that and run `ferry setup` again, or install a CRIU >= 4.2 yourself and set FERRY_CRIU to it.',
     status.FAILED_PRECONDITION,
   ),
+  COMPRESSION_UNAVAILABLE: spec(
+    'FERRY-1025',
+    '--compress zstd was asked for, and the source or the dest has no zstd codec',
+    'Install libzstd1 on both hosts (Debian: `apt-get install libzstd1`), or use --compress auto (it compresses only where both agents can) or --compress off.',
+    status.FAILED_PRECONDITION,
+  ),
   TASK_TREE_CHANGING: spec('FERRY-1013', 'The task tree could not be read consistently', 'Retry; if the task forks constantly, migrate it while it is quieter.', status.UNAVAILABLE, true),
 
   // 12xx: the migratability preflight (source-agent/preflight/): what CRIU would refuse in the freeze or the
@@ -402,6 +408,19 @@ export const ERRORS = {
     "The pages arrived in an order or spread the dest's store does not hold (too many levels or tasks)",
     'This is a bug or a tampered peer: a source sends each round in address order; keep both agent logs and report it.',
     status.RESOURCE_EXHAUSTED,
+  ),
+  PAGE_PAYLOAD_INVALID: spec(
+    'FERRY-3020',
+    "A page batch's payload could not be decoded: corrupt compressed bytes, a raw length that does not match its pages, or a codec the dest does not accept",
+    'Retry; if it repeats, migrate with --compress off and keep both agent logs for a report.',
+    status.INVALID_ARGUMENT,
+    true,
+  ),
+  PAGE_CODEC_FAILED: spec(
+    'FERRY-3021',
+    'The zstd library failed or is missing on this host',
+    'Check that libzstd.so.1 (Debian: libzstd1) is installed and loads; migrate with --compress off meanwhile.',
+    status.INTERNAL,
   ),
 
   CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),

@@ -31,12 +31,16 @@ export interface NegotiateRequest {
   source: PeerInfo;
   /** The mount points the dump would declare external; absent or empty: none. */
   externalMounts?: string[];
+  /** The page codecs the source can send besides none; absent or empty: none. */
+  pageCodecs?: string[];
 }
 export interface NegotiateResponse {
   dest: PeerInfo;
   protocolVersion: number;
   /** Of the request's externalMounts, those the dest lacks (a dest with MOUNT_PATHS_FEATURE answers). */
   missingMounts?: string[];
+  /** Of the request's pageCodecs, those the dest decodes (absent from a dest before compression: none). */
+  pageCodecs?: string[];
 }
 
 export interface PrepareRequest {
@@ -59,12 +63,18 @@ export interface PageBatchMessage extends PageBatch {
   seq: U64;
   round: number;
   task: number;
+  /** PAGE_CODEC of `data` (shared/pages/batch-codec.ts); 0 or absent: none. */
+  codec?: number;
+  /** `data`'s decoded length; 0 or absent with codec none: data's own. */
+  rawBytes?: number;
 }
 export interface PageAck {
   seq: U64;
   pages: number;
   bytes: U64;
   storeUs: U64;
+  /** Page bytes stored (decoded); "0" or absent from a dest before compression: `bytes`. */
+  rawBytes?: U64;
 }
 
 export interface ImageChunk {
@@ -232,6 +242,7 @@ export interface MigrateRequest {
   postCopy?: string | undefined;
   fileLocks?: string | undefined;
   tcpEstablished?: string | undefined;
+  compress?: string | undefined;
   /** Preflight checks to override (`--allow`); proto3 repeated: [] when none. */
   allow?: string[] | undefined;
 }
@@ -266,6 +277,9 @@ export interface RoundSummaryMessage {
   durationMs: number;
   transferMs: number;
   throttlePercent: number;
+  /** Absent from an agent before compression. */
+  codec?: string;
+  wireBytes?: U64;
 }
 
 /** proto3 `optional` fields: absent when unset. */
@@ -327,6 +341,10 @@ export interface MigrationSummaryMessage {
   faultWaitP99Us: U64;
   originalExitMs?: number;
   originalLeft?: number[];
+  /** Absent from an agent before compression. */
+  compress?: string;
+  pageCodec?: string;
+  pageWireBytes?: U64;
 }
 
 export interface ErrorInfoMessage {

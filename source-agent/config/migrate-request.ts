@@ -26,6 +26,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     postCopy: o.postCopy,
     fileLocks: o.fileLocks,
     tcpEstablished: o.tcpEstablished,
+    compress: o.compress,
     allow: o.allow ?? [],
   };
 }
@@ -49,6 +50,7 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     postCopy: r.postCopy,
     fileLocks: r.fileLocks,
     tcpEstablished: r.tcpEstablished,
+    compress: r.compress,
     allow: r.allow && r.allow.length > 0 ? r.allow : undefined,
   };
 }

@@ -6,6 +6,7 @@
 import { FerryError, type SerializedFerryError } from '../../shared/errors/ferry-error.js';
 import { keyForCode } from '../../shared/errors/codes.js';
 import { PHASES, type Phase, type SourceState } from '../../shared/phases.js';
+import type { CompressMode } from '../../shared/policy/compression-choice.js';
 import type * as m from '../../shared/transport/messages.js';
 import type { MigrationEvent, MigrationSummary, PhaseTimes, PostCopyChoice, RoundSummary } from './events.js';
 
@@ -136,6 +137,8 @@ function roundToMessage(r: RoundSummary): m.RoundSummaryMessage {
     durationMs: r.durationMs,
     transferMs: r.transferMs,
     throttlePercent: r.throttlePercent,
+    codec: r.codec,
+    wireBytes: String(r.wireBytes),
   };
 }
 
@@ -150,6 +153,9 @@ function roundFromMessage(r: m.RoundSummaryMessage): RoundSummary {
     durationMs: r.durationMs,
     transferMs: r.transferMs,
     throttlePercent: r.throttlePercent,
+    // An agent from before compression sends neither: it sent every byte as it was.
+    codec: r.codec === 'zstd' ? 'zstd' : 'none',
+    wireBytes: r.wireBytes ? Number(r.wireBytes) : Number(r.bytesSent),
   };
 }
 
@@ -194,6 +200,9 @@ function summaryToMessage(s: MigrationSummary): m.MigrationSummaryMessage {
     faultWaitP99Us: String(s.faultWaitP99Us),
     originalExitMs: s.originalExitMs,
     originalLeft: s.originalLeft,
+    compress: s.compress,
+    pageCodec: s.pageCodec,
+    pageWireBytes: String(s.pageWireBytes),
   };
 }
 
@@ -244,7 +253,17 @@ function summaryFromMessage(s: m.MigrationSummaryMessage): MigrationSummary {
     // An agent from before issue 13 does not wait for the original: it reports nothing.
     originalExitMs: s.originalExitMs ?? 0,
     originalLeft: s.originalLeft ?? [],
+    // An agent from before compression sends none of these: it never compressed.
+    compress: compressOf(s.compress),
+    pageCodec: s.pageCodec === 'zstd' ? 'zstd' : 'none',
+    pageWireBytes: s.pageWireBytes ? Number(s.pageWireBytes) : Number(s.pageBytesSent),
   };
+}
+
+function compressOf(v: string | undefined): CompressMode {
+  const c = v || 'off';
+  if (c !== 'off' && c !== 'auto' && c !== 'zstd') throw malformed(`compress ${v}`);
+  return c;
 }
 
 function postCopyOf(v: string | undefined): PostCopyChoice {

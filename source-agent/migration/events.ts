@@ -2,6 +2,7 @@
 import type { SerializedFerryError } from '../../shared/errors/ferry-error.js';
 import type { Phase } from '../../shared/phases.js';
 import type { DecisionAction } from '../../shared/policy/convergence.js';
+import type { ChosenCodec, CompressMode } from '../../shared/policy/compression-choice.js';
 
 export interface PhaseTimes {
   /** criu dump of the frozen tree (the freeze starts with it). */
@@ -29,6 +30,9 @@ export interface RoundSummary {
   transferMs: number;
   /** Share of the task's CPU taken away by auto-converge during this round. */
   throttlePercent: number;
+  /** How most of the round's page bytes went (--compress), and how many bytes that made on the wire. */
+  codec: ChosenCodec;
+  wireBytes: number;
 }
 
 export interface MigrationSummary {
@@ -86,6 +90,10 @@ export interface MigrationSummary {
   originalExitMs: number;
   /** Pids of the original still alive when migrate returned (the wait is bounded): none normally. */
   originalLeft: number[];
+  /** --compress as asked; the codec both agents speak (none: nothing could compress); page bytes on the wire. */
+  compress: CompressMode;
+  pageCodec: ChosenCodec;
+  pageWireBytes: number;
 }
 
 export type PostCopyChoice = 'off' | 'auto' | 'always';

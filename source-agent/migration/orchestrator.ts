@@ -176,6 +176,10 @@ export async function migrate(opts: CompiledMigrateOptions, deps: MigrationDeps)
       faultWaitP99Us: Number(filled?.done.waitP99Us ?? 0),
       originalExitMs: (filled?.originalExit ?? committed.originalExit)?.exitMs ?? 0,
       originalLeft: (filled?.originalExit ?? committed.originalExit)?.left ?? [],
+      compress: opts.compress,
+      pageCodec: negotiated.pageCodecs.includes('zstd') && opts.compress !== 'off' ? 'zstd' : 'none',
+      // A stream that encoded nothing through the compression (none was given it) sent its bytes as they were.
+      pageWireBytes: prepared.compression.rawBytes > 0 ? prepared.compression.wireBytes : prepared.stream.bytesSent,
     };
     await learnFixedCost(
       opts.costModelPath,

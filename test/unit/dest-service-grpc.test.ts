@@ -16,6 +16,8 @@ import type * as m from '../../shared/transport/messages.js';
 import { batchPageCount, PageBatchEncoder, type PageBatch } from '../../shared/transport/page-batch.js';
 import type { DestClient } from '../../source-agent/dest-client.js';
 import { GrpcPageStream } from '../../source-agent/grpc-page-stream.js';
+import { PageCompression } from '../../source-agent/pages/page-compression.js';
+import { zstdProblem } from '../../shared/native/zstd.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 import { chunk, content, EPOCH, handBatch, prepareRequest, sourcePeer as source, startDest, upload as uploadTo, type DestUnderTest } from '../support/dest-grpc.js';
 
@@ -57,6 +59,12 @@ describe('Negotiate', () => {
     expect(ok.dest.arch).toBe(process.arch);
     const none = await client.negotiate({ source: source([7, 8]) });
     expect(none.protocolVersion).toBe(0);
+  });
+
+  it('accepts the page codecs offered that it decodes, none unasked (issue 15)', async () => {
+    expect((await client.negotiate({ source: source([1]), pageCodecs: ['lz4', 'zstd'] })).pageCodecs).toEqual(zstdProblem() ? [] : ['zstd']);
+    expect((await client.negotiate({ source: source([1]) })).pageCodecs).toEqual([]);
+    await expectFerryRejection(client.negotiate({ source: source([1]), pageCodecs: Array<string>(9).fill('zstd') }), 'REQUEST_INVALID');
   });
 });
 
@@ -162,6 +170,39 @@ describe('StreamPages', () => {
     const sender = new GrpcPageStream(client, { migrationId: randomUUID(), epoch: EPOCH, windowBytes: 64 * 1024, signal: new AbortController().signal, phase: () => 'precopy' });
     await sender.send(TASK, 0, handBatch([1]));
     await expectFerryRejection(sender.finish(), 'SESSION_NOT_FOUND');
+  });
+
+  it('stores zstd batches after decoding them, each page checked against its hash (issue 15)', async () => {
+    const { id, dir } = await prepared();
+    const compression = new PageCompression({ mode: 'zstd', codecs: ['zstd'] });
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 1 << 20, signal: new AbortController().signal, phase: () => 'precopy', compression });
+    const pages = Array.from({ length: 64 }, (_, i) => i);
+    await sender.send(TASK, 0, handBatch(pages, { zero: new Set([3, 9]) }));
+    await sender.send(TASK, 0, handBatch([64, 65]));
+    await sender.finish();
+    const store = await readFile(storePath(dir));
+    for (const p of [0, 5, 63, 65]) expect(store.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE).equals(content(p))).toBe(true);
+    expect(store.subarray(3 * PAGE_SIZE, 4 * PAGE_SIZE).equals(Buffer.alloc(PAGE_SIZE))).toBe(true);
+    expect(compression.rawBytes).toBe(64 * PAGE_SIZE);
+    expect(compression.wireBytes).toBeLessThan(compression.rawBytes / 10);
+    // The dest acknowledges the raw bytes it stored: the cost model's store rate is of page bytes.
+    expect(sender.storedBytes).toBe(64 * PAGE_SIZE);
+    await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test done' });
+  });
+
+  it('refuses a corrupt compressed payload with PAGE_PAYLOAD_INVALID, storing none of it (issue 15)', async () => {
+    const { id, dir } = await prepared();
+    const garbage = {
+      encode: (_round: number, data: Buffer) => ({ codec: 'zstd' as const, payload: Buffer.from('\x28\xb5\x2f\xfd garbage after a zstd magic'), rawBytes: data.length, compressMs: 0 }),
+      sent: () => undefined,
+      acked: () => undefined,
+    } as unknown as PageCompression;
+    const sender = new GrpcPageStream(client, { migrationId: id, epoch: EPOCH, windowBytes: 1 << 20, signal: new AbortController().signal, phase: () => 'precopy', compression: garbage });
+    await sender.send(TASK, 0, handBatch([1, 2]));
+    const e = await expectFerryRejection(sender.finish(), 'PAGE_PAYLOAD_INVALID');
+    expect(e.side).toBe('dest');
+    expect(existsSync(storePath(dir)) ? (await stat(storePath(dir))).size : 0).toBe(0);
+    await client.abort({ migrationId: id, epoch: EPOCH, reason: 'test done' });
   });
 
   it('a cancelled sender rejects with CANCELLED', async () => {

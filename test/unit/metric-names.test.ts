@@ -71,7 +71,7 @@ function families(text: string): Family[] {
   return [...out.values()];
 }
 
-const ALLOWED_LABELS = new Set(['phase', 'result', 'kind', 'state', 'code', 'side', 'tracker']);
+const ALLOWED_LABELS = new Set(['phase', 'result', 'kind', 'state', 'code', 'side', 'tracker', 'codec']);
 const INFO_LABELS = new Set(['migration_id', 'pid', 'tracker', 'dest', 'version', 'criu_version', 'node_version', 'side']);
 
 function checkFamily(f: Family, prefix: string): string[] {

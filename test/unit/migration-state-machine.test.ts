@@ -148,6 +148,19 @@ describe('migration state machine', () => {
     expect(r.error?.detail).toContain(`--resume ${String(r.journaled[0]!.migrationId)}`);
   }, 15_000);
 
+  it('--compress zstd to a dest that accepts no codec is refused in negotiate, nothing touched (issue 15)', async () => {
+    const w = world();
+    const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, compress: 'zstd' });
+    const err = await migrate(opts, { log: silentLogger, emit: () => undefined, signal: new AbortController().signal, ports: w.ports }).catch((e: unknown) => e as FerryError);
+    expect((err as FerryError).key).toBe('COMPRESSION_UNAVAILABLE');
+    expect((err as FerryError).phase).toBe('negotiate');
+    expect(w.log).not.toContain('dest.prepare');
+    // auto (the default) just sends uncompressed: the summary says no codec was agreed.
+    const ok = await run();
+    expect(ok.summary).toMatchObject({ compress: 'auto', pageCodec: 'none' });
+    expect(ok.summary!.rounds.every((r) => r.codec === 'none')).toBe(true);
+  });
+
   it('an abort signal (Ctrl-C) during pre-copy rolls back and reports CANCELLED', async () => {
     const controller = new AbortController();
     const w = world(undefined, { abortDuringPrecopy: controller });

@@ -46,7 +46,17 @@ describe('compileMigrateOptions', () => {
       postCopy: 'off',
       criuFeatures: { fileLocks: 'auto', tcpEstablished: 'auto' },
       allow: [],
+      compress: 'auto',
+      compressLevel: 1,
     });
+  });
+
+  it('--compress is auto, off or zstd (issue 15)', () => {
+    const compile = (compress: string) => compileMigrateOptions({ pid: 42, to: 'h:1', compress });
+    expect(compile('off').compress).toBe('off');
+    expect(compile('zstd').compress).toBe('zstd');
+    expectFerryError(() => compile('lz4'), 'BAD_ARGUMENT');
+    expectFerryError(() => compile(''), 'BAD_ARGUMENT');
   });
 
   describe('--post-copy and --on-no-converge (issue 12)', () => {
@@ -286,8 +296,8 @@ describe('rendering', () => {
     tracker: 'hash',
     tasks: 3,
     rounds: [
-      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, bytesRead: 264 * 2 ** 20, durationMs: 2500, transferMs: 2400, throttlePercent: 0 },
-      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, bytesRead: 256 * 2 ** 20, durationMs: 40, transferMs: 30, throttlePercent: 0 },
+      { round: 0, presentPages: 65536, dirtyPages: 65536, zeroPages: 1000, bytesSent: 264 * 2 ** 20, bytesRead: 264 * 2 ** 20, durationMs: 2500, transferMs: 2400, throttlePercent: 0, codec: 'none', wireBytes: 264 * 2 ** 20 },
+      { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 0, bytesSent: 1200 * 4096, bytesRead: 256 * 2 ** 20, durationMs: 40, transferMs: 30, throttlePercent: 0, codec: 'none', wireBytes: 1200 * 4096 },
     ],
     decision: 'freezing: the dirty set (4.7 MiB) sends in ~47 ms <= 300 ms budget',
     presentPages: 65536,
@@ -321,6 +331,9 @@ describe('rendering', () => {
     faultWaitP99Us: 900,
     originalExitMs: 12,
     originalLeft: [],
+    compress: 'auto',
+    pageCodec: 'zstd',
+    pageWireBytes: 100,
   };
 
   it('formatSummary shows the key figures', () => {

@@ -23,7 +23,7 @@ const migrateMethod = (): WireMethod => (ferryProto().Source.service as unknown 
 const overTheWire = (msg: m.MigrationEventMessage): m.MigrationEventMessage =>
   migrateMethod().responseDeserialize(migrateMethod().responseSerialize(msg)) as m.MigrationEventMessage;
 
-const round = { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 3, bytesSent: 1197 * 4096, bytesRead: 256 * 2 ** 20, durationMs: 40.5, transferMs: 30.25, throttlePercent: 20 };
+const round = { round: 1, presentPages: 65600, dirtyPages: 1200, zeroPages: 3, bytesSent: 1197 * 4096, bytesRead: 256 * 2 ** 20, durationMs: 40.5, transferMs: 30.25, throttlePercent: 20, codec: 'zstd' as const, wireBytes: 300 * 4096 };
 const summary: MigrationSummary = {
   migrationId: '0b9e4c4e-5d0f-4e43-9d57-3a1f0c7f2a11',
   pid: 4242,
@@ -63,6 +63,9 @@ const summary: MigrationSummary = {
   faultWaitP99Us: 900,
   originalExitMs: 37.5,
   originalLeft: [4243],
+  compress: 'zstd',
+  pageCodec: 'zstd',
+  pageWireBytes: 12345,
 };
 
 const events: MigrationEvent[] = [
@@ -130,6 +133,7 @@ describe('MigrateRequest', () => {
     ],
     ['post-copy (issue 12)', { pid: 42, to: 'h:1', postCopy: 'always', onNoConverge: 'postcopy' }],
     ['--allow (issue 13)', { pid: 42, to: 'h:1', allow: ['cpu-features'] }],
+    ['--compress (issue 15)', { pid: 42, to: 'h:1', compress: 'zstd' }],
   ])('carries %s as given, leaving the defaults to the agent', (_name, o) => {
     const back = fromMigrateRequest(wire(toMigrateRequest(o)));
     expect(back).toEqual(o);

@@ -127,7 +127,24 @@ static uint64_t page_key(uint64_t page, uint32_t gen) {
   return mix64(mix64(g_seed ^ (page * GOLDEN)) ^ ((uint64_t)gen * 0xD1B54A32D192ED03ULL));
 }
 
-static uint64_t word_value(uint64_t key, uint64_t word) { return mix64(key + (word + 1) * GOLDEN); }
+static int g_heap_like; /* --content objects */
+
+/* --content objects: pages a compressor sees as a managed heap does (zstd -1 shrinks them several times, as the lab's
+ * heap-like pages): 64-byte objects of a header (the page's key), a pointer, small integers and zero padding.
+ * The key is in every object, so a misplaced or stale page is still caught. */
+static uint64_t heap_word(uint64_t key, uint64_t word) {
+  uint64_t r = mix64(key + (word / 8 + 1) * GOLDEN);
+  switch (word % 8) {
+  case 0: return key;
+  case 1: return 0x00007f3a00000000ULL | (r & 0xfffff0ULL);
+  case 2: return r >> 56;
+  case 3: return (r >> 20) & 0xffffULL;
+  case 4: return (word / 8) * 24;
+  default: return 0;
+  }
+}
+
+static uint64_t word_value(uint64_t key, uint64_t word) { return g_heap_like ? heap_word(key, word) : mix64(key + (word + 1) * GOLDEN); }
 
 static const char *const HEAP_NAMES[] = {"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"};
 static const char *const HEAP_TAGS[] = {"alpha", "beta", "gamma", "delta", "prod", "eu-west", "cache", "batch"};
@@ -444,12 +461,13 @@ static void usage(const char *msg) {
   fprintf(stderr,
           "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
           " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]"
-          " [--content random|heap]\n"
+          " [--content random|heap|objects]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
           "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0);\n"
           "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0);\n"
           "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0)\n"
-          "  --content: random words (default) or heap-like pages (70 %% zero, the rest JSON-like text)\n");
+          "  --content: random words (default), heap-like pages (70 %% zero, the rest JSON-like text), or\n"
+          "             objects (compressible pages: pointers, small ints, padding; no zero pages)\n");
   exit(2);
 }
 
@@ -494,7 +512,8 @@ static void parse_args(int argc, char **argv) {
     case 'C':
       if (strcmp(optarg, "random") == 0) g_heap = 0;
       else if (strcmp(optarg, "heap") == 0) g_heap = 1;
-      else usage("--content must be random or heap");
+      else if (strcmp(optarg, "objects") == 0) g_heap_like = 1;
+      else usage("--content must be random, heap or objects");
       break;
     case 'o':
       if (strcmp(optarg, "verify") == 0) g_on_resume = 1;

@@ -50,9 +50,10 @@ export interface MemtestOptions {
   /** MiB of a mapping filled at start and then made PROT_NONE (process_vm_readv cannot read it; CRIU dumps it):
    * every check opens it, checks it and seals it again. Default 0. */
   sealedMib?: number;
-  /** What the data pages hold: random words (default), or heap-like pages (70 % zero, the rest JSON-like text)
-   * for the compression benchmark. Either way a pure function of (seed, page, generation): checks work the same. */
-  content?: 'random' | 'heap';
+  /** What the data pages hold: random words (default); heap-like pages (70 % zero, the rest JSON-like text) for
+   * the compression benchmark; or objects (compressible pages of pointers, small ints and padding, none zero).
+   * Each a pure function of (seed, page, generation): checks work the same. */
+  content?: 'random' | 'heap' | 'objects';
   /** After a migration (the first tick on a new host pid): check every page at once, or churn (a lazy restore is
    * then still paging the copy in). The report is read with resumeReport(). */
   onResume?: 'verify' | 'churn';

@@ -15,6 +15,10 @@ import type { TaskLock } from '../../task-lock.js';
 import type { PeerInfo } from '../../../shared/transport/messages.js';
 import { chooseCriuFeatures, type ChosenCriuFeatures } from '../criu-features-choice.js';
 import { preflightRefusal, runPreflight } from '../../preflight/preflight.js';
+import { FerryError } from '../../../shared/errors/ferry-error.js';
+import { localPageCodecs, type PageCodecName } from '../../../shared/pages/batch-codec.js';
+import type { CompressMode } from '../../../shared/policy/compression-choice.js';
+import { zstdProblem } from '../../../shared/native/zstd.js';
 
 export interface Negotiated {
   target: TargetTree;
@@ -29,6 +33,18 @@ export interface Negotiated {
   criu: ChosenCriuFeatures;
   /** The dest's PeerInfo: freeze checks a feature turned on late against it. */
   destInfo: PeerInfo;
+  /** The compressing page codecs both agents speak (this host offered, the dest accepted). */
+  pageCodecs: PageCodecName[];
+}
+
+/** Of this host's offer, what the dest accepted (an answer naming a codec not offered counts for nothing). */
+function agreedPageCodecs(mode: CompressMode, offered: readonly PageCodecName[], accepted: readonly string[]): PageCodecName[] {
+  const agreed = offered.filter((c) => accepted.includes(c));
+  if (mode === 'zstd' && !agreed.includes('zstd')) {
+    const detail = offered.includes('zstd') ? 'the dest accepts no zstd (its libzstd is missing, or it predates compression)' : `this host has no zstd: ${zstdProblem() ?? 'unknown'}`;
+    throw new FerryError('COMPRESSION_UNAVAILABLE', { phase: 'negotiate', side: offered.includes('zstd') ? 'dest' : 'source', sourceState: 'running', detail });
+  }
+  return agreed;
 }
 
 /** On success the caller owns `taskLock` and `dest` and must release and close them; on failure it is done here. */
@@ -44,8 +60,10 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     // Read before Negotiate: the dest answers which of the tree's external mount paths it lacks.
     const facts = host.preflightFacts(pids);
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
-    const answer = await dest.negotiate({ source: local, externalMounts: facts.tree.externalMounts ?? [] }, signal);
+    const offered = opts.compress === 'off' ? [] : localPageCodecs();
+    const answer = await dest.negotiate({ source: local, externalMounts: facts.tree.externalMounts ?? [], pageCodecs: offered }, signal);
     const protocolVersion = checkPeers(local, answer);
+    const pageCodecs = agreedPageCodecs(opts.compress, offered, answer.pageCodecs ?? []);
     if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
     const networkLock = await host.networkLock();
@@ -70,7 +88,8 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     });
     ctx.log.info('restore mode', { mode: restore.mode, note: restore.note });
     ctx.log.info('criu features', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
-    return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest };
+    if (opts.compress !== 'off') ctx.log.info('page codecs', { compress: opts.compress, codecs: pageCodecs });
+    return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest, pageCodecs };
   } catch (e) {
     dest?.close();
     taskLock?.release();

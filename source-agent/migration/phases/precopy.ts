@@ -109,6 +109,8 @@ export async function precopy(ctx: MigrationContext, n: Negotiated, p: Prepared)
         durationMs,
         transferMs: Math.max(1, durationMs - stats.readMs),
         throttlePercent: throttle?.percent ?? 0,
+        codec: p.compression.roundCodec(round),
+        wireBytes: p.compression.rounds.get(round)?.wireBytes ?? stats.bytesSent,
       };
       rounds.push(summary);
       history.push(summary);

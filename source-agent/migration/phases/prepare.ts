@@ -3,6 +3,7 @@
  * session and a page store, and the page stream opens. Each registers its undo before the next step.
  */
 import { TokenBucket } from '../../token-bucket.js';
+import { PageCompression } from '../../pages/page-compression.js';
 import type { DirtyTracker } from '../../trackers/tracker.js';
 import type { MigrationContext } from '../migration-context.js';
 import type { PageStream } from '../ports.js';
@@ -16,6 +17,8 @@ export interface Prepared {
   abortDestSession: UndoHandle;
   /** Released once every page is acknowledged: the stream ended on its own. */
   dropStream: UndoHandle;
+  /** The batches' codec, chosen per round, and what it saved (the stream encodes through it). */
+  compression: PageCompression;
 }
 
 export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Prepared> {
@@ -45,6 +48,13 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     },
     signal,
   );
+  const compression = new PageCompression({
+    mode: opts.compress,
+    codecs: n.pageCodecs,
+    level: opts.compressLevel,
+    capBytesPerSecond: opts.bandwidthBytesPerSecond,
+    onChange: (round, choice) => ctx.log.info('page codec', { round, codec: choice.codec, reason: choice.reason }),
+  });
   const stream = n.dest.openPageStream({
     migrationId,
     epoch,
@@ -52,7 +62,8 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     signal,
     phase: () => ctx.phase,
     bandwidth: opts.bandwidthBytesPerSecond ? new TokenBucket(opts.bandwidthBytesPerSecond) : undefined,
+    compression,
   });
   const dropStream = rollback.push('drop the page stream', () => stream.cancel(), 'dest');
-  return { tracker, stream, abortDestSession, dropStream };
+  return { tracker, stream, abortDestSession, dropStream, compression };
 }
