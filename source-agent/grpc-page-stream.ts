@@ -21,6 +21,8 @@ export interface PageStreamOptions {
   phase: () => Phase;
   /** Caps pre-copy traffic only: the final delta, sent while the task is frozen, goes at full speed. */
   bandwidth?: TokenBucket | undefined;
+  /** Prepare's page-channel offer: the pages go over these channels instead of StreamPages. */
+  channels?: { port: number; token: Buffer; count: number } | undefined;
 }
 
 export class GrpcPageStream {

@@ -47,6 +47,8 @@ Options:
                           ORIGINAL_LOST). Needs a dest that restores lazily; not with --restore eager or
                           --no-precopy
   --no-precopy            stop-and-copy: freeze at once, send everything while frozen
+  --page-channels N       page channels (TLS sockets beside the gRPC control plane) to send pages over,
+                          0 to 16 (default 1; 0: the gRPC page stream, as to a dest without page channels)
   --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
                           --file-locks on dump and restore (off: a task holding a lock is refused, FERRY-1202)
   --tcp-established WHEN  auto (default: when the task has a connected TCP socket), on or off (FERRY-1203 refuses
@@ -107,6 +109,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'file-locks': { type: 'string' },
       'tcp-established': { type: 'string' },
       allow: { type: 'string', multiple: true },
+      'page-channels': { type: 'string' },
       metrics: { type: 'string' },
       pushgateway: { type: 'string' },
       ...TLS_FLAGS,
@@ -153,6 +156,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     fileLocks: values['file-locks'],
     tcpEstablished: values['tcp-established'],
     allow: values.allow,
+    pageChannels: intFlag('page-channels', values['page-channels']),
   };
   // Before the socket is looked at: a usage error, whatever the agent's state.
   if (values.via !== undefined && metricsGiven) {

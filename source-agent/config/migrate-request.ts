@@ -27,6 +27,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     fileLocks: o.fileLocks,
     tcpEstablished: o.tcpEstablished,
     allow: o.allow ?? [],
+    pageChannels: o.pageChannels,
   };
 }
 
@@ -50,5 +51,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     fileLocks: r.fileLocks,
     tcpEstablished: r.tcpEstablished,
     allow: r.allow && r.allow.length > 0 ? r.allow : undefined,
+    pageChannels: r.pageChannels,
   };
 }

@@ -2,6 +2,7 @@
  * prepare: the tracker is created (for uffd-wp this is when the task is first touched), the dest opens a
  * session and a page store, and the page stream opens. Each registers its undo before the next step.
  */
+import { PAGE_CHANNELS_FEATURE } from '../../../shared/peer-info.js';
 import { TokenBucket } from '../../token-bucket.js';
 import type { DirtyTracker } from '../../trackers/tracker.js';
 import type { MigrationContext } from '../migration-context.js';
@@ -33,7 +34,9 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     },
     'dest',
   );
-  await n.dest.prepare(
+  // Page channels only to a dest that offers them: an older one answers StreamPages alone.
+  const wanted = n.destInfo.features.includes(PAGE_CHANNELS_FEATURE) ? opts.pageChannels : 0;
+  const answer = await n.dest.prepare(
     {
       migrationId,
       epoch,
@@ -42,16 +45,20 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
       requiredPids: target.pidNamespaceRoot ? [] : target.tasks.map((t) => t.hostPid),
       expectedBytes: String(target.residentBytes),
       taskName: target.name,
+      pageChannels: wanted,
     },
     signal,
   );
-  const stream = n.dest.openPageStream({
+  const token = answer.pageChannelToken;
+  const channels = wanted > 0 && answer.pageChannelPort && token && token.length > 0 && answer.pageChannels ? { port: answer.pageChannelPort, token, count: answer.pageChannels } : undefined;
+  const stream = await n.dest.openPageStream({
     migrationId,
     epoch,
     windowBytes: opts.windowBytes,
     signal,
     phase: () => ctx.phase,
     bandwidth: opts.bandwidthBytesPerSecond ? new TokenBucket(opts.bandwidthBytesPerSecond) : undefined,
+    channels,
   });
   const dropStream = rollback.push('drop the page stream', () => stream.cancel(), 'dest');
   return { tracker, stream, abortDestSession, dropStream };
