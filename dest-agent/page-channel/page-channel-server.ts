@@ -77,6 +77,7 @@ export class PageChannelServer {
     private readonly security: TransportSecurity,
     private readonly log: Logger,
     maxConnections: number,
+    readonly helloTimeoutMs = HELLO_TIMEOUT_MS,
   ) {
     if (security.kind === 'tls') {
       const m = security.material;
@@ -248,7 +249,7 @@ class DestChannel {
 
   async run(): Promise<void> {
     const socket = this.socket;
-    socket.setTimeout(HELLO_TIMEOUT_MS);
+    socket.setTimeout(this.server.helloTimeoutMs);
     socket.on('timeout', () => this.end(new FerryError('STREAM_IDLE_TIMEOUT', { side: 'dest', phase: 'precopy', detail: 'a page channel stayed silent' })));
     socket.on('data', this.onData);
     socket.on('error', () => {
