@@ -46,7 +46,14 @@ describe('compileMigrateOptions', () => {
       postCopy: 'off',
       criuFeatures: { fileLocks: 'auto', tcpEstablished: 'auto' },
       allow: [],
+      pageChannels: 1,
     });
+  });
+
+  it('--page-channels takes 0 (the gRPC stream) to 16, and refuses anything else (BAD_ARGUMENT)', () => {
+    const compile = (pageChannels: number): number => compileMigrateOptions({ pid: 42, to: 'h:1', pageChannels }).pageChannels;
+    expect([0, 1, 4, 16].map(compile)).toEqual([0, 1, 4, 16]);
+    for (const bad of [-1, 17, 1.5, Number.NaN]) expectFerryError(() => compile(bad), 'BAD_ARGUMENT');
   });
 
   describe('--post-copy and --on-no-converge (issue 12)', () => {
