@@ -21,6 +21,8 @@ import type { PageStreamOptions } from '../grpc-page-stream.js';
 export const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
 /** Unacknowledged batches and no byte from the dest for this long: the channel is given up. */
 export const CHANNEL_ACK_TIMEOUT_MS = 120_000;
+/** Bytes a channel may hold unsent in its socket before send() waits for it to drain: ~4 batches. */
+const CHANNEL_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 /** After CLOSE, how long the dest's CLOSE (everything stored) is waited for. */
 const CHANNEL_CLOSE_TIMEOUT_MS = 10_000;
 
@@ -210,10 +212,11 @@ export class PageChannelStream {
     this.pagesSent += pages;
     const parts = encodeBatch({ seq, round, task, pages, codec: encoded.codec, payloadBytes: encoded.payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload: encoded.payload });
     c.socket.cork();
-    let ok = true;
-    for (const p of parts) ok = c.socket.write(p);
+    for (const p of parts) c.socket.write(p);
     c.socket.uncork();
-    if (!ok) {
+    // Back-pressure of our own bound, not the socket's 16 KiB: waiting for 'drain' after every 1 MiB batch
+    // left both sides idle half the time (the next batch was read only once this one was in the kernel).
+    if (c.socket.writableLength > CHANNEL_WRITE_BUFFER_BYTES) {
       c.draining = new Promise<void>((resolve) => {
         const done = (): void => {
           c.socket.off('drain', done);
