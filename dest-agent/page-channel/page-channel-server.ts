@@ -264,7 +264,9 @@ class DestChannel {
     let clean = false;
     try {
       const hello = await this.nextFrame();
-      admitted = this.server.admit(decodeHello(hello.body), socket);
+      const h = decodeHello(hello.body);
+      admitted = this.server.admit(h, socket);
+      admitted.session.log.info('page channel open', { channel: h.channel, of: admitted.offer.channels, tls: socket instanceof tls.TLSSocket });
       socket.setTimeout(this.server.channelHost.streamIdleMs);
       this.reader.expect(new Set([FrameType.BATCH, FrameType.CLOSE]));
       socket.write(encodeEmpty(FrameType.READY));
