@@ -29,6 +29,7 @@ import type { TransportSecurity } from '../../shared/transport/transport-securit
 import type { DestSession } from '../session.js';
 import type { PeerKey } from '../peer-key.js';
 import { SeqOrder } from './seq-order.js';
+import { BodyPool } from '../../shared/transport/page-channel/body-pool.js';
 
 /** A dialer must say HELLO (after its TLS handshake) within this, or it is cut. */
 export const HELLO_TIMEOUT_MS = 10_000;
@@ -191,7 +192,8 @@ export class PageChannelServer {
 
 /** One accepted connection: HELLO, then batches until CLOSE. */
 class DestChannel {
-  private readonly reader = new FrameReader(new Set([FrameType.HELLO]), 'dest');
+  private readonly bodies = new BodyPool();
+  private readonly reader = new FrameReader(new Set([FrameType.HELLO]), 'dest', (n) => this.bodies.take(n));
   private readonly frames: Frame[] = [];
   private wake: (() => void) | undefined;
   private ended: FerryError | undefined;
@@ -318,6 +320,8 @@ class DestChannel {
         acked.storeUs += BigInt(r.storeUs);
       } finally {
         order.done(batch.seq);
+        // Stored (or failed): nothing holds the frame's bytes any more.
+        this.bodies.give(f.body);
       }
       if (acked.batches >= ACK_EVERY_BATCHES || this.frames.length === 0) ack();
     }

@@ -212,7 +212,11 @@ export class PageChannelStream {
     this.pagesSent += pages;
     const parts = encodeBatch({ seq, round, task, pages, codec: encoded.codec, payloadBytes: encoded.payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload: encoded.payload });
     c.socket.cork();
-    for (const p of parts) c.socket.write(p);
+    for (const [k, p] of parts.entries()) {
+      // Once the payload is written out (encrypted, or in the kernel), its buffers may hold the next batch.
+      if (k === parts.length - 1) c.socket.write(p, () => batch.release?.());
+      else c.socket.write(p);
+    }
     c.socket.uncork();
     // Back-pressure of our own bound, not the socket's 16 KiB: waiting for 'drain' after every 1 MiB batch
     // left both sides idle half the time (the next batch was read only once this one was in the kernel).

@@ -19,6 +19,7 @@ export class FrameReader {
   constructor(
     private accepts: ReadonlySet<FrameTypeCode>,
     private readonly side: 'source' | 'dest',
+    private readonly alloc: (n: number) => Buffer = (n) => Buffer.allocUnsafe(n),
   ) {}
 
   expect(types: ReadonlySet<FrameTypeCode>): void {
@@ -51,7 +52,7 @@ export class FrameReader {
       // Within the first chunk: a view, no copy.
       const first = this.chunks[0];
       if (first && first.length >= bytes) return { type, body: this.take(bytes) };
-      this.body = { type, buf: Buffer.allocUnsafe(bytes), filled: 0 };
+      this.body = { type, buf: this.alloc(bytes), filled: 0 };
     }
     const b = this.body;
     while (b.filled < b.buf.length && this.chunks.length > 0) {
