@@ -19,8 +19,11 @@ import type { PageStreamOptions } from '../grpc-page-stream.js';
 
 /** Connect, handshake and READY of one channel. */
 export const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
-/** Unacknowledged batches and no byte from the dest for this long: the channel is given up. */
-export const CHANNEL_ACK_TIMEOUT_MS = 120_000;
+/**
+ * Unacknowledged batches and no byte either way for this long: the channel is given up (a dest host gone
+ * silent; gRPC's keepalive found it in ~15 s). A link that comes back sooner carries on where it was.
+ */
+export const CHANNEL_ACK_TIMEOUT_MS = 30_000;
 /** Bytes a channel may hold unsent in its socket before send() waits for it to drain: ~4 batches. */
 const CHANNEL_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 /** After CLOSE, how long the dest's CLOSE (everything stored) is waited for. */
