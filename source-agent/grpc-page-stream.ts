@@ -8,8 +8,9 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
 import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
-import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
+import { PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
 import type { DestClient } from './dest-client.js';
+import { StreamWaits } from './stream-waits.js';
 import type { TokenBucket } from './token-bucket.js';
 
 export interface PageStreamOptions {
@@ -30,9 +31,8 @@ export class GrpcPageStream {
   private seq = 0n;
   private inflightBytes = 0;
   private unacked = 0;
-  private failure: FerryError | undefined;
+  private readonly waits = new StreamWaits();
   private ended = false;
-  private wake: (() => void) | undefined;
   private readonly closed: Promise<void>;
   /** Cumulative figures for metrics and the summary. */
   bytesSent = 0;
@@ -51,11 +51,11 @@ export class GrpcPageStream {
       this.storedBytes += Number(ack.bytes);
       this.storeMicros += Number(ack.storeUs);
       this.unacked--;
-      this.poke();
+      this.waits.poke();
     });
     this.closed = new Promise<void>((resolve) => {
       this.call.on('error', (err: grpc.ServiceError) => {
-        this.fail(
+        this.waits.fail(
           fromServiceError(
             err,
             new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: err.details || err.message, cause: err }),
@@ -65,7 +65,7 @@ export class GrpcPageStream {
       });
       this.call.on('status', () => resolve());
       this.call.on('end', () => {
-        if (this.unacked > 0) this.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: 'the dest ended the stream early' }));
+        if (this.unacked > 0) this.waits.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: 'the dest ended the stream early' }));
         resolve();
       });
     });
@@ -73,36 +73,14 @@ export class GrpcPageStream {
   }
 
   private readonly onAbort = (): void => {
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   };
 
-  private fail(e: FerryError): void {
-    this.failure ??= e;
-    this.poke();
-  }
-
-  private poke(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  private async waitUntil(cond: () => boolean): Promise<void> {
-    while (!cond()) {
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-    if (this.failure) throw this.failure;
-  }
-
   async send(task: number, round: number, batch: PageBatch): Promise<void> {
-    const pages = batchPageCount(batch);
-    if (pages === 0) return;
-    if (this.failure) throw this.failure;
-    const cost = batch.data.length + pages * PAGE_ENTRY_BYTES;
-    if (this.opts.bandwidth && this.opts.phase() === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
-    await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
+    const admitted = await this.waits.admit(batch, this.opts, () => this.inflightBytes);
+    if (!admitted) return;
+    const { pages, cost } = admitted;
     this.seq++;
     this.inflightBytes += cost;
     this.unacked++;
@@ -123,15 +101,15 @@ export class GrpcPageStream {
       let drained = false;
       this.call.once('drain', () => {
         drained = true;
-        this.poke();
+        this.waits.poke();
       });
-      await this.waitUntil(() => drained);
+      await this.waits.until(() => drained);
     }
   }
 
   /** Waits until the dest has acknowledged everything sent so far. */
   async flush(): Promise<void> {
-    await this.waitUntil(() => this.unacked === 0);
+    await this.waits.until(() => this.unacked === 0);
   }
 
   /** Ends the stream after every batch is acknowledged. */
@@ -143,13 +121,13 @@ export class GrpcPageStream {
     }
     await this.closed;
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    if (this.failure) throw this.failure;
+    this.waits.throwIfFailed();
   }
 
   /** Drops the stream (rollback): nothing more is sent, pending waits fail. */
   cancel(): void {
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   }
 }

@@ -10,12 +10,13 @@ import * as tls from 'node:tls';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { tlsClientOptions } from '../../shared/transport/credentials.js';
 import type { HostPort } from '../../shared/transport/address.js';
-import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../../shared/transport/page-batch.js';
+import type { PageBatch } from '../../shared/transport/page-batch.js';
 import { FrameReader } from '../../shared/transport/page-channel/frame-reader.js';
 import { decodeAck, decodeError, encodeBatch, encodeEmpty, encodeHello, FrameType } from '../../shared/transport/page-channel/page-channel-frame.js';
 import { encodePayload } from '../../shared/transport/page-channel/payload-codec.js';
 import type { TransportSecurity } from '../../shared/transport/transport-security.js';
 import type { PageStreamOptions } from '../grpc-page-stream.js';
+import { StreamWaits } from '../stream-waits.js';
 
 /** Connect, handshake and READY of one channel. */
 export const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
@@ -60,8 +61,9 @@ export class PageChannelStream {
   private readonly channels: SourceChannel[] = [];
   private seq = 0n;
   private inflightBytes = 0;
-  private failure: FerryError | undefined;
-  private wake: (() => void) | undefined;
+  private readonly waits = new StreamWaits(() => {
+    for (const c of this.channels) c.socket.destroy();
+  });
   private finished = false;
   bytesSent = 0;
   pagesSent = 0;
@@ -81,43 +83,17 @@ export class PageChannelStream {
       await Promise.all(Array.from({ length: target.channels }, (_, i) => stream.openChannel(i)));
     } catch (e) {
       stream.cancel();
-      throw stream.failure ?? e;
+      throw stream.waits.failure ?? e;
     }
     return stream;
   }
 
   private readonly onAbort = (): void => {
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
   };
 
   private broken(detail: string): FerryError {
     return new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail });
-  }
-
-  private fail(e: FerryError): void {
-    if (!this.failure) {
-      this.failure = e;
-      for (const c of this.channels) c.socket.destroy();
-    }
-    this.poke();
-  }
-
-  private throwIfFailed(): void {
-    if (this.failure) throw this.failure;
-  }
-
-  private poke(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  private async waitUntil(cond: () => boolean): Promise<void> {
-    while (!cond()) {
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-    if (this.failure) throw this.failure;
   }
 
   private openChannel(index: number): Promise<void> {
@@ -146,7 +122,7 @@ export class PageChannelStream {
             if (f.type === FrameType.ERROR) {
               const e = decodeError(f.body);
               e.phase ??= this.opts.phase();
-              this.fail(e);
+              this.waits.fail(e);
               settle(e);
               return;
             }
@@ -160,22 +136,22 @@ export class PageChannelStream {
           }
         } catch (e) {
           const fe = e instanceof FerryError ? e : this.broken(`${where}: ${String(e)}`);
-          this.fail(fe);
+          this.waits.fail(fe);
           settle(fe);
         }
       });
       socket.on('timeout', () => {
-        if (c.inflight.length > 0) this.fail(this.broken(`${where}: no acknowledgement for ${CHANNEL_ACK_TIMEOUT_MS} ms`));
+        if (c.inflight.length > 0) this.waits.fail(this.broken(`${where}: no acknowledgement for ${CHANNEL_ACK_TIMEOUT_MS} ms`));
       });
       socket.on('error', (err: Error) => {
-        const e = this.failure ?? this.broken(`${where}: ${err.message}`);
-        this.fail(e);
+        const e = this.waits.failure ?? this.broken(`${where}: ${err.message}`);
+        this.waits.fail(e);
         settle(e);
       });
       socket.on('close', () => {
-        if (!c.closed) this.fail(this.failure ?? this.broken(`${where} closed${ready ? ' mid-stream' : ' before it was ready'}`));
-        settle(this.failure);
-        this.poke();
+        if (!c.closed) this.waits.fail(this.waits.failure ?? this.broken(`${where} closed${ready ? ' mid-stream' : ' before it was ready'}`));
+        settle(this.waits.failure);
+        this.waits.poke();
       });
     });
   }
@@ -191,21 +167,18 @@ export class PageChannelStream {
     if (batches === 0) throw new FerryError('PAGE_CHANNEL_FRAME_INVALID', { side: 'source', phase: this.opts.phase(), detail: `an ack of ${ack.seq} acknowledges nothing on channel ${c.index}` });
     this.storedBytes += Number(ack.bytes);
     this.storeMicros += Number(ack.storeMicros);
-    this.poke();
+    this.waits.poke();
   }
 
   async send(task: number, round: number, batch: PageBatch): Promise<void> {
-    const pages = batchPageCount(batch);
-    if (pages === 0) return;
-    if (this.failure) throw this.failure;
-    const cost = batch.data.length + pages * PAGE_ENTRY_BYTES;
-    if (this.opts.bandwidth && this.opts.phase() === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
-    await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
+    const admitted = await this.waits.admit(batch, this.opts, () => this.inflightBytes);
+    if (!admitted) return;
+    const { pages, cost } = admitted;
     // The least loaded channel: a slow one (its socket full) is left to drain.
     let c = this.channels[0]!;
     for (const other of this.channels) if (other.inflightBytes < c.inflightBytes) c = other;
     if (c.draining) await c.draining;
-    this.throwIfFailed(); // the channel may have broken while it drained
+    this.waits.throwIfFailed(); // the channel may have broken while it drained
     const encoded = encodePayload(batch.data);
     const seq = ++this.seq;
     c.inflight.push({ seq, cost });
@@ -239,7 +212,7 @@ export class PageChannelStream {
 
   /** Waits until the dest has acknowledged everything sent so far, on every channel. */
   async flush(): Promise<void> {
-    await this.waitUntil(() => this.inflightBytes === 0);
+    await this.waits.until(() => this.inflightBytes === 0);
   }
 
   /** Every batch acknowledged, then CLOSE on each channel and the dest's CLOSE back (bounded). */
@@ -248,21 +221,21 @@ export class PageChannelStream {
     if (!this.finished) {
       this.finished = true;
       for (const c of this.channels) c.socket.end(encodeEmpty(FrameType.CLOSE));
-      const timer = setTimeout(() => this.fail(this.broken(`the dest did not close its page channels within ${CHANNEL_CLOSE_TIMEOUT_MS} ms`)), CHANNEL_CLOSE_TIMEOUT_MS);
+      const timer = setTimeout(() => this.waits.fail(this.broken(`the dest did not close its page channels within ${CHANNEL_CLOSE_TIMEOUT_MS} ms`)), CHANNEL_CLOSE_TIMEOUT_MS);
       try {
-        await this.waitUntil(() => this.channels.every((c) => c.closed && c.socket.destroyed));
+        await this.waits.until(() => this.channels.every((c) => c.closed && c.socket.destroyed));
       } finally {
         clearTimeout(timer);
       }
     }
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    if (this.failure) throw this.failure;
+    this.waits.throwIfFailed();
   }
 
   /** Drops the stream (rollback): every socket closed at once, pending waits fail. */
   cancel(): void {
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     for (const c of this.channels) c.socket.destroy();
   }
 

@@ -1,0 +1,61 @@
+/**
+ * The waits of a page stream (grpc-page-stream.ts, page-channel/page-channel-stream.ts): send() and flush()
+ * wait for a condition (room in the window, every ack) that the stream's events change; the first failure
+ * wins and ends every wait.
+ */
+import type { FerryError } from '../shared/errors/ferry-error.js';
+import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
+import type { PageStreamOptions } from './grpc-page-stream.js';
+
+export class StreamWaits {
+  private wake: (() => void) | undefined;
+  private first: FerryError | undefined;
+
+  /** `onFailed` runs once, at the first failure (e.g. to close the sockets). */
+  constructor(private readonly onFailed: () => void = () => undefined) {}
+
+  get failure(): FerryError | undefined {
+    return this.first;
+  }
+
+  fail(e: FerryError): void {
+    if (!this.first) {
+      this.first = e;
+      this.onFailed();
+    }
+    this.poke();
+  }
+
+  throwIfFailed(): void {
+    if (this.first) throw this.first;
+  }
+
+  /** Something changed: the wait in progress looks at its condition again. */
+  poke(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  async until(cond: () => boolean): Promise<void> {
+    while (!cond()) {
+      this.throwIfFailed();
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+    this.throwIfFailed();
+  }
+
+  /**
+   * A batch's way into the window: its pages and wire cost once the token bucket (pre-copy only) and the window
+   * (`windowBytes` unacknowledged, or nothing in flight) let it go; undefined for an empty batch.
+   */
+  async admit(batch: PageBatch, opts: PageStreamOptions, inflightBytes: () => number): Promise<{ pages: number; cost: number } | undefined> {
+    const pages = batchPageCount(batch);
+    if (pages === 0) return undefined;
+    this.throwIfFailed();
+    const cost = batch.data.length + pages * PAGE_ENTRY_BYTES;
+    if (opts.bandwidth && opts.phase() === 'precopy') await opts.bandwidth.take(cost, opts.signal);
+    await this.until(() => inflightBytes() === 0 || inflightBytes() + cost <= opts.windowBytes);
+    return { pages, cost };
+  }
+}
