@@ -30,9 +30,12 @@ export interface DestAgentOptions {
   trackers?: () => Promise<readonly string[]>;
   /** The agent's bounds (sessions, streams, idle times); the defaults of dest-limits.ts for the rest. */
   limits?: Partial<DestLimits>;
+  /** The page-channel listener's port on the `listen` host; 0 (default): a free one. */
+  pageChannelPort?: number;
 }
 
-export type DestAgent = AgentServer;
+/** The agent's servers; `pageChannelPort` is its page-channel listener's. */
+export type DestAgent = AgentServer & { readonly pageChannelPort: number };
 
 export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent> {
   checkListenPolicy(opts.listen, opts.security);
@@ -46,7 +49,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   // Before the first call: a session the previous agent restored is live again, the others are ended.
   await service.recover();
   // Beside the gRPC listener, on its address: Prepare tells each source the port.
-  const pageChannelPort = await pageChannels.listen(opts.listen.host, 0, service.channelHost());
+  const pageChannelPort = await pageChannels.listen(opts.listen.host, opts.pageChannelPort ?? 0, service.channelHost());
   let agent: AgentServer;
   try {
     agent = await startAgentServer({
@@ -83,5 +86,5 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
     });
   }
   opts.log.info('dest agent listening', { address: agent.address, workDir: opts.workDir, metricsPort: agent.metricsPort, pageChannelPort });
-  return agent;
+  return Object.assign(agent, { pageChannelPort });
 }
