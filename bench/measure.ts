@@ -7,7 +7,7 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, makeTempDir, pidsWithArgs, tail, type DestAgentHandle, type TwoHosts } from '../testbed/two-hosts.js';
-import { startMemtest, type MemtestHandle } from '../testbed/workloads/memtest.js';
+import { startMemtest, type MemtestHandle, type MemtestOptions } from '../testbed/workloads/memtest.js';
 import type { BenchCase, Method } from './cases.js';
 import { ferryMigrate, FerryRunError } from './ferry-runs.js';
 import { plainCriuStopAndCopy } from './plain-criu.js';
@@ -35,6 +35,21 @@ async function vmRssBytes(pid: number): Promise<number> {
   const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
   if (kb === undefined) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(kb) * 1024;
+}
+
+/**
+ * A fresh memtest task whose processes a forced exit kills too, stopped with every copy by `cleanup`; a restored
+ * copy's pid goes into `pids` (and trackTask) by the caller.
+ */
+export async function startTrackedTask(cleanup: Cleanup, opts: MemtestOptions): Promise<{ task: MemtestHandle; pids: number[] }> {
+  const task = await startMemtest(opts);
+  const pids = [task.rootPid, task.unsharePid];
+  pids.forEach(trackTask);
+  cleanup.defer('stop the task and its copy', async () => {
+    await task.stop();
+    pids.forEach(untrackTask);
+  });
+  return { task, pids };
 }
 
 /** Generous: a run that takes 4x the model plus a minute is stuck. */
@@ -83,20 +98,16 @@ export async function measureRun(env: RunEnv, c: BenchCase, method: Method, rep:
     }
   });
   try {
-    task = await startMemtest({
+    const started = await startTrackedTask(cleanup, {
       name,
       mib: c.mib,
       dirtyMibPerSec: c.dirtyMibPerSec,
       stateDir: join(runDir, 'state'),
       netns: env.hosts.src.netns,
     });
+    task = started.task;
     const t = task;
-    const pids = [t.rootPid, t.unsharePid];
-    pids.forEach(trackTask);
-    cleanup.defer('stop the task and its copy', async () => {
-      await t.stop();
-      pids.forEach(untrackTask);
-    });
+    const pids = started.pids;
     record.rssBytes = await vmRssBytes(t.rootPid);
 
     const idle0 = await sample(t);

@@ -31,6 +31,7 @@ import {
   type MethodId,
 } from './cases.js';
 import { checkLink, describeQdisc, shapeLink } from './link.js';
+import { keepSections } from './docs-section.js';
 import { describeMachine } from './machine.js';
 import { measureRun, type RunEnv } from './measure.js';
 import { Cleanup, killEverythingStarted, runCommand } from './proc.js';
@@ -206,7 +207,9 @@ async function writeOutputs(file: BenchFile, opts: Options, resultsPath: string)
 }
 
 async function writeDocs(file: BenchFile): Promise<string[]> {
-  await writeFile(DOCS_MD, markdownReport(file, 'benchmarks-downtime.svg'));
+  // The data-plane benchmark's section (docs-section.ts) is its own: carried over, not regenerated here.
+  const old = existsSync(DOCS_MD) ? readFileSync(DOCS_MD, 'utf8') : '';
+  await writeFile(DOCS_MD, keepSections(old, markdownReport(file, 'benchmarks-downtime.svg')));
   await writeFile(DOCS_SVG, downtimeChart(file));
   return [DOCS_MD, DOCS_SVG];
 }

@@ -8,9 +8,10 @@
  *                                        on stderr (T: first byte to last)
  *   node tcp-pipe.js send ADDRESS PORT   copies stdin to ADDRESS:PORT
  */
-import { createServer, connect, type Socket } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { acceptOne } from './accept-one.js';
 
 const IDLE_TIMEOUT_MS = 120_000;
 
@@ -20,19 +21,7 @@ function fail(message: string): never {
 }
 
 async function receive(address: string): Promise<void> {
-  const socket = await new Promise<Socket>((resolve, reject) => {
-    const server = createServer({ noDelay: true });
-    server.once('error', reject);
-    server.once('connection', (s) => {
-      server.close();
-      resolve(s);
-    });
-    server.listen(0, address, () => {
-      const addr = server.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port'));
-      process.stderr.write(`${JSON.stringify({ port: addr.port })}\n`);
-    });
-  });
+  const socket = await acceptOne(createServer({ noDelay: true }), address);
   socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(new Error('idle for too long')));
   let bytes = 0;
   let first = 0;

@@ -1,5 +1,7 @@
 /** The `ferry` command: parse, call, render. The work happens in the agents' modules. */
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { nodeEngineRange } from '../shared/repo-root.js';
+import { unsupportedNode } from '../shared/runtime/node-runtime.js';
 import { CERTS_HELP, certsCommand } from './commands/certs.js';
 import { CHECK_HELP, checkCommand } from './commands/check.js';
 import { CONFIG_HELP, configCommand } from './commands/config.js';
@@ -50,6 +52,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const json = rest.includes('--json');
   try {
+    // Before any command touches a task or a host; `ferry --version` and `ferry check` report the runtime instead.
+    if (command.run !== versionCommand && command.run !== checkCommand) refuseUnsupportedRuntime();
     return await command.run(rest);
   } catch (e) {
     const fe = e instanceof FerryError ? e : new FerryError('INTERNAL', { detail: e instanceof Error ? (e.stack ?? e.message) : String(e) });
@@ -57,4 +61,10 @@ export async function main(argv: string[]): Promise<number> {
     console.error(formatError(fe));
     return exitCodeFor(fe);
   }
+}
+
+function refuseUnsupportedRuntime(): void {
+  // FERRY_TEST_NODE_VERSION stands in for this process's version in tests (no old Node is installed to run them).
+  const problem = unsupportedNode(process.env.FERRY_TEST_NODE_VERSION || process.version, nodeEngineRange());
+  if (problem) throw new FerryError('NODE_UNSUPPORTED', { detail: `${problem}; this is ${process.execPath}` });
 }

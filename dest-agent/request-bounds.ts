@@ -54,7 +54,7 @@ export function checkEpoch(epoch: string, phase: Phase): bigint {
 
 export function checkPeerInfo(p: m.PeerInfo | null | undefined): void {
   if (!p) return;
-  for (const [field, value] of Object.entries({ ferryVersion: p.ferryVersion, arch: p.arch, kernel: p.kernel, hostname: p.hostname, criuVersion: p.criuVersion })) {
+  for (const [field, value] of Object.entries({ ferryVersion: p.ferryVersion, arch: p.arch, kernel: p.kernel, hostname: p.hostname, criuVersion: p.criuVersion, nodeVersion: p.nodeVersion ?? '' })) {
     checkText(`source.${field}`, value, MAX_NAME, 'negotiate');
   }
   checkText('source.criuProblem', p.criuProblem, MAX_REASON, 'negotiate');

@@ -58,6 +58,7 @@ export async function localPeerInfo(trackers: readonly string[], moreFeatures: r
     features: [...FEATURES, ...tcp, ...moreFeatures],
     cpuFlags: hostCpuFlags(),
     addresses: hostAddresses(),
+    nodeVersion: process.version,
   };
 }
 

@@ -25,6 +25,8 @@ export interface DestAgentOptions {
   /** The sources it accepts (--allow-peer); default the other host's identity. */
   allowPeers?: string[];
   startTimeoutMs?: number;
+  /** More flags for `ferry dest-agent` (e.g. --insecure --insecure-any-address). */
+  args?: string[];
   /** In a mount namespace of its own, made at its start: the host's later mounts are not there. */
   privateMounts?: boolean;
 }
@@ -127,6 +129,7 @@ export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {
     const a = ['dest-agent', '--listen', `${host.address}:${port}`, '--work-dir', workDir];
     for (const peer of opts.allowPeers ?? [hosts.peerOf(host).identity]) a.push('--allow-peer', peer);
     if (opts.metrics) a.push('--metrics', `${host.address}:${metricsPort}`);
+    a.push(...(opts.args ?? []));
     return a;
   };
   const check = (listening: Record<string, unknown>): void => {

@@ -10,7 +10,8 @@ const STATE_DIR_PREFIX = 'ferry-e2e-statedir-';
 
 let stateDir: string | undefined;
 
-function tempBase(): string {
+/** Where temp dirs go: tmpfs when there is one. */
+export function tempBase(): string {
   return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 }
 

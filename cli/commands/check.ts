@@ -10,6 +10,7 @@ import { trackerAvailability, type TrackerAvailability } from '../../source-agen
 import type { TrackerName } from '../../source-agent/trackers/tracker.js';
 import { connectionError, sourceAgentSocket, sourceClient, type SourceAgentSocket } from '../source-agent-socket.js';
 import { intFlag, parse } from '../args.js';
+import { nodeLifeNote } from '../../shared/runtime/node-runtime.js';
 import { EXIT } from '../exit-codes.js';
 import { TLS_FLAGS, tlsHelp, transportSecurityFromFlags, warnIfPlaintext } from '../tls-flags.js';
 import { applyHostConfig } from '../config/agent-config.js';
@@ -47,6 +48,7 @@ function describe(side: string, p: PeerInfo): string[] {
     `${side}: ${p.hostname} (ferry ${p.ferryVersion}, protocol ${p.protocolVersions.join(',')})`,
     `  kernel     ${p.kernel} ${p.arch}, page size ${p.pageSize}`,
     `  criu       ${p.criuVersion ? `${p.criuVersion} ok` : `MISSING: ${p.criuProblem}`}`,
+    `  node       ${p.nodeVersion ? `${p.nodeVersion}, ${nodeLifeNote(p.nodeVersion)}` : 'not reported (an older Ferry)'}`,
     `  trackers   ${p.trackers.join(', ') || 'none'}`,
   ];
 }

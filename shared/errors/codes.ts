@@ -132,6 +132,13 @@ export const ERRORS = {
     'Move what is at that path (the detail names it) out of the way, then run `ferry install-service` again.',
     status.FAILED_PRECONDITION,
   ),
+  // The runtime Ferry itself runs on (0060-0069).
+  NODE_UNSUPPORTED: spec(
+    'FERRY-0060',
+    'Ferry does not run on this Node.js release',
+    'Run Ferry with Node 22 or 24 (LTS): a distribution package, nodejs.org, or `bash scripts/provision-node.sh 24`, which prints the path of a private one.',
+    status.FAILED_PRECONDITION,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),

@@ -23,6 +23,8 @@ export interface PeerInfo {
   cpuFlags?: string[];
   /** The IP addresses of the agent's network namespace. */
   addresses?: string[];
+  /** The agent's process.version (absent from a peer of an older build). */
+  nodeVersion?: string;
 }
 
 export interface NegotiateRequest {

@@ -33,6 +33,8 @@ const runnable = canRun('e2e preflight', isRoot(), hasCommand('ip'), hasCommand(
 interface CheckJson {
   ok: boolean;
   preflight: { check: string; verdict: string; code: string; message: string; hint: string }[];
+  source?: { nodeVersion?: string };
+  dest?: { nodeVersion?: string };
 }
 
 /** A flag of this CPU for the dest to seem to lack: one a task may really use, else the first there is. */
@@ -56,7 +58,10 @@ describe.skipIf(!runnable)('the preflight between two network-namespace hosts', 
     const r = await startFerry(['check', String(pid), '--to', to.address, '--json', ...args], { host: fx.hosts.src, timeoutMs: 60_000 }).done;
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"ok"'));
     expect(line, describeResult(r)).toBeDefined();
-    return { r, json: JSON.parse(line!) as CheckJson };
+    const json = JSON.parse(line!) as CheckJson;
+    // The CLI and the dest agent run on this run's Node (started by process.execPath): CI's Node 24 pass is whole.
+    expect([json.source?.nodeVersion, json.dest?.nodeVersion]).toEqual([process.version, process.version]);
+    return { r, json };
   }
 
   /** Not stopped, not traced, and still beating: nothing was done to it. */

@@ -93,6 +93,24 @@ async function relativeRate(c: Counter, reference: Counter, ms = SAMPLE_MS): Pro
   }
 }
 
+/**
+ * The median of three relativeRate samples: one window in which the scheduler favoured the other counter (2
+ * cores, other engineers' load) no longer decides a ratio.
+ */
+async function steadyRelativeRate(c: Counter, reference: Counter): Promise<number> {
+  const samples = [await relativeRate(c, reference), await relativeRate(c, reference), await relativeRate(c, reference)];
+  return samples.sort((a, b) => a - b)[1]!;
+}
+
+/** The share of one CPU the task ran over about `ms` (its on-CPU nanoseconds, /proc/PID/schedstat). */
+async function cpuShare(c: Counter, ms = SAMPLE_MS): Promise<number> {
+  const onCpuNs = (): number => Number(readFileSync(`/proc/${c.pid}/schedstat`, 'utf8').split(' ')[0]);
+  const n0 = onCpuNs();
+  const t0 = performance.now();
+  await sleep(ms);
+  return (onCpuNs() - n0) / 1e6 / (performance.now() - t0);
+}
+
 /** A counter to compare with (relativeRate), stopped until a sample needs it. */
 async function referenceCounter(): Promise<Counter> {
   const r = await startCounter();
@@ -108,6 +126,16 @@ async function throttleOf(pid: number, periodMs?: number): Promise<TaskThrottle>
 
 function stateOf(pid: number): string | undefined {
   return readStat(pid)?.state;
+}
+
+/** The task's state every 10 ms for `ms`, in order. */
+async function stateSamples(pid: number, ms: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    out.push(stateOf(pid) ?? 'gone');
+    await sleep(10);
+  }
+  return out;
 }
 
 /** Polls the task's state for `ms`: every letter seen. */
@@ -190,24 +218,35 @@ describe.skipIf(!canRun('task throttle: duty cycle', hasCommand('cc'), hasComman
     const reference = await referenceCounter();
     const t = await throttleOf(c.pid);
     expect(t.method).toBe('duty-cycle');
-    const base = await rate(c);
-    expect(base).toBeGreaterThan(0);
-    const baseRel = await relativeRate(c, reference);
+    expect(await rate(c)).toBeGreaterThan(0);
+    // Every figure relative to the reference counter in the same windows: load on the host drifting between
+    // samples (absolute rates taken seconds apart) cancels out.
+    const baseRel = await steadyRelativeRate(c, reference);
 
     await t.set(50);
     await t.set(50); // idempotent
     expect(t.percent).toBe(50);
-    const throttled = await rate(c);
+    const throttledRel = await steadyRelativeRate(c, reference);
+    // The mechanism itself, whatever the host's load: the task is stopped about half of the time.
+    const samples = await stateSamples(c.pid, SAMPLE_MS);
+    const stopped = ratioLog('duty 50 %: share of samples stopped', samples.filter((x) => x === 'T').length / samples.length);
+    expect(stopped).toBeGreaterThanOrEqual(0.35);
+    expect(stopped).toBeLessThanOrEqual(0.65);
+    // The work it then does: about half, when the host leaves the counters their CPUs (a resumed task that waits
+    // for a busy CPU loses part of its window, so under load the throttle takes more than asked).
+    process.kill(reference.pid, 'SIGCONT');
+    const referenceShare = await cpuShare(reference).finally(() => process.kill(reference.pid, 'SIGSTOP'));
     await t.set(0);
     expect(t.percent).toBe(0);
     expect(stateOf(c.pid)).not.toBe('T');
-    const full = await rate(c);
+    const fullRel = await steadyRelativeRate(c, reference);
 
-    // Against the unthrottled rates on both sides, so that other load on the host drifting cancels out.
-    const ratio = ratioLog('duty 50 % / unthrottled', throttled / ((base + full) / 2));
-    expect(ratio).toBeGreaterThanOrEqual(0.35);
-    expect(ratio).toBeLessThanOrEqual(0.65);
-    expect(ratioLog('duty set(0) / unthrottled', (await relativeRate(c, reference)) / baseRel)).toBeGreaterThanOrEqual(0.8);
+    // Against the unthrottled rates on both sides.
+    const ratio = ratioLog('duty 50 % / unthrottled', throttledRel / ((baseRel + fullRel) / 2));
+    if (referenceShare >= 0.8) expect(ratio).toBeGreaterThanOrEqual(0.35);
+    else console.log(`task-throttle: the reference counter got ${referenceShare.toFixed(2)} of a CPU (host load): the work ratio is not asserted, the stops are`);
+    expect(ratio).toBeLessThanOrEqual(0.65); // never less throttled than asked
+    expect(ratioLog('duty set(0) / unthrottled', fullRel / baseRel)).toBeGreaterThanOrEqual(0.8);
 
     // Released in the middle of a cycle: running at once, and no stop afterwards.
     await t.set(70);
@@ -218,10 +257,10 @@ describe.skipIf(!canRun('task throttle: duty cycle', hasCommand('cc'), hasComman
     expect(t.errors).toEqual([]);
     const states = await statesFor(c.pid, 400);
     expect(states.has('T')).toBe(false);
-    expect(ratioLog('after release / unthrottled', (await relativeRate(c, reference)) / baseRel)).toBeGreaterThanOrEqual(0.8);
+    expect(ratioLog('after release / unthrottled', (await steadyRelativeRate(c, reference)) / baseRel)).toBeGreaterThanOrEqual(0.8);
     await expect(t.set(20)).rejects.toThrow(/released/);
     await killAndReap(c);
-  });
+  }, 60_000);
 
   it('tolerates the task exiting while throttled, and release() after that does not throw', async () => {
     const c = await startCounter();
@@ -363,27 +402,33 @@ for (const version of [1, 2] as const) {
       const reference = await referenceCounter();
       const t = await throttleOf(c.pid);
       expect(t.method).toBe(method);
-      const base = await rate(c);
-      const baseRel = await relativeRate(c, reference);
+      const base = await cpuShare(c);
+      const baseRel = await steadyRelativeRate(c, reference);
 
       await t.set(50);
       // One thread: half of one CPU's worth of every period.
       const half = String(period / 2);
       expect(readQuota(dir, host.quotaFile)).toBe(version === 2 ? `${half} ${period}` : half);
-      const throttled = await rate(c);
+      const throttled = await cpuShare(c);
 
       await t.release();
       expect(readQuota(dir, host.quotaFile)).toBe(original);
       expect(t.errors).toEqual([]);
-      const after = await rate(c);
-      const afterRel = await relativeRate(c, reference);
-      // A quota caps absolute CPU time: the ratio holds while the task would otherwise get a whole CPU.
-      const ratio = ratioLog(`${method} 50 % / unthrottled`, throttled / ((base + after) / 2));
-      expect(ratio).toBeGreaterThanOrEqual(0.35);
-      expect(ratio).toBeLessThanOrEqual(0.65);
+      const after = await cpuShare(c);
+      const afterRel = await steadyRelativeRate(c, reference);
+      // A quota caps absolute CPU time, whatever else the host runs: at 50 % the task gets at most half a CPU
+      // (plus the scheduler's accounting slack). Only when it would otherwise get nearly a whole CPU does the cap
+      // also halve its work; under load it may get less than half anyway, and then the cap is all there is to see.
+      ratioLog(`${method} CPU share unthrottled`, base);
+      expect(ratioLog(`${method} CPU share at 50 %`, throttled)).toBeLessThanOrEqual(0.6);
+      if (Math.min(base, after) >= 0.8) {
+        const ratio = ratioLog(`${method} 50 % / unthrottled`, throttled / ((base + after) / 2));
+        expect(ratio).toBeGreaterThanOrEqual(0.35);
+        expect(ratio).toBeLessThanOrEqual(0.65);
+      } else console.log(`task-throttle: ${method}: the unthrottled task got ${base.toFixed(2)} and ${after.toFixed(2)} of a CPU (host load): the halving is not measurable, the cap is`);
       expect(ratioLog(`${method} after release / unthrottled`, afterRel / baseRel)).toBeGreaterThanOrEqual(0.8);
       await killAndReap(c);
-    });
+    }, 60_000);
 
     it('never raises a quota already in force, and writes back exactly that one', async () => {
       const c = await startCounter();

@@ -2,7 +2,7 @@
  * memtest: a workload that proves its memory survived a live migration.
  *
  *   memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H] [--churn-mib C]
- *           [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]
+ *           [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P] [--content random|heap]
  *
  * It maps N MiB of private anonymous memory and fills every page with a pattern that is a pure function
  * of (seed, page, generation, word). A per-page generation table lives in the process's own memory, so it
@@ -14,6 +14,10 @@
  * made later), and --grow-mib-per-s G opens and first-touches them in order at G MiB/s: a task whose memory grows,
  * so a migration finds pages at the freeze that no round saw (post-copy's remote pages). A check skips the pages
  * not opened yet; the rewrites pick pages among those touched so far.
+ *
+ * With --content heap the data pages look like a managed heap instead of noise (the compression benchmark's
+ * workload): a page is all zero when its key says so (7 keys in 10), else JSON-like text records whose
+ * numbers and words come from the key; still a pure function of (seed, page, generation), so every check holds.
  *
  * With --sealed-mib P a mapping of P MiB more is filled with a pattern of its own and then made PROT_NONE, as a
  * task keeps data it must not touch by accident (maps04): process_vm_readv cannot read it, CRIU dumps it. Each
@@ -103,6 +107,10 @@ static uint64_t g_scratch_pages;
 static uint64_t g_churns;
 static const uint64_t *g_scratch_left; /* after a churn: the scratch's last quarter, page g_scratch_left_first on */
 static uint64_t g_scratch_left_first;
+/* --content heap (1); g_expect and g_expect_prev: one page each, what check_page compares a heap page with. */
+static int g_heap;
+static uint64_t *g_expect;
+static uint64_t *g_expect_prev;
 
 static uint64_t mix64(uint64_t z) {
   /* splitmix64's finaliser: a bijection, so distinct inputs never collide. */
@@ -120,6 +128,31 @@ static uint64_t page_key(uint64_t page, uint32_t gen) {
 }
 
 static uint64_t word_value(uint64_t key, uint64_t word) { return mix64(key + (word + 1) * GOLDEN); }
+
+static const char *const HEAP_NAMES[] = {"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"};
+static const char *const HEAP_TAGS[] = {"alpha", "beta", "gamma", "delta", "prod", "eu-west", "cache", "batch"};
+
+/* A heap-like page for `key`: zero for 7 keys in 10, else JSON records (~40 bits of entropy per ~90 bytes, so
+ * a fast compressor gets a few times smaller, as on a real heap of strings and small objects). */
+static void heap_page(uint64_t key, uint64_t *out) {
+  char *bytes = (char *)out;
+  if ((key >> 32) % 10 < 7) {
+    memset(bytes, 0, g_page_size);
+    return;
+  }
+  size_t off = 0;
+  uint64_t r = key;
+  while (off < g_page_size) {
+    r = mix64(r + GOLDEN);
+    char rec[160];
+    int n = snprintf(rec, sizeof rec, "{\"id\":%u,\"user\":\"%s\",\"score\":%u,\"tags\":[\"%s\",\"%s\"],\"active\":%s},\n",
+                     (unsigned)(r & 0xFFFFF), HEAP_NAMES[(r >> 20) & 7], (unsigned)((r >> 23) % 1000), HEAP_TAGS[(r >> 33) & 7],
+                     HEAP_TAGS[(r >> 36) & 7], ((r >> 39) & 1) ? "true" : "false");
+    size_t take = (size_t)n < g_page_size - off ? (size_t)n : g_page_size - off;
+    memcpy(bytes + off, rec, take);
+    off += take;
+  }
+}
 
 static int64_t mono_ns(void) {
   struct timespec ts;
@@ -153,7 +186,9 @@ static void write_page(uint64_t page, uint32_t gen) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   g_gen[page] = gen;
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  for (uint64_t w = 0; w < g_words_per_page; w++) words[w] = word_value(key, w);
+  if (g_heap) heap_page(key, words);
+  else
+    for (uint64_t w = 0; w < g_words_per_page; w++) words[w] = word_value(key, w);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   g_in_progress = NO_PAGE;
 }
@@ -167,11 +202,15 @@ static uint64_t check_page(uint64_t page) {
   uint64_t key = page_key(page, gen);
   int torn_ok = g_in_progress == (int64_t)page;
   uint64_t prev_key = torn_ok ? page_key(page, gen - 1) : 0;
+  if (g_heap) {
+    heap_page(key, g_expect);
+    if (torn_ok && gen > 0) heap_page(prev_key, g_expect_prev);
+  }
   for (uint64_t w = 0; w < g_words_per_page; w++) {
     uint64_t v = words[w];
-    if (v == word_value(key, w)) continue;
+    if (v == (g_heap ? g_expect[w] : word_value(key, w))) continue;
     /* A first touch interrupted: its words were zero before. */
-    if (torn_ok && (gen == 0 ? v == 0 : v == word_value(prev_key, w))) continue;
+    if (torn_ok && (gen == 0 ? v == 0 : v == (g_heap ? g_expect_prev[w] : word_value(prev_key, w)))) continue;
     bad++;
   }
   return bad;
@@ -404,11 +443,13 @@ static void usage(const char *msg) {
   if (msg) fprintf(stderr, "memtest: %s\n", msg);
   fprintf(stderr,
           "usage: memtest --name NAME --mib N --dirty-mib-per-s R --state-dir DIR [--seed S] [--hot-mib H]"
-          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]\n"
+          " [--churn-mib C] [--on-resume verify|churn] [--cold-mib K --grow-mib-per-s G] [--sealed-mib P]"
+          " [--content random|heap]\n"
           "  NAME: [A-Za-z0-9._-]{1,64}; N > 0 MiB; R >= 0 MiB/s (0 = idle); S: u64 (default 1);\n"
           "  H: rewrite only the first H MiB (default N); C: scratch MiB for SIGWINCH's churn (default 0);\n"
           "  K: the last K MiB untouched at start (default 0), first-touched in order at G MiB/s (default 0);\n"
-          "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0)\n");
+          "  P: MiB of a mapping filled and then made PROT_NONE, checked by every check (default 0)\n"
+          "  --content: random words (default) or heap-like pages (70 %% zero, the rest JSON-like text)\n");
   exit(2);
 }
 
@@ -431,6 +472,7 @@ static void parse_args(int argc, char **argv) {
       {"churn-mib", required_argument, NULL, 'c'},
       {"on-resume", required_argument, NULL, 'o'},
       {"sealed-mib", required_argument, NULL, 'P'}, {"cold-mib", required_argument, NULL, 'k'},  {"grow-mib-per-s", required_argument, NULL, 'g'},
+      {"content", required_argument, NULL, 'C'},
       {NULL, 0, NULL, 0},
   };
   int have_rate = 0;
@@ -449,6 +491,11 @@ static void parse_args(int argc, char **argv) {
     case 'k': g_cold_mib = parse_number(optarg, "--cold-mib"); break;
     case 'P': g_sealed_mib = parse_number(optarg, "--sealed-mib"); break;
     case 'g': g_grow_mib = parse_number(optarg, "--grow-mib-per-s"); break;
+    case 'C':
+      if (strcmp(optarg, "random") == 0) g_heap = 0;
+      else if (strcmp(optarg, "heap") == 0) g_heap = 1;
+      else usage("--content must be random or heap");
+      break;
     case 'o':
       if (strcmp(optarg, "verify") == 0) g_on_resume = 1;
       else if (strcmp(optarg, "churn") == 0) g_on_resume = 2;
@@ -489,6 +536,10 @@ int main(int argc, char **argv) {
   g_pages = (uint64_t)(g_mib * 1024 * 1024) / g_page_size;
   g_hot_pages = (uint64_t)(g_hot_mib * 1024 * 1024) / g_page_size;
   if (g_pages == 0) usage("--mib is smaller than one page");
+  if (g_heap && (!(g_expect = malloc(g_page_size)) || !(g_expect_prev = malloc(g_page_size)))) {
+    perror("memtest: malloc");
+    return 1;
+  }
   g_rng = mix64(g_seed ^ 0x5DEECE66DULL) | 1; /* xorshift state must not be 0 */
 
   size_t len = g_pages * g_page_size;

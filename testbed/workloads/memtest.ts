@@ -50,6 +50,9 @@ export interface MemtestOptions {
   /** MiB of a mapping filled at start and then made PROT_NONE (process_vm_readv cannot read it; CRIU dumps it):
    * every check opens it, checks it and seals it again. Default 0. */
   sealedMib?: number;
+  /** What the data pages hold: random words (default), or heap-like pages (70 % zero, the rest JSON-like text)
+   * for the compression benchmark. Either way a pure function of (seed, page, generation): checks work the same. */
+  content?: 'random' | 'heap';
   /** After a migration (the first tick on a new host pid): check every page at once, or churn (a lazy restore is
    * then still paging the copy in). The report is read with resumeReport(). */
   onResume?: 'verify' | 'churn';
@@ -282,6 +285,7 @@ export async function startMemtest(opts: MemtestOptions): Promise<MemtestHandle>
   if (opts.growMibPerSec !== undefined) args.push('--grow-mib-per-s', String(opts.growMibPerSec));
   if (opts.sealedMib !== undefined) args.push('--sealed-mib', String(opts.sealedMib));
   if (opts.onResume !== undefined) args.push('--on-resume', opts.onResume);
+  if (opts.content !== undefined) args.push('--content', opts.content);
   // setsid makes the task its own session and process group, so rollback can SIGCONT the group and CRIU needs
   // no --shell-job. It does not fork here: unshare's child is not a group leader.
   const argv = ['unshare', '--pid', '--fork', 'setsid', binary, ...args];
