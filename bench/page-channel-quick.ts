@@ -1,30 +1,19 @@
 /**
- * Issue 15's quick before/after of the page channels (until bench/data-plane*.ts lands): one idle MiB-sized
+ * Issue 15's page channels by count, reps interleaved (bench/data-plane.ts runs each cell once): one idle
  * memtest migrated unshaped between the two netns hosts with mutual TLS, by `--page-channels N` for each N
  * given (0 = the gRPC StreamPages of before), interleaved `reps` times. Prints round 0's MiB/s and the CPU
  * seconds per GiB sent of the migrate process (the source) and of the dest agent, and iperf3 over the same
  * veth. `npx vite-node bench/page-channel-quick.ts [MiB] [reps] [N,N,...]` (root, CRIU).
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createTwoHosts, makeTempDir, startDestAgent, startMigrate, type TwoHosts } from '../testbed/two-hosts.js';
 import { startMemtest } from '../testbed/workloads/memtest.js';
+import { cpuSeconds } from './data-plane-ferry.js';
 
 const MIB = Number(process.argv[2] ?? 512);
 const REPS = Number(process.argv[3] ?? 2);
 const CHANNELS = (process.argv[4] ?? '0,1,2').split(',').map(Number);
-const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString());
-
-/** utime + stime of a process, seconds; undefined once it is gone. */
-function cpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICK;
-  } catch {
-    return undefined;
-  }
-}
 
 async function iperf(hosts: TwoHosts): Promise<number> {
   const server = spawn(hosts.enter(hosts.dst)[0]!, [...hosts.enter(hosts.dst).slice(1), 'iperf3', '-s', '-1'], { stdio: 'ignore' });
