@@ -3,7 +3,7 @@ import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
 import { availableTrackers } from '../../source-agent/trackers/choose-tracker.js';
-import { intFlag, parse } from '../args.js';
+import { parse } from '../args.js';
 import { CONFIG_FLAG, configHelp } from '../config/config-flag.js';
 import { compileDestAgentConfig, loadAgentConfig } from '../config/agent-config.js';
 import { EXIT } from '../exit-codes.js';
@@ -24,7 +24,8 @@ Options:
   --work-dir DIR            page stores, images and CRIU logs (default /var/lib/ferry/dest)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics
   --page-channel-port PORT  the page channels' port, on the --listen host (default 0: a free one, printed
-                            at start and told to each source; fix it where a firewall must let it through)
+                            at start and told to each source; fix it where a firewall must let it through;
+                            or page-channel-port in [dest-agent])
 ${configHelp('dest-agent', 28)}
   -h, --help                this help
 
@@ -48,8 +49,6 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   const config = compileDestAgentConfig(values, loadAgentConfig(values.config));
   const { listen, metrics } = config;
   if (!listen) throw new FerryError('BAD_ADDRESS', { message: 'The dest agent needs --listen HOST:PORT (or listen in [dest-agent] of its config file)' });
-  const pageChannelPort = intFlag('page-channel-port', values['page-channel-port']) ?? 0;
-  if (pageChannelPort > 65535) throw new FerryError('BAD_ARGUMENT', { message: `--page-channel-port must be from 0 to 65535 (got ${pageChannelPort})` });
   requireRoot();
   useConfiguredCriu(config.criuPath);
   // The dest only answers: its certificate serves TLS servers.
@@ -57,7 +56,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   const log = createLogger({ side: 'dest' }, undefined, config.log.level, config.log.format);
   if (config.file) log.info('config', { file: config.file, settings: config.settings });
   const stopped = untilStopped();
-  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers, pageChannelPort });
+  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers, pageChannelPort: config.pageChannelPort });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort, pageChannelPort: agent.pageChannelPort, tls: security.kind === 'tls' }));
   await stopped;
