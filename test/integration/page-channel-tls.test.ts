@@ -2,12 +2,14 @@
  * Page channels under mutual TLS (issue 15), against a real dest agent on 127.0.0.1:0: pages stored over two
  * channels with the source's own certificate; the token bound to the peer that opened the session (another
  * certified, allowed source presenting it is told there is no such session), and a dialer without a client
- * certificate or with one of another CA cut at the handshake, the session untouched. Needs openssl, not root.
+ * certificate or with one of another CA cut at the handshake, the session untouched; a stopping agent leaves no
+ * channel and no listener. Needs openssl, not root.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDestAgent, type DestAgent } from '../../dest-agent/dest-agent.js';
@@ -121,5 +123,24 @@ describe.skipIf(!runnable)('page channels over mutual TLS', () => {
     } finally {
       p.client.close();
     }
+  });
+
+  it('a stopping agent closes its channels and its page-channel listener: the source fails (PAGE_STREAM_FAILED), the port is closed', async () => {
+    const p = await prepared('source');
+    const s = await open(p.answer, p.id, p.sec);
+    await s.send(TASK, 0, handBatch([1, 2]));
+    await s.flush();
+    const port = agent!.pageChannelPort;
+    expect(port).toBe(p.answer.pageChannelPort);
+    p.client.close();
+    await agent!.close();
+    agent = undefined;
+    await expectFerryRejection(s.send(TASK, 0, handBatch([3])).then(() => s.flush()), 'PAGE_STREAM_FAILED');
+    expect(s.openSockets).toBe(0);
+    const refused = await new Promise<string>((resolve) => {
+      const c = net.connect({ host: '127.0.0.1', port }, () => resolve('connected'));
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
   });
 });
