@@ -13,6 +13,11 @@ import type { DestLimits } from './dest-limits.js';
 import { createDestMetrics } from './dest-metrics.js';
 import { authorizeSource } from './source-authorization.js';
 import { openWorkDir } from './work-dir.js';
+import { compileDestLimits } from './dest-limits.js';
+import { PageChannelServer } from './page-channel/page-channel-server.js';
+
+/** Connections the page-channel listener holds beyond the stream bound: those still before their HELLO. */
+const PRE_HELLO_CONNECTIONS = 16;
 
 export interface DestAgentOptions {
   listen: HostPort;
@@ -25,9 +30,12 @@ export interface DestAgentOptions {
   trackers?: () => Promise<readonly string[]>;
   /** The agent's bounds (sessions, streams, idle times); the defaults of dest-limits.ts for the rest. */
   limits?: Partial<DestLimits>;
+  /** The page-channel listener's port on the `listen` host; 0 (default): a free one. */
+  pageChannelPort?: number;
 }
 
-export type DestAgent = AgentServer;
+/** The agent's servers; `pageChannelPort` is its page-channel listener's. */
+export type DestAgent = AgentServer & { readonly pageChannelPort: number };
 
 export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent> {
   checkListenPolicy(opts.listen, opts.security);
@@ -35,21 +43,34 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   // Before anything is removed: a directory Ferry did not make is refused whole.
   await openWorkDir(opts.workDir);
   const registry = await createAgentRegistry('dest');
-  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits });
+  const limits = compileDestLimits(opts.limits);
+  const pageChannels = new PageChannelServer(opts.security, opts.log, limits.maxStreams + PRE_HELLO_CONNECTIONS);
+  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits, pageChannels });
   // Before the first call: a session the previous agent restored is live again, the others are ended.
   await service.recover();
-  const agent = await startAgentServer({
-    service: ferryProto().Dest.service,
-    handlers: service.handlers(),
-    listen: opts.listen,
-    registry,
-    metrics: opts.metrics,
-    closeService: () => service.close(),
-    security: opts.security,
-    authorizePeer: authorizeSource(opts.log),
-    side: 'dest',
-    log: opts.log,
-  });
+  // Beside the gRPC listener, on its address: Prepare tells each source the port.
+  const pageChannelPort = await pageChannels.listen(opts.listen.host, opts.pageChannelPort ?? 0, service.channelHost());
+  let agent: AgentServer;
+  try {
+    agent = await startAgentServer({
+      service: ferryProto().Dest.service,
+      handlers: service.handlers(),
+      listen: opts.listen,
+      registry,
+      metrics: opts.metrics,
+      closeService: async () => {
+        await service.close();
+        await pageChannels.close();
+      },
+      security: opts.security,
+      authorizePeer: authorizeSource(opts.log),
+      side: 'dest',
+      log: opts.log,
+    });
+  } catch (e) {
+    await pageChannels.close();
+    throw e;
+  }
   const security = opts.security;
   if (security.kind === 'insecure') {
     opts.log.warn(
@@ -64,6 +85,6 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
       notAfter: security.material.notAfter.toISOString(),
     });
   }
-  opts.log.info('dest agent listening', { address: agent.address, workDir: opts.workDir, metricsPort: agent.metricsPort });
-  return agent;
+  opts.log.info('dest agent listening', { address: agent.address, workDir: opts.workDir, metricsPort: agent.metricsPort, pageChannelPort });
+  return Object.assign(agent, { pageChannelPort });
 }

@@ -53,6 +53,9 @@ import {
 import { SessionBudget } from './session-budget.js';
 import { StreamIdle } from './stream-idle.js';
 import { openWorkDir } from './work-dir.js';
+import type { PageChannelHost, PageChannelServer } from './page-channel/page-channel-server.js';
+import { PAGE_CHANNELS_FEATURE } from '../shared/peer-info.js';
+import type { PageBatch } from '../shared/transport/page-batch.js';
 
 /** How long a Fill opened beside the Restore waits for the restore to start its pager. */
 const PAGER_WAIT_MS = 150_000;
@@ -100,6 +103,14 @@ export interface DestOptions {
   limits?: Partial<DestLimits>;
   /** Whether lazy restores are possible here; probed (lazy/lazy-restore-support.ts) unless told. */
   lazyRestore?: () => Promise<LazyRestoreSupport>;
+  /** The page-channel listener (page-channel/page-channel-server.ts); without it pages come over StreamPages only. */
+  pageChannels?: PageChannelServer;
+}
+
+/** One batch as both transports hand it over: which round and task, and the page fields. */
+interface IncomingBatch extends PageBatch {
+  round: number;
+  task: number;
 }
 
 /** Which migration a stream call was about, once its first message said so: for the log of its failure. */
@@ -112,6 +123,8 @@ export class DestService {
   private readonly sessions: SessionRegistry;
   private readonly streams: PeerSlots;
   private readonly files: LevelFilePool;
+  /** Page payloads (--compress) decoded before the hash check, for StreamPages and the page channels alike. */
+  private readonly payloads = new BatchPayloadDecoder();
   private readonly pageSource: RestorePageSourceFactory;
   private workDirReady: Promise<void> | undefined;
   private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
@@ -127,6 +140,10 @@ export class DestService {
     this.sessions.subscribe(opts.metrics.onTransition);
     this.sessions.subscribe(({ to }) => {
       if (to === 'committed' || to === 'aborted') opts.metrics.migrations.inc({ result: to });
+    });
+    // A session that no longer receives has no use for its channels: they close, its token is void.
+    this.sessions.subscribe(({ session, from, to }) => {
+      if (from === 'receiving' && to !== 'receiving') opts.pageChannels?.closeSession(session.id);
     });
   }
 
@@ -207,7 +224,7 @@ export class DestService {
       this.peerInfo = {
         at: now,
         info: Promise.all([trackers, this.lazyProbe()]).then(async ([t, lazy]) => ({
-          ...(await localPeerInfo(t, [MOUNT_PATHS_FEATURE, ...(lazy.ok ? [LAZY_RESTORE_FEATURE] : [])])),
+          ...(await localPeerInfo(t, [MOUNT_PATHS_FEATURE, ...(lazy.ok ? [LAZY_RESTORE_FEATURE] : []), ...(this.opts.pageChannels ? [PAGE_CHANNELS_FEATURE] : [])])),
           lazyRestoreProblem: lazy.ok ? '' : lazy.reason,
         })),
       };
@@ -232,7 +249,7 @@ export class DestService {
     if (existing) {
       if (existing.epoch === epoch && existing.state === 'receiving') {
         existing.touch();
-        return { workDir: existing.dir, freeBytes: '0' };
+        return { workDir: existing.dir, freeBytes: '0', ...this.channelOffer(existing, req) };
       }
       throw new FerryError('SESSION_CONFLICT', { side: 'dest', phase: 'prepare' });
     }
@@ -282,7 +299,49 @@ export class DestService {
       session.log.warn('session idle: aborting it', { idleMs: this.limits.sessionIdleMs });
       this.abortSession(session, 'idle').catch((e: unknown) => session.log.error('idle abort failed', { err: e }));
     });
-    return { workDir: session.dir, freeBytes: free.toString() };
+    return { workDir: session.dir, freeBytes: free.toString(), ...this.channelOffer(session, req) };
+  }
+
+  /** Prepare's answer about page channels: the port, the session's token and how many, when asked and served. */
+  private channelOffer(s: DestSession, req: m.PrepareRequest): Pick<m.PrepareResponse, 'pageChannelPort' | 'pageChannelToken' | 'pageChannels'> {
+    const offer = this.opts.pageChannels?.offer(s, Math.min(req.pageChannels ?? 0, 0xffff));
+    return offer ? { pageChannelPort: offer.port, pageChannelToken: offer.token, pageChannels: offer.channels } : {};
+  }
+
+  /** What the page-channel listener asks of this service: the same session checks, slots and store as StreamPages. */
+  channelHost(): PageChannelHost {
+    return {
+      session: (id, epoch, peer) => {
+        const s = this.session(id, epoch, 'precopy', peer);
+        s.expect('receiving', 'precopy');
+        return s;
+      },
+      acquireStream: (peer) => this.streams.acquire(peer, 'precopy'),
+      store: async (s, b, signal) => {
+        s.touch();
+        const data = this.payloads.decode({ codec: b.codec, payload: b.payload, rawBytes: b.rawBytes }, b.kinds, b.pages, s.pageSize);
+        const scratch = Buffer.allocUnsafe(b.pages * HASH_BYTES);
+        return this.storeBatch(s, { round: b.round, task: b.task, pageNumbers: b.pageNumbers, hashes: b.hashes, kinds: b.kinds, data }, scratch, signal);
+      },
+      abandon: async (s) => {
+        if (s.state === 'receiving') await this.abortSession(s, 'a page channel was dropped').catch((e: unknown) => s.log.error('abort failed', { err: e }));
+      },
+      streamIdleMs: this.limits.streamIdleMs,
+    };
+  }
+
+  /** One batch checked (layout, then every page's hash) and stored; what it cost, for the ack. */
+  private async storeBatch(s: DestSession, b: IncomingBatch, scratch: Buffer, signal: AbortSignal): Promise<{ pages: number; bytes: number; storeUs: number }> {
+    const t0 = process.hrtime.bigint();
+    const batch = decodePageBatch(b, s.pageSize);
+    // One line per round, not per batch: where the migration is, on this host's log too.
+    if (s.receivedRound(b.round)) s.log.info('receiving a round', { round: b.round });
+    const store = s.store(b.task);
+    await store.put(batch, batch.count * HASH_BYTES > scratch.length ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch, signal);
+    injectFault('dest.stream-pages'); // a batch is stored (acts at the first)
+    this.opts.metrics.pagesReceived.inc(batch.count);
+    this.opts.metrics.bytesReceived.inc(batch.data.length);
+    return { pages: batch.count, bytes: batch.data.length, storeUs: Number((process.hrtime.bigint() - t0) / 1000n) };
   }
 
   /** A live session for a call: its id well-formed, its epoch the session's, opened by this peer. */
@@ -318,7 +377,6 @@ export class DestService {
     try {
       const idle = new StreamIdle(this.limits.streamIdleMs, 'precopy', call);
       const scratch = Buffer.allocUnsafe(1024 * HASH_BYTES);
-      const payloads = new BatchPayloadDecoder();
       let lastSeq = -1n;
       // destroyOnReturn false: a plain for-await destroys the call at the end, and the status would never be sent.
       for await (const raw of idle.messages(call.iterator({ destroyOnReturn: false }) as AsyncIterable<m.PageBatchMessage>)) {
@@ -330,18 +388,9 @@ export class DestService {
         if (seq <= lastSeq) throw new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} after ${lastSeq}` });
         lastSeq = seq;
         checkBatchSize(raw);
-        const t0 = process.hrtime.bigint();
-        const data = payloads.decode({ codec: raw.codec ?? 0, payload: raw.data, rawBytes: raw.rawBytes ?? 0 }, raw.kinds, raw.pageNumbers.length / 8, s.pageSize);
-        const batch = decodePageBatch({ pageNumbers: raw.pageNumbers, hashes: raw.hashes, kinds: raw.kinds, data }, s.pageSize);
-        // One line per round, not per batch: where the migration is, on this host's log too.
-        if (s.receivedRound(raw.round)) s.log.info('receiving a round', { round: raw.round });
-        const store = s.store(raw.task);
-        await store.put(batch, batch.count > 1024 ? Buffer.allocUnsafe(batch.count * HASH_BYTES) : scratch, ended.signal);
-        injectFault('dest.stream-pages'); // a batch is stored (acts at the first)
-        this.opts.metrics.pagesReceived.inc(batch.count);
-        this.opts.metrics.bytesReceived.inc(batch.data.length);
-        const storeUs = String((process.hrtime.bigint() - t0) / 1000n);
-        const ack: m.PageAck = { seq: raw.seq, pages: batch.count, bytes: String(raw.data.length), storeUs, rawBytes: String(batch.data.length) };
+        const data = this.payloads.decode({ codec: raw.codec ?? 0, payload: raw.data, rawBytes: raw.rawBytes ?? 0 }, raw.kinds, raw.pageNumbers.length / 8, s.pageSize);
+        const r = await this.storeBatch(s, { ...raw, data }, scratch, ended.signal);
+        const ack: m.PageAck = { seq: raw.seq, pages: r.pages, bytes: String(raw.data.length), storeUs: String(r.storeUs), rawBytes: String(r.bytes) };
         if (!call.write(ack)) await idle.drained(call);
       }
       answered = true;

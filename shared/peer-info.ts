@@ -30,6 +30,11 @@ export const LAZY_RESTORE_FEATURE = 'lazy-restore';
  * dest) the source's preflight cannot compare, and the dest's Restore is the first to refuse.
  */
 export const MOUNT_PATHS_FEATURE = 'mount-paths';
+/**
+ * Offered by a dest that serves page channels (the data plane beside gRPC; docs/protocol.md, "Page channels"):
+ * its Prepare answers a port and a token when asked. Without it the source streams pages over StreamPages.
+ */
+export const PAGE_CHANNELS_FEATURE = 'page-channels';
 
 /**
  * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own

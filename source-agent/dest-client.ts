@@ -48,7 +48,7 @@ export class DestClient {
   /** `security` defaults to TLS from the default files (FERRY_TLS_DIR, else /etc/ferry/tls). */
   constructor(
     readonly address: string,
-    private readonly security: TransportSecurity = defaultClientSecurity(),
+    readonly security: TransportSecurity = defaultClientSecurity(),
   ) {
     this.target = parseHostPort(address, 'dest address');
     this.client = this.newClient();

@@ -12,6 +12,7 @@ import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../shared/tran
 import { PAGE_CODEC } from '../shared/pages/batch-codec.js';
 import type { DestClient } from './dest-client.js';
 import type { PageCompression } from './pages/page-compression.js';
+import { batchPayload, StreamWaits } from './stream-waits.js';
 import type { TokenBucket } from './token-bucket.js';
 
 export interface PageStreamOptions {
@@ -25,6 +26,8 @@ export interface PageStreamOptions {
   bandwidth?: TokenBucket | undefined;
   /** Encodes each batch's payload (--compress) and measures the link; absent: every batch goes as it is. */
   compression?: PageCompression | undefined;
+  /** Prepare's page-channel offer: the pages go over these channels instead of StreamPages. */
+  channels?: { port: number; token: Buffer; count: number } | undefined;
 }
 
 export class GrpcPageStream {
@@ -34,9 +37,8 @@ export class GrpcPageStream {
   /** Each unacknowledged batch's window cost, oldest first (acks come in order). */
   private readonly costs: number[] = [];
   private unacked = 0;
-  private failure: FerryError | undefined;
+  private readonly waits = new StreamWaits();
   private ended = false;
-  private wake: (() => void) | undefined;
   private readonly closed: Promise<void>;
   /** Cumulative figures for metrics and the summary. */
   bytesSent = 0;
@@ -57,11 +59,11 @@ export class GrpcPageStream {
       this.storedBytes += Number(ack.rawBytes ?? 0) || Number(ack.bytes);
       this.storeMicros += Number(ack.storeUs);
       this.unacked--;
-      this.poke();
+      this.waits.poke();
     });
     this.closed = new Promise<void>((resolve) => {
       this.call.on('error', (err: grpc.ServiceError) => {
-        this.fail(
+        this.waits.fail(
           fromServiceError(
             err,
             new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: err.details || err.message, cause: err }),
@@ -71,7 +73,7 @@ export class GrpcPageStream {
       });
       this.call.on('status', () => resolve());
       this.call.on('end', () => {
-        if (this.unacked > 0) this.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: 'the dest ended the stream early' }));
+        if (this.unacked > 0) this.waits.fail(new FerryError('PAGE_STREAM_FAILED', { phase: this.opts.phase(), side: 'source', detail: 'the dest ended the stream early' }));
         resolve();
       });
     });
@@ -79,40 +81,16 @@ export class GrpcPageStream {
   }
 
   private readonly onAbort = (): void => {
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   };
-
-  private fail(e: FerryError): void {
-    this.failure ??= e;
-    this.poke();
-  }
-
-  private poke(): void {
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  private async waitUntil(cond: () => boolean): Promise<void> {
-    while (!cond()) {
-      if (this.failure) throw this.failure;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-    if (this.failure) throw this.failure;
-  }
 
   async send(task: number, round: number, batch: PageBatch): Promise<void> {
     const pages = batchPageCount(batch);
     if (pages === 0) return;
-    if (this.failure) throw this.failure;
-    const encoded = this.opts.compression?.encode(round, batch.data);
-    // The encoder's buffer is reused at its next batch, and a Writable may hold a chunk past write(): a copy
-    // (of the compressed bytes only, a fifth of the raw on heap-like pages).
-    const payload = encoded && encoded.codec !== 'none' ? Buffer.from(encoded.payload) : batch.data;
-    const cost = payload.length + pages * PAGE_ENTRY_BYTES;
-    if (this.opts.bandwidth && this.opts.phase() === 'precopy') await this.opts.bandwidth.take(cost, this.opts.signal);
-    await this.waitUntil(() => this.inflightBytes === 0 || this.inflightBytes + cost <= this.opts.windowBytes);
+    this.waits.throwIfFailed();
+    const { codec, payload } = batchPayload(round, batch, this.opts.compression);
+    const cost = await this.waits.admit(pages, payload.length, this.opts, () => this.inflightBytes);
     this.seq++;
     this.inflightBytes += cost;
     this.costs.push(cost);
@@ -130,22 +108,22 @@ export class GrpcPageStream {
       hashes: batch.hashes,
       kinds: batch.kinds,
       data: payload,
-      codec: PAGE_CODEC[encoded?.codec ?? 'none'],
+      codec: PAGE_CODEC[codec],
       rawBytes: batch.data.length,
     } satisfies m.PageBatchMessage);
     if (!ok) {
       let drained = false;
       this.call.once('drain', () => {
         drained = true;
-        this.poke();
+        this.waits.poke();
       });
-      await this.waitUntil(() => drained);
+      await this.waits.until(() => drained);
     }
   }
 
   /** Waits until the dest has acknowledged everything sent so far. */
   async flush(): Promise<void> {
-    await this.waitUntil(() => this.unacked === 0);
+    await this.waits.until(() => this.unacked === 0);
   }
 
   /** Ends the stream after every batch is acknowledged. */
@@ -157,13 +135,13 @@ export class GrpcPageStream {
     }
     await this.closed;
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    if (this.failure) throw this.failure;
+    this.waits.throwIfFailed();
   }
 
   /** Drops the stream (rollback): nothing more is sent, pending waits fail. */
   cancel(): void {
     this.opts.signal.removeEventListener('abort', this.onAbort);
-    this.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
+    this.waits.fail(new FerryError('CANCELLED', { phase: this.opts.phase(), side: 'source' }));
     this.call.cancel();
   }
 }

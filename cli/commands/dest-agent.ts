@@ -23,6 +23,9 @@ Options:
   --listen HOST:PORT        gRPC address (required; port 0 picks a free port, printed at start)
   --work-dir DIR            page stores, images and CRIU logs (default /var/lib/ferry/dest)
   --metrics HOST:PORT       serve Prometheus metrics at http://HOST:PORT/metrics
+  --page-channel-port PORT  the page channels' port, on the --listen host (default 0: a free one, printed
+                            at start and told to each source; fix it where a firewall must let it through;
+                            or page-channel-port in [dest-agent])
 ${configHelp('dest-agent', 28)}
   -h, --help                this help
 
@@ -33,6 +36,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
     listen: { type: 'string' },
     'work-dir': { type: 'string' },
     metrics: { type: 'string' },
+    'page-channel-port': { type: 'string' },
     ...CONFIG_FLAG,
     ...TLS_FLAGS,
     ...LISTEN_SECURITY_FLAGS,
@@ -52,9 +56,9 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   const log = createLogger({ side: 'dest' }, undefined, config.log.level, config.log.format);
   if (config.file) log.info('config', { file: config.file, settings: config.settings });
   const stopped = untilStopped();
-  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers });
+  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers, pageChannelPort: config.pageChannelPort });
   // One parseable line on stdout for scripts and tests: where the agent listens.
-  console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort, tls: security.kind === 'tls' }));
+  console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort, pageChannelPort: agent.pageChannelPort, tls: security.kind === 'tls' }));
   await stopped;
   await agent.close();
   return EXIT.ok;

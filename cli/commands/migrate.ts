@@ -51,6 +51,8 @@ Options:
                           link), off or zstd (every batch that shrinks; FERRY-1025 when the source or the
                           dest has no libzstd). Both agents must speak it (Negotiate); every page's hash is
                           checked after decompression
+  --page-channels N       page channels (TLS sockets beside the gRPC control plane) to send pages over,
+                          0 to 16 (default 1; 0: the gRPC page stream, as to a dest without page channels)
   --file-locks WHEN       auto (default: when the task holds a flock, POSIX or OFD lock), on or off: CRIU's
                           --file-locks on dump and restore (off: a task holding a lock is refused, FERRY-1202)
   --tcp-established WHEN  auto (default: when the task has a connected TCP socket), on or off (FERRY-1203 refuses
@@ -112,6 +114,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       'tcp-established': { type: 'string' },
       compress: { type: 'string' },
       allow: { type: 'string', multiple: true },
+      'page-channels': { type: 'string' },
       metrics: { type: 'string' },
       pushgateway: { type: 'string' },
       ...TLS_FLAGS,
@@ -159,6 +162,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     tcpEstablished: values['tcp-established'],
     compress: values.compress,
     allow: values.allow,
+    pageChannels: intFlag('page-channels', values['page-channels']),
   };
   // Before the socket is looked at: a usage error, whatever the agent's state.
   if (values.via !== undefined && metricsGiven) {

@@ -28,6 +28,8 @@ const absolutePath = field(['string'], (v) => (text(v).startsWith('/') ? text(v)
 
 const flag = field(['boolean'], (v) => v as boolean);
 
+const port = field(['integer'], (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535 ? (v as number) : bad(`must be a port from 0 to 65535 (got ${String(v)})`)));
+
 const oneOf = <T extends string>(choices: readonly T[]) =>
   field(['string'], (v) => ((choices as readonly string[]).includes(text(v)) ? (text(v) as T) : bad(`must be one of ${choices.join(', ')} (got "${text(v).slice(0, 64)}")`)));
 
@@ -56,6 +58,7 @@ export const AGENT_CONFIG_SCHEMA = {
     listen: hostPort(true),
     'work-dir': absolutePath,
     metrics: hostPort(true),
+    'page-channel-port': port,
     'allow-peer': allowPeers,
     insecure: flag,
     'insecure-any-address': flag,

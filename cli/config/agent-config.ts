@@ -8,6 +8,7 @@ import { chooseConfigFile, readConfigDocument } from '../../shared/config/config
 import { configInvalid } from '../../shared/config/config-problems.js';
 import { validateConfig } from '../../shared/config/config-schema.js';
 import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { formatHostPort, parseHostPort, type HostPort } from '../../shared/transport/address.js';
 import { tlsFilesFrom } from '../../shared/transport/transport-security.js';
 import { readSourceEnvironment, setInEnvironment, type SourceEnvironment, type SourcePathsConfig } from '../../source-agent/config/environment.js';
@@ -65,6 +66,8 @@ export interface CompiledDestAgentConfig extends SharedSettings {
   listen: HostPort | undefined;
   workDir: string;
   metrics: HostPort | undefined;
+  /** The page-channel listener's port (0: a free one). */
+  pageChannelPort: number;
   /** The transport security settings, in the flags' shape, for transportSecurityFromFlags. */
   tls: TlsFlagValues;
   settings: Setting[];
@@ -87,6 +90,7 @@ export interface DestAgentFlags extends TlsFlagValues {
   listen?: string | undefined;
   'work-dir'?: string | undefined;
   metrics?: string | undefined;
+  'page-channel-port'?: string | undefined;
 }
 
 export interface SourceAgentFlags extends TlsFlagValues {
@@ -132,6 +136,13 @@ function flagHostPort(flag: string, v: string | undefined): HostPort | undefined
   return v === undefined ? undefined : parseHostPort(v, `--${flag} address`, { allowPortZero: true });
 }
 
+function flagPort(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = /^\d{1,5}$/.test(v) ? Number(v) : NaN;
+  if (!(n <= 65535)) throw new FerryError('BAD_ARGUMENT', { message: `--${flag} must be a port from 0 to 65535 (got "${v.slice(0, 64)}")` });
+  return n;
+}
+
 /** A repeated list flag replaces the file's list; not given, it leaves it. */
 function flagList(v: readonly string[] | undefined): readonly string[] | undefined {
   return v && v.length > 0 ? v : undefined;
@@ -144,8 +155,9 @@ export function compileDestAgentConfig(flags: DestAgentFlags, file: AgentConfigF
   if (!listen) p.note('dest-agent.listen', 'required: give --listen or listen in [dest-agent]');
   const workDir = p.pick('dest-agent.work-dir', { flag: ['--work-dir', flags['work-dir']], file: d['work-dir'], fallback: DEFAULT_DEST_WORK_DIR });
   const metrics = p.pick('dest-agent.metrics', { flag: ['--metrics', flagHostPort('metrics', flags.metrics)], file: d.metrics, fallback: undefined }, showHostPort);
+  const pageChannelPort = p.pick('dest-agent.page-channel-port', { flag: ['--page-channel-port', flagPort('page-channel-port', flags['page-channel-port'])], file: d['page-channel-port'], fallback: 0 });
   const tls = pickSecurity(p, 'dest-agent', flags, file, env, true);
-  return { file: file.path, listen, workDir, metrics, tls, ...pickShared(p, file, env, false), settings: p.settings };
+  return { file: file.path, listen, workDir, metrics, pageChannelPort, tls, ...pickShared(p, file, env, false), settings: p.settings };
 }
 
 export function compileSourceAgentConfig(flags: SourceAgentFlags, file: AgentConfigFile, env: NodeJS.ProcessEnv = process.env): CompiledSourceAgentConfig {

@@ -422,6 +422,18 @@ export const ERRORS = {
     'Check that libzstd.so.1 (Debian: libzstd1) is installed and loads; migrate with --compress off meanwhile.',
     status.INTERNAL,
   ),
+  PAGE_CHANNEL_TOKEN_INVALID: spec(
+    'FERRY-3010',
+    "A page channel did not carry its session's channel token",
+    'Retry the migration; if it repeats, something other than the source is dialing the dest\'s page-channel port: check the dest agent log.',
+    status.PERMISSION_DENIED,
+  ),
+  PAGE_CHANNEL_FRAME_INVALID: spec(
+    'FERRY-3011',
+    'A page channel frame was malformed, out of place or over its bound',
+    'This is a bug or a tampered peer: keep both agent logs and report it.',
+    status.INVALID_ARGUMENT,
+  ),
 
   CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),
   FREEZE_LEASE_EXPIRED: spec('FERRY-4002', 'The freeze lasted longer than its lease; the task was resumed', 'Raise --freeze-timeout or find the slow phase in the log.', status.DEADLINE_EXCEEDED, true),

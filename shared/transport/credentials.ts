@@ -10,7 +10,7 @@
  * the agent logs and counts it), before any handler runs.
  */
 import * as grpc from '@grpc/grpc-js';
-import { checkServerIdentity as checkHostName, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity as checkHostName, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
 import { FerryError } from '../errors/ferry-error.js';
 import type { Logger } from '../logging/logger.js';
@@ -82,6 +82,22 @@ export function clientCredentials(security: TransportSecurity, target: HostPort,
     checkServerIdentity: (_sni, cert) => checkDestCertificate(target.host, cert, security.allowList),
   });
   return { credentials, options: isIP(target.host) ? { 'grpc.ssl_target_name_override': SNI_FOR_IP } : {} };
+}
+
+/**
+ * node:tls options for a page channel to the dest at `target` (docs/protocol.md, "Page channels"): this host's
+ * certificate as on disk now, and the same check of the dest's certificate as the gRPC channel's.
+ */
+export function tlsClientOptions(security: TlsSecurity, target: HostPort, log?: Logger): ConnectionOptions {
+  const m = withMaterialOnDisk(security, log).material;
+  return {
+    key: m.key,
+    cert: m.cert,
+    ca: m.ca,
+    minVersion: 'TLSv1.3',
+    servername: isIP(target.host) ? SNI_FOR_IP : target.host,
+    checkServerIdentity: (_sni, cert) => checkDestCertificate(target.host, cert, security.allowList),
+  };
 }
 
 /**

@@ -50,10 +50,16 @@ export interface PrepareRequest {
   requiredPids: number[];
   expectedBytes: U64;
   taskName: string;
+  /** Page channels the source would open (0 or absent: none, pages go over StreamPages). */
+  pageChannels?: number;
 }
 export interface PrepareResponse {
   workDir: string;
   freeBytes: U64;
+  /** The dest's page-channel port, the session's channel token and how many channels it accepts; 0/empty: none. */
+  pageChannelPort?: number;
+  pageChannelToken?: Buffer;
+  pageChannels?: number;
 }
 
 /** The PageBatch message: which stream, round and task, then the batch itself (page-batch.ts). */
@@ -245,6 +251,7 @@ export interface MigrateRequest {
   compress?: string | undefined;
   /** Preflight checks to override (`--allow`); proto3 repeated: [] when none. */
   allow?: string[] | undefined;
+  pageChannels?: number | undefined;
 }
 
 export type ProtoPhase =

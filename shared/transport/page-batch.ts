@@ -12,6 +12,11 @@ export const PAGE_KIND_ZERO = 1;
 /** Pages per batch: with 4 KiB pages about 1 MiB of data, well under the max message size. */
 export const BATCH_PAGES = 256;
 
+type BatchBuffers = Record<'pageNumbers' | 'hashes' | 'kinds' | 'data', Buffer>;
+
+/** Given-back batch buffers an encoder keeps for reuse (PageBatch.release). */
+const MAX_SPARE_BATCHES = 8;
+
 /** Wire bytes each page costs besides its data: page number, hash, kind. */
 export const PAGE_ENTRY_BYTES = 8 + HASH_BYTES + 1;
 
@@ -25,6 +30,12 @@ export interface PageBatch {
   hashes: Buffer;
   kinds: Buffer;
   data: Buffer;
+  /**
+   * Set by PageBatchEncoder: the stream calls it once nothing reads the batch's buffers any more (its bytes are
+   * written out), and the encoder fills them again for a later batch. A stream that never calls it costs fresh
+   * buffers per batch, as before.
+   */
+  release?: (() => void) | undefined;
 }
 
 /** A batch whose layout was checked on arrival. */
@@ -53,10 +64,12 @@ export function batchPageCount(batch: PageBatch): number {
  * emits the rest. Zero pages travel as a flag without their bytes.
  */
 export class PageBatchEncoder {
-  private pageNumbers = Buffer.allocUnsafe(BATCH_PAGES * 8);
-  private hashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
-  private kinds = Buffer.allocUnsafe(BATCH_PAGES);
+  private pageNumbers: Buffer = Buffer.allocUnsafe(BATCH_PAGES * 8);
+  private hashes: Buffer = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+  private kinds: Buffer = Buffer.allocUnsafe(BATCH_PAGES);
   private data: Buffer;
+  /** Buffers of sent batches their stream gave back (PageBatch.release). */
+  private readonly spare: BatchBuffers[] = [];
   private count = 0;
   private dataBytes = 0;
   /** Pages added (emitted or pending), the zero ones among them, and the data bytes emitted. */
@@ -90,18 +103,26 @@ export class PageBatchEncoder {
 
   async flush(): Promise<void> {
     if (this.count === 0) return;
+    const sent = { pageNumbers: this.pageNumbers, hashes: this.hashes, kinds: this.kinds, data: this.data };
+    let released = false;
     const batch: PageBatch = {
       pageNumbers: this.pageNumbers.subarray(0, this.count * 8),
       hashes: this.hashes.subarray(0, this.count * HASH_BYTES),
       kinds: this.kinds.subarray(0, this.count),
       data: this.data.subarray(0, this.dataBytes),
+      release: () => {
+        if (released) return;
+        released = true;
+        if (this.spare.length < MAX_SPARE_BATCHES) this.spare.push(sent);
+      },
     };
     this.bytes += this.dataBytes;
-    // The sent buffers belong to the stream from now on: the next batch gets fresh ones.
-    this.pageNumbers = Buffer.allocUnsafe(BATCH_PAGES * 8);
-    this.hashes = Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
-    this.kinds = Buffer.allocUnsafe(BATCH_PAGES);
-    this.data = Buffer.allocUnsafe(BATCH_PAGES * this.pageSize);
+    // The sent buffers belong to the stream from now on: the next batch gets given-back or fresh ones.
+    const next = this.spare.pop();
+    this.pageNumbers = next?.pageNumbers ?? Buffer.allocUnsafe(BATCH_PAGES * 8);
+    this.hashes = next?.hashes ?? Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
+    this.kinds = next?.kinds ?? Buffer.allocUnsafe(BATCH_PAGES);
+    this.data = next?.data ?? Buffer.allocUnsafe(BATCH_PAGES * this.pageSize);
     this.count = 0;
     this.dataBytes = 0;
     await this.emit(batch);

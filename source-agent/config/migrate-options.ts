@@ -66,6 +66,8 @@ export interface MigrateOptions {
   compress?: string | undefined;
   /** zstd's level, 1 (default) to 19; no flag: the choice's speed estimates assume a fast level. */
   compressLevel?: number | undefined;
+  /** Page channels to send pages over (0: the gRPC page stream). */
+  pageChannels?: number | undefined;
 }
 
 export interface CompiledMigrateOptions {
@@ -106,6 +108,24 @@ export interface CompiledMigrateOptions {
   compress: CompressMode;
   /** zstd's level (1: the lab's 2.3-3.4 GB/s on heap-like pages). */
   compressLevel: number;
+  /** 0 to MAX_PAGE_CHANNELS; used only with a dest that offers page channels. */
+  pageChannels: number;
+}
+
+/** As the dest accepts at most (dest-agent/page-channel/page-channel-server.ts). */
+export const MAX_PAGE_CHANNELS = 16;
+/**
+ * One channel: on 2 shared cores a second one measured no faster (both are encrypted on the one event loop;
+ * see docs/protocol.md, "Page channels").
+ */
+export const DEFAULT_PAGE_CHANNELS = 1;
+
+function pageChannels(v: number | undefined): number {
+  if (v === undefined) return DEFAULT_PAGE_CHANNELS;
+  if (!Number.isInteger(v) || v < 0 || v > MAX_PAGE_CHANNELS) {
+    throw new FerryError('BAD_ARGUMENT', { message: `--page-channels must be an integer from 0 to ${MAX_PAGE_CHANNELS} (got ${v})`, hint: 'Give 1 (the default), more on a fast link with cores to spare, or 0 for the gRPC page stream.' });
+  }
+  return v;
 }
 
 function positiveInt(name: string, v: number | undefined, dflt: number, max: number): number {
@@ -147,6 +167,7 @@ export function compileMigrateOptions(o: MigrateOptions, env: SourceEnvironment 
     restore,
     postCopy,
     criuFeatures: compileCriuFeatures(o.fileLocks, o.tcpEstablished),
+    pageChannels: pageChannels(o.pageChannels),
     allow: compileAllow(o.allow),
     compress: compressMode(o.compress),
     compressLevel: positiveInt('compress level', o.compressLevel, 1, 19),

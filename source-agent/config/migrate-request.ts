@@ -28,6 +28,7 @@ export function toMigrateRequest(o: MigrateOptions): MigrateRequest {
     tcpEstablished: o.tcpEstablished,
     compress: o.compress,
     allow: o.allow ?? [],
+    pageChannels: o.pageChannels,
   };
 }
 
@@ -52,5 +53,6 @@ export function fromMigrateRequest(r: MigrateRequest): MigrateOptions {
     tcpEstablished: r.tcpEstablished,
     compress: r.compress,
     allow: r.allow && r.allow.length > 0 ? r.allow : undefined,
+    pageChannels: r.pageChannels,
   };
 }

@@ -19,6 +19,8 @@ import { DestClient } from '../dest-client.js';
 import type { FillCall, FillCallHandlers } from '../fill-call.js';
 import { FreezeLease } from '../freeze-lease.js';
 import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
+import { PageChannelStream } from '../page-channel/page-channel-stream.js';
+import { parseHostPort } from '../../shared/transport/address.js';
 import { HashTracker } from '../trackers/hash-tracker.js';
 import type { DirtyTracker, TrackerChoice, TrackerName } from '../trackers/tracker.js';
 import { availableTrackers, chooseTracker } from '../trackers/choose-tracker.js';
@@ -144,7 +146,8 @@ export interface PageStream {
 export interface DestPort {
   negotiate(req: m.NegotiateRequest, signal: AbortSignal): Promise<m.NegotiateResponse>;
   prepare(req: m.PrepareRequest, signal: AbortSignal): Promise<m.PrepareResponse>;
-  openPageStream(opts: PageStreamOptions): PageStream;
+  /** Over the page channels Prepare offered (`opts.channels`, opened before this resolves), else StreamPages. */
+  openPageStream(opts: PageStreamOptions): PageStream | Promise<PageStream>;
   uploadImages(imagesDir: string, ids: { migrationId: string; epoch: string }, signal: AbortSignal): Promise<{ files: number; bytes: number }>;
   restore(req: m.RestoreRequest, signal: AbortSignal): Promise<m.RestoreResponse>;
   commit(req: m.CommitRequest): Promise<m.CommitResponse>;
@@ -242,7 +245,10 @@ export async function connectGrpcDest(address: string, timeoutMs: number, signal
   return {
     negotiate: (req, s) => client.negotiate(req, s),
     prepare: (req, s) => client.prepare(req, s),
-    openPageStream: (opts) => new GrpcPageStream(client, opts),
+    openPageStream: (opts) =>
+      opts.channels
+        ? PageChannelStream.open({ dest: parseHostPort(address, 'dest address'), port: opts.channels.port, token: opts.channels.token, channels: opts.channels.count, security: client.security }, opts)
+        : new GrpcPageStream(client, opts),
     uploadImages: (dir, ids, s) => uploadImages(client, dir, ids, s),
     restore: (req, s) => client.restore(req, s),
     commit: (req) => client.commit(req),

@@ -256,6 +256,12 @@ describe.skipIf(!runnable)('refusals: bad input changes nothing', () => {
       expectUntouched(task!.rootPid);
     });
 
+    it('migrate PID --page-channels 17: FERRY-0001, the task untouched (issue 15)', async () => {
+      const r = await runMigrate(hosts!, task!.rootPid, dest, { args: ['--page-channels', '17'], env: env() });
+      expectRefused(r, 'FERRY-0001');
+      expectUntouched(task!.rootPid);
+    });
+
     it('migrate PID without --to: FERRY-0001', async () => {
       const r = await runFerry(['migrate', String(task!.rootPid), '--json'], { host: hosts!.src, env: env() });
       expectRefused(r, 'FERRY-0001');

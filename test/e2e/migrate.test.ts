@@ -140,6 +140,15 @@ describe.skipIf(!runnable)('ferry migrate between two network-namespace hosts', 
     expect(leftovers(join(imagesRoot!, 'logs')).every((f) => f.endsWith('.log'))).toBe(true);
   });
 
+  it('the pages went over one mutual-TLS page channel (the default)', () => {
+    const opened = dest!
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('"page channel open"'))
+      .map((l) => JSON.parse(l) as { channel: number; of: number; tls: boolean });
+    expect(opened).toEqual([expect.objectContaining({ channel: 0, of: 1, tls: true })]);
+  });
+
   it("the dest agent's /metrics counts the committed session and every page sent", async () => {
     expect(dest!.exited()).toBe(false);
     expect(dest!.metricsPort).toBeGreaterThan(0);
@@ -186,6 +195,20 @@ describe.skipIf(!runnable)('stop-and-copy and the plain-dump fallback', () => {
     expect(s.finalDeltaPages).toBe(s.dumpPages);
     expect(s.finalDeltaTaskPages > 0).toBe(kind === 'lazy');
     expect((await task.verify(s.restoredPid)).bad_pages).toBe(0);
+    expect(dest!.leftovers()).toEqual([]);
+  }, 90_000);
+
+  it.each([
+    ['0 (the gRPC page stream)', 0],
+    ['3', 3],
+  ] as const)('pre-copy with --page-channels %s: the copy verifies', async (_name, channels) => {
+    const task = await startMemtest({ name: `${NAME}-pc${channels}`, mib: 32, dirtyMibPerSec: 4, stateDir: stateDir!, netns: hosts!.src.netns });
+    tasks.push(task);
+    const r = await runMigrate(hosts!, task.rootPid, dest, { args: ['--page-channels', String(channels)], timeoutMs: 60_000 });
+    expect(r.exitCode, describeResult(r)).toBe(0);
+    task.adopt(r.summary!.restoredPid);
+    expect(r.summary!.rounds.length).toBeGreaterThanOrEqual(1);
+    expect((await task.verify(r.summary!.restoredPid)).bad_pages).toBe(0);
     expect(dest!.leftovers()).toEqual([]);
   }, 90_000);
 });

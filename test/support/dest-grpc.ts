@@ -22,6 +22,7 @@ import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js'
 import { startAgentServer } from '../../shared/transport/agent-server.js';
 import { ferryProto } from '../../shared/transport/proto.js';
 import { DestClient } from '../../source-agent/dest-client.js';
+import { PageChannelServer } from '../../dest-agent/page-channel/page-channel-server.js';
 
 export const EPOCH = '1';
 
@@ -31,22 +32,29 @@ export interface DestUnderTest {
   metrics: DestMetrics;
   client: DestClient;
   address: string;
+  /** The page-channel listener, when asked for (`channels: true`). */
+  channels?: PageChannelServer;
   /** Closes the client, rolls back the sessions, stops the server, removes the work dir. */
   close(): Promise<void>;
 }
 
 /** A Dest service in a fresh work dir (or `over.workDir`, which close() removes too); `over` adds options (limits, a logger). */
-export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}): Promise<DestUnderTest> {
+export async function startDest(over: Partial<Omit<DestOptions, 'metrics' | 'pageChannels'>> & { channels?: boolean | { helloTimeoutMs: number } } = {}): Promise<DestUnderTest> {
   const workDir = over.workDir ?? (await mkdtemp(join(tmpdir(), 'ferry-unit-dest-')));
   const metrics = createDestMetrics(new Registry());
-  const service = new DestService({ log: silentLogger, metrics, ...over, workDir });
+  const channels = over.channels ? new PageChannelServer(INSECURE_LOOPBACK, over.log ?? silentLogger, 64, over.channels === true ? undefined : over.channels.helloTimeoutMs) : undefined;
+  const service = new DestService({ log: silentLogger, metrics, ...over, workDir, ...(channels ? { pageChannels: channels } : {}) });
+  await channels?.listen('127.0.0.1', 0, service.channelHost());
   // The agent's own server (interceptors included), in plaintext: TLS is test/integration/mutual-tls.test.ts's.
   const agent = await startAgentServer({
     service: ferryProto().Dest.service,
     handlers: service.handlers(),
     listen: { host: '127.0.0.1', port: 0 },
     registry: new Registry(),
-    closeService: () => service.close(),
+    closeService: async () => {
+      await service.close();
+      await channels?.close();
+    },
     security: INSECURE_LOOPBACK,
     side: 'dest',
   });
@@ -60,6 +68,7 @@ export async function startDest(over: Partial<Omit<DestOptions, 'metrics'>> = {}
     metrics,
     client,
     address,
+    ...(channels ? { channels } : {}),
     close: async () => {
       client.close();
       await agent.close();

@@ -217,6 +217,16 @@ describe('precedence: flag > FERRY_* > file > default', () => {
     expect(compileDestAgentConfig({}, f, NO_ENV).tls['allow-peer']).toEqual(['spiffe://d/ferry/a', 'spiffe://d/ferry/b']);
   });
 
+  it('takes page-channel-port from --page-channel-port over the file, 0 by default, and refuses a port out of range (issue 15)', () => {
+    const f = load('[dest-agent]\npage-channel-port = 7071\n');
+    expect(compileDestAgentConfig({}, f, NO_ENV).pageChannelPort).toBe(7071);
+    expect(setting(compileDestAgentConfig({}, f, NO_ENV).settings, 'dest-agent.page-channel-port')).toMatchObject({ value: 7071, from: 'file' });
+    expect(compileDestAgentConfig({ 'page-channel-port': '7072' }, f, NO_ENV).pageChannelPort).toBe(7072);
+    expect(compileDestAgentConfig({}, load(''), NO_ENV).pageChannelPort).toBe(0);
+    for (const bad of ['65536', '-1', 'x', '']) expectFerryError(() => compileDestAgentConfig({ 'page-channel-port': bad }, load(''), NO_ENV), 'BAD_ARGUMENT');
+    expect(problems('[dest-agent]\npage-channel-port = 70000\n').message).toMatch(/page-channel-port/);
+  });
+
   it("checks a flag with the flag's parser and code, as before", () => {
     expectFerryError(() => compileDestAgentConfig({ listen: 'nope' }, load(text), NO_ENV), 'BAD_ADDRESS');
   });

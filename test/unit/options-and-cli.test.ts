@@ -48,6 +48,7 @@ describe('compileMigrateOptions', () => {
       allow: [],
       compress: 'auto',
       compressLevel: 1,
+      pageChannels: 1,
     });
   });
 
@@ -57,6 +58,12 @@ describe('compileMigrateOptions', () => {
     expect(compile('zstd').compress).toBe('zstd');
     expectFerryError(() => compile('lz4'), 'BAD_ARGUMENT');
     expectFerryError(() => compile(''), 'BAD_ARGUMENT');
+  });
+
+  it('--page-channels takes 0 (the gRPC stream) to 16, and refuses anything else (BAD_ARGUMENT)', () => {
+    const compile = (pageChannels: number): number => compileMigrateOptions({ pid: 42, to: 'h:1', pageChannels }).pageChannels;
+    expect([0, 1, 4, 16].map(compile)).toEqual([0, 1, 4, 16]);
+    for (const bad of [-1, 17, 1.5, Number.NaN]) expectFerryError(() => compile(bad), 'BAD_ARGUMENT');
   });
 
   describe('--post-copy and --on-no-converge (issue 12)', () => {

@@ -333,3 +333,49 @@ describe('PageBatchEncoder', () => {
     expect(done).toBe(true);
   });
 });
+
+describe('PageBatchEncoder buffer reuse (issue 15)', () => {
+  const PS = 4096;
+  const page = Buffer.alloc(PS, 7);
+  const hash = Buffer.alloc(HASH_BYTES, 1);
+  async function twoBatches(release: boolean): Promise<PageBatch[]> {
+    const out: PageBatch[] = [];
+    const enc = new PageBatchEncoder(PS, (b) => {
+      out.push({ ...b, data: Buffer.from(b.data) });
+      if (release) b.release?.();
+      return Promise.resolve();
+    });
+    for (let k = 0; k < 2; k++) {
+      for (let i = 0; i < 3; i++) await enc.add(k * 10 + i, hash, 0, page, 0, false);
+      await enc.flush();
+    }
+    return out;
+  }
+  it('hands a released batch buffers to a later batch, and fresh ones when the stream never releases', async () => {
+    const seen: Buffer[] = [];
+    const enc = new PageBatchEncoder(PS, (b) => {
+      seen.push(b.data);
+      b.release?.();
+      b.release?.(); // twice is once
+      return Promise.resolve();
+    });
+    for (let k = 0; k < 3; k++) {
+      await enc.add(k, hash, 0, page, 0, false);
+      await enc.flush();
+    }
+    expect(seen[2]!.buffer).toBe(seen[0]!.buffer);
+    const kept: Buffer[] = [];
+    const fresh = new PageBatchEncoder(PS, (b) => {
+      kept.push(b.data);
+      return Promise.resolve();
+    });
+    for (let k = 0; k < 3; k++) {
+      await fresh.add(k, hash, 0, page, 0, false);
+      await fresh.flush();
+    }
+    expect(new Set(kept.map((b) => b.buffer)).size).toBe(3);
+    // Reuse never changes what was sent.
+    const [a, b] = [await twoBatches(true), await twoBatches(false)];
+    expect(a.map((x) => x.data.equals(b[a.indexOf(x)]!.data))).toEqual([true, true]);
+  });
+});

@@ -134,6 +134,7 @@ describe('MigrateRequest', () => {
     ['post-copy (issue 12)', { pid: 42, to: 'h:1', postCopy: 'always', onNoConverge: 'postcopy' }],
     ['--allow (issue 13)', { pid: 42, to: 'h:1', allow: ['cpu-features'] }],
     ['--compress (issue 15)', { pid: 42, to: 'h:1', compress: 'zstd' }],
+    ['--page-channels (issue 15)', { pid: 42, to: 'h:1', pageChannels: 0 }],
   ])('carries %s as given, leaving the defaults to the agent', (_name, o) => {
     const back = fromMigrateRequest(wire(toMigrateRequest(o)));
     expect(back).toEqual(o);

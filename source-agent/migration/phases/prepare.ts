@@ -2,6 +2,7 @@
  * prepare: the tracker is created (for uffd-wp this is when the task is first touched), the dest opens a
  * session and a page store, and the page stream opens. Each registers its undo before the next step.
  */
+import { PAGE_CHANNELS_FEATURE } from '../../../shared/peer-info.js';
 import { TokenBucket } from '../../token-bucket.js';
 import { PageCompression } from '../../pages/page-compression.js';
 import type { DirtyTracker } from '../../trackers/tracker.js';
@@ -36,7 +37,9 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     },
     'dest',
   );
-  await n.dest.prepare(
+  // Page channels only to a dest that offers them: an older one answers StreamPages alone.
+  const wanted = n.destInfo.features.includes(PAGE_CHANNELS_FEATURE) ? opts.pageChannels : 0;
+  const answer = await n.dest.prepare(
     {
       migrationId,
       epoch,
@@ -45,6 +48,7 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
       requiredPids: target.pidNamespaceRoot ? [] : target.tasks.map((t) => t.hostPid),
       expectedBytes: String(target.residentBytes),
       taskName: target.name,
+      pageChannels: wanted,
     },
     signal,
   );
@@ -55,7 +59,9 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     capBytesPerSecond: opts.bandwidthBytesPerSecond,
     onChange: (round, choice) => ctx.log.info('page codec', { round, codec: choice.codec, reason: choice.reason }),
   });
-  const stream = n.dest.openPageStream({
+  const token = answer.pageChannelToken;
+  const channels = wanted > 0 && answer.pageChannelPort && token && token.length > 0 && answer.pageChannels ? { port: answer.pageChannelPort, token, count: answer.pageChannels } : undefined;
+  const stream = await n.dest.openPageStream({
     migrationId,
     epoch,
     windowBytes: opts.windowBytes,
@@ -63,6 +69,7 @@ export async function prepare(ctx: MigrationContext, n: Negotiated): Promise<Pre
     phase: () => ctx.phase,
     bandwidth: opts.bandwidthBytesPerSecond ? new TokenBucket(opts.bandwidthBytesPerSecond) : undefined,
     compression,
+    channels,
   });
   const dropStream = rollback.push('drop the page stream', () => stream.cancel(), 'dest');
   return { tracker, stream, abortDestSession, dropStream, compression };
