@@ -6,29 +6,13 @@
 import type * as grpc from '@grpc/grpc-js';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { fromServiceError } from '../shared/errors/grpc-status.js';
-import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
 import { batchPageCount, PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
 import { PAGE_CODEC } from '../shared/pages/batch-codec.js';
 import type { DestClient } from './dest-client.js';
-import type { PageCompression } from './pages/page-compression.js';
+import type { PageStreamOptions } from './page-stream-options.js';
 import { batchPayload, StreamWaits } from './stream-waits.js';
-import type { TokenBucket } from './token-bucket.js';
 
-export interface PageStreamOptions {
-  migrationId: string;
-  epoch: string;
-  windowBytes: number;
-  signal: AbortSignal;
-  /** The migration's phase now (owned by the orchestrator): errors name it, and only pre-copy is capped. */
-  phase: () => Phase;
-  /** Caps pre-copy traffic only: the final delta, sent while the task is frozen, goes at full speed. */
-  bandwidth?: TokenBucket | undefined;
-  /** Encodes each batch's payload (--compress) and measures the link; absent: every batch goes as it is. */
-  compression?: PageCompression | undefined;
-  /** Prepare's page-channel offer: the pages go over these channels instead of StreamPages. */
-  channels?: { port: number; token: Buffer; count: number } | undefined;
-}
 
 export class GrpcPageStream {
   private readonly call: grpc.ClientDuplexStream<m.PageBatchMessage, m.PageAck>;

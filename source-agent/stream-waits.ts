@@ -6,7 +6,7 @@
 import type { FerryError } from '../shared/errors/ferry-error.js';
 import type { PageCodecName } from '../shared/pages/batch-codec.js';
 import { PAGE_ENTRY_BYTES, type PageBatch } from '../shared/transport/page-batch.js';
-import type { PageStreamOptions } from './grpc-page-stream.js';
+import type { PageStreamOptions } from './page-stream-options.js';
 import type { PageCompression } from './pages/page-compression.js';
 
 export class StreamWaits {

@@ -18,7 +18,8 @@ import type { TransportSecurity } from '../../shared/transport/transport-securit
 import { DestClient } from '../dest-client.js';
 import type { FillCall, FillCallHandlers } from '../fill-call.js';
 import { FreezeLease } from '../freeze-lease.js';
-import { GrpcPageStream, type PageStreamOptions } from '../grpc-page-stream.js';
+import { GrpcPageStream } from '../grpc-page-stream.js';
+import type { PageStreamOptions } from '../page-stream-options.js';
 import { PageChannelStream } from '../page-channel/page-channel-stream.js';
 import { parseHostPort } from '../../shared/transport/address.js';
 import { HashTracker } from '../trackers/hash-tracker.js';

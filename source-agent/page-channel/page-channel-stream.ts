@@ -15,7 +15,7 @@ import { FrameReader } from '../../shared/transport/page-channel/frame-reader.js
 import { decodeAck, decodeError, encodeBatch, encodeEmpty, encodeHello, FrameType } from '../../shared/transport/page-channel/page-channel-frame.js';
 import { PAGE_CODEC } from '../../shared/pages/batch-codec.js';
 import type { TransportSecurity } from '../../shared/transport/transport-security.js';
-import type { PageStreamOptions } from '../grpc-page-stream.js';
+import type { PageStreamOptions } from '../page-stream-options.js';
 import { batchPayload, StreamWaits } from '../stream-waits.js';
 
 /** Connect, handshake and READY of one channel. */

@@ -4,11 +4,11 @@
  * page; zstd sends a fraction of the bytes on the wire and says so per round and in the summary; off sends every
  * byte as it is.
  */
-import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
-import { createTwoHosts, describeResult, hasCriu, httpGetIn, makeTempDir, metricValue, requireBuilt, runMigrate, startDestAgent, type DestAgentHandle, type TwoHosts } from '../../testbed/two-hosts.js';
-import { startMemtest, type MemtestHandle } from '../../testbed/workloads/memtest.js';
+import { describeResult, hasCriu, httpGetIn, metricValue, runMigrate } from '../../testbed/two-hosts.js';
+import { startMemtest } from '../../testbed/workloads/memtest.js';
+import { twoHostFixture } from '../support/two-host-fixture.js';
 
 const MIB = 64;
 const NAME = `e2e-zstd-${process.pid}`;
@@ -17,30 +17,14 @@ const runnable =
   canRun('e2e compression', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('gcc'), hasCommand('unshare')) && canRun('e2e compression (CRIU)', hasCriu());
 
 describe.skipIf(!runnable)('ferry migrate --compress between two network-namespace hosts', () => {
-  let hosts: TwoHosts | undefined;
-  let dest: DestAgentHandle | undefined;
-  let stateDir: string | undefined;
-  const tasks: MemtestHandle[] = [];
-
-  beforeAll(async () => {
-    requireBuilt();
-    stateDir = makeTempDir('ferry-e2e-state-');
-    hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts, { metrics: true });
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const t of tasks) await t.stop();
-    await dest?.stop();
-    await hosts?.destroy();
-    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
-  });
+  const f = twoHostFixture('ferry-e2e-state-', undefined, { metrics: true });
 
   it.each(['zstd', 'off'] as const)('--compress %s: the copy verifies every page, and the summary says what went on the wire', async (mode) => {
-    const task = await startMemtest({ name: `${NAME}-${mode}`, mib: MIB, dirtyMibPerSec: 4, content: 'objects', stateDir: stateDir!, netns: hosts!.src.netns });
-    tasks.push(task);
+    const { hosts, dest, dir } = f;
+    const task = await startMemtest({ name: `${NAME}-${mode}`, mib: MIB, dirtyMibPerSec: 4, content: 'objects', stateDir: dir, netns: hosts.src.netns });
+    f.stops.push(() => task.stop());
     expect((await task.verify()).bad_pages).toBe(0);
-    const r = await runMigrate(hosts!, task.rootPid, dest, { args: ['--compress', mode], timeoutMs: 90_000 });
+    const r = await runMigrate(hosts, task.rootPid, dest, { args: ['--compress', mode], timeoutMs: 90_000 });
     expect(r.exitCode, describeResult(r)).toBe(0);
     const s = r.summary!;
     task.adopt(s.restoredPid);
@@ -63,8 +47,8 @@ describe.skipIf(!runnable)('ferry migrate --compress between two network-namespa
       expect(s.pageWireBytes).toBe(s.pageBytesSent);
     }
     // The dest counts the page bytes it stored (decoded), whatever went on the wire.
-    const text = await httpGetIn(hosts!.dst, `http://${hosts!.dst.address}:${dest!.metricsPort}/metrics`);
+    const text = await httpGetIn(hosts.dst, `http://${hosts.dst.address}:${dest.metricsPort}/metrics`);
     expect(metricValue(text, 'ferry_dest_page_bytes_received_total')).toBeGreaterThanOrEqual(s.pageBytesSent);
-    expect(dest!.leftovers()).toEqual([]);
+    expect(dest.leftovers()).toEqual([]);
   }, 120_000);
 });

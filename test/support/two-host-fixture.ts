@@ -5,7 +5,7 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll } from 'vitest';
-import type { DestAgentHandle } from '../../testbed/dest-agent.js';
+import type { DestAgentHandle, DestAgentOptions } from '../../testbed/dest-agent.js';
 import type { TwoHosts } from '../../testbed/netns-hosts.js';
 import { requireBuilt } from '../../testbed/requirements.js';
 import { makeTempDir } from '../../testbed/temp-dirs.js';
@@ -19,7 +19,7 @@ export interface TwoHostFixture {
   readonly stops: (() => void | Promise<void>)[];
 }
 
-export function twoHostFixture(dirPrefix: string, onReady?: (f: TwoHostFixture) => void): TwoHostFixture {
+export function twoHostFixture(dirPrefix: string, onReady?: (f: TwoHostFixture) => void, destOptions: DestAgentOptions = {}): TwoHostFixture {
   let hosts: TwoHosts | undefined;
   let dest: DestAgentHandle | undefined;
   let dir: string | undefined;
@@ -45,7 +45,7 @@ export function twoHostFixture(dirPrefix: string, onReady?: (f: TwoHostFixture) 
     requireBuilt();
     dir = makeTempDir(dirPrefix);
     hosts = await createTwoHosts();
-    dest = await startDestAgent(hosts);
+    dest = await startDestAgent(hosts, destOptions);
     onReady?.(fixture);
   }, 60_000);
 
