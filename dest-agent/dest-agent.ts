@@ -14,10 +14,7 @@ import { createDestMetrics } from './dest-metrics.js';
 import { authorizeSource } from './source-authorization.js';
 import { openWorkDir } from './work-dir.js';
 import { compileDestLimits } from './dest-limits.js';
-import { PageChannelServer } from './page-channel/page-channel-server.js';
-
-/** Connections the page-channel listener holds beyond the stream bound: those still before their HELLO. */
-const PRE_HELLO_CONNECTIONS = 16;
+import { PageChannelServer, PRE_HELLO_CONNECTIONS } from './page-channel/page-channel-server.js';
 
 export interface DestAgentOptions {
   listen: HostPort;

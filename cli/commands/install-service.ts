@@ -12,7 +12,7 @@ Puts the systemd units of the agents in place, for the node and the Ferry packag
   /etc/systemd/system/ferry-dest-agent.service    (--role dest, the default, or both)
   /etc/systemd/system/ferry-source-agent.service  (--role source or both)
   /etc/default/ferry                               the agents' FERRY_* variables, all commented
-  /etc/ferry/ferry.toml                            the agents' config (the example), if missing
+  /etc/ferry/ferry.toml                            the agents' config, if missing: the example, every setting commented out
 and makes /etc/ferry (0755), /etc/ferry/tls (0700), /var/lib/ferry (0700) and /var/cache/ferry (0755).
 The units run \`ferry dest-agent --config /etc/ferry/ferry.toml\` (and source-agent): edit that file (written
 from deploy/ferry.toml.example when missing; \`ferry config check\` checks it) and make the TLS
@@ -21,7 +21,7 @@ the units, and docs/operations.md.
 
 Running it again is safe: a file as it was written is updated to this version's template; a unit edited here
 is refused (exit 2, FERRY-0050, nothing written) unless --force; an edited /etc/default/ferry is kept;
-/etc/ferry/ferry.toml (the commented example until you edit it) is never replaced once edited, even with --force.
+/etc/ferry/ferry.toml is never replaced once edited, even with --force.
 Nothing is started: the last lines say what to run.
 
 Options:

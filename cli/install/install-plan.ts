@@ -3,7 +3,7 @@
  * the root, as one action. The whole plan is made (and any refusal raised) before anything is written, so a
  * refused install touches nothing; files are written to a temporary name and renamed into place.
  */
-import { chmodSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { isUnedited } from './file-stamp.js';
@@ -90,16 +90,22 @@ export function applyInstall(actions: readonly InstallAction[]): void {
   }
 }
 
+/**
+ * Written to a fresh temporary name, then renamed into place. The temporary file is made with O_EXCL|O_NOFOLLOW
+ * after any stale one is removed, and its mode set through its descriptor: a symlink planted at that name (a
+ * --root another user can write) is neither followed nor chmod-ed.
+ */
 function writeAtomically(path: string, content: string, mode: number): void {
   const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.ferry-new`);
-  const fd = openSync(tmp, 'w', mode);
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     writeSync(fd, content);
+    fchmodSync(fd, mode);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  chmodSync(tmp, mode);
   renameSync(tmp, path);
 }
 

@@ -49,6 +49,14 @@ export function thisInstallation(): ServiceInstallation {
   return { node: realpathSync(process.execPath), packageRoot: realpathSync(repoRoot()), version: ferryVersion() };
 }
 
+/** Every setting of a TOML file commented out; its comments and [tables] kept, so it stays a valid, empty config. */
+export function commentedOut(toml: string): string {
+  return toml
+    .split('\n')
+    .map((line) => (line.trim() === '' || line.trimStart().startsWith('#') || /^\s*\[[^\]]+\]\s*$/.test(line) ? line : `# ${line}`))
+    .join('\n');
+}
+
 /** systemd splits ExecStart on spaces and expands % and $: only plain paths go in unquoted, so only those are taken. */
 const PLAIN_PATH = /^\/[A-Za-z0-9_@+=:,./-]+$/;
 
@@ -75,10 +83,12 @@ export function serviceLayout(role: ServiceRole, inst: ServiceInstallation): Ser
     return { path: `/etc/systemd/system/${UNITS[r]}`, content: stamp(`deploy/systemd/${UNITS[r]}`, body), mode: 0o644, whenEdited: 'refuse' };
   });
   files.push({ path: '/etc/default/ferry', content: stamp('deploy/systemd/ferry.env', readFileSync(join(templates, 'ferry.env'), 'utf8')), mode: 0o640, whenEdited: 'keep' });
-  // The units read /etc/ferry/ferry.toml: the commented example until the operator edits it (then it is theirs, kept).
+  // The units read /etc/ferry/ferry.toml: the example with every setting commented out until the operator edits
+  // it (then it is theirs, kept). Its values are an example's: live, its socket-group would open the source
+  // agent's socket to a group nobody chose; commented out, a dest agent refuses to start until given its address.
   files.push({
     path: '/etc/ferry/ferry.toml',
-    content: stamp('deploy/ferry.toml.example', readFileSync(join(inst.packageRoot, 'deploy', 'ferry.toml.example'), 'utf8')),
+    content: stamp('deploy/ferry.toml.example', commentedOut(readFileSync(join(inst.packageRoot, 'deploy', 'ferry.toml.example'), 'utf8'))),
     mode: 0o640,
     whenEdited: 'always-keep',
   });

@@ -33,12 +33,16 @@ import { BodyPool } from '../../shared/transport/page-channel/body-pool.js';
 
 /** A dialer must say HELLO (after its TLS handshake) within this, or it is cut. */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** Connections at once that have not said HELLO yet (the listener's cap is the channels' plus these). */
+export const PRE_HELLO_CONNECTIONS = 16;
 /** Channels a session may have; the source asks for fewer. */
 export const MAX_PAGE_CHANNELS = 16;
 /** Acked at least once per this many batches, and whenever nothing more is waiting to be stored. */
 const ACK_EVERY_BATCHES = 4;
 /** Received bytes held (frames not yet stored) before the socket is paused: two full batches. */
 const MAX_PENDING_BYTES = 9 * 1024 * 1024;
+/** What a queued frame costs beyond its body (the Frame object, its empty Buffer). */
+const FRAME_OVERHEAD_BYTES = 64;
 
 /** What the listener needs of the dest service (dest-service.ts implements it). */
 export interface PageChannelHost {
@@ -74,15 +78,20 @@ export class PageChannelServer {
   private refresh: NodeJS.Timeout | undefined;
   private port = 0;
 
+  /** Accepted connections that have not been admitted (HELLO checked) yet. */
+  private readonly preHello = new Set<net.Socket>();
+
   constructor(
     private readonly security: TransportSecurity,
     private readonly log: Logger,
     maxConnections: number,
     readonly helloTimeoutMs = HELLO_TIMEOUT_MS,
+    private readonly maxPreHello = PRE_HELLO_CONNECTIONS,
   ) {
     if (security.kind === 'tls') {
       const m = security.material;
-      const server = tls.createServer({ key: m.key, cert: m.cert, ca: m.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
+      // handshakeTimeout: a dialer that never finishes its handshake holds a connection slot this long at most.
+      const server = tls.createServer({ key: m.key, cert: m.cert, ca: m.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', handshakeTimeout: helloTimeoutMs });
       // A renewed certificate is served to the next channel, as the gRPC listener does (certificate-rotation.ts).
       this.refresh = setInterval(() => {
         try {
@@ -161,6 +170,15 @@ export class PageChannelServer {
   }
 
   private accept(socket: net.Socket): void {
+    // Connections that have not said HELLO yet are bounded on their own, so they never take an admitted
+    // channel's room; each lasts helloTimeoutMs at most (a deadline, not an idle time: a byte now and then
+    // does not extend it).
+    if (this.preHello.size >= this.maxPreHello) {
+      socket.destroy();
+      return;
+    }
+    this.preHello.add(socket);
+    socket.once('close', () => this.preHello.delete(socket));
     socket.setNoDelay(true);
     const channel = new DestChannel(socket, this, this.log);
     channel.run().catch((e: unknown) => this.log.error('page channel failed', { err: e }));
@@ -170,15 +188,25 @@ export class PageChannelServer {
   admit(hello: Hello, socket: net.Socket): { session: DestSession; offer: Offered; release: () => void } {
     const host = this.host!;
     const peer = this.peerOf(socket);
-    const session = host.session(hello.migrationId, hello.epoch, peer);
-    const o = this.offers.get(session.id);
-    if (!o || o.epoch !== session.epoch || !timingSafeEqual(o.token, hello.token)) {
-      throw new FerryError('PAGE_CHANNEL_TOKEN_INVALID', { side: 'dest', phase: 'precopy', detail: `migration ${session.id}` });
+    // Before the token is confirmed every refusal looks the same: a dialer learns nothing of which migrations or
+    // epochs exist (the log says which check failed).
+    const refuse = (why: unknown): never => {
+      this.log.info('page channel HELLO refused', { migrationId: hello.migrationId.slice(0, 64), peer: String(peer).slice(0, 256), why: why instanceof Error ? why.message : String(why) });
+      throw new FerryError('PAGE_CHANNEL_TOKEN_INVALID', { side: 'dest', phase: 'precopy' });
+    };
+    let session: DestSession;
+    try {
+      session = host.session(hello.migrationId, hello.epoch, peer);
+    } catch (e) {
+      return refuse(e);
     }
+    const o = this.offers.get(session.id);
+    if (!o || o.epoch !== session.epoch || !timingSafeEqual(o.token, hello.token)) return refuse('no offer of this session holds that token');
     if (hello.channel >= o.channels || o.opened.has(hello.channel)) {
       throw new FerryError('PAGE_CHANNEL_FRAME_INVALID', { side: 'dest', phase: 'precopy', detail: `channel ${hello.channel} of ${o.channels} (each opens once)` });
     }
     const release = host.acquireStream(peer);
+    this.preHello.delete(socket);
     o.opened.add(hello.channel);
     o.sockets.add(socket);
     socket.once('close', () => o.sockets.delete(socket));
@@ -233,14 +261,19 @@ class DestChannel {
 
   private queuedBytes(): number {
     let n = 0;
-    for (const f of this.frames) n += f.body.length;
+    // A frame costs its body and its bookkeeping: empty frames (CLOSE, a second HELLO) count too.
+    for (const f of this.frames) n += f.body.length + FRAME_OVERHEAD_BYTES;
     return n;
   }
 
   private onData = (chunk: Buffer): void => {
     try {
       this.reader.push(chunk);
-      for (let f = this.reader.next(); f; f = this.reader.next()) this.frames.push(f);
+      for (let f = this.reader.next(); f; f = this.reader.next()) {
+        this.frames.push(f);
+        // Nothing more until the HELLO is checked: run() says what comes next once it is.
+        if (f.type === FrameType.HELLO) this.reader.expect(new Set());
+      }
     } catch (e) {
       this.end(asFerryError(e, 'PAGE_CHANNEL_FRAME_INVALID', { side: 'dest', phase: 'precopy' }));
       return;
@@ -264,10 +297,15 @@ class DestChannel {
     });
     let admitted: ReturnType<PageChannelServer['admit']> | undefined;
     let clean = false;
+    const helloDeadline = setTimeout(
+      () => this.end(new FerryError('STREAM_IDLE_TIMEOUT', { side: 'dest', phase: 'precopy', detail: `no HELLO within ${this.server.helloTimeoutMs} ms` })),
+      this.server.helloTimeoutMs,
+    );
     try {
       const hello = await this.nextFrame();
       const h = decodeHello(hello.body);
       admitted = this.server.admit(h, socket);
+      clearTimeout(helloDeadline);
       admitted.session.log.info('page channel open', { channel: h.channel, of: admitted.offer.channels, tls: socket instanceof tls.TLSSocket });
       socket.setTimeout(this.server.channelHost.streamIdleMs);
       this.reader.expect(new Set([FrameType.BATCH, FrameType.CLOSE]));
@@ -278,9 +316,15 @@ class DestChannel {
       if (!socket.destroyed && !this.peerGone) {
         this.log.warn('page channel refused or failed', { err: fe, session: admitted?.session.id });
         socket.end(encodeError(fe));
-        setTimeout(() => socket.destroy(), 1_000).unref();
       } else socket.destroy();
     } finally {
+      clearTimeout(helloDeadline);
+      // Refused, failed or closed: nothing more is read, whatever the peer keeps sending.
+      socket.off('data', this.onData);
+      socket.pause();
+      // However it ended (a clean CLOSE included), the socket is gone within a second: a peer that never
+      // closes its side holds nothing.
+      if (!socket.destroyed) setTimeout(() => socket.destroy(), 1_000).unref();
       admitted?.release();
       this.stop.abort();
       if (admitted && !clean) {

@@ -8,14 +8,19 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 
 export class SeqOrder {
   private next = 1n;
+  /** The due batch being stored: another channel bringing the same seq meanwhile is refused, not stored twice. */
+  private taken: bigint | undefined;
   private readonly waiting = new Map<bigint, { resolve: () => void; reject: (e: Error) => void }>();
   private closed: FerryError | undefined;
 
   /** Resolves when `seq` is the next to store; rejects on a seq already stored or taken, or once closed. */
   turn(seq: bigint, signal: AbortSignal): Promise<void> {
     if (this.closed) return Promise.reject(this.closed);
-    if (seq < this.next || this.waiting.has(seq)) return Promise.reject(new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} again (next is ${this.next})` }));
-    if (seq === this.next) return Promise.resolve();
+    if (seq < this.next || seq === this.taken || this.waiting.has(seq)) return Promise.reject(new FerryError('PAGE_SEQ_OUT_OF_ORDER', { side: 'dest', phase: 'precopy', detail: `batch ${seq} again (next is ${this.next})` }));
+    if (seq === this.next) {
+      this.taken = seq;
+      return Promise.resolve();
+    }
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
         this.waiting.delete(seq);
@@ -25,6 +30,7 @@ export class SeqOrder {
       this.waiting.set(seq, {
         resolve: () => {
           signal.removeEventListener('abort', onAbort);
+          this.taken = seq;
           resolve();
         },
         reject: (e) => {
@@ -39,6 +45,7 @@ export class SeqOrder {
   done(seq: bigint): void {
     if (seq !== this.next) return;
     this.next = seq + 1n;
+    this.taken = undefined;
     const w = this.waiting.get(this.next);
     this.waiting.delete(this.next);
     w?.resolve();

@@ -132,7 +132,12 @@ export class PageChannelStream {
               socket.setTimeout(CHANNEL_ACK_TIMEOUT_MS);
               settle();
             } else if (f.type === FrameType.ACK) this.acked(c, decodeAck(f.body));
-            else c.closed = true; // CLOSE: the dest stored everything of this channel
+            else {
+              // CLOSE: the dest stored everything of this channel. Only an answer to ours, with nothing in flight:
+              // a dest that closes first would leave flush() waiting for acks that never come.
+              if (!this.finished || c.inflight.length > 0) throw this.broken(`${where}: the dest closed it first (${c.inflight.length} batches unacknowledged)`);
+              c.closed = true;
+            }
           }
         } catch (e) {
           const fe = e instanceof FerryError ? e : this.broken(`${where}: ${String(e)}`);

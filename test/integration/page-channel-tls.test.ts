@@ -90,11 +90,11 @@ describe.skipIf(!runnable)('page channels over mutual TLS', () => {
     }
   });
 
-  it("refuses another allowed source presenting the session's token (SESSION_NOT_FOUND): the token is bound to its peer", async () => {
+  it("refuses another allowed source presenting the session's token (PAGE_CHANNEL_TOKEN_INVALID): the token is bound to its peer", async () => {
     const p = await prepared('source');
     const other = security(certs.second!, ['client'], [ids.dest!]);
     try {
-      await expectFerryRejection(open(p.answer, p.id, other), 'SESSION_NOT_FOUND');
+      await expectFerryRejection(open(p.answer, p.id, other), 'PAGE_CHANNEL_TOKEN_INVALID');
       // The session's own source still opens its channels.
       const s = await open(p.answer, p.id, p.sec);
       await s.send(TASK, 0, handBatch([1, 2, 3]));

@@ -4,13 +4,13 @@
  * deploy/systemd/ say why each directive is in or out).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { isUnedited } from '../../cli/install/file-stamp.js';
 import { applyInstall, planInstall, planRefusal, type InstallAction } from '../../cli/install/install-plan.js';
-import { serviceLayout, type ServiceInstallation } from '../../cli/install/service-files.js';
+import { commentedOut, serviceLayout, type ServiceInstallation } from '../../cli/install/service-files.js';
 import { REPO_ROOT } from '../../testbed/ferry-process.js';
 import { makeTempDir } from '../../testbed/temp-dirs.js';
 
@@ -90,9 +90,28 @@ describe('planInstall', () => {
     expect(statSync(join(root, 'etc/systemd/system/ferry-dest-agent.service')).mode & 0o777).toBe(0o644);
     expect(statSync(join(root, 'etc/default/ferry')).mode & 0o777).toBe(0o640);
     // The units' config file: the example until the operator edits it.
-    expect(readFileSync(join(root, 'etc/ferry/ferry.toml'), 'utf8')).toContain(readFileSync(join(inst.packageRoot, 'deploy', 'ferry.toml.example'), 'utf8'));
+    // The example with every setting commented out: nothing of an example's values is live until edited.
+    const toml = readFileSync(join(root, 'etc/ferry/ferry.toml'), 'utf8');
+    expect(toml).toContain(commentedOut(readFileSync(join(inst.packageRoot, 'deploy', 'ferry.toml.example'), 'utf8')));
+    expect(toml).toMatch(/^# listen = "/m);
+    expect(toml).toMatch(/^\[dest-agent\]$/m);
+    expect(toml.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#') && !l.startsWith('['))).toEqual([]);
     expect(statSync(join(root, 'etc/ferry/ferry.toml')).mode & 0o777).toBe(0o640);
     expect(planInstall(layout, root, false).every((a) => a.kind === 'same')).toBe(true);
+  });
+
+  it('never follows a symlink planted at its temporary file name (a --root another user can write)', () => {
+    const root = scratch();
+    const victim = join(root, 'victim');
+    writeFileSync(victim, 'precious\n', { mode: 0o600 });
+    mkdirSync(join(root, 'etc/ferry'), { recursive: true });
+    symlinkSync(victim, join(root, 'etc/ferry/.ferry.toml.ferry-new'));
+    applyInstall(planInstall(serviceLayout('dest', inst), root, false));
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(statSync(victim).mode & 0o777).toBe(0o600);
+    const toml = join(root, 'etc/ferry/ferry.toml');
+    expect(lstatSync(toml).isFile()).toBe(true);
+    expect(isUnedited(readFileSync(toml, 'utf8'))).toBe(true);
   });
 
   it('updates a file as an older version wrote it, refuses an edited unit (writing nothing), keeps an edited env file', () => {

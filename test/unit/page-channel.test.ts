@@ -124,8 +124,8 @@ describe('page channels', () => {
     await expectFerryRejection(s.flush(), 'PAGE_INTEGRITY');
     s.cancel();
     expect(s.openSockets).toBe(0);
-    // Nothing of that session is trusted any more: it is gone.
-    await expectFerryRejection(open(p), 'SESSION_NOT_FOUND');
+    // Nothing of that session is trusted any more: it is gone (refused as any unknown HELLO is).
+    await expectFerryRejection(open(p), 'PAGE_CHANNEL_TOKEN_INVALID');
   });
 
   it('refuses a channel without the session token, with another session token, of another epoch, or an index past the offer', async () => {
@@ -134,8 +134,10 @@ describe('page channels', () => {
     const other = await prepared(d, 2);
     await expectFerryRejection(open(p, { token: Buffer.alloc(32) }), 'PAGE_CHANNEL_TOKEN_INVALID');
     await expectFerryRejection(open(p, { token: other.answer.pageChannelToken! }), 'PAGE_CHANNEL_TOKEN_INVALID');
-    await expectFerryRejection(open(p, { epoch: '2' }), 'SESSION_EPOCH_MISMATCH');
-    await expectFerryRejection(open(p, { id: randomUUID() }), 'SESSION_NOT_FOUND');
+    // Another epoch, or no such migration: the same refusal, so a dialer without the token learns nothing of
+    // which migrations and epochs exist.
+    await expectFerryRejection(open(p, { epoch: '2' }), 'PAGE_CHANNEL_TOKEN_INVALID');
+    await expectFerryRejection(open(p, { id: randomUUID() }), 'PAGE_CHANNEL_TOKEN_INVALID');
     // A refused dialer does not end the session: its source opens its channels and sends.
     const s = await open(p);
     await s.send(TASK, 0, handBatch(ascending(1, 4)));
@@ -166,6 +168,68 @@ describe('page channels', () => {
     const silent = await rawChannel(port, []);
     expect(decodeError(silent.frames[0]!.body).key).toBe('STREAM_IDLE_TIMEOUT');
     expect(silent.closedMs).toBeLessThan(3_000);
+  });
+
+  it('bounds what a dialer without the token can hold: a HELLO dribbled a byte at a time is cut at its deadline, connections before HELLO past their cap are dropped, and a refused one that keeps sending is closed', async () => {
+    const d = await dest(300);
+    const p = await prepared(d, 1);
+    const port = p.answer.pageChannelPort!;
+    // One byte every 50 ms never leaves the socket idle for 300 ms: only a deadline ends it.
+    const dribbled = hello(p);
+    const t0 = Date.now();
+    const closedMs = await new Promise<number>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      let i = 0;
+      const timer = setInterval(() => {
+        if (!s.destroyed && i < dribbled.length) s.write(dribbled.subarray(i, ++i));
+      }, 50);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        clearInterval(timer);
+        resolve(Date.now() - t0);
+      });
+    });
+    expect(closedMs).toBeLessThan(2_000);
+    // PRE_HELLO_CONNECTIONS (16) held open without a word: the 17th is dropped at once, unread.
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 16; i++) {
+        const s = net.connect({ host: '127.0.0.1', port });
+        s.on('error', () => undefined);
+        held.push(s);
+        await new Promise<void>((r) => s.once('connect', () => r()));
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      const extra = await rawChannel(port, []);
+      expect(extra.frames).toEqual([]);
+      expect(extra.closedMs).toBeLessThan(250);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+    // A refused HELLO followed by a flood: the dest stops reading and closes within a second or so.
+    await new Promise((r) => setTimeout(r, 50));
+    const flood = await new Promise<{ closedMs: number; refused: boolean }>((resolve) => {
+      const r = new FrameReader(new Set([FrameType.ERROR]), 'source');
+      let refused = false;
+      const start = Date.now();
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.write(hello(p, { token: Buffer.alloc(32) }));
+        const junk = Buffer.alloc(1 << 20);
+        const pump = (): void => {
+          while (!s.destroyed && s.write(junk));
+          if (!s.destroyed) s.once('drain', pump);
+        };
+        pump();
+      });
+      s.on('data', (c: Buffer) => {
+        r.push(c);
+        for (let f = r.next(); f; f = r.next()) refused ||= decodeError(f.body).key === 'PAGE_CHANNEL_TOKEN_INVALID';
+      });
+      s.on('error', () => undefined);
+      s.on('close', () => resolve({ closedMs: Date.now() - start, refused }));
+    });
+    expect(flood.refused).toBe(true);
+    expect(flood.closedMs).toBeLessThan(3_000);
   });
 
   it('a channel cut mid-stream fails the source stream (PAGE_STREAM_FAILED) and aborts the session; the half-sent batch is never stored', async () => {
@@ -203,7 +267,7 @@ describe('page channels', () => {
     // The dest aborted the session: its files are gone and its channels refused.
     for (let i = 0; i < 100 && existsSync(p.dir); i++) await new Promise((r) => setTimeout(r, 20));
     expect(existsSync(p.dir)).toBe(false);
-    await expectFerryRejection(open(p), 'SESSION_NOT_FOUND');
+    await expectFerryRejection(open(p), 'PAGE_CHANNEL_TOKEN_INVALID');
   });
 
   it('a cancelled stream (rollback) leaves no socket, and its session is aborted', async () => {
