@@ -33,6 +33,8 @@ export interface NegotiateRequest {
   externalMounts?: string[];
   /** The page codecs the source can send besides none; absent or empty: none. */
   pageCodecs?: string[];
+  /** The task's own network identity (`ferry run --net`); absent: it shares the source host's netns. */
+  taskNetwork?: TaskNetworkMessage | null;
 }
 export interface NegotiateResponse {
   dest: PeerInfo;
@@ -117,6 +119,16 @@ export interface RestoreRequest {
   criuFeatures?: CriuFeaturesMessage | null;
   /** The task's own mount namespace (`ferry run --mounts private`). Absent: it shares the host's. */
   mountNs?: MountNamespaceMessage | null;
+  /** The task's own network namespace (`ferry run --net`). Absent: it shares the host's. */
+  taskNetwork?: TaskNetworkMessage | null;
+}
+/** proto TaskNetwork: shared/kernel/task-network.ts has the meaning of each field. */
+export interface TaskNetworkMessage {
+  innerLink: string;
+  mac: string;
+  addresses: string[];
+  outerLink: string;
+  bridge: string;
 }
 export interface MountNamespaceMessage {
   /** Mount points bind-mounted from the same path on the dest. */
