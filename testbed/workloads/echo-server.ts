@@ -1,0 +1,132 @@
+/**
+ * The echo workload of a task that moves with its network namespace: a python server that echoes TCP (every
+ * connection) and UDP on one port, and a client that holds one TCP connection and sends a numbered line every
+ * 10 ms, checking each answer: in order, none lost, none duplicated, on the same connection (its local port is
+ * reported; it never reconnects). The client's summary names the longest gap between two answers: what a
+ * peer of the migrated server sees of the downtime.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { waitFor } from '../wait-for.js';
+
+/** `python3 -c ECHO_SERVER PORT`: TCP and UDP echo on 0.0.0.0:PORT; single-threaded (selectors). */
+export const ECHO_SERVER = `
+import selectors, socket, sys
+port = int(sys.argv[1])
+sel = selectors.DefaultSelector()
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(('0.0.0.0', port)); ls.listen(16)
+us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); us.bind(('0.0.0.0', port))
+sel.register(ls, selectors.EVENT_READ); sel.register(us, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is ls:
+            c, _ = ls.accept(); sel.register(c, selectors.EVENT_READ)
+        elif s is us:
+            d, peer = us.recvfrom(2048); us.sendto(d, peer)
+        else:
+            try:
+                d = s.recv(65536)
+                if d:
+                    s.sendall(d); continue
+            except OSError:
+                pass
+            sel.unregister(s); s.close()
+`;
+
+const ECHO_CLIENT = `
+import json, os, socket, sys, time
+host, port, every, stop, summary = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+s = socket.create_connection((host, port), timeout=5); s.settimeout(every)
+local = s.getsockname()[1]
+sent = 0; expect = 1; lost = 0; dup = 0; got = 0; buf = b''; err = None
+last = time.monotonic(); gap = 0.0; nxt = time.monotonic(); stopping = None
+open(summary + '.ready', 'w').write(str(local))
+while True:
+    now = time.monotonic()
+    if stopping is None and os.path.exists(stop): stopping = now
+    if stopping is not None and (got >= sent or now - stopping > 10): break
+    if stopping is None and now >= nxt:
+        sent += 1; nxt += every
+        try: s.sendall(b'%d\\n' % sent)
+        except OSError as e: err = repr(e); break
+    try:
+        d = s.recv(65536)
+        if not d: err = 'eof'; break
+        buf += d
+    except socket.timeout:
+        continue
+    except OSError as e:
+        err = repr(e); break
+    while b'\\n' in buf:
+        line, buf = buf.split(b'\\n', 1); n = int(line); t = time.monotonic()
+        gap = max(gap, t - last); last = t; got += 1
+        if n < expect: dup += 1
+        else: lost += n - expect; expect = n + 1
+out = dict(localPort=local, sent=sent, answered=got, lost=lost + sent - (expect - 1), duplicated=dup, maxGapMs=round(gap * 1000), error=err)
+open(summary + '.tmp', 'w').write(json.dumps(out)); os.rename(summary + '.tmp', summary)
+`;
+
+export interface EchoSummary {
+  localPort: number;
+  sent: number;
+  answered: number;
+  lost: number;
+  duplicated: number;
+  maxGapMs: number;
+  error: string | null;
+}
+
+export interface EchoClient {
+  /** The connection's local port, as it was when it connected. */
+  localPort: number;
+  /** Stops sending, waits (bounded) for the answers still out and returns the summary. */
+  finish(): Promise<EchoSummary>;
+  kill(): void;
+}
+
+/** `nsenter --net=NETNS`: a command in the network namespace an nsfs path names. */
+export function inNetns(netns: string, argv: readonly string[]): [string, string[]] {
+  return ['nsenter', [`--net=${netns}`, ...argv]];
+}
+
+/** Starts the client in `netns` against host:port, sending every `everyMs`; resolves once it is connected. */
+export async function startEchoClient(dir: string, netns: string, host: string, port: number, everyMs = 10): Promise<EchoClient> {
+  const stop = join(dir, 'echo-client.stop');
+  const summary = join(dir, 'echo-client.json');
+  const [cmd, args] = inNetns(netns, ['python3', '-u', '-c', ECHO_CLIENT, host, String(port), String(everyMs / 1000), stop, summary]);
+  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const kill = (): void => void child.kill('SIGKILL');
+  try {
+    await waitFor(() => existsSync(`${summary}.ready`) || child.exitCode !== null, 10_000, 'the echo client to connect');
+    if (!existsSync(`${summary}.ready`)) throw new Error(`the echo client did not connect: ${stderr.trim()}`);
+  } catch (e) {
+    kill();
+    throw e;
+  }
+  return {
+    localPort: Number(readFileSync(`${summary}.ready`, 'utf8')),
+    kill,
+    finish: async () => {
+      writeFileSync(stop, '');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      if (!existsSync(summary)) {
+        kill();
+        throw new Error(`the echo client wrote no summary: ${stderr.trim()}`);
+      }
+      return JSON.parse(readFileSync(summary, 'utf8')) as EchoSummary;
+    },
+  };
+}
+
+/** One UDP datagram to host:port from `netns`; whether the same bytes came back within `timeoutMs`. */
+export function udpEchoes(netns: string, host: string, port: number, timeoutMs = 2_000): boolean {
+  const py = `import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(${timeoutMs / 1000})\nfor i in range(3):\n    s.sendto(b'ferry-udp',(sys.argv[1],int(sys.argv[2])))\n    try:\n        print(s.recvfrom(64)[0].decode()); break\n    except socket.timeout: pass`;
+  const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs * 3 + 5_000 });
+  return r.stdout.trim() === 'ferry-udp';
+}
