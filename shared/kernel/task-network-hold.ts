@@ -17,11 +17,15 @@ export interface TaskNetworkHold {
   network: TaskNetwork;
 }
 
-export function isTaskNetworkHold(v: unknown): v is TaskNetworkHold {
+/** A journaled TaskNetwork (a journal is read back by a restarted agent: its fields are checked). */
+export function isTaskNetwork(v: unknown): v is TaskNetwork {
   if (typeof v !== 'object' || v === null) return false;
-  const h = v as TaskNetworkHold;
-  const n = h.network as Partial<TaskNetwork> | undefined;
-  return typeof h.netns === 'string' && typeof n === 'object' && n !== null && typeof n.innerLink === 'string' && typeof n.mac === 'string' && Array.isArray(n.addresses) && typeof n.outerLink === 'string' && typeof n.bridge === 'string';
+  const n = v as Partial<TaskNetwork>;
+  return typeof n.innerLink === 'string' && typeof n.mac === 'string' && Array.isArray(n.addresses) && n.addresses.every((a) => typeof a === 'string') && typeof n.outerLink === 'string' && typeof n.bridge === 'string';
+}
+
+export function isTaskNetworkHold(v: unknown): v is TaskNetworkHold {
+  return typeof v === 'object' && v !== null && typeof (v as TaskNetworkHold).netns === 'string' && isTaskNetwork((v as TaskNetworkHold).network);
 }
 
 /** Sends gratuitous ARP for `ip` from `link` in `netns`. */

@@ -18,6 +18,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { injectFault } from '../../../shared/fault-injection.js';
+import { FerryError } from '../../../shared/errors/ferry-error.js';
 import { criuLogFileName, pruneCriuLogs } from '../../../shared/criu/criu-log-files.js';
 import { createImagesDir, sweepImagesRoot } from '../../images-dir.js';
 import type { DumpKind, FreezeLeasePort, TreeMember } from '../ports.js';
@@ -102,7 +103,13 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
   // Right before the dump, the freeze clock running: the task still runs, only its packets wait.
-  if (hold) host.holdTaskNetwork(hold);
+  if (hold) {
+    try {
+      host.holdTaskNetwork(hold);
+    } catch (e) {
+      throw new FerryError('NETWORK_HOLD_FAILED', { phase: 'freeze', side: 'source', sourceState: 'frozen', detail: `${hold.netns}: ${e instanceof Error ? e.message : String(e)}`, cause: e });
+    }
+  }
   const dumpKind = await host.dump({
     pid: rootPid,
     imagesDir,

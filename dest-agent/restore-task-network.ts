@@ -1,0 +1,67 @@
+/**
+ * The task network a Restore asks for (proto TaskNetwork), checked before the session moves, and made into
+ * what criu restore is told here: every name a Linux interface name, the MAC a unicast one, at most
+ * MAX_TASK_ADDRESSES IPv4 CIDRs; the bridge (this agent's, else the source's name) must exist here and be a
+ * bridge. The veth's outer end keeps the source's name when that is free here, else gets `fy` + 8 hex of the
+ * migration id (unique per migration, at most 15 bytes), so that an abort can find and delete it.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { FerryError } from '../shared/errors/ferry-error.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
+import type { Phase } from '../shared/phases.js';
+import type { TaskNetworkMessage } from '../shared/transport/messages.js';
+import { checkListLength } from './request-bounds.js';
+
+export const MAX_TASK_ADDRESSES = 16;
+/** IFNAMSIZ less the NUL; no '/', ':' or whitespace (the kernel's dev_valid_name, and criu's `veth[..]:..@..`). */
+const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const CIDR4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}/([0-9]|[12]\\d|3[0-2])$`);
+
+const invalid = (phase: Phase, detail: string): FerryError => new FerryError('REQUEST_INVALID', { side: 'dest', phase, detail });
+
+function checkLinkName(field: string, name: string, phase: Phase): void {
+  // The value is never echoed: only what is wrong with it.
+  if (!LINK_NAME.test(name) || name === '.' || name === '..') throw invalid(phase, `${field} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`);
+}
+
+/** Every field bounded and well-formed (REQUEST_INVALID naming the field otherwise); the fields as a TaskNetwork. */
+export function checkTaskNetwork(field: string, n: TaskNetworkMessage, phase: Phase): TaskNetwork {
+  checkLinkName(`${field}.inner_link`, n.innerLink, phase);
+  checkLinkName(`${field}.outer_link`, n.outerLink, phase);
+  checkLinkName(`${field}.bridge`, n.bridge, phase);
+  const mac = n.mac.toLowerCase();
+  // Multicast (bit 0 of the first octet) and all-zero are no station's address.
+  if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1 || mac === '00:00:00:00:00:00') throw invalid(phase, `${field}.mac is not a unicast MAC aa:bb:cc:dd:ee:ff`);
+  const addresses = n.addresses ?? [];
+  checkListLength(`${field}.addresses`, addresses.length, MAX_TASK_ADDRESSES, phase);
+  if (addresses.length === 0) throw invalid(phase, `${field}.addresses is empty`);
+  for (const [i, a] of addresses.entries()) if (!CIDR4.test(a)) throw invalid(phase, `${field}.addresses[${i}] is not an IPv4 ADDRESS/PREFIX`);
+  return { innerLink: n.innerLink, mac, addresses: [...addresses], outerLink: n.outerLink, bridge: n.bridge };
+}
+
+const linkExists = (name: string): boolean => existsSync(`/sys/class/net/${name}`);
+const isBridge = (name: string): boolean => existsSync(`/sys/class/net/${name}/bridge`);
+
+/** The outer end's name here: the source's when free, else `fy` + 8 hex of the migration id. */
+export function destOuterLink(sourceName: string, migrationId: string, exists: (name: string) => boolean = linkExists): string {
+  if (!exists(sourceName)) return sourceName;
+  return `fy${createHash('sha256').update(migrationId).digest('hex').slice(0, 8)}`;
+}
+
+/**
+ * The task network as this dest restores it: `bridge` this agent's (`dest-agent --bridge`), else the source's
+ * name. Undefined when the task shares the source host's namespace. TASK_BRIDGE_MISSING_ON_DEST when the bridge
+ * is not here or not a bridge.
+ */
+export function restoreTaskNetwork(asked: TaskNetworkMessage | null | undefined, migrationId: string, bridge: string | undefined): TaskNetwork | undefined {
+  if (!asked) return undefined;
+  const n = checkTaskNetwork('task_network', asked, 'restore');
+  const here = bridge ?? n.bridge;
+  if (!isBridge(here)) {
+    throw new FerryError('TASK_BRIDGE_MISSING_ON_DEST', { side: 'dest', phase: 'restore', detail: `${here} ${linkExists(here) ? 'is not a bridge' : 'does not exist'} on the dest` });
+  }
+  return { ...n, outerLink: destOuterLink(n.outerLink, migrationId), bridge: here };
+}
