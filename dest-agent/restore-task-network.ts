@@ -12,8 +12,8 @@ import type { TaskNetwork } from '../shared/kernel/task-network.js';
 import type { Phase } from '../shared/phases.js';
 import type { TaskNetworkMessage } from '../shared/transport/messages.js';
 import { checkListLength } from './request-bounds.js';
+import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
 
-export const MAX_TASK_ADDRESSES = 16;
 /** IFNAMSIZ less the NUL; no '/', ':' or whitespace (the kernel's dev_valid_name, and criu's `veth[..]:..@..`). */
 const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;

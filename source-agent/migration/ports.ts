@@ -38,6 +38,7 @@ import { dropCriuLockOnceGone, lockNetns, tcpDumpUndoCommand, undoTcpEstablished
 import { readTaskMountNamespace, type TaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
 import { criuMountNamespaceArgs } from '../../shared/criu/criu-mount-namespace.js';
 import type { TaskNetwork } from '../../shared/kernel/task-network.js';
+import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
 import { deleteOuterLink, holdTaskNetwork, releaseTaskNetworkHold, type HoldReleaseReport, type TaskNetworkHold } from '../../shared/kernel/task-network-hold.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
@@ -46,8 +47,6 @@ import { SourceJournal, type SourceJournalState, type StartedFields } from './so
 import type { FillManifest } from './fill-manifests.js';
 
 const memoryReader = new ProcessMemoryReader();
-// MERGE-PENDING (part A's read-task-network.ts): replaced by the real reader.
-const readTaskNetwork = (_rootPid: number): TaskNetwork | undefined => undefined;
 
 export interface TreeMember {
   hostPid: number;
