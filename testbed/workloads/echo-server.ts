@@ -1,14 +1,12 @@
 /**
  * The echo workload of a task that moves with its network namespace: a python server that echoes TCP (every
- * connection) and UDP on one port, and a client that holds one TCP connection and sends a numbered line every
- * 10 ms, checking each answer: in order, none lost, none duplicated, on the same connection (its local port is
- * reported; it never reconnects). The client's summary names the longest gap between two answers: what a
- * peer of the migrated server sees of the downtime.
+ * connection) and UDP on one port, and a client (line-client.ts) that holds one TCP connection and sends a
+ * numbered line every 10 ms, checking each answer: in order, none lost, none duplicated. Its summary names the
+ * longest gap between two answers: what a peer of the migrated server sees of the downtime.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { waitFor } from '../wait-for.js';
+import { inNetns, startLineClient, type EchoClient } from './line-client.js';
 
 /** `python3 -c ECHO_SERVER PORT`: TCP and UDP echo on 0.0.0.0:PORT; single-threaded (selectors). */
 export const ECHO_SERVER = `
@@ -68,59 +66,12 @@ out = dict(localPort=local, sent=sent, answered=got, lost=lost + sent - (expect 
 open(summary + '.tmp', 'w').write(json.dumps(out)); os.rename(summary + '.tmp', summary)
 `;
 
-export interface EchoSummary {
-  localPort: number;
-  sent: number;
-  answered: number;
-  lost: number;
-  duplicated: number;
-  maxGapMs: number;
-  error: string | null;
-}
 
-export interface EchoClient {
-  /** The connection's local port, as it was when it connected. */
-  localPort: number;
-  /** Stops sending, waits (bounded) for the answers still out and returns the summary. */
-  finish(): Promise<EchoSummary>;
-  kill(): void;
-}
-
-/** `nsenter --net=NETNS`: a command in the network namespace an nsfs path names. */
-export function inNetns(netns: string, argv: readonly string[]): [string, string[]] {
-  return ['nsenter', [`--net=${netns}`, ...argv]];
-}
+export type { EchoClient, EchoSummary } from './line-client.js';
 
 /** Starts the client in `netns` against host:port, sending every `everyMs`; resolves once it is connected. */
-export async function startEchoClient(dir: string, netns: string, host: string, port: number, everyMs = 10): Promise<EchoClient> {
-  const stop = join(dir, 'echo-client.stop');
-  const summary = join(dir, 'echo-client.json');
-  const [cmd, args] = inNetns(netns, ['python3', '-u', '-c', ECHO_CLIENT, host, String(port), String(everyMs / 1000), stop, summary]);
-  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const kill = (): void => void child.kill('SIGKILL');
-  try {
-    await waitFor(() => existsSync(`${summary}.ready`) || child.exitCode !== null, 10_000, 'the echo client to connect');
-    if (!existsSync(`${summary}.ready`)) throw new Error(`the echo client did not connect: ${stderr.trim()}`);
-  } catch (e) {
-    kill();
-    throw e;
-  }
-  return {
-    localPort: Number(readFileSync(`${summary}.ready`, 'utf8')),
-    kill,
-    finish: async () => {
-      writeFileSync(stop, '');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
-      if (!existsSync(summary)) {
-        kill();
-        throw new Error(`the echo client wrote no summary: ${stderr.trim()}`);
-      }
-      return JSON.parse(readFileSync(summary, 'utf8')) as EchoSummary;
-    },
-  };
+export function startEchoClient(dir: string, netns: string, host: string, port: number, everyMs = 10): Promise<EchoClient> {
+  return startLineClient(ECHO_CLIENT, join(dir, 'echo-client'), netns, host, port, everyMs);
 }
 
 /** One UDP datagram to host:port from `netns`; whether the same bytes came back within `timeoutMs`. */
@@ -129,4 +80,12 @@ export function udpEchoes(netns: string, host: string, port: number, timeoutMs =
   const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs * 3 + 5_000 });
   return r.stdout.trim() === 'ferry-udp';
+}
+
+/** A new TCP connection to host:port from `netns` (the listening socket), one line echoed over it. */
+export function tcpEchoesOnNewConnection(netns: string, host: string, port: number, timeoutMs = 3_000): boolean {
+  const py = `import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=${timeoutMs / 1000})\ns.sendall(b'ferry-tcp\\n');print(s.makefile('rb').readline().decode().strip())`;
+  const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs + 5_000 });
+  return r.stdout.trim() === 'ferry-tcp';
 }
