@@ -6,13 +6,14 @@
  * migration id (unique per migration, at most 15 bytes), so that an abort can find and delete it.
  */
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { FerryError } from '../shared/errors/ferry-error.js';
 import type { TaskNetwork } from '../shared/kernel/task-network.js';
 import type { Phase } from '../shared/phases.js';
 import type { TaskNetworkMessage } from '../shared/transport/messages.js';
 import { checkListLength } from './request-bounds.js';
 import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
+import { listLinks, type Link } from '../shared/kernel/rtnetlink.js';
+import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
 
 /** IFNAMSIZ less the NUL; no '/', ':' or whitespace (the kernel's dev_valid_name, and criu's `veth[..]:..@..`). */
 const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -42,11 +43,11 @@ export function checkTaskNetwork(field: string, n: TaskNetworkMessage, phase: Ph
   return { innerLink: n.innerLink, mac, addresses: [...addresses], outerLink: n.outerLink, bridge: n.bridge };
 }
 
-const linkExists = (name: string): boolean => existsSync(`/sys/class/net/${name}`);
-const isBridge = (name: string): boolean => existsSync(`/sys/class/net/${name}/bridge`);
+/** The links of this agent's network namespace (rtnetlink: /sys shows the namespace that mounted it, not ours). */
+const hereLinks = (): Link[] => listLinks(THIS_NETNS);
 
 /** The outer end's name here: the source's when free, else `fy` + 8 hex of the migration id. */
-export function destOuterLink(sourceName: string, migrationId: string, exists: (name: string) => boolean = linkExists): string {
+export function destOuterLink(sourceName: string, migrationId: string, exists: (name: string) => boolean): string {
   if (!exists(sourceName)) return sourceName;
   return `fy${createHash('sha256').update(migrationId).digest('hex').slice(0, 8)}`;
 }
@@ -60,8 +61,10 @@ export function restoreTaskNetwork(asked: TaskNetworkMessage | null | undefined,
   if (!asked) return undefined;
   const n = checkTaskNetwork('task_network', asked, 'restore');
   const here = bridge ?? n.bridge;
-  if (!isBridge(here)) {
-    throw new FerryError('TASK_BRIDGE_MISSING_ON_DEST', { side: 'dest', phase: 'restore', detail: `${here} ${linkExists(here) ? 'is not a bridge' : 'does not exist'} on the dest` });
+  const links = hereLinks();
+  const br = links.find((l) => l.name === here);
+  if (br?.kind !== 'bridge') {
+    throw new FerryError('TASK_BRIDGE_MISSING_ON_DEST', { side: 'dest', phase: 'restore', detail: `${here} ${br ? 'is not a bridge' : 'does not exist'} on the dest` });
   }
-  return { ...n, outerLink: destOuterLink(n.outerLink, migrationId), bridge: here };
+  return { ...n, outerLink: destOuterLink(n.outerLink, migrationId, (name) => links.some((l) => l.name === name)), bridge: here };
 }
