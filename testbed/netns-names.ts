@@ -4,13 +4,16 @@
  * run's process is gone (the pid is part of every name). Also the `ip` runner and the TCP reach probe they share.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
+import { setns } from '../shared/native/libc.js';
 
 const execFileAsync = promisify(execFile);
 
 export const NETNS_DIR = '/run/netns';
+const CLONE_NEWNET = 0x40000000;
 
 const live = new Set<string>();
 
@@ -83,4 +86,26 @@ export async function tcpAnswers(from: string, address: string, port = CLOSED_PO
   } catch (err) {
     return /refused/i.test((err as { stderr?: string }).stderr ?? '');
   }
+}
+
+/**
+ * Puts this process's main thread into the network namespace `netns` until the returned function puts it back:
+ * a test that acts as an agent of a testbed host (everything it spawns starts there too, every socket it makes
+ * is made there). Synchronous both ways; call the undo in an afterAll.
+ */
+export function enterNetns(netns: string): () => void {
+  const back = openSync(THIS_NETNS, 'r');
+  const into = openSync(netns, 'r');
+  try {
+    setns(into, CLONE_NEWNET);
+  } catch (e) {
+    closeSync(back);
+    throw e;
+  } finally {
+    closeSync(into);
+  }
+  return () => {
+    setns(back, CLONE_NEWNET);
+    closeSync(back);
+  };
 }

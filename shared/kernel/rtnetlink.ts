@@ -6,6 +6,7 @@ import { closeSync, openSync } from 'node:fs';
 import { SystemCallError } from '../errors/ferry-error.js';
 import { errnoName, sendto } from '../native/libc.js';
 import { closeFd } from '../native/ptrace.js';
+import { macOfBytes } from './mac-address.js';
 import {
   attrString,
   NETLINK_KERNEL,
@@ -66,7 +67,7 @@ export interface Ipv4Address {
   prefix: number;
 }
 
-const macOf = (b: Buffer | undefined): string => (b && b.length === 6 ? [...b].map((x) => x.toString(16).padStart(2, '0')).join(':') : '');
+const macOf = (b: Buffer | undefined): string => (b && b.length === 6 ? macOfBytes(b) : '');
 
 /** Sends one dump request and collects the bodies of its `want` messages. */
 function dump(netns: string, type: number, body: Buffer, want: number): Buffer[] {
