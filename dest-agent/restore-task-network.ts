@@ -14,18 +14,18 @@ import { checkListLength } from './request-bounds.js';
 import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
 import { listLinks, type Link } from '../shared/kernel/rtnetlink.js';
 import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
+import { linkNameProblem } from '../shared/kernel/link-name.js';
+import { macProblem, normalizeMac } from '../shared/kernel/mac-address.js';
+import { ipv4CidrProblem } from '../shared/kernel/ipv4.js';
 
-/** IFNAMSIZ less the NUL; no '/', ':' or whitespace (the kernel's dev_valid_name, and criu's `veth[..]:..@..`). */
-const LINK_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const CIDR4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}/([0-9]|[12]\\d|3[0-2])$`);
+/** Stricter than the kernel's names: criu splits `veth[INNER]:OUTER@BRIDGE` on '[', ']', ':' and '@'. */
+const CRIU_SAFE = /^[A-Za-z0-9_.-]+$/;
 
 const invalid = (phase: Phase, detail: string): FerryError => new FerryError('REQUEST_INVALID', { side: 'dest', phase, detail });
 
+// The value is never echoed: only which field is wrong (a peer's 5,000 characters must not travel back).
 function checkLinkName(field: string, name: string, phase: Phase): void {
-  // The value is never echoed: only what is wrong with it.
-  if (!LINK_NAME.test(name) || name === '.' || name === '..') throw invalid(phase, `${field} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`);
+  if (linkNameProblem(name) !== undefined || !CRIU_SAFE.test(name)) throw invalid(phase, `${field} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`);
 }
 
 /** Every field bounded and well-formed (REQUEST_INVALID naming the field otherwise); the fields as a TaskNetwork. */
@@ -33,13 +33,12 @@ export function checkTaskNetwork(field: string, n: TaskNetworkMessage, phase: Ph
   checkLinkName(`${field}.inner_link`, n.innerLink, phase);
   checkLinkName(`${field}.outer_link`, n.outerLink, phase);
   checkLinkName(`${field}.bridge`, n.bridge, phase);
-  const mac = n.mac.toLowerCase();
-  // Multicast (bit 0 of the first octet) and all-zero are no station's address.
-  if (!MAC.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1 || mac === '00:00:00:00:00:00') throw invalid(phase, `${field}.mac is not a unicast MAC aa:bb:cc:dd:ee:ff`);
+  if (macProblem(n.mac) !== undefined) throw invalid(phase, `${field}.mac is not a unicast MAC aa:bb:cc:dd:ee:ff`);
+  const mac = normalizeMac(n.mac);
   const addresses = n.addresses ?? [];
   checkListLength(`${field}.addresses`, addresses.length, MAX_TASK_ADDRESSES, phase);
   if (addresses.length === 0) throw invalid(phase, `${field}.addresses is empty`);
-  for (const [i, a] of addresses.entries()) if (!CIDR4.test(a)) throw invalid(phase, `${field}.addresses[${i}] is not an IPv4 ADDRESS/PREFIX`);
+  for (const [i, a] of addresses.entries()) if (ipv4CidrProblem(a) !== undefined) throw invalid(phase, `${field}.addresses[${i}] is not an IPv4 host ADDRESS/PREFIX`);
   return { innerLink: n.innerLink, mac, addresses: [...addresses], outerLink: n.outerLink, bridge: n.bridge };
 }
 

@@ -8,6 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { addNetworkHold, releaseNetworkHold } from './nft-hold.js';
+import { sendGratuitousArp } from './arp.js';
 import type { TaskNetwork } from './task-network.js';
 
 /** What the hold is on; journaled with the freeze, so that a resolver (or the freeze guard) can let go too. */
@@ -31,8 +32,11 @@ export function isTaskNetworkHold(v: unknown): v is TaskNetworkHold {
 /** Sends gratuitous ARP for `ip` from `link` in `netns`. */
 export type AnnounceAddress = (netns: string, link: string, ip: string, mac: string) => void | Promise<void>;
 
-// MERGE-PENDING (part A's arp.ts): sendGratuitousArp(netns, link, ip, mac, 2).
-const announceAddress: AnnounceAddress | undefined = undefined;
+/**
+ * One gratuitous ARP: it goes before the resume, so a second one (and arp.ts's 100 ms between them) would land
+ * in the downtime; on a bridged segment one frame is not lost, and the copy's own traffic teaches the rest.
+ */
+const announceAddress: AnnounceAddress = (netns, link, ip, mac) => sendGratuitousArp(netns, link, ip, mac, 1);
 
 export interface HoldReleaseReport {
   /** The hold tables deleted (`inet ferry-hold`, `arp ferry-hold`). */

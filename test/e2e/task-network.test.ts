@@ -1,7 +1,7 @@
 /**
  * End to end (issue 16, part B): a server in its own network namespace moves with its address, and its clients
  * keep their TCP connections. Three hosts on one L2 segment (testbed/l2-segment.ts): the server starts on A with
- * its own veth on A's bridge; a client on C holds one connection and sends a numbered line every 10 ms across
+ * `ferry run --net` (its own veth on A's bridge); a client on C holds one connection and sends a numbered line every 10 ms across
  * `ferry migrate`; after the move the same connection (same local port, never a reconnect) has every answer in
  * order, none lost, none duplicated. The longest gap the client saw is printed beside the migration's downtime.
  * Also: the listening TCP socket (a new connection after the move), UDP (an echo after the move), Redis with a
@@ -81,17 +81,17 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   });
 
   async function echoTask(i: number): Promise<NetTask> {
-    const t = await startNetTask(seg!.a, seg!.bridge, seg!.taskAddress(i), seg!.prefix, seg!.a.address, ['python3', '-c', ECHO_SERVER, String(PORT)]);
+    const t = await startNetTask(seg!.a, dir!, `echo-${i}`, seg!.bridge, seg!.taskAddress(i), seg!.prefix, ['python3', '-c', ECHO_SERVER, String(PORT)]);
     tasks.push(t);
     return t;
   }
 
-  it('the echo server: A -> B, then back B -> A (lazy restore), one connection throughout; TCP listen and UDP answer on each side', async () => {
+  it('the echo server: A -> B (eager restore), then back B -> A (lazy restore), one connection throughout; TCP listen and UDP answer on each side', async () => {
     const task = await echoTask(0);
     const client = await startEchoClient(dir!, seg!.c.netns, task.address, PORT);
     await sleep(500);
 
-    const there = await runMigrate(seg!, task.pid, toB, { timeoutMs: 120_000 });
+    const there = await runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], timeoutMs: 120_000 });
     expectMigrated(there);
     const copy = there.summary!.restoredPid;
     task.also(copy);
@@ -99,6 +99,8 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expect(linkExists(seg!.a, task.outerLink)).toBe(false);
     expect(linkExists(seg!.b, task.outerLink)).toBe(true);
     expect(isNetworkHeld(`/proc/${copy}/ns/net`)).toBe(false);
+    // The dest let go of the hold and announced the address before the resume.
+    expect(toB!.stderrAll()).toMatch(new RegExp(`the copy's network hold let go.*"announced":\\["${task.address.replace(/\./g, '\\.')}"\\]`));
     await sleep(1_000);
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
     expect(tcpEchoesOnNewConnection(seg!.c.netns, task.address, PORT)).toBe(true);
@@ -118,12 +120,12 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
 
   it.skipIf(!hasRedis)('Redis: a client INCR-ing over one connection across the move; the final value equals the acknowledged INCRs', async () => {
     const addr = seg!.taskAddress(1);
-    const task = await startNetTask(seg!.a, seg!.bridge, addr, seg!.prefix, seg!.a.address, redisServerArgv(PORT));
+    const task = await startNetTask(seg!.a, dir!, 'redis', seg!.bridge, addr, seg!.prefix, redisServerArgv(PORT));
     tasks.push(task);
     await sleep(500);
     const client = await startIncrClient(dir!, seg!.c.netns, addr, PORT);
     await sleep(500);
-    const r = await runMigrate(seg!, task.pid, toB, { timeoutMs: 120_000 });
+    const r = await runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], timeoutMs: 120_000 });
     expectMigrated(r);
     task.also(r.summary!.restoredPid);
     await sleep(1_000);
