@@ -3,7 +3,7 @@
  * guessing: a restored copy is taken over stopped (never resumed, never killed on its own), a committed one is
  * resumed, an aborted one killed, a receiving or restoring one ended; a reused pid is never signalled.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,8 @@ import { JournalFile } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
+import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -106,6 +108,42 @@ describe('dest restart recovery', () => {
     expect(lines.find((l) => l.msg === 'resumed a committed copy: the previous agent died before resuming it')).toMatchObject({ side: 'dest', migrationId: 'sess-commit', phase: 'commit', pid });
     expect(found.ended).toEqual([{ id: 'sess-commit', outcome: { outcome: 'committed', epoch: 77n, peer: 'local', restoredPid: pid, resumedAtUs: 123n } }]);
   });
+
+  it.skipIf(!canRun('dest recovery: network hold', isRoot(), hasCommand('ip'), hasCommand('nsenter')))(
+    "a committed copy in its own network namespace: its hold is let go and its address announced before the resume (issue 16)",
+    async () => {
+      const work = await workDir();
+      const name = `ferry-it-recover-hold-${process.pid}`;
+      const ip = (...a: string[]): void => void expect(spawnSync('ip', a, { timeout: 10_000 }).status).toBe(0);
+      ip('netns', 'add', name);
+      try {
+        ip('-n', name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0');
+        for (const l of ['lo', 'eth0', 'peer0']) ip('-n', name, 'link', 'set', l, 'up');
+        const c = spawn('nsenter', [`--net=/run/netns/${name}`, 'sleep', '600'], { stdio: 'ignore' });
+        children.push(c);
+        await waitFor(() => readStat(c.pid!)?.comm === 'sleep', 5_000, 'the copy in its netns');
+        const pid = c.pid!;
+        process.kill(pid, 'SIGSTOP');
+        await waitFor(() => readStat(pid)?.state === 'T', 5_000, 'the copy stopped');
+        addNetworkHold(`/proc/${pid}/ns/net`);
+        const taskNetwork = { innerLink: 'eth0', mac: '02:79:09:00:00:66', addresses: ['10.79.9.102/24'], outerLink: 'fyrecover0', bridge: 'ferry0' };
+        const startTime = readStat(pid)!.startTime;
+        await leftBehind(work, 'sess-net', [['restoring', { taskNetwork }], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '1' }]]);
+        expect((await readDestJournal(work, 'sess-net'))?.taskNetwork).toEqual(taskNetwork);
+        const lines: Record<string, unknown>[] = [];
+        const log = createLogger({ side: 'dest' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+        await recoverSessions(work, log, noRevive);
+        await waitFor(() => readStat(pid)?.state === 'S', 5_000, 'committed copy resumed');
+        expect(isNetworkHeld(`/proc/${pid}/ns/net`)).toBe(false);
+        const at = (msg: string): number => lines.findIndex((l) => l.msg === msg);
+        expect(lines[at("the copy's network hold let go")]).toMatchObject({ announced: ['10.79.9.102'], errors: [] });
+        expect(at("the copy's network hold let go")).toBeLessThan(at('resumed a committed copy: the previous agent died before resuming it'));
+      } finally {
+        spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
+      }
+    },
+    30_000,
+  );
 
   it('kills an aborted copy the dead agent had not killed yet', async () => {
     const work = await workDir();
