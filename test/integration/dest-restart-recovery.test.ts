@@ -3,7 +3,7 @@
  * guessing: a restored copy is taken over stopped (never resumed, never killed on its own), a committed one is
  * resumed, an aborted one killed, a receiving or restoring one ended; a reused pid is never signalled.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +19,7 @@ import { readStat } from '../../shared/kernel/proc-status.js';
 import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
 import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const children: ChildProcess[] = [];
@@ -113,19 +114,10 @@ describe('dest restart recovery', () => {
     "a committed copy in its own network namespace: its hold is let go and its address announced before the resume (issue 16)",
     async () => {
       const work = await workDir();
-      const name = `ferry-it-recover-hold-${process.pid}`;
-      const ip = (...a: string[]): void => void expect(spawnSync('ip', a, { timeout: 10_000 }).status).toBe(0);
-      ip('netns', 'add', name);
+      const sleeper = await startNetnsSleeper(`ferry-it-recover-hold-${process.pid}`, '10.79.9.102/24');
       try {
-        ip('-n', name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0');
-        for (const l of ['lo', 'eth0', 'peer0']) ip('-n', name, 'link', 'set', l, 'up');
-        const c = spawn('nsenter', [`--net=/run/netns/${name}`, 'sleep', '600'], { stdio: 'ignore' });
-        children.push(c);
-        await waitFor(() => readStat(c.pid!)?.comm === 'sleep', 5_000, 'the copy in its netns');
-        const pid = c.pid!;
-        process.kill(pid, 'SIGSTOP');
-        await waitFor(() => readStat(pid)?.state === 'T', 5_000, 'the copy stopped');
-        addNetworkHold(`/proc/${pid}/ns/net`);
+        const { pid } = sleeper;
+        addNetworkHold(sleeper.netns);
         const taskNetwork = { innerLink: 'eth0', mac: '02:79:09:00:00:66', addresses: ['10.79.9.102/24'], outerLink: 'fyrecover0', bridge: 'ferry0' };
         const startTime = readStat(pid)!.startTime;
         await leftBehind(work, 'sess-net', [['restoring', { taskNetwork }], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '1' }]]);
@@ -139,7 +131,7 @@ describe('dest restart recovery', () => {
         expect(lines[at("the copy's network hold let go")]).toMatchObject({ announced: ['10.79.9.102'], errors: [] });
         expect(at("the copy's network hold let go")).toBeLessThan(at('resumed a committed copy: the previous agent died before resuming it'));
       } finally {
-        spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
+        sleeper.stop();
       }
     },
     30_000,

@@ -26,6 +26,7 @@ import { startTcpRepairTask } from '../../testbed/workloads/tcp-repair-task.js';
 import { addNftTable, listNftTables } from '../../shared/kernel/nft-tables.js';
 import { socketsInRepair } from '../../shared/kernel/tcp-repair.js';
 import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
 import { spawnSync } from 'node:child_process';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
@@ -232,22 +233,9 @@ describe('source resolver', () => {
     'before "committing", a task in its own network namespace: the hold is let go (its address announced) and it is thawed; after a kill its veth is deleted, or found gone',
     async () => {
       const dir = await tmp();
-      const netnsName = `ferry-it-resolver-hold-${process.pid}`;
-      const ip = (...a: string[]): void => void expect(spawnSync('ip', a, { timeout: 10_000 }).status).toBe(0);
-      ip('netns', 'add', netnsName);
+      const sleeper = await startNetnsSleeper(`ferry-it-resolver-hold-${process.pid}`, '10.79.9.100/24');
       try {
-        // eth0 inside, its peer inside too: nothing of this test appears in the host's namespace.
-        ip('-n', netnsName, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0');
-        ip('-n', netnsName, 'addr', 'add', '10.79.9.100/24', 'dev', 'eth0');
-        for (const l of ['lo', 'eth0', 'peer0']) ip('-n', netnsName, 'link', 'set', l, 'up');
-        const c = spawn('nsenter', [`--net=/run/netns/${netnsName}`, 'sleep', '600'], { stdio: 'ignore', detached: true });
-        children.push(c);
-        await new Promise((r) => c.once('spawn', r));
-        await waitFor(() => readStat(c.pid!)?.comm === 'sleep', 5_000, 'the sleeper in its netns');
-        const pid = c.pid!;
-        process.kill(pid, 'SIGSTOP');
-        await waitFor(() => stateOf(pid) === 'T', 5_000, 'the original stopped');
-        const netns = `/proc/${pid}/ns/net`;
+        const { pid, netns } = sleeper;
         addNetworkHold(netns);
         const network = { innerLink: 'eth0', mac: '02:79:09:00:00:64', addresses: ['10.79.9.100/24'], outerLink: 'fyresolver0', bridge: 'ferry0' };
         const id = await journal(dir, pid, [['frozen', { imagesDir: join(dir, 'images-h'), hold: { netns, network } }]]);
@@ -265,7 +253,7 @@ describe('source resolver', () => {
         expect((await resolveMigration(id2, deps(dir, 'unreachable'))).outcome).toBe('migrated');
         expect(gone(pid)).toBe(true);
       } finally {
-        spawnSync('ip', ['netns', 'del', netnsName], { timeout: 10_000 });
+        sleeper.stop();
       }
     },
     30_000,

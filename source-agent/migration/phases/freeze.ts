@@ -145,6 +145,17 @@ function logUndo(ctx: MigrationContext, what: string, report: TcpDumpUndoReport)
   else ctx.log.info(what, fields);
 }
 
+/** `handle`, telling `released` first when it is released (the commit: the step above no longer thaws). */
+function onRelease(handle: UndoHandle, released: () => void): UndoHandle {
+  return {
+    what: handle.what,
+    release: () => {
+      released();
+      handle.release();
+    },
+  };
+}
+
 /** How long a commit waits for the killed original to be gone before it deletes CRIU's lock. */
 const GONE_BEFORE_UNLOCK_MS = 5_000;
 
@@ -178,13 +189,7 @@ function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], loc
     if (errors.length > 0) throw new Error(errors.join('; '));
   });
   return {
-    thaw: {
-      what: thawStep.what,
-      release: () => {
-        thawReleased = true;
-        thawStep.release();
-      },
-    },
+    thaw: onRelease(thawStep, () => (thawReleased = true)),
     undoNow: () => {
       if (undone) return;
       const errors = undo();
@@ -225,13 +230,7 @@ function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, thaw: UndoHa
     if (errors.length > 0) throw new Error(errors.join('; '));
   });
   return {
-    thaw: {
-      what: thaw.what,
-      release: () => {
-        thawReleased = true;
-        thaw.release();
-      },
-    },
+    thaw: onRelease(thaw, () => (thawReleased = true)),
     undoNow: async () => {
       if (undone) return;
       const errors = await undo();
