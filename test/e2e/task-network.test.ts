@@ -4,7 +4,8 @@
  * `ferry run --net` (its own veth on A's bridge); a client on C holds one connection and sends a numbered line every 10 ms across
  * `ferry migrate`; after the move the same connection (same local port, never a reconnect) has every answer in
  * order, none lost, none duplicated. The longest gap the client saw is printed beside the migration's downtime.
- * Also: the listening TCP socket (a new connection after the move), UDP (an echo after the move), Redis with a
+ * Also: the listening TCP socket (a new connection after the move), UDP (an echo after the move), a TCP
+ * connection inside the task (over its loopback, both ends in the tree: asked once around), Redis with a
  * client INCR-ing over one connection (final value == acknowledged INCRs), a migration back B -> A (lazy
  * restore), and a rollback after a failed restore (the server answers on A again over the same connection).
  */
@@ -27,7 +28,7 @@ import {
   type HostPair,
   type L2Segment,
 } from '../../testbed/two-hosts.js';
-import { ECHO_SERVER, startEchoClient, tcpEchoesOnNewConnection, udpEchoes, type EchoSummary } from '../../testbed/workloads/echo-server.js';
+import { ECHO_SERVER, loopbackInsideAnswers, startEchoClient, tcpEchoesOnNewConnection, udpEchoes, type EchoSummary } from '../../testbed/workloads/echo-server.js';
 import { startNetTask, type NetTask } from '../../testbed/workloads/net-task.js';
 import { redisGet, redisServerArgv, startIncrClient } from '../../testbed/workloads/redis-incr.js';
 
@@ -89,6 +90,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   it('the echo server: A -> B (eager restore), then back B -> A (lazy restore), one connection throughout; TCP listen and UDP answer on each side', async () => {
     const task = await echoTask(0);
     const client = await startEchoClient(dir!, seg!.c.netns, task.address, PORT);
+    expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
     await sleep(500);
 
     const there = await runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], timeoutMs: 120_000 });
@@ -104,6 +106,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     await sleep(1_000);
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
     expect(tcpEchoesOnNewConnection(seg!.c.netns, task.address, PORT)).toBe(true);
+    expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
 
     const home = await runMigrate(back!, copy, toA, { args: ['--restore', 'lazy'], timeoutMs: 120_000 });
     expectMigrated(home);
@@ -112,6 +115,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expect(linkExists(seg!.a, task.outerLink)).toBe(true);
     await sleep(1_000);
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
+    expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
 
     const s = await client.finish();
     report('echo server, A -> B -> A', s, [there, home]);

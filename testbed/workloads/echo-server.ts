@@ -8,14 +8,19 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { inNetns, startLineClient, type EchoClient } from './line-client.js';
 
-/** `python3 -c ECHO_SERVER PORT`: TCP and UDP echo on 0.0.0.0:PORT; single-threaded (selectors). */
+/**
+ * `python3 -c ECHO_SERVER PORT`: TCP and UDP echo on 0.0.0.0:PORT; single-threaded (selectors). It also holds a
+ * TCP connection to itself over loopback (both ends in the task: established TCP inside the tree): a client
+ * that sends exactly `loop\n` gets `loop ` + what went once around that connection (`ok`).
+ */
 export const ECHO_SERVER = `
 import selectors, socket, sys
 port = int(sys.argv[1])
 sel = selectors.DefaultSelector()
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(('0.0.0.0', port)); ls.listen(16)
 us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); us.bind(('0.0.0.0', port))
-sel.register(ls, selectors.EVENT_READ); sel.register(us, selectors.EVENT_READ)
+lc = socket.create_connection(('127.0.0.1', port)); waiting = []
+sel.register(ls, selectors.EVENT_READ); sel.register(us, selectors.EVENT_READ); sel.register(lc, selectors.EVENT_READ)
 while True:
     for key, _ in sel.select():
         s = key.fileobj
@@ -23,9 +28,14 @@ while True:
             c, _ = ls.accept(); sel.register(c, selectors.EVENT_READ)
         elif s is us:
             d, peer = us.recvfrom(2048); us.sendto(d, peer)
+        elif s is lc:
+            d = lc.recv(65536)
+            if waiting: waiting.pop(0).sendall(b'loop ' + d)
         else:
             try:
                 d = s.recv(65536)
+                if d == b'loop\\n':
+                    waiting.append(s); lc.sendall(b'ok\\n'); continue
                 if d:
                     s.sendall(d); continue
             except OSError:
@@ -82,10 +92,15 @@ export function udpEchoes(netns: string, host: string, port: number, timeoutMs =
   return r.stdout.trim() === 'ferry-udp';
 }
 
-/** A new TCP connection to host:port from `netns` (the listening socket), one line echoed over it. */
-export function tcpEchoesOnNewConnection(netns: string, host: string, port: number, timeoutMs = 3_000): boolean {
-  const py = `import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=${timeoutMs / 1000})\ns.sendall(b'ferry-tcp\\n');print(s.makefile('rb').readline().decode().strip())`;
-  const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs + 5_000 });
-  return r.stdout.trim() === 'ferry-tcp';
+/** A new TCP connection to host:port from `netns`: `line` sent, the first line answered (trimmed; '' for none). */
+function askOnce(netns: string, host: string, port: number, line: string, timeoutMs: number): string {
+  const py = `import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=${timeoutMs / 1000})\ns.sendall(sys.argv[3].encode()+b'\\n');print(s.makefile('rb').readline().decode().strip())`;
+  const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port), line]);
+  return spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs + 5_000 }).stdout.trim();
 }
+
+/** The listening socket: a new connection, one line echoed over it. */
+export const tcpEchoesOnNewConnection = (netns: string, host: string, port: number, timeoutMs = 3_000): boolean => askOnce(netns, host, port, 'ferry-tcp', timeoutMs) === 'ferry-tcp';
+
+/** The server's loopback connection inside the task, asked once around from `netns`: whether it answered. */
+export const loopbackInsideAnswers = (netns: string, host: string, port: number, timeoutMs = 3_000): boolean => askOnce(netns, host, port, 'loop', timeoutMs) === 'loop ok';
