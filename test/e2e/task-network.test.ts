@@ -30,6 +30,7 @@ import {
 } from '../../testbed/two-hosts.js';
 import { ECHO_SERVER, loopbackInsideAnswers, startEchoClient, tcpEchoesOnNewConnection, udpEchoes, type EchoSummary } from '../../testbed/workloads/echo-server.js';
 import { startNetTask, type NetTask } from '../../testbed/workloads/net-task.js';
+import { waitListening } from '../../testbed/workloads/line-client.js';
 import { redisGet, redisServerArgv, startIncrClient } from '../../testbed/workloads/redis-incr.js';
 
 const runnable =
@@ -84,6 +85,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   async function echoTask(i: number): Promise<NetTask> {
     const t = await startNetTask(seg!.a, dir!, `echo-${i}`, seg!.bridge, seg!.taskAddress(i), seg!.prefix, ['python3', '-c', ECHO_SERVER, String(PORT)]);
     tasks.push(t);
+    await waitListening(seg!.c.netns, t.address, PORT);
     return t;
   }
 
@@ -126,7 +128,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     const addr = seg!.taskAddress(1);
     const task = await startNetTask(seg!.a, dir!, 'redis', seg!.bridge, addr, seg!.prefix, redisServerArgv(PORT));
     tasks.push(task);
-    await sleep(500);
+    await waitListening(seg!.c.netns, addr, PORT);
     const client = await startIncrClient(dir!, seg!.c.netns, addr, PORT);
     await sleep(500);
     const r = await runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], timeoutMs: 120_000 });

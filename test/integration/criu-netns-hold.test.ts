@@ -19,6 +19,7 @@ import { listNftTables } from '../../shared/kernel/nft-tables.js';
 import { canRun, criuPath, hasCommand, hasCriu, isRoot } from '../../testbed/requirements.js';
 import { ECHO_SERVER, startEchoClient, udpEchoes, type EchoClient } from '../../testbed/workloads/echo-server.js';
 import { waitFor } from '../../testbed/wait-for.js';
+import { waitListening } from '../../testbed/workloads/line-client.js';
 
 const runnable = canRun('criu netns hold', isRoot(), hasCommand('python3'), hasCommand('ip'), hasCommand('nsenter'), hasCommand('unshare'), hasCriu());
 
@@ -95,6 +96,7 @@ describe.skipIf(!runnable)('a held network namespace through raw criu (real kern
     pids.push(pid);
     ip('netns', 'del', NS.t);
     const taskNs = `/proc/${pid}/ns/net`;
+    await waitListening(`/run/netns/${NS.a}`, TASK_IP, PORT);
     client = await startEchoClient(dir, `/run/netns/${NS.a}`, TASK_IP, PORT);
     await new Promise((r) => setTimeout(r, 300));
 

@@ -5,7 +5,7 @@
  * connection's local port: the same connection before and after the move is the same local port, never a
  * reconnect (the programs never reconnect: any error ends them, and the summary says which).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../wait-for.js';
 
@@ -65,4 +65,11 @@ export async function startLineClient(program: string, base: string, netns: stri
       return JSON.parse(readFileSync(summary, 'utf8')) as EchoSummary;
     },
   };
+}
+
+/** Waits (bounded) until host:port accepts a TCP connection from `netns`: the server listens. */
+export async function waitListening(netns: string, host: string, port: number, timeoutMs = 10_000): Promise<void> {
+  const py = 'import socket,sys\nsocket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=1).close()';
+  const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
+  await waitFor(() => spawnSync(cmd, args, { timeout: 5_000 }).status === 0, timeoutMs, `${host}:${port} to listen`);
 }
