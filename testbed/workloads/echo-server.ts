@@ -49,7 +49,7 @@ host, port, every, stop, summary = sys.argv[1], int(sys.argv[2]), float(sys.argv
 s = socket.create_connection((host, port), timeout=5); s.settimeout(every)
 local = s.getsockname()[1]
 sent = 0; expect = 1; lost = 0; dup = 0; got = 0; buf = b''; err = None
-last = time.monotonic(); gap = 0.0; nxt = time.monotonic(); stopping = None
+last = time.monotonic(); gap = 0.0; nxt = time.monotonic(); stopping = None; long = []
 open(summary + '.ready', 'w').write(str(local))
 while True:
     now = time.monotonic()
@@ -69,10 +69,10 @@ while True:
         err = repr(e); break
     while b'\\n' in buf:
         line, buf = buf.split(b'\\n', 1); n = int(line); t = time.monotonic()
-        gap = max(gap, t - last); last = t; got += 1
+        gap = max(gap, t - last); long += [[round((t - last) * 1000), round(time.time() * 1000)]] if t - last > 0.1 else []; last = t; got += 1
         if n < expect: dup += 1
         else: lost += n - expect; expect = n + 1
-out = dict(localPort=local, sent=sent, answered=got, lost=lost + sent - (expect - 1), duplicated=dup, maxGapMs=round(gap * 1000), error=err)
+out = dict(localPort=local, sent=sent, answered=got, lost=lost + sent - (expect - 1), duplicated=dup, maxGapMs=round(gap * 1000), longGaps=long[-64:], error=err)
 open(summary + '.tmp', 'w').write(json.dumps(out)); os.rename(summary + '.tmp', summary)
 `;
 

@@ -16,6 +16,8 @@ export interface EchoSummary {
   lost: number;
   duplicated: number;
   maxGapMs: number;
+  /** Each gap over 100 ms between two answers: [its length in ms, the wall-clock ms of the answer that ended it]. */
+  longGaps: [number, number][];
   error: string | null;
 }
 

@@ -18,7 +18,7 @@ import json, os, socket, sys, time
 host, port, every, stop, summary = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 s = socket.create_connection((host, port), timeout=5); s.settimeout(30)
 local = s.getsockname()[1]
-acked = 0; wrong = 0; gap = 0.0; err = None; f = s.makefile('rb')
+acked = 0; wrong = 0; gap = 0.0; err = None; f = s.makefile('rb'); long = []
 s.sendall(b'DEL ferry-incr\\r\\n'); f.readline()
 open(summary + '.ready', 'w').write(str(local))
 last = time.monotonic()
@@ -28,10 +28,10 @@ while not os.path.exists(stop):
     except OSError as e:
         err = repr(e); break
     if not line.startswith(b':'): err = repr(line); break
-    acked += 1; t = time.monotonic(); gap = max(gap, t - last); last = t
+    acked += 1; t = time.monotonic(); gap = max(gap, t - last); long += [[round((t - last) * 1000), round(time.time() * 1000)]] if t - last > 0.1 else []; last = t
     if int(line[1:]) != acked: wrong += 1
     time.sleep(every)
-out = dict(localPort=local, sent=acked, answered=acked, lost=wrong, duplicated=0, maxGapMs=round(gap * 1000), error=err)
+out = dict(localPort=local, sent=acked, answered=acked, lost=wrong, duplicated=0, maxGapMs=round(gap * 1000), longGaps=long[-64:], error=err)
 open(summary + '.tmp', 'w').write(json.dumps(out)); os.rename(summary + '.tmp', summary)
 `;
 
