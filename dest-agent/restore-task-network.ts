@@ -1,8 +1,7 @@
 /**
- * The task network a Restore asks for (proto TaskNetwork), checked before the session moves, and made into
- * what criu restore is told here: every name a Linux interface name, the MAC a unicast one, at most
- * MAX_TASK_ADDRESSES IPv4 CIDRs; the bridge (this agent's, else the source's name) must exist here and be a
- * bridge. The veth's outer end keeps the source's name when that is free here, else gets `fy` + 8 hex of the
+ * The task network a Restore asks for (proto TaskNetwork), checked before the session moves (request-bounds.ts's
+ * checkTaskNetwork, as Negotiate's; and names criu's `veth[..]:..@..` can carry), and made into what criu
+ * restore is told here: the bridge (this agent's, else the source's name) must exist here and be a bridge. The veth's outer end keeps the source's name when that is free here, else gets `fy` + 8 hex of the
  * migration id (unique per migration, at most 15 bytes), so that an abort can find and delete it.
  */
 import { createHash } from 'node:crypto';
@@ -10,36 +9,20 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import type { TaskNetwork } from '../shared/kernel/task-network.js';
 import type { Phase } from '../shared/phases.js';
 import type { TaskNetworkMessage } from '../shared/transport/messages.js';
-import { checkListLength } from './request-bounds.js';
-import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
+import { checkTaskNetwork } from './request-bounds.js';
 import { listLinks, type Link } from '../shared/kernel/rtnetlink.js';
 import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
-import { linkNameProblem } from '../shared/kernel/link-name.js';
-import { macProblem, normalizeMac } from '../shared/kernel/mac-address.js';
-import { ipv4CidrProblem } from '../shared/kernel/ipv4.js';
 
 /** Stricter than the kernel's names: criu splits `veth[INNER]:OUTER@BRIDGE` on '[', ']', ':' and '@'. */
 const CRIU_SAFE = /^[A-Za-z0-9_.-]+$/;
 
-const invalid = (phase: Phase, detail: string): FerryError => new FerryError('REQUEST_INVALID', { side: 'dest', phase, detail });
-
-// The value is never echoed: only which field is wrong (a peer's 5,000 characters must not travel back).
-function checkLinkName(field: string, name: string, phase: Phase): void {
-  if (linkNameProblem(name) !== undefined || !CRIU_SAFE.test(name)) throw invalid(phase, `${field} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`);
-}
-
-/** Every field bounded and well-formed (REQUEST_INVALID naming the field otherwise); the fields as a TaskNetwork. */
-export function checkTaskNetwork(field: string, n: TaskNetworkMessage, phase: Phase): TaskNetwork {
-  checkLinkName(`${field}.inner_link`, n.innerLink, phase);
-  checkLinkName(`${field}.outer_link`, n.outerLink, phase);
-  checkLinkName(`${field}.bridge`, n.bridge, phase);
-  if (macProblem(n.mac) !== undefined) throw invalid(phase, `${field}.mac is not a unicast MAC aa:bb:cc:dd:ee:ff`);
-  const mac = normalizeMac(n.mac);
-  const addresses = n.addresses ?? [];
-  checkListLength(`${field}.addresses`, addresses.length, MAX_TASK_ADDRESSES, phase);
-  if (addresses.length === 0) throw invalid(phase, `${field}.addresses is empty`);
-  for (const [i, a] of addresses.entries()) if (ipv4CidrProblem(a) !== undefined) throw invalid(phase, `${field}.addresses[${i}] is not an IPv4 host ADDRESS/PREFIX`);
-  return { innerLink: n.innerLink, mac, addresses: [...addresses], outerLink: n.outerLink, bridge: n.bridge };
+/** checkTaskNetwork (request-bounds.ts), and names criu can be told; the fields as a TaskNetwork. */
+function checkedTaskNetwork(field: string, n: TaskNetworkMessage, phase: Phase): TaskNetwork {
+  checkTaskNetwork(field, n, phase);
+  for (const [name, value] of Object.entries({ inner_link: n.innerLink, outer_link: n.outerLink, bridge: n.bridge })) {
+    if (!CRIU_SAFE.test(value)) throw new FerryError('REQUEST_INVALID', { side: 'dest', phase, detail: `${field}.${name} holds a character criu cannot be given (only A-Z a-z 0-9 _ . -)` });
+  }
+  return { innerLink: n.innerLink, mac: n.mac, addresses: [...n.addresses], outerLink: n.outerLink, bridge: n.bridge };
 }
 
 /** The links of this agent's network namespace (rtnetlink: /sys shows the namespace that mounted it, not ours). */
@@ -58,7 +41,7 @@ export function destOuterLink(sourceName: string, migrationId: string, exists: (
  */
 export function restoreTaskNetwork(asked: TaskNetworkMessage | null | undefined, migrationId: string, bridge: string | undefined): TaskNetwork | undefined {
   if (!asked) return undefined;
-  const n = checkTaskNetwork('task_network', asked, 'restore');
+  const n = checkedTaskNetwork('task_network', asked, 'restore');
   const here = bridge ?? n.bridge;
   const links = hereLinks();
   const br = links.find((l) => l.name === here);

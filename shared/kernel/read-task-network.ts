@@ -6,7 +6,7 @@
  * points back at the inner one, in the task's namespace), so that an ifindex that merely matches in another
  * namespace is never taken for the peer. Anything else is refused (TASK_NETWORK_UNSUPPORTED) with what was found.
  */
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../errors/ferry-error.js';
 import { listIpv4Addresses, listLinks, netnsIdIn, type Link } from './rtnetlink.js';
@@ -26,6 +26,14 @@ function nsLink(path: string): string | undefined {
   }
 }
 
+function opensAsNamespace(path: string): boolean {
+  try {
+    return statSync(path).ino > 0;
+  } catch {
+    return false;
+  }
+}
+
 const describe = (l: Link): string => `${l.name} (${l.kind || 'no kind'})`;
 
 /**
@@ -38,6 +46,8 @@ export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwor
   const mine = nsLink(join(procRoot, 'thread-self', 'ns', 'net')) ?? nsLink(join(procRoot, 'self', 'ns', 'net'));
   const its = nsLink(taskNs);
   if (mine === undefined || its === undefined || mine === its) return undefined;
+  // A namespace file that cannot be opened: the task is gone (the freeze will say so), or /proc is a fake one.
+  if (!opensAsNamespace(taskNs)) return undefined;
 
   const links = listLinks(taskNs).filter((l) => l.name !== 'lo');
   if (links.length !== 1) {

@@ -29,7 +29,7 @@ import {
   type L2Segment,
 } from '../../testbed/two-hosts.js';
 import { ECHO_SERVER, loopbackInsideAnswers, startEchoClient, tcpEchoesOnNewConnection, udpEchoes, type EchoSummary } from '../../testbed/workloads/echo-server.js';
-import { startNetTask, type NetTask } from '../../testbed/workloads/net-task.js';
+import { startNetTask, type NetTaskHandle } from '../../testbed/workloads/net-task.js';
 import { waitListening } from '../../testbed/workloads/line-client.js';
 import { redisGet, redisServerArgv, startIncrClient } from '../../testbed/workloads/redis-incr.js';
 
@@ -38,6 +38,15 @@ const runnable =
 const hasRedis = hasCommand('redis-server');
 
 const PORT = 7300;
+
+/** A server of the test: `ferry run --net` on A, and the copies its migrations made (killed at the end by pid). */
+interface Server {
+  pid: number;
+  address: string;
+  outerLink: string;
+  handle: NetTaskHandle;
+  copies: number[];
+}
 
 function linkExists(host: { name: string }, link: string): boolean {
   return spawnSync('ip', ['-n', host.name, 'link', 'show', 'dev', link], { timeout: 10_000 }).status === 0;
@@ -85,7 +94,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   let toA: DestAgentHandle | undefined;
   let back: HostPair | undefined;
   let dir: string | undefined;
-  const tasks: NetTask[] = [];
+  const servers: Server[] = [];
 
   beforeAll(async () => {
     requireBuilt();
@@ -96,18 +105,30 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   }, 90_000);
 
   afterAll(async () => {
-    for (const t of tasks) t.stop();
+    for (const t of servers) {
+      for (const pid of t.copies) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    await Promise.all(servers.map((t) => t.handle.stop().catch((e: unknown) => console.warn(`server ${t.pid} not stopped cleanly: ${String(e)}`))));
     await Promise.all([toB?.stop(), toA?.stop()]);
     await seg?.destroy();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function echoTask(i: number): Promise<NetTask> {
-    const t = await startNetTask(seg!.a, dir!, `echo-${i}`, seg!.bridge, seg!.taskAddress(i), seg!.prefix, ['python3', '-c', ECHO_SERVER, String(PORT)]);
-    tasks.push(t);
-    await waitListening(seg!.c.netns, t.address, PORT);
+  async function server(name: string, i: number, command: string[]): Promise<Server> {
+    const address = seg!.taskAddress(i);
+    const handle = await startNetTask(seg!.a, dir!, name, { net: `${address}/${seg!.prefix}`, runArgs: ['--bridge', seg!.bridge], command });
+    const t = { pid: handle.pid, address, outerLink: handle.network.outerLink, handle, copies: [] };
+    servers.push(t);
+    await waitListening(seg!.c.netns, address, PORT);
     return t;
   }
+  const echoTask = (i: number): Promise<Server> => server(`echo-${i}`, i, ['python3', '-c', ECHO_SERVER, String(PORT)]);
 
   it('the echo server: A -> B (eager restore), then back B -> A (lazy restore), one connection throughout; TCP listen and UDP answer on each side', async () => {
     const task = await echoTask(0);
@@ -119,7 +140,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     const there = thereMove.r;
     expectMigrated(there);
     const copy = there.summary!.restoredPid;
-    task.also(copy);
+    task.copies.push(copy);
     // The original and its veth are gone from A; the copy's veth is on B's bridge and it is no longer held.
     expect(linkExists(seg!.a, task.outerLink)).toBe(false);
     expect(linkExists(seg!.b, task.outerLink)).toBe(true);
@@ -134,7 +155,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     const homeMove = await move('B -> A', () => runMigrate(back!, copy, toA, { args: ['--restore', 'lazy'], timeoutMs: 120_000 }));
     const home = homeMove.r;
     expectMigrated(home);
-    task.also(home.summary!.restoredPid);
+    task.copies.push(home.summary!.restoredPid);
     expect(linkExists(seg!.b, task.outerLink)).toBe(false);
     expect(linkExists(seg!.a, task.outerLink)).toBe(true);
     await sleep(1_000);
@@ -147,22 +168,19 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   }, 300_000);
 
   it.skipIf(!hasRedis)('Redis: a client INCR-ing over one connection across the move; the final value equals the acknowledged INCRs', async () => {
-    const addr = seg!.taskAddress(1);
-    const task = await startNetTask(seg!.a, dir!, 'redis', seg!.bridge, addr, seg!.prefix, redisServerArgv(PORT));
-    tasks.push(task);
-    await waitListening(seg!.c.netns, addr, PORT);
-    const client = await startIncrClient(dir!, seg!.c.netns, addr, PORT);
+    const task = await server('redis', 1, redisServerArgv(PORT));
+    const client = await startIncrClient(dir!, seg!.c.netns, task.address, PORT);
     await sleep(500);
     const m = await move('A -> B', () => runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], timeoutMs: 120_000 }));
     const r = m.r;
     expectMigrated(r);
-    task.also(r.summary!.restoredPid);
+    task.copies.push(r.summary!.restoredPid);
     await sleep(1_000);
     const s = await client.finish();
     report('redis', s, [m]);
     expect(s).toMatchObject({ error: null, lost: 0, localPort: client.localPort });
     expect(s.answered).toBeGreaterThan(50);
-    expect(redisGet(seg!.c.netns, addr, PORT)).toBe(s.answered);
+    expect(redisGet(seg!.c.netns, task.address, PORT)).toBe(s.answered);
   }, 300_000);
 
   it('a failed restore rolls back: the server answers on A again over the same connection; nothing held, the veth kept', async () => {

@@ -8,8 +8,7 @@
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ERRORS } from '../../shared/errors/codes.js';
-import { FerryError } from '../../shared/errors/ferry-error.js';
+import type { ErrorKey } from '../../shared/errors/codes.js';
 import { THIS_NETNS } from '../../shared/kernel/netns-socket.js';
 import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
 import { listIpv4Addresses, listLinks } from '../../shared/kernel/rtnetlink.js';
@@ -19,6 +18,7 @@ import { enterNetns, ip, runTool, tcpAnswers } from '../../testbed/netns-names.j
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import { makeTempDir } from '../../testbed/temp-dirs.js';
 import { waitFor } from '../../testbed/wait-for.js';
+import { expectFerryRejection } from '../support/ferry-error-expect.js';
 
 const runnable = canRun('ferry run --net', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('unshare'));
 
@@ -30,16 +30,6 @@ function snapshot(): { links: string[]; names: string[] } {
       .sort(),
     names: readdirSync('/run/netns').filter((n) => n.startsWith('ferry-run-')),
   };
-}
-
-async function refusal(p: Promise<unknown>): Promise<FerryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw e;
-  }
-  throw new Error('not refused');
 }
 
 describe.runIf(runnable)('ferry run --net', () => {
@@ -129,7 +119,7 @@ describe.runIf(runnable)('ferry run --net', () => {
 
   it('refuses, before anything is made, an address in use, a link that is not a bridge, and bad syntax', async () => {
     const before = snapshot();
-    const refusals: [RunTaskOptions['network'], string][] = [
+    const refusals: [RunTaskOptions['network'], ErrorKey][] = [
       [{ net: `${seg.b.address}/24` }, 'NET_ADDRESS_TAKEN'], // B answers the probe
       [{ net: `${seg.a.address}/24` }, 'NET_ADDRESS_TAKEN'], // this host's own
       [{ net: `${seg.taskAddress(3)}/24`, bridge: 'eth0' }, 'NET_BRIDGE_NOT_BRIDGE'],
@@ -138,10 +128,7 @@ describe.runIf(runnable)('ferry run --net', () => {
       [{ net: `${seg.taskAddress(3)}/24`, mac: '01:00:5e:00:00:01' }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/24`, gateway: '192.0.2.1' }, 'BAD_ARGUMENT'],
     ];
-    for (const [net, key] of refusals) {
-      const e = await refusal(run(net));
-      expect(e.code, JSON.stringify(net)).toBe(ERRORS[key as keyof typeof ERRORS].code);
-    }
+    for (const [net, key] of refusals) await expectFerryRejection(run(net), key);
     expect(snapshot()).toEqual(before);
   });
 
@@ -149,7 +136,7 @@ describe.runIf(runnable)('ferry run --net', () => {
     const before = snapshot();
     process.env.FERRY_TEST_FAULTS = '1';
     process.env.FERRY_FAULT = point;
-    const e = await refusal(run({ net: `${seg.taskAddress(4)}/24`, bridge: 'fytest1' }));
+    const e = await expectFerryRejection(run({ net: `${seg.taskAddress(4)}/24`, bridge: 'fytest1' }), 'INTERNAL');
     expect(e.message).toContain(point);
     expect(e.rollbackErrors).toEqual([]);
     await waitFor(() => JSON.stringify(snapshot()) === JSON.stringify(before), 5_000, 'every link and name made to be removed');
@@ -157,8 +144,7 @@ describe.runIf(runnable)('ferry run --net', () => {
 
   it('a command that exits at once: everything made is removed', async () => {
     const before = snapshot();
-    const e = await refusal(runTask({ command: 'false', args: [], name: 'net-false', logDir: dir, network: { net: `${seg.taskAddress(5)}/24` } }));
-    expect(e.code).toBe(ERRORS.BAD_ARGUMENT.code);
+    await expectFerryRejection(runTask({ command: 'false', args: [], name: 'net-false', logDir: dir, network: { net: `${seg.taskAddress(5)}/24` } }), 'BAD_ARGUMENT');
     await waitFor(() => JSON.stringify(snapshot()) === JSON.stringify(before), 5_000, 'every link and name made to be removed');
   });
 });
