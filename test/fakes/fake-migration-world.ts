@@ -34,7 +34,8 @@ export type Failure =
   | 'commit-undelivered'
   | 'commit-rejected'
   | 'commit-epoch-mismatch'
-  | 'journal';
+  | 'journal'
+  | 'hold';
 
 /** A failure before the resume on the dest, where it lands, and what the rollback must undo. */
 export interface RollbackCase {
@@ -128,7 +129,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
     tcpDumpUndoCommand: (_pids, lock, hold) => ['ferry-tcp-undo', ...(lock ? ['lock'] : []), ...(hold ? ['hold'] : [])],
     taskNetwork: () => opts.taskNetwork,
-    holdTaskNetwork: (hold) => log.push(`net.hold ${hold.netns}`),
+    holdTaskNetwork: (hold) => {
+      log.push(`net.hold ${hold.netns}`);
+      if (fail === 'hold') throw new Error('netlink NEWTABLE/NEWCHAIN: EPERM');
+    },
     releaseTaskNetworkHold: (hold) => {
       log.push(`net.release ${hold.netns}`);
       return Promise.resolve({ released: ['inet ferry-hold', 'arp ferry-hold'], announced: hold.network.addresses.map((a) => a.split('/')[0]!), errors: [] });

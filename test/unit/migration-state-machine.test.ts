@@ -174,6 +174,17 @@ describe('migration state machine', () => {
       expect(r.log.filter((x) => x.startsWith('net.'))).toEqual(['net.hold /proc/4242/ns/net']);
     }, 15_000);
 
+    it('a hold that cannot be made: NETWORK_HOLD_FAILED, no dump, the original thawed (what was held let go)', async () => {
+      const r = await run('hold', undefined, true, TASK_NETWORK);
+      expect(r.error?.key).toBe('NETWORK_HOLD_FAILED');
+      expect(r.error?.phase).toBe('freeze');
+      expect(r.error?.sourceState).toBe('running');
+      expect(r.log).not.toContain('dump');
+      const at = (x: string): number => r.log.indexOf(x);
+      expect(at('net.release /proc/4242/ns/net')).toBeGreaterThan(at('net.hold /proc/4242/ns/net'));
+      expect(at('net.release /proc/4242/ns/net')).toBeLessThan(at('signal.SIGCONT'));
+    });
+
     it('a task that shares the agent network namespace is never held', async () => {
       const r = await run();
       expect(r.log.filter((x) => x.startsWith('net.'))).toEqual([]);
