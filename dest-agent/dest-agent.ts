@@ -29,6 +29,8 @@ export interface DestAgentOptions {
   limits?: Partial<DestLimits>;
   /** The page-channel listener's port on the `listen` host; 0 (default): a free one. */
   pageChannelPort?: number;
+  /** The bridge a task with its own network joins here; undefined: the source's bridge's name (`--bridge`). */
+  bridge?: string | undefined;
 }
 
 /** The agent's servers; `pageChannelPort` is its page-channel listener's. */
@@ -42,7 +44,7 @@ export async function startDestAgent(opts: DestAgentOptions): Promise<DestAgent>
   const registry = await createAgentRegistry('dest');
   const limits = compileDestLimits(opts.limits);
   const pageChannels = new PageChannelServer(opts.security, opts.log, limits.maxStreams + PRE_HELLO_CONNECTIONS);
-  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits, pageChannels });
+  const service = new DestService({ workDir: opts.workDir, log: opts.log, metrics: createDestMetrics(registry), trackers: opts.trackers, limits: opts.limits, pageChannels, bridge: opts.bridge });
   // Before the first call: a session the previous agent restored is live again, the others are ended.
   await service.recover();
   // Beside the gRPC listener, on its address: Prepare tells each source the port.

@@ -11,7 +11,7 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { toStatus } from '../shared/errors/grpc-status.js';
 import type { Logger } from '../shared/logging/logger.js';
 import type { Phase } from '../shared/phases.js';
-import { chooseProtocolVersion, localPeerInfo, MOUNT_PATHS_FEATURE, protocolVersions } from '../shared/peer-info.js';
+import { chooseProtocolVersion, localPeerInfo, MOUNT_PATHS_FEATURE, protocolVersions, TASK_NETWORK_FEATURE } from '../shared/peer-info.js';
 import { PAGE_SIZE } from '../shared/kernel/page-size.js';
 import { decodePageBatch } from '../shared/transport/page-batch.js';
 import { acceptedPageCodecs, BatchPayloadDecoder } from '../shared/pages/batch-codec.js';
@@ -39,17 +39,8 @@ import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-li
 import { LevelFilePool } from './level-file-pool.js';
 import { peerKey, type PeerKey } from './peer-key.js';
 import { PeerSlots } from './peer-slots.js';
-import {
-  checkAbortReason,
-  checkBatchSize,
-  checkManifests,
-  checkListLength,
-  checkMigrationId,
-  checkPeerInfo,
-  checkPrepareRequest,
-  checkText,
-  durationMs,
-} from './request-bounds.js';
+import { checkAbortReason, checkBatchSize, checkManifests, checkListLength, checkMigrationId, checkPeerInfo, checkPrepareRequest, checkText, durationMs, checkTaskNetwork } from './request-bounds.js';
+import { answerTaskNetwork } from './task-network-answer.js';
 import { SessionBudget } from './session-budget.js';
 import { StreamIdle } from './stream-idle.js';
 import { openWorkDir } from './work-dir.js';
@@ -105,6 +96,8 @@ export interface DestOptions {
   lazyRestore?: () => Promise<LazyRestoreSupport>;
   /** The page-channel listener (page-channel/page-channel-server.ts); without it pages come over StreamPages only. */
   pageChannels?: PageChannelServer;
+  /** The bridge a task with its own network joins here (`dest-agent --bridge`); undefined: the source's bridge's name. */
+  bridge?: string | undefined;
 }
 
 /** One batch as both transports hand it over: which round and task, and the page fields. */
@@ -218,13 +211,15 @@ export class DestService {
     const offered = req.pageCodecs ?? [];
     checkListLength('page_codecs', offered.length, 8, 'negotiate');
     for (const c of offered) checkText('page_codecs entry', c, 16, 'negotiate');
+    const net = req.taskNetwork ?? undefined;
+    if (net) checkTaskNetwork('task_network', net, 'negotiate');
     const now = Date.now();
     if (!this.peerInfo || now - this.peerInfo.at > PEER_INFO_TTL_MS) {
       const trackers = this.opts.trackers ? this.opts.trackers() : Promise.resolve([]);
       this.peerInfo = {
         at: now,
         info: Promise.all([trackers, this.lazyProbe()]).then(async ([t, lazy]) => ({
-          ...(await localPeerInfo(t, [MOUNT_PATHS_FEATURE, ...(lazy.ok ? [LAZY_RESTORE_FEATURE] : []), ...(this.opts.pageChannels ? [PAGE_CHANNELS_FEATURE] : [])])),
+          ...(await localPeerInfo(t, [MOUNT_PATHS_FEATURE, TASK_NETWORK_FEATURE, ...(lazy.ok ? [LAZY_RESTORE_FEATURE] : []), ...(this.opts.pageChannels ? [PAGE_CHANNELS_FEATURE] : [])])),
           lazyRestoreProblem: lazy.ok ? '' : lazy.reason,
         })),
       };
@@ -236,6 +231,8 @@ export class DestService {
       protocolVersion: chooseProtocolVersion(protocolVersions(), req.source?.protocolVersions ?? []),
       missingMounts: missingMounts(mounts),
       pageCodecs: acceptedPageCodecs(offered),
+      // Whether the bridge is here and the addresses are free on it: the source's preflight decides.
+      taskNetwork: net ? await answerTaskNetwork(net, this.opts.bridge) : null,
     };
   }
 

@@ -8,6 +8,10 @@ import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
 import { MAX_CPU_FLAG_LENGTH, MAX_CPU_FLAGS } from '../shared/kernel/cpu-flags.js';
 import { MAX_ADDRESS_LENGTH, MAX_HOST_ADDRESSES } from '../shared/kernel/host-addresses.js';
+import { ipv4CidrProblem } from '../shared/kernel/ipv4.js';
+import { linkNameProblem } from '../shared/kernel/link-name.js';
+import { macProblem } from '../shared/kernel/mac-address.js';
+import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
 
 /** A migration id, and so the name of its session dir (work-dir.ts): the source draws a UUID. */
 export const MIGRATION_ID = /^[A-Za-z0-9-]{8,64}$/;
@@ -67,6 +71,29 @@ export function checkPeerInfo(p: m.PeerInfo | null | undefined): void {
   for (const f of p.cpuFlags ?? []) checkText('source.cpuFlags entry', f, MAX_CPU_FLAG_LENGTH, 'negotiate');
   checkListLength('source.addresses', p.addresses?.length ?? 0, MAX_HOST_ADDRESSES, 'negotiate');
   for (const a of p.addresses ?? []) checkText('source.addresses entry', a, MAX_ADDRESS_LENGTH, 'negotiate');
+}
+
+/** ADDRESS/PREFIX is at most 18 characters (255.255.255.255/32). */
+const MAX_CIDR = 18;
+
+/**
+ * A TaskNetwork (Negotiate's, Restore's): interface names, the MAC, 1 to MAX_TASK_ADDRESSES IPv4 CIDRs. Lengths
+ * are checked before any pattern, and a refusal names the field, never the value.
+ */
+export function checkTaskNetwork(field: string, n: m.TaskNetworkMessage, phase: Phase): void {
+  for (const [name, value] of Object.entries({ inner_link: n.innerLink, outer_link: n.outerLink, bridge: n.bridge })) {
+    checkText(`${field}.${name}`, value, 64, phase);
+    if (linkNameProblem(value)) throw invalid(phase, `${field}.${name} is not an interface name (1-15 bytes, no '/', ':' or whitespace)`);
+  }
+  checkText(`${field}.mac`, n.mac, 17, phase);
+  if (macProblem(n.mac) || n.mac !== n.mac.toLowerCase()) throw invalid(phase, `${field}.mac is not a unicast MAC in lower-case aa:bb:cc:dd:ee:ff`);
+  checkListLength(`${field}.addresses`, n.addresses.length, MAX_TASK_ADDRESSES, phase);
+  if (n.addresses.length === 0) throw invalid(phase, `${field}.addresses is empty: a task's own network has at least one address`);
+  for (const a of n.addresses) {
+    checkText(`${field}.addresses entry`, a, MAX_CIDR, phase);
+    if (ipv4CidrProblem(a)) throw invalid(phase, `${field}.addresses holds an entry that is no IPv4 host ADDRESS/PREFIX`);
+  }
+  if (new Set(n.addresses.map((a) => a.split('/')[0])).size !== n.addresses.length) throw invalid(phase, `${field}.addresses holds an address twice`);
 }
 
 /** Everything of a PrepareRequest but the pids' use on this host: ids, names, the pid list (bounded, no duplicates). */

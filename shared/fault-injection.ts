@@ -57,6 +57,10 @@ export const FAULT_POINTS = [
   // The tracker "misses" the writes since its last round: those pages are sent as the dest held them (a lazy
   // restore's fill must find them against the frozen original and send their bytes).
   'source.tracker-misses-page',
+  // `ferry run --net` (source-agent/task-network-setup.ts): the namespace and veth are made, the task not
+  // started; the task runs, its namespace's temporary name deleted, the address not announced yet.
+  'run.net-made',
+  'run.task-started',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -35,6 +35,11 @@ export const MOUNT_PATHS_FEATURE = 'mount-paths';
  * its Prepare answers a port and a token when asked. Without it the source streams pages over StreamPages.
  */
 export const PAGE_CHANNELS_FEATURE = 'page-channels';
+/**
+ * Offered by a dest that checks a task's own network (`ferry run --net`) in Negotiate: its bridge, and that the
+ * task's addresses are free on it. Without it (an older dest) the source refuses such a task (FERRY-1215).
+ */
+export const TASK_NETWORK_FEATURE = 'task-network';
 
 /**
  * `trackers`: the trackers this host could run as a source, probed by the caller (the source agent's own

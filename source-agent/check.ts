@@ -4,7 +4,8 @@
  */
 import { FerryError } from '../shared/errors/ferry-error.js';
 import { chooseProtocolVersion, localPeerInfo } from '../shared/peer-info.js';
-import type { CheckResponse } from '../shared/transport/messages.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
+import type { CheckResponse, TaskNetworkAnswerMessage } from '../shared/transport/messages.js';
 import type { TransportSecurity } from '../shared/transport/transport-security.js';
 import { DestClient } from './dest-client.js';
 import { checkPeers } from './migration/check-peers.js';
@@ -24,29 +25,40 @@ export function destRestoreModes(r: CheckResponse): RestoreModeSupport[] {
 
 /** `security` absent: TLS from the default files (see DestClient). */
 export async function runCheck(dest: string | undefined, signal?: AbortSignal, security?: TransportSecurity): Promise<CheckResponse> {
-  return (await askDest(dest, [], signal, security)).response;
+  return (await askDest(dest, [], undefined, signal, security)).response;
 }
 
-/** runCheck's work; `externalMounts` go with Negotiate, and the dest's answer comes back as `missingMounts`. */
-async function askDest(dest: string | undefined, externalMounts: readonly string[], signal?: AbortSignal, security?: TransportSecurity): Promise<{ response: CheckResponse; missingMounts: string[] }> {
+/**
+ * runCheck's work; `externalMounts` and `taskNetwork` go with Negotiate, and the dest's answers come back as
+ * `missingMounts` and `taskNetworkAnswer`.
+ */
+async function askDest(
+  dest: string | undefined,
+  externalMounts: readonly string[],
+  taskNetwork: TaskNetwork | undefined,
+  signal?: AbortSignal,
+  security?: TransportSecurity,
+): Promise<{ response: CheckResponse; missingMounts: string[]; taskNetworkAnswer?: TaskNetworkAnswerMessage | null | undefined }> {
   const source = await localPeerInfo(await availableTrackers());
   const result: CheckResponse = { source, dest: null, destProblem: '', protocolVersion: 0 };
   let missingMounts: string[] = [];
+  let taskNetworkAnswer: TaskNetworkAnswerMessage | null | undefined;
   if (!dest) return { response: result, missingMounts };
   const client = new DestClient(dest, security);
   try {
     await client.connect(5_000, signal);
-    const answer = await client.negotiate({ source, externalMounts: [...externalMounts] }, signal);
+    const answer = await client.negotiate({ source, externalMounts: [...externalMounts], taskNetwork: taskNetwork ?? null }, signal);
     result.dest = answer.dest;
     result.protocolVersion = chooseProtocolVersion(source.protocolVersions, answer.dest.protocolVersions);
     missingMounts = answer.missingMounts ?? [];
+    taskNetworkAnswer = answer.taskNetwork;
     checkPeers(source, answer);
   } catch (e) {
     result.destProblem = e instanceof FerryError ? `${e.code}: ${e.message}${e.detail ? ` (${e.detail})` : ''}` : String(e);
   } finally {
     client.close();
   }
-  return { response: result, missingMounts };
+  return { response: result, missingMounts, taskNetworkAnswer };
 }
 
 export interface TaskCheck {
@@ -69,9 +81,9 @@ export async function runTaskCheck(
 ): Promise<TaskCheck> {
   const target = inspectTarget(pid);
   const facts = readPreflightFacts(target.tasks.map((t) => t.hostPid));
-  const { response: r, missingMounts } = await askDest(dest, facts.tree.externalMounts ?? [], signal, security);
+  const { response: r, missingMounts, taskNetworkAnswer } = await askDest(dest, facts.tree.externalMounts ?? [], facts.tree.taskNetwork, signal, security);
   const criu = await probeCriu();
   const networkLock = criu.ok ? await probeNetworkLock(criu.path) : undefined;
-  const input = { ...facts, criuFeatures, networkLock, source: r.source!, dest: r.dest ?? undefined, missingMounts, arch: r.source!.arch };
+  const input = { ...facts, criuFeatures, networkLock, source: r.source!, dest: r.dest ?? undefined, missingMounts, taskNetworkAnswer, arch: r.source!.arch };
   return { response: r, findings: runPreflight(input, allow) };
 }

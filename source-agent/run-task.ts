@@ -2,15 +2,21 @@
  * `ferry run`: starts a command the way CRIU can carry it: pid 1 of its own pid namespace (its pids cannot
  * clash on the dest, and the restored copy can coexist with the stopped original), leader of its own session
  * and process group (CRIU recreates the session; the group lets one SIGCONT thaw the tree), stdio on log files
- * (a terminal or a pipe to an outside reader would not survive the move), and no inherited descriptors.
- * On request also its own IPC and mount namespaces (task-isolation.ts).
+ * (a terminal or a pipe to an outside reader would not survive the move), and no inherited descriptors (not
+ * even those this process was started with).
+ * On request also its own IPC and mount namespaces (task-isolation.ts), and its own network identity
+ * (task-network-setup.ts): a namespace with a veth on a bridge, entered by nsenter before the unshare.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { FerryError } from '../shared/errors/ferry-error.js';
+import { injectFault } from '../shared/fault-injection.js';
 import { readStat } from '../shared/kernel/proc-status.js';
+import { setCloseOnExec } from '../shared/native/libc.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
 import { HOST_ISOLATION, launcher, type TaskIsolation } from './task-isolation.js';
+import { announceTaskNet, checkTaskNet, compileTaskNetOptions, makeTaskNet, type MadeTaskNet, type TaskNetOptions } from './task-network-setup.js';
 
 export interface RunTaskOptions {
   command: string;
@@ -19,6 +25,8 @@ export interface RunTaskOptions {
   logDir: string;
   /** Default: the host's IPC and mount namespaces. */
   isolation?: TaskIsolation;
+  /** `--net`: a network namespace of its own. Default: the host's. */
+  network?: TaskNetOptions | undefined;
 }
 
 export interface RunningTask {
@@ -28,6 +36,8 @@ export interface RunningTask {
   launcherPid: number;
   stdout: string;
   stderr: string;
+  /** With `network`: what was made (the veth's ends, the MAC, the address, the bridge). */
+  network?: TaskNetwork;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -35,34 +45,74 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
   if (!NAME.test(o.name)) throw new FerryError('BAD_ARGUMENT', { message: `--name must be letters, digits, '.', '_' or '-' (got "${o.name}")` });
   const executable = findExecutable(o.command);
+  const net = o.network && compileTaskNetOptions(o.network);
+  const plan = net && (await checkTaskNet(net));
   mkdirSync(o.logDir, { recursive: true });
   const stdout = join(o.logDir, `${o.name}.out`);
   const stderr = join(o.logDir, `${o.name}.err`);
   const out = openSync(stdout, 'a');
   const err = openSync(stderr, 'a');
-  const start = launcher(o.isolation ?? HOST_ISOLATION, o.command, o.args, stdout, stderr);
+  let made: MadeTaskNet | undefined;
   let launcherPid: number | undefined;
+  let pid: number | undefined;
   try {
+    made = net && plan && (await makeTaskNet(net, plan));
+    const start = [...(made ? ['nsenter', `--net=${made.netns}`] : []), ...launcher(o.isolation ?? HOST_ISOLATION, o.command, o.args, stdout, stderr)];
     const [program, ...argv] = start as [string, ...string[]];
+    closeOnExecAll();
     const child = spawn(program, argv, {
       detached: true,
-      stdio: ['ignore', out, err], // Node opens everything else close-on-exec: no other fd is inherited
+      stdio: ['ignore', out, err], // and closeOnExecAll: no other fd is inherited
     });
     launcherPid = await new Promise<number>((resolve, reject) => {
       child.once('spawn', () => resolve(child.pid!));
       child.once('error', (e) => reject(new FerryError('BAD_ARGUMENT', { message: `cannot start unshare: ${e.message}` })));
     });
     child.unref();
-    const pid = await firstChild(launcherPid, 5_000);
+    pid = await firstChild(launcherPid, 5_000);
     await sessionLeader(pid, 5_000);
     await commandRuns(pid, executable, 5_000);
-    return { pid, launcherPid, stdout, stderr };
+    if (made && net) {
+      await made.release(); // from here only the task holds its namespace
+      injectFault('run.task-started');
+      await announceTaskNet(pid, net);
+    }
+    return { pid, launcherPid, stdout, stderr, ...(made && { network: made.network }) };
   } catch (e) {
-    if (launcherPid !== undefined) process.kill(launcherPid, 'SIGKILL');
+    // The task is pid 1 of its pid namespace: its death takes the tree, and its network namespace with it.
+    if (pid !== undefined) killQuietly(pid);
+    if (launcherPid !== undefined) killQuietly(launcherPid);
+    const errors = made ? await made.remove() : [];
+    if (e instanceof FerryError) e.rollbackErrors.push(...errors);
     throw e;
   } finally {
     closeSync(out);
     closeSync(err);
+  }
+}
+
+/**
+ * FD_CLOEXEC on every fd of this process above stdio. Node opens its own close-on-exec, but not those it was
+ * started with: a shell's or a supervisor's stray pipe would otherwise reach the task, and CRIU would have to
+ * call it external (notes/netns-tcp-lab.md, pitfall 6). This process execs nothing itself, so it loses nothing.
+ */
+function closeOnExecAll(): void {
+  for (const entry of readdirSync('/proc/self/fd')) {
+    const fd = Number(entry);
+    if (fd <= 2) continue;
+    try {
+      setCloseOnExec(fd);
+    } catch {
+      /* the directory's own fd, closed by now */
+    }
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone already */
   }
 }
 

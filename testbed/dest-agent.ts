@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { readPidState } from './process-probes.js';
 import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
 import { leftovers } from './leftovers.js';
-import type { Host, TwoHosts } from './netns-hosts.js';
+import type { Host, HostPair } from './netns-hosts.js';
 import { makeTempDir } from './temp-dirs.js';
 
 export interface DestAgentOptions {
@@ -119,7 +119,7 @@ export function pagersOf(workDir: string): number[] {
 }
 
 /** `ferry dest-agent --listen ADDR:PORT --allow-peer OTHER-ID` inside a host (mutual TLS); resolves once it listens. */
-export async function startDestAgent(hosts: TwoHosts, opts: DestAgentOptions = {}): Promise<DestAgentHandle> {
+export async function startDestAgent(hosts: HostPair, opts: DestAgentOptions = {}): Promise<DestAgentHandle> {
   const host = opts.host ?? hosts.dst;
   const ownWorkDir = opts.workDir === undefined;
   const workDir = opts.workDir ?? makeTempDir('ferry-e2e-dest-');

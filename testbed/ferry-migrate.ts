@@ -4,7 +4,7 @@
  */
 import type { DestAgentHandle } from './dest-agent.js';
 import { startFerry, type FerryResult, type FerryRun, type FerryRunOptions } from './ferry-process.js';
-import type { Host, TwoHosts } from './netns-hosts.js';
+import type { Host, HostPair } from './netns-hosts.js';
 import type { SourceAgentDaemonHandle } from './source-agent-daemon.js';
 
 export interface MigrateOptions extends Omit<FerryRunOptions, 'host'> {
@@ -36,17 +36,17 @@ function migrateArgs(pid: number | string, dest: DestAgentHandle | undefined, op
 }
 
 /** `ferry migrate PID --to ... --json` inside the src host: the migration runs in the CLI's process. */
-export function startMigrate(hosts: TwoHosts, pid: number | string, dest: DestAgentHandle | undefined, opts: MigrateOptions = {}): FerryRun {
+export function startMigrate(hosts: HostPair, pid: number | string, dest: DestAgentHandle | undefined, opts: MigrateOptions = {}): FerryRun {
   return startFerry(migrateArgs(pid, dest, opts, []), { ...opts, host: hosts.src });
 }
 
-export function runMigrate(hosts: TwoHosts, pid: number | string, dest: DestAgentHandle | undefined, opts: MigrateOptions = {}): Promise<FerryResult> {
+export function runMigrate(hosts: HostPair, pid: number | string, dest: DestAgentHandle | undefined, opts: MigrateOptions = {}): Promise<FerryResult> {
   return startMigrate(hosts, pid, dest, opts).done;
 }
 
 /** `ferry migrate PID --to ... --via SOCKET --json`: the migration runs in the source agent on that socket. */
 export function startMigrateVia(
-  hosts: TwoHosts,
+  hosts: HostPair,
   via: SourceAgentDaemonHandle | string,
   pid: number | string,
   dest: DestAgentHandle | undefined,
@@ -58,7 +58,7 @@ export function startMigrateVia(
 }
 
 export function runMigrateVia(
-  hosts: TwoHosts,
+  hosts: HostPair,
   via: SourceAgentDaemonHandle | string,
   pid: number | string,
   dest: DestAgentHandle | undefined,

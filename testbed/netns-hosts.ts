@@ -30,17 +30,16 @@
  *     timer was seen, after 60 s either).
  * upLink sets it up again and waits, bounded, until each host reaches the other (a TCP connect answered).
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { addNetns, deleteNetns, ip, NETNS_DIR, sweepStaleNetns, tcpAnswers } from './netns-names.js';
 import { testStateDir } from './temp-dirs.js';
 import { createTestPki } from './test-pki.js';
 
 const execFileAsync = promisify(execFile);
 
-const NETNS_DIR = '/run/netns';
 const NAME_PATTERN = /^ferry-t(\d+)-\d+-(src|dst)$/;
 /** Unicast, locally administered, and on no interface: frames sent to it are dropped by the receiving veth. */
 const NOWHERE_MAC = '02:00:00:00:00:01';
@@ -61,15 +60,19 @@ export interface Host {
   readonly identity: string;
 }
 
-export interface TwoHosts {
+/** What the agents' launchers need of a harness: the two agent hosts (a segment of three has them too). */
+export interface HostPair {
   readonly src: Host;
   readonly dst: Host;
-  /** The n of 10.77.n.0/24. */
-  readonly subnet: number;
   /** The command prefix that runs a program inside `host`'s network namespace. */
   enter(host: Host): string[];
   /** The other host of the pair. */
   peerOf(host: Host): Host;
+}
+
+export interface TwoHosts extends HostPair {
+  /** The n of 10.77.n.0/24. */
+  readonly subnet: number;
   /** Shapes the src's egress (the page stream's direction) with tbf, e.g. shape('1gbit'). */
   shape(rate: string): Promise<void>;
   /** Drops every packet between the hosts, both ways, until healLink(); connections stay open. Idempotent. */
@@ -90,55 +93,6 @@ export interface TwoHosts {
 }
 
 let created = 0;
-const live = new Set<string>();
-
-// Last resort for a run that ends without its afterAll (an exception in a hook, a worker shut down early).
-process.once('exit', () => {
-  for (const name of live) {
-    try {
-      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
-async function ip(args: string[]): Promise<string> {
-  try {
-    return (await execFileAsync('ip', args, { timeout: 10_000 })).stdout;
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr?.trim() ?? '';
-    throw new Error(`ip ${args.join(' ')} failed: ${stderr || String(err)}`, { cause: err });
-  }
-}
-
-/** Namespaces of earlier runs whose test process is gone (killed before it could clean up). */
-function sweepStale(): void {
-  let names: string[];
-  try {
-    names = readdirSync(NETNS_DIR);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const m = NAME_PATTERN.exec(name);
-    if (!m || existsSync(`/proc/${m[1]}`)) continue;
-    try {
-      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore', timeout: 10_000 });
-    } catch {
-      /* another run swept it first */
-    }
-  }
-}
-
-async function deleteNetns(name: string): Promise<void> {
-  if (!existsSync(join(NETNS_DIR, name))) {
-    live.delete(name);
-    return;
-  }
-  await ip(['netns', 'del', name]);
-  live.delete(name);
-}
 
 /**
  * Creates the two hosts: ferry-t<pid>-<k>-src (10.77.n.1/24) and ferry-t<pid>-<k>-dst (10.77.n.2/24), lo up in
@@ -146,7 +100,7 @@ async function deleteNetns(name: string): Promise<void> {
  * separate anyway: the same address in two namespaces never clashes).
  */
 export async function createTwoHosts(): Promise<TwoHosts> {
-  sweepStale();
+  sweepStaleNetns(NAME_PATTERN);
   const k = created++;
   const subnet = ((process.pid * 7 + k) % 250) + 1;
   const address = (role: 'src' | 'dst'): string => `10.77.${subnet}.${role === 'src' ? 1 : 2}`;
@@ -187,10 +141,7 @@ export async function createTwoHosts(): Promise<TwoHosts> {
   };
 
   try {
-    for (const h of [src, dst]) {
-      await ip(['netns', 'add', h.name]);
-      live.add(h.name);
-    }
+    for (const h of [src, dst]) await addNetns(h.name);
     // Both ends are born inside their namespaces: the pair never appears in the host's network namespace.
     await ip(['link', 'add', src.link, 'netns', src.name, 'type', 'veth', 'peer', 'name', dst.link, 'netns', dst.name]);
     for (const h of [src, dst]) {
@@ -264,21 +215,11 @@ const UP_TIMEOUT_MS = 10_000;
 const REACH_RETRY_MS = 100;
 /** A probe's connect is answered (refused or accepted) within a millisecond on a live veth. */
 const REACH_PROBE_MS = 1_000;
-/** Port 1 (tcpmux): nothing of ours listens there, so a reachable peer answers the SYN with a RST. */
-const REACH_PORT = 1;
-
 /**
  * Whether `h` reaches `peer`: a TCP connect from h's namespace to a closed port of the peer's address gets an
- * answer (refused, or accepted should something listen). Unreachable: ENETUNREACH (no route), or no answer.
+ * answer (netns-names.ts).
  */
-async function reaches(h: Host, peer: Host): Promise<boolean> {
-  try {
-    await execFileAsync('nsenter', [`--net=${h.netns}`, 'bash', '-c', `exec 3<>/dev/tcp/${peer.address}/${REACH_PORT}`], { timeout: REACH_PROBE_MS });
-    return true;
-  } catch (err) {
-    return /refused/i.test((err as { stderr?: string }).stderr ?? '');
-  }
-}
+const reaches = (h: Host, peer: Host): Promise<boolean> => tcpAnswers(h.netns, peer.address, undefined, REACH_PROBE_MS);
 
 async function isAdminUp(h: Host): Promise<boolean> {
   const [shown] = JSON.parse(await ip(['-n', h.name, '-j', 'link', 'show', 'dev', h.link])) as { flags?: string[] }[];

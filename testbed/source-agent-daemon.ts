@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFerryDaemon, type RestartOptions } from './ferry-daemon.js';
 import { leftovers, unresolvedSourceMigrations } from './leftovers.js';
-import type { Host, TwoHosts } from './netns-hosts.js';
+import type { Host, HostPair } from './netns-hosts.js';
 import { makeTempDir } from './temp-dirs.js';
 
 export interface SourceAgentDaemonOptions {
@@ -61,7 +61,7 @@ export interface SourceAgentDaemonHandle {
 }
 
 /** `ferry source-agent --socket PATH --allow-dest ADDR...` inside a host; resolves once it listens. */
-export async function startSourceAgentDaemon(hosts: TwoHosts, opts: SourceAgentDaemonOptions): Promise<SourceAgentDaemonHandle> {
+export async function startSourceAgentDaemon(hosts: HostPair, opts: SourceAgentDaemonOptions): Promise<SourceAgentDaemonHandle> {
   const host = opts.host ?? hosts.src;
   const made: string[] = [];
   const dir = (given: string | undefined, prefix: string): string => {

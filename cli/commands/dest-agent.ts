@@ -10,7 +10,7 @@ import { EXIT } from '../exit-codes.js';
 import { LISTEN_SECURITY_FLAGS, TLS_FLAGS, tlsHelp, transportSecurityFromFlags } from '../tls-flags.js';
 import { requireRoot, untilStopped } from './daemon.js';
 
-export const DEST_AGENT_HELP = `Usage: ferry dest-agent --listen HOST:PORT [--work-dir DIR] [--metrics HOST:PORT] [--config FILE] [TLS options]
+export const DEST_AGENT_HELP = `Usage: ferry dest-agent --listen HOST:PORT [--work-dir DIR] [--metrics HOST:PORT] [--bridge BR] [--config FILE] [TLS options]
 
 Receives migrations: keeps each migration's pages, rebuilds CRIU's images, restores the task stopped and
 resumes it when the source commits.
@@ -26,6 +26,10 @@ Options:
   --page-channel-port PORT  the page channels' port, on the --listen host (default 0: a free one, printed
                             at start and told to each source; fix it where a firewall must let it through;
                             or page-channel-port in [dest-agent])
+  --bridge BR               the bridge a task with its own network (\`ferry run --net\`) joins here; its
+                            uplink must be on the task's segment (default: the source's bridge's name;
+                            or bridge in [dest-agent]). Negotiate checks it exists and the task's
+                            addresses are free on it.
 ${configHelp('dest-agent', 28)}
   -h, --help                this help
 
@@ -37,6 +41,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
     'work-dir': { type: 'string' },
     metrics: { type: 'string' },
     'page-channel-port': { type: 'string' },
+    bridge: { type: 'string' },
     ...CONFIG_FLAG,
     ...TLS_FLAGS,
     ...LISTEN_SECURITY_FLAGS,
@@ -56,7 +61,7 @@ export async function destAgentCommand(argv: string[]): Promise<number> {
   const log = createLogger({ side: 'dest' }, undefined, config.log.level, config.log.format);
   if (config.file) log.info('config', { file: config.file, settings: config.settings });
   const stopped = untilStopped();
-  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers, pageChannelPort: config.pageChannelPort });
+  const agent = await startDestAgent({ listen, workDir: config.workDir, security, metrics, log, trackers: availableTrackers, pageChannelPort: config.pageChannelPort, bridge: config.bridge });
   // One parseable line on stdout for scripts and tests: where the agent listens.
   console.log(JSON.stringify({ event: 'listening', address: agent.address, port: agent.port, metricsPort: agent.metricsPort, pageChannelPort: agent.pageChannelPort, tls: security.kind === 'tls' }));
   await stopped;

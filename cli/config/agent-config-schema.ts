@@ -8,6 +8,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { PeerAllowList } from '../../shared/transport/peer-allow-list.js';
 import { parseHostPort } from '../../shared/transport/address.js';
 import { DestAllowList } from '../../source-agent/dest-allow-list.js';
+import { linkNameProblem } from '../../shared/kernel/link-name.js';
 import { isGroupName } from '../socket-group.js';
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
@@ -27,6 +28,11 @@ const hostPort = (allowPortZero: boolean) => field(['string'], (v) => parseHostP
 const absolutePath = field(['string'], (v) => (text(v).startsWith('/') ? text(v) : bad(`must be an absolute path (got "${text(v).slice(0, 64)}")`)));
 
 const flag = field(['boolean'], (v) => v as boolean);
+
+const linkName = field(['string'], (v) => {
+  const problem = linkNameProblem(text(v));
+  return problem ? bad(`must be an interface name: ${problem}`) : text(v);
+});
 
 const port = field(['integer'], (v) => (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535 ? (v as number) : bad(`must be a port from 0 to 65535 (got ${String(v)})`)));
 
@@ -59,6 +65,7 @@ export const AGENT_CONFIG_SCHEMA = {
     'work-dir': absolutePath,
     metrics: hostPort(true),
     'page-channel-port': port,
+    bridge: linkName,
     'allow-peer': allowPeers,
     insecure: flag,
     'insecure-any-address': flag,

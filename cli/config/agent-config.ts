@@ -9,6 +9,7 @@ import { configInvalid } from '../../shared/config/config-problems.js';
 import { validateConfig } from '../../shared/config/config-schema.js';
 import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
+import { linkNameProblem } from '../../shared/kernel/link-name.js';
 import { formatHostPort, parseHostPort, type HostPort } from '../../shared/transport/address.js';
 import { tlsFilesFrom } from '../../shared/transport/transport-security.js';
 import { readSourceEnvironment, setInEnvironment, type SourceEnvironment, type SourcePathsConfig } from '../../source-agent/config/environment.js';
@@ -68,6 +69,8 @@ export interface CompiledDestAgentConfig extends SharedSettings {
   metrics: HostPort | undefined;
   /** The page-channel listener's port (0: a free one). */
   pageChannelPort: number;
+  /** The bridge a task with its own network joins here (`ferry run --net`); undefined: the source's bridge's name. */
+  bridge: string | undefined;
   /** The transport security settings, in the flags' shape, for transportSecurityFromFlags. */
   tls: TlsFlagValues;
   settings: Setting[];
@@ -91,6 +94,7 @@ export interface DestAgentFlags extends TlsFlagValues {
   'work-dir'?: string | undefined;
   metrics?: string | undefined;
   'page-channel-port'?: string | undefined;
+  bridge?: string | undefined;
 }
 
 export interface SourceAgentFlags extends TlsFlagValues {
@@ -143,6 +147,12 @@ function flagPort(flag: string, v: string | undefined): number | undefined {
   return n;
 }
 
+function flagLinkName(flag: string, v: string | undefined): string | undefined {
+  const problem = v === undefined ? undefined : linkNameProblem(v);
+  if (problem) throw new FerryError('BAD_ARGUMENT', { message: `--${flag}: ${problem.slice(0, 120)}`, hint: 'Give an interface name of 1 to 15 bytes without "/", ":" or whitespace.' });
+  return v;
+}
+
 /** A repeated list flag replaces the file's list; not given, it leaves it. */
 function flagList(v: readonly string[] | undefined): readonly string[] | undefined {
   return v && v.length > 0 ? v : undefined;
@@ -156,8 +166,10 @@ export function compileDestAgentConfig(flags: DestAgentFlags, file: AgentConfigF
   const workDir = p.pick('dest-agent.work-dir', { flag: ['--work-dir', flags['work-dir']], file: d['work-dir'], fallback: DEFAULT_DEST_WORK_DIR });
   const metrics = p.pick('dest-agent.metrics', { flag: ['--metrics', flagHostPort('metrics', flags.metrics)], file: d.metrics, fallback: undefined }, showHostPort);
   const pageChannelPort = p.pick('dest-agent.page-channel-port', { flag: ['--page-channel-port', flagPort('page-channel-port', flags['page-channel-port'])], file: d['page-channel-port'], fallback: 0 });
+  const bridge = p.pick('dest-agent.bridge', { flag: ['--bridge', flagLinkName('bridge', flags.bridge)], file: d.bridge, fallback: undefined });
+  if (bridge === undefined) p.note('dest-agent.bridge', "unset: a task's own network joins the bridge of the source's name");
   const tls = pickSecurity(p, 'dest-agent', flags, file, env, true);
-  return { file: file.path, listen, workDir, metrics, pageChannelPort, tls, ...pickShared(p, file, env, false), settings: p.settings };
+  return { file: file.path, listen, workDir, metrics, pageChannelPort, bridge, tls, ...pickShared(p, file, env, false), settings: p.settings };
 }
 
 export function compileSourceAgentConfig(flags: SourceAgentFlags, file: AgentConfigFile, env: NodeJS.ProcessEnv = process.env): CompiledSourceAgentConfig {

@@ -139,6 +139,25 @@ export const ERRORS = {
     'Run Ferry with Node 22 or 24 (LTS): a distribution package, nodejs.org, or `bash scripts/provision-node.sh 24`, which prints the path of a private one.',
     status.FAILED_PRECONDITION,
   ),
+  // `ferry run --net`: the task's network identity, checked before anything is made (0070-0079).
+  NET_ADDRESS_TAKEN: spec(
+    'FERRY-0070',
+    'The address given to `ferry run --net` is in use on the bridge\'s segment',
+    'Pick a free address (the detail names the MACs that answered its ARP probe), or stop the station that holds it.',
+    status.FAILED_PRECONDITION,
+  ),
+  NET_BRIDGE_NOT_BRIDGE: spec(
+    'FERRY-0071',
+    'The link named by `ferry run --bridge` exists and is not a bridge',
+    'Name a bridge (`ip -d link show type bridge` lists them), or a free name: `ferry run --net` then creates the bridge.',
+    status.FAILED_PRECONDITION,
+  ),
+  NET_SETUP_FAILED: spec(
+    'FERRY-0072',
+    'The task\'s network namespace could not be made',
+    'The detail quotes the step that failed; whatever was made is removed. Check that iproute2 (`ip`) is installed and that Ferry runs as root.',
+    status.INTERNAL,
+  ),
 
   TASK_NOT_FOUND: spec('FERRY-1001', 'No process has this pid', 'Check the pid with `ps -p PID`; `ferry run -- CMD` prints the pid of a task it starts.', status.NOT_FOUND),
   TASK_IS_KERNEL_THREAD: spec('FERRY-1002', 'The pid is a kernel thread', 'Kernel threads cannot be migrated; pick a user process.', status.INVALID_ARGUMENT),
@@ -298,6 +317,25 @@ export const ERRORS = {
     'FERRY-1214',
     'The task has its own mount namespace and a mount it took from the source host has no path on the dest',
     'Create the paths the message names on the dest (or mount the same file systems there), or start the task without `--mounts private`.',
+    status.FAILED_PRECONDITION,
+  ),
+  // A task's own network identity (`ferry run --net`, docs/task-network.md).
+  TASK_NETWORK_UNSUPPORTED: spec(
+    'FERRY-1215',
+    'The task has its own network namespace in a shape Ferry cannot move',
+    'Start the task with `ferry run --net ADDRESS/PREFIX`: its namespace then holds lo and one veth whose other end is on a bridge of this host (the detail says what was found instead); or run it in the host\'s network namespace.',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_BRIDGE_MISSING: spec(
+    'FERRY-1216',
+    'The dest has no bridge for the task\'s network',
+    'Create the bridge on the dest with its uplink enslaved (`ip link add BR type bridge`, `ip link set UPLINK master BR`, both up), or name the dest\'s bridge with `ferry dest-agent --bridge BR` (config: [dest-agent] bridge).',
+    status.FAILED_PRECONDITION,
+  ),
+  PREFLIGHT_ADDRESS_IN_USE: spec(
+    'FERRY-1217',
+    'Another station on the dest\'s segment answers for an address of the task',
+    'Free the address on the dest\'s segment (the detail names it and the MACs that answered its ARP probe), or migrate to a dest on another segment.',
     status.FAILED_PRECONDITION,
   ),
 

@@ -24,6 +24,9 @@ const socketFn = libc.func('int socket(int domain, int type, int protocol)');
 const sendtoFn = libc.func('long sendto(int fd, void *buf, size_t len, int flags, void *addr, unsigned int addrlen)');
 const recvFn = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
 const setnsFn = libc.func('int setns(int fd, int nstype)');
+const bindFn = libc.func('int bind(int fd, void *addr, unsigned int addrlen)');
+// fcntl is variadic in glibc, like ioctl.
+const fcntlFn = libc.func('int fcntl(int fd, int cmd, ...)');
 
 /** Bytes of one `struct iovec` (void *base; size_t len) on 64-bit Linux. */
 export const IOVEC_BYTES = 16;
@@ -139,6 +142,22 @@ export function recv(fd: number, buf: Uint8Array): number {
   const n = recvFn(fd, buf, buf.byteLength, 0) as number;
   if (n < 0) fail('recv', `fd ${fd}`);
   return n;
+}
+
+/** bind(2) of a socket to the address bytes `addr` (a sockaddr_ll, a sockaddr_nl, ...). */
+export function bind(fd: number, addr: Uint8Array): void {
+  if ((bindFn(fd, addr, addr.byteLength) as number) < 0) fail('bind', `fd ${fd}`);
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** Sets FD_CLOEXEC on `fd`: a program this process execs (or spawns) does not inherit it. */
+export function setCloseOnExec(fd: number): void {
+  const flags = fcntlFn(fd, F_GETFD) as number;
+  if (flags < 0) fail('fcntl', `F_GETFD fd ${fd}`);
+  if ((flags & FD_CLOEXEC) === 0 && (fcntlFn(fd, F_SETFD, 'int', flags | FD_CLOEXEC) as number) < 0) fail('fcntl', `F_SETFD fd ${fd}`);
 }
 
 /** setns(2) of the calling thread (node's main thread: every koffi call runs there). */

@@ -43,6 +43,14 @@ export interface NegotiateResponse {
   missingMounts?: string[];
   /** Of the request's pageCodecs, those the dest decodes (absent from a dest before compression: none). */
   pageCodecs?: string[];
+  /** The answer to the request's taskNetwork (a dest with TASK_NETWORK_FEATURE answers). */
+  taskNetwork?: TaskNetworkAnswerMessage | null;
+}
+export interface TaskNetworkAnswerMessage {
+  bridge: string;
+  /** '' when the bridge exists, is a bridge and is up. */
+  bridgeProblem: string;
+  taken: { address: string; macs: string[] }[];
 }
 
 export interface PrepareRequest {

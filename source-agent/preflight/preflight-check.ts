@@ -5,7 +5,7 @@
  */
 import type { ErrorKey } from '../../shared/errors/codes.js';
 import type { NetworkLock } from '../../shared/criu/criu-features.js';
-import type { PeerInfo } from '../../shared/transport/messages.js';
+import type { PeerInfo, TaskNetworkAnswerMessage } from '../../shared/transport/messages.js';
 import type { CriuFeaturesChoice } from '../migration/criu-features-choice.js';
 import type { AgentFacts, TreeFacts } from './preflight-facts.js';
 
@@ -22,6 +22,8 @@ export interface PreflightInput {
   dest?: PeerInfo | undefined;
   /** The dest's answer to the tree's external mounts sent with Negotiate: those it lacks. */
   missingMounts?: readonly string[] | undefined;
+  /** The dest's answer to the task's own network sent with Negotiate (its bridge, the addresses taken there). */
+  taskNetworkAnswer?: TaskNetworkAnswerMessage | null | undefined;
   /** x64, arm64: the syscall numbers of vfork differ. */
   arch: string;
 }

@@ -13,6 +13,9 @@ import { readProcText } from '../../shared/kernel/proc-status.js';
 import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-criu-needs.js';
 import { parseTaskIds, type IdQuad } from '../../shared/kernel/task-credentials.js';
 import { readTaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
+import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
+import type { TaskNetwork } from '../../shared/kernel/task-network.js';
 
 /** The namespace kinds of /proc/PID/ns that an nsfs handle can name. */
 export const NAMESPACE_KINDS = ['cgroup', 'ipc', 'mnt', 'net', 'pid', 'time', 'user', 'uts'] as const;
@@ -77,6 +80,10 @@ export interface TreeFacts {
    * shares this agent's mount namespace.
    */
   externalMounts: string[] | undefined;
+  /** The root task's own network identity (read-task-network.ts); absent when it shares this agent's netns. */
+  taskNetwork?: TaskNetwork | undefined;
+  /** Why the root task's own network namespace cannot be moved (TASK_NETWORK_UNSUPPORTED's detail). */
+  taskNetworkProblem?: string | undefined;
 }
 
 function list(path: string): string[] {
@@ -214,7 +221,18 @@ export function readTreeFacts(pids: readonly number[], procRoot = '/proc'): Tree
   const nsfsDev = nsfsDevice(procRoot);
   const tasks = pids.map((pid) => readTask(procRoot, pid, nsfsDev)).filter((t) => t !== undefined);
   const mountNs = pids[0] === undefined ? undefined : readTaskMountNamespace(pids[0], procRoot);
-  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot), externalMounts: mountNs?.externalMounts };
+  return { tasks, criuNeeds: readTaskCriuNeeds(pids, procRoot), externalMounts: mountNs?.externalMounts, ...taskNetworkFacts(pids[0], procRoot) };
+}
+
+/** The root's network identity, or why it cannot move (a refusal of the task-network check, not a throw). */
+function taskNetworkFacts(root: number | undefined, procRoot: string): Pick<TreeFacts, 'taskNetwork' | 'taskNetworkProblem'> {
+  if (root === undefined) return {};
+  try {
+    return { taskNetwork: readTaskNetwork(root, procRoot) };
+  } catch (e) {
+    if (e instanceof FerryError) return { taskNetworkProblem: e.detail ?? e.message };
+    return { taskNetworkProblem: `its network namespace could not be read: ${(e as Error).message}` };
+  }
 }
 
 function rows(text: string | undefined): number {

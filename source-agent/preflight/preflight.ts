@@ -17,6 +17,7 @@ import { mountPathsCheck } from './mount-paths.js';
 import { nsfsHandlesCheck } from './nsfs-handles.js';
 import type { PreflightCheck, PreflightInput, Verdict } from './preflight-check.js';
 import { sysvIpcCheck } from './sysv-ipc.js';
+import { taskNetworkCheck } from './task-network.js';
 import { tcpConnectionsCheck } from './tcp-connections.js';
 import { uprobesCheck } from './uprobes.js';
 import { vforkCheck } from './vfork.js';
@@ -36,6 +37,7 @@ export const PREFLIGHT_CHECKS: readonly PreflightCheck[] = [
   vforkCheck,
   zombieThreadsCheck,
   localAddressesCheck,
+  taskNetworkCheck,
   mountPathsCheck,
   cpuFeaturesCheck,
 ];

@@ -57,17 +57,19 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     await host.requireCriu();
     const local = await host.peerInfo();
     const pids = target.tasks.map((t) => t.hostPid);
-    // Read before Negotiate: the dest answers which of the tree's external mount paths it lacks.
+    // Read before Negotiate: the dest answers which of the tree's external mount paths it lacks, and whether it
+    // has the bridge of the task's own network, with its addresses free there.
     const facts = host.preflightFacts(pids);
     dest = await ports.connectDest(opts.to, opts.connectTimeoutMs, signal);
     const offered = opts.compress === 'off' ? [] : localPageCodecs();
-    const answer = await dest.negotiate({ source: local, externalMounts: facts.tree.externalMounts ?? [], pageCodecs: offered }, signal);
+    const taskNetwork = facts.tree.taskNetwork ?? null;
+    const answer = await dest.negotiate({ source: local, externalMounts: facts.tree.externalMounts ?? [], pageCodecs: offered, taskNetwork }, signal);
     const protocolVersion = checkPeers(local, answer);
     const pageCodecs = agreedPageCodecs(opts.compress, offered, answer.pageCodecs ?? []);
     if (opts.postCopy !== 'off') requirePostCopySupport(answer.dest);
     const restore = chooseRestoreMode(opts.restore, answer.dest);
     const networkLock = await host.networkLock();
-    const input = { ...facts, criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, missingMounts: answer.missingMounts, arch: local.arch };
+    const input = { ...facts, criuFeatures: opts.criuFeatures, networkLock, source: local, dest: answer.dest, missingMounts: answer.missingMounts, taskNetworkAnswer: answer.taskNetwork, arch: local.arch };
     const findings = runPreflight(input, opts.allow);
     const refusal = preflightRefusal(findings);
     if (refusal) throw refusal;
