@@ -1,7 +1,8 @@
 /**
  * The task network a Restore asks for (proto TaskNetwork), checked before the session moves (request-bounds.ts's
  * checkTaskNetwork, as Negotiate's; and names criu's `veth[..]:..@..` can carry), and made into what criu
- * restore is told here: the bridge (this agent's, else the source's name) must exist here and be a bridge. The veth's outer end keeps the source's name when that is free here, else gets `fy` + 8 hex of the
+ * restore is told here: the bridge (this agent's, else the source's name) must exist here and be a bridge.
+ * The veth's outer end keeps the source's name when that is free here, else gets `fy` + 8 hex of the
  * migration id (unique per migration, at most 15 bytes), so that an abort can find and delete it.
  */
 import { createHash } from 'node:crypto';
