@@ -1,13 +1,14 @@
 /**
  * End to end (issue 16, part B): a server in its own network namespace moves with its address, and its clients
- * keep their TCP connections. Three hosts on one L2 segment (testbed/l2-segment.ts): the server starts on A with
- * `ferry run --net` (its own veth on A's bridge); a client on C holds one connection and sends a numbered line every 10 ms across
- * `ferry migrate`; after the move the same connection (same local port, never a reconnect) has every answer in
- * order, none lost, none duplicated. The longest gap the client saw is printed beside the migration's downtime.
- * Also: the listening TCP socket (a new connection after the move), UDP (an echo after the move), a TCP
- * connection inside the task (over its loopback, both ends in the tree: asked once around), Redis with a
- * client INCR-ing over one connection (final value == acknowledged INCRs), a migration back B -> A (lazy
- * restore), and a rollback after a failed restore (the server answers on A again over the same connection).
+ * keep their TCP connections. Three hosts on one L2 segment (testbed/l2-segment.ts): the server starts on A
+ * with `ferry run --net` (its own veth on A's bridge); a client on C holds one connection and sends a numbered
+ * line every 10 ms across `ferry migrate`; after the move the same connection (same local port, never a
+ * reconnect) has every answer in order, none lost, none duplicated. Each move's longest client gap is printed
+ * beside its downtime. Also: the listening TCP socket (a new connection after the move), UDP (an echo after
+ * the move), a TCP connection inside the task (over its loopback, both ends in the tree: asked once around),
+ * Redis with a client INCR-ing over one connection (final value == acknowledged INCRs), a migration back
+ * B -> A (lazy restore) and on to B again (post-copy), and a rollback after a failed restore (the server
+ * answers on A again over the same connection).
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -130,7 +131,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
   }
   const echoTask = (i: number): Promise<Server> => server(`echo-${i}`, i, ['python3', '-c', ECHO_SERVER, String(PORT)]);
 
-  it('the echo server: A -> B (eager restore), then back B -> A (lazy restore), one connection throughout; TCP listen and UDP answer on each side', async () => {
+  it('the echo server: A -> B (eager restore), back B -> A (lazy restore), A -> B again (post-copy), one connection throughout; TCP listen, UDP and a connection inside the task answer each time', async () => {
     const task = await echoTask(0);
     const client = await startEchoClient(dir!, seg!.c.netns, task.address, PORT);
     expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
@@ -162,8 +163,19 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
     expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
 
+    // Post-copy: the copy runs on B at once, fetching its pages from the frozen original on A.
+    const againMove = await move('A -> B (post-copy)', () => runMigrate(seg!, home.summary!.restoredPid, toB, { args: ['--post-copy', 'always'], timeoutMs: 120_000 }));
+    const again = againMove.r;
+    expectMigrated(again);
+    expect(again.summary!.postCopied).toBe(true);
+    task.copies.push(again.summary!.restoredPid);
+    expect(linkExists(seg!.a, task.outerLink)).toBe(false);
+    await sleep(1_000);
+    expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
+    expect(loopbackInsideAnswers(seg!.c.netns, task.address, PORT)).toBe(true);
+
     const s = await client.finish();
-    report('echo server', s, [thereMove, homeMove]);
+    report('echo server', s, [thereMove, homeMove, againMove]);
     expectIntact(s, client.localPort);
   }, 300_000);
 
