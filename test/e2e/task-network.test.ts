@@ -15,6 +15,9 @@ import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
+import { startFerry } from '../../testbed/ferry-process.js';
+import { waitFor } from '../../testbed/wait-for.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 import {
   createL2Segment,
@@ -83,7 +86,7 @@ function report(workload: string, s: EchoSummary, moves: Move[]): void {
   for (const [i, m] of moves.entries()) {
     const until = moves[i + 1]?.from ?? Infinity;
     const gap = Math.max(0, ...s.longGaps.filter(([, end]) => end >= m.from && end < until).map(([ms]) => ms));
-    const downtime = m.r.summary ? `downtime ${Math.round(m.r.summary.downtimeMs)} ms (${m.r.summary.restoreMode} restore)` : `no downtime figure (failed: ${m.r.error?.code ?? '?'}), the whole attempt took ${m.to - m.from} ms`;
+    const downtime = m.r.summary ? `downtime ${Math.round(m.r.summary.downtimeMs)} ms (${m.r.summary.restoreMode} restore)` : `no downtime figure (failed: ${m.r.error?.code ?? `exit ${m.r.exitCode ?? m.r.signal}`}), the whole attempt took ${m.to - m.from} ms`;
     console.log(`${workload}, ${m.what}: longest client gap ${gap} ms, ${downtime}`);
   }
   console.log(`${workload}: ${s.sent} requests, ${s.lost} lost, ${s.duplicated} duplicated, one connection (local port ${s.localPort}), longest gap overall ${s.maxGapMs} ms`);
@@ -219,4 +222,29 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     report('echo server', s, rolled ? [rolled] : []);
     expectIntact(s, client.localPort);
   }, 300_000);
+
+  it('`ferry migrate` killed after the dump: its freeze guard lets go of the hold and undoes the dump before the thaw; --resume rolls back', async () => {
+    const task = await echoTask(3);
+    const client = await startEchoClient(dir!, seg!.c.netns, task.address, PORT);
+    await sleep(500);
+    const state = makeTempDir('ferry-e2e-net-state-');
+    try {
+      const env = { FERRY_STATE_DIR: state };
+      const killed = await move('A -> B, the CLI killed after the dump', () => runMigrate(seg!, task.pid, toB, { env: { ...env, FERRY_FAULT: 'source.final-delta:kill', FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 }));
+      expect(killed.r.exitCode, describeResult(killed.r)).not.toBe(0);
+      // The guard fires on its own (its agent gone): bounded, it lets go of the hold and thaws.
+      await waitFor(() => !isNetworkHeld(`/proc/${task.pid}/ns/net`) && readStat(task.pid)?.state !== 'T', 30_000, 'the guard to let go and thaw');
+      await sleep(1_500);
+      expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
+      const resumed = await startFerry(['migrate', '--resume', 'all', '--json'], { host: seg!.a, env, timeoutMs: 60_000 }).done;
+      expect(resumed.exitCode, describeResult(resumed)).toBe(1);
+      expect(linkExists(seg!.a, task.outerLink)).toBe(true);
+      const s = await client.finish();
+      report('echo server', s, [killed]);
+      expectIntact(s, client.localPort);
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
+
