@@ -34,6 +34,8 @@ import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
 import { checkExternalMounts, missingMounts, restoreMountNamespace } from './restore-mount-namespace.js';
+import { restoreTaskNetwork } from './restore-task-network.js';
+import { removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -122,6 +124,8 @@ export class DestService {
   private workDirReady: Promise<void> | undefined;
   private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
   private lazy: Promise<LazyRestoreSupport> | undefined;
+  /** What runs on after a copy resumed (its addresses announced, its hold deleted): close() waits for it. */
+  private readonly afterResume = new Set<Promise<void>>();
 
   constructor(private readonly opts: DestOptions) {
     this.limits = compileDestLimits(opts.limits);
@@ -436,8 +440,10 @@ export class DestService {
     await checkRemotePages(s.imagesDir, req.pages, req.mode);
     const features = await restoreFeatures(req.criuFeatures);
     const mountNs = restoreMountNamespace(req.mountNs);
-    // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
-    await s.transition('restoring', { manifests: req.pages.length });
+    const taskNetwork = restoreTaskNetwork(req.taskNetwork, s.id, this.opts.bridge);
+    // On disk before criu starts: a restarted agent looks for criu and its pid file (and the outer veth) from here.
+    await s.transition('restoring', { manifests: req.pages.length }, taskNetwork ? { taskNetwork } : {});
+    s.taskNetwork = taskNetwork;
     try {
       const t0 = process.hrtime.bigint();
       if (faultArmed('dest.corrupt-store')) await corruptOnePage(s.stores.values());
@@ -465,7 +471,7 @@ export class DestService {
         s.pager = await PagerLink.start(paths, s.log, fillBounds(s));
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
-        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features, mountNs)]);
+        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features, mountNs, taskNetwork)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {
         const source = this.pageSource(s);
@@ -474,7 +480,7 @@ export class DestService {
         t1 = process.hrtime.bigint();
         // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
         // A source that went away will never commit: criu (and what it made) is killed at once.
-        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features, mountNs), source.verify()]);
+        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features, mountNs, taskNetwork), source.verify()]);
       }
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;
@@ -539,7 +545,9 @@ export class DestService {
     const lazy = s.pager !== undefined;
     await s.transition(lazy ? 'filling' : 'committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
     injectFault('dest.commit-recorded');
-    resumeTree(restoredPid);
+    // The copy comes back held (the source's hold travelled in its ruleset): opened, then run; announced after.
+    if (s.taskNetwork) this.trackAfterResume(resumeOnTheWire(restoredPid, s.taskNetwork, s.log, () => resumeTree(restoredPid)));
+    else resumeTree(restoredPid);
     injectFault('dest.commit-resumed');
     // From the resume on, the fill's end decides the session (it may have ended already: the pager may have had
     // every page before the Commit came).
@@ -680,6 +688,7 @@ export class DestService {
     // The decision first (no Commit is taken from here on), then the kill.
     if (s.state !== 'aborted') await s.transition('aborted', { reason, killedRestoredCopy: copy !== undefined }, { reason, restoredPid: copy });
     if (copy !== undefined) killTree(copy);
+    if (s.taskNetwork) removeOuterLink(copy, s.taskNetwork, s.log);
     await s.pager?.abort();
     this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
     await s.removeFiles();
@@ -712,6 +721,12 @@ export class DestService {
     found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
   }
 
+  /** `p` never rejects (resumeOnTheWire logs its failures). */
+  private trackAfterResume(p: Promise<void>): void {
+    this.afterResume.add(p);
+    void p.finally(() => this.afterResume.delete(p));
+  }
+
   /** On shutdown: every uncommitted session is rolled back on this side. */
   async close(): Promise<void> {
     for (const s of this.sessions.all()) {
@@ -719,5 +734,6 @@ export class DestService {
       if (s.state === 'filling') s.pager?.detach();
       else await this.abortSession(s, 'dest agent stopping');
     }
+    await Promise.all(this.afterResume);
   }
 }
