@@ -176,7 +176,7 @@ export class TaskPageStore {
         top.lastPage = page;
         level = top;
       } else {
-        this.index.set(page, batch.hashes, i * HASH_BYTES);
+        this.index.setAt(slot, batch.hashes, i * HASH_BYTES);
         level = this.levels[this.levelOfSlot(slot)]!;
       }
       touched.add(level);
@@ -213,21 +213,27 @@ export class TaskPageStore {
     let newBytes = 0;
     let levels = this.levels.length;
     let lastPage = this.levels[levels - 1]?.lastPage ?? Infinity;
-    /** New pages of this batch -> whether their bytes were counted already (a page may come twice). */
-    const fresh = new Map<number, boolean>();
+    /** The highest new page so far: a new page above it cannot have come earlier in this batch (the usual case). */
+    let maxNew = -1;
+    /** New pages of this batch -> whether their bytes were counted already (a page may come twice); made only then. */
+    let fresh: Map<number, boolean> | undefined;
     for (let i = 0; i < batch.count; i++) {
       const page = readPageNumber(batch.pageNumbers, i);
       const slot = this.index.slotOf(page);
       const isData = batch.dataOffsets[i]! >= 0;
       if (slot === undefined) {
-        const counted = fresh.get(page);
+        let counted: boolean | undefined;
+        if (page <= maxNew) {
+          fresh ??= this.newPagesBefore(batch, i);
+          counted = fresh.get(page);
+        } else maxNew = page;
         if (counted === undefined) {
           newSlots++;
           if (levels === 0 || page <= lastPage) levels++;
           lastPage = page;
         }
         if (isData && counted !== true) newBytes += this.pageSize;
-        fresh.set(page, counted === true || isData);
+        fresh?.set(page, counted === true || isData);
       } else if (isData && this.written[slot] === 0) {
         newBytes += this.pageSize;
       }
@@ -239,6 +245,16 @@ export class TaskPageStore {
       });
     }
     this.budget.takePages(newSlots, newBytes, 'precopy');
+  }
+
+  /** The new pages among the batch's first `end` (all distinct: they ascended so far) -> whether they carry data. */
+  private newPagesBefore(batch: DecodedPageBatch, end: number): Map<number, boolean> {
+    const fresh = new Map<number, boolean>();
+    for (let i = 0; i < end; i++) {
+      const page = readPageNumber(batch.pageNumbers, i);
+      if (this.index.slotOf(page) === undefined) fresh.set(page, batch.dataOffsets[i]! >= 0);
+    }
+    return fresh;
   }
 
   /**
