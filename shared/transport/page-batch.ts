@@ -84,8 +84,12 @@ export class PageBatchEncoder {
     this.data = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
   }
 
-  /** Copies the page (hash and, unless zero, bytes) in: the caller may reuse its buffers once this returns. */
-  async add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> {
+  /**
+   * Copies the page (hash and, unless zero, bytes) in: the caller may reuse its buffers once this returns. When the
+   * page fills the batch, the batch is emitted and its promise returned (await it before the next add); else
+   * undefined.
+   */
+  add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> | undefined {
     writePageNumber(this.pageNumbers, this.count, page);
     hashes.copy(this.hashes, this.count * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
     if (isZero) {
@@ -98,7 +102,7 @@ export class PageBatchEncoder {
     }
     this.count++;
     this.pages++;
-    if (this.count === BATCH_PAGES) await this.flush();
+    return this.count === BATCH_PAGES ? this.flush() : undefined;
   }
 
   async flush(): Promise<void> {

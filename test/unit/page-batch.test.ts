@@ -322,9 +322,12 @@ describe('PageBatchEncoder', () => {
     });
     const src = pageBytes(1);
     const hash = fakeHash(1);
-    for (let p = 0; p < BATCH_PAGES - 1; p++) await encoder.add(p, hash, 0, src, 0, false);
+    // Below a full batch, add() returns nothing to wait for; the page that fills it returns the send's promise.
+    for (let p = 0; p < BATCH_PAGES - 1; p++) expect(encoder.add(p, hash, 0, src, 0, false)).toBeUndefined();
     let done = false;
-    const last = encoder.add(BATCH_PAGES - 1, hash, 0, src, 0, false).then(() => (done = true));
+    const full = encoder.add(BATCH_PAGES - 1, hash, 0, src, 0, false);
+    expect(full).toBeInstanceOf(Promise);
+    const last = full!.then(() => (done = true));
     await new Promise((r) => setImmediate(r));
     expect(emits).toBe(1);
     expect(done).toBe(false);
