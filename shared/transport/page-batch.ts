@@ -20,6 +20,13 @@ const MAX_SPARE_BATCHES = 8;
 /** Wire bytes each page costs besides its data: page number, hash, kind. */
 export const PAGE_ENTRY_BYTES = 8 + HASH_BYTES + 1;
 
+/**
+ * Bytes kept free in front of each batch's data, in the same buffer: room for a transport to lay the page entries
+ * and its own header of the batch right before the data, so that the batch goes out as one buffer (a TLS socket
+ * copies the buffers of one write into one before it encrypts them: a second pass over every page byte).
+ */
+export const BATCH_HEADROOM = 64 + BATCH_PAGES * PAGE_ENTRY_BYTES;
+
 /** 5-level paging caps user addresses at 2^57; with 4 KiB pages no valid page number reaches 2^45. */
 const MAX_PAGE_NUMBER_HI_WORD = 2 ** 13;
 const TWO_32 = 2 ** 32;
@@ -36,6 +43,11 @@ export interface PageBatch {
    * buffers per batch, as before.
    */
   release?: (() => void) | undefined;
+  /**
+   * Set by PageBatchEncoder: bytes in front of `data` in its ArrayBuffer that nothing else uses, for the transport
+   * to write its header into until it releases the batch (BATCH_HEADROOM).
+   */
+  headroom?: number | undefined;
 }
 
 /** A batch whose layout was checked on arrival. */
@@ -81,7 +93,12 @@ export class PageBatchEncoder {
     private readonly pageSize: number,
     private readonly emit: (batch: PageBatch) => Promise<void>,
   ) {
-    this.data = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
+    this.data = this.dataBuffer();
+  }
+
+  /** A batch's data buffer, with BATCH_HEADROOM free bytes in front of it (a buffer of its own, not the pool's). */
+  private dataBuffer(): Buffer {
+    return Buffer.allocUnsafeSlow(BATCH_HEADROOM + BATCH_PAGES * this.pageSize).subarray(BATCH_HEADROOM);
   }
 
   /**
@@ -114,6 +131,7 @@ export class PageBatchEncoder {
       hashes: this.hashes.subarray(0, this.count * HASH_BYTES),
       kinds: this.kinds.subarray(0, this.count),
       data: this.data.subarray(0, this.dataBytes),
+      headroom: BATCH_HEADROOM,
       release: () => {
         if (released) return;
         released = true;
@@ -126,7 +144,7 @@ export class PageBatchEncoder {
     this.pageNumbers = next?.pageNumbers ?? Buffer.allocUnsafe(BATCH_PAGES * 8);
     this.hashes = next?.hashes ?? Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
     this.kinds = next?.kinds ?? Buffer.allocUnsafe(BATCH_PAGES);
-    this.data = next?.data ?? Buffer.allocUnsafe(BATCH_PAGES * this.pageSize);
+    this.data = next?.data ?? this.dataBuffer();
     this.count = 0;
     this.dataBytes = 0;
     await this.emit(batch);

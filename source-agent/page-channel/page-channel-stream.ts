@@ -25,8 +25,12 @@ export const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
  * silent; gRPC's keepalive found it in ~15 s). A link that comes back sooner carries on where it was.
  */
 export const CHANNEL_ACK_TIMEOUT_MS = 30_000;
-/** Bytes a channel may hold unsent in its socket before send() waits for it to drain: ~4 batches. */
-const CHANNEL_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Batches a channel's socket may hold unwritten (one being written, the next waiting) before send() waits. Not
+ * more: the socket joins the writes waiting behind one into a single writev, which a TLS socket copies into one
+ * buffer before it encrypts it (a second pass over every byte); the kernel's send buffer keeps the link busy.
+ */
+const CHANNEL_QUEUED_WRITES = 2;
 /** After CLOSE, how long the dest's CLOSE (everything stored) is waited for. */
 const CHANNEL_CLOSE_TIMEOUT_MS = 10_000;
 
@@ -49,7 +53,11 @@ class SourceChannel {
   readonly reader = new FrameReader(new Set([FrameType.READY, FrameType.ERROR]), 'source');
   readonly inflight: Inflight[] = [];
   inflightBytes = 0;
+  /** Batch writes the socket has not called back yet. */
+  queuedWrites = 0;
   draining: Promise<void> | undefined;
+  /** Resolves `draining`: a write was called back, or the socket closed. */
+  drained: (() => void) | undefined;
   closed = false;
   constructor(
     readonly index: number,
@@ -195,26 +203,33 @@ export class PageChannelStream {
     this.inflightBytes += cost;
     this.bytesSent += batch.data.length;
     this.pagesSent += pages;
-    const parts = encodeBatch({ seq, round, task, pages, codec: PAGE_CODEC[codec], payloadBytes: payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload });
-    c.socket.cork();
-    for (const [k, p] of parts.entries()) {
-      // Once the payload is written out (encrypted, or in the kernel), its buffers may hold the next batch.
-      if (k === parts.length - 1 && codec === 'none') c.socket.write(p, () => batch.release?.());
-      else c.socket.write(p);
-    }
-    c.socket.uncork();
+    // Raw, the header goes into the batch's headroom and the frame is one buffer; compressed, header and payload
+    // are two (small) ones in one corked write.
+    const frame = { seq, round, task, pages, codec: PAGE_CODEC[codec], payloadBytes: payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload };
+    const parts = encodeBatch(frame, codec === 'none' ? (batch.headroom ?? 0) : 0);
+    c.queuedWrites++;
+    const written = (): void => {
+      // Once the frame is written out (encrypted, or in the kernel), its buffers may hold the next batch.
+      if (codec === 'none') batch.release?.();
+      c.queuedWrites--;
+      c.drained?.();
+    };
+    if (parts.length > 1) c.socket.cork();
+    for (const [k, p] of parts.entries()) c.socket.write(p, k === parts.length - 1 ? written : undefined);
+    if (parts.length > 1) c.socket.uncork();
     this.opts.compression?.sent();
     // Back-pressure of our own bound, not the socket's 16 KiB: waiting for 'drain' after every 1 MiB batch
     // left both sides idle half the time (the next batch was read only once this one was in the kernel).
-    if (c.socket.writableLength > CHANNEL_WRITE_BUFFER_BYTES) {
+    if (c.queuedWrites >= CHANNEL_QUEUED_WRITES) {
       c.draining = new Promise<void>((resolve) => {
         const done = (): void => {
-          c.socket.off('drain', done);
+          if (c.queuedWrites >= CHANNEL_QUEUED_WRITES && !c.socket.destroyed) return;
           c.socket.off('close', done);
+          c.drained = undefined;
           c.draining = undefined;
           resolve();
         };
-        c.socket.on('drain', done);
+        c.drained = done;
         c.socket.on('close', done);
       });
     }
