@@ -21,6 +21,7 @@ import {
   encodeError,
   FrameType,
   CHANNEL_TOKEN_BYTES,
+  MAX_BODY_BYTES,
   MAX_CHANNEL_BATCH_PAGES,
   type BatchFrame,
   type Hello,
@@ -222,7 +223,8 @@ export class PageChannelServer {
 
 /** One accepted connection: HELLO, then batches until CLOSE. */
 class DestChannel {
-  private readonly bodies = new BodyPool();
+  /** Room for every body the channel may hold at once: its queue up to the bound, one filling, one being stored. */
+  private readonly bodies = new BodyPool(MAX_PENDING_BYTES + 2 * MAX_BODY_BYTES[FrameType.BATCH]);
   private readonly reader = new FrameReader(new Set([FrameType.HELLO]), 'dest', (n) => this.bodies.take(n));
   private readonly frames: Frame[] = [];
   /** The hashes the store computes of a batch, one buffer for the channel's life (batches are stored one at a time). */
