@@ -10,6 +10,14 @@
  */
 export const HASH_BYTES = 16;
 
+/**
+ * Copies one 16-byte hash. A byte loop, not Buffer.copy: that makes a Uint8Array view per call, and the page
+ * paths copy a hash per page (the views were most of the dest's JS allocations).
+ */
+export function copyHashBytes(from: Uint8Array, fromOffset: number, to: Uint8Array, toOffset: number): void {
+  for (let k = 0; k < HASH_BYTES; k++) to[toOffset + k] = from[fromOffset + k]!;
+}
+
 const INITIAL_SLOTS = 1024;
 const TWO_32 = 2 ** 32;
 
@@ -73,14 +81,14 @@ export class PageHashIndex {
   set(page: number, hashes: Buffer, hashOffset: number): number {
     let slot = this.find(page);
     if (slot < 0) slot = this.add(page);
-    hashes.copy(this.hashes, slot * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    copyHashBytes(hashes, hashOffset, this.hashes, slot * HASH_BYTES);
     return slot;
   }
 
   /** Records a new hash for the page of `slot` (a slot this index handed out): set() without the lookup. */
   setAt(slot: number, hashes: Buffer, hashOffset: number): void {
     if (slot < 0 || slot >= this.count) throw new RangeError(`slot ${slot} of ${this.count}`);
-    hashes.copy(this.hashes, slot * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    copyHashBytes(hashes, hashOffset, this.hashes, slot * HASH_BYTES);
   }
 
   /**
@@ -88,9 +96,7 @@ export class PageHashIndex {
    * the dest holds unchanged, inside the freeze, and a view per page costs more than the copy.
    */
   copyHash(slot: number, out: Uint8Array, outOffset: number): void {
-    const h = this.hashes;
-    const s = slot * HASH_BYTES;
-    for (let k = 0; k < HASH_BYTES; k++) out[outOffset + k] = h[s + k]!;
+    copyHashBytes(this.hashes, slot * HASH_BYTES, out, outOffset);
   }
 
   /** A view of the slot's hash (valid until the next set()). */

@@ -4,7 +4,7 @@
  * (PageBatchEncoder), the dest decodes (decodePageBatch). Encoding never goes through BigInt.
  */
 import { FerryError } from '../errors/ferry-error.js';
-import { HASH_BYTES } from '../pages/page-hash-index.js';
+import { copyHashBytes, HASH_BYTES } from '../pages/page-hash-index.js';
 
 export const PAGE_KIND_DATA = 0;
 export const PAGE_KIND_ZERO = 1;
@@ -108,7 +108,7 @@ export class PageBatchEncoder {
    */
   add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> | undefined {
     writePageNumber(this.pageNumbers, this.count, page);
-    hashes.copy(this.hashes, this.count * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    copyHashBytes(hashes, hashOffset, this.hashes, this.count * HASH_BYTES);
     if (isZero) {
       this.kinds[this.count] = PAGE_KIND_ZERO;
       this.zeroPages++;
