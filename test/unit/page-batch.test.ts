@@ -13,17 +13,10 @@ import {
   type PageBatch,
 } from '../../shared/transport/page-batch.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
+import { fakeHash } from '../support/fake-hash.js';
 
 const PAGE = 4096;
 
-/** A fake 16-byte hash that names its page and version (the wire layer does not check hashes). */
-function fakeHash(page: number, version = 0): Buffer {
-  const h = Buffer.alloc(HASH_BYTES);
-  h.writeDoubleLE(page, 0);
-  h.writeUInt32LE(version, 8);
-  h.writeUInt32LE(0xfeedbeef, 12);
-  return h;
-}
 
 /** A page whose bytes name the page number and version. */
 function pageBytes(page: number, version = 0): Buffer {

@@ -4,16 +4,9 @@
  * slot for the index's life (set again, it keeps it and takes the new hash).
  */
 import { describe, expect, it } from 'vitest';
-import { HASH_BYTES, PageHashIndex, pageBucket } from '../../shared/pages/page-hash-index.js';
+import { PageHashIndex, pageBucket } from '../../shared/pages/page-hash-index.js';
+import { fakeHash } from '../support/fake-hash.js';
 
-/** A 16-byte hash naming its page and version. */
-function hashOf(page: number, version = 0): Buffer {
-  const h = Buffer.alloc(HASH_BYTES);
-  h.writeDoubleLE(page, 0);
-  h.writeUInt32LE(version, 8);
-  h.writeUInt32LE(0xc0ffee, 12);
-  return h;
-}
 
 /** A deterministic PRNG (mulberry32): the model check runs the same operations every time. */
 function rng(seed: number): () => number {
@@ -41,11 +34,11 @@ describe('PageHashIndex table', () => {
     const unique = [...new Set(pages)];
     // Mismatches are collected, not asserted one by one: 100,000 expects would be most of the test's time.
     const wrong: string[] = [];
-    for (const [i, p] of unique.entries()) if (idx.set(p, hashOf(p), 0) !== i) wrong.push(`set ${p}`);
+    for (const [i, p] of unique.entries()) if (idx.set(p, fakeHash(p), 0) !== i) wrong.push(`set ${p}`);
     expect(idx.size).toBe(unique.length);
     for (const [i, p] of unique.entries()) {
       if (idx.slotOf(p) !== i) wrong.push(`slotOf ${p}`);
-      if (!idx.holds(p, hashOf(p), 0)) wrong.push(`holds ${p}`);
+      if (!idx.holds(p, fakeHash(p), 0)) wrong.push(`holds ${p}`);
     }
     expect(wrong).toEqual([]);
     expect(idx.slotOf(base - 1)).toBeUndefined();
@@ -61,36 +54,36 @@ describe('PageHashIndex table', () => {
     const idx = new PageHashIndex();
     // Set out of order (below the highest page, so the lookups go through the table), one left out.
     const held = [same[3]!, same[0]!, same[4]!, same[1]!, same[2]!];
-    for (const p of held) idx.set(p, hashOf(p), 0);
+    for (const p of held) idx.set(p, fakeHash(p), 0);
     for (const [i, p] of held.entries()) expect(idx.slotOf(p)).toBe(i);
     const absent = same[5]!;
     expect(idx.slotOf(absent)).toBeUndefined();
-    expect(idx.holds(absent, hashOf(absent), 0)).toBe(false);
+    expect(idx.holds(absent, fakeHash(absent), 0)).toBe(false);
     // Grow it past several doublings: the collided pages keep their slots.
-    for (let i = 0; i < 10_000; i++) idx.set(2 ** 40 + i * 7, hashOf(i), 0);
+    for (let i = 0; i < 10_000; i++) idx.set(2 ** 40 + i * 7, fakeHash(i), 0);
     for (const [i, p] of held.entries()) expect(idx.slotOf(p)).toBe(i);
     expect(idx.slotOf(absent)).toBeUndefined();
     // A colliding page set later joins at the end.
-    expect(idx.set(absent, hashOf(absent), 0)).toBe(held.length + 10_000);
+    expect(idx.set(absent, fakeHash(absent), 0)).toBe(held.length + 10_000);
   });
 
   it('a page set again keeps its slot and takes the new hash (nothing is ever removed)', () => {
     const idx = new PageHashIndex();
-    for (let p = 0; p < 3000; p++) idx.set(p, hashOf(p, 0), 0);
-    expect(idx.set(1234, hashOf(1234, 1), 0)).toBe(1234);
+    for (let p = 0; p < 3000; p++) idx.set(p, fakeHash(p, 0), 0);
+    expect(idx.set(1234, fakeHash(1234, 1), 0)).toBe(1234);
     expect(idx.size).toBe(3000);
-    expect(idx.holds(1234, hashOf(1234, 0), 0)).toBe(false);
-    expect(idx.holds(1234, hashOf(1234, 1), 0)).toBe(true);
-    expect(idx.hashAt(1234).equals(hashOf(1234, 1))).toBe(true);
+    expect(idx.holds(1234, fakeHash(1234, 0), 0)).toBe(false);
+    expect(idx.holds(1234, fakeHash(1234, 1), 0)).toBe(true);
+    expect(idx.hashAt(1234).equals(fakeHash(1234, 1))).toBe(true);
   });
 
   it('page 0 and the highest page number are pages like any other', () => {
     const idx = new PageHashIndex();
     const top = 2 ** 45 - 1;
     expect(idx.slotOf(0)).toBeUndefined();
-    idx.set(top, hashOf(top), 0);
+    idx.set(top, fakeHash(top), 0);
     expect(idx.slotOf(0)).toBeUndefined(); // below the highest page, not held
-    idx.set(0, hashOf(0), 0);
+    idx.set(0, fakeHash(0), 0);
     expect(idx.slotOf(0)).toBe(1);
     expect(idx.slotOf(top)).toBe(0);
     expect(idx.slotOf(top - 1)).toBeUndefined();
@@ -98,7 +91,7 @@ describe('PageHashIndex table', () => {
 
   it('the next-slot guess never answers for another page', () => {
     const idx = new PageHashIndex();
-    for (const p of [10, 11, 12, 20, 21]) idx.set(p, hashOf(p), 0);
+    for (const p of [10, 11, 12, 20, 21]) idx.set(p, fakeHash(p), 0);
     // Walk: 10 (slot 0), then 12 (not slot 1's page), then 11, 20, then 13 (absent, its guess is slot 3).
     expect(idx.slotOf(10)).toBe(0);
     expect(idx.slotOf(12)).toBe(2);
@@ -124,14 +117,14 @@ describe('PageHashIndex table', () => {
       if (r() < 0.6) {
         const had = model.get(page);
         const version = (had?.version ?? 0) + 1;
-        const slot = idx.set(page, hashOf(page, version), 0);
+        const slot = idx.set(page, fakeHash(page, version), 0);
         if (had) expect(slot).toBe(had.slot);
         else expect(slot).toBe(model.size);
         model.set(page, { slot, version });
       } else {
         const m = model.get(page);
         expect(idx.slotOf(page)).toBe(m?.slot);
-        if (m) expect(idx.holds(page, hashOf(page, m.version), 0)).toBe(true);
+        if (m) expect(idx.holds(page, fakeHash(page, m.version), 0)).toBe(true);
       }
     }
     expect(idx.size).toBe(model.size);
