@@ -318,10 +318,9 @@ export class DestService {
         return s;
       },
       acquireStream: (peer) => this.streams.acquire(peer, 'precopy'),
-      store: async (s, b, signal) => {
+      store: async (s, b, scratch, signal) => {
         s.touch();
         const data = this.payloads.decode({ codec: b.codec, payload: b.payload, rawBytes: b.rawBytes }, b.kinds, b.pages, s.pageSize);
-        const scratch = Buffer.allocUnsafe(b.pages * HASH_BYTES);
         return this.storeBatch(s, { round: b.round, task: b.task, pageNumbers: b.pageNumbers, hashes: b.hashes, kinds: b.kinds, data }, scratch, signal);
       },
       abandon: async (s) => {
