@@ -7,8 +7,8 @@
  * beside its downtime. Also: the listening TCP socket (a new connection after the move), UDP (an echo after
  * the move), a TCP connection inside the task (over its loopback, both ends in the tree: asked once around),
  * Redis with a client INCR-ing over one connection (final value == acknowledged INCRs), a migration back
- * B -> A (lazy restore) and on to B again (post-copy), and a rollback after a failed restore (the server
- * answers on A again over the same connection).
+ * B -> A (lazy restore) and on to B again (post-copy), and rollbacks after a failed restore and after a
+ * successful one (the server answers on A again over the same connection).
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -223,6 +223,30 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
     const s = await client.finish();
     report('echo server', s, rolled ? [rolled] : []);
+    expectIntact(s, client.localPort);
+  }, 300_000);
+
+  it('a rollback after a successful restore: the dest kills its held copy and removes its veth; the server answers on A again over the same connection', async () => {
+    const task = await echoTask(4);
+    const client = await startEchoClient(dir!, seg!.c.netns, task.address, PORT);
+    await sleep(500);
+    // The source fails once the dest holds its restored copy, its veth on B's bridge with the task's MAC.
+    const rolled = await move('A -> B, rolled back after the restore', () =>
+      runMigrate(seg!, task.pid, toB, { args: ['--restore', 'eager'], env: { FERRY_FAULT: 'source.after-restore', FERRY_TEST_FAULTS: '1' }, timeoutMs: 120_000 }),
+    );
+    const r = rolled.r;
+    expect(r.exitCode, describeResult(r)).toBe(1);
+    expect(r.error?.sourceState).toBe('running');
+    expect(r.error?.rollbackErrors ?? []).toEqual([]);
+    expect(isNetworkHeld(`/proc/${task.pid}/ns/net`)).toBe(false);
+    expect(linkExists(seg!.a, task.outerLink)).toBe(true);
+    // The abort killed the copy: its veth went with it (or was removed), so B's bridge holds no second station.
+    await waitFor(() => !linkExists(seg!.b, task.outerLink), 10_000, "the copy's veth gone from B");
+    await sleep(1_500);
+    expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
+    expect(tcpEchoesOnNewConnection(seg!.c.netns, task.address, PORT)).toBe(true);
+    const s = await client.finish();
+    report('echo server', s, [rolled]);
     expectIntact(s, client.localPort);
   }, 300_000);
 
