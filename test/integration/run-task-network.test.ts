@@ -123,7 +123,7 @@ describe.runIf(runnable)('ferry run --net', () => {
       [{ net: `${seg.b.address}/24` }, 'NET_ADDRESS_TAKEN'], // B answers the probe
       [{ net: `${seg.a.address}/24` }, 'NET_ADDRESS_TAKEN'], // this host's own
       [{ net: `${seg.taskAddress(3)}/24`, bridge: 'eth0' }, 'NET_BRIDGE_NOT_BRIDGE'],
-      [{ net: 'fd00::5/64' }, 'BAD_ARGUMENT'],
+      [{ net: 'fe80::5/64' }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/33` }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/24`, mac: '01:00:5e:00:00:01' }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/24`, gateway: '192.0.2.1' }, 'BAD_ARGUMENT'],
