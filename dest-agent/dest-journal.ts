@@ -3,7 +3,8 @@
  * transitions (session.ts), each entry on disk before the step it names acts:
  *
  *   receiving   the session exists (its epoch and its peer: who may drive it after a restart)
- *   restoring   criu restore is about to start (a restart finds criu and its pid file from here)
+ *   restoring   criu restore is about to start (a restart finds criu and its pid file from here; a task in its
+ *               own network namespace: `taskNetwork`, its veth's outer end as criu makes it here)
  *   restored    a stopped copy exists and the source is told so (its pid, start time, lease end; for a lazy
  *               restore its pager's pid and start time)
  *   filling     a Commit arrived for a lazy restore: the copy resumes while its pager fills its pages
@@ -19,6 +20,8 @@ import { FerryError } from '../shared/errors/ferry-error.js';
 import { JournalFile, journalIds, journalPath, readJournal, removeJournal } from '../shared/journal/journal-file.js';
 import type { Logger } from '../shared/logging/logger.js';
 import { MIGRATION_ID } from './request-bounds.js';
+import { isTaskNetwork } from '../shared/kernel/task-network-hold.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
 
 export const JOURNAL_DIR = 'journal';
 /** How long a source may come back and ask how its migration ended. */
@@ -48,6 +51,8 @@ export interface JournaledSession {
   pagerStartTime?: number;
   /** The pager's final stats (a repeated Fill of a filled session gets them). */
   fill?: Record<string, number>;
+  /** The task's own network as restored here: a resume lets go of its hold, a kill deletes its outer veth. */
+  taskNetwork?: TaskNetwork;
 }
 
 export function destJournalDir(workDir: string): string {
@@ -83,6 +88,7 @@ export async function readDestJournal(workDir: string, id: string): Promise<Jour
     if (typeof e.pagerPid === 'number') s.pagerPid = e.pagerPid;
     if (typeof e.pagerStartTime === 'number') s.pagerStartTime = e.pagerStartTime;
     if (e.fill !== null && typeof e.fill === 'object') s.fill = e.fill as Record<string, number>;
+    if (e.state === 'restoring' && isTaskNetwork(e.taskNetwork)) s.taskNetwork = e.taskNetwork;
   }
   return s;
 }

@@ -34,6 +34,8 @@ import { checkRemotePages, hasRemote } from './lazy/remote-pages.js';
 import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
 import { checkExternalMounts, missingMounts, restoreMountNamespace } from './restore-mount-namespace.js';
+import { restoreTaskNetwork } from './restore-task-network.js';
+import { announceTaskNetwork, removeOuterLink } from './task-network-copy.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -436,8 +438,10 @@ export class DestService {
     await checkRemotePages(s.imagesDir, req.pages, req.mode);
     const features = await restoreFeatures(req.criuFeatures);
     const mountNs = restoreMountNamespace(req.mountNs);
-    // On disk before criu starts: a restarted agent looks for criu and its pid file from here.
-    await s.transition('restoring', { manifests: req.pages.length });
+    const taskNetwork = restoreTaskNetwork(req.taskNetwork, s.id, this.opts.bridge);
+    // On disk before criu starts: a restarted agent looks for criu and its pid file (and the outer veth) from here.
+    await s.transition('restoring', { manifests: req.pages.length }, taskNetwork ? { taskNetwork } : {});
+    s.taskNetwork = taskNetwork;
     try {
       const t0 = process.hrtime.bigint();
       if (faultArmed('dest.corrupt-store')) await corruptOnePage(s.stores.values());
@@ -465,7 +469,7 @@ export class DestService {
         s.pager = await PagerLink.start(paths, s.log, fillBounds(s));
         this.watchUncommittedPager(s, s.pager);
         injectFault('dest.pager-started');
-        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features, mountNs)]);
+        [restored] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, true, features, mountNs, taskNetwork)]);
         verified = { status: 'fulfilled', value: 0 };
       } else {
         const source = this.pageSource(s);
@@ -474,7 +478,7 @@ export class DestService {
         t1 = process.hrtime.bigint();
         // The source checks the bytes beside CRIU: the copy stays stopped, and a bad page aborts it below.
         // A source that went away will never commit: criu (and what it made) is killed at once.
-        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features, mountNs), source.verify()]);
+        [restored, verified] = await Promise.allSettled([restoreStopped(s, timeoutMs, callGone, false, features, mountNs, taskNetwork), source.verify()]);
       }
       if (restored.status === 'fulfilled') {
         s.restoredPid = restored.value;
@@ -539,6 +543,8 @@ export class DestService {
     const lazy = s.pager !== undefined;
     await s.transition(lazy ? 'filling' : 'committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
     injectFault('dest.commit-recorded');
+    // The copy comes back held (the source's hold travelled in its ruleset): let go and announced, then run.
+    if (s.taskNetwork) await announceTaskNetwork(restoredPid, s.taskNetwork, s.log);
     resumeTree(restoredPid);
     injectFault('dest.commit-resumed');
     // From the resume on, the fill's end decides the session (it may have ended already: the pager may have had
@@ -680,6 +686,7 @@ export class DestService {
     // The decision first (no Commit is taken from here on), then the kill.
     if (s.state !== 'aborted') await s.transition('aborted', { reason, killedRestoredCopy: copy !== undefined }, { reason, restoredPid: copy });
     if (copy !== undefined) killTree(copy);
+    if (s.taskNetwork) removeOuterLink(copy, s.taskNetwork, s.log);
     await s.pager?.abort();
     this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
     await s.removeFiles();

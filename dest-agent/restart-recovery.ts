@@ -17,6 +17,9 @@
  *   committed    it may be asking                       resumed if the crash came before the resume
  *   aborted      it may be asking                       killed if the crash came before the kill
  *
+ * A task in its own network namespace (`taskNetwork` in `restoring`): a resumed copy first has its hold let go
+ * and its addresses announced; a copy killed now has its outer veth deleted if the kill left it.
+ *
  * Every ended session is remembered (the registry answers a late Commit or Abort from it). A copy is named
  * by pid AND start time, so a reused pid is never signalled. Session dirs without a journal (a crash before
  * its first write) are removed; anything in the work dir Ferry did not make is left alone and logged.
@@ -35,6 +38,8 @@ import type { DestSession } from './session.js';
 import type { EndedSession } from './session-registry.js';
 import { LOGS_DIR, sessionDirsIn, WORK_DIR_MARKER } from './work-dir.js';
 import { abortPager, readPagerStatus } from './lazy/pager-process.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
+import { announceTaskNetwork, removeOuterLink } from './task-network-copy.js';
 
 /** A revived copy waits at least this long for the source's Commit or Abort, whatever its lease said. */
 export const RESTART_GRACE_MS = 15_000;
@@ -48,6 +53,7 @@ export interface ReviveInit {
   restoredPid: number;
   state: 'restored' | 'filling';
   resumedAtUs?: bigint;
+  taskNetwork?: TaskNetwork;
   log: Logger;
 }
 
@@ -140,13 +146,14 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
         const copy = liveCopy(j);
         if (copy?.stopped) {
           const leaseMs = Math.max(RESTART_GRACE_MS, (j.leaseUntil ?? 0) - Date.now());
-          const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: copy.pid, state: 'restored', log: mlog });
+          const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: copy.pid, state: 'restored', ...(j.taskNetwork ? { taskNetwork: j.taskNetwork } : {}), log: mlog });
           out.revived.push({ session, leaseMs, pager: pagerOf(j, copy.pid) });
           mlog.warn('took over a restored, stopped copy left by a previous agent: it waits for the source', { pid: copy.pid, leaseMs });
           continue;
         }
         await abort(j, 'the restored copy was gone when the dest agent restarted');
         if (copy) signalTree(copy.pid, 'SIGKILL'); // running without a Commit: never ours to keep
+        if (copy && j.taskNetwork) removeOuterLink(copy.pid, j.taskNetwork, mlog);
         stopOrphanPager(j, mlog);
         await removeDir(id);
         break;
@@ -155,6 +162,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
         // The copy runs; only its pager's end decides (the link adopts it, or reads how it ended).
         const copy = liveCopy(j);
         if (copy?.stopped) {
+          if (j.taskNetwork) await announceTaskNetwork(copy.pid, j.taskNetwork, mlog);
           signalTree(copy.pid, 'SIGCONT');
           mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
         }
@@ -166,6 +174,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       case 'committed': {
         const copy = liveCopy(j);
         if (copy?.stopped) {
+          if (j.taskNetwork) await announceTaskNetwork(copy.pid, j.taskNetwork, mlog);
           signalTree(copy.pid, 'SIGCONT');
           mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
         }
@@ -177,6 +186,8 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
         if (copy) {
           signalTree(copy.pid, 'SIGKILL');
           mlog.warn('killed an aborted copy: the previous agent died before killing it', { pid: copy.pid });
+          // Only now: an ended journal is read at every start, and its link name may be another session's since.
+          if (j.taskNetwork) removeOuterLink(copy.pid, j.taskNetwork, mlog);
         }
         stopOrphanPager(j, mlog);
         await removeDir(id);

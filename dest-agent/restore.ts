@@ -14,6 +14,8 @@ import { signalTree } from '../shared/kernel/signal-tree.js';
 import type { DestSession } from './session.js';
 import { criuMountNamespaceArgs } from '../shared/criu/criu-mount-namespace.js';
 import type { TaskMountNamespace } from '../shared/kernel/task-mount-namespace.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
+import { criuTaskNetworkRestoreArgs } from '../shared/criu/criu-task-network.js';
 
 /** Where criu writes the restored root's pid: a restarted agent reads it (restart-recovery.ts). */
 export const RESTORED_PID_FILE = 'restored.pid';
@@ -44,6 +46,7 @@ export async function restoreStopped(
   lazy = false,
   features: CriuFeatures = NO_CRIU_FEATURES,
   mountNs?: TaskMountNamespace,
+  taskNetwork?: TaskNetwork,
 ): Promise<number> {
   const criu = await requireCriu('dest');
   await pruneCriuLogs(s.logDir).catch((e: unknown) => s.log.warn('CRIU logs not pruned', { logDir: s.logDir, error: String(e) }));
@@ -58,7 +61,7 @@ export async function restoreStopped(
     fileLocks: features.fileLocks,
     tcpEstablished: features.tcpEstablished,
     // The pager (lazy/pager-link.ts) listens on lazy-pages.socket in the images dir, CRIU's work dir.
-    extraArgs: [...(lazy ? ['--lazy-pages'] : []), ...criuMountNamespaceArgs(mountNs, 'restore')],
+    extraArgs: [...(lazy ? ['--lazy-pages'] : []), ...criuMountNamespaceArgs(mountNs, 'restore'), ...criuTaskNetworkRestoreArgs(taskNetwork)],
     timeoutMs: timeoutMs || 120_000,
     signal,
   });

@@ -34,6 +34,7 @@ import { UploadedImages } from './uploaded-images.js';
 import { LOGS_DIR, markSessionDir } from './work-dir.js';
 import { openDestJournal } from './dest-journal.js';
 import type { PagerLink } from './lazy/pager-link.js';
+import type { TaskNetwork } from '../shared/kernel/task-network.js';
 
 export type DestSessionState = 'receiving' | 'restoring' | 'restored' | 'filling' | 'committed' | 'aborted';
 
@@ -97,6 +98,8 @@ export class DestSession {
   /** The images uploaded so far, and how much of each. */
   readonly images: UploadedImages;
   restoredPid: number | undefined;
+  /** The task's own network as restored here (restore-task-network.ts): its hold goes at the Commit. */
+  taskNetwork: TaskNetwork | undefined;
   /** The pager of a lazy restore (pager-link.ts); undefined for an eager one. */
   pager: PagerLink | undefined;
   /** The stores a lazy restore's pager reads (closed; their files removed with the session). */
@@ -155,11 +158,12 @@ export class DestSession {
   }
 
   /** A session a previous agent restored, taken over by this one in `restored` or `filling` (restart-recovery.ts). */
-  static async revive(init: DestSessionInit & { restoredPid: number; state: 'restored' | 'filling'; resumedAtUs?: bigint }): Promise<DestSession> {
+  static async revive(init: DestSessionInit & { restoredPid: number; state: 'restored' | 'filling'; resumedAtUs?: bigint; taskNetwork?: TaskNetwork }): Promise<DestSession> {
     const s = new DestSession(init.id, init.epoch, join(init.workDir, init.id), init.pageSize, init.log, init.onTransition, init);
     s.current = init.state;
     s.resumedAtUs = init.resumedAtUs;
     s.restoredPid = init.restoredPid;
+    s.taskNetwork = init.taskNetwork;
     s.journal = await openDestJournal(init.workDir, s.id);
     s.onTransition({ session: s, from: undefined, to: s.current, fields: { ...init.fields, revived: true } });
     return s;

@@ -15,6 +15,7 @@ import { leaveTcpRepair } from '../kernel/tcp-repair.js';
 import { readStat } from '../kernel/proc-status.js';
 import { waitGone } from '../kernel/process-wait.js';
 import { deleteNftTable, type NftTable } from '../kernel/nft-tables.js';
+import type { TaskNetworkHold } from '../kernel/task-network-hold.js';
 
 /** What the undo needs besides the tree's pids; journaled with the freeze, so that a resolver can undo too. */
 export interface TcpDumpLock {
@@ -123,9 +124,10 @@ export function undoTcpEstablishedDump(pids: readonly number[], lock: TcpDumpLoc
 
 /**
  * The undo as a command line (tcp-dump-undo-main.ts), for a freeze guard to run if this process dies; undefined
- * where that program is not built (sources run by a test runner: only the built dist/ has it).
+ * where that program is not built (sources run by a test runner: only the built dist/ has it). With `hold` (a
+ * task in its own network namespace) the program lets go of the hold first; `lock` absent: no tcp undo.
  */
-export function tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock): string[] | undefined {
+export function tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock | undefined, hold?: TaskNetworkHold): string[] | undefined {
   const main = fileURLToPath(new URL('./tcp-dump-undo-main.js', import.meta.url));
   if (!existsSync(main)) return undefined;
   // Each pid with its start time: the program leaves alone a pid reused by then.
@@ -133,5 +135,5 @@ export function tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock): 
     const st = readStat(pid);
     return st ? [`${pid}:${st.startTime}`] : [];
   });
-  return [process.execPath, main, JSON.stringify(lock), ...procs];
+  return [process.execPath, main, JSON.stringify(lock ?? null), ...procs, ...(hold ? [`--hold=${JSON.stringify(hold)}`] : [])];
 }

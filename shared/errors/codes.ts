@@ -475,6 +475,12 @@ export const ERRORS = {
 
   CRIU_DUMP_FAILED: spec('FERRY-4001', 'criu dump failed; the task was resumed', 'Read the quoted CRIU errors and the dump log named in the detail.', status.FAILED_PRECONDITION),
   FREEZE_LEASE_EXPIRED: spec('FERRY-4002', 'The freeze lasted longer than its lease; the task was resumed', 'Raise --freeze-timeout or find the slow phase in the log.', status.DEADLINE_EXCEEDED, true),
+  NETWORK_HOLD_FAILED: spec(
+    'FERRY-4003',
+    "The task's network namespace could not be held before the dump; the task was resumed",
+    'The detail quotes the netlink error: check that the kernel has nf_tables (`modprobe nf_tables`) and that the source agent runs as root.',
+    status.FAILED_PRECONDITION,
+  ),
 
   IMAGE_UPLOAD_FAILED: spec('FERRY-5001', 'CRIU images could not be sent to the dest', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
   TRACKER_MISSED_PAGE: spec(
@@ -493,6 +499,12 @@ export const ERRORS = {
     'FERRY-6006',
     'Lazy restore is not possible on the dest: no pager binary or no userfaultfd',
     'Install Ferry again on the dest (the install builds build/Release/ferry_pager; `npm ci` in a checkout) and check `criu check --feature uffd-noncoop`; or migrate with --restore eager.',
+    status.FAILED_PRECONDITION,
+  ),
+  TASK_BRIDGE_MISSING_ON_DEST: spec(
+    'FERRY-6008',
+    "The dest has no bridge to attach the task's veth to",
+    'Create the bridge on the dest (`ip link add NAME type bridge`, its uplink enslaved to it) or start the dest agent with --bridge naming one; the source was resumed.',
     status.FAILED_PRECONDITION,
   ),
   MOUNT_MISSING_ON_DEST: spec(

@@ -19,6 +19,8 @@
  *
  * A --tcp-established dump (the journal's `frozen` names its lock) is undone before the thaw: the sockets out
  * of TCP repair, CRIU's lock deleted (tcp-dump-undo.ts); after a kill only the lock goes, once the original is.
+ * A task in its own network namespace (`frozen` names its hold): before all that, the hold is let go and the
+ * addresses announced (task-network-hold.ts); after a kill, the veth's outer end is deleted once it is gone.
  *
  * The journal is locked while it resolves: a migration still running (or being resolved elsewhere) is refused
  * with MIGRATION_IN_PROGRESS. A process is only signalled while its pid and start time match the journal's.
@@ -33,6 +35,7 @@ import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import { waitExited } from '../../shared/kernel/process-wait.js';
 import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
 import { dropCriuLockOnceGone, undoTcpEstablishedDump, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
+import { deleteOuterLink, releaseTaskNetworkHold, type HoldReleaseReport } from '../../shared/kernel/task-network-hold.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { Phase } from '../../shared/phases.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
@@ -90,13 +93,17 @@ function signalOriginal(m: JournaledMigration, signal: 'SIGCONT' | 'SIGKILL'): n
   for (const pid of pids) signalProcess(pid, signal);
   return pids.length;
 }
-function logUndo(log: Logger, what: string, report: TcpDumpUndoReport): void {
+function logUndo(log: Logger, what: string, report: TcpDumpUndoReport | HoldReleaseReport): void {
   if (report.errors.length > 0) log.error(what, { ...report });
   else log.info(what, { ...report });
 }
 
-/** The thaw, after the undo of a --tcp-established dump (its failures logged: the thaw happens regardless). */
-function thawOriginal(m: JournaledMigration, log: Logger): number {
+/**
+ * The thaw, after the hold is let go (while the root is the original: the journaled netns path is its) and the
+ * undo of a --tcp-established dump; their failures logged: the thaw happens regardless.
+ */
+async function thawOriginal(m: JournaledMigration, log: Logger): Promise<number> {
+  if (m.hold && rootStillOriginal(m)) logUndo(log, "the original's network hold let go", await releaseTaskNetworkHold(m.hold));
   if (m.tcpLock) logUndo(log, 'tcp-established dump undone', undoTcpEstablishedDump(stillOriginal(m), m.tcpLock));
   return signalOriginal(m, 'SIGCONT');
 }
@@ -112,6 +119,13 @@ async function killOriginal(m: JournaledMigration, log: Logger): Promise<number>
   const left = await waitExited(procs, ORIGINAL_EXIT_WAIT_MS);
   if (left.length > 0) log.warn('the original is not gone after SIGKILL; the copy runs on the dest', { left, waitedMs: ORIGINAL_EXIT_WAIT_MS });
   if (m.tcpLock) logUndo(log, "CRIU's lock after the kill", await dropCriuLockOnceGone(pids, m.tcpLock, GONE_BEFORE_UNLOCK_MS));
+  if (m.hold && left.length === 0) {
+    try {
+      log.info("the original's veth after the kill", { outerLink: m.hold.network.outerLink, deleted: deleteOuterLink(m.hold.network.outerLink) });
+    } catch (e) {
+      log.error("the original's veth is not deleted: delete it by hand", { outerLink: m.hold.network.outerLink, err: e });
+    }
+  }
   return killed;
 }
 
@@ -168,7 +182,7 @@ async function askAndFinish(m: JournaledMigration, journal: SourceJournal, deps:
       return { migrationId, outcome: 'migrated', alreadyDone: false, detail: `the dest ${m.started.to} runs the copy (pid ${outcome.restoredPid}); the original was killed` };
     }
     if (outcome.kind === 'refused') {
-      const thawed = thawOriginal(m, log);
+      const thawed = await thawOriginal(m, log);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });
       log.info('resolved: the dest holds no copy; the original was thawed', { thawed, answer: outcome.error.detail });
       return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `the dest ${m.started.to} holds no copy (${outcome.error.detail ?? outcome.error.message}); the original runs (${thawed} processes thawed)` };
@@ -220,7 +234,7 @@ async function finishFill(m: JournaledMigration, journal: SourceJournal, deps: R
       throw outcome.error;
     }
     if (outcome.kind === 'failed') {
-      const thawed = thawOriginal(m, log);
+      const thawed = await thawOriginal(m, log);
       await journal.record('done', { outcome: 'rolled-back', code: outcome.error.code, resolved: true });
       log.info('resolved: the dest fill failed and its copy was killed; the original was thawed', { thawed, err: outcome.error });
       return { migrationId, outcome: 'rolled-back', alreadyDone: false, detail: `the dest ${m.started.to} fill failed and it killed its copy (${outcome.error.detail ?? outcome.error.message}); the original runs (${thawed} processes thawed)` };
@@ -257,7 +271,7 @@ async function rollBack(m: JournaledMigration, journal: SourceJournal, deps: Res
       if (killed.length > 0) log.warn('killed a criu dump that did not end', { criu: killed });
     }
   }
-  const thawed = thawOriginal(m, log);
+  const thawed = await thawOriginal(m, log);
   if (m.imagesDir !== undefined) await rm(m.imagesDir, { recursive: true, force: true });
   const aborted = await abortDest(m, deps).catch((e: unknown) => asFerryError(e, 'DEST_UNREACHABLE'));
   await journal.record('done', { outcome: 'rolled-back', resolved: true });

@@ -4,7 +4,8 @@
  *
  *   started     the dest may hold a session (dest address, epoch, the tree by pid and start time)
  *   frozen      the tree is about to be dumped (the images dir; with --tcp-established, `tcpLock`: the dump's
- *               log and the netns of CRIU's lock, for the undo of such a dump)
+ *               log and the netns of CRIU's lock, for the undo of such a dump; for a task in its own network
+ *               namespace, `hold`: the namespace and its TaskNetwork, for letting go of the hold)
  *   restored    the dest holds a stopped copy
  *   committing  a Commit may reach the dest from here on: only the dest's answer decides the original's fate
  *   committed   the dest runs the copy: the original must die; with `fill: 'pending'` (lazy restore) only
@@ -20,6 +21,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { JournalFile, journalIds, journalPath, readJournal, type JournalEntry } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { isTcpDumpLock, type TcpDumpLock } from '../../shared/criu/tcp-dump-undo.js';
+import { isTaskNetworkHold, type TaskNetworkHold } from '../../shared/kernel/task-network-hold.js';
 import { removeFillManifests, saveFillManifests, type FillManifest } from './fill-manifests.js';
 
 export type SourceJournalState = 'started' | 'frozen' | 'restored' | 'committing' | 'committed' | 'filled' | 'done';
@@ -48,6 +50,8 @@ export interface JournaledMigration {
   imagesDir?: string;
   /** The dump was --tcp-established: where its lock is (tcp-dump-undo.ts). */
   tcpLock?: TcpDumpLock;
+  /** The task has its own network namespace, held before the dump (task-network-hold.ts). */
+  hold?: TaskNetworkHold;
   restoredPid?: number;
   /** The dest restored lazily: a Commit confirmed leaves the original frozen until the fill is done. */
   lazyRestore: boolean;
@@ -137,6 +141,7 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
     m.at = e.at;
     if (e.state === 'frozen' && typeof e.imagesDir === 'string') m.imagesDir = e.imagesDir;
     if (e.state === 'frozen' && isTcpDumpLock(e.tcpLock)) m.tcpLock = e.tcpLock;
+    if (e.state === 'frozen' && isTaskNetworkHold(e.hold)) m.hold = e.hold;
     if ((e.state === 'restored' || e.state === 'committed') && typeof e.restoredPid === 'number') m.restoredPid = e.restoredPid;
     if (e.state === 'restored') m.lazyRestore = e.restore === 'lazy';
     if (e.state === 'committed') m.fillPending = e.fill === 'pending';

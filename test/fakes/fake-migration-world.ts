@@ -15,6 +15,7 @@ import { batchPageCount, PAGE_KIND_DATA, writePageNumber } from '../../shared/tr
 import type { DestPort, FillCallHandlers, MigrationPorts, PageStream, SourceHost } from '../../source-agent/migration/ports.js';
 import type { FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
+import type { TaskNetwork } from '../../shared/kernel/task-network.js';
 
 export const PAGE = 4096;
 /** Where the world fails, when told. */
@@ -33,7 +34,8 @@ export type Failure =
   | 'commit-undelivered'
   | 'commit-rejected'
   | 'commit-epoch-mismatch'
-  | 'journal';
+  | 'journal'
+  | 'hold';
 
 /** A failure before the resume on the dest, where it lands, and what the rollback must undo. */
 export interface RollbackCase {
@@ -99,7 +101,8 @@ function onePage(page: number, fill: number) {
 
 /** A world of fakes that records every effect, in order, and fails where told. */
 /** `tcpConnected`: the tree holds a connected TCP socket (the dump is --tcp-established, the dest offers it). */
-export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript; tcpConnected?: boolean } = {}) {
+/** `taskNetwork`: the task has its own network namespace (`ferry run --net`). */
+export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript; tcpConnected?: boolean; taskNetwork?: TaskNetwork } = {}) {
   const log: string[] = [];
   const destPeer: m.PeerInfo = { ...peer, features: [...peer.features, ...(opts.lazyDest ? ['lazy-restore'] : []), ...(opts.tcpConnected ? [TCP_ESTABLISHED_FEATURE] : [])] };
   let restoreRequest: m.RestoreRequest | undefined;
@@ -124,7 +127,20 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     mountNamespace: () => undefined,
     networkLock: () => Promise.resolve('nftables' as const),
     tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
-    tcpDumpUndoCommand: () => ['ferry-tcp-undo'],
+    tcpDumpUndoCommand: (_pids, lock, hold) => ['ferry-tcp-undo', ...(lock ? ['lock'] : []), ...(hold ? ['hold'] : [])],
+    taskNetwork: () => opts.taskNetwork,
+    holdTaskNetwork: (hold) => {
+      log.push(`net.hold ${hold.netns}`);
+      if (fail === 'hold') throw new Error('netlink NEWTABLE/NEWCHAIN: EPERM');
+    },
+    releaseTaskNetworkHold: (hold) => {
+      log.push(`net.release ${hold.netns}`);
+      return Promise.resolve({ released: ['inet ferry-hold', 'arp ferry-hold'], announced: hold.network.addresses.map((a) => a.split('/')[0]!), errors: [] });
+    },
+    deleteOuterLink: (name) => {
+      log.push(`net.del-outer ${name}`);
+      return false;
+    },
     undoTcpDump: () => {
       log.push('tcp.undo');
       return { released: ['pid 4242 fd 3'], errors: [] };

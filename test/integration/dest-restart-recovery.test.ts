@@ -18,6 +18,9 @@ import { JournalFile } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
+import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
+import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -106,6 +109,33 @@ describe('dest restart recovery', () => {
     expect(lines.find((l) => l.msg === 'resumed a committed copy: the previous agent died before resuming it')).toMatchObject({ side: 'dest', migrationId: 'sess-commit', phase: 'commit', pid });
     expect(found.ended).toEqual([{ id: 'sess-commit', outcome: { outcome: 'committed', epoch: 77n, peer: 'local', restoredPid: pid, resumedAtUs: 123n } }]);
   });
+
+  it.skipIf(!canRun('dest recovery: network hold', isRoot(), hasCommand('ip'), hasCommand('nsenter')))(
+    "a committed copy in its own network namespace: its hold is let go and its address announced before the resume (issue 16)",
+    async () => {
+      const work = await workDir();
+      const sleeper = await startNetnsSleeper(`ferry-it-recover-hold-${process.pid}`, '10.79.9.102/24');
+      try {
+        const { pid } = sleeper;
+        addNetworkHold(sleeper.netns);
+        const taskNetwork = { innerLink: 'eth0', mac: '02:79:09:00:00:66', addresses: ['10.79.9.102/24'], outerLink: 'fyrecover0', bridge: 'ferry0' };
+        const startTime = readStat(pid)!.startTime;
+        await leftBehind(work, 'sess-net', [['restoring', { taskNetwork }], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '1' }]]);
+        expect((await readDestJournal(work, 'sess-net'))?.taskNetwork).toEqual(taskNetwork);
+        const lines: Record<string, unknown>[] = [];
+        const log = createLogger({ side: 'dest' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+        await recoverSessions(work, log, noRevive);
+        await waitFor(() => readStat(pid)?.state === 'S', 5_000, 'committed copy resumed');
+        expect(isNetworkHeld(`/proc/${pid}/ns/net`)).toBe(false);
+        const at = (msg: string): number => lines.findIndex((l) => l.msg === msg);
+        expect(lines[at("the copy's network hold let go")]).toMatchObject({ announced: ['10.79.9.102'], errors: [] });
+        expect(at("the copy's network hold let go")).toBeLessThan(at('resumed a committed copy: the previous agent died before resuming it'));
+      } finally {
+        sleeper.stop();
+      }
+    },
+    30_000,
+  );
 
   it('kills an aborted copy the dead agent had not killed yet', async () => {
     const work = await workDir();

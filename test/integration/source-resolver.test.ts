@@ -25,6 +25,8 @@ import { expectFerryRejection } from '../support/ferry-error-expect.js';
 import { startTcpRepairTask } from '../../testbed/workloads/tcp-repair-task.js';
 import { addNftTable, listNftTables } from '../../shared/kernel/nft-tables.js';
 import { socketsInRepair } from '../../shared/kernel/tcp-repair.js';
+import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
 import { spawnSync } from 'node:child_process';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
@@ -222,6 +224,36 @@ describe('source resolver', () => {
       } finally {
         task.stop();
         spawnSync('ip', ['netns', 'del', netnsName], { timeout: 10_000 });
+      }
+    },
+    30_000,
+  );
+
+  it.skipIf(!canRun('resolver: network hold', isRoot(), hasCommand('ip'), hasCommand('nsenter')))(
+    'before "committing", a task in its own network namespace: the hold is let go (its address announced) and it is thawed; after a kill its veth is deleted, or found gone',
+    async () => {
+      const dir = await tmp();
+      const sleeper = await startNetnsSleeper(`ferry-it-resolver-hold-${process.pid}`, '10.79.9.100/24');
+      try {
+        const { pid, netns } = sleeper;
+        addNetworkHold(netns);
+        const network = { innerLink: 'eth0', mac: '02:79:09:00:00:64', addresses: ['10.79.9.100/24'], outerLink: 'fyresolver0', bridge: 'ferry0' };
+        const id = await journal(dir, pid, [['frozen', { imagesDir: join(dir, 'images-h'), hold: { netns, network } }]]);
+        expect(await readSourceJournal(dir, id)).toMatchObject({ hold: { netns, network } });
+        const lines: Record<string, unknown>[] = [];
+        const log = createLogger({ side: 'source' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+        expect((await resolveMigration(id, { ...deps(dir, 'commit'), log })).outcome).toBe('rolled-back');
+        await waitFor(() => stateOf(pid) !== 'T', 5_000, 'the original thawed');
+        expect(isNetworkHeld(netns)).toBe(false);
+        expect(lines.find((l) => l.msg === "the original's network hold let go")).toMatchObject({ released: ['inet ferry-hold', 'arp ferry-hold'], announced: ['10.79.9.100'], errors: [] });
+
+        // Committed: killed; its outer veth (no such link here) is found gone, which is no error.
+        addNetworkHold(netns);
+        const id2 = await journal(dir, pid, [['frozen', { hold: { netns, network } }], ['committing'], ['committed', { restoredPid: 4242 }]]);
+        expect((await resolveMigration(id2, deps(dir, 'unreachable'))).outcome).toBe('migrated');
+        expect(gone(pid)).toBe(true);
+      } finally {
+        sleeper.stop();
       }
     },
     30_000,

@@ -5,11 +5,14 @@
  * data again) and deletes only the table the dump's log names, never another CRIU-* table.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lockTableFromLog, undoTcpEstablishedDump } from '../../shared/criu/tcp-dump-undo.js';
+import { lockTableFromLog, tcpDumpUndoCommand, undoTcpEstablishedDump } from '../../shared/criu/tcp-dump-undo.js';
+import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { REPO_ROOT } from '../../testbed/ferry-process.js';
+import { readStat } from '../../shared/kernel/proc-status.js';
 import { addNftTable, listNftTables } from '../../shared/kernel/nft-tables.js';
 import { socketsInRepair } from '../../shared/kernel/tcp-repair.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
@@ -68,4 +71,34 @@ describe.skipIf(!runnable)('the undo of a --tcp-established dump (real kernel)',
     // A dump that never started: no log, no lock.
     expect(undoTcpEstablishedDump([pid], { dumpLog: join(dir, 'missing.log'), netns })).toMatchObject({ errors: [], note: expect.stringMatching(/no lock/) });
   }, 60_000);
+
+  const built = join(REPO_ROOT, 'dist', 'shared', 'criu', 'tcp-dump-undo-main.js');
+  it.skipIf(!canRun('the freeze guard\'s undo command', { ok: existsSync(built), reason: `needs ${built} (npm run build)` }))(
+    "the freeze guard's command lets go of a network hold (only while the held namespace is a checked process's)",
+    () => {
+      const sleeper = spawnSync('nsenter', [`--net=${netns}`, 'sh', '-c', 'sleep 60 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8', timeout: 10_000 });
+      const pid = Number(sleeper.stdout.trim());
+      try {
+        const hold = { netns: `/proc/${pid}/ns/net`, network: { innerLink: 'eth0', mac: '02:79:09:00:00:65', addresses: ['10.79.9.101/24'], outerLink: 'fyguard00', bridge: 'ferry0' } };
+        addNetworkHold(netns);
+        // As tcpDumpUndoCommand makes it in dist/ (from sources it is undefined: the program is not built there).
+        const argv = [built, 'null', `${pid}:${readStat(pid)!.startTime}`, `--hold=${JSON.stringify(hold)}`];
+        expect(tcpDumpUndoCommand([pid], undefined, hold)).toBeUndefined();
+        // A pid whose start time does not match is not the original: the hold is left alone.
+        const wrong = spawnSync(process.execPath, [built, 'null', `${pid}:1`, argv.at(-1)!], { encoding: 'utf8', timeout: 20_000 });
+        expect(wrong.status, wrong.stderr).toBe(0);
+        expect(isNetworkHeld(netns)).toBe(true);
+        const r = spawnSync(process.execPath, argv, { encoding: 'utf8', timeout: 20_000 });
+        // eth0 is not in that namespace: the hold goes, the announcement fails and says so (exit 1).
+        const report = JSON.parse(r.stdout.trim()) as { hold: { released: string[]; errors: string[] } };
+        expect(report.hold.released.sort()).toEqual(['arp ferry-hold', 'inet ferry-hold']);
+        expect(report.hold.errors.join()).toMatch(/10\.79\.9\.101 not announced/);
+        expect(isNetworkHeld(netns)).toBe(false);
+      } finally {
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+      }
+    },
+    60_000,
+  );
 });
+

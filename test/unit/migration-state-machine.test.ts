@@ -25,8 +25,10 @@ afterAll(async () => {
   await rm(imagesRoot, { recursive: true, force: true });
 });
 
-async function run(fail?: Failure, controller = new AbortController(), tcpConnected = false) {
-  const w = world(fail, { tcpConnected });
+const TASK_NETWORK = { innerLink: 'eth0', mac: '02:77:00:00:00:64', addresses: ['10.77.0.100/24'], outerLink: 'fy0123abcd', bridge: 'ferry0' };
+
+async function run(fail?: Failure, controller = new AbortController(), tcpConnected = false, taskNetwork?: typeof TASK_NETWORK) {
+  const w = world(fail, { tcpConnected, ...(taskNetwork ? { taskNetwork } : {}) });
   const events: MigrationEvent[] = [];
   const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, commitPatienceMs: 1_500, undeliveredPatienceMs: 300 });
   try {
@@ -133,6 +135,61 @@ describe('migration state machine', () => {
       expect(r.log).not.toContain('tcp.undo');
       expect(r.log).not.toContain('tcp.drop-lock');
     }, 15_000);
+  });
+
+  describe('a task in its own network namespace (issue 16, part B)', () => {
+    for (const c of cases.filter((x) => x.frozen)) {
+      it(`a failure at ${c.fail}: the hold is let go (and the addresses announced) before the tcp undo and the thaw`, async () => {
+        const r = await run(c.fail, undefined, true, TASK_NETWORK);
+        expect(r.error!.sourceState).toBe('running');
+        expect(r.error!.rollbackErrors).toEqual([]);
+        const at = (x: string): number => r.log.indexOf(x);
+        expect(at('net.hold /proc/4242/ns/net')).toBeGreaterThan(at('journal.frozen'));
+        expect(at('net.hold /proc/4242/ns/net')).toBeLessThan(at('dump'));
+        expect(at('net.release /proc/4242/ns/net')).toBeGreaterThan(at('dump'));
+        expect(at('net.release /proc/4242/ns/net')).toBeLessThan(at('tcp.undo'));
+        expect(at('tcp.undo')).toBeLessThan(at('signal.SIGCONT'));
+        expect(r.log).not.toContain('net.del-outer fy0123abcd');
+        expect(r.journaled.find((e) => e.state === 'frozen')).toMatchObject({ hold: { netns: '/proc/4242/ns/net', network: TASK_NETWORK } });
+      });
+    }
+
+    it('the guard is handed the hold with the tcp undo; the Restore carries the task network', async () => {
+      const r = await run(undefined, undefined, true, TASK_NETWORK);
+      expect(r.error).toBeUndefined();
+      expect(r.log).toContain('lease.before-thaw set');
+      expect(r.restoreRequest()?.taskNetwork).toEqual(TASK_NETWORK);
+    });
+
+    it('a commit: the hold stays on the original (never let go), its veth is deleted after the kill', async () => {
+      const r = await run(undefined, undefined, false, TASK_NETWORK);
+      expect(r.error).toBeUndefined();
+      expect(r.log.filter((x) => x.startsWith('net.'))).toEqual(['net.hold /proc/4242/ns/net', 'net.del-outer fy0123abcd']);
+      expect(r.log.indexOf('net.del-outer fy0123abcd')).toBeGreaterThan(r.log.indexOf('signal.SIGKILL'));
+    });
+
+    it('an unanswered commit: the hold stays and the veth too (the dest may run the copy)', async () => {
+      const r = await run('commit-unanswered', undefined, false, TASK_NETWORK);
+      expect(r.error?.sourceState).toBe('frozen');
+      expect(r.log.filter((x) => x.startsWith('net.'))).toEqual(['net.hold /proc/4242/ns/net']);
+    }, 15_000);
+
+    it('a hold that cannot be made: NETWORK_HOLD_FAILED, no dump, the original thawed (what was held let go)', async () => {
+      const r = await run('hold', undefined, true, TASK_NETWORK);
+      expect(r.error?.key).toBe('NETWORK_HOLD_FAILED');
+      expect(r.error?.phase).toBe('freeze');
+      expect(r.error?.sourceState).toBe('running');
+      expect(r.log).not.toContain('dump');
+      const at = (x: string): number => r.log.indexOf(x);
+      expect(at('net.release /proc/4242/ns/net')).toBeGreaterThan(at('net.hold /proc/4242/ns/net'));
+      expect(at('net.release /proc/4242/ns/net')).toBeLessThan(at('signal.SIGCONT'));
+    });
+
+    it('a task that shares the agent network namespace is never held', async () => {
+      const r = await run();
+      expect(r.log.filter((x) => x.startsWith('net.'))).toEqual([]);
+      expect(r.restoreRequest()?.taskNetwork).toBeNull();
+    });
   });
 
   it('an unanswered commit leaves the original frozen: not thawed, not killed, state reported as frozen', async () => {

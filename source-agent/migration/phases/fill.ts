@@ -35,7 +35,7 @@ export async function fill(ctx: MigrationContext, n: Negotiated, r: Restored, c:
   const outcome = await r.fill.outcome;
   if (outcome.kind === 'failed') {
     // The dest killed its copy: the original is the one copy left, and it must run again.
-    f.resume();
+    await f.resume();
     ctx.log.warn('the dest fill failed: its copy was killed; the original thawed', { err: outcome.error });
     const e = outcome.error.key === 'FILL_FAILED' ? outcome.error : new FerryError('FILL_FAILED', { cause: outcome.error });
     e.phase = 'fill';

@@ -8,10 +8,17 @@
  * place: its undo (tcp-dump-undo.ts) is pushed above the thaw, so that a rollback runs it first; after a commit
  * the same step only deletes the lock, once the original is gone. The freeze's journal entry names the lock,
  * for a resolver that undoes the migration after this process died (resolver.ts).
+ *
+ * A task in its own network namespace (`ferry run --net`) is held right before the dump (task-network-hold.ts:
+ * nothing of it on the wire; CRIU carries the hold to the copy). Its undo sits above the tcp one: a rollback
+ * lets go of the hold and announces the original's addresses first, then takes the sockets out of repair,
+ * then thaws. After the commit, once the original is gone, the same step deletes the veth's outer end. The
+ * hold is journaled with the freeze, and the freeze guard's undo command lets go of it too.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { injectFault } from '../../../shared/fault-injection.js';
+import { FerryError } from '../../../shared/errors/ferry-error.js';
 import { criuLogFileName, pruneCriuLogs } from '../../../shared/criu/criu-log-files.js';
 import { createImagesDir, sweepImagesRoot } from '../../images-dir.js';
 import type { DumpKind, FreezeLeasePort, TreeMember } from '../ports.js';
@@ -22,6 +29,8 @@ import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
 import type { TcpDumpLock, TcpDumpUndoReport } from '../../../shared/criu/tcp-dump-undo.js';
 import type { TaskMountNamespace } from '../../../shared/kernel/task-mount-namespace.js';
+import type { TaskNetwork } from '../../../shared/kernel/task-network.js';
+import type { HoldReleaseReport, TaskNetworkHold } from '../../../shared/kernel/task-network-hold.js';
 
 export interface Frozen {
   /** The tree as it was frozen: the final delta reads these processes. */
@@ -30,7 +39,7 @@ export interface Frozen {
   /** Released once the dest runs the copy: from then on nothing may resume the original. */
   thaw: UndoHandle;
   /** Resumes the original after the commit (its copy on the dest was killed): the undo of the dump first. */
-  resume(): void;
+  resume(): Promise<void>;
   imagesDir: string;
   dumpKind: DumpKind;
   /** performance.now() at the freeze: downtime counts from here. */
@@ -40,6 +49,8 @@ export interface Frozen {
   criuFeatures: CriuFeatures;
   /** The task's own mount namespace, as the dump declared it; the restore rebuilds it. */
   mountNs: TaskMountNamespace | undefined;
+  /** The task's own network identity, as it was at the freeze; the restore re-attaches it on the dest. */
+  taskNetwork: TaskNetwork | undefined;
 }
 
 /**
@@ -53,6 +64,8 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
   const mountNs = host.mountNamespace(rootPid);
   if (mountNs) ctx.log.info('the task has its own mount namespace', { externalMounts: mountNs.externalMounts.length });
+  const taskNetwork = host.taskNetwork(rootPid);
+  if (taskNetwork) ctx.log.info('the task has its own network namespace', { ...taskNetwork });
   if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
@@ -77,16 +90,26 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const logFile = join(logsDir, criuLogFileName(migrationId, 'dump'));
   const tcpLock = criu.features.tcpEstablished ? host.tcpDumpLock(rootPid, logFile) : undefined;
   const tcpUndo = tcpLock ? pushTcpDumpUndo(ctx, tree, tcpLock, thawStep) : undefined;
-  const thaw = tcpUndo?.thaw ?? thawStep;
-  if (tcpLock) {
-    // If this process dies from here on, the guard thaws the tree: it must undo the dump first.
-    const undo = host.tcpDumpUndoCommand(tree.map((t) => t.hostPid), tcpLock);
+  const hold: TaskNetworkHold | undefined = taskNetwork ? { netns: `/proc/${rootPid}/ns/net`, network: taskNetwork } : undefined;
+  const holdUndo = hold ? pushHoldUndo(ctx, hold, tcpUndo?.thaw ?? thawStep) : undefined;
+  const thaw = holdUndo?.thaw ?? tcpUndo?.thaw ?? thawStep;
+  if (tcpLock || hold) {
+    // If this process dies from here on, the guard thaws the tree: it must undo the dump (and the hold) first.
+    const undo = host.tcpDumpUndoCommand(tree.map((t) => t.hostPid), tcpLock, hold);
     if (undo) lease.runBeforeThaw(undo);
-    else ctx.log.warn('the freeze guard cannot undo a tcp-established dump here (tcp-dump-undo-main.js is not built): if this process dies, the resolver does');
+    else ctx.log.warn('the freeze guard cannot undo a tcp-established dump or a network hold here (tcp-dump-undo-main.js is not built): if this process dies, the resolver does');
   }
-  await ctx.journal.record('frozen', { imagesDir, ...(tcpLock ? { tcpLock } : {}) });
+  await ctx.journal.record('frozen', { imagesDir, ...(tcpLock ? { tcpLock } : {}), ...(hold ? { hold } : {}) });
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
+  // Right before the dump, the freeze clock running: the task still runs, only its packets wait.
+  if (hold) {
+    try {
+      host.holdTaskNetwork(hold);
+    } catch (e) {
+      throw new FerryError('NETWORK_HOLD_FAILED', { phase: 'freeze', side: 'source', sourceState: 'frozen', detail: `${hold.netns}: ${e instanceof Error ? e.message : String(e)}`, cause: e });
+    }
+  }
   const dumpKind = await host.dump({
     pid: rootPid,
     imagesDir,
@@ -107,18 +130,30 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     },
   });
   // After the commit (the thaw released): what a lazy restore's failed fill resumes the original with.
-  const resume = (): void => {
+  const resume = async (): Promise<void> => {
+    await holdUndo?.undoNow();
     tcpUndo?.undoNow();
     host.signalTree(rootPid, 'SIGCONT');
     ctx.sourceState = 'running';
   };
-  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features, mountNs };
+  return { tree, lease, thaw, resume, imagesDir, dumpKind, frozenAt, dumpMs: performance.now() - frozenAt, criuFeatures: criu.features, mountNs, taskNetwork };
 }
 
 function logUndo(ctx: MigrationContext, what: string, report: TcpDumpUndoReport): void {
   const fields = { released: report.released, tableDeleted: report.tableDeleted, note: report.note, errors: report.errors };
   if (report.errors.length > 0) ctx.log.error(what, fields);
   else ctx.log.info(what, fields);
+}
+
+/** `handle`, telling `released` first when it is released (the commit: the step above no longer thaws). */
+function onRelease(handle: UndoHandle, released: () => void): UndoHandle {
+  return {
+    what: handle.what,
+    release: () => {
+      released();
+      handle.release();
+    },
+  };
 }
 
 /** How long a commit waits for the killed original to be gone before it deletes CRIU's lock. */
@@ -154,17 +189,52 @@ function pushTcpDumpUndo(ctx: MigrationContext, tree: readonly TreeMember[], loc
     if (errors.length > 0) throw new Error(errors.join('; '));
   });
   return {
-    thaw: {
-      what: thawStep.what,
-      release: () => {
-        thawReleased = true;
-        thawStep.release();
-      },
-    },
+    thaw: onRelease(thawStep, () => (thawReleased = true)),
     undoNow: () => {
       if (undone) return;
       const errors = undo();
       if (errors.length > 0) ctx.log.error('the tcp-established dump is not fully undone: its connections may be reset or blocked', { errors });
+    },
+  };
+}
+
+function logHoldRelease(ctx: MigrationContext, what: string, report: HoldReleaseReport): void {
+  if (report.errors.length > 0) ctx.log.error(what, { ...report });
+  else ctx.log.info(what, { ...report });
+}
+
+/**
+ * Pushes the hold's undo above the tcp one (a rollback runs it first) and returns `thaw` wrapped as
+ * pushTcpDumpUndo does. Rolling back: the hold let go in the original's namespace and its addresses announced.
+ * Ending after the commit with the original gone (the kill waited for it): the veth's outer end deleted (it
+ * usually went with the namespace). Frozen for a commit whose answer is open: nothing.
+ */
+function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, thaw: UndoHandle): { thaw: UndoHandle; undoNow: () => Promise<void> } {
+  const { host } = ctx;
+  let thawReleased = false;
+  let undone = false;
+  const undo = async (): Promise<string[]> => {
+    undone = true;
+    const report = await host.releaseTaskNetworkHold(hold);
+    logHoldRelease(ctx, "the original's network hold let go", report);
+    return report.errors;
+  };
+  ctx.rollback.push("let go of the original's network hold and announce its addresses", async () => {
+    if (ctx.sourceState === 'gone') {
+      const deleted = host.deleteOuterLink(hold.network.outerLink);
+      ctx.log.info("the original's veth after the commit", { outerLink: hold.network.outerLink, deleted, note: deleted ? undefined : 'gone with its namespace' });
+      return;
+    }
+    if (thawReleased || undone) return;
+    const errors = await undo();
+    if (errors.length > 0) throw new Error(errors.join('; '));
+  });
+  return {
+    thaw: onRelease(thaw, () => (thawReleased = true)),
+    undoNow: async () => {
+      if (undone) return;
+      const errors = await undo();
+      if (errors.length > 0) ctx.log.error('the network hold is not fully let go: the original may be unreachable', { errors });
     },
   };
 }

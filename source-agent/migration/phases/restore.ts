@@ -50,6 +50,7 @@ export async function restore(ctx: MigrationContext, n: Negotiated, f: Frozen, d
       mode: lazy ? 'RESTORE_MODE_LAZY' : 'RESTORE_MODE_EAGER',
       criuFeatures: f.criuFeatures,
       mountNs: f.mountNs ? { externalMounts: f.mountNs.externalMounts } : null,
+      taskNetwork: f.taskNetwork ? { ...f.taskNetwork, addresses: [...f.taskNetwork.addresses] } : null,
     },
     ctx.signal,
   );

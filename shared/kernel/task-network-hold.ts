@@ -1,0 +1,89 @@
+/**
+ * A task network's hold (nft-hold.ts) as a step of a migration: put on the source's original right before its
+ * dump, carried to the copy by CRIU, and let go by whichever copy is to run (the dest's at the commit, the
+ * source's at a rollback). Letting go is: the hold tables deleted in that copy's namespace, then its addresses
+ * announced from its inner link (gratuitous ARP: the segment's bridges and neighbours learn at once where the
+ * station is now). What failed is reported, never thrown: the caller resumes the task regardless, as the undo
+ * of a --tcp-established dump does (tcp-dump-undo.ts).
+ */
+import { spawnSync } from 'node:child_process';
+import { addNetworkHold, releaseNetworkHold } from './nft-hold.js';
+import { sendGratuitousArp } from './arp.js';
+import type { TaskNetwork } from './task-network.js';
+
+/** What the hold is on; journaled with the freeze, so that a resolver (or the freeze guard) can let go too. */
+export interface TaskNetworkHold {
+  /** The nsfs path of the held namespace: `/proc/<root pid>/ns/net` of the original, or of the copy. */
+  netns: string;
+  network: TaskNetwork;
+}
+
+/** A journaled TaskNetwork (a journal is read back by a restarted agent: its fields are checked). */
+export function isTaskNetwork(v: unknown): v is TaskNetwork {
+  if (typeof v !== 'object' || v === null) return false;
+  const n = v as Partial<TaskNetwork>;
+  return typeof n.innerLink === 'string' && typeof n.mac === 'string' && Array.isArray(n.addresses) && n.addresses.every((a) => typeof a === 'string') && typeof n.outerLink === 'string' && typeof n.bridge === 'string';
+}
+
+export function isTaskNetworkHold(v: unknown): v is TaskNetworkHold {
+  return typeof v === 'object' && v !== null && typeof (v as TaskNetworkHold).netns === 'string' && isTaskNetwork((v as TaskNetworkHold).network);
+}
+
+/** Sends gratuitous ARP for `ip` from `link` in `netns`. */
+export type AnnounceAddress = (netns: string, link: string, ip: string, mac: string) => void | Promise<void>;
+
+/**
+ * One gratuitous ARP: it goes before the resume, so a second one (and arp.ts's 100 ms between them) would land
+ * in the downtime; on a bridged segment one frame is not lost, and the copy's own traffic teaches the rest.
+ */
+const announceAddress: AnnounceAddress = (netns, link, ip, mac) => sendGratuitousArp(netns, link, ip, mac, 1);
+
+export interface HoldReleaseReport {
+  /** The hold tables deleted (`inet ferry-hold`, `arp ferry-hold`). */
+  released: string[];
+  /** The addresses announced. */
+  announced: string[];
+  errors: string[];
+}
+
+/** Puts the hold on (both tables, one transaction). Throws: the dump must not start unheld. */
+export function holdTaskNetwork(hold: TaskNetworkHold): void {
+  addNetworkHold(hold.netns);
+}
+
+/**
+ * Lets the held copy back on the wire: the hold deleted, then its addresses announced (each only after the hold
+ * is gone: announced while held, the ARP would be dropped). Never throws.
+ */
+export async function releaseTaskNetworkHold(hold: TaskNetworkHold, announce: AnnounceAddress | undefined = announceAddress): Promise<HoldReleaseReport> {
+  const report: HoldReleaseReport = { released: [], announced: [], errors: [] };
+  try {
+    report.released = releaseNetworkHold(hold.netns);
+  } catch (e) {
+    report.errors.push(`the network hold not released in ${hold.netns}: ${String(e)}`);
+    return report; // still held: an announcement would be dropped
+  }
+  if (!announce) return report;
+  for (const cidr of hold.network.addresses) {
+    const ip = cidr.split('/')[0]!;
+    try {
+      await announce(hold.netns, hold.network.innerLink, ip, hold.network.mac);
+      report.announced.push(ip);
+    } catch (e) {
+      report.errors.push(`${ip} not announced from ${hold.network.innerLink}: ${String(e)}`);
+    }
+  }
+  return report;
+}
+
+/**
+ * Deletes the veth's outer end in this process's namespace (the source's after the commit, the dest's after an
+ * abort): false when it is gone already (the veth dies with the namespace of its other end). `ip` is bounded.
+ */
+export function deleteOuterLink(name: string): boolean {
+  const r = spawnSync('ip', ['link', 'del', 'dev', name], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status === 0) return true;
+  const err = `${r.stderr ?? ''}${r.error ? String(r.error) : ''}`.trim();
+  if (/Cannot find device|does not exist|No such device/.test(err)) return false;
+  throw new Error(`ip link del ${name}: ${err || `exit ${r.status}`}`);
+}
