@@ -1,5 +1,5 @@
 /**
- * ARP on one link of a network namespace, over an AF_PACKET socket made inside it (netns-socket.ts): the
+ * ARP on one link of a network namespace, over an AF_PACKET socket made inside it (packet-socket.ts): the
  * gratuitous ARP a task's copy sends so that the segment's switches and neighbours learn where its address now
  * is, and the RFC 5227 probe that asks whether anyone holds an address (sender IP 0.0.0.0: a probe updates no
  * neighbour's cache, so asking never misdirects traffic). Waits are bounded by the caller's timeout, and polled
