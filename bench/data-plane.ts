@@ -33,6 +33,10 @@ const USAGE = `Usage: npm run bench:data-plane -- [options]
   --quick        256 MiB tasks (64 MiB on 100 Mbit/s), shorter references, no profile (about 2 minutes)
   --no-profile   leave out the CPU-profiled run (node --cpu-prof on both agents during a migration)
   --no-docs      do not rewrite the data-plane section of docs/benchmarks.md
+  --cells ID,... only these cells (ids as in the results file, e.g. tls-unshaped,tls-unshaped-ch2), each with
+                 its link's references; no docs and no latest summary are written
+  --mib N        the unshaped cells' task size in MiB (default 1024, 256 with --quick)
+  --profile      the CPU-profiled run even with --quick (it follows the tls-unshaped cell)
   -h, --help`;
 
 const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results');
@@ -45,21 +49,40 @@ interface Options {
   quick: boolean;
   profile: boolean;
   docs: boolean;
+  /** Only these cells (a narrower run while working on one part); undefined: all. */
+  cells: string[] | undefined;
+  mib: number | undefined;
 }
 
 function parseOptions(argv: string[]): Options | undefined {
-  const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, 'no-profile': { type: 'boolean' }, 'no-docs': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean' },
+      'no-profile': { type: 'boolean' },
+      'no-docs': { type: 'boolean' },
+      cells: { type: 'string' },
+      mib: { type: 'string' },
+      profile: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
   if (values.help) return undefined;
   const quick = values.quick ?? false;
-  return { quick, profile: !quick && !values['no-profile'], docs: !values['no-docs'] };
+  const cells = values.cells?.split(',').filter((c) => c !== '');
+  const mib = values.mib === undefined ? undefined : Number(values.mib);
+  if (mib !== undefined && !(Number.isInteger(mib) && mib >= 16 && mib <= 8192)) throw new Error(`--mib must be an integer from 16 to 8192 (got "${values.mib}")`);
+  const profile = values.profile === true || (!quick && !values['no-profile']);
+  return { quick, profile, docs: !values['no-docs'] && cells === undefined, cells, mib };
 }
 
 const sec = (v: number | undefined): string => (v === undefined ? 'n/a' : v.toFixed(2));
 const log = (msg: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 /** The cells of a run, in the order they run (grouped by link, so each shaping is set once). */
-function planCells(quick: boolean, flags: DataPlaneFile['flags']): CellPlan[] {
-  const big = quick ? 256 : 1024;
+function planCells(quick: boolean, flags: DataPlaneFile['flags'], mib?: number): CellPlan[] {
+  const big = mib ?? (quick ? 256 : 1024);
   const small = quick ? 64 : 256;
   const noCompress = 'this build has no --compress (`ferry migrate --help`)';
   const noChannels = 'this build has no --page-channels (`ferry migrate --help`)';
@@ -134,7 +157,13 @@ async function main(): Promise<number> {
   }
   await buildMemtest();
   const flags = { compress: hasMigrateFlag('--compress').ok, pageChannels: hasMigrateFlag('--page-channels').ok };
-  const cells = planCells(opts.quick, flags);
+  const planned = planCells(opts.quick, flags, opts.mib);
+  const unknown = opts.cells?.filter((id) => !planned.some((c) => c.id === id)) ?? [];
+  if (unknown.length > 0) {
+    console.error(`bench:data-plane: no cell ${unknown.join(', ')}; the cells: ${planned.map((c) => c.id).join(', ')}`);
+    return 2;
+  }
+  const cells = opts.cells ? planned.filter((c) => opts.cells!.includes(c.id)) : planned;
 
   const controller = new AbortController();
   const signal = controller.signal;
@@ -286,7 +315,7 @@ async function main(): Promise<number> {
   await save();
   console.log('');
   console.log(dataPlaneConsole(file));
-  if (exitCode !== 130) {
+  if (exitCode !== 130 && opts.cells === undefined) {
     const rel = resultsPath.slice(REPO_ROOT.length);
     const summaryPath = join(RESULTS_DIR, `latest-data-plane${opts.quick ? '-quick' : ''}-summary.json`);
     await writeFile(summaryPath, `${JSON.stringify({ ...file, results: rel, targets: dataPlaneTargets(file) }, null, 1)}\n`);

@@ -35,7 +35,7 @@ import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
 import { checkExternalMounts, missingMounts, restoreMountNamespace } from './restore-mount-namespace.js';
 import { restoreTaskNetwork } from './restore-task-network.js';
-import { announceTaskNetwork, removeOuterLink } from './task-network-copy.js';
+import { removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -124,6 +124,8 @@ export class DestService {
   private workDirReady: Promise<void> | undefined;
   private peerInfo: { at: number; info: Promise<m.PeerInfo> } | undefined;
   private lazy: Promise<LazyRestoreSupport> | undefined;
+  /** What runs on after a copy resumed (its addresses announced, its hold deleted): close() waits for it. */
+  private readonly afterResume = new Set<Promise<void>>();
 
   constructor(private readonly opts: DestOptions) {
     this.limits = compileDestLimits(opts.limits);
@@ -316,10 +318,9 @@ export class DestService {
         return s;
       },
       acquireStream: (peer) => this.streams.acquire(peer, 'precopy'),
-      store: async (s, b, signal) => {
+      store: async (s, b, scratch, signal) => {
         s.touch();
         const data = this.payloads.decode({ codec: b.codec, payload: b.payload, rawBytes: b.rawBytes }, b.kinds, b.pages, s.pageSize);
-        const scratch = Buffer.allocUnsafe(b.pages * HASH_BYTES);
         return this.storeBatch(s, { round: b.round, task: b.task, pageNumbers: b.pageNumbers, hashes: b.hashes, kinds: b.kinds, data }, scratch, signal);
       },
       abandon: async (s) => {
@@ -543,9 +544,9 @@ export class DestService {
     const lazy = s.pager !== undefined;
     await s.transition(lazy ? 'filling' : 'committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
     injectFault('dest.commit-recorded');
-    // The copy comes back held (the source's hold travelled in its ruleset): let go and announced, then run.
-    if (s.taskNetwork) await announceTaskNetwork(restoredPid, s.taskNetwork, s.log);
-    resumeTree(restoredPid);
+    // The copy comes back held (the source's hold travelled in its ruleset): opened, then run; announced after.
+    if (s.taskNetwork) this.trackAfterResume(resumeOnTheWire(restoredPid, s.taskNetwork, s.log, () => resumeTree(restoredPid)));
+    else resumeTree(restoredPid);
     injectFault('dest.commit-resumed');
     // From the resume on, the fill's end decides the session (it may have ended already: the pager may have had
     // every page before the Commit came).
@@ -719,6 +720,12 @@ export class DestService {
     found.cleanup.catch((e: unknown) => this.opts.log.error('cleaning up after the previous agent failed', { err: e }));
   }
 
+  /** `p` never rejects (resumeOnTheWire logs its failures). */
+  private trackAfterResume(p: Promise<void>): void {
+    this.afterResume.add(p);
+    void p.finally(() => this.afterResume.delete(p));
+  }
+
   /** On shutdown: every uncommitted session is rolled back on this side. */
   async close(): Promise<void> {
     for (const s of this.sessions.all()) {
@@ -726,5 +733,6 @@ export class DestService {
       if (s.state === 'filling') s.pager?.detach();
       else await this.abortSession(s, 'dest agent stopping');
     }
+    await Promise.all(this.afterResume);
   }
 }

@@ -145,20 +145,32 @@ export class TaskPageStore {
     verifyBatchHashes(batch, this.pageSize, scratchHashes);
     this.admit(batch);
     // Consecutive slots of one level become one positioned writev; a zero page on a slot never written is skipped.
+    // Pages that are also consecutive in the batch's data are one buffer of it (a view, no copy per page).
     let runLevel: StoreLevel | undefined;
     let runSlot = -1;
+    let runPages = 0;
     let buffers: Buffer[] = [];
+    /** The run's last piece of batch.data not yet in `buffers`: [pieceAt, pieceAt + pieceBytes). */
+    let pieceAt = -1;
+    let pieceBytes = 0;
+    const endPiece = (): void => {
+      if (pieceAt >= 0) buffers.push(batch.data.subarray(pieceAt, pieceAt + pieceBytes));
+      pieceAt = -1;
+      pieceBytes = 0;
+    };
     const flush = async (): Promise<void> => {
+      endPiece();
       const level = runLevel;
-      if (level && buffers.length > 0) {
+      if (level && runPages > 0) {
         const at = (runSlot - level.firstSlot) * this.pageSize;
         const bufs = buffers;
         await this.useFile(level, (fh) => fh.writev(bufs, at));
-        level.fileBytes = Math.max(level.fileBytes, at + bufs.length * this.pageSize);
+        level.fileBytes = Math.max(level.fileBytes, at + runPages * this.pageSize);
       }
       buffers = [];
+      runPages = 0;
     };
-    const touched = new Set<StoreLevel>();
+    let touched: StoreLevel | StoreLevel[] | undefined;
     for (let i = 0; i < batch.count; i++) {
       const page = readPageNumber(batch.pageNumbers, i);
       let slot = this.index.slotOf(page);
@@ -176,26 +188,33 @@ export class TaskPageStore {
         top.lastPage = page;
         level = top;
       } else {
-        this.index.set(page, batch.hashes, i * HASH_BYTES);
+        this.index.setAt(slot, batch.hashes, i * HASH_BYTES);
         level = this.levels[this.levelOfSlot(slot)]!;
       }
-      touched.add(level);
+      // Almost always one level per batch: no Set for it.
+      if (touched === undefined) touched = level;
+      else if (touched !== level && (!Array.isArray(touched) || !touched.includes(level))) touched = Array.isArray(touched) ? [...touched, level] : [touched, level];
       const off = batch.dataOffsets[i]!;
       if (off < 0 && this.written[slot] === 0) continue; // a hole reads as zeros
       this.written[slot] = 1;
-      const bytes = off < 0 ? this.zeroPage : batch.data.subarray(off, off + this.pageSize);
-      if (level === runLevel && slot === runSlot + buffers.length && buffers.length < WRITEV_PAGES) {
-        buffers.push(bytes);
-      } else {
+      if (!(level === runLevel && slot === runSlot + runPages && runPages < WRITEV_PAGES)) {
         await flush();
         runLevel = level;
         runSlot = slot;
-        buffers = [bytes];
+      }
+      runPages++;
+      if (off >= 0 && off === pieceAt + pieceBytes) pieceBytes += this.pageSize;
+      else {
+        endPiece();
+        if (off >= 0) {
+          pieceAt = off;
+          pieceBytes = this.pageSize;
+        } else buffers.push(this.zeroPage);
       }
     }
     await flush();
     // A trailing zero page is a hole at the end: the file is extended so that it reads back.
-    for (const level of touched) {
+    for (const level of touched === undefined ? [] : Array.isArray(touched) ? touched : [touched]) {
       const length = level.pages * this.pageSize;
       if (level.fileBytes < length) {
         await this.useFile(level, (fh) => fh.truncate(length));
@@ -213,21 +232,27 @@ export class TaskPageStore {
     let newBytes = 0;
     let levels = this.levels.length;
     let lastPage = this.levels[levels - 1]?.lastPage ?? Infinity;
-    /** New pages of this batch -> whether their bytes were counted already (a page may come twice). */
-    const fresh = new Map<number, boolean>();
+    /** The highest new page so far: a new page above it cannot have come earlier in this batch (the usual case). */
+    let maxNew = -1;
+    /** New pages of this batch -> whether their bytes were counted already (a page may come twice); made only then. */
+    let fresh: Map<number, boolean> | undefined;
     for (let i = 0; i < batch.count; i++) {
       const page = readPageNumber(batch.pageNumbers, i);
       const slot = this.index.slotOf(page);
       const isData = batch.dataOffsets[i]! >= 0;
       if (slot === undefined) {
-        const counted = fresh.get(page);
+        let counted: boolean | undefined;
+        if (page <= maxNew) {
+          fresh ??= this.newPagesBefore(batch, i);
+          counted = fresh.get(page);
+        } else maxNew = page;
         if (counted === undefined) {
           newSlots++;
           if (levels === 0 || page <= lastPage) levels++;
           lastPage = page;
         }
         if (isData && counted !== true) newBytes += this.pageSize;
-        fresh.set(page, counted === true || isData);
+        fresh?.set(page, counted === true || isData);
       } else if (isData && this.written[slot] === 0) {
         newBytes += this.pageSize;
       }
@@ -239,6 +264,16 @@ export class TaskPageStore {
       });
     }
     this.budget.takePages(newSlots, newBytes, 'precopy');
+  }
+
+  /** The new pages among the batch's first `end` (all distinct: they ascended so far) -> whether they carry data. */
+  private newPagesBefore(batch: DecodedPageBatch, end: number): Map<number, boolean> {
+    const fresh = new Map<number, boolean>();
+    for (let i = 0; i < end; i++) {
+      const page = readPageNumber(batch.pageNumbers, i);
+      if (this.index.slotOf(page) === undefined) fresh.set(page, batch.dataOffsets[i]! >= 0);
+    }
+    return fresh;
   }
 
   /**
@@ -302,20 +337,36 @@ export function zeroPageHash(pageSize: number): Buffer {
   return h;
 }
 
+/**
+ * Every page's hash against its bytes (zero pages against the zero page's hash). Data pages are packed in page
+ * order (decodePageBatch), so a run of them is one comparison of the batch's hashes with the computed ones; only a mismatch looks
+ * for its page.
+ */
 function verifyBatchHashes(batch: DecodedPageBatch, pageSize: number, scratch: Buffer): void {
   const dataPages = batch.data.length / pageSize;
   if (scratch.length < dataPages * HASH_BYTES) throw new Error('scratch hash buffer too small');
   if (dataPages > 0) hashPages(batch.data, dataPages, pageSize, scratch);
   const zero = zeroPageHash(pageSize);
-  for (let i = 0; i < batch.count; i++) {
+  const expected = batch.hashes;
+  const refuse = (i: number): never => {
+    throw new FerryError('PAGE_INTEGRITY', {
+      side: 'dest',
+      detail: `page ${readPageNumber(batch.pageNumbers, i)} (#${i} of the batch) does not match its hash`,
+    });
+  };
+  for (let i = 0; i < batch.count; ) {
     const off = batch.dataOffsets[i]!;
-    const expected = batch.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
-    const actual = off < 0 ? zero : scratch.subarray((off / pageSize) * HASH_BYTES, (off / pageSize + 1) * HASH_BYTES);
-    if (!expected.equals(actual)) {
-      throw new FerryError('PAGE_INTEGRITY', {
-        side: 'dest',
-        detail: `page ${readPageNumber(batch.pageNumbers, i)} (#${i} of the batch) does not match its hash`,
-      });
+    if (off < 0) {
+      if (zero.compare(expected, i * HASH_BYTES, (i + 1) * HASH_BYTES) !== 0) refuse(i);
+      i++;
+      continue;
     }
+    let j = i + 1;
+    while (j < batch.count && batch.dataOffsets[j] === off + (j - i) * pageSize) j++;
+    const d = off / pageSize;
+    if (scratch.compare(expected, i * HASH_BYTES, j * HASH_BYTES, d * HASH_BYTES, (d + j - i) * HASH_BYTES) !== 0) {
+      for (let k = i; k < j; k++) if (scratch.compare(expected, k * HASH_BYTES, (k + 1) * HASH_BYTES, (d + k - i) * HASH_BYTES, (d + k - i + 1) * HASH_BYTES) !== 0) refuse(k);
+    }
+    i = j;
   }
 }

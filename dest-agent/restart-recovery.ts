@@ -39,7 +39,7 @@ import type { EndedSession } from './session-registry.js';
 import { LOGS_DIR, sessionDirsIn, WORK_DIR_MARKER } from './work-dir.js';
 import { abortPager, readPagerStatus } from './lazy/pager-process.js';
 import type { TaskNetwork } from '../shared/kernel/task-network.js';
-import { announceTaskNetwork, removeOuterLink } from './task-network-copy.js';
+import { removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
 
 /** A revived copy waits at least this long for the source's Commit or Abort, whatever its lease said. */
 export const RESTART_GRACE_MS = 15_000;
@@ -162,8 +162,8 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
         // The copy runs; only its pager's end decides (the link adopts it, or reads how it ended).
         const copy = liveCopy(j);
         if (copy?.stopped) {
-          if (j.taskNetwork) await announceTaskNetwork(copy.pid, j.taskNetwork, mlog);
-          signalTree(copy.pid, 'SIGCONT');
+          if (j.taskNetwork) await resumeOnTheWire(copy.pid, j.taskNetwork, mlog, () => signalTree(copy.pid, 'SIGCONT'));
+          else signalTree(copy.pid, 'SIGCONT');
           mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
         }
         const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: j.restoredPid ?? 0, state: 'filling', resumedAtUs: j.resumedAtUs, log: mlog });
@@ -174,8 +174,8 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       case 'committed': {
         const copy = liveCopy(j);
         if (copy?.stopped) {
-          if (j.taskNetwork) await announceTaskNetwork(copy.pid, j.taskNetwork, mlog);
-          signalTree(copy.pid, 'SIGCONT');
+          if (j.taskNetwork) await resumeOnTheWire(copy.pid, j.taskNetwork, mlog, () => signalTree(copy.pid, 'SIGCONT'));
+          else signalTree(copy.pid, 'SIGCONT');
           mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
         }
         await removeDir(id);

@@ -1,17 +1,30 @@
 /**
  * The restored copy's network on the dest, at the two ends of its session: at the Commit (or a restarted
- * agent's resume of a committed copy) its hold is let go in its namespace and its addresses announced, right
- * before the resume; at an abort the veth's outer end criu made here is deleted if the kill left it.
+ * agent's resume of a committed copy) its hold is opened in its namespace right before the resume, and after it
+ * its addresses announced and the hold deleted; at an abort the veth's outer end criu made here is deleted if
+ * the kill left it.
  */
-import { deleteOuterLink, isTaskNetwork, releaseTaskNetworkHold } from '../shared/kernel/task-network-hold.js';
+import { deleteOuterLink, finishTaskNetworkHold, isTaskNetwork, openTaskNetworkHold, type HoldReleaseReport } from '../shared/kernel/task-network-hold.js';
 import type { TaskNetwork } from '../shared/kernel/task-network.js';
 import type { Logger } from '../shared/logging/logger.js';
 
-/** Lets go of the copy's hold and announces its addresses; failures logged (the copy is resumed regardless). */
-export async function announceTaskNetwork(copyPid: number, network: TaskNetwork, log: Logger): Promise<void> {
-  const report = await releaseTaskNetworkHold({ netns: `/proc/${copyPid}/ns/net`, network });
+function logRelease(log: Logger, report: HoldReleaseReport): void {
   if (report.errors.length > 0) log.error("the copy's network hold is not fully let go: peers may not reach it", { ...report });
   else log.info("the copy's network hold let go", { ...report });
+}
+
+/**
+ * Lets the copy's traffic through, then `resume`s it at once; then (not awaited by the caller's answer: the
+ * copy runs already) announces its addresses and deletes the hold. Failures logged, never thrown.
+ */
+export function resumeOnTheWire(copyPid: number, network: TaskNetwork, log: Logger, resume: () => void): Promise<void> {
+  const hold = { netns: `/proc/${copyPid}/ns/net`, network };
+  const openError = openTaskNetworkHold(hold);
+  resume();
+  return finishTaskNetworkHold(hold, openError).then(
+    (report) => logRelease(log, report),
+    (e: unknown) => log.error("the copy's network hold is not fully let go: peers may not reach it", { err: e }),
+  );
 }
 
 /** After the copy's kill: its outer veth deleted here, if the namespace's end did not take it along. */

@@ -21,6 +21,8 @@ import {
   encodeError,
   FrameType,
   CHANNEL_TOKEN_BYTES,
+  MAX_BODY_BYTES,
+  MAX_CHANNEL_BATCH_PAGES,
   type BatchFrame,
   type Hello,
 } from '../../shared/transport/page-channel/page-channel-frame.js';
@@ -30,6 +32,7 @@ import type { DestSession } from '../session.js';
 import type { PeerKey } from '../peer-key.js';
 import { SeqOrder } from './seq-order.js';
 import { BodyPool } from '../../shared/transport/page-channel/body-pool.js';
+import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
 
 /** A dialer must say HELLO (after its TLS handshake) within this, or it is cut. */
 export const HELLO_TIMEOUT_MS = 10_000;
@@ -50,8 +53,8 @@ export interface PageChannelHost {
   session(migrationId: string, epoch: string, peer: PeerKey): DestSession;
   /** A stream slot for the channel (DEST_TOO_MANY_STREAMS past the bounds); the release. */
   acquireStream(peer: PeerKey): () => void;
-  /** Verifies and stores one whole batch, as StreamPages does. */
-  store(s: DestSession, batch: BatchFrame, signal: AbortSignal): Promise<{ pages: number; bytes: number; storeUs: number }>;
+  /** Verifies and stores one whole batch, as StreamPages does; `scratch` (the channel's) takes its pages' hashes. */
+  store(s: DestSession, batch: BatchFrame, scratch: Buffer, signal: AbortSignal): Promise<{ pages: number; bytes: number; storeUs: number }>;
   /** The source dropped a channel mid-stream: its session is aborted. */
   abandon(s: DestSession): Promise<void>;
   readonly streamIdleMs: number;
@@ -220,9 +223,12 @@ export class PageChannelServer {
 
 /** One accepted connection: HELLO, then batches until CLOSE. */
 class DestChannel {
-  private readonly bodies = new BodyPool();
+  /** Room for every body the channel may hold at once: its queue up to the bound, one filling, one being stored. */
+  private readonly bodies = new BodyPool(MAX_PENDING_BYTES + 2 * MAX_BODY_BYTES[FrameType.BATCH]);
   private readonly reader = new FrameReader(new Set([FrameType.HELLO]), 'dest', (n) => this.bodies.take(n));
   private readonly frames: Frame[] = [];
+  /** The hashes the store computes of a batch, one buffer for the channel's life (batches are stored one at a time). */
+  private readonly scratch = Buffer.allocUnsafe(MAX_CHANNEL_BATCH_PAGES * HASH_BYTES);
   private wake: (() => void) | undefined;
   private ended: FerryError | undefined;
   /** The socket closed or broke: there is no one to tell why. */
@@ -357,7 +363,7 @@ class DestChannel {
       // Whole and in the stream's order: only then is it stored.
       await order.turn(batch.seq, this.stop.signal);
       try {
-        const r = await this.server.channelHost.store(s, batch, this.stop.signal);
+        const r = await this.server.channelHost.store(s, batch, this.scratch, this.stop.signal);
         acked.batches++;
         acked.pages += r.pages;
         acked.bytes += BigInt(r.bytes);

@@ -39,7 +39,10 @@ const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_DELTABLE = 2;
 const NFT_MSG_NEWCHAIN = 3;
 const NFT_MSG_GETCHAIN = 4;
+const NFT_MSG_NEWRULE = 6;
+const NFT_MSG_GETRULE = 7;
 const NLM_F_CREATE = 0x400;
+const NLM_F_APPEND = 0x800;
 const NFTA_TABLE_NAME = 1;
 const NFTA_CHAIN_TABLE = 1;
 const NFTA_CHAIN_NAME = 3;
@@ -49,6 +52,18 @@ const NFTA_CHAIN_TYPE = 7;
 const NFTA_HOOK_HOOKNUM = 1;
 const NFTA_HOOK_PRIORITY = 2;
 const NLA_F_NESTED = 0x8000;
+const NFTA_RULE_TABLE = 1;
+const NFTA_RULE_CHAIN = 2;
+const NFTA_RULE_EXPRESSIONS = 4;
+const NFTA_LIST_ELEM = 1;
+const NFTA_EXPR_NAME = 1;
+const NFTA_EXPR_DATA = 2;
+const NFTA_IMMEDIATE_DREG = 1;
+const NFTA_IMMEDIATE_DATA = 2;
+const NFTA_DATA_VERDICT = 2;
+const NFTA_VERDICT_CODE = 1;
+const NFT_REG_VERDICT = 0;
+const NF_ACCEPT = 1;
 
 /** The families `nft` names (NFPROTO_*). */
 const FAMILIES: Record<number, string> = { 1: 'inet', 2: 'ip', 3: 'arp', 5: 'netdev', 7: 'bridge', 10: 'ip6' };
@@ -149,6 +164,18 @@ export function listNftBaseChains(netns: string): NftChain[] {
   return chains;
 }
 
+/** How many rules each chain of `table` holds, by chain name (chains without rules are absent). */
+export function countNftRules(netns: string, table: NftTable): Map<string, number> {
+  const counts = new Map<string, number>();
+  dump(netns, NFT_MSG_GETRULE, NFT_MSG_NEWRULE, 'GETRULE', (body) => {
+    const a = parseAttrs(body, 4);
+    const chain = attrString(a.get(NFTA_RULE_CHAIN));
+    if (familyOf(body) !== table.family || attrString(a.get(NFTA_RULE_TABLE)) !== table.name || chain === undefined) return;
+    counts.set(chain, (counts.get(chain) ?? 0) + 1);
+  });
+  return counts;
+}
+
 /** One message of a batch: its type (NFT_MSG_*), extra flags, family and attributes. */
 export interface NftBatchMessage {
   type: number;
@@ -211,6 +238,26 @@ export function newTableWithChains(table: NftTable, chains: readonly Omit<NftCha
     }),
   ];
 }
+
+/**
+ * The message that appends `accept` (one immediate verdict) to a chain of `table`, for one nftBatch. Adding a
+ * rule changes no hook: it costs no RCU grace period, where deleting a base chain (or changing its policy)
+ * waits for one (about 10 ms here).
+ */
+export function acceptRuleMessage(table: NftTable, chain: string): NftBatchMessage {
+  const verdict = netlinkAttr(NFTA_DATA_VERDICT | NLA_F_NESTED, u32Attr(NFTA_VERDICT_CODE, NF_ACCEPT));
+  const data = netlinkAttr(NFTA_EXPR_DATA | NLA_F_NESTED, Buffer.concat([u32Attr(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT), netlinkAttr(NFTA_IMMEDIATE_DATA | NLA_F_NESTED, verdict)]));
+  const expr = netlinkAttr(NFTA_LIST_ELEM | NLA_F_NESTED, Buffer.concat([stringAttr(NFTA_EXPR_NAME, 'immediate'), data]));
+  return {
+    type: NFT_MSG_NEWRULE,
+    flags: NLM_F_CREATE | NLM_F_APPEND,
+    family: table.family,
+    attrs: Buffer.concat([stringAttr(NFTA_RULE_TABLE, table.name), stringAttr(NFTA_RULE_CHAIN, chain), netlinkAttr(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, expr)]),
+  };
+}
+
+/** The message that deletes `table FAMILY NAME` with everything in it, for one nftBatch. */
+export const deleteTableMessage = (table: NftTable): NftBatchMessage => tableMessage(table, NFT_MSG_DELTABLE, 0);
 
 /** Deletes `table FAMILY NAME` in the network namespace `netns` names; false when there is no such table. */
 export function deleteNftTable(netns: string, table: NftTable): boolean {

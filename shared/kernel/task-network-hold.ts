@@ -1,13 +1,14 @@
 /**
  * A task network's hold (nft-hold.ts) as a step of a migration: put on the source's original right before its
  * dump, carried to the copy by CRIU, and let go by whichever copy is to run (the dest's at the commit, the
- * source's at a rollback). Letting go is: the hold tables deleted in that copy's namespace, then its addresses
+ * source's at a rollback). Letting go is: the hold opened in that copy's namespace (traffic flows), its addresses
  * announced from its inner link (gratuitous ARP: the segment's bridges and neighbours learn at once where the
- * station is now). What failed is reported, never thrown: the caller resumes the task regardless, as the undo
+ * station is now), the hold's tables deleted; the dest resumes its copy right after the opening, before the
+ * slow rest (nft-hold.ts says why it is slow). What failed is reported, never thrown: the caller resumes the task regardless, as the undo
  * of a --tcp-established dump does (tcp-dump-undo.ts).
  */
 import { spawnSync } from 'node:child_process';
-import { addNetworkHold, releaseNetworkHold } from './nft-hold.js';
+import { addNetworkHold, openNetworkHold, releaseNetworkHold } from './nft-hold.js';
 import { sendGratuitousArp } from './arp.js';
 import type { TaskNetwork } from './task-network.js';
 
@@ -52,18 +53,35 @@ export function holdTaskNetwork(hold: TaskNetworkHold): void {
 }
 
 /**
- * Lets the held copy back on the wire: the hold deleted, then its addresses announced (each only after the hold
- * is gone: announced while held, the ARP would be dropped). Never throws.
+ * The fast half of letting go (nft-hold.ts's openNetworkHold: well under a millisecond): traffic flows from
+ * here. The error, if it failed (then the hold is still closed: finishTaskNetworkHold deletes it first).
  */
-export async function releaseTaskNetworkHold(hold: TaskNetworkHold, announce: AnnounceAddress | undefined = announceAddress): Promise<HoldReleaseReport> {
-  const report: HoldReleaseReport = { released: [], announced: [], errors: [] };
+export function openTaskNetworkHold(hold: TaskNetworkHold): string | undefined {
   try {
-    report.released = releaseNetworkHold(hold.netns);
+    openNetworkHold(hold.netns);
+    return undefined;
   } catch (e) {
-    report.errors.push(`the network hold not released in ${hold.netns}: ${String(e)}`);
-    return report; // still held: an announcement would be dropped
+    return `the network hold not opened in ${hold.netns}: ${String(e)}`;
   }
-  if (!announce) return report;
+}
+
+/**
+ * The slow half, off the downtime where it can be: the addresses announced (one gratuitous ARP each; its packet
+ * socket's close waits for an RCU grace period) and the hold's tables deleted (the same wait). After a failed
+ * open the tables go first: an announcement from a closed namespace would be dropped. Never throws.
+ */
+export async function finishTaskNetworkHold(hold: TaskNetworkHold, openError: string | undefined, announce: AnnounceAddress = announceAddress): Promise<HoldReleaseReport> {
+  const report: HoldReleaseReport = { released: [], announced: [], errors: openError ? [openError] : [] };
+  const release = (): boolean => {
+    try {
+      report.released = releaseNetworkHold(hold.netns);
+      return true;
+    } catch (e) {
+      report.errors.push(`the network hold not released in ${hold.netns}: ${String(e)}`);
+      return false;
+    }
+  };
+  if (openError && !release()) return report; // still held: an announcement would be dropped
   for (const cidr of hold.network.addresses) {
     const ip = cidr.split('/')[0]!;
     try {
@@ -73,7 +91,13 @@ export async function releaseTaskNetworkHold(hold: TaskNetworkHold, announce: An
       report.errors.push(`${ip} not announced from ${hold.network.innerLink}: ${String(e)}`);
     }
   }
+  if (!openError) release();
   return report;
+}
+
+/** Both halves in a row (a rollback's, a resolver's, the freeze guard's): open, announce, delete. Never throws. */
+export async function releaseTaskNetworkHold(hold: TaskNetworkHold, announce: AnnounceAddress = announceAddress): Promise<HoldReleaseReport> {
+  return finishTaskNetworkHold(hold, openTaskNetworkHold(hold), announce);
 }
 
 /**

@@ -4,7 +4,7 @@
  * (PageBatchEncoder), the dest decodes (decodePageBatch). Encoding never goes through BigInt.
  */
 import { FerryError } from '../errors/ferry-error.js';
-import { HASH_BYTES } from '../pages/page-hash-index.js';
+import { copyHashBytes, HASH_BYTES } from '../pages/page-hash-index.js';
 
 export const PAGE_KIND_DATA = 0;
 export const PAGE_KIND_ZERO = 1;
@@ -19,6 +19,13 @@ const MAX_SPARE_BATCHES = 8;
 
 /** Wire bytes each page costs besides its data: page number, hash, kind. */
 export const PAGE_ENTRY_BYTES = 8 + HASH_BYTES + 1;
+
+/**
+ * Bytes kept free in front of each batch's data, in the same buffer: room for a transport to lay the page entries
+ * and its own header of the batch right before the data, so that the batch goes out as one buffer (a TLS socket
+ * copies the buffers of one write into one before it encrypts them: a second pass over every page byte).
+ */
+export const BATCH_HEADROOM = 64 + BATCH_PAGES * PAGE_ENTRY_BYTES;
 
 /** 5-level paging caps user addresses at 2^57; with 4 KiB pages no valid page number reaches 2^45. */
 const MAX_PAGE_NUMBER_HI_WORD = 2 ** 13;
@@ -36,6 +43,11 @@ export interface PageBatch {
    * buffers per batch, as before.
    */
   release?: (() => void) | undefined;
+  /**
+   * Set by PageBatchEncoder: bytes in front of `data` in its ArrayBuffer that nothing else uses, for the transport
+   * to write its header into until it releases the batch (BATCH_HEADROOM).
+   */
+  headroom?: number | undefined;
 }
 
 /** A batch whose layout was checked on arrival. */
@@ -81,13 +93,22 @@ export class PageBatchEncoder {
     private readonly pageSize: number,
     private readonly emit: (batch: PageBatch) => Promise<void>,
   ) {
-    this.data = Buffer.allocUnsafe(BATCH_PAGES * pageSize);
+    this.data = this.dataBuffer();
   }
 
-  /** Copies the page (hash and, unless zero, bytes) in: the caller may reuse its buffers once this returns. */
-  async add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> {
+  /** A batch's data buffer, with BATCH_HEADROOM free bytes in front of it (a buffer of its own, not the pool's). */
+  private dataBuffer(): Buffer {
+    return Buffer.allocUnsafeSlow(BATCH_HEADROOM + BATCH_PAGES * this.pageSize).subarray(BATCH_HEADROOM);
+  }
+
+  /**
+   * Copies the page (hash and, unless zero, bytes) in: the caller may reuse its buffers once this returns. When the
+   * page fills the batch, the batch is emitted and its promise returned (await it before the next add); else
+   * undefined.
+   */
+  add(page: number, hashes: Buffer, hashOffset: number, src: Buffer, srcOffset: number, isZero: boolean): Promise<void> | undefined {
     writePageNumber(this.pageNumbers, this.count, page);
-    hashes.copy(this.hashes, this.count * HASH_BYTES, hashOffset, hashOffset + HASH_BYTES);
+    copyHashBytes(hashes, hashOffset, this.hashes, this.count * HASH_BYTES);
     if (isZero) {
       this.kinds[this.count] = PAGE_KIND_ZERO;
       this.zeroPages++;
@@ -98,7 +119,7 @@ export class PageBatchEncoder {
     }
     this.count++;
     this.pages++;
-    if (this.count === BATCH_PAGES) await this.flush();
+    return this.count === BATCH_PAGES ? this.flush() : undefined;
   }
 
   async flush(): Promise<void> {
@@ -110,6 +131,7 @@ export class PageBatchEncoder {
       hashes: this.hashes.subarray(0, this.count * HASH_BYTES),
       kinds: this.kinds.subarray(0, this.count),
       data: this.data.subarray(0, this.dataBytes),
+      headroom: BATCH_HEADROOM,
       release: () => {
         if (released) return;
         released = true;
@@ -122,7 +144,7 @@ export class PageBatchEncoder {
     this.pageNumbers = next?.pageNumbers ?? Buffer.allocUnsafe(BATCH_PAGES * 8);
     this.hashes = next?.hashes ?? Buffer.allocUnsafe(BATCH_PAGES * HASH_BYTES);
     this.kinds = next?.kinds ?? Buffer.allocUnsafe(BATCH_PAGES);
-    this.data = next?.data ?? Buffer.allocUnsafe(BATCH_PAGES * this.pageSize);
+    this.data = next?.data ?? this.dataBuffer();
     this.count = 0;
     this.dataBytes = 0;
     await this.emit(batch);

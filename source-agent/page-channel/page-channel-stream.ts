@@ -25,7 +25,7 @@ export const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
  * silent; gRPC's keepalive found it in ~15 s). A link that comes back sooner carries on where it was.
  */
 export const CHANNEL_ACK_TIMEOUT_MS = 30_000;
-/** Bytes a channel may hold unsent in its socket before send() waits for it to drain: ~4 batches. */
+/** Bytes of frames a channel may hold unwritten before send() waits for them to go out: ~4 batches. */
 const CHANNEL_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 /** After CLOSE, how long the dest's CLOSE (everything stored) is waited for. */
 const CHANNEL_CLOSE_TIMEOUT_MS = 10_000;
@@ -49,7 +49,18 @@ class SourceChannel {
   readonly reader = new FrameReader(new Set([FrameType.READY, FrameType.ERROR]), 'source');
   readonly inflight: Inflight[] = [];
   inflightBytes = 0;
+  /**
+   * Frames not handed to the socket yet, and their bytes. The socket gets one frame at a time, the next once it
+   * called the last one back: it joins writes that wait behind one into a single writev, and a TLS socket copies
+   * a writev's buffers into one before it encrypts them (a second pass over every byte).
+   */
+  readonly unsent: { parts: Buffer[]; bytes: number; written: () => void }[] = [];
+  unsentBytes = 0;
+  /** A frame is in the socket, not called back yet. */
+  writing = false;
   draining: Promise<void> | undefined;
+  /** Resolves `draining`: a frame went out, or the socket closed. */
+  drained: (() => void) | undefined;
   closed = false;
   constructor(
     readonly index: number,
@@ -195,29 +206,48 @@ export class PageChannelStream {
     this.inflightBytes += cost;
     this.bytesSent += batch.data.length;
     this.pagesSent += pages;
-    const parts = encodeBatch({ seq, round, task, pages, codec: PAGE_CODEC[codec], payloadBytes: payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload });
-    c.socket.cork();
-    for (const [k, p] of parts.entries()) {
-      // Once the payload is written out (encrypted, or in the kernel), its buffers may hold the next batch.
-      if (k === parts.length - 1 && codec === 'none') c.socket.write(p, () => batch.release?.());
-      else c.socket.write(p);
-    }
-    c.socket.uncork();
+    // Raw, the header goes into the batch's headroom and the frame is one buffer; compressed, header and payload
+    // are two (small) ones in one corked write.
+    const frame = { seq, round, task, pages, codec: PAGE_CODEC[codec], payloadBytes: payload.length, rawBytes: batch.data.length, pageNumbers: batch.pageNumbers, hashes: batch.hashes, kinds: batch.kinds, payload };
+    const parts = encodeBatch(frame, codec === 'none' ? (batch.headroom ?? 0) : 0);
+    // Once the frame is written out (encrypted, or in the kernel), its buffers may hold the next batch.
+    c.unsent.push({ parts, bytes: payload.length, written: () => codec === 'none' && batch.release?.() });
+    c.unsentBytes += payload.length;
+    this.pump(c);
     this.opts.compression?.sent();
     // Back-pressure of our own bound, not the socket's 16 KiB: waiting for 'drain' after every 1 MiB batch
     // left both sides idle half the time (the next batch was read only once this one was in the kernel).
-    if (c.socket.writableLength > CHANNEL_WRITE_BUFFER_BYTES) {
+    if (c.unsentBytes > CHANNEL_WRITE_BUFFER_BYTES) {
       c.draining = new Promise<void>((resolve) => {
         const done = (): void => {
-          c.socket.off('drain', done);
+          if (c.unsentBytes > CHANNEL_WRITE_BUFFER_BYTES && !c.socket.destroyed) return;
           c.socket.off('close', done);
+          c.drained = undefined;
           c.draining = undefined;
           resolve();
         };
-        c.socket.on('drain', done);
+        c.drained = done;
         c.socket.on('close', done);
       });
     }
+  }
+
+  /** Hands the channel's next frame to its socket, unless one is still being written. */
+  private pump(c: SourceChannel): void {
+    if (c.writing || c.socket.destroyed) return;
+    const next = c.unsent.shift();
+    if (!next) return;
+    c.writing = true;
+    const written = (): void => {
+      c.writing = false;
+      c.unsentBytes -= next.bytes;
+      next.written();
+      this.pump(c);
+      c.drained?.();
+    };
+    if (next.parts.length > 1) c.socket.cork();
+    for (const [k, p] of next.parts.entries()) c.socket.write(p, k === next.parts.length - 1 ? written : undefined);
+    if (next.parts.length > 1) c.socket.uncork();
   }
 
   /** Waits until the dest has acknowledged everything sent so far, on every channel. */

@@ -123,8 +123,10 @@ export class PagePipeline {
       for (let i = 0; i < n; i++) {
         const page = chunk.pages[i]!;
         if (index.holds(page, this.hashes, i * HASH_BYTES)) continue; // unchanged, or written with the same bytes
-        // add() copies the page out of the reader's buffer before the next chunk overwrites it.
-        await encoder.add(page, this.hashes, i * HASH_BYTES, chunk.data, i * this.pageSize, this.zeros[i] === 1);
+        // add() copies the page out of the reader's buffer before the next chunk overwrites it; it returns a
+        // promise only when the page filled a batch (an await per page cost a microtask turn per page).
+        const full = encoder.add(page, this.hashes, i * HASH_BYTES, chunk.data, i * this.pageSize, this.zeros[i] === 1);
+        if (full) await full;
         index.set(page, this.hashes, i * HASH_BYTES);
       }
       t0 = performance.now();

@@ -1,12 +1,12 @@
 /**
  * The network hold over netlink against the real kernel, in a network namespace of the test's own: both tables
  * with their dropping chains go in as one transaction, a TCP connect over the namespace's loopback then gets
- * nowhere (input and output dropped), and after the release it connects again. Adding twice is harmless,
+ * nowhere (input and output dropped); opened (an accept rule in each chain) it connects, and after the release too. Adding twice is harmless,
  * releasing twice finds nothing, and nothing else of the namespace's ruleset is touched.
  */
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addNetworkHold, isNetworkHeld, releaseNetworkHold } from '../../shared/kernel/nft-hold.js';
+import { addNetworkHold, isNetworkHeld, openNetworkHold, releaseNetworkHold } from '../../shared/kernel/nft-hold.js';
 import { addNftTable, listNftBaseChains, listNftTables } from '../../shared/kernel/nft-tables.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
@@ -57,6 +57,12 @@ describe.skipIf(!runnable)('the network hold (real kernel)', () => {
       'inet output output drop',
     ]);
     expect(loopbackConnect(netns)).toBe('TimeoutError');
+
+    // Opened (an accept rule in each chain, no hook changed): traffic flows, the tables stay, it is no hold now.
+    openNetworkHold(netns);
+    expect(loopbackConnect(netns)).toBe('ok');
+    expect(isNetworkHeld(netns)).toBe(false);
+    expect(listNftTables(netns).filter((t) => t.name === 'ferry-hold')).toHaveLength(2);
 
     expect(releaseNetworkHold(netns).sort()).toEqual(['arp ferry-hold', 'inet ferry-hold']);
     expect(releaseNetworkHold(netns)).toEqual([]);

@@ -13,17 +13,10 @@ import {
   type PageBatch,
 } from '../../shared/transport/page-batch.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
+import { fakeHash } from '../support/fake-hash.js';
 
 const PAGE = 4096;
 
-/** A fake 16-byte hash that names its page and version (the wire layer does not check hashes). */
-function fakeHash(page: number, version = 0): Buffer {
-  const h = Buffer.alloc(HASH_BYTES);
-  h.writeDoubleLE(page, 0);
-  h.writeUInt32LE(version, 8);
-  h.writeUInt32LE(0xfeedbeef, 12);
-  return h;
-}
 
 /** A page whose bytes name the page number and version. */
 function pageBytes(page: number, version = 0): Buffer {
@@ -322,9 +315,12 @@ describe('PageBatchEncoder', () => {
     });
     const src = pageBytes(1);
     const hash = fakeHash(1);
-    for (let p = 0; p < BATCH_PAGES - 1; p++) await encoder.add(p, hash, 0, src, 0, false);
+    // Below a full batch, add() returns nothing to wait for; the page that fills it returns the send's promise.
+    for (let p = 0; p < BATCH_PAGES - 1; p++) expect(encoder.add(p, hash, 0, src, 0, false)).toBeUndefined();
     let done = false;
-    const last = encoder.add(BATCH_PAGES - 1, hash, 0, src, 0, false).then(() => (done = true));
+    const full = encoder.add(BATCH_PAGES - 1, hash, 0, src, 0, false);
+    expect(full).toBeInstanceOf(Promise);
+    const last = full!.then(() => (done = true));
     await new Promise((r) => setImmediate(r));
     expect(emits).toBe(1);
     expect(done).toBe(false);

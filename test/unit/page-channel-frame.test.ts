@@ -22,6 +22,7 @@ import {
   type FrameTypeCode,
 } from '../../shared/transport/page-channel/page-channel-frame.js';
 import { BatchPayloadDecoder } from '../../shared/pages/batch-codec.js';
+import { BATCH_HEADROOM, PageBatchEncoder, type PageBatch } from '../../shared/transport/page-batch.js';
 import { expectFerryError } from '../support/ferry-error-expect.js';
 import { handBatch } from '../support/dest-grpc.js';
 
@@ -76,6 +77,33 @@ describe('page channel frames', () => {
       const e = decodeError(frames[4]!.body);
       expect([e.key, e.detail]).toEqual(['PAGE_CHANNEL_TOKEN_INVALID', 'migration x']);
     }
+  });
+
+  it('writes a raw batch\'s header into the encoder\'s headroom: one buffer, the same bytes as two, the data not copied', async () => {
+    const batches: PageBatch[] = [];
+    const enc = new PageBatchEncoder(4096, (b) => {
+      batches.push(b);
+      return Promise.resolve();
+    });
+    const page = Buffer.alloc(4096, 0x5a);
+    const hash = Buffer.alloc(16, 3);
+    for (let p = 0; p < 300; p++) await enc.add(0x7f0000000 + p, hash, 0, page, 0, p % 7 === 0);
+    await enc.flush();
+    expect(batches.map((b) => b.headroom)).toEqual([BATCH_HEADROOM, BATCH_HEADROOM]);
+    for (const b of batches) {
+      const pages = b.pageNumbers.length / 8;
+      const f = { seq: 9n, round: 1, task: 77, pages, codec: 0, payloadBytes: b.data.length, rawBytes: b.data.length, ...b, payload: b.data };
+      const two = encodeBatch(f);
+      const one = encodeBatch(f, b.headroom);
+      expect([two.length, one.length]).toEqual([2, 1]);
+      expect(one[0]!.equals(Buffer.concat(two))).toBe(true);
+      expect(one[0]!.buffer).toBe(b.data.buffer); // a view of the batch's own buffer
+      expect(one[0]!.byteOffset + one[0]!.length).toBe(b.data.byteOffset + b.data.length);
+    }
+    // Too little room (a payload that is not the encoder's): the header is a buffer of its own.
+    const b = batches[0]!;
+    const f = { seq: 9n, round: 1, task: 77, pages: b.pageNumbers.length / 8, codec: 0, payloadBytes: b.data.length, rawBytes: b.data.length, ...b, payload: b.data };
+    expect(encodeBatch(f, 100).length).toBe(2);
   });
 
   it('keeps a body that arrived in one chunk as a view of it (no copy)', () => {

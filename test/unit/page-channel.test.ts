@@ -16,6 +16,9 @@ import { FrameReader, type Frame } from '../../shared/transport/page-channel/fra
 import { decodeError, encodeBatch, encodeHello, FRAME_HEADER_BYTES, FrameType } from '../../shared/transport/page-channel/page-channel-frame.js';
 import { INSECURE_LOOPBACK } from '../../shared/transport/transport-security.js';
 import { PageChannelStream } from '../../source-agent/page-channel/page-channel-stream.js';
+import { hashPages } from '../../shared/native/addon.js';
+import { HASH_BYTES } from '../../shared/pages/page-hash-index.js';
+import { PageBatchEncoder } from '../../shared/transport/page-batch.js';
 import { expectFerryRejection } from '../support/ferry-error-expect.js';
 import { content, EPOCH, handBatch, prepareRequest, startDest, type DestUnderTest } from '../support/dest-grpc.js';
 
@@ -113,6 +116,39 @@ describe('page channels', () => {
     expect(file.length).toBe(1024 * PAGE_SIZE);
     for (const page of [100, 101, 555, 1123]) expect(file.subarray((page - 100) * PAGE_SIZE, (page - 99) * PAGE_SIZE).equals(content(page))).toBe(true);
     expect(existsSync(join(p.dir, 'pages', `task-${TASK}.L1.pages`))).toBe(false);
+  });
+
+  it('sends the encoder\'s batches as one buffer each, through its own queue past the socket\'s bound, and gives every batch back', async () => {
+    const d = await dest();
+    const p = await prepared(d, 1);
+    // A window past the channel's 4 MiB queue: send() must wait on the queue, not only on acks.
+    const s = await PageChannelStream.open(
+      { dest: { host: '127.0.0.1', port: 0 }, port: p.answer.pageChannelPort!, token: p.answer.pageChannelToken!, channels: 1, security: INSECURE_LOOPBACK },
+      { migrationId: p.id, epoch: EPOCH, windowBytes: 48 << 20, signal: new AbortController().signal, phase: () => 'precopy' },
+    );
+    let released = 0;
+    let emitted = 0;
+    const enc = new PageBatchEncoder(PAGE_SIZE, (b) => {
+      emitted++;
+      const release = b.release!;
+      return s.send(TASK, 0, { ...b, release: () => (released++, release()) });
+    });
+    const PAGES = 24 * 256;
+    const chunk = Buffer.concat(ascending(0, 256).map(() => Buffer.alloc(PAGE_SIZE)));
+    const hashes = Buffer.alloc(256 * HASH_BYTES);
+    for (let c = 0; c < PAGES / 256; c++) {
+      for (let k = 0; k < 256; k++) content(5000 + c * 256 + k).copy(chunk, k * PAGE_SIZE);
+      hashPages(chunk, 256, PAGE_SIZE, hashes);
+      for (let k = 0; k < 256; k++) {
+        const full = enc.add(5000 + c * 256 + k, hashes, k * HASH_BYTES, chunk, k * PAGE_SIZE, false);
+        if (full) await full;
+      }
+    }
+    await enc.flush();
+    await s.finish();
+    expect([emitted, released, s.storedBytes]).toEqual([24, 24, PAGES * PAGE_SIZE]);
+    const file = readFileSync(level0(p.dir));
+    for (const page of [5000, 5255, 5256, 5000 + PAGES - 1]) expect(file.subarray((page - 5000) * PAGE_SIZE, (page - 4999) * PAGE_SIZE).equals(content(page))).toBe(true);
   });
 
   it('refuses a batch with a bad hash on a data channel (PAGE_INTEGRITY): the stream fails, the session is aborted', async () => {
@@ -238,12 +274,22 @@ describe('page channels', () => {
     // A proxy between the two ends, cut once a few batches went through.
     const links = new Set<net.Socket>();
     let forwarded = 0;
+    /** Once set, the proxy forwards up to this many bytes in all, then cuts every link: never a whole batch more. */
+    let cutAt = Infinity;
+    let cut: () => void = () => undefined;
+    const isCut = new Promise<void>((r) => (cut = r));
     const proxy = net.createServer((c) => {
       const up = net.connect({ host: '127.0.0.1', port: p.answer.pageChannelPort! });
       links.add(c).add(up);
       c.on('data', (x: Buffer) => {
-        forwarded += x.length;
-        up.write(x);
+        if (forwarded >= cutAt) return;
+        const part = x.subarray(0, Math.min(x.length, cutAt - forwarded));
+        forwarded += part.length;
+        up.write(part);
+        if (forwarded >= cutAt) {
+          for (const l of links) l.destroy();
+          cut();
+        }
       });
       up.pipe(c);
       c.on('error', () => undefined);
@@ -255,11 +301,10 @@ describe('page channels', () => {
     for (let b = 0; b < 4; b++) await s.send(TASK, 0, handBatch(ascending(1 + b * 64, 64)));
     await s.flush();
     const storedBefore = s.storedBytes;
-    // Half a batch reaches the dest, then the link is cut.
-    const sentBefore = forwarded;
+    // A quarter of a batch reaches the dest, then the link is cut.
+    cutAt = forwarded + 256 * 1024;
     const send = s.send(TASK, 0, handBatch(ascending(1000, 256)));
-    while (forwarded < sentBefore + 256 * 1024) await new Promise((r) => setTimeout(r, 2));
-    for (const l of links) l.destroy();
+    await isCut;
     await send.catch(() => undefined);
     await expectFerryRejection(s.flush(), 'PAGE_STREAM_FAILED');
     expect(s.openSockets).toBe(0);

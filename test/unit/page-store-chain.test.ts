@@ -184,6 +184,43 @@ describe('page store levels', () => {
     await st.close();
   });
 
+  it('a page twice in one batch takes one slot and its bytes once from the budget, and its later version is stored', async () => {
+    // Exactly 4 pages of budget: counting the repeated page twice would refuse the batch.
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE, { budget: new SessionBudget(4 * PAGE, PAGE) });
+    await st.put(batch([data(1), data(2), data(3), data(2, 1), zero(4), zero(3)]), scratch);
+    expect(st.index.size).toBe(4);
+    const file = await readFile(st.levels[0]!.path);
+    expect(file.subarray(PAGE, 2 * PAGE)).toEqual(content(2, 1));
+    expect(file.subarray(2 * PAGE, 3 * PAGE)).toEqual(Buffer.alloc(PAGE)); // data, then zero in the same batch
+    expect(file.length).toBe(4 * PAGE);
+    await st.verify();
+    await st.close();
+  });
+
+  it('writes a run that mixes data pages, rewritten zero pages and holes at the right offsets', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE);
+    await st.put(batch([data(1), data(2), zero(3), data(4), data(5), data(6)]), scratch);
+    // Page 3 stays a hole (never written), 2 and 5 were data and become zeros, the rest change.
+    await st.put(batch([data(1, 1), zero(2), zero(3), data(4, 1), zero(5), data(6, 1), data(7)]), scratch);
+    const file = await readFile(st.levels[0]!.path);
+    const want = [content(1, 1), Buffer.alloc(PAGE), Buffer.alloc(PAGE), content(4, 1), Buffer.alloc(PAGE), content(6, 1), content(7)];
+    expect(file).toEqual(Buffer.concat(want));
+    await st.verify();
+    await st.close();
+  });
+
+  it('names the page whose hash is wrong, in a run of data pages or a zero page', async () => {
+    const st = await TaskPageStore.open(storeDir, TASK, PAGE);
+    const b = batch([data(1), data(2), data(3), zero(4), data(5)]);
+    b.hashes[2 * HASH_BYTES] = b.hashes[2 * HASH_BYTES]! ^ 1;
+    expect((await expectFerryRejection(st.put(b, scratch), 'PAGE_INTEGRITY')).detail).toContain('#2 of the batch');
+    const z = batch([data(1), zero(4), data(5)]);
+    z.hashes[HASH_BYTES + 15] = z.hashes[HASH_BYTES + 15]! ^ 1;
+    expect((await expectFerryRejection(st.put(z, scratch), 'PAGE_INTEGRITY')).detail).toContain('#1 of the batch');
+    expect(st.index.size).toBe(0);
+    await st.close();
+  });
+
   it('verify() finds a page damaged on disk', async () => {
     const st = await TaskPageStore.open(storeDir, TASK, PAGE);
     await st.put(batch([data(1), data(2), data(3)]), scratch);

@@ -125,11 +125,15 @@ export function encodeEmpty(type: typeof FrameType.READY | typeof FrameType.CLOS
 
 /**
  * The frame of one batch as a list of buffers for one corked write: the header with the page entries, then
- * the payload as it is (never copied here).
+ * the payload as it is (never copied here). `headroom`: bytes in front of the payload, in its ArrayBuffer, that
+ * the caller owns (PageBatch.headroom); when the header and entries fit there, they are written there and the
+ * frame is one buffer (a TLS socket would copy two into one).
  */
-export function encodeBatch(b: BatchFrame): Buffer[] {
+export function encodeBatch(b: BatchFrame, headroom = 0): Buffer[] {
   const n = b.pages;
-  const head = Buffer.allocUnsafe(FRAME_HEADER_BYTES + BATCH_FIXED_BYTES + n * PAGE_ENTRY_BYTES);
+  const headBytes = FRAME_HEADER_BYTES + BATCH_FIXED_BYTES + n * PAGE_ENTRY_BYTES;
+  const inPlace = headroom >= headBytes && b.payload.length > 0;
+  const head = inPlace ? Buffer.from(b.payload.buffer, b.payload.byteOffset - headBytes, headBytes + b.payload.length) : Buffer.allocUnsafe(headBytes);
   head.writeUInt32LE(BATCH_FIXED_BYTES + n * PAGE_ENTRY_BYTES + b.payload.length, 0);
   head.writeUInt32LE(FrameType.BATCH, 4); // type, then the 3 zero bytes
   let o = FRAME_HEADER_BYTES;
@@ -144,6 +148,7 @@ export function encodeBatch(b: BatchFrame): Buffer[] {
   o += b.pageNumbers.copy(head, o);
   o += b.hashes.copy(head, o);
   b.kinds.copy(head, o);
+  if (inPlace) return [head];
   return b.payload.length > 0 ? [head, b.payload] : [head];
 }
 
