@@ -8,7 +8,7 @@ import type { Phase } from '../shared/phases.js';
 import type * as m from '../shared/transport/messages.js';
 import { MAX_CPU_FLAG_LENGTH, MAX_CPU_FLAGS } from '../shared/kernel/cpu-flags.js';
 import { MAX_ADDRESS_LENGTH, MAX_HOST_ADDRESSES } from '../shared/kernel/host-addresses.js';
-import { ipv4CidrProblem } from '../shared/kernel/ipv4.js';
+import { isCanonicalCidr } from '../shared/kernel/ip-cidr.js';
 import { linkNameProblem } from '../shared/kernel/link-name.js';
 import { macProblem } from '../shared/kernel/mac-address.js';
 import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
@@ -73,11 +73,12 @@ export function checkPeerInfo(p: m.PeerInfo | null | undefined): void {
   for (const a of p.addresses ?? []) checkText('source.addresses entry', a, MAX_ADDRESS_LENGTH, 'negotiate');
 }
 
-/** ADDRESS/PREFIX is at most 18 characters (255.255.255.255/32). */
-const MAX_CIDR = 18;
+/** ADDRESS/PREFIX is at most 43 characters (an IPv6 address of 39, /128). */
+const MAX_CIDR = 43;
 
 /**
- * A TaskNetwork (Negotiate's, Restore's): interface names, the MAC, 1 to MAX_TASK_ADDRESSES IPv4 CIDRs. Lengths
+ * A TaskNetwork (Negotiate's, Restore's): interface names, the MAC, 1 to MAX_TASK_ADDRESSES CIDRs (IPv4, or IPv6 in
+ * its RFC 5952 text, so that one address has one spelling). Lengths
  * are checked before any pattern, and a refusal names the field, never the value.
  */
 export function checkTaskNetwork(field: string, n: m.TaskNetworkMessage, phase: Phase): void {
@@ -91,7 +92,7 @@ export function checkTaskNetwork(field: string, n: m.TaskNetworkMessage, phase: 
   if (n.addresses.length === 0) throw invalid(phase, `${field}.addresses is empty: a task's own network has at least one address`);
   for (const a of n.addresses) {
     checkText(`${field}.addresses entry`, a, MAX_CIDR, phase);
-    if (ipv4CidrProblem(a)) throw invalid(phase, `${field}.addresses holds an entry that is no IPv4 host ADDRESS/PREFIX`);
+    if (!isCanonicalCidr(a)) throw invalid(phase, `${field}.addresses holds an entry that is no canonical IPv4 or IPv6 host ADDRESS/PREFIX`);
   }
   if (new Set(n.addresses.map((a) => a.split('/')[0])).size !== n.addresses.length) throw invalid(phase, `${field}.addresses holds an address twice`);
 }

@@ -13,8 +13,11 @@
  * host's network namespace), namespaces are entered with `nsenter --net=` (never `ip netns exec`, whose private
  * mount namespace CRIU refuses), A and B get certificates of their own CA (spiffe://e2e.ferry.test/ferry/src for
  * A, .../dst for B, each with its address as IP SAN, good as server and client) so that the agents talk over
- * the segment, and namespaces of a run whose process is gone are swept by name. IPv6 is off in every namespace:
- * its duplicate address detection and router solicitations would be noise on a segment that tests watch.
+ * the segment, and namespaces of a run whose process is gone are swept by name. IPv6 is off in every namespace
+ * unless asked for (`{ ipv6: true }`): its duplicate address detection and router solicitations would be noise
+ * on a segment that tests watch. With it, the segment also has fd77:n::/64 of our own, addressed like the IPv4
+ * one (A fd77:n::1, B fd77:n::2 on ferry0, C fd77:n::3, tasks fd77:n::100 and up), without DAD, and its bridges
+ * flood multicast (no MLD snooping: a DAD probe's solicited-node group reaches every station at once).
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +44,21 @@ export interface Station {
   readonly address: string;
 }
 
+export interface L2SegmentOptions {
+  /** IPv6 on the segment too (fd77:n::/64); default off. */
+  ipv6?: boolean;
+}
+
+/** The segment's IPv6 addresses (with `{ ipv6: true }`), without the prefix length. */
+export interface L2SegmentIpv6 {
+  readonly a: string;
+  readonly b: string;
+  readonly c: string;
+  readonly prefix: 64;
+  /** The i-th task address, fd77:n::(100 + i) (the IPv4 one's digits, read as hex). */
+  taskAddress(i: number): string;
+}
+
 export interface L2Segment extends HostPair {
   /** Host A (role src): ferry0 holds its address; `link` is ferry0. */
   readonly a: Host;
@@ -58,6 +76,8 @@ export interface L2Segment extends HostPair {
   readonly bridge: string;
   /** The i-th task address, 10.77.n.(100 + i), without the prefix length. */
   taskAddress(i: number): string;
+  /** With `{ ipv6: true }` only. */
+  readonly ipv6?: L2SegmentIpv6;
   /** The command prefix that runs a program inside a namespace of the segment. */
   enterStation(s: Station): string[];
   /** Deletes the four namespaces (every veth goes with them). Idempotent. */
@@ -67,12 +87,13 @@ export interface L2Segment extends HostPair {
 let created = 0;
 
 /** Creates the segment: ferry-l<pid>-<k>-{lan,a,b,c}. */
-export async function createL2Segment(): Promise<L2Segment> {
+export async function createL2Segment(o: L2SegmentOptions = {}): Promise<L2Segment> {
   sweepStaleNetns(NAME_PATTERN);
   const k = created++;
   const subnet = ((process.pid * 11 + k) % 250) + 1;
   const base = `ferry-l${process.pid}-${k}`;
   const addr = (i: number): string => `10.77.${subnet}.${i}`;
+  const addr6 = (i: number): string => `fd77:${subnet}::${i}`;
   const names = { lan: `${base}-lan`, a: `${base}-a`, b: `${base}-b`, c: `${base}-c` };
   const pki = await createTestPki(testStateDir(), 'e2e.ferry.test');
   const host = async (role: 'src' | 'dst', name: string, address: string): Promise<Host> => {
@@ -104,20 +125,27 @@ export async function createL2Segment(): Promise<L2Segment> {
   try {
     for (const name of Object.values(names)) {
       await addNetns(name);
-      await runTool('nsenter', [`--net=${join(NETNS_DIR, name)}`, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      const v6 = o.ipv6 ? 0 : 1;
+      await runTool('nsenter', [`--net=${join(NETNS_DIR, name)}`, 'sysctl', '-qw', `net.ipv6.conf.all.disable_ipv6=${v6}`, `net.ipv6.conf.default.disable_ipv6=${v6}`]);
       await ip(['-n', name, 'link', 'set', 'lo', 'up']);
     }
-    await bridge(names.lan, LAN_BRIDGE);
+    const snooping = o.ipv6 ? ['mcast_snooping', '0'] : [];
+    await bridge(names.lan, LAN_BRIDGE, snooping);
     for (const [tag, name] of [['a', names.a], ['b', names.b], ['c', names.c]] as const) {
       await ip(['link', 'add', `up-${tag}`, 'netns', names.lan, 'type', 'veth', 'peer', 'name', UPLINK, 'netns', name]);
       await ip(['-n', names.lan, 'link', 'set', `up-${tag}`, 'master', LAN_BRIDGE, 'up']);
     }
     for (const h of [a, b]) {
-      await bridge(h.name, TASK_BRIDGE);
+      await bridge(h.name, TASK_BRIDGE, snooping);
       await ip(['-n', h.name, 'link', 'set', UPLINK, 'master', TASK_BRIDGE, 'up']);
       await ip(['-n', h.name, 'addr', 'add', `${h.address}/24`, 'dev', TASK_BRIDGE]);
     }
     await ip(['-n', c.name, 'addr', 'add', `${c.address}/24`, 'dev', UPLINK]);
+    if (o.ipv6) {
+      for (const [name, link, i] of [[names.a, TASK_BRIDGE, 1], [names.b, TASK_BRIDGE, 2], [names.c, UPLINK, 3]] as const) {
+        await ip(['-n', name, 'addr', 'add', `${addr6(i)}/64`, 'dev', link, 'nodad']);
+      }
+    }
     await ip(['-n', c.name, 'link', 'set', UPLINK, 'up']);
   } catch (err) {
     await destroy().catch(() => undefined);
@@ -138,17 +166,20 @@ export async function createL2Segment(): Promise<L2Segment> {
     subnet,
     prefix: 24,
     bridge: TASK_BRIDGE,
-    taskAddress: (i) => {
-      if (!Number.isInteger(i) || i < 0 || i > 150) throw new Error(`task address index ${i} is outside 0..150`);
-      return addr(100 + i);
-    },
+    taskAddress: (i) => addr(100 + taskIndex(i)),
+    ...(o.ipv6 && { ipv6: { a: addr6(1), b: addr6(2), c: addr6(3), prefix: 64 as const, taskAddress: (i: number) => addr6(100 + taskIndex(i)) } }),
     destroy,
   };
 }
 
+function taskIndex(i: number): number {
+  if (!Number.isInteger(i) || i < 0 || i > 150) throw new Error(`task address index ${i} is outside 0..150`);
+  return i;
+}
+
 /** A bridge that forwards at once (no STP, no forward delay: a port is usable when it is up), up. */
-async function bridge(netns: string, name: string): Promise<void> {
-  await ip(['-n', netns, 'link', 'add', name, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
+async function bridge(netns: string, name: string, extra: readonly string[]): Promise<void> {
+  await ip(['-n', netns, 'link', 'add', name, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0', ...extra]);
   await ip(['-n', netns, 'link', 'set', name, 'up']);
 }
 

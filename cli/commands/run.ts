@@ -5,7 +5,8 @@ import { parse } from '../args.js';
 import { EXIT } from '../exit-codes.js';
 
 export const RUN_HELP = `Usage: ferry run [--name NAME] [--log-dir DIR] [--ipc host|private] [--mounts host|private]
-                 [--net ADDRESS/PREFIX [--bridge BR] [--gateway GW] [--mac MAC]] [--json] -- CMD [ARGS...]
+                 [--net ADDRESS/PREFIX... [--bridge BR] [--gateway GW] [--gateway6 GW6] [--mac MAC]] [--json]
+                 -- CMD [ARGS...]
 
 Starts CMD as a task Ferry can migrate: pid 1 of its own pid namespace, its own session, stdin from
 /dev/null, stdout and stderr appended to DIR/NAME.out and DIR/NAME.err, no inherited file descriptors.
@@ -23,15 +24,19 @@ Options:
                    same paths are bind-mounted from the dest, so they must exist there. Mounts the task
                    makes itself (a tmpfs, say) move with it. Default host.
   --net ADDRESS/PREFIX
-                   its own network namespace and address (IPv4), which move with it: a veth, eth0
-                   inside (lo up, a default route via GW), fy + 8 hex outside on the bridge BR. The
-                   address must be free on BR (an ARP probe nobody answers). One gratuitous ARP
-                   announces it when the task starts. Default: the host's network namespace.
+                   its own network namespace and address, IPv4 or IPv6 (global or unique local), which
+                   move with it; repeat it for more (dual stack), at most 8: a veth, eth0 inside (lo up,
+                   IPv6 addresses without DAD, a default route per family via GW / GW6), fy + 8 hex
+                   outside on the bridge BR. Each address must be free on BR (an ARP or DAD probe
+                   nobody answers). A gratuitous ARP or unsolicited neighbor advertisement announces
+                   each when the task starts. Default: the host's network namespace.
   --bridge BR      the bridge the veth joins (default ferry0), created (and set up) if missing: enslave
                    the host's uplink to it (\`ip link set eth0 master ferry0\`, moving eth0's address to
                    the bridge) so that the task is on the segment. The dest needs a bridge too.
-  --gateway GW     the task's default route (default: BR's own address in the task's subnet, if it has
-                   one; else no default route)
+  --gateway GW     the task's default IPv4 route (default: BR's own IPv4 address in a task's subnet, if
+                   it has one; else no default IPv4 route)
+  --gateway6 GW6   the task's default IPv6 route: an address in a task's IPv6 prefix or a router's fe80::
+                   address (default: BR's own global IPv6 address in a task's prefix, if it has one)
   --mac MAC        the task's MAC (default: a random locally administered one); it moves with the task
   --json           print {"pid":..,"launcherPid":..,"stdout":..,"stderr":..[,"network":{..}]}`;
 
@@ -43,9 +48,10 @@ export async function runCommand(argv: string[]): Promise<number> {
       'log-dir': { type: 'string' },
       ipc: { type: 'string' },
       mounts: { type: 'string' },
-      net: { type: 'string' },
+      net: { type: 'string', multiple: true },
       bridge: { type: 'string' },
       gateway: { type: 'string' },
+      gateway6: { type: 'string' },
       mac: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -60,10 +66,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   const ipc = isolationFlag('--ipc', values.ipc);
   const mounts = isolationFlag('--mounts', values.mounts);
   const name = values.name ?? (command.split('/').pop() || 'task');
-  if (values.net === undefined && (values.bridge ?? values.gateway ?? values.mac) !== undefined) {
-    throw new FerryError('BAD_ARGUMENT', { message: '--bridge, --gateway and --mac need --net', hint: 'Give the task its address with --net ADDRESS/PREFIX, or drop them.' });
+  if (values.net === undefined && (values.bridge ?? values.gateway ?? values.gateway6 ?? values.mac) !== undefined) {
+    throw new FerryError('BAD_ARGUMENT', { message: '--bridge, --gateway, --gateway6 and --mac need --net', hint: 'Give the task its address with --net ADDRESS/PREFIX, or drop them.' });
   }
-  const network = values.net === undefined ? undefined : { net: values.net, bridge: values.bridge, gateway: values.gateway, mac: values.mac };
+  const network = values.net === undefined ? undefined : { net: values.net, bridge: values.bridge, gateway: values.gateway, gateway6: values.gateway6, mac: values.mac };
   const task = await runTask({ command, args, name, logDir: values['log-dir'] ?? '/var/log/ferry/tasks', isolation: { ipc, mounts }, network });
   console.log(values.json ? JSON.stringify(task) : String(task.pid));
   return EXIT.ok;

@@ -143,7 +143,7 @@ export const ERRORS = {
   NET_ADDRESS_TAKEN: spec(
     'FERRY-0070',
     'The address given to `ferry run --net` is in use on the bridge\'s segment',
-    'Pick a free address (the detail names the MACs that answered its ARP probe), or stop the station that holds it.',
+    'Pick a free address (the detail names the MACs that answered its probe: ARP for IPv4, DAD for IPv6), or stop the station that holds it.',
     status.FAILED_PRECONDITION,
   ),
   NET_BRIDGE_NOT_BRIDGE: spec(
@@ -335,7 +335,7 @@ export const ERRORS = {
   PREFLIGHT_ADDRESS_IN_USE: spec(
     'FERRY-1217',
     'Another station on the dest\'s segment answers for an address of the task',
-    'Free the address on the dest\'s segment (the detail names it and the MACs that answered its ARP probe), or migrate to a dest on another segment.',
+    'Free the address on the dest\'s segment (the detail names it and the MACs that answered its probe: ARP for IPv4, DAD for IPv6), or migrate to a dest on another segment.',
     status.FAILED_PRECONDITION,
   ),
 

@@ -1,21 +1,15 @@
 /**
- * ARP on one link of a network namespace, over an AF_PACKET socket made inside it (netns-socket.ts): the
+ * ARP on one link of a network namespace, over an AF_PACKET socket made inside it (packet-socket.ts): the
  * gratuitous ARP a task's copy sends so that the segment's switches and neighbours learn where its address now
  * is, and the RFC 5227 probe that asks whether anyone holds an address (sender IP 0.0.0.0: a probe updates no
  * neighbour's cache, so asking never misdirects traffic). Waits are bounded by the caller's timeout, and polled
  * on a non-blocking socket so that node's event loop keeps running meanwhile; every socket is closed.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { FerryError, SystemCallError } from '../errors/ferry-error.js';
-import { bind, Errno, recv, sendto } from '../native/libc.js';
-import { closeFd } from '../native/ptrace.js';
+import { FerryError } from '../errors/ferry-error.js';
 import { ipv4Bytes, isIpv4 } from './ipv4.js';
 import { macBytes, macOfBytes, macProblem } from './mac-address.js';
-import { socketIn } from './netns-socket.js';
-import { listLinks } from './rtnetlink.js';
+import { probeWith, sendRepeated } from './packet-socket.js';
 
-const AF_PACKET = 17;
-const SOCK_RAW_CLOEXEC_NONBLOCK = 3 | 0x80000 | 0x800;
 const ETH_P_ARP = 0x0806;
 const ARPHRD_ETHER = 1;
 const ARPOP_REQUEST = 1;
@@ -23,35 +17,6 @@ const ARPOP_REPLY = 2;
 const BROADCAST = Buffer.alloc(6, 0xff);
 /** Ethernet's minimum frame (without the FCS): a short ARP is padded with zeros. */
 const FRAME_BYTES = 60;
-const POLL_MS = 5;
-
-/** A packet socket for ARP bound to `link` of the namespace `netns` (its ifindex, and its own MAC). */
-function arpSocket(netns: string, link: string): { fd: number; ifindex: number; mac: string } {
-  const found = listLinks(netns).find((l) => l.name === link);
-  if (!found) throw new FerryError('INTERNAL', { message: `no link ${link} in ${netns}` });
-  const fd = socketIn(netns, AF_PACKET, SOCK_RAW_CLOEXEC_NONBLOCK, htons(ETH_P_ARP));
-  try {
-    bind(fd, sockaddrLl(found.ifindex));
-    return { fd, ifindex: found.ifindex, mac: found.mac };
-  } catch (e) {
-    closeFd(fd);
-    throw e;
-  }
-}
-
-const htons = (v: number): number => ((v & 0xff) << 8) | (v >> 8);
-
-/** struct sockaddr_ll for `ifindex`, with a broadcast destination (what sendto uses; bind ignores the address). */
-function sockaddrLl(ifindex: number): Buffer {
-  const b = Buffer.alloc(20);
-  b.writeUInt16LE(AF_PACKET, 0);
-  b.writeUInt16BE(ETH_P_ARP, 2);
-  b.writeInt32LE(ifindex, 4);
-  b.writeUInt16LE(ARPHRD_ETHER, 8);
-  b.writeUInt8(6, 11);
-  BROADCAST.copy(b, 12);
-  return b;
-}
 
 /** An Ethernet frame to broadcast holding one ARP message of IPv4 over Ethernet. */
 function arpFrame(op: number, senderMac: string, senderIp: string, targetIp: string): Buffer {
@@ -107,16 +72,7 @@ export interface GratuitousArpOptions {
  */
 export async function sendGratuitousArp(netns: string, link: string, ip: string, mac: string, count: number, opts: GratuitousArpOptions = {}): Promise<void> {
   checkArgs(ip, mac);
-  const { fd, ifindex } = arpSocket(netns, link);
-  try {
-    const frame = arpFrame(ARPOP_REQUEST, mac, ip, ip);
-    for (let i = 0; i < count; i++) {
-      if (i > 0) await sleep(opts.intervalMs ?? 100, undefined, { signal: opts.signal });
-      sendto(fd, frame, sockaddrLl(ifindex));
-    }
-  } finally {
-    closeFd(fd);
-  }
+  await sendRepeated(netns, link, ETH_P_ARP, arpFrame(ARPOP_REQUEST, mac, ip, ip), count, opts.intervalMs ?? 100, opts.signal);
 }
 
 /**
@@ -126,41 +82,9 @@ export async function sendGratuitousArp(netns: string, link: string, ip: string,
  */
 export async function probeArp(netns: string, link: string, ip: string, timeoutMs: number, signal?: AbortSignal): Promise<string[]> {
   checkArgs(ip);
-  const { fd, ifindex, mac } = arpSocket(netns, link);
-  try {
-    const probe = arpFrame(ARPOP_REQUEST, mac, '0.0.0.0', ip);
-    const to = sockaddrLl(ifindex);
-    const start = Date.now();
-    sendto(fd, probe, to);
-    let second = false;
-    const heard: string[] = [];
-    const buf = Buffer.alloc(2048);
-    while (Date.now() - start < timeoutMs) {
-      signal?.throwIfAborted();
-      if (!second && Date.now() - start >= timeoutMs / 2) {
-        sendto(fd, probe, to);
-        second = true;
-      }
-      const n = receiveOne(fd, buf);
-      if (n === 0) {
-        await sleep(POLL_MS);
-        continue;
-      }
-      const m = parseArpFrame(buf.subarray(0, n));
-      if (m && m.senderIp === ip && m.senderMac !== mac && !heard.includes(m.senderMac)) heard.push(m.senderMac);
-    }
-    return heard;
-  } finally {
-    closeFd(fd);
-  }
-}
-
-/** One frame into `buf`, or 0 when none is waiting. */
-function receiveOne(fd: number, buf: Buffer): number {
-  try {
-    return recv(fd, buf);
-  } catch (e) {
-    if (e instanceof SystemCallError && e.errno === Errno.EAGAIN) return 0;
-    throw e;
-  }
+  const claimant = (frame: Buffer): string | undefined => {
+    const m = parseArpFrame(frame);
+    return m && m.senderIp === ip ? m.senderMac : undefined;
+  };
+  return probeWith(netns, link, ETH_P_ARP, (own) => arpFrame(ARPOP_REQUEST, own, '0.0.0.0', ip), timeoutMs, claimant, signal);
 }

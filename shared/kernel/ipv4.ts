@@ -39,7 +39,7 @@ export function ipv4CidrProblem(text: string): string | undefined {
   if (slash < 0) return 'no /PREFIX';
   const address = text.slice(0, slash);
   const p = text.slice(slash + 1);
-  if (address.includes(':')) return 'an IPv6 address (only IPv4 is supported)';
+  if (address.includes(':')) return 'an IPv6 address, not IPv4 (ipv6.ts checks those)';
   if (!isIpv4(address)) return `${address.slice(0, 40)} is not an IPv4 address`;
   if (!/^(3[0-2]|[12]?\d)$/.test(p) || Number(p) === 0) return `the prefix must be 1 to 32`;
   const prefix = Number(p);

@@ -9,7 +9,8 @@
 import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../errors/ferry-error.js';
-import { listIpv4Addresses, listLinks, netnsIdIn, type Link } from './rtnetlink.js';
+import { formatCidr } from './ip-cidr.js';
+import { listIpv4Addresses, listIpv6Addresses, listLinks, netnsIdIn, type Link } from './rtnetlink.js';
 import { THIS_NETNS } from './netns-socket.js';
 import type { TaskNetwork } from './task-network.js';
 
@@ -70,11 +71,9 @@ export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwor
   if (!bridge || bridge.kind !== 'bridge') {
     throw unsupported(`the task's veth peer ${outer.name} is ${bridge ? `enslaved to ${describe(bridge)}` : 'on no bridge'}; it must be on a bridge`);
   }
-  const addresses = listIpv4Addresses(taskNs)
-    .filter((a) => a.ifindex === inner.ifindex)
-    .map((a) => `${a.address}/${a.prefix}`);
-  if (addresses.length === 0) throw unsupported(`the task's veth ${inner.name} has no IPv4 address`);
-  if (addresses.length > MAX_TASK_ADDRESSES) throw unsupported(`the task's veth ${inner.name} has ${addresses.length} IPv4 addresses, at most ${MAX_TASK_ADDRESSES} are supported`);
+  const addresses = [...listIpv4Addresses(taskNs), ...listIpv6Addresses(taskNs)].filter((a) => a.ifindex === inner.ifindex).map(formatCidr);
+  if (addresses.length === 0) throw unsupported(`the task's veth ${inner.name} has no IPv4 nor global IPv6 address`);
+  if (addresses.length > MAX_TASK_ADDRESSES) throw unsupported(`the task's veth ${inner.name} has ${addresses.length} addresses, at most ${MAX_TASK_ADDRESSES} are supported`);
   if (inner.mac === '') throw unsupported(`the task's veth ${inner.name} has no MAC`);
   return { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name };
 }

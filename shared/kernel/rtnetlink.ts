@@ -1,11 +1,12 @@
 /**
- * A network namespace's links, IPv4 addresses and namespace ids, read over NETLINK_ROUTE (the `ip` binary is
+ * A network namespace's links, IPv4 and IPv6 addresses and namespace ids, read over NETLINK_ROUTE (the `ip` binary is
  * not needed to read). Namespaces are named by an nsfs path (netns-socket.ts).
  */
 import { closeSync, openSync } from 'node:fs';
 import { SystemCallError } from '../errors/ferry-error.js';
 import { errnoName, sendto } from '../native/libc.js';
 import { closeFd } from '../native/ptrace.js';
+import { formatIpv6, ipv6Bytes, isLinkLocal6 } from './ipv6.js';
 import { macOfBytes } from './mac-address.js';
 import {
   attrString,
@@ -31,6 +32,7 @@ const RTM_NEWNSID = 88;
 const RTM_GETNSID = 90;
 const AF_UNSPEC = 0;
 const AF_INET = 2;
+const AF_INET6 = 10;
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
 const IFLA_LINK = 5;
@@ -66,6 +68,9 @@ export interface Ipv4Address {
   address: string;
   prefix: number;
 }
+
+/** The same shape; `address` in RFC 5952 text. */
+export type Ipv6Address = Ipv4Address;
 
 const macOf = (b: Buffer | undefined): string => (b && b.length === 6 ? macOfBytes(b) : '');
 
@@ -115,19 +120,27 @@ export function listLinks(netns: string): Link[] {
   });
 }
 
-/** Every IPv4 address of the namespace `netns` names. */
-export function listIpv4Addresses(netns: string): Ipv4Address[] {
+function listAddresses(netns: string, family: number, bytes: number, format: (a: Buffer) => string): Ipv4Address[] {
   const req = Buffer.alloc(8);
-  req.writeUInt8(AF_INET, 0);
+  req.writeUInt8(family, 0);
   return dump(netns, RTM_GETADDR, req, RTM_NEWADDR)
-    .filter((body) => body.readUInt8(0) === AF_INET)
+    .filter((body) => body.readUInt8(0) === family)
     .flatMap((body) => {
       const attrs = parseAttrs(body, 8);
       // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on a point-to-point link.
       const a = attrs.get(IFA_LOCAL) ?? attrs.get(IFA_ADDRESS);
-      return a && a.length === 4 ? [{ ifindex: body.readUInt32LE(4), address: [...a].join('.'), prefix: body.readUInt8(1) }] : [];
+      return a && a.length === bytes ? [{ ifindex: body.readUInt32LE(4), address: format(a), prefix: body.readUInt8(1) }] : [];
     });
 }
+
+/** Every IPv4 address of the namespace `netns` names. */
+export const listIpv4Addresses = (netns: string): Ipv4Address[] => listAddresses(netns, AF_INET, 4, (a) => [...a].join('.'));
+
+/**
+ * Every IPv6 address of the namespace `netns` names but the link-local ones (fe80::/10, which every link makes
+ * for itself: no identity of the task's), in RFC 5952 text.
+ */
+export const listIpv6Addresses = (netns: string): Ipv6Address[] => listAddresses(netns, AF_INET6, 16, formatIpv6).filter((a) => !isLinkLocal6(ipv6Bytes(a.address)));
 
 /**
  * The id the namespace `netns` gives the namespace `target` (RTM_GETNSID by fd), or undefined when it has

@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { addNetworkHold, openNetworkHold, releaseNetworkHold } from './nft-hold.js';
-import { sendGratuitousArp } from './arp.js';
+import { announceAddress as announceCidr } from './address-announce.js';
 import type { TaskNetwork } from './task-network.js';
 
 /** What the hold is on; journaled with the freeze, so that a resolver (or the freeze guard) can let go too. */
@@ -30,14 +30,14 @@ export function isTaskNetworkHold(v: unknown): v is TaskNetworkHold {
   return typeof v === 'object' && v !== null && typeof (v as TaskNetworkHold).netns === 'string' && isTaskNetwork((v as TaskNetworkHold).network);
 }
 
-/** Sends gratuitous ARP for `ip` from `link` in `netns`. */
+/** Announces `ip` (ADDRESS/PREFIX) from `link` in `netns`: gratuitous ARP (IPv4), unsolicited NA (IPv6). */
 export type AnnounceAddress = (netns: string, link: string, ip: string, mac: string) => void | Promise<void>;
 
 /**
- * One gratuitous ARP: it goes before the resume, so a second one (and arp.ts's 100 ms between them) would land
- * in the downtime; on a bridged segment one frame is not lost, and the copy's own traffic teaches the rest.
+ * One announcement per address: a bridged segment does not lose the frame, and the copy's own traffic teaches
+ * the rest; a second (and the 100 ms between) would only hold up the dest's close and a rollback's thaw.
  */
-const announceAddress: AnnounceAddress = (netns, link, ip, mac) => sendGratuitousArp(netns, link, ip, mac, 1);
+const announceAddress: AnnounceAddress = (netns, link, ip, mac) => announceCidr(netns, link, mac, ip);
 
 export interface HoldReleaseReport {
   /** The hold tables deleted (`inet ferry-hold`, `arp ferry-hold`). */

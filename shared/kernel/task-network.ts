@@ -3,15 +3,15 @@
  * whose outer end is enslaved to a bridge in the agent's namespace. CRIU dumps and restores that namespace whole
  * (links with their MAC, addresses, routes, nft ruleset, sockets); what the coordinator adds is the veth's outer
  * end (re-created on the dest's bridge, removed from the source at commit), the hold that keeps both copies
- * off the wire between the freeze and the commit, and the announcement of the addresses (gratuitous ARP) by the
- * copy that runs. Measured recipe: ../shared/notes/netns-tcp-lab.md.
+ * off the wire between the freeze and the commit, and the announcement of the addresses (gratuitous ARP,
+ * unsolicited NA) by the copy that runs. Measured recipe: ../shared/notes/netns-tcp-lab.md.
  */
 export interface TaskNetwork {
   /** The task's end of the veth, inside its namespace (e.g. eth0). */
   innerLink: string;
   /** Its MAC, lower-case aa:bb:cc:dd:ee:ff: CRIU keeps it, so the segment sees the same station move. */
   mac: string;
-  /** Its IPv4 addresses on innerLink, ADDRESS/PREFIX. */
+  /** Its addresses on innerLink, ADDRESS/PREFIX: IPv4, and IPv6 (RFC 5952 text) but link-local ones. */
   addresses: string[];
   /** The veth's other end, in the agent's network namespace. */
   outerLink: string;

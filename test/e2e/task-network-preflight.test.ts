@@ -77,11 +77,11 @@ describe.skipIf(!runnable)("a task's own network, checked between hosts of one L
     }
   });
 
-  it("ferry run --net refuses a taken address, a bridge that is not one, and IPv6, with exit 2", async () => {
+  it("ferry run --net refuses a taken address, a bridge that is not one, and a link-local IPv6 address, with exit 2", async () => {
     const cases: [string, string[], string][] = [
       [`${seg.b.address}/24`, [], ERRORS.NET_ADDRESS_TAKEN.code],
       [`${seg.taskAddress(1)}/24`, ['--bridge', 'eth0'], ERRORS.NET_BRIDGE_NOT_BRIDGE.code],
-      ['fd00::7/64', [], ERRORS.BAD_ARGUMENT.code],
+      ['fe80::7/64', [], ERRORS.BAD_ARGUMENT.code],
     ];
     for (const [net, runArgs, code] of cases) {
       const r = await runNetTask(seg.a, dir, 'net-refused', { net, runArgs });

@@ -127,10 +127,10 @@ describe.runIf(runnable)('readTaskNetwork', () => {
     expect(expectFerryError(() => readInA(pid), 'TASK_NETWORK_UNSUPPORTED').detail).toMatch(/in a third namespace/);
   });
 
-  it('refuses a veth without an IPv4 address', async () => {
+  it('refuses a veth without an IPv4 nor a global IPv6 address', async () => {
     const t = await netns();
     await veth(t, { outer: 'fyt5' });
     const pid = await taskIn(`${NETNS_DIR}/${t}`);
-    expect(expectFerryError(() => readInA(pid), 'TASK_NETWORK_UNSUPPORTED').detail).toMatch(/no IPv4 address/);
+    expect(expectFerryError(() => readInA(pid), 'TASK_NETWORK_UNSUPPORTED').detail).toMatch(/no IPv4 nor global IPv6 address/);
   });
 });

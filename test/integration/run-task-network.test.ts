@@ -4,14 +4,18 @@
  * it makes what it says (the namespace pinned by the task alone, eth0 with the MAC, address and default route,
  * the outer end on the bridge, one gratuitous ARP), readTaskNetwork reads it back, C reaches the task across
  * the lan bridge, it composes with --ipc/--mounts private, bad input is refused before anything is made, and a
- * failure at any later step removes everything that was made. Every task is killed and every link removed.
+ * failure at any later step removes everything that was made. With IPv6 on the segment: a dual-stack task gets
+ * both addresses (the IPv6 one without DAD: usable at once), a default route per family (IPv6 via A's own
+ * global address in the prefix), both announced at the start, readTaskNetwork reads both back (never the
+ * link-local one), and C reaches it over IPv6; an IPv6-only task takes a link-local --gateway6; an IPv6 address
+ * in use is refused before anything is made. Every task is killed and every link removed.
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ErrorKey } from '../../shared/errors/codes.js';
 import { THIS_NETNS } from '../../shared/kernel/netns-socket.js';
 import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
-import { listIpv4Addresses, listLinks } from '../../shared/kernel/rtnetlink.js';
+import { listIpv4Addresses, listIpv6Addresses, listLinks } from '../../shared/kernel/rtnetlink.js';
 import { runTask, type RunningTask, type RunTaskOptions } from '../../source-agent/run-task.js';
 import { createL2Segment, type L2Segment } from '../../testbed/l2-segment.js';
 import { enterNetns, ip, runTool, tcpAnswers } from '../../testbed/netns-names.js';
@@ -39,7 +43,7 @@ describe.runIf(runnable)('ferry run --net', () => {
   const tasks: RunningTask[] = [];
 
   beforeAll(async () => {
-    seg = await createL2Segment();
+    seg = await createL2Segment({ ipv6: true });
     dir = makeTempDir('ferry-run-net-');
     leave = enterNetns(seg.a.netns);
   });
@@ -123,7 +127,7 @@ describe.runIf(runnable)('ferry run --net', () => {
       [{ net: `${seg.b.address}/24` }, 'NET_ADDRESS_TAKEN'], // B answers the probe
       [{ net: `${seg.a.address}/24` }, 'NET_ADDRESS_TAKEN'], // this host's own
       [{ net: `${seg.taskAddress(3)}/24`, bridge: 'eth0' }, 'NET_BRIDGE_NOT_BRIDGE'],
-      [{ net: 'fd00::5/64' }, 'BAD_ARGUMENT'],
+      [{ net: 'fe80::5/64' }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/33` }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/24`, mac: '01:00:5e:00:00:01' }, 'BAD_ARGUMENT'],
       [{ net: `${seg.taskAddress(3)}/24`, gateway: '192.0.2.1' }, 'BAD_ARGUMENT'],
@@ -146,5 +150,46 @@ describe.runIf(runnable)('ferry run --net', () => {
     const before = snapshot();
     await expectFerryRejection(runTask({ command: 'false', args: [], name: 'net-false', logDir: dir, network: { net: `${seg.taskAddress(5)}/24` } }), 'BAD_ARGUMENT');
     await waitFor(() => JSON.stringify(snapshot()) === JSON.stringify(before), 5_000, 'every link and name made to be removed');
+  });
+
+  it('dual stack: both addresses, a route per family, both announced, read back, and C reaches it over IPv6', async () => {
+    const [a4, a6] = [seg.taskAddress(10), seg.ipv6!.taskAddress(0)];
+    const mac = '02:77:00:00:00:20';
+    // C holds stale entries for both: the announcements at the start must correct them.
+    await ip(['-n', seg.c.name, 'neigh', 'replace', a4, 'lladdr', '02:77:00:00:99:99', 'nud', 'stale', 'dev', seg.c.link]);
+    await ip(['-n', seg.c.name, '-6', 'neigh', 'replace', a6, 'lladdr', '02:77:00:00:99:99', 'nud', 'stale', 'dev', seg.c.link]);
+    const t = await run({ net: [`${a4}/24`, `${a6}/64`], mac });
+    expect(t.network).toMatchObject({ innerLink: 'eth0', mac, addresses: [`${a4}/24`, `${a6}/64`], bridge: 'ferry0' });
+    const taskNs = `/proc/${t.pid}/ns/net`;
+    const eth0 = listLinks(taskNs).find((l) => l.name === 'eth0')!.ifindex;
+    expect(listIpv6Addresses(taskNs).filter((a) => a.ifindex === eth0).map((a) => `${a.address}/${a.prefix}`)).toEqual([`${a6}/64`]);
+    const inTask = (args: string[]): Promise<string> => runTool('nsenter', [`--net=${taskNs}`, 'ip', ...args]);
+    const global6 = await inTask(['-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']);
+    expect(global6).toContain('scope global nodad');
+    expect(global6).not.toContain('tentative');
+    expect(await inTask(['route', 'show', 'default'])).toContain(`default via ${seg.a.address} dev eth0`);
+    expect(await inTask(['-6', 'route', 'show', 'default'])).toContain(`default via ${seg.ipv6!.a} dev eth0`);
+    // What the source agent will read of it (the link-local fe80:: of eth0 is not the task's), and the segment's view.
+    expect(readTaskNetwork(t.pid)).toEqual(t.network);
+    expect(await ip(['-n', seg.c.name, 'neigh', 'show', a4, 'dev', seg.c.link])).toContain(`lladdr ${mac}`);
+    expect(await ip(['-n', seg.c.name, '-6', 'neigh', 'show', a6, 'dev', seg.c.link])).toContain(`lladdr ${mac}`);
+    expect(await tcpAnswers(seg.c.netns, a6)).toBe(true);
+    expect(await tcpAnswers(seg.c.netns, a4)).toBe(true);
+  });
+
+  it('IPv6 only, normalized, with a link-local --gateway6', async () => {
+    const t = await run({ net: [seg.ipv6!.taskAddress(1).toUpperCase().replace('::', ':0:0::') + '/64'], gateway6: 'fe80::1' });
+    expect(t.network!.addresses).toEqual([`${seg.ipv6!.taskAddress(1)}/64`]);
+    const routes = await runTool('nsenter', [`--net=/proc/${t.pid}/ns/net`, 'ip', '-6', 'route', 'show', 'default']);
+    expect(routes).toContain('default via fe80::1 dev eth0');
+    expect(readTaskNetwork(t.pid)).toEqual(t.network);
+    expect(await tcpAnswers(seg.c.netns, seg.ipv6!.taskAddress(1))).toBe(true);
+  });
+
+  it('refuses, before anything is made, an IPv6 address a station answers or this host holds', async () => {
+    const before = snapshot();
+    await expectFerryRejection(run({ net: [`${seg.taskAddress(3)}/24`, `${seg.ipv6!.c}/64`] }), 'NET_ADDRESS_TAKEN'); // C answers the DAD probe
+    await expectFerryRejection(run({ net: [`${seg.ipv6!.a}/64`] }), 'NET_ADDRESS_TAKEN'); // this host's own
+    expect(snapshot()).toEqual(before);
   });
 });

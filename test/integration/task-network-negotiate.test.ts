@@ -1,10 +1,10 @@
 /**
  * The dest's Negotiate answer for a task's own network, against the real kernel on the L2 segment: a Dest
  * service runs in B's namespace (this test's main thread is in B while it serves) and answers whether its bridge
- * is usable and who else answers the task's addresses on the segment. A task started with `ferry run --net` on A
- * answers its own probe with its own MAC, which is free; C's address, or the task's address asked with another
- * MAC, is taken; a missing bridge, a link that is no bridge and a bridge that is down are named; a malformed
- * TaskNetwork is refused before anything. The task is killed and every link removed.
+ * is usable and who else answers the task's addresses on the segment (with IPv6: a dual-stack task, its IPv6
+ * address probed by DAD). A task started with `ferry run --net` on A answers its own probes with its own MAC,
+ * which is free; C's addresses, or the task's addresses asked with another MAC, are taken; a missing bridge, a link that is no bridge and a bridge that is down are named; a malformed
+ * TaskNetwork (a non-canonical IPv6 address too) is refused before anything. The task is killed and every link removed.
  */
 import { existsSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,11 +32,11 @@ describe.runIf(runnable)("the dest's answer to a task's own network", () => {
   const MAC = '02:77:00:00:00:21';
 
   beforeAll(async () => {
-    seg = await createL2Segment();
+    seg = await createL2Segment({ ipv6: true });
     dir = makeTempDir('ferry-net-negotiate-');
     leave = enterNetns(seg.a.netns);
     try {
-      task = await runTask({ command: 'sleep', args: ['60'], name: 'net-negotiate', logDir: dir, network: { net: `${seg.taskAddress(0)}/24`, mac: MAC } });
+      task = await runTask({ command: 'sleep', args: ['60'], name: 'net-negotiate', logDir: dir, network: { net: [`${seg.taskAddress(0)}/24`, `${seg.ipv6!.taskAddress(0)}/64`], mac: MAC } });
     } finally {
       leave();
     }
@@ -67,13 +67,17 @@ describe.runIf(runnable)("the dest's answer to a task's own network", () => {
     expect(await ask(net())).toEqual({ bridge: 'ferry0', bridgeProblem: '', taken: [] });
   });
 
-  it('another MAC answering is a taken address: the task under another MAC, and C', async () => {
+  it('another MAC answering is a taken address: the task under another MAC, and C (IPv4 and IPv6)', async () => {
     const cMac = listLinks(seg.c.netns).find((l) => l.name === 'eth0')!.mac;
-    const answer = await ask(net({ mac: '02:77:00:00:00:99', addresses: [`${seg.taskAddress(0)}/24`, `${seg.c.address}/24`, `${seg.taskAddress(9)}/24`] }));
+    const v6 = seg.ipv6!;
+    const addresses = [`${seg.taskAddress(0)}/24`, `${seg.c.address}/24`, `${seg.taskAddress(9)}/24`, `${v6.taskAddress(0)}/64`, `${v6.c}/64`, `${v6.taskAddress(9)}/64`];
+    const answer = await ask(net({ mac: '02:77:00:00:00:99', addresses }));
     expect(answer!.bridgeProblem).toBe('');
     expect(answer!.taken).toEqual([
       { address: seg.taskAddress(0), macs: [MAC] },
       { address: seg.c.address, macs: [cMac] },
+      { address: v6.taskAddress(0), macs: [MAC] },
+      { address: v6.c, macs: [cMac] },
     ]);
   });
 
@@ -92,6 +96,7 @@ describe.runIf(runnable)("the dest's answer to a task's own network", () => {
   it('refuses a malformed TaskNetwork before anything', async () => {
     await expectFerryRejection(dest!.client.negotiate({ source: sourcePeer([1]), taskNetwork: net({ mac: 'ff:ff:ff:ff:ff:ff' }) }), 'REQUEST_INVALID');
     await expectFerryRejection(dest!.client.negotiate({ source: sourcePeer([1]), taskNetwork: net({ addresses: [] }) }), 'REQUEST_INVALID');
+    await expectFerryRejection(dest!.client.negotiate({ source: sourcePeer([1]), taskNetwork: net({ addresses: [`${seg.ipv6!.taskAddress(0).replace('::', ':0::')}/64`] }) }), 'REQUEST_INVALID');
   });
 
   it('no task network asked: no answer', async () => {

@@ -93,6 +93,9 @@ describe('dest bounds: TaskNetwork', () => {
     expect(() => checkTaskNetwork('task_network', NET, 'negotiate')).not.toThrow();
     expect(() => checkTaskNetwork('task_network', ok({ addresses: Array.from({ length: 16 }, (_, i) => `10.0.0.${i + 1}/24`) }), 'restore')).not.toThrow();
   });
+  it('accepts dual stack, IPv6 in its canonical text', () => {
+    expect(() => checkTaskNetwork('task_network', ok({ addresses: ['10.0.0.5/24', 'fd77:1::5/64', '2001:db8:ffff:ffff:ffff:ffff:ffff:fffe/128'] }), 'negotiate')).not.toThrow();
+  });
   it.each([
     ['an inner link too long', ok({ innerLink: 'x'.repeat(16) })],
     ['an outer link with a slash', ok({ outerLink: 'a/b' })],
@@ -102,7 +105,11 @@ describe('dest bounds: TaskNetwork', () => {
     ['an upper-case MAC', ok({ mac: '02:AA:00:00:00:01' })],
     ['no address', ok({ addresses: [] })],
     ['17 addresses', ok({ addresses: Array.from({ length: 17 }, (_, i) => `10.0.0.${i + 1}/24`) })],
-    ['an IPv6 address', ok({ addresses: ['fd00::1/64'] })],
+    ['an IPv6 address not in canonical text', ok({ addresses: ['fd00:0::1/64'] })],
+    ['an upper-case IPv6 address', ok({ addresses: ['FD00::1/64'] })],
+    ['a link-local IPv6 address', ok({ addresses: ['fe80::1/64'] })],
+    ['an IPv6 prefix of 129', ok({ addresses: ['fd00::1/129'] })],
+    ['an IPv6 address twice', ok({ addresses: ['fd00::1/64', 'fd00::1/128'] })],
     ['a prefix of 40', ok({ addresses: ['10.0.0.1/40'] })],
     ['the same address twice', ok({ addresses: ['10.0.0.1/24', '10.0.0.1/32'] })],
   ])('refuses %s (REQUEST_INVALID, the value not echoed)', (_what, n) => {

@@ -1,6 +1,6 @@
 /**
- * The syntax of a task's network identity: IPv4 ADDRESS/PREFIX, MACs, interface names, and `ferry run --net`'s
- * flags compiled (every refusal a BAD_ARGUMENT, before anything is touched; IPv6 named as unsupported).
+ * The syntax of a task's network identity: IPv4 ADDRESS/PREFIX (IPv6: ipv6-address.test.ts), MACs, interface
+ * names, and `ferry run --net`'s flags compiled (dual stack; every refusal a BAD_ARGUMENT, before anything is touched).
  */
 import { describe, expect, it } from 'vitest';
 import { inSubnet, ipv4CidrProblem, ipv4Number, parseIpv4Cidr } from '../../shared/kernel/ipv4.js';
@@ -67,19 +67,25 @@ describe('MACs and interface names', () => {
 describe('ferry run --net: compiled flags', () => {
   it('defaults: bridge ferry0, no gateway given, a random MAC', () => {
     const c = compileTaskNetOptions({ net: '10.0.0.5/24' });
-    expect(c).toMatchObject({ address: '10.0.0.5', prefix: 24, bridge: 'ferry0', gateway: undefined });
+    expect(c).toMatchObject({ addresses: [{ family: 4, address: '10.0.0.5', prefix: 24 }], bridge: 'ferry0', gateway: undefined, gateway6: undefined });
     expect(macProblem(c.mac)).toBeUndefined();
     expect(compileTaskNetOptions({ net: '10.0.0.5/24', bridge: 'br1', gateway: '10.0.0.1', mac: '02:AA:00:00:00:01' })).toEqual({
-      address: '10.0.0.5',
-      prefix: 24,
+      addresses: [{ family: 4, address: '10.0.0.5', prefix: 24 }],
       bridge: 'br1',
       gateway: '10.0.0.1',
+      gateway6: undefined,
       mac: '02:aa:00:00:00:01',
     });
   });
-  it('IPv6 is refused with a hint that says IPv4 only', () => {
-    const e = expectFerryError(() => compileTaskNetOptions({ net: 'fd00::5/64' }), 'BAD_ARGUMENT');
-    expect(e.hint).toMatch(/IPv4-only/);
+  it('dual stack: one address per --net, IPv6 normalized, a gateway6 in the prefix or link-local', () => {
+    const c = compileTaskNetOptions({ net: ['10.0.0.5/24', 'FD77:1:0::5/64'], gateway6: 'fd77:1:0::1' });
+    expect(c.addresses).toEqual([
+      { family: 4, address: '10.0.0.5', prefix: 24 },
+      { family: 6, address: 'fd77:1::5', prefix: 64 },
+    ]);
+    expect(c.gateway6).toBe('fd77:1::1');
+    expect(compileTaskNetOptions({ net: ['fd77:1::5/64'], gateway6: 'FE80::1' }).gateway6).toBe('fe80::1');
+    expect(compileTaskNetOptions({ net: Array.from({ length: 8 }, (_, i) => `fd77:1::${i + 1}/64`) }).addresses).toHaveLength(8);
   });
   it.each([
     [{ net: '10.0.0.5/40' }],
@@ -87,12 +93,25 @@ describe('ferry run --net: compiled flags', () => {
     [{ net: '10.0.0.5/24', gateway: '10.0.1.1' }],
     [{ net: '10.0.0.5/24', gateway: '10.0.0.5' }],
     [{ net: '10.0.0.5/24', gateway: 'router' }],
+    [{ net: '10.0.0.5/24', gateway: 'fd77::1' }],
     [{ net: '10.0.0.5/24', mac: '03:00:00:00:00:01' }],
+    [{ net: 'fe80::5/64' }],
+    [{ net: 'fd77:1::/64' }],
+    [{ net: 'fd77::5/129' }],
+    [{ net: ['fd77::5/64', 'FD77:0::5/64'] }],
+    [{ net: ['10.0.0.5/24', '10.0.0.5/16'] }],
+    [{ net: Array.from({ length: 9 }, (_, i) => `fd77:1::${i + 1}/64`) }],
+    [{ net: [] }],
+    [{ net: '10.0.0.5/24', gateway6: 'fe80::1' }],
+    [{ net: 'fd77:1::5/64', gateway6: 'fd77:2::1' }],
+    [{ net: 'fd77:1::5/64', gateway6: 'fd77:1::5' }],
+    [{ net: 'fd77:1::5/64', gateway6: '10.0.0.1' }],
   ])('refuses %j', (o) => {
     expectFerryError(() => compileTaskNetOptions(o), 'BAD_ARGUMENT');
   });
-  it('--bridge, --gateway and --mac without --net are usage errors', async () => {
+  it('--bridge, --gateway, --gateway6 and --mac without --net are usage errors', async () => {
     await expectFerryRejection(runCommand(['--bridge', 'br0', '--', 'true']), 'BAD_ARGUMENT');
     await expectFerryRejection(runCommand(['--mac', '02:00:00:00:00:01', '--', 'true']), 'BAD_ARGUMENT');
+    await expectFerryRejection(runCommand(['--gateway6', 'fe80::1', '--', 'true']), 'BAD_ARGUMENT');
   });
 });

@@ -9,17 +9,23 @@ import { join } from 'node:path';
 import { inNetns, startLineClient, type EchoClient } from './line-client.js';
 
 /**
- * `python3 -c ECHO_SERVER PORT`: TCP and UDP echo on 0.0.0.0:PORT; single-threaded (selectors). It also holds a
+ * `python3 -c ECHO_SERVER PORT [::]`: TCP and UDP echo on 0.0.0.0:PORT (with `::`, on both families: a dual-stack
+ * task); single-threaded (selectors). It also holds a
  * TCP connection to itself over loopback (both ends in the task: established TCP inside the tree): a client
  * that sends exactly `loop\n` gets `loop ` + what went once around that connection (`ok`).
  */
 export const ECHO_SERVER = `
 import selectors, socket, sys
-port = int(sys.argv[1])
+port = int(sys.argv[1]); bind = sys.argv[2] if len(sys.argv) > 2 else '0.0.0.0'
+fam = socket.AF_INET6 if ':' in bind else socket.AF_INET
+def sock(kind):
+    s = socket.socket(fam, kind)
+    if fam == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return s
 sel = selectors.DefaultSelector()
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(('0.0.0.0', port)); ls.listen(16)
-us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); us.bind(('0.0.0.0', port))
-lc = socket.create_connection(('127.0.0.1', port)); waiting = []
+ls = sock(socket.SOCK_STREAM); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind((bind, port)); ls.listen(16)
+us = sock(socket.SOCK_DGRAM); us.bind((bind, port))
+lc = socket.create_connection(('::1' if fam == socket.AF_INET6 else '127.0.0.1', port)); waiting = []
 sel.register(ls, selectors.EVENT_READ); sel.register(us, selectors.EVENT_READ); sel.register(lc, selectors.EVENT_READ)
 while True:
     for key, _ in sel.select():
@@ -86,7 +92,7 @@ export function startEchoClient(dir: string, netns: string, host: string, port: 
 
 /** One UDP datagram to host:port from `netns`; whether the same bytes came back within `timeoutMs`. */
 export function udpEchoes(netns: string, host: string, port: number, timeoutMs = 2_000): boolean {
-  const py = `import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(${timeoutMs / 1000})\nfor i in range(3):\n    s.sendto(b'ferry-udp',(sys.argv[1],int(sys.argv[2])))\n    try:\n        print(s.recvfrom(64)[0].decode()); break\n    except socket.timeout: pass`;
+  const py = `import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(${timeoutMs / 1000})\nfor i in range(3):\n    s.sendto(b'ferry-udp',(sys.argv[1],int(sys.argv[2])))\n    try:\n        print(s.recvfrom(64)[0].decode()); break\n    except socket.timeout: pass`;
   const [cmd, args] = inNetns(netns, ['python3', '-c', py, host, String(port)]);
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs * 3 + 5_000 });
   return r.stdout.trim() === 'ferry-udp';
