@@ -1,12 +1,13 @@
 /**
  * AF_PACKET sockets on one link of a network namespace (made inside it: netns-socket.ts), for the frames Ferry
  * builds itself: ARP (arp.ts) and IPv6 neighbor discovery (neighbor-discovery.ts). Non-blocking, so that a wait
- * polls and node's event loop keeps running; every wait is bounded by the caller's timeout.
+ * polls and node's event loop keeps running; every wait is bounded by the caller's timeout. Closed off the main
+ * thread (closeFdAsync: a packet socket's close waits for an RCU grace period).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError, SystemCallError } from '../errors/ferry-error.js';
 import { bind, Errno, recv, sendto } from '../native/libc.js';
-import { closeFd } from '../native/ptrace.js';
+import { closeFd, closeFdAsync } from '../native/ptrace.js';
 import { socketIn } from './netns-socket.js';
 import { listLinks } from './rtnetlink.js';
 
@@ -104,7 +105,7 @@ export async function probeWith(
     }
     return heard;
   } finally {
-    closeFd(s.fd);
+    await closeFdAsync(s.fd);
   }
 }
 
@@ -117,6 +118,6 @@ export async function sendRepeated(netns: string, link: string, ethertype: numbe
       sendFrame(s, frame);
     }
   } finally {
-    closeFd(s.fd);
+    await closeFdAsync(s.fd);
   }
 }

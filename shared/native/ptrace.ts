@@ -108,6 +108,23 @@ export function closeFd(fd: number): void {
   if ((closeFn(fd) as number) < 0) fail('close', `fd ${fd}`);
 }
 
+type AsyncClose = (fd: number, done: (err: unknown, result: number) => void) => void;
+
+/**
+ * close(2) on koffi's worker thread. Closing an AF_PACKET socket waits for an RCU grace period
+ * (synchronize_net: 14-21 ms measured here); on node's main thread that stalls every stream of the agent, and
+ * a dest's Commit answer, for as long. The errno of another thread is not ours to read: a failure says only that.
+ */
+export function closeFdAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    (closeFn.async as AsyncClose)(fd, (err, result) => {
+      if (err) reject(err instanceof Error ? err : new Error('close failed on the worker thread'));
+      else if (result < 0) reject(new SystemCallError('close', 0, 'unknown', `fd ${fd}`));
+      else resolve();
+    });
+  });
+}
+
 /** An anonymous private read-write mapping, for the probe. `view` is its memory; unmap() frees it. */
 export interface ScratchMapping {
   readonly address: bigint;
