@@ -22,7 +22,7 @@ import { announceAddress, probeAddress } from '../shared/kernel/address-announce
 import { formatCidr, ipCidrProblem, parseIpCidr, type IpCidr } from '../shared/kernel/ip-cidr.js';
 import { inSubnet, isIpv4 } from '../shared/kernel/ipv4.js';
 import { inSubnet6, ipv6Bytes, isIpv6, isLinkLocal6, normalizeIpv6 } from '../shared/kernel/ipv6.js';
-import { linkNameProblem } from '../shared/kernel/link-name.js';
+import { criuLinkNameProblem } from '../shared/kernel/link-name.js';
 import { macProblem, normalizeMac, randomMac } from '../shared/kernel/mac-address.js';
 import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
 import { listIpv4Addresses, listIpv6Addresses, listLinks } from '../shared/kernel/rtnetlink.js';
@@ -80,8 +80,8 @@ export function compileTaskNetOptions(o: TaskNetOptions): CompiledTaskNetOptions
   const twice = addresses.find((a, i) => addresses.findIndex((b) => b.address === a.address) !== i);
   if (twice) throw bad(`--net gives ${twice.address} twice`, 'Give each address once.');
   const bridge = o.bridge ?? DEFAULT_TASK_BRIDGE;
-  const nameProblem = linkNameProblem(bridge);
-  if (nameProblem) throw bad(`--bridge: ${nameProblem}`, 'Give an interface name of 1 to 15 bytes without "/", ":" or whitespace.');
+  const nameProblem = criuLinkNameProblem(bridge);
+  if (nameProblem) throw bad(`--bridge: ${nameProblem}`, 'Give an interface name of 1 to 15 bytes of A-Z a-z 0-9 _ . - (criu cannot be given others).');
   const v4 = addresses.filter((a) => a.family === 4);
   const v6 = addresses.filter((a) => a.family === 6);
   if (o.gateway !== undefined) {

@@ -10,6 +10,7 @@ import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../errors/ferry-error.js';
 import { formatCidr } from './ip-cidr.js';
+import { criuLinkNameProblem } from './link-name.js';
 import { listIpv4Addresses, listIpv6Addresses, listLinks, netnsIdIn, type Link } from './rtnetlink.js';
 import { THIS_NETNS } from './netns-socket.js';
 import type { TaskNetwork } from './task-network.js';
@@ -75,5 +76,10 @@ export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwor
   if (addresses.length === 0) throw unsupported(`the task's veth ${inner.name} has no IPv4 nor global IPv6 address`);
   if (addresses.length > MAX_TASK_ADDRESSES) throw unsupported(`the task's veth ${inner.name} has ${addresses.length} addresses, at most ${MAX_TASK_ADDRESSES} are supported`);
   if (inner.mac === '') throw unsupported(`the task's veth ${inner.name} has no MAC`);
+  // The restore gives these names to criu (`veth[INNER]:OUTER@BRIDGE`): refused here, before the freeze and the dump.
+  for (const name of [inner.name, outer.name, bridge.name]) {
+    const problem = criuLinkNameProblem(name);
+    if (problem) throw unsupported(`${problem}: rename the link (ip link set NAME name NEWNAME)`);
+  }
   return { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name };
 }
