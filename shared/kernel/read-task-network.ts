@@ -15,6 +15,12 @@ import { listIpv4Addresses, listIpv6Addresses, listLinks, netnsIdIn, type Link }
 import { THIS_NETNS } from './netns-socket.js';
 import type { TaskNetwork } from './task-network.js';
 
+/** A TaskNetwork and the ifindex of its outer end here: what the freeze journals, so that only that link is deleted. */
+export interface TaskNetworkPeer {
+  network: TaskNetwork;
+  outerIfindex: number;
+}
+
 /** The wire's bound (proto TaskNetwork): a task with more addresses is refused here rather than by the dest. */
 export const MAX_TASK_ADDRESSES = 16;
 
@@ -43,6 +49,11 @@ const describe = (l: Link): string => `${l.name} (${l.kind || 'no kind'})`;
  * its TaskNetwork when its namespace has the shape `ferry run --net` makes; TASK_NETWORK_UNSUPPORTED otherwise.
  */
 export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwork | undefined {
+  return readTaskNetworkPeer(rootPid, procRoot)?.network;
+}
+
+/** readTaskNetwork, with the outer end's ifindex in this agent's namespace. */
+export function readTaskNetworkPeer(rootPid: number, procRoot = '/proc'): TaskNetworkPeer | undefined {
   const taskNs = join(procRoot, String(rootPid), 'ns', 'net');
   // thread-self: this thread's (node's main one, which a caller may have put into another namespace).
   const mine = nsLink(join(procRoot, 'thread-self', 'ns', 'net')) ?? nsLink(join(procRoot, 'self', 'ns', 'net'));
@@ -81,5 +92,5 @@ export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwor
     const problem = criuLinkNameProblem(name);
     if (problem) throw unsupported(`${problem}: rename the link (ip link set NAME name NEWNAME)`);
   }
-  return { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name };
+  return { network: { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name }, outerIfindex: outer.ifindex };
 }
