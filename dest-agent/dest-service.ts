@@ -35,7 +35,7 @@ import type { RestorePageSourceFactory } from './restore-page-source.js';
 import { restoreFeatures, restoreStopped, resumeTree, killTree } from './restore.js';
 import { checkExternalMounts, missingMounts, restoreMountNamespace } from './restore-mount-namespace.js';
 import { restoreTaskNetwork } from './restore-task-network.js';
-import { removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
+import { checkCopyHeld, finishCopyThrough, letCopyThrough, removeOuterLink, type CopyThrough } from './task-network-copy.js';
 import type { DestMetrics } from './dest-metrics.js';
 import { compileDestLimits, sessionQuotaBytes, type DestLimits } from './dest-limits.js';
 import { LevelFilePool } from './level-file-pool.js';
@@ -489,6 +489,8 @@ export class DestService {
       if (restored.status === 'rejected') throw restored.reason;
       callGone?.throwIfAborted();
       const pid = restored.value;
+      // Held, or it could answer before the Commit (the catch below kills it).
+      if (taskNetwork) checkCopyHeld(pid, taskNetwork);
       const t2 = process.hrtime.bigint();
       const leaseUntil = Date.now() + commitLeaseMs;
       await s.transition(
@@ -538,15 +540,24 @@ export class DestService {
     const restoredPid = s.restoredPid;
     if (restoredPid === undefined) throw new FerryError('INTERNAL', { side: 'dest', phase: 'commit', detail: 'a restored session without a restored pid' });
     clearTimeout(s.commitLease);
+    // The copy came back held (the source's hold travelled in its ruleset): let through while it is still stopped
+    // and nothing is decided, so that a hold that cannot be let go refuses the Commit (the source thaws its
+    // original) instead of a committed copy nobody can reach.
+    let through: CopyThrough | undefined;
+    try {
+      through = s.taskNetwork ? letCopyThrough(restoredPid, s.taskNetwork) : undefined;
+    } catch (e) {
+      throw await this.refuseUnreachable(s, e);
+    }
     const resumedAtUs = BigInt(Date.now()) * 1000n;
     s.resumedAtUs = resumedAtUs;
     // On disk before the copy runs: a restart after this line resumes it, never kills it.
     const lazy = s.pager !== undefined;
     await s.transition(lazy ? 'filling' : 'committed', { restoredPid }, { restoredPid, resumedAtUs: resumedAtUs.toString() });
     injectFault('dest.commit-recorded');
-    // The copy comes back held (the source's hold travelled in its ruleset): opened, then run; announced after.
-    if (s.taskNetwork) this.trackAfterResume(resumeOnTheWire(restoredPid, s.taskNetwork, s.log, () => resumeTree(restoredPid)));
-    else resumeTree(restoredPid);
+    resumeTree(restoredPid);
+    // Announced and the hold deleted after the resume: both wait for an RCU grace period (nft-hold.ts).
+    if (through) this.trackAfterResume(finishCopyThrough(through, s.log));
     injectFault('dest.commit-resumed');
     // From the resume on, the fill's end decides the session (it may have ended already: the pager may have had
     // every page before the Commit came).
@@ -557,6 +568,14 @@ export class DestService {
       s.removeFiles().catch((e: unknown) => s.log.warn('session files not removed', { err: e }));
     }
     return { restoredPid, resumedAtUnixUs: resumedAtUs.toString() };
+  }
+
+  /** A Commit whose copy's hold cannot be let go: the copy (still stopped and held) is removed; the refusal to throw. */
+  private async refuseUnreachable(s: DestSession, e: unknown): Promise<FerryError> {
+    const detail = `the copy's network hold cannot be let go: ${e instanceof Error ? e.message : String(e)}`;
+    s.log.error('commit refused: the restored copy would run unreachable', { err: e });
+    await this.abortSession(s, detail);
+    return new FerryError('COMMIT_REJECTED', { side: 'dest', phase: 'commit', detail, cause: e });
   }
 
   /** Before the resume a failed pager is a failed restore: the copy is removed, a Commit refused. */
@@ -687,7 +706,9 @@ export class DestService {
     // The decision first (no Commit is taken from here on), then the kill.
     if (s.state !== 'aborted') await s.transition('aborted', { reason, killedRestoredCopy: copy !== undefined }, { reason, restoredPid: copy });
     if (copy !== undefined) killTree(copy);
-    if (s.taskNetwork) removeOuterLink(copy, s.taskNetwork, s.log);
+    // Only a veth of this session's copy: without one, a link of that name is someone else's (criu removes what
+    // it made when it fails).
+    if (s.taskNetwork && copy !== undefined) removeOuterLink(copy, s.taskNetwork, s.log);
     await s.pager?.abort();
     this.sessions.rememberEnded(s.id, { outcome: 'aborted', epoch: s.epoch, peer: s.peer, reason }, s);
     await s.removeFiles();

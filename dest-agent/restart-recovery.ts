@@ -18,7 +18,8 @@
  *   aborted      it may be asking                       killed if the crash came before the kill
  *
  * A task in its own network namespace (`taskNetwork` in `restoring`): a resumed copy first has its hold let go
- * and its addresses announced; a copy killed now has its outer veth deleted if the kill left it.
+ * and its addresses announced; a committed copy found running with hold tables left (the agent died before
+ * deleting them) has them let go of too; a copy killed now has its outer veth deleted if the kill left it.
  *
  * Every ended session is remembered (the registry answers a late Commit or Abort from it). A copy is named
  * by pid AND start time, so a reused pid is never signalled. Session dirs without a journal (a crash before
@@ -39,7 +40,7 @@ import type { EndedSession } from './session-registry.js';
 import { LOGS_DIR, sessionDirsIn, WORK_DIR_MARKER } from './work-dir.js';
 import { abortPager, readPagerStatus } from './lazy/pager-process.js';
 import type { TaskNetwork } from '../shared/kernel/task-network.js';
-import { removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
+import { finishLeftoverHold, removeOuterLink, resumeOnTheWire } from './task-network-copy.js';
 
 /** A revived copy waits at least this long for the source's Commit or Abort, whatever its lease said. */
 export const RESTART_GRACE_MS = 15_000;
@@ -161,11 +162,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       case 'filling': {
         // The copy runs; only its pager's end decides (the link adopts it, or reads how it ended).
         const copy = liveCopy(j);
-        if (copy?.stopped) {
-          if (j.taskNetwork) await resumeOnTheWire(copy.pid, j.taskNetwork, mlog, () => signalTree(copy.pid, 'SIGCONT'));
-          else signalTree(copy.pid, 'SIGCONT');
-          mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
-        }
+        await resumeCommitted(copy, j, mlog);
         const session = await revive({ id, epoch: j.epoch, peer: j.peer, restoredPid: j.restoredPid ?? 0, state: 'filling', resumedAtUs: j.resumedAtUs, log: mlog });
         out.revived.push({ session, leaseMs: 0, pager: pagerOf(j, copy?.pid) });
         mlog.warn('took over a resumed copy whose pager is filling its pages', { pid: j.restoredPid, pager: j.pagerPid });
@@ -173,11 +170,7 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
       }
       case 'committed': {
         const copy = liveCopy(j);
-        if (copy?.stopped) {
-          if (j.taskNetwork) await resumeOnTheWire(copy.pid, j.taskNetwork, mlog, () => signalTree(copy.pid, 'SIGCONT'));
-          else signalTree(copy.pid, 'SIGCONT');
-          mlog.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
-        }
+        await resumeCommitted(copy, j, mlog);
         await removeDir(id);
         break;
       }
@@ -220,6 +213,21 @@ export async function recoverSessions(workDir: string, log: Logger, revive: (ini
 
   out.cleanup = Promise.all(background).then(() => undefined);
   return out;
+}
+
+/**
+ * A committed copy (`committed` or `filling`): resumed if the crash came before the resume (its hold let go
+ * first); if it runs already, any hold tables the crash left in its namespace are let go of.
+ */
+async function resumeCommitted(copy: { pid: number; stopped: boolean } | undefined, j: JournaledSession, log: Logger): Promise<void> {
+  if (!copy) return;
+  if (!copy.stopped) {
+    if (j.taskNetwork) await finishLeftoverHold(copy.pid, j.taskNetwork, log);
+    return;
+  }
+  if (j.taskNetwork) await resumeOnTheWire(copy.pid, j.taskNetwork, log, () => signalTree(copy.pid, 'SIGCONT'));
+  else signalTree(copy.pid, 'SIGCONT');
+  log.warn('resumed a committed copy: the previous agent died before resuming it', { pid: copy.pid });
 }
 
 function pagerOf(j: JournaledSession, copyPid: number | undefined): RevivedPager | undefined {

@@ -6,7 +6,7 @@
  *   kill   the process dies at once by SIGKILL: what a crash at exactly this instant leaves behind
  *   stop   the process SIGSTOPs itself: the test acts (cuts the link, kills the peer) and then SIGCONTs it
  * Each point acts once per process, the first time it is reached. Damage points (dest.corrupt-store,
- * dest.restore-fails) are asked with faultArmed() and damage instead, every time.
+ * dest.restore-fails, dest.hold-stuck) are asked with faultArmed() and damage instead, every time.
  */
 import { FerryError } from './errors/ferry-error.js';
 
@@ -54,6 +54,8 @@ export const FAULT_POINTS = [
   // or removes pstree.img before restoring (CRIU itself fails).
   'dest.corrupt-store',
   'dest.restore-fails',
+  // Damage: the dest's opening and deletion of a restored copy's network hold fail, as a kernel refusing both would.
+  'dest.hold-stuck',
   // The tracker "misses" the writes since its last round: those pages are sent as the dest held them (a lazy
   // restore's fill must find them against the frozen original and send their bytes).
   'source.tracker-misses-page',

@@ -514,6 +514,12 @@ export const ERRORS = {
     'Create the bridge on the dest (`ip link add NAME type bridge`, its uplink enslaved to it) or start the dest agent with --bridge naming one; the source was resumed.',
     status.FAILED_PRECONDITION,
   ),
+  TASK_NETWORK_NOT_HELD_ON_DEST: spec(
+    'FERRY-6009',
+    "The task's copy came back from criu restore without its network hold: it could answer before the commit",
+    "Check that criu on both hosts dumps and restores a namespace's nftables ruleset (`criu check --feature nftables`); keep both agent logs and report it. The source was resumed.",
+    status.FAILED_PRECONDITION,
+  ),
   MOUNT_MISSING_ON_DEST: spec(
     'FERRY-6007',
     "The task has its own mount namespace and a mount it took from the source host has no path on the dest",

@@ -5,7 +5,7 @@
  * longer answers ARP, which the inet lock of CRIU does not stop: netns-tcp-lab, pitfall 3), and CRIU dumps
  * the tables with the namespace's ruleset, so that the copy on the dest comes back held too (CRIU deletes only
  * its own CRIU-* lock when it unlocks). Whichever copy is to run has the hold released: the dest's at the
- * commit, the source's at a rollback; then it announces its addresses (arp.ts).
+ * commit, the source's at a rollback; then it announces its addresses (address-announce.ts).
  *
  * Chosen over setting the veth down (netns-tcp-lab: a link down costs about 1.1 s, through a failed ARP of
  * the restored socket): the links stay up, only the packets wait for the peer's next retransmission.
@@ -29,20 +29,28 @@ const HOLD_CHAINS = [
   { name: 'output', hook: 'output', priority: 0, policy: 'drop' },
 ] as const;
 
-/** Adds both hold tables in one transaction (all or nothing); adding it again changes nothing. */
+/**
+ * Adds both hold tables in one transaction (all or nothing). A hold already there is replaced in the same
+ * transaction: NEWTABLE and NEWCHAIN on existing ones keep their rules, and a leftover opened hold (its accept
+ * rules in place: an agent died, or a deletion failed, after an open) would otherwise hold nothing. Throws
+ * unless the namespace is then held whole.
+ */
 export function addNetworkHold(netns: string): void {
-  const errno = nftBatch(netns, HOLD_TABLES.flatMap((t) => newTableWithChains(t, HOLD_CHAINS)));
+  const leftover = holdTablesIn(netns).map(deleteTableMessage);
+  const errno = nftBatch(netns, [...leftover, ...HOLD_TABLES.flatMap((t) => newTableWithChains(t, HOLD_CHAINS))]);
   if (errno !== 0) throw new SystemCallError('netlink NEWTABLE/NEWCHAIN', errno, errnoName(errno), `the network hold in ${netns}`);
+  if (!isNetworkHeld(netns)) throw new Error(`the network hold in ${netns} is not whole once added (another process changed its tables)`);
 }
 
-const held = (netns: string): NftTable[] => {
+/** The hold tables there are in the namespace, whole or not, opened or not. */
+export function holdTablesIn(netns: string): NftTable[] {
   const present = listNftTables(netns);
   return HOLD_TABLES.filter((t) => present.some((p) => p.family === t.family && p.name === t.name));
-};
+}
 
 /** Lets traffic through a held namespace at once (an accept rule in each chain, one transaction); the tables stay. */
 export function openNetworkHold(netns: string): void {
-  const tables = held(netns);
+  const tables = holdTablesIn(netns);
   if (tables.length === 0) return;
   const errno = nftBatch(netns, tables.flatMap((t) => HOLD_CHAINS.map((c) => acceptRuleMessage(t, c.name))));
   if (errno !== 0) throw new SystemCallError('netlink NEWRULE', errno, errnoName(errno), `the network hold in ${netns}`);
@@ -50,7 +58,7 @@ export function openNetworkHold(netns: string): void {
 
 /** Deletes the hold tables there are (one transaction); those deleted, as `family name` (none: there was no hold). */
 export function releaseNetworkHold(netns: string): string[] {
-  const tables = held(netns);
+  const tables = holdTablesIn(netns);
   if (tables.length === 0) return [];
   const errno = nftBatch(netns, tables.map(deleteTableMessage));
   if (errno !== 0) throw new SystemCallError('netlink DELTABLE', errno, errnoName(errno), `the network hold in ${netns}`);

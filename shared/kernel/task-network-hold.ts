@@ -68,7 +68,9 @@ export function openTaskNetworkHold(hold: TaskNetworkHold): string | undefined {
 /**
  * The slow half, off the downtime where it can be: the addresses announced (one gratuitous ARP each; its packet
  * socket's close waits for an RCU grace period) and the hold's tables deleted (the same wait). After a failed
- * open the tables go first: an announcement from a closed namespace would be dropped. Never throws.
+ * open the tables go first, so that traffic flows before peers are told where the station is; if they stay, no
+ * announcement is sent (AF_PACKET sends bypass the hooks, so it would go out, and draw peers to a station that
+ * drops their packets). Never throws.
  */
 export async function finishTaskNetworkHold(hold: TaskNetworkHold, openError: string | undefined, announce: AnnounceAddress = announceAddress): Promise<HoldReleaseReport> {
   const report: HoldReleaseReport = { released: [], announced: [], errors: openError ? [openError] : [] };
@@ -81,7 +83,7 @@ export async function finishTaskNetworkHold(hold: TaskNetworkHold, openError: st
       return false;
     }
   };
-  if (openError && !release()) return report; // still held: an announcement would be dropped
+  if (openError && !release()) return report; // still held: announcing it would draw peers into the drop
   for (const cidr of hold.network.addresses) {
     const ip = cidr.split('/')[0]!;
     try {

@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { holdTablesIn } from '../../shared/kernel/nft-hold.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { startFerry } from '../../testbed/ferry-process.js';
 import { waitFor } from '../../testbed/wait-for.js';
@@ -55,6 +55,9 @@ interface Server {
 function linkExists(host: { name: string }, link: string): boolean {
   return spawnSync('ip', ['-n', host.name, 'link', 'show', 'dev', link], { timeout: 10_000 }).status === 0;
 }
+
+/** Whether no ferry-hold table is left in the task's namespace (an opened hold not deleted is no hold, yet stays). */
+const noHoldLeft = (pid: number): boolean => holdTablesIn(`/proc/${pid}/ns/net`).length === 0;
 
 function expectMigrated(r: FerryResult): void {
   expect(r.exitCode, describeResult(r)).toBe(0);
@@ -147,13 +150,13 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expectMigrated(there);
     const copy = there.summary!.restoredPid;
     task.copies.push(copy);
-    // The original and its veth are gone from A; the copy's veth is on B's bridge and it is no longer held.
+    // The original and its veth are gone from A; the copy's veth is on B's bridge.
     expect(linkExists(seg!.a, task.outerLink)).toBe(false);
     expect(linkExists(seg!.b, task.outerLink)).toBe(true);
-    expect(isNetworkHeld(`/proc/${copy}/ns/net`)).toBe(false);
     // The dest opened the hold before the resume, then announced the address and deleted the hold (after it).
     const announced = new RegExp(`the copy's network hold let go.*"announced":\\["${task.address.replace(/\./g, '\\.')}"\\]`);
     await waitFor(() => announced.test(toB!.stderrAll()), 10_000, "the dest's announcement");
+    await waitFor(() => noHoldLeft(copy), 10_000, "the copy's hold tables deleted");
     await sleep(1_000);
     expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
     expect(tcpEchoesOnNewConnection(seg!.c.netns, task.address, PORT)).toBe(true);
@@ -216,7 +219,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     } finally {
       await toB!.restart({ env: {} });
     }
-    expect(isNetworkHeld(`/proc/${task.pid}/ns/net`)).toBe(false);
+    await waitFor(() => noHoldLeft(task.pid), 10_000, "the original's hold tables deleted");
     expect(linkExists(seg!.a, task.outerLink)).toBe(true);
     expect(linkExists(seg!.b, task.outerLink)).toBe(false);
     await sleep(1_500);
@@ -238,7 +241,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
     expect(r.exitCode, describeResult(r)).toBe(1);
     expect(r.error?.sourceState).toBe('running');
     expect(r.error?.rollbackErrors ?? []).toEqual([]);
-    expect(isNetworkHeld(`/proc/${task.pid}/ns/net`)).toBe(false);
+    await waitFor(() => noHoldLeft(task.pid), 10_000, "the original's hold tables deleted");
     expect(linkExists(seg!.a, task.outerLink)).toBe(true);
     // The abort killed the copy: its veth went with it (or was removed), so B's bridge holds no second station.
     await waitFor(() => !linkExists(seg!.b, task.outerLink), 10_000, "the copy's veth gone from B");
@@ -260,7 +263,7 @@ describe.skipIf(!runnable)('a task in its own network namespace moves with its a
       const killed = await move('A -> B, the CLI killed after the dump', () => runMigrate(seg!, task.pid, toB, { env: { ...env, FERRY_FAULT: 'source.final-delta:kill', FERRY_TEST_FAULTS: '1' }, timeoutMs: 60_000 }));
       expect(killed.r.exitCode, describeResult(killed.r)).not.toBe(0);
       // The guard fires on its own (its agent gone): bounded, it lets go of the hold and thaws.
-      await waitFor(() => !isNetworkHeld(`/proc/${task.pid}/ns/net`) && readStat(task.pid)?.state !== 'T', 30_000, 'the guard to let go and thaw');
+      await waitFor(() => noHoldLeft(task.pid) && readStat(task.pid)?.state !== 'T', 30_000, 'the guard to let go and thaw');
       await sleep(1_500);
       expect(udpEchoes(seg!.c.netns, task.address, PORT)).toBe(true);
       const resumed = await startFerry(['migrate', '--resume', 'all', '--json'], { host: seg!.a, env, timeoutMs: 60_000 }).done;

@@ -1,7 +1,9 @@
 /**
  * A restarted dest agent resolves each session a dead one left from its journal (restart-recovery.ts), never by
  * guessing: a restored copy is taken over stopped (never resumed, never killed on its own), a committed one is
- * resumed, an aborted one killed, a receiving or restoring one ended; a reused pid is never signalled.
+ * resumed, an aborted one killed, a receiving or restoring one ended; a reused pid is never signalled. A task
+ * network's copy: a running committed one has the hold tables a crash left let go of, and a revived one whose
+ * hold cannot be let go has its Commit refused, never resumed unreachable (review 16, findings 1 and 3).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -18,7 +20,9 @@ import { JournalFile } from '../../shared/journal/journal-file.js';
 import { readStat } from '../../shared/kernel/proc-status.js';
 import { createLogger, silentLogger } from '../../shared/logging/logger.js';
 import { waitFor } from '../../testbed/workloads/memtest.js';
-import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
+import { addNetworkHold, holdTablesIn, isNetworkHeld, openNetworkHold } from '../../shared/kernel/nft-hold.js';
+import { startDest } from '../support/dest-grpc.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
@@ -131,6 +135,73 @@ describe('dest restart recovery', () => {
         expect(lines[at("the copy's network hold let go")]).toMatchObject({ announced: ['10.79.9.102'], errors: [] });
         expect(at("the copy's network hold let go")).toBeLessThan(at('resumed a committed copy: the previous agent died before resuming it'));
       } finally {
+        sleeper.stop();
+      }
+    },
+    30_000,
+  );
+
+  const netRunnable = canRun('dest recovery: network hold', isRoot(), hasCommand('ip'), hasCommand('nsenter'));
+  const NET = { innerLink: 'eth0', mac: '02:79:09:00:00:66', addresses: ['10.79.9.102/24'], outerLink: 'fyrecover0', bridge: 'ferry0' };
+
+  it.skipIf(!netRunnable)(
+    'a committed copy found running with an opened hold the crash left: its tables deleted and its address announced',
+    async () => {
+      const work = await workDir();
+      const sleeper = await startNetnsSleeper(`ferry-it-recover-left-${process.pid}`, '10.79.9.102/24');
+      try {
+        const { pid } = sleeper;
+        // The dead agent had opened the hold and resumed the copy; the deletion never came.
+        addNetworkHold(sleeper.netns);
+        openNetworkHold(sleeper.netns);
+        process.kill(pid, 'SIGCONT');
+        await waitFor(() => readStat(pid)?.state === 'S', 5_000, 'the copy running');
+        const startTime = readStat(pid)!.startTime;
+        await leftBehind(work, 'sess-left', [['restoring', { taskNetwork: NET }], ['restored', { restoredPid: pid, startTime, leaseUntil: Date.now() + 60_000 }], ['committed', { restoredPid: pid, resumedAtUs: '1' }]]);
+        const lines: Record<string, unknown>[] = [];
+        const log = createLogger({ side: 'dest' }, (l) => void lines.push(JSON.parse(l) as Record<string, unknown>), 'debug', 'json');
+        const found = await recoverSessions(work, log, noRevive);
+        expect(holdTablesIn(sleeper.netns)).toEqual([]);
+        expect(lines.find((l) => l.msg === "the copy's network hold let go")).toMatchObject({ released: ['inet ferry-hold', 'arp ferry-hold'], announced: ['10.79.9.102'], errors: [] });
+        expect(found.ended).toMatchObject([{ id: 'sess-left', outcome: { outcome: 'committed' } }]);
+      } finally {
+        sleeper.stop();
+      }
+    },
+    30_000,
+  );
+
+  it.skipIf(!netRunnable)(
+    "refuses the Commit of a revived copy whose hold can be neither opened nor deleted: the copy is killed, never resumed unreachable",
+    async () => {
+      const work = await workDir();
+      const sleeper = await startNetnsSleeper(`ferry-it-recover-stuck-${process.pid}`, '10.79.9.103/24');
+      const env = { fault: process.env.FERRY_FAULT, test: process.env.FERRY_TEST_FAULTS };
+      const dest = await startDest({ workDir: work });
+      try {
+        const { pid } = sleeper;
+        addNetworkHold(sleeper.netns);
+        const id = '5e1f0c2a-hold-4c0d-9a7e-stuck0000001';
+        await leftBehind(work, id, [['restoring', { taskNetwork: NET }], ['restored', { restoredPid: pid, startTime: readStat(pid)!.startTime, leaseUntil: Date.now() + 60_000 }]]);
+        await dest.service.recover();
+        process.env.FERRY_FAULT = 'dest.hold-stuck';
+        process.env.FERRY_TEST_FAULTS = '1';
+        const refused = await dest.service.commit({ migrationId: id, epoch: '77' }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(refused).toBeInstanceOf(FerryError);
+        expect((refused as FerryError).code).toBe(new FerryError('COMMIT_REJECTED').code);
+        await waitFor(() => gone(pid), 5_000, 'the stuck copy killed');
+        expect((await readDestJournal(work, id))?.state).toBe('aborted');
+        // A retried Commit gets the same answer: the source thaws its original.
+        await expect(dest.service.commit({ migrationId: id, epoch: '77' })).rejects.toMatchObject({ code: new FerryError('COMMIT_REJECTED').code });
+      } finally {
+        if (env.fault === undefined) delete process.env.FERRY_FAULT;
+        else process.env.FERRY_FAULT = env.fault;
+        if (env.test === undefined) delete process.env.FERRY_TEST_FAULTS;
+        else process.env.FERRY_TEST_FAULTS = env.test;
+        await dest.close();
         sleeper.stop();
       }
     },

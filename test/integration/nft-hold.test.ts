@@ -2,12 +2,13 @@
  * The network hold over netlink against the real kernel, in a network namespace of the test's own: both tables
  * with their dropping chains go in as one transaction, a TCP connect over the namespace's loopback then gets
  * nowhere (input and output dropped); opened (an accept rule in each chain) it connects, and after the release too. Adding twice is harmless,
- * releasing twice finds nothing, and nothing else of the namespace's ruleset is touched.
+ * releasing twice finds nothing, and nothing else of the namespace's ruleset is touched. A hold added over a
+ * leftover opened one (its accept rules still there) replaces it and holds (review 16, finding 1).
  */
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addNetworkHold, isNetworkHeld, openNetworkHold, releaseNetworkHold } from '../../shared/kernel/nft-hold.js';
-import { addNftTable, listNftBaseChains, listNftTables } from '../../shared/kernel/nft-tables.js';
+import { addNetworkHold, HOLD_TABLES, isNetworkHeld, openNetworkHold, releaseNetworkHold } from '../../shared/kernel/nft-hold.js';
+import { addNftTable, countNftRules, listNftBaseChains, listNftTables } from '../../shared/kernel/nft-tables.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
 
 const runnable = canRun('nft hold', isRoot(), hasCommand('python3'), hasCommand('ip'), hasCommand('nsenter'));
@@ -69,5 +70,19 @@ describe.skipIf(!runnable)('the network hold (real kernel)', () => {
     expect(isNetworkHeld(netns)).toBe(false);
     expect(loopbackConnect(netns)).toBe('ok');
     expect(listNftTables(netns)).toEqual([{ family: 'inet', name: 'CRIU-someone-elses' }]);
+  }, 30_000);
+
+  it('replaces a leftover opened hold when added again: held, no accept rule left, traffic dropped', () => {
+    addNetworkHold(netns);
+    openNetworkHold(netns);
+    expect(loopbackConnect(netns)).toBe('ok');
+    // What an agent that died between the open and the deletion leaves: the next move's hold goes over it.
+    addNetworkHold(netns);
+    expect(isNetworkHeld(netns)).toBe(true);
+    expect(HOLD_TABLES.map((t) => countNftRules(netns, t).size)).toEqual([0, 0]);
+    expect(listNftTables(netns).filter((t) => t.name === 'ferry-hold')).toHaveLength(2);
+    expect(loopbackConnect(netns)).toBe('TimeoutError');
+    expect(releaseNetworkHold(netns).sort()).toEqual(['arp ferry-hold', 'inet ferry-hold']);
+    expect(loopbackConnect(netns)).toBe('ok');
   }, 30_000);
 });

@@ -22,7 +22,6 @@ function codeOf(f: () => unknown): string | undefined {
 }
 
 describe('a Restore task network, checked on the dest', () => {
-
   const bad: [string, Partial<typeof NET>][] = [
     ['an inner link with a slash', { innerLink: 'eth/0' }],
     ['an outer link of 16 bytes', { outerLink: 'a'.repeat(16) }],
@@ -52,9 +51,11 @@ describe('a Restore task network, checked on the dest', () => {
   }
 
   it('never echoes the value it refuses', () => {
+    expect.assertions(2);
     try {
       restoreTaskNetwork({ ...NET, innerLink: 'x'.repeat(5000) }, 'mig-0001-aaaa', 'lo');
     } catch (e) {
+      expect(e).toBeInstanceOf(FerryError);
       expect((e as FerryError).detail).not.toContain('xxxx');
     }
   });
