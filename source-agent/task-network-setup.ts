@@ -193,38 +193,38 @@ export async function makeTaskNet(c: CompiledTaskNetOptions, plan: TaskNetPlan, 
     return errors;
   };
   // A making step; the undos run plain `ip` (after an abort too).
-  const step = (args: string[]): Promise<void> => {
+  const makeStep = (args: string[]): Promise<void> => {
     signal?.throwIfAborted();
     return ip(args);
   };
   try {
     if (!plan.bridgeExists) {
-      await step(['link', 'add', c.bridge, 'type', 'bridge']);
+      await makeStep(['link', 'add', c.bridge, 'type', 'bridge']);
       undo.push(async () => void (await removeBridgeIfUnused(c.bridge)));
-      await step(['link', 'set', c.bridge, 'up']);
+      await makeStep(['link', 'set', c.bridge, 'up']);
     }
-    await step(['netns', 'add', name]);
+    await makeStep(['netns', 'add', name]);
     undo.push(async () => {
       if (named) await ip(['netns', 'del', name]);
     });
-    await step(['link', 'add', outer, 'type', 'veth', 'peer', 'name', INNER_LINK, 'netns', name]);
+    await makeStep(['link', 'add', outer, 'type', 'veth', 'peer', 'name', INNER_LINK, 'netns', name]);
     // Deleting the outer end deletes the pair; once the task is gone with its namespace, so is the pair.
     const outerExists = (): boolean => listLinks(THIS_NETNS).some((l) => l.name === outer);
     undo.push(async () => {
       // A task killed just before may be taking its namespace, and the pair, down meanwhile.
       if (outerExists()) await ip(['link', 'del', outer]).catch((e: unknown) => (outerExists() ? Promise.reject(e as Error) : undefined));
     });
-    await step(['-n', name, 'link', 'set', INNER_LINK, 'address', c.mac]);
+    await makeStep(['-n', name, 'link', 'set', INNER_LINK, 'address', c.mac]);
     for (const a of c.addresses) {
       // No DAD for an IPv6 address: checkTaskNet probed the segment already, and a tentative address could
       // not be used (nor answer) for its second or so.
-      await step(['-n', name, 'addr', 'add', formatCidr(a), 'dev', INNER_LINK, ...(a.family === 6 ? ['nodad'] : [])]);
+      await makeStep(['-n', name, 'addr', 'add', formatCidr(a), 'dev', INNER_LINK, ...(a.family === 6 ? ['nodad'] : [])]);
     }
-    await step(['-n', name, 'link', 'set', 'lo', 'up']);
-    await step(['-n', name, 'link', 'set', INNER_LINK, 'up']);
-    if (plan.gateway !== undefined) await step(['-n', name, 'route', 'add', 'default', 'via', plan.gateway, 'dev', INNER_LINK]);
-    if (plan.gateway6 !== undefined) await step(['-n', name, '-6', 'route', 'add', 'default', 'via', plan.gateway6, 'dev', INNER_LINK]);
-    await step(['link', 'set', outer, 'master', c.bridge, 'up']);
+    await makeStep(['-n', name, 'link', 'set', 'lo', 'up']);
+    await makeStep(['-n', name, 'link', 'set', INNER_LINK, 'up']);
+    if (plan.gateway !== undefined) await makeStep(['-n', name, 'route', 'add', 'default', 'via', plan.gateway, 'dev', INNER_LINK]);
+    if (plan.gateway6 !== undefined) await makeStep(['-n', name, '-6', 'route', 'add', 'default', 'via', plan.gateway6, 'dev', INNER_LINK]);
+    await makeStep(['link', 'set', outer, 'master', c.bridge, 'up']);
     injectFault('run.net-made');
     signal?.throwIfAborted();
   } catch (e) {

@@ -214,8 +214,8 @@ function logHoldRelease(ctx: MigrationContext, what: string, report: HoldRelease
  * Pushes the hold's undo above the tcp one (a rollback runs it first) and returns `thaw` wrapped as
  * pushTcpDumpUndo does. Rolling back: the hold let go in the original's namespace and its addresses announced.
  * Ending after the commit (sourceState 'gone': the original was killed, though the bounded wait for it may have
- * timed out): the veth's outer end deleted if it still has the ifindex journaled (it usually went with the namespace). Frozen for a commit whose answer
- * is open: nothing.
+ * timed out): the veth's outer end deleted if it still has the journaled ifindex (it usually went with the
+ * namespace). Frozen for a commit whose answer is open: nothing.
  */
 function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, outerIfindex: number, thaw: UndoHandle): { thaw: UndoHandle; undoNow: () => Promise<void> } {
   const { host } = ctx;
