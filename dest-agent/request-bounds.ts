@@ -9,7 +9,7 @@ import type * as m from '../shared/transport/messages.js';
 import { MAX_CPU_FLAG_LENGTH, MAX_CPU_FLAGS } from '../shared/kernel/cpu-flags.js';
 import { MAX_ADDRESS_LENGTH, MAX_HOST_ADDRESSES } from '../shared/kernel/host-addresses.js';
 import { isCanonicalCidr } from '../shared/kernel/ip-cidr.js';
-import { linkNameProblem } from '../shared/kernel/link-name.js';
+import { criuLinkNameProblem } from '../shared/kernel/link-name.js';
 import { macProblem } from '../shared/kernel/mac-address.js';
 import { MAX_TASK_ADDRESSES } from '../shared/kernel/read-task-network.js';
 
@@ -84,7 +84,8 @@ const MAX_CIDR = 43;
 export function checkTaskNetwork(field: string, n: m.TaskNetworkMessage, phase: Phase): void {
   for (const [name, value] of Object.entries({ inner_link: n.innerLink, outer_link: n.outerLink, bridge: n.bridge })) {
     checkText(`${field}.${name}`, value, 64, phase);
-    if (linkNameProblem(value)) throw invalid(phase, `${field}.${name} is not an interface name (1-15 bytes, no '/', ':' or whitespace)`);
+    // Refused at Negotiate, not only at Restore: else the task is frozen and dumped before the dest says no.
+    if (criuLinkNameProblem(value)) throw invalid(phase, `${field}.${name} is not an interface name criu can be given (1-15 bytes of A-Z a-z 0-9 _ . -)`);
   }
   checkText(`${field}.mac`, n.mac, 17, phase);
   if (macProblem(n.mac) || n.mac !== n.mac.toLowerCase()) throw invalid(phase, `${field}.mac is not a unicast MAC in lower-case aa:bb:cc:dd:ee:ff`);

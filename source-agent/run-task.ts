@@ -27,6 +27,8 @@ export interface RunTaskOptions {
   isolation?: TaskIsolation;
   /** `--net`: a network namespace of its own. Default: the host's. */
   network?: TaskNetOptions | undefined;
+  /** Aborted (ferry run's SIGINT/SIGTERM) before the task is handed back: it is killed and all that was made removed. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface RunningTask {
@@ -46,7 +48,7 @@ export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
   if (!NAME.test(o.name)) throw new FerryError('BAD_ARGUMENT', { message: `--name must be letters, digits, '.', '_' or '-' (got "${o.name}")` });
   const executable = findExecutable(o.command);
   const net = o.network && compileTaskNetOptions(o.network);
-  const plan = net && (await checkTaskNet(net));
+  const plan = net && (await checkTaskNet(net, o.signal));
   mkdirSync(o.logDir, { recursive: true });
   const stdout = join(o.logDir, `${o.name}.out`);
   const stderr = join(o.logDir, `${o.name}.err`);
@@ -56,7 +58,7 @@ export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
   let launcherPid: number | undefined;
   let pid: number | undefined;
   try {
-    made = net && plan && (await makeTaskNet(net, plan));
+    made = net && plan && (await makeTaskNet(net, plan, o.signal));
     const start = [...(made ? ['nsenter', `--net=${made.netns}`] : []), ...launcher(o.isolation ?? HOST_ISOLATION, o.command, o.args, stdout, stderr)];
     const [program, ...argv] = start as [string, ...string[]];
     closeOnExecAll();
@@ -77,6 +79,8 @@ export async function runTask(o: RunTaskOptions): Promise<RunningTask> {
       injectFault('run.task-started');
       await announceTaskNet(pid, net);
     }
+    // Interrupted while it was being made or awaited: nobody was told its pid, so nothing of it may stay.
+    o.signal?.throwIfAborted();
     return { pid, launcherPid, stdout, stderr, ...(made && { network: made.network }) };
   } catch (e) {
     // The task is pid 1 of its pid namespace: its death takes the tree, and its network namespace with it.

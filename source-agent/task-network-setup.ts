@@ -22,7 +22,7 @@ import { announceAddress, probeAddress } from '../shared/kernel/address-announce
 import { formatCidr, ipCidrProblem, parseIpCidr, type IpCidr } from '../shared/kernel/ip-cidr.js';
 import { inSubnet, isIpv4 } from '../shared/kernel/ipv4.js';
 import { inSubnet6, ipv6Bytes, isIpv6, isLinkLocal6, normalizeIpv6 } from '../shared/kernel/ipv6.js';
-import { linkNameProblem } from '../shared/kernel/link-name.js';
+import { criuLinkNameProblem } from '../shared/kernel/link-name.js';
 import { macProblem, normalizeMac, randomMac } from '../shared/kernel/mac-address.js';
 import { THIS_NETNS } from '../shared/kernel/netns-socket.js';
 import { listIpv4Addresses, listIpv6Addresses, listLinks } from '../shared/kernel/rtnetlink.js';
@@ -80,8 +80,8 @@ export function compileTaskNetOptions(o: TaskNetOptions): CompiledTaskNetOptions
   const twice = addresses.find((a, i) => addresses.findIndex((b) => b.address === a.address) !== i);
   if (twice) throw bad(`--net gives ${twice.address} twice`, 'Give each address once.');
   const bridge = o.bridge ?? DEFAULT_TASK_BRIDGE;
-  const nameProblem = linkNameProblem(bridge);
-  if (nameProblem) throw bad(`--bridge: ${nameProblem}`, 'Give an interface name of 1 to 15 bytes without "/", ":" or whitespace.');
+  const nameProblem = criuLinkNameProblem(bridge);
+  if (nameProblem) throw bad(`--bridge: ${nameProblem}`, 'Give an interface name of 1 to 15 bytes of A-Z a-z 0-9 _ . - (criu cannot be given others).');
   const v4 = addresses.filter((a) => a.family === 4);
   const v6 = addresses.filter((a) => a.family === 6);
   if (o.gateway !== undefined) {
@@ -160,12 +160,28 @@ export interface MadeTaskNet {
   network: TaskNetwork;
   /** Deletes the temporary name: from here the task alone holds the namespace. The undo stays for remove(). */
   release(): Promise<void>;
-  /** Removes all that was made, in reverse (the veth, the name, a bridge made here); collects every error. */
+  /** Removes all that was made, in reverse (the veth, the name, a bridge made here if it has no ports); collects every error. */
   remove(): Promise<Error[]>;
 }
 
-/** Makes the namespace, the veth and (if missing) the bridge; on a failure removes what it made and throws. */
-export async function makeTaskNet(c: CompiledTaskNetOptions, plan: TaskNetPlan): Promise<MadeTaskNet> {
+/**
+ * Deletes the bridge `name` made by this run, unless it has ports: a run started meanwhile may have put its veth
+ * on it (both found it missing; the first made it). Returns whether it was deleted.
+ */
+export async function removeBridgeIfUnused(name: string): Promise<boolean> {
+  const links = listLinks(THIS_NETNS);
+  const bridge = links.find((l) => l.name === name && l.kind === 'bridge');
+  if (!bridge || links.some((l) => l.master === bridge.ifindex)) return false;
+  await ip(['link', 'del', name]);
+  return true;
+}
+
+/**
+ * Makes the namespace, the veth and (if missing) the bridge; on a failure, or `signal` aborted between two steps
+ * (ferry run's SIGINT/SIGTERM), removes what it made and throws. A step under way is let finish (bounded by
+ * IP_TIMEOUT_MS): killed midway, what it made might have no undo yet.
+ */
+export async function makeTaskNet(c: CompiledTaskNetOptions, plan: TaskNetPlan, signal?: AbortSignal): Promise<MadeTaskNet> {
   const id = randomBytes(4).toString('hex');
   const name = `ferry-run-${id}`;
   const outer = `fy${id}`;
@@ -176,35 +192,41 @@ export async function makeTaskNet(c: CompiledTaskNetOptions, plan: TaskNetPlan):
     for (const step of undo.splice(0).reverse()) await step().catch((e: unknown) => errors.push(e as Error));
     return errors;
   };
+  // A making step; the undos run plain `ip` (after an abort too).
+  const makeStep = (args: string[]): Promise<void> => {
+    signal?.throwIfAborted();
+    return ip(args);
+  };
   try {
     if (!plan.bridgeExists) {
-      await ip(['link', 'add', c.bridge, 'type', 'bridge']);
-      undo.push(() => ip(['link', 'del', c.bridge]));
-      await ip(['link', 'set', c.bridge, 'up']);
+      await makeStep(['link', 'add', c.bridge, 'type', 'bridge']);
+      undo.push(async () => void (await removeBridgeIfUnused(c.bridge)));
+      await makeStep(['link', 'set', c.bridge, 'up']);
     }
-    await ip(['netns', 'add', name]);
+    await makeStep(['netns', 'add', name]);
     undo.push(async () => {
       if (named) await ip(['netns', 'del', name]);
     });
-    await ip(['link', 'add', outer, 'type', 'veth', 'peer', 'name', INNER_LINK, 'netns', name]);
+    await makeStep(['link', 'add', outer, 'type', 'veth', 'peer', 'name', INNER_LINK, 'netns', name]);
     // Deleting the outer end deletes the pair; once the task is gone with its namespace, so is the pair.
     const outerExists = (): boolean => listLinks(THIS_NETNS).some((l) => l.name === outer);
     undo.push(async () => {
       // A task killed just before may be taking its namespace, and the pair, down meanwhile.
       if (outerExists()) await ip(['link', 'del', outer]).catch((e: unknown) => (outerExists() ? Promise.reject(e as Error) : undefined));
     });
-    await ip(['-n', name, 'link', 'set', INNER_LINK, 'address', c.mac]);
+    await makeStep(['-n', name, 'link', 'set', INNER_LINK, 'address', c.mac]);
     for (const a of c.addresses) {
       // No DAD for an IPv6 address: checkTaskNet probed the segment already, and a tentative address could
       // not be used (nor answer) for its second or so.
-      await ip(['-n', name, 'addr', 'add', formatCidr(a), 'dev', INNER_LINK, ...(a.family === 6 ? ['nodad'] : [])]);
+      await makeStep(['-n', name, 'addr', 'add', formatCidr(a), 'dev', INNER_LINK, ...(a.family === 6 ? ['nodad'] : [])]);
     }
-    await ip(['-n', name, 'link', 'set', 'lo', 'up']);
-    await ip(['-n', name, 'link', 'set', INNER_LINK, 'up']);
-    if (plan.gateway !== undefined) await ip(['-n', name, 'route', 'add', 'default', 'via', plan.gateway, 'dev', INNER_LINK]);
-    if (plan.gateway6 !== undefined) await ip(['-n', name, '-6', 'route', 'add', 'default', 'via', plan.gateway6, 'dev', INNER_LINK]);
-    await ip(['link', 'set', outer, 'master', c.bridge, 'up']);
+    await makeStep(['-n', name, 'link', 'set', 'lo', 'up']);
+    await makeStep(['-n', name, 'link', 'set', INNER_LINK, 'up']);
+    if (plan.gateway !== undefined) await makeStep(['-n', name, 'route', 'add', 'default', 'via', plan.gateway, 'dev', INNER_LINK]);
+    if (plan.gateway6 !== undefined) await makeStep(['-n', name, '-6', 'route', 'add', 'default', 'via', plan.gateway6, 'dev', INNER_LINK]);
+    await makeStep(['link', 'set', outer, 'master', c.bridge, 'up']);
     injectFault('run.net-made');
+    signal?.throwIfAborted();
   } catch (e) {
     const errors = await remove();
     if (e instanceof FerryError) e.rollbackErrors.push(...errors);

@@ -1,4 +1,4 @@
-import { runTask } from '../../source-agent/run-task.js';
+import { runTask, type RunningTask } from '../../source-agent/run-task.js';
 import { isolationValue, type Isolation } from '../../source-agent/task-isolation.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
 import { parse } from '../args.js';
@@ -70,7 +70,19 @@ export async function runCommand(argv: string[]): Promise<number> {
     throw new FerryError('BAD_ARGUMENT', { message: '--bridge, --gateway, --gateway6 and --mac need --net', hint: 'Give the task its address with --net ADDRESS/PREFIX, or drop them.' });
   }
   const network = values.net === undefined ? undefined : { net: values.net, bridge: values.bridge, gateway: values.gateway, gateway6: values.gateway6, mac: values.mac };
-  const task = await runTask({ command, args, name, logDir: values['log-dir'] ?? '/var/log/ferry/tasks', isolation: { ipc, mounts }, network });
+  // Ctrl-C (SIGINT/SIGTERM) before the pid is printed: the task is killed and its namespace, veth and a bridge
+  // made for it removed (exit 130), rather than left behind by the default exit.
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort(new FerryError('CANCELLED', { message: 'ferry run was interrupted; what it had made is removed' }));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let task: RunningTask;
+  try {
+    task = await runTask({ command, args, name, logDir: values['log-dir'] ?? '/var/log/ferry/tasks', isolation: { ipc, mounts }, network, signal: controller.signal });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
   console.log(values.json ? JSON.stringify(task) : String(task.pid));
   return EXIT.ok;
 }

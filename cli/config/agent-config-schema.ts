@@ -8,7 +8,7 @@ import { FerryError } from '../../shared/errors/ferry-error.js';
 import { PeerAllowList } from '../../shared/transport/peer-allow-list.js';
 import { parseHostPort } from '../../shared/transport/address.js';
 import { DestAllowList } from '../../source-agent/dest-allow-list.js';
-import { linkNameProblem } from '../../shared/kernel/link-name.js';
+import { criuLinkNameProblem } from '../../shared/kernel/link-name.js';
 import { isGroupName } from '../socket-group.js';
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
@@ -29,8 +29,9 @@ const absolutePath = field(['string'], (v) => (text(v).startsWith('/') ? text(v)
 
 const flag = field(['boolean'], (v) => v as boolean);
 
+// The dest's bridge goes to criu (`veth[..]:..@BRIDGE`): a name criu cannot parse is refused at start.
 const linkName = field(['string'], (v) => {
-  const problem = linkNameProblem(text(v));
+  const problem = criuLinkNameProblem(text(v));
   return problem ? bad(`must be an interface name: ${problem}`) : text(v);
 });
 

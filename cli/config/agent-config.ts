@@ -9,7 +9,7 @@ import { configInvalid } from '../../shared/config/config-problems.js';
 import { validateConfig } from '../../shared/config/config-schema.js';
 import { useConfiguredCriu } from '../../shared/criu/criu-binary.js';
 import { FerryError } from '../../shared/errors/ferry-error.js';
-import { linkNameProblem } from '../../shared/kernel/link-name.js';
+import { criuLinkNameProblem } from '../../shared/kernel/link-name.js';
 import { formatHostPort, parseHostPort, type HostPort } from '../../shared/transport/address.js';
 import { tlsFilesFrom } from '../../shared/transport/transport-security.js';
 import { readSourceEnvironment, setInEnvironment, type SourceEnvironment, type SourcePathsConfig } from '../../source-agent/config/environment.js';
@@ -148,8 +148,8 @@ function flagPort(flag: string, v: string | undefined): number | undefined {
 }
 
 function flagLinkName(flag: string, v: string | undefined): string | undefined {
-  const problem = v === undefined ? undefined : linkNameProblem(v);
-  if (problem) throw new FerryError('BAD_ARGUMENT', { message: `--${flag}: ${problem.slice(0, 120)}`, hint: 'Give an interface name of 1 to 15 bytes without "/", ":" or whitespace.' });
+  const problem = v === undefined ? undefined : criuLinkNameProblem(v);
+  if (problem) throw new FerryError('BAD_ARGUMENT', { message: `--${flag}: ${problem.slice(0, 120)}`, hint: 'Give an interface name of 1 to 15 bytes of A-Z a-z 0-9 _ . - (criu cannot be given others).' });
   return v;
 }
 

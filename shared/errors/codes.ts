@@ -481,6 +481,13 @@ export const ERRORS = {
     'The detail quotes the netlink error: check that the kernel has nf_tables (`modprobe nf_tables`) and that the source agent runs as root.',
     status.FAILED_PRECONDITION,
   ),
+  TASK_NETWORK_CHANGED: spec(
+    'FERRY-4004',
+    "The task's network changed between Negotiate and the freeze; nothing was frozen or dumped",
+    "Leave the task's links and addresses alone during a migration (the detail says what changed), then migrate again: the dest probes the addresses it is told at Negotiate.",
+    status.FAILED_PRECONDITION,
+    true,
+  ),
 
   IMAGE_UPLOAD_FAILED: spec('FERRY-5001', 'CRIU images could not be sent to the dest', 'Check the dest agent and the network, then retry.', status.UNAVAILABLE, true),
   TRACKER_MISSED_PAGE: spec(

@@ -1,6 +1,7 @@
 /**
  * Linux interface names (dev_valid_name): 1 to 15 bytes (IFNAMSIZ less the NUL), not "." or "..", no '/',
- * ':' or whitespace. What a TaskNetwork's links and bridge, `ferry run --bridge` and `dest-agent --bridge` take.
+ * ':' or whitespace; and for what criu is given (a TaskNetwork's links and bridge, `ferry run --bridge`,
+ * `dest-agent --bridge` and [dest-agent] bridge) only A-Z a-z 0-9 _ . - (criuLinkNameProblem).
  */
 export const MAX_LINK_NAME_BYTES = 15;
 
@@ -11,5 +12,16 @@ export function linkNameProblem(name: string): string | undefined {
   if (bytes > MAX_LINK_NAME_BYTES) return `an interface name of ${bytes} bytes (at most ${MAX_LINK_NAME_BYTES})`;
   if (name === '.' || name === '..') return `"${name}" is no interface name`;
   if (/[/:\s\0]/.test(name)) return `the interface name "${name}" holds '/', ':', a NUL or whitespace`;
+  return undefined;
+}
+
+/** Stricter than the kernel's names: criu splits `veth[INNER]:OUTER@BRIDGE` on '[', ']', ':' and '@'. */
+const CRIU_SAFE = /^[A-Za-z0-9_.-]+$/;
+
+/** linkNameProblem, or a character criu's `--external veth[..]:..@..` cannot carry; undefined when fine. */
+export function criuLinkNameProblem(name: string): string | undefined {
+  const problem = linkNameProblem(name);
+  if (problem) return problem;
+  if (!CRIU_SAFE.test(name)) return `the interface name "${name}" holds a character criu cannot be given (only A-Z a-z 0-9 _ . -)`;
   return undefined;
 }

@@ -24,18 +24,32 @@ export function isThisNetns(netns: string): boolean {
 export function inNetns<T>(netns: string, fn: () => T): T {
   if (isThisNetns(netns)) return fn();
   const back = openSync(THIS_NETNS, 'r');
-  const into = openSync(netns, 'r');
+  let into: number | undefined;
   try {
+    // Opened inside the try: a netns that cannot be opened must not leak `back`.
+    into = openSync(netns, 'r');
     setns(into, CLONE_NEWNET);
     try {
       return fn();
     } finally {
-      // Failing here would leave this thread (node's main one) in the other namespace: nothing may swallow it.
-      setns(back, CLONE_NEWNET);
+      returnTo(back, netns);
     }
   } finally {
-    closeSync(into);
+    if (into !== undefined) closeSync(into);
     closeSync(back);
+  }
+}
+
+/**
+ * setns back to this thread's namespace. A failure would leave node's main thread in the task's namespace, and
+ * callers catch errors (a hold's release goes on after a failed step): no error can carry that, so the process ends.
+ */
+function returnTo(back: number, from: string): void {
+  try {
+    setns(back, CLONE_NEWNET);
+  } catch (e) {
+    process.stderr.write(`ferry: setns back from ${from} failed (${e instanceof Error ? e.message : String(e)}): this thread would stay in that network namespace; aborting\n`);
+    process.abort();
   }
 }
 

@@ -207,8 +207,10 @@ export function nftBatch(netns: string, messages: readonly NftBatchMessage[]): n
     sendto(fd, batch, NETLINK_KERNEL);
     let errno = 0;
     // A refused message aborts the transaction: its error is the answer that matters; else every message's ack comes.
+    // A batch refused whole (no CAP_NET_ADMIN, no nf_tables) gets its error on BATCH_BEGIN's seq 1: that ends it too,
+    // else the wait runs out SO_RCVTIMEO (inside the freeze) and says EAGAIN.
     receiveNetlink(fd, (m) => {
-      if (m.type !== NLMSG_ERROR || m.seq < first || m.seq > last) return false;
+      if (m.type !== NLMSG_ERROR || m.seq < 1 || m.seq > last) return false;
       const e = netlinkErrno(m);
       if (e !== 0) errno = e;
       return e !== 0 || m.seq === last;

@@ -1,8 +1,11 @@
 /**
  * AF_PACKET sockets on one link of a network namespace (made inside it: netns-socket.ts), for the frames Ferry
  * builds itself: ARP (arp.ts) and IPv6 neighbor discovery (neighbor-discovery.ts). Non-blocking, so that a wait
- * polls and node's event loop keeps running; every wait is bounded by the caller's timeout. Closed off the main
- * thread (closeFdAsync: a packet socket's close waits for an RCU grace period).
+ * polls; a probe yields to node's event loop every YIELD_EVERY frames too (a flood would keep a frame always
+ * waiting); every wait is bounded by the caller's timeout. Made with protocol 0, which receives nothing, and bound
+ * to the link with the ethertype (a socket made with it would queue that ethertype from every link until bound);
+ * one that only sends is bound with none and never queues a frame. Closed off the main thread (closeFdAsync: a
+ * packet socket's close waits for an RCU grace period).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError, SystemCallError } from '../errors/ferry-error.js';
@@ -15,6 +18,8 @@ const AF_PACKET = 17;
 const SOCK_RAW_CLOEXEC_NONBLOCK = 3 | 0x80000 | 0x800;
 const ARPHRD_ETHER = 1;
 const POLL_MS = 5;
+/** Frames a probe reads before it lets the event loop run (setImmediate): a flood must not hold node's main thread. */
+export const YIELD_EVERY = 64;
 
 export const htons = (v: number): number => ((v & 0xff) << 8) | (v >> 8);
 
@@ -26,13 +31,16 @@ interface PacketSocket {
   ethertype: number;
 }
 
-/** A packet socket for `ethertype` bound to `link` of the namespace `netns`; the caller closes it (closeFd). */
-function packetSocket(netns: string, link: string, ethertype: number): PacketSocket {
+/**
+ * A packet socket that sends `ethertype` from `link` of the namespace `netns`, and receives that ethertype on that
+ * link only when `receive`; the caller closes it (closeFd).
+ */
+function packetSocket(netns: string, link: string, ethertype: number, receive: boolean): PacketSocket {
   const found = listLinks(netns).find((l) => l.name === link);
   if (!found) throw new FerryError('INTERNAL', { message: `no link ${link} in ${netns}` });
-  const fd = socketIn(netns, AF_PACKET, SOCK_RAW_CLOEXEC_NONBLOCK, htons(ethertype));
+  const fd = socketIn(netns, AF_PACKET, SOCK_RAW_CLOEXEC_NONBLOCK, 0);
   try {
-    bind(fd, linkLayerAddress(found.ifindex, ethertype, Buffer.alloc(6, 0xff)));
+    bind(fd, linkLayerAddress(found.ifindex, receive ? ethertype : 0, Buffer.alloc(6, 0xff)));
     return { fd, ifindex: found.ifindex, mac: found.mac, ethertype };
   } catch (e) {
     closeFd(fd);
@@ -40,7 +48,7 @@ function packetSocket(netns: string, link: string, ethertype: number): PacketSoc
   }
 }
 
-/** struct sockaddr_ll for `ifindex` with the destination `to` (what sendto uses; bind ignores the address). */
+/** struct sockaddr_ll for `ifindex` with the destination `to` (what sendto uses; bind takes the ethertype, ignores the address). */
 function linkLayerAddress(ifindex: number, ethertype: number, to: Buffer): Buffer {
   const b = Buffer.alloc(20);
   b.writeUInt16LE(AF_PACKET, 0);
@@ -81,7 +89,7 @@ export async function probeWith(
   claimant: (frame: Buffer) => string | undefined,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  const s = packetSocket(netns, link, ethertype);
+  const s = packetSocket(netns, link, ethertype, true);
   try {
     const frame = probe(s.mac);
     const start = Date.now();
@@ -89,7 +97,7 @@ export async function probeWith(
     let second = false;
     const heard: string[] = [];
     const buf = Buffer.alloc(2048);
-    while (Date.now() - start < timeoutMs) {
+    for (let read = 0; Date.now() - start < timeoutMs; ) {
       signal?.throwIfAborted();
       if (!second && Date.now() - start >= timeoutMs / 2) {
         sendFrame(s, frame);
@@ -102,6 +110,7 @@ export async function probeWith(
       }
       const mac = claimant(buf.subarray(0, n));
       if (mac !== undefined && mac !== s.mac && !heard.includes(mac)) heard.push(mac);
+      if (++read % YIELD_EVERY === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return heard;
   } finally {
@@ -111,7 +120,7 @@ export async function probeWith(
 
 /** `count` copies of `frame` from `link` of `netns`, `intervalMs` apart. */
 export async function sendRepeated(netns: string, link: string, ethertype: number, frame: Buffer, count: number, intervalMs: number, signal?: AbortSignal): Promise<void> {
-  const s = packetSocket(netns, link, ethertype);
+  const s = packetSocket(netns, link, ethertype, false);
   try {
     for (let i = 0; i < count; i++) {
       if (i > 0) await sleep(intervalMs, undefined, { signal });

@@ -10,9 +10,16 @@ import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../errors/ferry-error.js';
 import { formatCidr } from './ip-cidr.js';
+import { criuLinkNameProblem } from './link-name.js';
 import { listIpv4Addresses, listIpv6Addresses, listLinks, netnsIdIn, type Link } from './rtnetlink.js';
 import { THIS_NETNS } from './netns-socket.js';
 import type { TaskNetwork } from './task-network.js';
+
+/** A TaskNetwork and the ifindex of its outer end here: what the freeze journals, so that only that link is deleted. */
+export interface TaskNetworkPeer {
+  network: TaskNetwork;
+  outerIfindex: number;
+}
 
 /** The wire's bound (proto TaskNetwork): a task with more addresses is refused here rather than by the dest. */
 export const MAX_TASK_ADDRESSES = 16;
@@ -42,6 +49,11 @@ const describe = (l: Link): string => `${l.name} (${l.kind || 'no kind'})`;
  * its TaskNetwork when its namespace has the shape `ferry run --net` makes; TASK_NETWORK_UNSUPPORTED otherwise.
  */
 export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwork | undefined {
+  return readTaskNetworkPeer(rootPid, procRoot)?.network;
+}
+
+/** readTaskNetwork, with the outer end's ifindex in this agent's namespace. */
+export function readTaskNetworkPeer(rootPid: number, procRoot = '/proc'): TaskNetworkPeer | undefined {
   const taskNs = join(procRoot, String(rootPid), 'ns', 'net');
   // thread-self: this thread's (node's main one, which a caller may have put into another namespace).
   const mine = nsLink(join(procRoot, 'thread-self', 'ns', 'net')) ?? nsLink(join(procRoot, 'self', 'ns', 'net'));
@@ -75,5 +87,10 @@ export function readTaskNetwork(rootPid: number, procRoot = '/proc'): TaskNetwor
   if (addresses.length === 0) throw unsupported(`the task's veth ${inner.name} has no IPv4 nor global IPv6 address`);
   if (addresses.length > MAX_TASK_ADDRESSES) throw unsupported(`the task's veth ${inner.name} has ${addresses.length} addresses, at most ${MAX_TASK_ADDRESSES} are supported`);
   if (inner.mac === '') throw unsupported(`the task's veth ${inner.name} has no MAC`);
-  return { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name };
+  // The restore gives these names to criu (`veth[INNER]:OUTER@BRIDGE`): refused here, before the freeze and the dump.
+  for (const name of [inner.name, outer.name, bridge.name]) {
+    const problem = criuLinkNameProblem(name);
+    if (problem) throw unsupported(`${problem}: rename the link (ip link set NAME name NEWNAME)`);
+  }
+  return { network: { innerLink: inner.name, mac: inner.mac, addresses, outerLink: outer.name, bridge: bridge.name }, outerIfindex: outer.ifindex };
 }

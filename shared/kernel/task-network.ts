@@ -18,3 +18,15 @@ export interface TaskNetwork {
   /** The bridge outerLink is enslaved to, in the agent's network namespace. */
   bridge: string;
 }
+
+/** What differs between two readings of a task's network (addresses as a set), or undefined when none does. */
+export function taskNetworkChange(before: TaskNetwork | undefined, now: TaskNetwork | undefined): string | undefined {
+  if (before === undefined || now === undefined) {
+    if (before === now) return undefined;
+    return before === undefined ? 'the task has a network namespace of its own now' : 'the task no longer has a network namespace of its own';
+  }
+  const changed = (['innerLink', 'mac', 'outerLink', 'bridge'] as const).filter((k) => before[k] !== now[k]).map((k) => `${k} ${before[k]} -> ${now[k]}`);
+  const sorted = (a: readonly string[]): string => [...a].sort().join(', ');
+  if (sorted(before.addresses) !== sorted(now.addresses)) changed.push(`addresses ${sorted(before.addresses)} -> ${sorted(now.addresses)}`);
+  return changed.length > 0 ? changed.join('; ') : undefined;
+}

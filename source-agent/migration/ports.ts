@@ -37,9 +37,9 @@ import { readTaskCriuNeeds, type TaskCriuNeeds } from '../../shared/kernel/task-
 import { dropCriuLockOnceGone, lockNetns, tcpDumpUndoCommand, undoTcpEstablishedDump, type TcpDumpLock, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
 import { readTaskMountNamespace, type TaskMountNamespace } from '../../shared/kernel/task-mount-namespace.js';
 import { criuMountNamespaceArgs } from '../../shared/criu/criu-mount-namespace.js';
-import type { TaskNetwork } from '../../shared/kernel/task-network.js';
-import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
-import { deleteOuterLink, holdTaskNetwork, releaseTaskNetworkHold, type HoldReleaseReport, type TaskNetworkHold } from '../../shared/kernel/task-network-hold.js';
+import { readTaskNetworkPeer, type TaskNetworkPeer } from '../../shared/kernel/read-task-network.js';
+import { deleteJournaledOuterLink, type OuterLinkDeletion } from '../../shared/kernel/outer-veth.js';
+import { holdTaskNetwork, releaseTaskNetworkHold, type HoldReleaseReport, type TaskNetworkHold } from '../../shared/kernel/task-network-hold.js';
 import { ProcessMemoryReader } from '../../shared/kernel/process-memory.js';
 import { uploadImages } from '../grpc-image-upload.js';
 import type { DumpMode } from '../config/environment.js';
@@ -118,14 +118,14 @@ export interface SourceHost {
   tcpDumpLock(rootPid: number, dumpLog: string): TcpDumpLock;
   /** That undo (and the network hold's, first) as a command for the freeze guard; undefined where it cannot run (not built). */
   tcpDumpUndoCommand(pids: readonly number[], lock: TcpDumpLock | undefined, hold: TaskNetworkHold | undefined): string[] | undefined;
-  /** The task's own network identity (shared/kernel/read-task-network.ts); undefined when it shares this agent's netns. */
-  taskNetwork(rootPid: number): TaskNetwork | undefined;
+  /** The task's own network identity and its outer end's ifindex (shared/kernel/read-task-network.ts); undefined when it shares this agent's netns. */
+  taskNetwork(rootPid: number): TaskNetworkPeer | undefined;
   /** Puts the network hold on the task's namespace (task-network-hold.ts); throws when it cannot. */
   holdTaskNetwork(hold: TaskNetworkHold): void;
   /** Rollback: the hold let go in the original's namespace, its addresses announced; never throws. */
   releaseTaskNetworkHold(hold: TaskNetworkHold): Promise<HoldReleaseReport>;
-  /** After the commit: the veth's outer end deleted in this agent's netns; false when it was gone already. */
-  deleteOuterLink(name: string): boolean;
+  /** After the commit: the veth's outer end deleted in this agent's netns, only while it has the journaled ifindex (outer-veth.ts). */
+  deleteOuterLink(name: string, ifindex: number): OuterLinkDeletion;
   /** Rollback of a --tcp-established dump: the stopped tree's sockets out of repair mode, the lock deleted. */
   undoTcpDump(pids: readonly number[], lock: TcpDumpLock): TcpDumpUndoReport;
   /** After the commit: once `pids` are gone (within `budgetMs`), the lock deleted; errors say why not. */
@@ -233,10 +233,10 @@ export const realSourceHost: SourceHost = {
   networkLock: async () => probeNetworkLock(await requireCriu('source')),
   tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: lockNetns(rootPid) }),
   tcpDumpUndoCommand,
-  taskNetwork: (rootPid) => readTaskNetwork(rootPid),
+  taskNetwork: (rootPid) => readTaskNetworkPeer(rootPid),
   holdTaskNetwork,
   releaseTaskNetworkHold: (hold) => releaseTaskNetworkHold(hold),
-  deleteOuterLink,
+  deleteOuterLink: (name, ifindex) => deleteJournaledOuterLink(name, ifindex),
   undoTcpDump: undoTcpEstablishedDump,
   dropTcpDumpLock: dropCriuLockOnceGone,
   preflightFacts: (pids) => readPreflightFacts(pids),

@@ -35,7 +35,8 @@ import { signalProcess, signalTree } from '../../shared/kernel/signal-tree.js';
 import { waitExited } from '../../shared/kernel/process-wait.js';
 import { ORIGINAL_EXIT_WAIT_MS } from './kill-original.js';
 import { dropCriuLockOnceGone, undoTcpEstablishedDump, type TcpDumpUndoReport } from '../../shared/criu/tcp-dump-undo.js';
-import { deleteOuterLink, releaseTaskNetworkHold, type HoldReleaseReport } from '../../shared/kernel/task-network-hold.js';
+import { releaseTaskNetworkHold, type HoldReleaseReport } from '../../shared/kernel/task-network-hold.js';
+import { deleteJournaledOuterLink } from '../../shared/kernel/outer-veth.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { Phase } from '../../shared/phases.js';
 import { askCommit, fillUnresolvedError, originalLostError, unresolvedError } from './commit-outcome.js';
@@ -121,7 +122,9 @@ async function killOriginal(m: JournaledMigration, log: Logger): Promise<number>
   if (m.tcpLock) logUndo(log, "CRIU's lock after the kill", await dropCriuLockOnceGone(pids, m.tcpLock, GONE_BEFORE_UNLOCK_MS));
   if (m.hold && left.length === 0) {
     try {
-      log.info("the original's veth after the kill", { outerLink: m.hold.network.outerLink, deleted: deleteOuterLink(m.hold.network.outerLink) });
+      // Only the link the freeze journaled: the name may be another's by now (a later run, a copy restored here).
+      const outcome = deleteJournaledOuterLink(m.hold.network.outerLink, m.outerIfindex);
+      log.info("the original's veth after the kill", { outerLink: m.hold.network.outerLink, outerIfindex: m.outerIfindex, outcome });
     } catch (e) {
       log.error("the original's veth is not deleted: delete it by hand", { outerLink: m.hold.network.outerLink, err: e });
     }

@@ -52,6 +52,8 @@ export interface JournaledMigration {
   tcpLock?: TcpDumpLock;
   /** The task has its own network namespace, held before the dump (task-network-hold.ts). */
   hold?: TaskNetworkHold;
+  /** The ifindex of the hold's outer veth end at the freeze: the resolver deletes that link only (outer-veth.ts). */
+  outerIfindex?: number;
   restoredPid?: number;
   /** The dest restored lazily: a Commit confirmed leaves the original frozen until the fill is done. */
   lazyRestore: boolean;
@@ -142,6 +144,7 @@ export async function readSourceJournal(dir: string, migrationId: string): Promi
     if (e.state === 'frozen' && typeof e.imagesDir === 'string') m.imagesDir = e.imagesDir;
     if (e.state === 'frozen' && isTcpDumpLock(e.tcpLock)) m.tcpLock = e.tcpLock;
     if (e.state === 'frozen' && isTaskNetworkHold(e.hold)) m.hold = e.hold;
+    if (e.state === 'frozen' && Number.isInteger(e.outerIfindex) && (e.outerIfindex as number) > 0) m.outerIfindex = e.outerIfindex as number;
     if ((e.state === 'restored' || e.state === 'committed') && typeof e.restoredPid === 'number') m.restoredPid = e.restoredPid;
     if (e.state === 'restored') m.lazyRestore = e.restore === 'lazy';
     if (e.state === 'committed') m.fillPending = e.fill === 'pending';

@@ -5,13 +5,14 @@
  * C also holds with FERRY-1217, both before anything is touched (exit 2, the task runs on); `ferry run --net`'s
  * own refusals exit 2 with their codes. Every task, agent and namespace is removed.
  */
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERRORS } from '../../shared/errors/codes.js';
 import { describeResult, runFerry } from '../../testbed/ferry-process.js';
 import { createL2Segment, type L2Segment } from '../../testbed/l2-segment.js';
 import { ip } from '../../testbed/netns-names.js';
 import { canRun, hasCommand, isRoot, requireBuilt } from '../../testbed/requirements.js';
+import { waitFor } from '../../testbed/wait-for.js';
 import { makeTempDir } from '../../testbed/temp-dirs.js';
 import { hasCriu, runMigrate, startDestAgent, type DestAgentHandle } from '../../testbed/two-hosts.js';
 import { runNetTask, startNetTask, type NetTaskHandle } from '../../testbed/workloads/net-task.js';
@@ -88,5 +89,22 @@ describe.skipIf(!runnable)("a task's own network, checked between hosts of one L
       expect(r.exitCode, describeResult(r)).toBe(2);
       expect(r.stdout + r.stderr).toContain(code);
     }
+  });
+
+  it('ferry run --net interrupted (SIGTERM) while it makes the network: exit 130, its namespace name, veth and bridge removed', async () => {
+    const links = async (): Promise<string[]> => ((JSON.parse(await ip(['-n', seg.a.name, '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname)).sort();
+    const names = (): string[] => readdirSync('/run/netns').filter((n) => n.startsWith('ferry-run-'));
+    const before = { links: await links(), names: names() };
+    const controller = new AbortController();
+    const run = runNetTask(seg.a, dir, 'net-interrupted', { net: `${seg.taskAddress(2)}/24`, runArgs: ['--bridge', 'fyint0'], signal: controller.signal });
+    // Its first step makes the bridge: interrupted there, every later step is undone too.
+    await waitFor(async () => (await links()).includes('fyint0'), 20_000, 'ferry run to make its bridge');
+    const madeNow = names().filter((n) => !before.names.includes(n));
+    controller.abort();
+    const r = await run;
+    expect(r.exitCode, describeResult(r)).toBe(130);
+    expect(r.stderr).toContain(ERRORS.CANCELLED.code);
+    await waitFor(async () => JSON.stringify(await links()) === JSON.stringify(before.links), 5_000, "every link of A's made by the run to go");
+    await waitFor(() => madeNow.every((n) => !names().includes(n)), 5_000, 'the namespace name it made to go');
   });
 });

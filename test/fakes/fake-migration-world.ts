@@ -16,6 +16,7 @@ import type { DestPort, FillCallHandlers, MigrationPorts, PageStream, SourceHost
 import type { FillManifest } from '../../source-agent/migration/fill-manifests.js';
 import type { DirtyTracker } from '../../source-agent/trackers/tracker.js';
 import type { TaskNetwork } from '../../shared/kernel/task-network.js';
+import { TASK_NETWORK_FEATURE } from '../../shared/peer-info.js';
 
 export const PAGE = 4096;
 /** Where the world fails, when told. */
@@ -99,12 +100,21 @@ function onePage(page: number, fill: number) {
   return { pageNumbers, hashes, kinds: Buffer.from([PAGE_KIND_DATA]), data };
 }
 
+/** The ifindex of the task's outer veth end, as the fake host reads it at the freeze. */
+export const FAKE_OUTER_IFINDEX = 31;
+
 /** A world of fakes that records every effect, in order, and fails where told. */
 /** `tcpConnected`: the tree holds a connected TCP socket (the dump is --tcp-established, the dest offers it). */
-/** `taskNetwork`: the task has its own network namespace (`ferry run --net`). */
-export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript; tcpConnected?: boolean; taskNetwork?: TaskNetwork } = {}) {
+/** `taskNetwork`: the task has its own network namespace (`ferry run --net`), as Negotiate reads it; `freezeTaskNetwork`: what the freeze reads instead ('none': no namespace of its own). */
+export function world(
+  fail?: Failure,
+  opts: { abortDuringPrecopy?: AbortController; lazyDest?: boolean; fill?: FillScript; tcpConnected?: boolean; taskNetwork?: TaskNetwork; freezeTaskNetwork?: TaskNetwork | 'none' } = {},
+) {
   const log: string[] = [];
-  const destPeer: m.PeerInfo = { ...peer, features: [...peer.features, ...(opts.lazyDest ? ['lazy-restore'] : []), ...(opts.tcpConnected ? [TCP_ESTABLISHED_FEATURE] : [])] };
+  const destPeer: m.PeerInfo = {
+    ...peer,
+    features: [...peer.features, ...(opts.lazyDest ? ['lazy-restore'] : []), ...(opts.tcpConnected ? [TCP_ESTABLISHED_FEATURE] : []), ...(opts.taskNetwork ? [TASK_NETWORK_FEATURE] : [])],
+  };
   let restoreRequest: m.RestoreRequest | undefined;
   const fillRequests: m.FillRequest[] = [];
   const savedManifests: FillManifest[][] = [];
@@ -128,7 +138,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
     networkLock: () => Promise.resolve('nftables' as const),
     tcpDumpLock: (rootPid, dumpLog) => ({ dumpLog, netns: `/proc/${rootPid}/ns/net` }),
     tcpDumpUndoCommand: (_pids, lock, hold) => ['ferry-tcp-undo', ...(lock ? ['lock'] : []), ...(hold ? ['hold'] : [])],
-    taskNetwork: () => opts.taskNetwork,
+    taskNetwork: () => {
+      const read = opts.freezeTaskNetwork === 'none' ? undefined : (opts.freezeTaskNetwork ?? opts.taskNetwork);
+      return read ? { network: read, outerIfindex: FAKE_OUTER_IFINDEX } : undefined;
+    },
     holdTaskNetwork: (hold) => {
       log.push(`net.hold ${hold.netns}`);
       if (fail === 'hold') throw new Error('netlink NEWTABLE/NEWCHAIN: EPERM');
@@ -137,9 +150,9 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push(`net.release ${hold.netns}`);
       return Promise.resolve({ released: ['inet ferry-hold', 'arp ferry-hold'], announced: hold.network.addresses.map((a) => a.split('/')[0]!), errors: [] });
     },
-    deleteOuterLink: (name) => {
-      log.push(`net.del-outer ${name}`);
-      return false;
+    deleteOuterLink: (name, ifindex) => {
+      log.push(`net.del-outer ${name} ${ifindex}`);
+      return 'gone';
     },
     undoTcpDump: () => {
       log.push('tcp.undo');
@@ -149,7 +162,10 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
       log.push('tcp.drop-lock');
       return Promise.resolve({ released: [], errors: [] });
     },
-    preflightFacts: quietPreflightFacts,
+    preflightFacts: () => {
+      const facts = quietPreflightFacts();
+      return { ...facts, tree: { ...facts.tree, taskNetwork: opts.taskNetwork } };
+    },
     chooseTracker: () => Promise.resolve({ name: 'hash' as const, note: 'hash tracker (as asked)' }),
     createTracker: (): DirtyTracker => {
       let rounds = 0;
@@ -235,7 +251,7 @@ export function world(fail?: Failure, opts: { abortDuringPrecopy?: AbortControll
   const dest: DestPort = {
     negotiate: () => {
       boom('negotiate');
-      return Promise.resolve({ dest: destPeer, protocolVersion: 1 });
+      return Promise.resolve({ dest: destPeer, protocolVersion: 1, ...(opts.taskNetwork ? { taskNetwork: { bridge: opts.taskNetwork.bridge, bridgeProblem: '', taken: [] } } : {}) });
     },
     prepare: (req) => {
       epochs.push(req.epoch);

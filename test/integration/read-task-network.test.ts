@@ -112,6 +112,13 @@ describe.runIf(runnable)('readTaskNetwork', () => {
     expect(expectFerryError(() => readInA(pid), 'TASK_NETWORK_UNSUPPORTED').detail).toMatch(/mv0 \(macvlan\) is not a veth/);
   });
 
+  it("refuses an outer end's name criu cannot be given ('@'), before any freeze", async () => {
+    const t = await netns();
+    await veth(t, { outer: 'fy@t6', address: `${seg.taskAddress(6)}/24` });
+    const pid = await taskIn(`${NETNS_DIR}/${t}`);
+    expect(expectFerryError(() => readInA(pid), 'TASK_NETWORK_UNSUPPORTED').detail).toMatch(/"fy@t6" holds a character criu cannot be given/);
+  });
+
   it('refuses a peer on no bridge', async () => {
     const t = await netns();
     await veth(t, { outer: 'fyt2', bridge: false, address: `${seg.taskAddress(3)}/24` });

@@ -17,6 +17,8 @@ import { THIS_NETNS } from '../../shared/kernel/netns-socket.js';
 import { readTaskNetwork } from '../../shared/kernel/read-task-network.js';
 import { listIpv4Addresses, listIpv6Addresses, listLinks } from '../../shared/kernel/rtnetlink.js';
 import { runTask, type RunningTask, type RunTaskOptions } from '../../source-agent/run-task.js';
+import { removeBridgeIfUnused } from '../../source-agent/task-network-setup.js';
+import { FerryError } from '../../shared/errors/ferry-error.js';
 import { createL2Segment, type L2Segment } from '../../testbed/l2-segment.js';
 import { enterNetns, ip, runTool, tcpAnswers } from '../../testbed/netns-names.js';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
@@ -144,6 +146,34 @@ describe.runIf(runnable)('ferry run --net', () => {
     expect(e.message).toContain(point);
     expect(e.rollbackErrors).toEqual([]);
     await waitFor(() => JSON.stringify(snapshot()) === JSON.stringify(before), 5_000, 'every link and name made to be removed');
+  });
+
+  it('interrupted (ferry run\'s SIGINT/SIGTERM aborts its signal) while the network is made: CANCELLED, all removed, the bridge it made too', async () => {
+    const before = snapshot();
+    const controller = new AbortController();
+    const made = run({ net: `${seg.taskAddress(6)}/24`, bridge: 'fytest3' }, { signal: controller.signal });
+    // Aborted once its first step (the bridge) is made: what follows must undo it, and whatever came after.
+    await waitFor(() => listLinks(THIS_NETNS).some((l) => l.name === 'fytest3'), 5_000, 'the bridge to be made');
+    controller.abort(new FerryError('CANCELLED', { message: 'interrupted (test)' }));
+    const e = await expectFerryRejection(made, 'CANCELLED');
+    expect(e.rollbackErrors).toEqual([]);
+    await waitFor(() => JSON.stringify(snapshot()) === JSON.stringify(before), 5_000, 'every link and name made to be removed');
+  });
+
+  it('a bridge a failing run made is deleted only while it has no ports (another run may have joined it)', async () => {
+    await ip(['link', 'add', 'fytest4', 'type', 'bridge']);
+    try {
+      await ip(['link', 'add', 'fytest4p', 'type', 'veth', 'peer', 'name', 'fytest4q']);
+      await ip(['link', 'set', 'fytest4p', 'master', 'fytest4']);
+      expect(await removeBridgeIfUnused('fytest4')).toBe(false);
+      expect(listLinks(THIS_NETNS).some((l) => l.name === 'fytest4')).toBe(true);
+      await ip(['link', 'del', 'fytest4p']);
+      expect(await removeBridgeIfUnused('fytest4')).toBe(true);
+      expect(listLinks(THIS_NETNS).some((l) => l.name === 'fytest4')).toBe(false);
+      expect(await removeBridgeIfUnused('fytest4')).toBe(false);
+    } finally {
+      for (const link of ['fytest4p', 'fytest4']) if (listLinks(THIS_NETNS).some((l) => l.name === link)) await ip(['link', 'del', link]);
+    }
   });
 
   it('a command that exits at once: everything made is removed', async () => {

@@ -29,6 +29,8 @@ import { addNetworkHold, isNetworkHeld } from '../../shared/kernel/nft-hold.js';
 import { startNetnsSleeper } from '../../testbed/workloads/netns-sleeper.js';
 import { spawnSync } from 'node:child_process';
 import { canRun, hasCommand, isRoot } from '../../testbed/requirements.js';
+import { listLinks } from '../../shared/kernel/rtnetlink.js';
+import { THIS_NETNS } from '../../shared/kernel/netns-socket.js';
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -254,6 +256,35 @@ describe('source resolver', () => {
         expect(gone(pid)).toBe(true);
       } finally {
         sleeper.stop();
+      }
+    },
+    30_000,
+  );
+
+  it.skipIf(!canRun('resolver: outer veth', isRoot(), hasCommand('ip')))(
+    "after a kill, the original's outer veth is deleted only while it has the journaled ifindex (another link of that name stays)",
+    async () => {
+      const dir = await tmp();
+      const name = `fyrs${(process.pid % 0xffff).toString(16)}`;
+      const add = spawnSync('ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`], { encoding: 'utf8', timeout: 10_000 });
+      if (add.status !== 0) throw new Error(`ip link add: ${add.stderr}`);
+      try {
+        const exists = (): boolean => listLinks(THIS_NETNS).some((l) => l.name === name);
+        const ifindex = listLinks(THIS_NETNS).find((l) => l.name === name)!.ifindex;
+        const network = { innerLink: 'eth0', mac: '02:79:09:00:00:65', addresses: ['10.79.9.101/24'], outerLink: name, bridge: 'ferry0' };
+        for (const [journaled, stays] of [
+          [ifindex + 1000, true],
+          [ifindex, false],
+        ] as const) {
+          const pid = await frozenOriginal();
+          const id = await journal(dir, pid, [['frozen', { hold: { netns: `/proc/${pid}/ns/net`, network }, outerIfindex: journaled }], ['committing'], ['committed', { restoredPid: 4242 }]]);
+          expect(await readSourceJournal(dir, id)).toMatchObject({ outerIfindex: journaled });
+          expect((await resolveMigration(id, deps(dir, 'unreachable'))).outcome).toBe('migrated');
+          expect(gone(pid)).toBe(true);
+          expect(exists()).toBe(stays);
+        }
+      } finally {
+        spawnSync('ip', ['link', 'del', name], { timeout: 10_000 });
       }
     },
     30_000,

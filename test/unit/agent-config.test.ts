@@ -129,6 +129,13 @@ describe('what is wrong with a file', () => {
     expect(problems('[log]\nformat = "xml"\n').message).toContain('log.format: must be one of json, text, auto');
     expect(problems('[paths]\nstate-dir = "var/lib/ferry"\n').message).toContain('paths.state-dir: must be an absolute path');
     expect(problems('[source-agent]\nsocket-group = "no such group!"\n').message).toContain('source-agent.socket-group: "no such group!" is not a group name or number');
+    // The dest's bridge goes into criu's veth[..]:..@BRIDGE: refused at start, not at the first restore.
+    expect(problems('[dest-agent]\nbridge = "br@0"\n').message).toContain('dest-agent.bridge: must be an interface name: the interface name "br@0" holds a character criu cannot be given');
+  });
+
+  it("refuses a --bridge criu cannot be given (BAD_ARGUMENT), as the file's key", () => {
+    expect(expectFerryError(() => compileDestAgentConfig({ listen: '127.0.0.1:0', bridge: 'br@0' }, load(''), NO_ENV), 'BAD_ARGUMENT').message).toContain('--bridge');
+    expect(compileDestAgentConfig({ listen: '127.0.0.1:0', bridge: 'br-0' }, load(''), NO_ENV).bridge).toBe('br-0');
   });
 
   it('reports every problem of the file at once: the first in the message, all in the detail', () => {

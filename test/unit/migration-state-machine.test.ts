@@ -15,7 +15,7 @@ import type { MigrationEvent } from '../../source-agent/migration/events.js';
 import { migrate } from '../../source-agent/migration/orchestrator.js';
 import { compileMigrateOptions } from '../../source-agent/config/migrate-options.js';
 import type { MigrationPorts, SourceHost } from '../../source-agent/migration/ports.js';
-import { PAGE, ROLLBACK_CASES, world, type Failure } from '../fakes/fake-migration-world.js';
+import { FAKE_OUTER_IFINDEX, PAGE, ROLLBACK_CASES, world, type Failure } from '../fakes/fake-migration-world.js';
 
 let imagesRoot: string;
 beforeAll(async () => {
@@ -27,8 +27,8 @@ afterAll(async () => {
 
 const TASK_NETWORK = { innerLink: 'eth0', mac: '02:77:00:00:00:64', addresses: ['10.77.0.100/24'], outerLink: 'fy0123abcd', bridge: 'ferry0' };
 
-async function run(fail?: Failure, controller = new AbortController(), tcpConnected = false, taskNetwork?: typeof TASK_NETWORK) {
-  const w = world(fail, { tcpConnected, ...(taskNetwork ? { taskNetwork } : {}) });
+async function run(fail?: Failure, controller = new AbortController(), tcpConnected = false, taskNetwork?: typeof TASK_NETWORK, freezeTaskNetwork?: typeof TASK_NETWORK | 'none') {
+  const w = world(fail, { tcpConnected, ...(taskNetwork ? { taskNetwork } : {}), ...(freezeTaskNetwork ? { freezeTaskNetwork } : {}) });
   const events: MigrationEvent[] = [];
   const opts = compileMigrateOptions({ pid: 4242, to: '127.0.0.1:1', imagesRoot, floorPages: 1, commitPatienceMs: 1_500, undeliveredPatienceMs: 300 });
   try {
@@ -149,7 +149,7 @@ describe('migration state machine', () => {
         expect(at('net.release /proc/4242/ns/net')).toBeGreaterThan(at('dump'));
         expect(at('net.release /proc/4242/ns/net')).toBeLessThan(at('tcp.undo'));
         expect(at('tcp.undo')).toBeLessThan(at('signal.SIGCONT'));
-        expect(r.log).not.toContain('net.del-outer fy0123abcd');
+        expect(r.log).not.toContain('net.del-outer fy0123abcd 31');
         expect(r.journaled.find((e) => e.state === 'frozen')).toMatchObject({ hold: { netns: '/proc/4242/ns/net', network: TASK_NETWORK } });
       });
     }
@@ -164,8 +164,8 @@ describe('migration state machine', () => {
     it('a commit: the hold stays on the original (never let go), its veth is deleted after the kill', async () => {
       const r = await run(undefined, undefined, false, TASK_NETWORK);
       expect(r.error).toBeUndefined();
-      expect(r.log.filter((x) => x.startsWith('net.'))).toEqual(['net.hold /proc/4242/ns/net', 'net.del-outer fy0123abcd']);
-      expect(r.log.indexOf('net.del-outer fy0123abcd')).toBeGreaterThan(r.log.indexOf('signal.SIGKILL'));
+      expect(r.log.filter((x) => x.startsWith('net.'))).toEqual(['net.hold /proc/4242/ns/net', 'net.del-outer fy0123abcd 31']);
+      expect(r.log.indexOf('net.del-outer fy0123abcd 31')).toBeGreaterThan(r.log.indexOf('signal.SIGKILL'));
     });
 
     it('an unanswered commit: the hold stays and the veth too (the dest may run the copy)', async () => {
@@ -183,6 +183,35 @@ describe('migration state machine', () => {
       const at = (x: string): number => r.log.indexOf(x);
       expect(at('net.release /proc/4242/ns/net')).toBeGreaterThan(at('net.hold /proc/4242/ns/net'));
       expect(at('net.release /proc/4242/ns/net')).toBeLessThan(at('signal.SIGCONT'));
+    });
+
+    it('the freeze journals the outer end\'s ifindex with the hold; the commit deletes the veth by name and that ifindex', async () => {
+      const r = await run(undefined, undefined, false, TASK_NETWORK);
+      expect(r.journaled.find((e) => e.state === 'frozen')).toMatchObject({ hold: { network: TASK_NETWORK }, outerIfindex: FAKE_OUTER_IFINDEX });
+      expect(r.log).toContain(`net.del-outer fy0123abcd ${FAKE_OUTER_IFINDEX}`);
+    });
+
+    const changes: [string, typeof TASK_NETWORK | 'none'][] = [
+      ['an address changed', { ...TASK_NETWORK, addresses: ['10.77.0.101/24'] }],
+      ['an address added', { ...TASK_NETWORK, addresses: ['10.77.0.100/24', '10.77.0.102/24'] }],
+      ['the outer end renamed', { ...TASK_NETWORK, outerLink: 'fy99' }],
+      ['no network of its own any more', 'none'],
+    ];
+    for (const [what, atFreeze] of changes) {
+      it(`the network read at the freeze differs from Negotiate's (${what}): TASK_NETWORK_CHANGED, before the hold and the dump`, async () => {
+        const r = await run(undefined, undefined, true, TASK_NETWORK, atFreeze);
+        expect(r.error?.key).toBe('TASK_NETWORK_CHANGED');
+        expect(r.error?.phase).toBe('freeze');
+        expect(r.error?.sourceState).toBe('running');
+        for (const x of ['net.hold /proc/4242/ns/net', 'dump', 'journal.frozen', 'signal.SIGKILL']) expect(r.log).not.toContain(x);
+        expect(r.journaled.find((e) => e.state === 'frozen')).toBeUndefined();
+      });
+    }
+
+    it('the same network at the freeze, its addresses in another order: no refusal', async () => {
+      const two = { ...TASK_NETWORK, addresses: ['10.77.0.100/24', 'fd77::100/64'] };
+      const r = await run(undefined, undefined, false, two, { ...two, addresses: ['fd77::100/64', '10.77.0.100/24'] });
+      expect(r.error).toBeUndefined();
     });
 
     it('a task that shares the agent network namespace is never held', async () => {

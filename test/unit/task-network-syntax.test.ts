@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { inSubnet, ipv4CidrProblem, ipv4Number, parseIpv4Cidr } from '../../shared/kernel/ipv4.js';
-import { linkNameProblem } from '../../shared/kernel/link-name.js';
+import { criuLinkNameProblem, linkNameProblem } from '../../shared/kernel/link-name.js';
 import { macProblem, normalizeMac, randomMac } from '../../shared/kernel/mac-address.js';
 import { compileTaskNetOptions } from '../../source-agent/task-network-setup.js';
 import { runCommand } from '../../cli/commands/run.js';
@@ -61,6 +61,10 @@ describe('MACs and interface names', () => {
   it('interface names: 1-15 bytes, no "/", ":" or whitespace, not "." or ".."', () => {
     for (const ok of ['eth0', 'ferry0', 'fy0123abcd', 'a', 'x'.repeat(15), 'br-lan.10']) expect(linkNameProblem(ok), ok).toBeUndefined();
     for (const bad of ['', 'x'.repeat(16), 'é'.repeat(8), 'a/b', 'a:b', 'a b', '.', '..', 'a\tb']) expect(linkNameProblem(bad), bad).toBeDefined();
+  });
+  it("names criu can be given: the kernel's, and only A-Z a-z 0-9 _ . -", () => {
+    for (const ok of ['eth0', 'ferry0', 'fy0123abcd', 'br-lan.10', 'br_0']) expect(criuLinkNameProblem(ok), ok).toBeUndefined();
+    for (const bad of ['br@0', 'a[b', 'a]b', 'a:b', 'x'.repeat(16), 'é', 'a+b']) expect(criuLinkNameProblem(bad), bad).toBeDefined();
   });
 });
 

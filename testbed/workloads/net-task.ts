@@ -18,6 +18,8 @@ export interface NetTaskOptions {
   runArgs?: readonly string[];
   /** The command and its arguments; default sleep 600. */
   command?: readonly string[];
+  /** Aborted: `ferry run` gets SIGTERM (runFerry). */
+  signal?: AbortSignal;
 }
 
 export interface NetTaskHandle {
@@ -33,7 +35,7 @@ export interface NetTaskHandle {
 /** `ferry run --net ...` as it ended (for tests of its refusals): exit code, error, stdout. */
 export function runNetTask(host: Host, dir: string, name: string, o: NetTaskOptions): Promise<FerryResult> {
   const command = o.command ?? ['sleep', '600'];
-  return runFerry(['run', '--json', '--name', name, '--log-dir', dir, '--net', o.net, ...(o.runArgs ?? []), '--', ...command], { host, timeoutMs: 30_000 });
+  return runFerry(['run', '--json', '--name', name, '--log-dir', dir, '--net', o.net, ...(o.runArgs ?? []), '--', ...command], { host, timeoutMs: 30_000, signal: o.signal });
 }
 
 export async function startNetTask(host: Host, dir: string, name: string, o: NetTaskOptions): Promise<NetTaskHandle> {

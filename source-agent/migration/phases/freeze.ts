@@ -13,7 +13,9 @@
  * nothing of it on the wire; CRIU carries the hold to the copy). Its undo sits above the tcp one: a rollback
  * lets go of the hold and announces the original's addresses first, then takes the sockets out of repair,
  * then thaws. After the commit, once the original is gone, the same step deletes the veth's outer end. The
- * hold is journaled with the freeze, and the freeze guard's undo command lets go of it too.
+ * hold is journaled with the freeze (with the outer end's ifindex: only that link is ever deleted), and the
+ * freeze guard's undo command lets go of it too. The network read here must be the one Negotiate sent (the dest
+ * probed those addresses, and restores what the dump carries): else TASK_NETWORK_CHANGED before anything is made.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,7 +31,7 @@ import type { CriuFeatures } from '../../../shared/criu/criu-features.js';
 import { chooseCriuFeatures } from '../criu-features-choice.js';
 import type { TcpDumpLock, TcpDumpUndoReport } from '../../../shared/criu/tcp-dump-undo.js';
 import type { TaskMountNamespace } from '../../../shared/kernel/task-mount-namespace.js';
-import type { TaskNetwork } from '../../../shared/kernel/task-network.js';
+import { taskNetworkChange, type TaskNetwork } from '../../../shared/kernel/task-network.js';
 import type { HoldReleaseReport, TaskNetworkHold } from '../../../shared/kernel/task-network-hold.js';
 
 export interface Frozen {
@@ -64,8 +66,13 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const criu = chooseCriuFeatures(opts.criuFeatures, host.criuNeeds(host.tree(rootPid).map((t) => t.hostPid)), n.criu.networkLock ?? (await host.networkLock()), n.destInfo);
   const mountNs = host.mountNamespace(rootPid);
   if (mountNs) ctx.log.info('the task has its own mount namespace', { externalMounts: mountNs.externalMounts.length });
-  const taskNetwork = host.taskNetwork(rootPid);
-  if (taskNetwork) ctx.log.info('the task has its own network namespace', { ...taskNetwork });
+  const peer = host.taskNetwork(rootPid);
+  const taskNetwork = peer?.network;
+  const changed = taskNetworkChange(n.taskNetwork, taskNetwork);
+  // Before the hold and the dump, the task untouched: a changed address would be restored unprobed, a network gone
+  // at this read would be dumped with no hold.
+  if (changed) throw new FerryError('TASK_NETWORK_CHANGED', { phase: 'freeze', side: 'source', sourceState: 'running', detail: changed });
+  if (taskNetwork) ctx.log.info('the task has its own network namespace', { ...taskNetwork, outerIfindex: peer?.outerIfindex });
   if (criu.note !== n.criu.note) ctx.log.info('criu features at the freeze', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
   await sweepImagesRoot(opts.imagesRoot, ctx.log);
   const logsDir = join(opts.imagesRoot, 'logs');
@@ -91,7 +98,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
   const tcpLock = criu.features.tcpEstablished ? host.tcpDumpLock(rootPid, logFile) : undefined;
   const tcpUndo = tcpLock ? pushTcpDumpUndo(ctx, tree, tcpLock, thawStep) : undefined;
   const hold: TaskNetworkHold | undefined = taskNetwork ? { netns: `/proc/${rootPid}/ns/net`, network: taskNetwork } : undefined;
-  const holdUndo = hold ? pushHoldUndo(ctx, hold, tcpUndo?.thaw ?? thawStep) : undefined;
+  const holdUndo = hold && peer ? pushHoldUndo(ctx, hold, peer.outerIfindex, tcpUndo?.thaw ?? thawStep) : undefined;
   const thaw = holdUndo?.thaw ?? tcpUndo?.thaw ?? thawStep;
   if (tcpLock || hold) {
     // If this process dies from here on, the guard thaws the tree: it must undo the dump (and the hold) first.
@@ -99,7 +106,7 @@ export async function freeze(ctx: MigrationContext, n: Negotiated, onImagesDir: 
     if (undo) lease.runBeforeThaw(undo);
     else ctx.log.warn('the freeze guard cannot undo a tcp-established dump or a network hold here (tcp-dump-undo-main.js is not built): if this process dies, the resolver does');
   }
-  await ctx.journal.record('frozen', { imagesDir, ...(tcpLock ? { tcpLock } : {}), ...(hold ? { hold } : {}) });
+  await ctx.journal.record('frozen', { imagesDir, ...(tcpLock ? { tcpLock } : {}), ...(hold ? { hold, outerIfindex: peer?.outerIfindex } : {}) });
   const frozenAt = (frozen.at = performance.now());
   ctx.sourceState = 'frozen';
   // Right before the dump, the freeze clock running: the task still runs, only its packets wait.
@@ -207,10 +214,10 @@ function logHoldRelease(ctx: MigrationContext, what: string, report: HoldRelease
  * Pushes the hold's undo above the tcp one (a rollback runs it first) and returns `thaw` wrapped as
  * pushTcpDumpUndo does. Rolling back: the hold let go in the original's namespace and its addresses announced.
  * Ending after the commit (sourceState 'gone': the original was killed, though the bounded wait for it may have
- * timed out): the veth's outer end deleted (it usually went with the namespace). Frozen for a commit whose answer
- * is open: nothing.
+ * timed out): the veth's outer end deleted if it still has the journaled ifindex (it usually went with the
+ * namespace). Frozen for a commit whose answer is open: nothing.
  */
-function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, thaw: UndoHandle): { thaw: UndoHandle; undoNow: () => Promise<void> } {
+function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, outerIfindex: number, thaw: UndoHandle): { thaw: UndoHandle; undoNow: () => Promise<void> } {
   const { host } = ctx;
   let thawReleased = false;
   let undone = false;
@@ -222,8 +229,8 @@ function pushHoldUndo(ctx: MigrationContext, hold: TaskNetworkHold, thaw: UndoHa
   };
   ctx.rollback.push("let go of the original's network hold and announce its addresses", async () => {
     if (ctx.sourceState === 'gone') {
-      const deleted = host.deleteOuterLink(hold.network.outerLink);
-      ctx.log.info("the original's veth after the commit", { outerLink: hold.network.outerLink, deleted, note: deleted ? undefined : 'gone with its namespace' });
+      const outcome = host.deleteOuterLink(hold.network.outerLink, outerIfindex);
+      ctx.log.info("the original's veth after the commit", { outerLink: hold.network.outerLink, outerIfindex, outcome });
       return;
     }
     if (thawReleased || undone) return;

@@ -19,6 +19,7 @@ import { FerryError } from '../../../shared/errors/ferry-error.js';
 import { localPageCodecs, type PageCodecName } from '../../../shared/pages/batch-codec.js';
 import type { CompressMode } from '../../../shared/policy/compression-choice.js';
 import { zstdProblem } from '../../../shared/native/zstd.js';
+import type { TaskNetwork } from '../../../shared/kernel/task-network.js';
 
 export interface Negotiated {
   target: TargetTree;
@@ -35,6 +36,8 @@ export interface Negotiated {
   destInfo: PeerInfo;
   /** The compressing page codecs both agents speak (this host offered, the dest accepted). */
   pageCodecs: PageCodecName[];
+  /** The task's own network as Negotiate sent it (the dest probed these addresses): the freeze reads the same, or refuses. */
+  taskNetwork: TaskNetwork | undefined;
 }
 
 /** Of this host's offer, what the dest accepted (an answer naming a codec not offered counts for nothing). */
@@ -91,7 +94,7 @@ export async function negotiate(ctx: MigrationContext, ports: MigrationPorts): P
     ctx.log.info('restore mode', { mode: restore.mode, note: restore.note });
     ctx.log.info('criu features', { ...criu.features, networkLock: criu.networkLock, note: criu.note });
     if (opts.compress !== 'off') ctx.log.info('page codecs', { compress: opts.compress, codecs: pageCodecs });
-    return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest, pageCodecs };
+    return { target, taskLock, dest, protocolVersion, tracker, restore, criu, destInfo: answer.dest, pageCodecs, taskNetwork: facts.tree.taskNetwork };
   } catch (e) {
     dest?.close();
     taskLock?.release();
