@@ -105,7 +105,10 @@ describe.skipIf(!runnable)('a held network namespace through raw criu (real kern
     spawnSync('mkdir', ['-p', img]);
     const dump = criu(NS.a, ['dump', '-t', String(pid), '-D', img, '--tcp-established', '--network-lock', 'nftables', '-v4', '-o', 'dump.log']);
     expect(dump.status, readFileSync(join(img, 'dump.log'), 'utf8').split('\n').filter((l) => /Error/.test(l)).join('\n')).toBe(0);
-    ip('-n', NS.a, 'link', 'del', OUTER);
+    // The dump killed the task: its namespace, and the veth with it, may be gone already (the kernel tears it down
+    // asynchronously), else it goes now.
+    const del = spawnSync('ip', ['-n', NS.a, 'link', 'del', OUTER], { encoding: 'utf8', timeout: 10_000 });
+    if (del.status !== 0 && !del.stderr.includes('Cannot find device')) throw new Error(`ip -n ${NS.a} link del ${OUTER}: ${del.stderr}`);
 
     const restore = criu(NS.b, ['restore', '-D', img, '--tcp-established', '-d', '--pidfile', join(img, 'pid'), '--external', `veth[eth0]:${OUTER}@brB`, '-v4', '-o', 'restore.log']);
     expect(restore.status, readFileSync(join(img, 'restore.log'), 'utf8').split('\n').filter((l) => /Error/.test(l)).join('\n')).toBe(0);
