@@ -57,6 +57,9 @@ describe.runIf(runnable)('ferry run --net', () => {
         /* gone */
       }
       await waitFor(() => !existsSync(`/proc/${t.pid}`), 5_000, `task ${t.pid} to exit`);
+      // Its namespace, and the veth with it, is torn down after the exit: the next test's snapshot must not see it go.
+      const outer = t.network?.outerLink;
+      if (outer) await waitFor(() => !listLinks(THIS_NETNS).some((l) => l.name === outer), 5_000, `task ${t.pid}'s veth ${outer} to go`);
     }
     delete process.env.FERRY_FAULT;
     delete process.env.FERRY_TEST_FAULTS;
