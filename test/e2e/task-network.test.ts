@@ -39,7 +39,7 @@ import { redisGet, redisServerArgv, startIncrClient } from '../../testbed/worklo
 
 const runnable =
   canRun('e2e task network', isRoot(), hasCommand('ip'), hasCommand('nsenter'), hasCommand('unshare'), hasCommand('python3')) && canRun('e2e task network (CRIU)', hasCriu());
-const hasRedis = hasCommand('redis-server');
+const hasRedis = canRun('e2e task network: Redis', hasCommand('redis-server'));
 
 const PORT = 7300;
 
